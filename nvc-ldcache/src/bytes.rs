@@ -1,0 +1,74 @@
+//! Bounds-checked reads of native-endian integers and NUL-terminated strings.
+
+/// Reads `N` bytes at `off`, or `None` past the end (and on offset overflow).
+pub(crate) fn array_at<const N: usize>(b: &[u8], off: usize) -> Option<[u8; N]> {
+    b.get(off..off.checked_add(N)?)?.try_into().ok()
+}
+
+pub(crate) fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    array_at(b, off).map(u32::from_ne_bytes)
+}
+
+pub(crate) fn i32_at(b: &[u8], off: usize) -> Option<i32> {
+    array_at(b, off).map(i32::from_ne_bytes)
+}
+
+pub(crate) fn u64_at(b: &[u8], off: usize) -> Option<u64> {
+    array_at(b, off).map(u64::from_ne_bytes)
+}
+
+/// Why [`cstr_at`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CStrError {
+    OutOfRange,
+    MissingNul,
+}
+
+/// The NUL-terminated string starting at `off`, without its NUL.
+pub(crate) fn cstr_at(b: &[u8], off: usize) -> Result<&[u8], CStrError> {
+    let tail = b.get(off..).ok_or(CStrError::OutOfRange)?;
+    if tail.is_empty() {
+        return Err(CStrError::OutOfRange);
+    }
+    let end = tail
+        .iter()
+        .position(|&c| c == 0)
+        .ok_or(CStrError::MissingNul)?;
+    tail.get(..end).ok_or(CStrError::MissingNul)
+}
+
+/// `x` rounded up to a multiple of `align` (a power of two), `None` on overflow.
+pub(crate) fn align_up(x: usize, align: usize) -> Option<usize> {
+    debug_assert!(align.is_power_of_two());
+    Some(x.checked_add(align - 1)? & !(align - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_stop_at_the_end() {
+        let b = [1u8, 0, 0, 0, 2];
+        assert_eq!(u32_at(&b, 0), Some(u32::from_ne_bytes([1, 0, 0, 0])));
+        assert_eq!(u32_at(&b, 2), None);
+        assert_eq!(u32_at(&b, usize::MAX - 1), None);
+        assert_eq!(u64_at(&b, 0), None);
+    }
+
+    #[test]
+    fn cstr_needs_a_nul_inside_the_input() {
+        assert_eq!(cstr_at(b"ab\0cd", 0), Ok(&b"ab"[..]));
+        assert_eq!(cstr_at(b"ab\0cd", 2), Ok(&b""[..]));
+        assert_eq!(cstr_at(b"ab\0cd", 3), Err(CStrError::MissingNul));
+        assert_eq!(cstr_at(b"ab\0cd", 5), Err(CStrError::OutOfRange));
+        assert_eq!(cstr_at(b"ab\0cd", 99), Err(CStrError::OutOfRange));
+    }
+
+    #[test]
+    fn align_up_rounds_and_detects_overflow() {
+        assert_eq!(align_up(17, 8), Some(24));
+        assert_eq!(align_up(24, 8), Some(24));
+        assert_eq!(align_up(usize::MAX, 8), None);
+    }
+}

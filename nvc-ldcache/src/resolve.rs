@@ -1,0 +1,83 @@
+//! Lookups: one SONAME, or a whole prefix set in one pass with upstream's winner rule.
+
+use crate::{Arch, Entry, Error, LdCache, PrefixSet, flags};
+
+impl<'a> LdCache<'a> {
+    /// The first entry, in cache order, whose SONAME is exactly `soname` and whose
+    /// architecture is `arch` (glibc sorts glibc-hwcaps variants first).
+    ///
+    /// # Errors
+    ///
+    /// A corrupt entry met on the way ([`Error::StringOutOfRange`], [`Error::MissingNul`]).
+    pub fn find(&self, soname: &[u8], arch: Arch) -> Result<Option<Entry<'a>>, Error> {
+        for index in 0..self.len() {
+            let raw = self.raw(index)?;
+            if flags::Flags(raw.flags).arch() != arch {
+                continue;
+            }
+            let key = self.string(index, "soname", raw.key)?;
+            if key == soname {
+                return self.entry(index).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Resolves every prefix of `set` for `arch`, keeping the **last** matching entry in cache
+    /// order, as libnvidia-container's `ldcache_resolve` with native selection does.
+    ///
+    /// Slot `i` of the result belongs to `set.prefix(i)`; `None` means no entry matched.
+    ///
+    /// # Errors
+    ///
+    /// A corrupt entry anywhere in the table, as upstream's "corrupted ldcache entry".
+    pub fn resolve(&self, set: &PrefixSet, arch: Arch) -> Result<Vec<Option<Entry<'a>>>, Error> {
+        self.resolve_with(set, arch, |_, _, _| Ok::<_, Error>(true))
+    }
+
+    /// Resolves `set` for `arch`, letting `select` decide whether each candidate replaces the
+    /// slot's current winner (upstream's `ldcache_select_fn`).
+    ///
+    /// Entries are visited in cache order; an entry is a candidate when its ELF bit is set,
+    /// its architecture is `arch` and its SONAME starts with a prefix of `set` (the first
+    /// listed one). `select(slot, current, candidate)` returns `Ok(true)` to make the candidate
+    /// the slot's winner. Driver discovery uses it to resolve the path inside a driver root and
+    /// to check the driver version; WSL selection uses `current` to keep `/wsl/lib` winners.
+    ///
+    /// # Errors
+    ///
+    /// A corrupt entry (converted into `E`), or the first error `select` returns.
+    pub fn resolve_with<E, F>(
+        &self,
+        set: &PrefixSet,
+        arch: Arch,
+        mut select: F,
+    ) -> Result<Vec<Option<Entry<'a>>>, E>
+    where
+        E: From<Error>,
+        F: FnMut(usize, Option<&Entry<'a>>, &Entry<'a>) -> Result<bool, E>,
+    {
+        let mut out: Vec<Option<Entry<'a>>> = vec![None; set.len()];
+        let bytes = self.bytes();
+        for index in 0..self.len() {
+            let raw = self.raw(index)?;
+            // Every key must lie inside the file, as upstream checks before filtering.
+            let key_at = self.string_offset(index, "soname", raw.key)?;
+            let flags = flags::Flags(raw.flags);
+            if !flags.is_elf() || flags.arch() != arch {
+                continue;
+            }
+            let Some(slot) = set.match_key(bytes.get(key_at..).unwrap_or_default()) else {
+                continue;
+            };
+            let candidate = self.entry(index)?;
+            let Some(current) = out.get_mut(slot) else {
+                continue;
+            };
+            if select(slot, current.as_ref(), &candidate)? {
+                *current = Some(candidate);
+            }
+        }
+        Ok(out)
+    }
+}
