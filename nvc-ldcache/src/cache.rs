@@ -534,7 +534,8 @@ impl<'a> Entry<'a> {
     }
 }
 
-/// The part of an `ldconfig -p` line between the parentheses (glibc `print_entry`).
+/// The part of an `ldconfig -p` line between the parentheses (glibc `print_entry`). Like
+/// glibc ≥ 2.35, whose ldconfig no longer reads ABI notes, it leaves the OS version out.
 struct Details<'e, 'a>(&'e Entry<'a>);
 
 impl fmt::Display for Details<'_, '_> {
@@ -545,21 +546,6 @@ impl fmt::Display for Details<'_, '_> {
             write!(f, ", hwcap: \"{}\"", OsStr::from_bytes(dir).display())?;
         } else if e.hwcap != 0 {
             write!(f, ", hwcap: {:#018x}", e.hwcap)?;
-        }
-        if e.osversion != 0 {
-            const OS: [&str; 7] = [
-                "Linux",
-                "Hurd",
-                "Solaris",
-                "FreeBSD",
-                "kNetBSD",
-                "Syllable",
-                "Unknown OS",
-            ];
-            let os = (e.osversion >> 24) as usize;
-            let [_, major, minor, patch] = e.osversion.to_be_bytes();
-            let name = OS.get(os).or(OS.last()).copied().unwrap_or_default();
-            write!(f, ", OS ABI: {name} {major}.{minor}.{patch}")?;
         }
         Ok(())
     }

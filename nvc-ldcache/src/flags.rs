@@ -52,15 +52,16 @@ impl fmt::Display for Flags {
             3 => "libc6",
             _ => "unknown",
         })?;
-        match self.arch() {
-            Arch::Unknown(v) => write!(f, ",{v}"),
-            arch => f.write_str(arch.ldconfig_suffix()),
+        let arch = self.arch();
+        match arch.ldconfig_suffix() {
+            Some(suffix) => f.write_str(suffix),
+            None => write!(f, ",{}", arch.value()),
         }
     }
 }
 
 macro_rules! arches {
-    ($($(#[$doc:meta])* $name:ident = $value:literal, $suffix:literal;)*) => {
+    ($($(#[$doc:meta])* $name:ident = $value:literal, $suffix:expr;)*) => {
         /// The architecture value of an entry (`flags & 0xff00`), every one glibc defines.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[non_exhaustive]
@@ -92,11 +93,12 @@ macro_rules! arches {
                 }
             }
 
-            /// What `ldconfig -p` prints after the library type, with its comma.
-            fn ldconfig_suffix(self) -> &'static str {
+            /// What `ldconfig -p` prints after the library type, with its comma; `None` where
+            /// glibc's `print_entry` has no name and prints the number.
+            fn ldconfig_suffix(self) -> Option<&'static str> {
                 match self {
                     $(Arch::$name => $suffix,)*
-                    Arch::Unknown(_) => "",
+                    Arch::Unknown(_) => None,
                 }
             }
         }
@@ -106,43 +108,43 @@ macro_rules! arches {
 arches! {
     /// No flag: i386 on x86 hosts, and the 32-bit base ABI of other architectures
     /// (libnvidia-container's `LD_I386_LIB32`).
-    I386 = 0x0000, "";
+    I386 = 0x0000, Some("");
     /// 64-bit SPARC.
-    Sparc64 = 0x0100, ",64bit";
+    Sparc64 = 0x0100, Some(",64bit");
     /// IA-64.
-    Ia64 = 0x0200, ",IA-64";
+    Ia64 = 0x0200, Some(",IA-64");
     /// x86-64.
-    X86_64 = 0x0300, ",x86-64";
+    X86_64 = 0x0300, Some(",x86-64");
     /// 64-bit s390x.
-    S390x = 0x0400, ",64bit";
+    S390x = 0x0400, Some(",64bit");
     /// 64-bit PowerPC (ppc64 and ppc64le).
-    PowerPc64 = 0x0500, ",64bit";
+    PowerPc64 = 0x0500, Some(",64bit");
     /// MIPS64 n32 ABI.
-    Mips64N32 = 0x0600, ",N32";
+    Mips64N32 = 0x0600, Some(",N32");
     /// MIPS64 n64 ABI.
-    Mips64N64 = 0x0700, ",64bit";
+    Mips64N64 = 0x0700, Some(",64bit");
     /// x86-64 x32 ABI.
-    X32 = 0x0800, ",x32";
+    X32 = 0x0800, Some(",x32");
     /// 32-bit ARM, hard-float ABI.
-    ArmHardFloat = 0x0900, ",hard-float";
+    ArmHardFloat = 0x0900, Some(",hard-float");
     /// AArch64.
-    Aarch64 = 0x0a00, ",AArch64";
+    Aarch64 = 0x0a00, Some(",AArch64");
     /// 32-bit ARM, soft-float ABI.
-    ArmSoftFloat = 0x0b00, ",soft-float";
+    ArmSoftFloat = 0x0b00, Some(",soft-float");
     /// 32-bit MIPS with NaN2008.
-    MipsNan2008 = 0x0c00, ",nan2008";
+    MipsNan2008 = 0x0c00, Some(",nan2008");
     /// MIPS64 n32 with NaN2008.
-    Mips64N32Nan2008 = 0x0d00, ",N32,nan2008";
+    Mips64N32Nan2008 = 0x0d00, Some(",N32,nan2008");
     /// MIPS64 n64 with NaN2008.
-    Mips64N64Nan2008 = 0x0e00, ",64bit,nan2008";
+    Mips64N64Nan2008 = 0x0e00, Some(",64bit,nan2008");
     /// RISC-V, soft-float ABI.
-    RiscvSoftFloat = 0x0f00, ",soft-float";
+    RiscvSoftFloat = 0x0f00, Some(",soft-float");
     /// RISC-V, double-float ABI.
-    RiscvDoubleFloat = 0x1000, ",double-float";
-    /// LoongArch, soft-float ABI.
-    LoongArchSoftFloat = 0x1100, ",soft-float";
-    /// LoongArch, double-float ABI.
-    LoongArchDoubleFloat = 0x1200, ",double-float";
+    RiscvDoubleFloat = 0x1000, Some(",double-float");
+    /// LoongArch, soft-float ABI (`ldconfig -p` prints its number, `4352`).
+    LoongArchSoftFloat = 0x1100, None;
+    /// LoongArch, double-float ABI (`ldconfig -p` prints its number, `4608`).
+    LoongArchDoubleFloat = 0x1200, None;
 }
 
 impl Arch {
@@ -197,6 +199,7 @@ mod tests {
         assert_eq!(Flags(0x0a03).to_string(), "libc6,AArch64");
         assert_eq!(Flags(0x0e03).to_string(), "libc6,64bit,nan2008");
         assert_eq!(Flags(0x7f09).to_string(), "unknown,32512");
+        assert_eq!(Flags(0x1203).to_string(), "libc6,4608");
     }
 
     #[test]

@@ -317,7 +317,7 @@ fn hwcaps_subdirectories_and_legacy_hwcaps_are_reported() {
     );
     assert_eq!(
         cache.entry(1).unwrap().to_string(),
-        "libbar.so.1 (libc6,x86-64, hwcap: 0x8000000000000001, OS ABI: Linux 3.2.0) => /usr/lib/tls/libbar.so.1"
+        "libbar.so.1 (libc6,x86-64, hwcap: 0x8000000000000001) => /usr/lib/tls/libbar.so.1"
     );
 }
 

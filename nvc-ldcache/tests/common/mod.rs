@@ -1,5 +1,11 @@
 //! Helpers shared by the integration tests: glibc's `ldconfig` as an oracle.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -17,7 +23,12 @@ pub fn ldconfig() -> Option<PathBuf> {
 
 /// `ldconfig -p -C cache`, stdout, asserting success.
 pub fn ldconfig_print(ldconfig: &Path, cache: &Path) -> Vec<u8> {
-    let out = Command::new(ldconfig).arg("-p").arg("-C").arg(cache).output().unwrap();
+    let out = Command::new(ldconfig)
+        .arg("-p")
+        .arg("-C")
+        .arg(cache)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "ldconfig -p -C {} failed: {}",
@@ -37,7 +48,10 @@ pub fn listing(cache: &LdCache<'_>, name: &Path) -> Vec<u8> {
 /// Asserts two listings are equal, showing the first differing line.
 pub fn assert_same_listing(ours: &[u8], theirs: &[u8]) {
     if ours != theirs {
-        let (a, b) = (String::from_utf8_lossy(ours), String::from_utf8_lossy(theirs));
+        let (a, b) = (
+            String::from_utf8_lossy(ours),
+            String::from_utf8_lossy(theirs),
+        );
         for (i, (x, y)) in a.lines().zip(b.lines()).enumerate() {
             assert_eq!(x, y, "line {} differs", i + 1);
         }
