@@ -99,14 +99,20 @@ pub enum Error {
         /// What is inconsistent.
         reason: &'static str,
     },
-    /// A parse error in a named file.
-    #[error("{}: {source}", path.display())]
+    /// An architecture name no [`crate::Arch`] has.
+    #[error("unknown architecture {name:?} (expected one of {})", crate::Arch::ALL.iter().map(|a| a.name()).collect::<Vec<_>>().join(", "))]
+    UnknownArch {
+        /// The name given.
+        name: String,
+    },
+    /// A parse error in a named file. Its message includes the inner error's, so the inner
+    /// error is not repeated as a `source`.
+    #[error("{}: {error}", path.display())]
     File {
         /// The file the input came from.
         path: PathBuf,
         /// The parse error.
-        #[source]
-        source: Box<Error>,
+        error: Box<Error>,
     },
     /// Reading a file failed.
     #[error("cannot read {}", path.display())]
@@ -127,7 +133,7 @@ impl Error {
             e @ (Error::File { .. } | Error::Io { .. }) => e,
             e => Error::File {
                 path: path.into(),
-                source: Box::new(e),
+                error: Box::new(e),
             },
         }
     }

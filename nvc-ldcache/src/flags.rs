@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::Error;
+
 /// The `flags` word of a cache entry: a library type in the low byte and an architecture
 /// ("required") value in the second byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,7 +63,7 @@ impl fmt::Display for Flags {
 }
 
 macro_rules! arches {
-    ($($(#[$doc:meta])* $name:ident = $value:literal, $suffix:expr;)*) => {
+    ($($(#[$doc:meta])* $name:ident = $value:literal, $label:literal, $suffix:expr;)*) => {
         /// The architecture value of an entry (`flags & 0xff00`), every one glibc defines.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[non_exhaustive]
@@ -93,6 +95,30 @@ macro_rules! arches {
                 }
             }
 
+            /// A short name for command lines: `x86_64`, `i386`, `aarch64`, `armhf`, ...
+            #[must_use]
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Arch::$name => $label,)*
+                    Arch::Unknown(_) => "unknown",
+                }
+            }
+
+            /// The architecture called `name` ([`Arch::name`]; `x86-64` and `amd64` are
+            /// accepted for `x86_64`, `arm64` for `aarch64`).
+            ///
+            /// # Errors
+            ///
+            /// [`Error::UnknownArch`] naming the input.
+            pub fn from_name(name: &str) -> Result<Self, Error> {
+                match name {
+                    "x86-64" | "amd64" => Ok(Arch::X86_64),
+                    "arm64" => Ok(Arch::Aarch64),
+                    $($label => Ok(Arch::$name),)*
+                    _ => Err(Error::UnknownArch { name: name.to_owned() }),
+                }
+            }
+
             /// What `ldconfig -p` prints after the library type, with its comma; `None` where
             /// glibc's `print_entry` has no name and prints the number.
             fn ldconfig_suffix(self) -> Option<&'static str> {
@@ -108,43 +134,43 @@ macro_rules! arches {
 arches! {
     /// No flag: i386 on x86 hosts, and the 32-bit base ABI of other architectures
     /// (libnvidia-container's `LD_I386_LIB32`).
-    I386 = 0x0000, Some("");
+    I386 = 0x0000, "i386", Some("");
     /// 64-bit SPARC.
-    Sparc64 = 0x0100, Some(",64bit");
+    Sparc64 = 0x0100, "sparc64", Some(",64bit");
     /// IA-64.
-    Ia64 = 0x0200, Some(",IA-64");
+    Ia64 = 0x0200, "ia64", Some(",IA-64");
     /// x86-64.
-    X86_64 = 0x0300, Some(",x86-64");
+    X86_64 = 0x0300, "x86_64", Some(",x86-64");
     /// 64-bit s390x.
-    S390x = 0x0400, Some(",64bit");
+    S390x = 0x0400, "s390x", Some(",64bit");
     /// 64-bit PowerPC (ppc64 and ppc64le).
-    PowerPc64 = 0x0500, Some(",64bit");
+    PowerPc64 = 0x0500, "ppc64", Some(",64bit");
     /// MIPS64 n32 ABI.
-    Mips64N32 = 0x0600, Some(",N32");
+    Mips64N32 = 0x0600, "mips64-n32", Some(",N32");
     /// MIPS64 n64 ABI.
-    Mips64N64 = 0x0700, Some(",64bit");
+    Mips64N64 = 0x0700, "mips64", Some(",64bit");
     /// x86-64 x32 ABI.
-    X32 = 0x0800, Some(",x32");
+    X32 = 0x0800, "x32", Some(",x32");
     /// 32-bit ARM, hard-float ABI.
-    ArmHardFloat = 0x0900, Some(",hard-float");
+    ArmHardFloat = 0x0900, "armhf", Some(",hard-float");
     /// AArch64.
-    Aarch64 = 0x0a00, Some(",AArch64");
+    Aarch64 = 0x0a00, "aarch64", Some(",AArch64");
     /// 32-bit ARM, soft-float ABI.
-    ArmSoftFloat = 0x0b00, Some(",soft-float");
+    ArmSoftFloat = 0x0b00, "armel", Some(",soft-float");
     /// 32-bit MIPS with NaN2008.
-    MipsNan2008 = 0x0c00, Some(",nan2008");
+    MipsNan2008 = 0x0c00, "mips-nan2008", Some(",nan2008");
     /// MIPS64 n32 with NaN2008.
-    Mips64N32Nan2008 = 0x0d00, Some(",N32,nan2008");
+    Mips64N32Nan2008 = 0x0d00, "mips64-n32-nan2008", Some(",N32,nan2008");
     /// MIPS64 n64 with NaN2008.
-    Mips64N64Nan2008 = 0x0e00, Some(",64bit,nan2008");
+    Mips64N64Nan2008 = 0x0e00, "mips64-nan2008", Some(",64bit,nan2008");
     /// RISC-V, soft-float ABI.
-    RiscvSoftFloat = 0x0f00, Some(",soft-float");
+    RiscvSoftFloat = 0x0f00, "riscv-soft", Some(",soft-float");
     /// RISC-V, double-float ABI.
-    RiscvDoubleFloat = 0x1000, Some(",double-float");
+    RiscvDoubleFloat = 0x1000, "riscv", Some(",double-float");
     /// LoongArch, soft-float ABI (`ldconfig -p` prints its number, `4352`).
-    LoongArchSoftFloat = 0x1100, None;
+    LoongArchSoftFloat = 0x1100, "loongarch-soft", None;
     /// LoongArch, double-float ABI (`ldconfig -p` prints its number, `4608`).
-    LoongArchDoubleFloat = 0x1200, None;
+    LoongArchDoubleFloat = 0x1200, "loongarch", None;
 }
 
 impl Arch {
@@ -189,6 +215,15 @@ mod tests {
         }
         assert_eq!(Arch::from_flags(0x7f03), Arch::Unknown(0x7f00));
         assert_eq!(Arch::ALL.len(), 19);
+        for &arch in Arch::ALL {
+            assert_eq!(Arch::from_name(arch.name()).unwrap(), arch);
+        }
+        assert_eq!(Arch::from_name("amd64").unwrap(), Arch::X86_64);
+        let err = Arch::from_name("vax").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown architecture \"vax\" (expected one of i386, sparc64, ia64, x86_64, s390x, ppc64, mips64-n32, mips64, x32, armhf, aarch64, armel, mips-nan2008, mips64-n32-nan2008, mips64-nan2008, riscv-soft, riscv, loongarch-soft, loongarch)"
+        );
     }
 
     #[test]
