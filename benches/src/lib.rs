@@ -1,1 +1,120 @@
-//! placeholder
+//! Fixtures for the benchmarks: realistic caches built in memory, never checked in.
+
+use nvc_ldcache::{Arch, CacheEntry, Format, write_cache};
+
+/// The library name prefixes libnvidia-container looks up (utility, compute, video, graphics
+/// with GLVND, ngx), as in the spec's per-capability tables.
+pub const NVIDIA_PREFIXES: &[&str] = &[
+    "libnvidia-ml.so",
+    "libnvidia-cfg.so",
+    "libnvidia-nscq.so",
+    "libcuda.so",
+    "libcudadebugger.so",
+    "libnvidia-opencl.so",
+    "libnvidia-gpucomp.so",
+    "libnvidia-ptxjitcompiler.so",
+    "libnvidia-fatbinaryloader.so",
+    "libnvidia-allocator.so",
+    "libnvidia-compiler.so",
+    "libnvidia-pkcs11.so",
+    "libnvidia-pkcs11-openssl3.so",
+    "libnvidia-nvvm.so",
+    "libnvidia-tileiras.so",
+    "libvdpau_nvidia.so",
+    "libnvidia-encode.so",
+    "libnvidia-opticalflow.so",
+    "libnvcuvid.so",
+    "libnvidia-eglcore.so",
+    "libnvidia-glcore.so",
+    "libnvidia-tls.so",
+    "libnvidia-glsi.so",
+    "libnvidia-fbc.so",
+    "libnvidia-ifr.so",
+    "libnvidia-rtcore.so",
+    "libnvoptix.so",
+    "libGLX_nvidia.so",
+    "libEGL_nvidia.so",
+    "libGLESv2_nvidia.so",
+    "libGLESv1_CM_nvidia.so",
+    "libnvidia-glvkspirv.so",
+    "libnvidia-cbl.so",
+    "libnvidia-ngx.so",
+];
+
+/// How many NVIDIA prefixes also get an i386 library in [`nvidia_entries`].
+pub const NVIDIA_I386: usize = 24;
+
+/// The NVIDIA driver's entries: every prefix for x86-64, the first [`NVIDIA_I386`] for i386
+/// (58 libraries in all), each as SONAME link and `.so` dev link like a real install.
+#[must_use]
+pub fn nvidia_entries() -> Vec<CacheEntry> {
+    let mut entries = Vec::new();
+    for (arch, dir, count) in [
+        (
+            Arch::X86_64,
+            "/usr/lib/x86_64-linux-gnu",
+            NVIDIA_PREFIXES.len(),
+        ),
+        (Arch::I386, "/usr/lib/i386-linux-gnu", NVIDIA_I386),
+    ] {
+        for prefix in NVIDIA_PREFIXES.iter().take(count) {
+            entries.push(CacheEntry::new(
+                format!("{prefix}.1"),
+                format!("{dir}/{prefix}.1"),
+                arch,
+            ));
+            entries.push(CacheEntry::new(*prefix, format!("{dir}/{prefix}"), arch));
+        }
+    }
+    entries
+}
+
+/// A cache of `others` generic libraries plus [`nvidia_entries`], sorted as ldconfig sorts
+/// (descending by name), in the new format with a generator string.
+#[must_use]
+pub fn synthetic_cache(others: usize) -> Vec<u8> {
+    let mut entries = nvidia_entries();
+    for i in 0..others {
+        let arch = if i % 5 == 0 { Arch::I386 } else { Arch::X86_64 };
+        let dir = if arch == Arch::I386 { "i386" } else { "x86_64" };
+        let name = format!(
+            "lib{}-{}.so.{}",
+            ["a", "gtk", "nv", "x", "z"][i % 5],
+            i,
+            i % 7
+        );
+        entries.push(CacheEntry::new(
+            name.clone(),
+            format!("/usr/lib/{dir}-linux-gnu/{name}"),
+            arch,
+        ));
+    }
+    entries.sort_by(|a, b| b.soname.cmp(&a.soname));
+    write_cache(
+        &entries,
+        Format::New,
+        Some(b"ldconfig (nvc-benches) synthetic"),
+    )
+}
+
+/// The host's cache with [`nvidia_entries`] added: the size of a real host's cache with a
+/// driver installed. `None` where the host has no readable cache.
+#[must_use]
+pub fn host_cache_with_nvidia() -> Option<Vec<u8>> {
+    let bytes = std::fs::read(nvc_ldcache::DEFAULT_PATH).ok()?;
+    let cache = nvc_ldcache::LdCache::parse(&bytes).ok()?;
+    let mut entries = nvidia_entries();
+    for e in cache.entries() {
+        let e = e.ok()?;
+        entries.push(CacheEntry {
+            soname: e.soname().as_encoded_bytes().to_vec(),
+            path: e.path().as_os_str().as_encoded_bytes().to_vec(),
+            flags: e.flags(),
+            osversion: e.osversion(),
+            hwcap: e.hwcap(),
+            hwcaps_subdir: e.hwcaps_subdir().map(|d| d.as_encoded_bytes().to_vec()),
+        });
+    }
+    entries.sort_by(|a, b| b.soname.cmp(&a.soname));
+    Some(write_cache(&entries, Format::New, cache.generator()))
+}

@@ -30,11 +30,10 @@ pub(crate) fn cstr_at(b: &[u8], off: usize) -> Result<&[u8], CStrError> {
     if tail.is_empty() {
         return Err(CStrError::OutOfRange);
     }
-    let end = tail
-        .iter()
-        .position(|&c| c == 0)
-        .ok_or(CStrError::MissingNul)?;
-    tail.get(..end).ok_or(CStrError::MissingNul)
+    // `CStr` finds the NUL with the standard library's word-at-a-time memchr.
+    std::ffi::CStr::from_bytes_until_nul(tail)
+        .map(std::ffi::CStr::to_bytes)
+        .map_err(|_| CStrError::MissingNul)
 }
 
 /// `x` rounded up to a multiple of `align` (a power of two), `None` on overflow.

@@ -103,6 +103,20 @@ pub(crate) struct RawEntry {
     pub(crate) hwcap: u64,
 }
 
+impl RawEntry {
+    /// Reads an entry from its table chunk: [`OLD_ENTRY`] bytes without OS version and hwcap,
+    /// [`NEW_ENTRY`] bytes with them.
+    pub(crate) fn read(chunk: &[u8]) -> Self {
+        RawEntry {
+            flags: i32_at(chunk, 0).unwrap_or_default(),
+            key: u32_at(chunk, 4).unwrap_or_default(),
+            value: u32_at(chunk, 8).unwrap_or_default(),
+            osversion: u32_at(chunk, 12).unwrap_or_default(),
+            hwcap: u64_at(chunk, 16).unwrap_or_default(),
+        }
+    }
+}
+
 impl<'a> LdCache<'a> {
     /// Parses a cache in any of glibc's layouts (old, new, old + new combined).
     ///
@@ -234,7 +248,10 @@ impl<'a> LdCache<'a> {
     /// [`Error::StringOutOfRange`] or [`Error::MissingNul`] for a corrupt entry;
     /// [`Error::Truncated`] for an index past the table.
     pub fn entry(&self, index: usize) -> Result<Entry<'a>, Error> {
-        let raw = self.raw(index)?;
+        self.entry_from(index, self.raw(index)?)
+    }
+
+    pub(crate) fn entry_from(&self, index: usize, raw: RawEntry) -> Result<Entry<'a>, Error> {
         Ok(Entry {
             soname: self.string(index, "soname", raw.key)?,
             path: self.string(index, "path", raw.value)?,
@@ -249,7 +266,7 @@ impl<'a> LdCache<'a> {
     pub fn entries(&self) -> Entries<'a> {
         Entries {
             cache: *self,
-            next: 0,
+            chunks: self.chunks().enumerate(),
         }
     }
 
@@ -282,33 +299,26 @@ impl<'a> LdCache<'a> {
         self.bytes
     }
 
-    /// The fields of entry `index`; the table bounds were checked by `parse`.
+    /// The entry table, whose bounds `parse` checked.
+    pub(crate) fn table(&self) -> &'a [u8] {
+        let t = &self.table;
+        self.bytes
+            .get(t.start..t.start + t.count * t.entry_size)
+            .unwrap_or_default()
+    }
+
+    /// The table's entries as fixed-size chunks, in file order.
+    pub(crate) fn chunks(&self) -> std::slice::ChunksExact<'a, u8> {
+        self.table().chunks_exact(self.table.entry_size)
+    }
+
+    /// The fields of entry `index`.
     pub(crate) fn raw(&self, index: usize) -> Result<RawEntry, Error> {
         let t = &self.table;
-        let len = self.bytes.len();
-        let off = index
-            .checked_mul(t.entry_size)
-            .and_then(|o| o.checked_add(t.start))
-            .filter(|_| index < t.count)
-            .ok_or_else(|| Error::truncated("ld.so.cache entry", t.start, t.entry_size, len))?;
-        let b = self.bytes;
-        let missing = || Error::truncated("ld.so.cache entry", off, t.entry_size, len);
-        let new = t.entry_size == NEW_ENTRY;
-        Ok(RawEntry {
-            flags: i32_at(b, off).ok_or_else(missing)?,
-            key: u32_at(b, off + 4).ok_or_else(missing)?,
-            value: u32_at(b, off + 8).ok_or_else(missing)?,
-            osversion: if new {
-                u32_at(b, off + 12).ok_or_else(missing)?
-            } else {
-                0
-            },
-            hwcap: if new {
-                u64_at(b, off + 16).ok_or_else(missing)?
-            } else {
-                0
-            },
-        })
+        let chunk = self.chunks().nth(index).ok_or_else(|| {
+            Error::truncated("ld.so.cache entry", t.start, t.entry_size, self.bytes.len())
+        })?;
+        Ok(RawEntry::read(chunk))
     }
 
     /// Absolute offset of a string stored relative to the string base.
@@ -323,7 +333,7 @@ impl<'a> LdCache<'a> {
             .strings
             .checked_add(rel as usize)
             .filter(|&o| o < len)
-            .ok_or(Error::StringOutOfRange {
+            .ok_or_else(|| Error::StringOutOfRange {
                 index,
                 field,
                 offset: self.table.strings as u64 + u64::from(rel),
@@ -443,23 +453,19 @@ fn load_extensions(bytes: &[u8], offset: u32) -> Result<Extensions<'_>, &'static
 #[derive(Debug, Clone)]
 pub struct Entries<'a> {
     cache: LdCache<'a>,
-    next: usize,
+    chunks: std::iter::Enumerate<std::slice::ChunksExact<'a, u8>>,
 }
 
 impl<'a> Iterator for Entries<'a> {
     type Item = Result<Entry<'a>, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.next >= self.cache.len() {
-            return None;
-        }
-        self.next += 1;
-        Some(self.cache.entry(self.next - 1))
+        let (index, chunk) = self.chunks.next()?;
+        Some(self.cache.entry_from(index, RawEntry::read(chunk)))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = self.cache.len().saturating_sub(self.next);
-        (n, Some(n))
+        self.chunks.size_hint()
     }
 }
 

@@ -1,6 +1,8 @@
 //! Lookups: one SONAME, or a whole prefix set in one pass with upstream's winner rule.
 
-use crate::{Arch, Entry, Error, LdCache, PrefixSet, flags};
+use crate::cache::RawEntry;
+use crate::flags::{ARCH_MASK, ELF};
+use crate::{Arch, Entry, Error, LdCache, PrefixSet};
 
 impl<'a> LdCache<'a> {
     /// The first entry, in cache order, whose SONAME is exactly `soname` and whose
@@ -10,14 +12,14 @@ impl<'a> LdCache<'a> {
     ///
     /// A corrupt entry met on the way ([`Error::StringOutOfRange`], [`Error::MissingNul`]).
     pub fn find(&self, soname: &[u8], arch: Arch) -> Result<Option<Entry<'a>>, Error> {
-        for index in 0..self.len() {
-            let raw = self.raw(index)?;
-            if flags::Flags(raw.flags).arch() != arch {
+        for (index, chunk) in self.chunks().enumerate() {
+            let raw = RawEntry::read(chunk);
+            if raw.flags & ARCH_MASK != arch.value() {
                 continue;
             }
             let key = self.string(index, "soname", raw.key)?;
             if key == soname {
-                return self.entry(index).map(Some);
+                return self.entry_from(index, raw).map(Some);
             }
         }
         Ok(None)
@@ -59,18 +61,17 @@ impl<'a> LdCache<'a> {
     {
         let mut out: Vec<Option<Entry<'a>>> = vec![None; set.len()];
         let bytes = self.bytes();
-        for index in 0..self.len() {
-            let raw = self.raw(index)?;
+        for (index, chunk) in self.chunks().enumerate() {
+            let raw = RawEntry::read(chunk);
             // Every key must lie inside the file, as upstream checks before filtering.
             let key_at = self.string_offset(index, "soname", raw.key)?;
-            let flags = flags::Flags(raw.flags);
-            if !flags.is_elf() || flags.arch() != arch {
+            if raw.flags & ELF == 0 || raw.flags & ARCH_MASK != arch.value() {
                 continue;
             }
             let Some(slot) = set.match_key(bytes.get(key_at..).unwrap_or_default()) else {
                 continue;
             };
-            let candidate = self.entry(index)?;
+            let candidate = self.entry_from(index, raw)?;
             let Some(current) = out.get_mut(slot) else {
                 continue;
             };

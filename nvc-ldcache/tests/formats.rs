@@ -7,6 +7,9 @@
     clippy::cast_possible_truncation
 )]
 
+mod common;
+
+use common::exercise;
 use nvc_ldcache::{
     Arch, CacheEntry, Error, Flags, Format, LdCache, NEW_MAGIC, OLD_MAGIC, PrefixSet, write_cache,
 };
@@ -401,7 +404,7 @@ proptest! {
             _ => Vec::new(),
         };
         input.extend_from_slice(&bytes);
-        exercise(&input);
+        exercise::ldcache(&input);
     }
 
     #[test]
@@ -415,23 +418,8 @@ proptest! {
             let i = at.index(bytes.len());
             bytes[i] = v;
         }
-        exercise(&bytes);
+        exercise::ldcache(&bytes);
         let keep = cut.index(bytes.len() + 1);
-        exercise(&bytes[..keep]);
+        exercise::ldcache(&bytes[..keep]);
     }
-}
-
-/// Every read path over `bytes`: only `Ok`/`Err`, never a panic.
-fn exercise(bytes: &[u8]) {
-    let Ok(cache) = LdCache::parse(bytes) else {
-        return;
-    };
-    let _ = cache.check_extensions();
-    for e in cache.entries().flatten() {
-        let _ = e.to_string();
-    }
-    let set = PrefixSet::new(["libcuda.so", "lib", ""]);
-    let _ = cache.resolve(&set, Arch::X86_64);
-    let _ = cache.find(b"libcuda.so.1", Arch::I386);
-    let _ = cache.write_listing("x".as_ref(), &mut std::io::sink());
 }

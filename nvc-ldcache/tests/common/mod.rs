@@ -8,6 +8,8 @@
     clippy::cast_possible_truncation
 )]
 
+pub mod exercise;
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,0 +1,69 @@
+//! Replays the fuzz seed corpora and promoted crash inputs through the fuzz targets' bodies.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::exercise;
+use nvc_ldcache::LdCache;
+use nvc_ldcache::elf::ElfInfo;
+
+fn inputs(target: &str) -> Vec<PathBuf> {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in [
+        here.join("../fuzz/corpus").join(target),
+        here.join("tests/regressions").join(target),
+    ] {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().is_some_and(|n| n != ".keep") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn ldcache_corpus_replays_and_seeds_parse() {
+    let files = inputs("ldcache_parse");
+    assert!(files.len() >= 6, "seed corpus missing: {files:?}");
+    for path in &files {
+        let data = fs::read(path).unwrap();
+        exercise::ldcache(&data);
+        // The committed seeds are real caches (from ldconfig or our writer).
+        if path
+            .parent()
+            .unwrap()
+            .ends_with("fuzz/corpus/ldcache_parse")
+        {
+            let cache = LdCache::parse(&data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            cache.check_extensions().unwrap();
+            assert!(cache.entries().all(|e| e.is_ok()), "{}", path.display());
+        }
+    }
+}
+
+#[test]
+fn elf_corpus_replays_and_seeds_parse() {
+    let files = inputs("elf_parse");
+    assert!(files.len() >= 6, "seed corpus missing: {files:?}");
+    for path in &files {
+        let data = fs::read(path).unwrap();
+        exercise::elf(&data);
+        if path.parent().unwrap().ends_with("fuzz/corpus/elf_parse") {
+            let info = ElfInfo::parse(&data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(info.soname.is_some(), "{}", path.display());
+        }
+    }
+}
