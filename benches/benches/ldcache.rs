@@ -1,4 +1,5 @@
 //! ld.so.cache: parse, full iteration, NVIDIA prefix-set resolution.
+#![allow(clippy::panic)] // a bench whose fixture is broken must stop loudly
 
 use std::hint::black_box;
 

@@ -1,4 +1,5 @@
 //! Fixtures for the benchmarks: realistic caches built in memory, never checked in.
+#![allow(clippy::indexing_slicing)] // fixture code, not library code
 
 use nvc_ldcache::{Arch, CacheEntry, Format, write_cache};
 
