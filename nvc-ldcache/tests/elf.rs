@@ -209,6 +209,17 @@ fn hostile_headers_are_typed_errors() {
         Err(Error::MalformedElf { .. })
     ));
 
+    // More DT_NEEDED entries than any real library: refused, not read one by one.
+    let names: Vec<&[u8]> = vec![b"libx.so"; nvc_ldcache::elf::MAX_NEEDED + 1];
+    let many = write_shared_object(&SharedObject {
+        needed: &names,
+        ..object(Class::Elf64, Endian::Little)
+    });
+    assert!(matches!(
+        ElfInfo::parse(&many),
+        Err(Error::UnsupportedElf { .. })
+    ));
+
     let missing = ElfInfo::read("/nonexistent/libcuda.so.1").unwrap_err();
     assert!(matches!(missing, Error::Io { .. }));
     let dir = tempfile::tempdir().unwrap();

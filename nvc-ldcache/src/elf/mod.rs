@@ -63,9 +63,12 @@ pub mod machine {
     pub const LOONGARCH: u16 = 258;
 }
 
-/// Upper bound on the bytes read for the program header table, `PT_DYNAMIC`, `PT_NOTE` and
-/// the dynamic string table each; a hostile header cannot make a check allocate more.
-pub const MAX_PIECE: u64 = 16 << 20;
+/// Upper bound on the bytes read for the program header table, `PT_DYNAMIC` and `PT_NOTE`
+/// each (real ones are a few KiB); a hostile header cannot make a check allocate more.
+pub const MAX_PIECE: u64 = 1 << 20;
+
+/// Upper bound on `DT_NEEDED` entries read (each costs a read of its name).
+pub const MAX_NEEDED: usize = 1024;
 
 /// What nvc needs to know about a shared object.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

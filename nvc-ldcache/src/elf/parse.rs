@@ -1,6 +1,6 @@
 //! Pure parsers for the ELF pieces nvc reads.
 
-use super::{Class, ElfInfo, Endian, MAX_PIECE};
+use super::{Class, ElfInfo, Endian, MAX_NEEDED, MAX_PIECE};
 use crate::Error;
 use crate::bytes::array_at;
 
@@ -283,17 +283,35 @@ fn file_offset(phdrs: &[ProgramHeader], vaddr: u64) -> Option<u64> {
         .and_then(|p| p.offset.checked_add(vaddr - p.vaddr))
 }
 
-/// The string at `off` in a string table, which must be NUL-terminated inside it.
-fn string_in(table: &[u8], off: u64) -> Result<Vec<u8>, Error> {
-    let tail = usize::try_from(off)
-        .ok()
-        .and_then(|o| table.get(o..))
-        .ok_or_else(|| malformed("dynamic string offset is outside DT_STRSZ"))?;
-    let end = tail
-        .iter()
-        .position(|&c| c == 0)
-        .ok_or_else(|| malformed("dynamic string is not NUL-terminated"))?;
-    Ok(tail.get(..end).unwrap_or_default().to_vec())
+/// Longest dynamic string read (SONAMEs and needed names are file names).
+const MAX_NAME: u64 = 4096;
+
+/// The string at `off` in the dynamic string table at file offset `table` of `size` bytes,
+/// read on its own (the table of a large library is megabytes of symbol names).
+fn dynamic_string(
+    fetch: &mut Fetch<'_>,
+    table: u64,
+    size: u64,
+    off: u64,
+) -> Result<Vec<u8>, Error> {
+    if off >= size {
+        return Err(malformed("dynamic string offset is outside DT_STRSZ"));
+    }
+    let at = table
+        .checked_add(off)
+        .ok_or_else(|| malformed("dynamic string offset overflows"))?;
+    let room = size - off;
+    let mut window = room.min(256);
+    loop {
+        let bytes = fetch(at, window, "dynamic string")?;
+        if let Some(end) = bytes.iter().position(|&c| c == 0) {
+            return Ok(bytes.get(..end).unwrap_or_default().to_vec());
+        }
+        if window == room || window >= MAX_NAME {
+            return Err(malformed("dynamic string is not NUL-terminated"));
+        }
+        window = room.min(MAX_NAME);
+    }
 }
 
 /// Reads `len` bytes at `offset` of the object; `what` names the piece for errors.
@@ -353,6 +371,11 @@ pub(super) fn collect(fetch: &mut Fetch<'_>) -> Result<ElfInfo, Error> {
         "PT_DYNAMIC",
     )?;
     let dynamic = parse_dynamic(r, &bytes);
+    if dynamic.needed.len() > MAX_NEEDED {
+        return Err(Error::UnsupportedElf {
+            reason: "more DT_NEEDED entries than MAX_NEEDED",
+        });
+    }
     if dynamic.soname.is_none() && dynamic.needed.is_empty() {
         return Ok(info);
     }
@@ -364,16 +387,12 @@ pub(super) fn collect(fetch: &mut Fetch<'_>) -> Result<ElfInfo, Error> {
         .ok_or_else(|| malformed("DT_STRSZ is missing"))?;
     let at = file_offset(&phdrs, strtab)
         .ok_or_else(|| malformed("DT_STRTAB is outside every PT_LOAD"))?;
-    let table = fetch(
-        at,
-        bounded(strsz, "DT_STRSZ is too large")?,
-        "dynamic string table",
-    )?;
-    info.soname = dynamic.soname.map(|o| string_in(&table, o)).transpose()?;
+    let mut string = |off: u64| dynamic_string(fetch, at, strsz, off);
+    info.soname = dynamic.soname.map(&mut string).transpose()?;
     info.needed = dynamic
         .needed
         .iter()
-        .map(|&o| string_in(&table, o))
+        .map(|&o| string(o))
         .collect::<Result<_, _>>()?;
     Ok(info)
 }
