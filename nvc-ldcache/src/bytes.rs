@@ -30,10 +30,31 @@ pub(crate) fn cstr_at(b: &[u8], off: usize) -> Result<&[u8], CStrError> {
     if tail.is_empty() {
         return Err(CStrError::OutOfRange);
     }
-    // `CStr` finds the NUL with the standard library's word-at-a-time memchr.
-    std::ffi::CStr::from_bytes_until_nul(tail)
-        .map(std::ffi::CStr::to_bytes)
-        .map_err(|_| CStrError::MissingNul)
+    let end = nul_position(tail).ok_or(CStrError::MissingNul)?;
+    tail.get(..end).ok_or(CStrError::MissingNul)
+}
+
+/// Index of the first NUL byte, eight bytes at a time (cache strings are short, so this beats
+/// a call into a general `memchr`).
+pub(crate) fn nul_position(b: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut words = b.chunks_exact(8);
+    let mut at = 0;
+    for word in words.by_ref() {
+        let v = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+        // The lowest set high bit marks the first zero byte (borrows only run upwards).
+        let zero = v.wrapping_sub(LO) & !v & HI;
+        if zero != 0 {
+            return Some(at + (zero.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&c| c == 0)
+        .map(|i| at + i)
 }
 
 /// `x` rounded up to a multiple of `align` (a power of two), `None` on overflow.
@@ -62,6 +83,30 @@ mod tests {
         assert_eq!(cstr_at(b"ab\0cd", 3), Err(CStrError::MissingNul));
         assert_eq!(cstr_at(b"ab\0cd", 5), Err(CStrError::OutOfRange));
         assert_eq!(cstr_at(b"ab\0cd", 99), Err(CStrError::OutOfRange));
+    }
+
+    #[test]
+    fn nul_position_finds_the_first_nul_at_any_offset() {
+        for len in 0..40 {
+            for nul in 0..=len {
+                let mut b: Vec<u8> = (0..len).map(|i| 0x80 | (i as u8)).collect();
+                if nul < len {
+                    b[nul] = 0;
+                    if nul + 1 < len {
+                        b[nul + 1] = 0;
+                    }
+                    assert_eq!(nul_position(&b), Some(nul), "len {len} nul {nul}");
+                } else {
+                    assert_eq!(nul_position(&b), None, "len {len}");
+                }
+            }
+        }
+        // 0x01 right after a zero byte must not hide it (borrow propagation).
+        assert_eq!(nul_position(&[1, 0, 1, 1, 1, 1, 1, 1]), Some(1));
+        assert_eq!(
+            nul_position(&[0x80, 0x01, 0x00, 0x01, 1, 1, 1, 1, 1]),
+            Some(2)
+        );
     }
 
     #[test]

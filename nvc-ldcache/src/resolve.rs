@@ -1,5 +1,6 @@
 //! Lookups: one SONAME, or a whole prefix set in one pass with upstream's winner rule.
 
+use crate::bytes::{i32_at, u32_at};
 use crate::cache::RawEntry;
 use crate::flags::{ARCH_MASK, ELF};
 use crate::{Arch, Entry, Error, LdCache, PrefixSet};
@@ -61,17 +62,19 @@ impl<'a> LdCache<'a> {
     {
         let mut out: Vec<Option<Entry<'a>>> = vec![None; set.len()];
         let bytes = self.bytes();
+        let want = arch.value();
         for (index, chunk) in self.chunks().enumerate() {
-            let raw = RawEntry::read(chunk);
+            let flags = i32_at(chunk, 0).unwrap_or_default();
+            let key = u32_at(chunk, 4).unwrap_or_default();
             // Every key must lie inside the file, as upstream checks before filtering.
-            let key_at = self.string_offset(index, "soname", raw.key)?;
-            if raw.flags & ELF == 0 || raw.flags & ARCH_MASK != arch.value() {
+            let key_at = self.string_offset(index, "soname", key)?;
+            if flags & ELF == 0 || flags & ARCH_MASK != want {
                 continue;
             }
             let Some(slot) = set.match_key(bytes.get(key_at..).unwrap_or_default()) else {
                 continue;
             };
-            let candidate = self.entry_from(index, raw)?;
+            let candidate = self.entry_from(index, RawEntry::read(chunk))?;
             let Some(current) = out.get_mut(slot) else {
                 continue;
             };
