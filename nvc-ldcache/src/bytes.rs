@@ -87,9 +87,10 @@ mod tests {
 
     #[test]
     fn nul_position_finds_the_first_nul_at_any_offset() {
-        for len in 0..40 {
+        for len in 0..40u8 {
             for nul in 0..=len {
-                let mut b: Vec<u8> = (0..len).map(|i| 0x80 | (i as u8)).collect();
+                let mut b: Vec<u8> = (0..len).map(|i| 0x80 | i).collect();
+                let (len, nul) = (usize::from(len), usize::from(nul));
                 if nul < len {
                     b[nul] = 0;
                     if nul + 1 < len {

@@ -171,12 +171,11 @@ impl PrefixSet {
     #[inline]
     fn after_label<'k>(&self, node: &Node, key: &'k [u8]) -> Option<&'k [u8]> {
         let (at, len) = (node.label.0 as usize, node.label.1 as usize);
-        if len <= 8 {
-            if let Some(head) = key.first_chunk::<8>() {
-                return ((u64::from_le_bytes(*head) ^ node.word) & node.mask == 0)
-                    .then(|| key.get(len..))
-                    .flatten();
-            }
+        if len <= 8
+            && let Some(head) = key.first_chunk::<8>()
+        {
+            let same = (u64::from_le_bytes(*head) ^ node.word) & node.mask == 0;
+            return if same { key.get(len..) } else { None };
         }
         let label = self.labels.get(at..at + len).unwrap_or_default();
         key.strip_prefix(label)
