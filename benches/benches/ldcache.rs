@@ -35,6 +35,9 @@ fn ldcache(c: &mut Criterion) {
         g.bench_function(format!("iterate/{name}"), |b| {
             b.iter(|| cache.entries().filter(Result::is_ok).count())
         });
+        g.bench_function(format!("resolve_x86_64/{name}"), |b| {
+            b.iter(|| cache.resolve(&set, Arch::X86_64).map(|r| r.len()))
+        });
         g.bench_function(format!("resolve_nvidia/{name}"), |b| {
             b.iter(|| {
                 let cache = LdCache::parse(black_box(bytes)).unwrap_or_else(|e| panic!("{e}"));

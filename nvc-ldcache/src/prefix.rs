@@ -205,8 +205,8 @@ impl PrefixSet {
     #[must_use]
     #[inline]
     pub fn match_key(&self, key: &[u8]) -> Option<usize> {
-        let mut node = *self.nodes.first()?;
-        let mut rest = self.after_label(&node, key)?;
+        let mut node = self.nodes.first()?;
+        let mut rest = self.after_label(node, key)?;
         while let Some((&b, tail)) = rest.split_first() {
             let d = usize::from(b.wrapping_sub(node.lo));
             if d >= usize::from(node.span) {
@@ -220,7 +220,7 @@ impl PrefixSet {
                 break;
             };
             match self.after_label(child, tail) {
-                Some(after) => (node, rest) = (*child, after),
+                Some(after) => (node, rest) = (child, after),
                 None => break,
             }
         }

@@ -38,6 +38,29 @@ impl<'a> LdCache<'a> {
         self.resolve_with(set, arch, |_, _, _| Ok::<_, Error>(true))
     }
 
+    /// Resolves `set` for several architectures in one pass over the cache (driver discovery
+    /// wants the 64-bit and the 32-bit set); result `i` belongs to `arches[i]`, with the same
+    /// rule as [`LdCache::resolve`].
+    ///
+    /// # Errors
+    ///
+    /// A corrupt entry anywhere in the table.
+    pub fn resolve_arches(
+        &self,
+        set: &PrefixSet,
+        arches: &[Arch],
+    ) -> Result<Vec<Vec<Option<Entry<'a>>>>, Error> {
+        let wanted: Vec<i32> = arches.iter().map(|a| a.value()).collect();
+        let mut out = vec![vec![None; set.len()]; arches.len()];
+        self.scan(set, &wanted, |which, slot, candidate| {
+            if let Some(current) = out.get_mut(which).and_then(|o| o.get_mut(slot)) {
+                *current = Some(candidate);
+            }
+            Ok::<_, Error>(())
+        })?;
+        Ok(out)
+    }
+
     /// Resolves `set` for `arch`, letting `select` decide whether each candidate replaces the
     /// slot's current winner (upstream's `ldcache_select_fn`).
     ///
@@ -61,27 +84,42 @@ impl<'a> LdCache<'a> {
         F: FnMut(usize, Option<&Entry<'a>>, &Entry<'a>) -> Result<bool, E>,
     {
         let mut out: Vec<Option<Entry<'a>>> = vec![None; set.len()];
+        self.scan(set, &[arch.value()], |_, slot, candidate| {
+            if let Some(current) = out.get_mut(slot)
+                && select(slot, current.as_ref(), &candidate)?
+            {
+                *current = Some(candidate);
+            }
+            Ok::<_, E>(())
+        })?;
+        Ok(out)
+    }
+
+    /// The one pass behind the resolvers: for each entry in cache order whose ELF bit is set,
+    /// whose architecture value is `wanted[i]` and whose SONAME starts with a prefix of `set`,
+    /// calls `found(i, slot, entry)`.
+    fn scan<E, F>(&self, set: &PrefixSet, wanted: &[i32], mut found: F) -> Result<(), E>
+    where
+        E: From<Error>,
+        F: FnMut(usize, usize, Entry<'a>) -> Result<(), E>,
+    {
         let bytes = self.bytes();
-        let want = arch.value();
         for (index, chunk) in self.chunks().enumerate() {
             let flags = i32_at(chunk, 0).unwrap_or_default();
             let key = u32_at(chunk, 4).unwrap_or_default();
             // Every key must lie inside the file, as upstream checks before filtering.
             let key_at = self.string_offset(index, "soname", key)?;
-            if flags & ELF == 0 || flags & ARCH_MASK != want {
+            if flags & ELF == 0 {
                 continue;
             }
+            let Some(which) = wanted.iter().position(|&w| w == flags & ARCH_MASK) else {
+                continue;
+            };
             let Some(slot) = set.match_key(bytes.get(key_at..).unwrap_or_default()) else {
                 continue;
             };
-            let candidate = self.entry_from(index, RawEntry::read(chunk))?;
-            let Some(current) = out.get_mut(slot) else {
-                continue;
-            };
-            if select(slot, current.as_ref(), &candidate)? {
-                *current = Some(candidate);
-            }
+            found(which, slot, self.entry_from(index, RawEntry::read(chunk))?)?;
         }
-        Ok(out)
+        Ok(())
     }
 }

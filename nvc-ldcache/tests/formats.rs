@@ -397,6 +397,38 @@ proptest! {
     }
 
     #[test]
+    fn one_pass_for_several_arches_equals_one_pass_each(
+        entries in prop::collection::vec(
+            (prop::sample::select(vec!["libcuda.so.1", "libcuda.so", "libnvidia-ml.so.1", "libz.so.1", "libGL.so.1"]),
+             prop::sample::select(vec![Arch::X86_64, Arch::I386, Arch::Aarch64]),
+             0u8..4,
+             "/[a-z]{1,6}"),
+            0..40),
+    ) {
+        let entries: Vec<CacheEntry> = entries
+            .into_iter()
+            .map(|(soname, arch, kind, dir)| {
+                let mut e = CacheEntry::new(soname, format!("{dir}/{soname}"), arch);
+                e.flags = Flags(arch.value() | i32::from(kind));
+                e
+            })
+            .collect();
+        let bytes = write_cache(&entries, Format::New, None);
+        let cache = LdCache::parse(&bytes)?;
+        let set = PrefixSet::new(["libnvidia-ml.so", "libcuda.so", "libGL"]);
+        let arches = [Arch::X86_64, Arch::I386];
+        let together = cache.resolve_arches(&set, &arches)?;
+        for (arch, got) in arches.iter().zip(&together) {
+            prop_assert_eq!(got, &cache.resolve(&set, *arch)?);
+        }
+        // The last ELF entry of an arch and prefix wins.
+        for (arch, got) in arches.iter().zip(&together) {
+            let last = entries.iter().rev().find(|e| e.flags.is_elf() && e.flags.arch() == *arch && e.soname.starts_with(b"libcuda.so"));
+            prop_assert_eq!(got[1].map(|e| e.path().as_os_str().as_encoded_bytes().to_vec()), last.map(|e| e.path.clone()));
+        }
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512), magic in 0u8..3) {
         let mut input = match magic {
             0 => OLD_MAGIC.to_vec(),

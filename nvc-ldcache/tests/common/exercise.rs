@@ -15,6 +15,7 @@ pub fn ldcache(data: &[u8]) {
         let _ = entry.hwcaps_subdir();
     }
     let set = PrefixSet::new(["libcuda.so", "libnvidia-ml.so", "lib", ""]);
+    let _ = cache.resolve_arches(&set, &[Arch::X86_64, Arch::I386]);
     for arch in [Arch::X86_64, Arch::I386] {
         let _ = cache.resolve(&set, arch);
         let _ = cache.find(b"libcuda.so.1", arch);
