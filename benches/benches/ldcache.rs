@@ -46,6 +46,9 @@ fn ldcache(c: &mut Criterion) {
         });
     }
     if std::path::Path::new(nvc_ldcache::DEFAULT_PATH).exists() {
+        g.bench_function("read/host_file", |b| {
+            b.iter(|| nvc_ldcache::read(nvc_ldcache::DEFAULT_PATH).map(|v| v.len()))
+        });
         g.bench_function("read_parse_resolve/host_file", |b| {
             b.iter(|| {
                 let bytes = nvc_ldcache::read(nvc_ldcache::DEFAULT_PATH).unwrap_or_default();

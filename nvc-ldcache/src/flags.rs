@@ -44,21 +44,30 @@ impl Flags {
     }
 }
 
+impl Flags {
+    /// Appends what `ldconfig -p` prints for these flags: `libc6,x86-64`, `ELF`, ...
+    pub(crate) fn push_ldconfig(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(match self.lib_type() {
+            0 => b"libc4",
+            1 => b"ELF",
+            2 => b"libc5",
+            3 => b"libc6",
+            _ => b"unknown",
+        });
+        let arch = self.arch();
+        match arch.ldconfig_suffix() {
+            Some(suffix) => out.extend_from_slice(suffix.as_bytes()),
+            None => out.extend_from_slice(format!(",{}", arch.value()).as_bytes()),
+        }
+    }
+}
+
 /// Prints the flags as `ldconfig -p` does: `libc6,x86-64`, `ELF`, `libc6,AArch64`, ...
 impl fmt::Display for Flags {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self.lib_type() {
-            0 => "libc4",
-            1 => "ELF",
-            2 => "libc5",
-            3 => "libc6",
-            _ => "unknown",
-        })?;
-        let arch = self.arch();
-        match arch.ldconfig_suffix() {
-            Some(suffix) => f.write_str(suffix),
-            None => write!(f, ",{}", arch.value()),
-        }
+        let mut text = Vec::with_capacity(16);
+        self.push_ldconfig(&mut text);
+        f.write_str(&String::from_utf8_lossy(&text))
     }
 }
 
