@@ -80,7 +80,22 @@ pub struct LdCache<'a> {
     format: Format,
     table: Table,
     extensions: Extensions<'a>,
-    extension_error: Option<&'static str>,
+    extension_error: Option<ExtensionDefect>,
+}
+
+impl From<&'static str> for ExtensionDefect {
+    fn from(reason: &'static str) -> Self {
+        ExtensionDefect::Malformed(reason)
+    }
+}
+
+/// What is wrong with an extension directory that [`LdCache::parse`] tolerated.
+#[derive(Debug, Clone, Copy)]
+enum ExtensionDefect {
+    /// Its offset is not a multiple of 4.
+    Misaligned(u32),
+    /// Anything else.
+    Malformed(&'static str),
 }
 
 impl fmt::Debug for LdCache<'_> {
@@ -233,10 +248,16 @@ impl<'a> LdCache<'a> {
     ///
     /// # Errors
     ///
+    /// [`Error::Misaligned`] for a directory offset that is not a multiple of 4, otherwise
     /// [`Error::BadExtension`] saying what is wrong, as `ldconfig -p` refuses such a file.
     pub fn check_extensions(&self) -> Result<(), Error> {
         match self.extension_error {
-            Some(reason) => Err(Error::BadExtension { reason }),
+            Some(ExtensionDefect::Misaligned(offset)) => Err(Error::Misaligned {
+                what: "ld.so.cache extension directory",
+                offset: offset.into(),
+                align: 4,
+            }),
+            Some(ExtensionDefect::Malformed(reason)) => Err(Error::BadExtension { reason }),
             None => Ok(()),
         }
     }
@@ -409,26 +430,25 @@ fn table_at(
 }
 
 /// Reads the extension directory as glibc's `cache_extension_load` does.
-fn load_extensions(bytes: &[u8], offset: u32) -> Result<Extensions<'_>, &'static str> {
+fn load_extensions(bytes: &[u8], offset: u32) -> Result<Extensions<'_>, ExtensionDefect> {
     let mut ext = Extensions::default();
     if offset == 0 {
         return Ok(ext);
     }
     if !offset.is_multiple_of(4) {
-        return Err("directory offset is not a multiple of 4");
+        return Err(ExtensionDefect::Misaligned(offset));
     }
     let at = offset as usize;
     let magic = u32_at(bytes, at).ok_or("directory lies beyond the end of the file")?;
     let count = u32_at(bytes, at + 4).ok_or("directory lies beyond the end of the file")?;
     if magic != EXTENSION_MAGIC {
-        return Err("bad directory magic");
+        return Err("bad directory magic".into());
     }
-    let sections = (count as usize)
+    (count as usize)
         .checked_mul(16)
         .and_then(|n| n.checked_add(at + 8))
         .filter(|&end| end <= bytes.len())
         .ok_or("section table lies beyond the end of the file")?;
-    debug_assert!(sections <= bytes.len());
     for i in 0..count as usize {
         let s = at + 8 + 16 * i;
         let field = |k: usize| {
@@ -437,7 +457,7 @@ fn load_extensions(bytes: &[u8], offset: u32) -> Result<Extensions<'_>, &'static
         let (tag, data, size) = (field(0)?, field(2)?, field(3)?);
         let end = data.checked_add(size).ok_or("section data overflows")?;
         if end as usize > bytes.len() {
-            return Err("section data lies beyond the end of the file");
+            return Err("section data lies beyond the end of the file".into());
         }
         match tag {
             TAG_GENERATOR => ext.generator = bytes.get(data as usize..end as usize),

@@ -289,15 +289,18 @@ fn malformed_extensions_spare_the_entries() {
 
     let mut misaligned = write_cache(&sample(), Format::New, Some(b"gen"));
     misaligned[32..36].copy_from_slice(&((ext as u32) + 1).to_ne_bytes());
-    assert!(
-        LdCache::parse(&misaligned)
-            .unwrap()
-            .check_extensions()
-            .is_err()
-    );
+    let err = LdCache::parse(&misaligned)
+        .unwrap()
+        .check_extensions()
+        .unwrap_err();
+    assert!(matches!(err, Error::Misaligned { align: 4, .. }), "{err}");
     let mut beyond = write_cache(&sample(), Format::New, Some(b"gen"));
     beyond[32..36].copy_from_slice(&(u32::MAX - 3).to_ne_bytes());
-    assert!(LdCache::parse(&beyond).unwrap().check_extensions().is_err());
+    let err = LdCache::parse(&beyond)
+        .unwrap()
+        .check_extensions()
+        .unwrap_err();
+    assert!(matches!(err, Error::BadExtension { .. }), "{err}");
 }
 
 #[test]
