@@ -1,7 +1,58 @@
 //! A simulated NVIDIA host for tests.
 //!
-//! This crate will hold scenario descriptions and a builder that writes a driver root with real
-//! ELF libraries, a real `ld.so.cache` from glibc's `ldconfig`, device nodes,
-//! `/proc/driver/nvidia` files and a fake `libnvidia-ml.so.1`, so that the production code paths
-//! run unchanged without a GPU.
+//! Nothing in this project's CI has a GPU, so every layer is tested against a host that the
+//! production code paths cannot tell from a real one: [`Host::build`] lays out a
+//! [`Scenario`] in a directory as a host's `/` would look, with real ELF shared objects
+//! (x86-64 and i386) with the driver's SONAMEs at the driver version, the installer's
+//! symlinks, executables, GSP firmware, a listening persistenced socket, the MPS pipe
+//! directory, `/etc/ld.so.cache` written by glibc's own `ldconfig -r`, `/proc/driver/nvidia`
+//! files and `/proc/devices` as the kernel modules write them, and `/dev` nodes made with
+//! `mknod` and the real majors (where the caller may make device nodes).
+//!
+//! Production crates contain no simulation branches: the simulated host is just a driver
+//! root plus what a host has in `/dev` and `/proc`.
+#![deny(missing_docs)]
 #![forbid(unsafe_code)]
+
+pub mod driver_files;
+mod host;
+pub mod procfs;
+mod scenario;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use host::{DeviceNode, DeviceNodes, Host};
+pub use scenario::{BUILTIN, Files, Gpu, MigDevice, PciAddress, Scenario};
+
+/// What can go wrong building a simulated host.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Writing a file or directory failed.
+    #[error("cannot write {}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// glibc's `ldconfig` could not write the cache.
+    #[error("ldconfig -r {} failed: {detail}", root.display())]
+    Ldconfig {
+        /// The host root.
+        root: PathBuf,
+        /// Exit status and standard error.
+        detail: String,
+    },
+}
+
+impl Error {
+    fn io(path: &Path, source: io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
