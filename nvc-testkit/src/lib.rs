@@ -18,6 +18,7 @@ pub mod driver_files;
 mod host;
 pub mod procfs;
 mod scenario;
+pub mod sim_ns;
 
 use std::io;
 use std::path::{Path, PathBuf};
