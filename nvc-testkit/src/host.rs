@@ -144,9 +144,26 @@ impl Host {
                 link(&soname, &dir.join(format!("{}.so", lib.stem)))?;
             }
         }
+        self.fake_nvml()?;
         write(
             &self.path("etc/ld.so.conf"),
             format!("/{LIB64_DIR}\n/{LIB32_DIR}\n").as_bytes(),
+        )
+    }
+
+    /// Replaces the 64-bit `libnvidia-ml` stub by the fake NVML and writes its configuration
+    /// next to it (or removes the library, for a host without NVML).
+    fn fake_nvml(&self) -> Result<(), Error> {
+        let dir = self.path(LIB64_DIR);
+        let lib = dir.join(format!("libnvidia-ml.so.{}", self.scenario.driver_version));
+        if !self.scenario.files.nvml {
+            return remove_if_exists(&lib);
+        }
+        remove_if_exists(&lib)?;
+        fs::copy(crate::FAKE_NVML, &lib).map_err(|e| Error::io(&lib, e))?;
+        write(
+            &dir.join("nvc-fake-nvml.conf"),
+            self.scenario.fake_nvml_config().as_bytes(),
         )
     }
 

@@ -7,7 +7,10 @@
 //! symlinks, executables, GSP firmware, a listening persistenced socket, the MPS pipe
 //! directory, `/etc/ld.so.cache` written by glibc's own `ldconfig -r`, `/proc/driver/nvidia`
 //! files and `/proc/devices` as the kernel modules write them, and `/dev` nodes made with
-//! `mknod` and the real majors (where the caller may make device nodes).
+//! `mknod` and the real majors (where the caller may make device nodes). The driver's
+//! `libnvidia-ml.so.1` is a fake ([`FAKE_NVML`], built from `fake-nvml/nvml.rs`) that
+//! answers NVML calls from the scenario with NVML's return codes, so `nvml-wrapper` loads it
+//! exactly as it loads the real one.
 //!
 //! Production crates contain no simulation branches: the simulated host is just a driver
 //! root plus what a host has in `/dev` and `/proc`.
@@ -24,7 +27,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use host::{DeviceNode, DeviceNodes, Host};
-pub use scenario::{BUILTIN, Files, Gpu, MigDevice, PciAddress, Scenario};
+pub use scenario::{BUILTIN, Files, Gpu, MigDevice, NvmlFaults, PciAddress, Scenario};
+
+/// The fake `libnvidia-ml.so.1` built from `fake-nvml/nvml.rs` by the build script.
+pub const FAKE_NVML: &str = env!("NVC_FAKE_NVML");
 
 /// What can go wrong building a simulated host.
 #[derive(Debug, thiserror::Error)]

@@ -74,6 +74,17 @@ pub struct Files {
     pub fabricmanager: bool,
     /// GSP firmware.
     pub firmware: bool,
+    /// `libnvidia-ml.so.1` (the fake one, answering from the scenario).
+    pub nvml: bool,
+}
+
+/// How the fake NVML misbehaves, for the error paths of driver discovery.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct NvmlFaults {
+    /// What `nvmlInit` returns (0 = success; 9 = `NVML_ERROR_DRIVER_NOT_LOADED`, ...).
+    pub init_result: u32,
+    /// How long `nvmlInit` blocks before answering, in milliseconds.
+    pub init_delay_ms: u64,
 }
 
 /// A simulated host.
@@ -89,6 +100,8 @@ pub struct Scenario {
     pub gpus: Vec<Gpu>,
     /// Optional parts.
     pub files: Files,
+    /// Fault injection into the fake NVML.
+    pub nvml_faults: NvmlFaults,
 }
 
 /// The names of the built-in scenarios.
@@ -135,6 +148,7 @@ const FULL: Files = Files {
     graphics: true,
     fabricmanager: false,
     firmware: true,
+    nvml: true,
 };
 
 impl Scenario {
@@ -147,6 +161,7 @@ impl Scenario {
             cuda_version: CUDA,
             gpus: Vec::new(),
             files: FULL,
+            nvml_faults: NvmlFaults::default(),
         };
         match name {
             // One desktop-class GPU.
@@ -214,6 +229,44 @@ impl Scenario {
             _ => return None,
         }
         Some(s)
+    }
+}
+
+impl Scenario {
+    /// The fake NVML's configuration for this scenario (`nvc-fake-nvml.conf`, read by
+    /// `fake-nvml/nvml.rs`): one line per fact, GPU fields as `key=value` with `name` last.
+    #[must_use]
+    pub fn fake_nvml_config(&self) -> String {
+        let mut out = format!(
+            "driver_version {}\ncuda_version {}\ninit_result {}\ninit_delay_ms {}\n",
+            self.driver_version,
+            self.cuda_version,
+            self.nvml_faults.init_result,
+            self.nvml_faults.init_delay_ms
+        );
+        for g in &self.gpus {
+            let mig = g.mig_mode.map_or("none".to_owned(), |(c, p)| {
+                format!("{},{}", u8::from(c), u8::from(p))
+            });
+            out.push_str(&format!(
+                "gpu index={} uuid={} domain={} bus={} device={} minor={} brand={} arch={} cc={}.{} mig={mig} name={}\n",
+                g.index,
+                g.uuid,
+                g.pci.domain,
+                g.pci.bus,
+                g.pci.device,
+                g.minor,
+                g.brand,
+                g.architecture,
+                g.compute_capability.0,
+                g.compute_capability.1,
+                g.name
+            ));
+            for m in &g.mig_devices {
+                out.push_str(&format!("mig gi={} ci={} uuid={}\n", m.gi, m.ci, m.uuid));
+            }
+        }
+        out
     }
 }
 

@@ -114,7 +114,8 @@ fn libraries_are_real_elf_objects_with_their_sonames() {
                 info.soname.unwrap(),
                 lib.soname(&s.driver_version).into_bytes()
             );
-            assert_eq!(info.needed, [b"libc.so.6".to_vec()]);
+            // ldconfig records glibc libraries as libc6 only when they need libc.so.6.
+            assert!(info.needed.contains(&b"libc.so.6".to_vec()));
             // Resolving the SONAME link leads to a file named for the driver version.
             let via_link =
                 fs::canonicalize(host.root().join(dir).join(lib.soname(&s.driver_version)))
