@@ -36,14 +36,13 @@ pub const FAKE_NVML: &str = env!("NVC_FAKE_NVML");
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Writing a file or directory failed.
-    #[error("cannot write {}", path.display())]
+    /// Writing a file or directory failed. The message includes the OS error's.
+    #[error("cannot write {}: {error}", path.display())]
     Io {
         /// The path.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// glibc's `ldconfig` could not write the cache.
     #[error("ldconfig -r {} failed: {detail}", root.display())]
@@ -56,10 +55,10 @@ pub enum Error {
 }
 
 impl Error {
-    fn io(path: &Path, source: io::Error) -> Self {
+    fn io(path: &Path, error: io::Error) -> Self {
         Error::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         }
     }
 }

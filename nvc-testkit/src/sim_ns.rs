@@ -23,20 +23,20 @@ pub enum EnterError {
     )]
     NoPrivilege(Errno),
     /// A mount or file operation failed.
-    #[error("{what} {}: {source}", path.display())]
+    #[error("{what} {}: {errno}", path.display())]
     Step {
         /// The operation.
         what: &'static str,
         /// Its path.
         path: PathBuf,
         /// The OS error.
-        source: Errno,
+        errno: Errno,
     },
 }
 
 fn step(what: &'static str, path: &Path) -> impl FnOnce(Errno) -> EnterError {
     let path = path.to_path_buf();
-    move |source| EnterError::Step { what, path, source }
+    move |errno| EnterError::Step { what, path, errno }
 }
 
 fn io_step(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> EnterError {
@@ -44,7 +44,7 @@ fn io_step(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> En
     move |e| EnterError::Step {
         what,
         path,
-        source: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
     }
 }
 

@@ -35,7 +35,7 @@ fn create(args: &[OsString]) -> Result<(), String> {
         )
     })?;
     let dir = PathBuf::from(dir);
-    let host = Host::build(&scenario, &dir).map_err(|e| report(&e))?;
+    let host = Host::build(&scenario, &dir).map_err(|e| e.to_string())?;
     println!(
         "created scenario {name} in {} ({} GPUs, driver {})",
         dir.display(),
@@ -56,19 +56,9 @@ fn run(args: &[OsString]) -> Result<(), String> {
         return Err(USAGE.into());
     }
     let dir = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.to_string_lossy()))?;
-    sim_ns::enter(&dir).map_err(|e| report(&e))?;
+    sim_ns::enter(&dir).map_err(|e| e.to_string())?;
     let err = Command::new(cmd).args(rest).exec();
     Err(format!("cannot run {}: {err}", cmd.to_string_lossy()))
-}
-
-fn report(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        msg = format!("{msg}: {c}");
-        cause = c.source();
-    }
-    msg
 }
 
 fn main() -> ExitCode {
