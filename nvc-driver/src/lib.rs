@@ -1,10 +1,21 @@
 //! NVIDIA driver discovery.
 //!
-//! This crate will hold what libnvidia-container learns about the host before it touches a
-//! container: NVML queries (through `nvml-wrapper`, in a confined helper process) and a `/proc`
-//! fallback turned into owned `DriverInfo`, `Gpu` and `MigDevice` values; the per-capability
-//! tables of libraries, binaries, IPC endpoints, firmware and device nodes; library resolution
-//! through `nvc-ldcache` inside a driver root; the `--device` selection grammar and the
-//! `--require` requirement DSL.
+//! This crate holds what libnvidia-container learns about the host before it touches a
+//! container. Today: the owned GPU and MIG descriptions ([`Gpu`], [`MigDevice`],
+//! [`PciBusId`]), the `--device` selection grammar ([`DeviceRequest`]) and the `--require`
+//! requirement DSL ([`Requirement`]), each a pure parser with upstream's error texts. To come:
+//! NVML queries (through `nvml-wrapper`, in a confined helper process) into owned
+//! `DriverInfo`, the per-capability tables of libraries, binaries, IPC endpoints, firmware and
+//! device nodes, and library resolution through `nvc-ldcache` inside a driver root.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod error;
+mod gpu;
+mod require;
+mod select;
+
+pub use error::Error;
+pub use gpu::{Gpu, MigDevice, PciBusId};
+pub use require::{Facts, Requirement};
+pub use select::{DeviceRequest, DeviceSpec, Selection};

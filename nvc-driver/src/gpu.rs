@@ -1,0 +1,148 @@
+//! Owned descriptions of GPUs and MIG devices (what NVML reports, snapshot into plain data).
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::Error;
+
+/// A PCI address of a GPU (function 0), printed as upstream does: `00000000:07:00.0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PciBusId {
+    /// PCI domain.
+    pub domain: u32,
+    /// Bus.
+    pub bus: u8,
+    /// Device.
+    pub device: u8,
+}
+
+impl fmt::Display for PciBusId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:08x}:{:02x}:{:02x}.0",
+            self.domain, self.bus, self.device
+        )
+    }
+}
+
+/// Parses `[domain:]bus:device[.0]` in hex, any case and any domain width
+/// (`00000000:07:00.0`, `0000:07:00.0`, `07:00.0`, `7:0`).
+impl FromStr for PciBusId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let bad = || Error::InvalidBusId {
+            input: s.to_owned(),
+        };
+        let (rest, function) = match s.rsplit_once('.') {
+            Some((rest, f)) => (rest, Some(f)),
+            None => (s, None),
+        };
+        if function.is_some_and(|f| u8::from_str_radix(f, 16) != Ok(0)) {
+            return Err(bad());
+        }
+        let parts: Vec<&str> = rest.split(':').collect();
+        let (domain, bus, device) = match parts.as_slice() {
+            [d, b, v] => (*d, *b, *v),
+            [b, v] => ("0", *b, *v),
+            _ => return Err(bad()),
+        };
+        let hex = |t: &str, max_len: usize| {
+            if t.is_empty() || t.len() > max_len || !t.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return Err(bad());
+            }
+            u32::from_str_radix(t, 16).map_err(|_| bad())
+        };
+        let byte = |t: &str| hex(t, 2).and_then(|v| u8::try_from(v).map_err(|_| bad()));
+        Ok(PciBusId {
+            domain: hex(domain, 8)?,
+            bus: byte(bus)?,
+            device: byte(device)?,
+        })
+    }
+}
+
+/// A MIG device (a compute instance inside a GPU instance).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MigDevice {
+    /// Position in the parent's NVML MIG enumeration.
+    pub index: u32,
+    /// GPU instance id.
+    pub gi: u32,
+    /// Compute instance id.
+    pub ci: u32,
+    /// `MIG-<uuid>`.
+    pub uuid: String,
+}
+
+/// A GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Gpu {
+    /// NVML index.
+    pub index: u32,
+    /// `/dev/nvidia<minor>`.
+    pub minor: u32,
+    /// `GPU-<uuid>`.
+    pub uuid: String,
+    /// PCI address.
+    pub bus_id: PciBusId,
+    /// Product name.
+    pub model: String,
+    /// Brand name as upstream prints it (`Tesla`, `GeForce`, ..., `Unknown`).
+    pub brand: String,
+    /// Compute capability, `major.minor`.
+    pub architecture: String,
+    /// MIG devices, in NVML order (empty when MIG is off or unsupported).
+    pub mig_devices: Vec<MigDevice>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn bus_ids_in_every_accepted_spelling() {
+        let want = PciBusId {
+            domain: 0,
+            bus: 7,
+            device: 0,
+        };
+        for s in [
+            "00000000:07:00.0",
+            "0000:07:00.0",
+            "0:7:0",
+            "07:00.0",
+            "7:0",
+            "0000:07:00.00",
+        ] {
+            assert_eq!(s.parse::<PciBusId>().unwrap(), want, "{s}");
+        }
+        assert_eq!(
+            "0001:AB:1f.0".parse::<PciBusId>().unwrap().to_string(),
+            "00000001:ab:1f.0"
+        );
+        for s in [
+            "",
+            "7",
+            "0000:07:00.1",
+            "x:07:00.0",
+            "000000000:07:00.0",
+            "0000:107:00.0",
+            "0:0:0:0",
+            "07:00.",
+        ] {
+            assert!(s.parse::<PciBusId>().is_err(), "{s}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn display_then_parse_round_trips(domain: u32, bus: u8, device: u8) {
+            let id = PciBusId { domain, bus, device };
+            prop_assert_eq!(id.to_string().parse::<PciBusId>()?, id);
+            prop_assert_eq!(id.to_string().to_uppercase().parse::<PciBusId>()?, id);
+        }
+    }
+}
