@@ -1,5 +1,8 @@
 //! The crate's one error type.
 
+use std::io;
+use std::path::PathBuf;
+
 /// What can go wrong in driver discovery and device selection.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -35,4 +38,35 @@ pub enum Error {
         /// Whether it is a `cuda>=` condition (upstream adds advice).
         hint: bool,
     },
+    /// Resolving a path inside the driver root failed.
+    #[error("cannot resolve {} inside {}", path.display(), root.display())]
+    Resolve {
+        /// The driver root.
+        root: PathBuf,
+        /// The path inside it.
+        path: PathBuf,
+        /// The OS error (`ELOOP` for a symlink loop).
+        #[source]
+        source: io::Error,
+    },
+    /// The driver root's `ld.so.cache` exists but cannot be read or parsed.
+    #[error("cannot use the driver's ld.so.cache")]
+    Ldcache {
+        /// The reader's error, naming the file.
+        #[source]
+        source: nvc_ldcache::Error,
+    },
+    /// A library to check (`libnvidia-tls`, legacy GL) is not a readable ELF object.
+    #[error("cannot check a driver library")]
+    Elf {
+        /// The reader's error, naming the file.
+        #[source]
+        source: nvc_ldcache::Error,
+    },
+}
+
+impl From<nvc_ldcache::Error> for Error {
+    fn from(source: nvc_ldcache::Error) -> Self {
+        Error::Ldcache { source }
+    }
 }

@@ -10,12 +10,18 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod discover;
 mod error;
 mod gpu;
+pub mod procfs;
 mod require;
+mod root;
 mod select;
+pub mod tables;
 
+pub use discover::{DeviceNode, DiscoverOptions, DriverFiles, discover_files};
 pub use error::Error;
 pub use gpu::{Gpu, MigDevice, PciBusId};
 pub use require::{Facts, Requirement};
+pub use root::resolve_in_root;
 pub use select::{DeviceRequest, DeviceSpec, Selection};

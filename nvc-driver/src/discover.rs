@@ -1,0 +1,413 @@
+//! Finding the driver's files inside a driver root: libraries (through its `ld.so.cache`,
+//! or a static search path where it has none), binaries, IPC endpoints, GSP firmware and
+//! device nodes.
+
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use nvc_ldcache::elf::ElfInfo;
+use nvc_ldcache::{Arch, LdCache, PrefixSet};
+
+use crate::tables::{
+    COMPUTE_BINS, FABRICMANAGER_SOCKET, FALLBACK_LIB_DIRS, FALLBACK_LIB32_DIRS, LEGACY_GL_LIBS,
+    MPS_PIPE_DIR, PERSISTENCED_SOCKET, UTILITY_BINS, library_prefixes,
+};
+use crate::{Error, resolve_in_root};
+
+/// What to look for, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DiscoverOptions {
+    /// The driver root (`/`, or e.g. `/run/nvidia/driver`).
+    pub root: PathBuf,
+    /// The `ld.so.cache` path inside the root.
+    pub ldcache: PathBuf,
+    /// The `PATH` binaries are searched in (inside the root).
+    pub path: OsString,
+    /// The MPS pipe directory (`CUDA_MPS_PIPE_DIRECTORY`), `/tmp/nvidia-mps` when `None`.
+    pub mps_pipe_dir: Option<PathBuf>,
+    /// Look for the persistence daemon's socket (driver option `no-persistenced` clears it).
+    pub persistenced: bool,
+    /// Look for the fabric manager's socket (`no-fabricmanager` clears it).
+    pub fabricmanager: bool,
+    /// Look for MPS binaries and the pipe directory (`no-mps` clears it).
+    pub mps: bool,
+    /// Look for GSP firmware (`no-gsp-firmware` clears it).
+    pub gsp_firmware: bool,
+    /// Use the GLVND vendor libraries (`no-glvnd` clears it for the legacy GL set).
+    pub glvnd: bool,
+}
+
+impl DiscoverOptions {
+    /// Upstream's defaults for a driver root.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DiscoverOptions {
+            root: root.into(),
+            ldcache: PathBuf::from(nvc_ldcache::DEFAULT_PATH),
+            path: OsString::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+            mps_pipe_dir: None,
+            persistenced: true,
+            fabricmanager: true,
+            mps: true,
+            gsp_firmware: true,
+            glvnd: true,
+        }
+    }
+}
+
+/// A device node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeviceNode {
+    /// Path inside the root (`/dev/nvidia-uvm`).
+    pub path: PathBuf,
+    /// Major number.
+    pub major: u32,
+    /// Minor number.
+    pub minor: u32,
+}
+
+/// The driver's files, as root-relative paths (each starting with `/`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DriverFiles {
+    /// 64-bit libraries (resolved real files), in lookup order.
+    pub libraries: Vec<PathBuf>,
+    /// 32-bit libraries.
+    pub libraries32: Vec<PathBuf>,
+    /// Binaries.
+    pub binaries: Vec<PathBuf>,
+    /// IPC endpoints (sockets, the MPS pipe directory).
+    pub ipcs: Vec<PathBuf>,
+    /// GSP firmware, at its canonical path (`/lib/firmware/nvidia/<version>/gsp_*.bin`).
+    pub firmwares: Vec<PathBuf>,
+    /// The driver-wide device nodes (control, uvm, uvm-tools, modeset).
+    pub devices: Vec<DeviceNode>,
+    /// Whether libraries came from the root's `ld.so.cache` (else from the fallback path).
+    pub from_ldcache: bool,
+    /// What was looked for and not found (`missing library libnvidia-nscq.so`, ...).
+    pub warnings: Vec<String>,
+}
+
+/// Finds the files of driver `version` (the NVRM version, which library file names end
+/// with) inside `opts.root`.
+///
+/// # Errors
+///
+/// [`Error::Ldcache`] for a cache that exists but cannot be read or parsed (a corrupt cache
+/// is an error, not an empty result), [`Error::Resolve`] for an I/O error inside the root.
+pub fn discover_files(opts: &DiscoverOptions, version: &str) -> Result<DriverFiles, Error> {
+    let mut files = DriverFiles::default();
+    let prefixes = library_prefixes(opts.glvnd);
+    let arches: Vec<(Arch, &[&str], &str)> = [
+        Some((Arch::native(), FALLBACK_LIB_DIRS, "library")),
+        Arch::native32().map(|a| (a, FALLBACK_LIB32_DIRS, "compat32 library")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let cache_path = resolve_in_root(&opts.root, &opts.ldcache)?;
+    files.from_ldcache = cache_path.is_some();
+    for (i, (arch, fallback, what)) in arches.into_iter().enumerate() {
+        let found = match &cache_path {
+            Some(cache) => {
+                from_ldcache(opts, cache, arch, &prefixes, version, &mut files.warnings)?
+            }
+            None => from_dirs(opts, fallback, arch, &prefixes, version)?,
+        };
+        for (prefix, path) in prefixes.iter().zip(&found) {
+            if path.is_none() {
+                files.warnings.push(format!("missing {what} {prefix}"));
+            }
+        }
+        let found = found.into_iter().flatten().collect();
+        if i == 0 {
+            files.libraries = found;
+        } else {
+            files.libraries32 = found;
+        }
+    }
+    files.binaries = binaries(opts, &mut files.warnings)?;
+    files.ipcs = ipcs(opts, &mut files.warnings)?;
+    files.firmwares = firmwares(opts, version, &mut files.warnings)?;
+    files.devices = devices(opts, &mut files.warnings)?;
+    Ok(files)
+}
+
+/// Upstream's native selection: the resolved file must be named for the driver version,
+/// `libnvidia-tls` must carry the "new TLS ABI" note, and legacy GL libraries must be
+/// NVIDIA's (need `libnvidia-glcore`/`libnvidia-eglcore`).
+fn acceptable(
+    opts: &DiscoverOptions,
+    prefix: &str,
+    real: &Path,
+    version: &str,
+) -> Result<bool, Error> {
+    let named = real
+        .file_name()
+        .is_some_and(|n| n.as_bytes().ends_with(version.as_bytes()));
+    if !named {
+        return Ok(false);
+    }
+    let needs_elf = prefix == "libnvidia-tls.so" || LEGACY_GL_LIBS.contains(&prefix);
+    if !needs_elf {
+        return Ok(true);
+    }
+    let host = opts.root.join(real.strip_prefix("/").unwrap_or(real));
+    let info = ElfInfo::read(&host).map_err(|source| Error::Elf { source })?;
+    Ok(if prefix == "libnvidia-tls.so" {
+        info.abi_tag == Some([0, 2, 3, 99])
+    } else {
+        info.needed.iter().any(|n| {
+            n.starts_with(b"libnvidia-glcore.so") || n.starts_with(b"libnvidia-eglcore.so")
+        })
+    })
+}
+
+fn from_ldcache(
+    opts: &DiscoverOptions,
+    cache: &Path,
+    arch: Arch,
+    prefixes: &[&str],
+    version: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Option<PathBuf>>, Error> {
+    let host = opts.root.join(cache.strip_prefix("/").unwrap_or(cache));
+    let bytes = nvc_ldcache::read(&host).map_err(|source| Error::Ldcache { source })?;
+    let parsed = LdCache::parse(&bytes).map_err(|e| Error::Ldcache {
+        source: e.in_file(&host),
+    })?;
+    let set = PrefixSet::new(prefixes);
+    let mut real: Vec<Option<PathBuf>> = vec![None; set.len()];
+    parsed
+        .resolve_with(&set, arch, |slot, _, candidate| {
+            let Some(path) = resolve_in_root(&opts.root, candidate.path())? else {
+                return Ok(false);
+            };
+            let (Some(current), Some(prefix)) = (real.get_mut(slot), prefixes.get(slot)) else {
+                return Ok(false);
+            };
+            if current.as_deref() == Some(path.as_path()) {
+                return Ok(false);
+            }
+            if !acceptable(opts, prefix, &path, version)? {
+                warnings.push(format!("skipping {}", path.display()));
+                return Ok(false);
+            }
+            *current = Some(path);
+            Ok::<_, Error>(true)
+        })
+        .map_err(|e| match e {
+            Error::Ldcache { source } => Error::Ldcache {
+                source: source.in_file(&host),
+            },
+            other => other,
+        })?;
+    Ok(real)
+}
+
+/// Without a cache: the first file in the fallback directories that starts with the prefix,
+/// is an object of `arch` and is named for the driver version.
+fn from_dirs(
+    opts: &DiscoverOptions,
+    dirs: &[&str],
+    arch: Arch,
+    prefixes: &[&str],
+    version: &str,
+) -> Result<Vec<Option<PathBuf>>, Error> {
+    let mut found: Vec<Option<PathBuf>> = vec![None; prefixes.len()];
+    for dir in dirs {
+        let Some(dir) = resolve_in_root(&opts.root, Path::new(dir))? else {
+            continue;
+        };
+        let host_dir = opts.root.join(dir.strip_prefix("/").unwrap_or(&dir));
+        let Ok(entries) = fs::read_dir(&host_dir) else {
+            continue;
+        };
+        let mut names: Vec<OsString> = entries
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        names.sort();
+        for (slot, prefix) in prefixes.iter().enumerate() {
+            if found.get(slot).is_some_and(Option::is_some) {
+                continue;
+            }
+            for name in names
+                .iter()
+                .filter(|n| n.as_bytes().starts_with(prefix.as_bytes()))
+            {
+                let Some(real) = resolve_in_root(&opts.root, &dir.join(name))? else {
+                    continue;
+                };
+                let host = opts.root.join(real.strip_prefix("/").unwrap_or(&real));
+                let right_arch =
+                    ElfInfo::read(&host).ok().and_then(|i| i.cache_arch()) == Some(arch);
+                if right_arch && acceptable(opts, prefix, &real, version)? {
+                    if let Some(f) = found.get_mut(slot) {
+                        *f = Some(real);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn binaries(opts: &DiscoverOptions, warnings: &mut Vec<String>) -> Result<Vec<PathBuf>, Error> {
+    let mut names: Vec<&str> = UTILITY_BINS.to_vec();
+    if opts.mps {
+        names.extend(COMPUTE_BINS);
+    }
+    let dirs: Vec<&OsStr> = opts
+        .path
+        .as_bytes()
+        .split(|&b| b == b':')
+        .map(|d| {
+            if d.is_empty() {
+                OsStr::new(".")
+            } else {
+                OsStr::from_bytes(d)
+            }
+        })
+        .collect();
+    let mut out = Vec::new();
+    for name in names {
+        let mut hit = None;
+        for dir in &dirs {
+            if let Some(real) = resolve_in_root(&opts.root, &Path::new(dir).join(name))? {
+                let host = opts.root.join(real.strip_prefix("/").unwrap_or(&real));
+                if host.is_file() {
+                    hit = Some(Path::new(dir).join(name));
+                    break;
+                }
+            }
+        }
+        match hit {
+            Some(path) => out.push(path),
+            None => warnings.push(format!("missing binary {name}")),
+        }
+    }
+    Ok(out)
+}
+
+fn ipcs(opts: &DiscoverOptions, warnings: &mut Vec<String>) -> Result<Vec<PathBuf>, Error> {
+    let mut wanted: Vec<PathBuf> = Vec::new();
+    if opts.persistenced {
+        wanted.push(PERSISTENCED_SOCKET.into());
+    }
+    if opts.fabricmanager {
+        wanted.push(FABRICMANAGER_SOCKET.into());
+    }
+    if opts.mps {
+        wanted.push(
+            opts.mps_pipe_dir
+                .clone()
+                .unwrap_or_else(|| MPS_PIPE_DIR.into()),
+        );
+    }
+    let mut out = Vec::new();
+    for path in wanted {
+        match resolve_in_root(&opts.root, &path) {
+            Ok(Some(real)) => out.push(real),
+            Ok(None) => warnings.push(format!("missing ipc path {}", path.display())),
+            // Unprivileged `list`: a directory we may not search is as good as missing.
+            Err(Error::Resolve { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                warnings.push(format!(
+                    "missing ipc path {} (insufficient permissions)",
+                    path.display()
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+fn firmwares(
+    opts: &DiscoverOptions,
+    version: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<PathBuf>, Error> {
+    if !opts.gsp_firmware {
+        return Ok(Vec::new());
+    }
+    let canonical = PathBuf::from(format!("/lib/firmware/nvidia/{version}"));
+    let mut out: Vec<PathBuf> = match resolve_in_root(&opts.root, &canonical)? {
+        Some(dir) => fs::read_dir(opts.root.join(dir.strip_prefix("/").unwrap_or(&dir)))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name())
+                    .filter(|n| n.as_bytes().starts_with(b"gsp") && n.as_bytes().ends_with(b".bin"))
+                    .map(|n| canonical.join(n))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    out.sort();
+    if out.is_empty() {
+        warnings.push("missing firmware path".into());
+    }
+    Ok(out)
+}
+
+/// `gnu_dev_major` / `gnu_dev_minor`.
+fn split_dev(rdev: u64) -> (u32, u32) {
+    let major = ((rdev >> 32) & 0xffff_f000) | ((rdev >> 8) & 0x0fff);
+    let minor = ((rdev >> 12) & 0xffff_ff00) | (rdev & 0xff);
+    (
+        u32::try_from(major).unwrap_or(u32::MAX),
+        u32::try_from(minor).unwrap_or(u32::MAX),
+    )
+}
+
+fn devices(opts: &DiscoverOptions, warnings: &mut Vec<String>) -> Result<Vec<DeviceNode>, Error> {
+    let mut out = vec![DeviceNode {
+        path: "/dev/nvidiactl".into(),
+        major: 195,
+        minor: 255,
+    }];
+    for path in [
+        "/dev/nvidia-uvm",
+        "/dev/nvidia-uvm-tools",
+        "/dev/nvidia-modeset",
+    ] {
+        let node = resolve_in_root(&opts.root, Path::new(path))?
+            .and_then(|real| {
+                fs::metadata(opts.root.join(real.strip_prefix("/").unwrap_or(&real))).ok()
+            })
+            .filter(|m| m.file_type().is_char_device());
+        match node {
+            Some(meta) => {
+                let (major, minor) = split_dev(meta.rdev());
+                out.push(DeviceNode {
+                    path: path.into(),
+                    major,
+                    minor,
+                });
+            }
+            None => warnings.push(format!("missing device {path}")),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_dev;
+
+    #[test]
+    fn device_numbers_split_like_glibc() {
+        assert_eq!(split_dev((195 << 8) | 255), (195, 255));
+        // A large minor spills into the high bits.
+        let rdev = (0x1234u64 << 8) | 0x56 | (0xabcdu64 << 12 & 0xffff_ff00) | (0x7000u64 << 32);
+        let (major, minor) = split_dev(rdev);
+        assert_eq!(major & 0xfff, 0x234);
+        assert_eq!(minor & 0xff, 0x56);
+    }
+}

@@ -1,0 +1,52 @@
+//! Pure parsers of the `/proc` files the NVIDIA kernel modules write.
+
+/// The NVRM version in `/proc/driver/nvidia/version`
+/// (`NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.14  Thu Feb ...`; the open
+/// kernel modules say `Open Kernel Module for x86_64  570.86.15  Release Build ...`).
+#[must_use]
+pub fn nvrm_version(text: &str) -> Option<&str> {
+    let line = text.lines().find(|l| l.starts_with("NVRM version:"))?;
+    let (_, rest) = line.split_once("Kernel Module")?;
+    rest.split_whitespace()
+        .take(3)
+        .find(|t| t.contains('.') && t.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+}
+
+/// The major of character device `name` in `/proc/devices`.
+#[must_use]
+pub fn char_major(text: &str, name: &str) -> Option<u32> {
+    text.lines()
+        .skip_while(|l| !l.starts_with("Character devices:"))
+        .skip(1)
+        .take_while(|l| !l.is_empty() && !l.starts_with("Block devices:"))
+        .find_map(|l| {
+            let (major, dev) = l.trim().split_once(' ')?;
+            (dev.trim() == name).then(|| major.parse().ok()).flatten()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_of_both_module_flavours() {
+        let proprietary = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.14  Thu Feb 22 01:44:30 UTC 2024\nGCC version: gcc 12\n";
+        assert_eq!(nvrm_version(proprietary), Some("550.54.14"));
+        let open = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  570.86.15  Release Build  (dvs-builder@U16)\n";
+        assert_eq!(nvrm_version(open), Some("570.86.15"));
+        let open = "NVRM version: NVIDIA UNIX Open Kernel Module  570.86.15  Release Build\n";
+        assert_eq!(nvrm_version(open), Some("570.86.15"));
+        assert_eq!(nvrm_version(""), None);
+        assert_eq!(nvrm_version("NVRM version: garbage"), None);
+    }
+
+    #[test]
+    fn majors_come_from_the_character_section_only() {
+        let text = "Character devices:\n  1 mem\n195 nvidia-frontend\n236 nvidia-uvm\n\nBlock devices:\n236 nvidia-uvm\n  8 sd\n";
+        assert_eq!(char_major(text, "nvidia-uvm"), Some(236));
+        assert_eq!(char_major(text, "mem"), Some(1));
+        assert_eq!(char_major(text, "sd"), None);
+        assert_eq!(char_major(text, "nvidia-caps"), None);
+    }
+}

@@ -1,0 +1,258 @@
+//! File discovery on every simulated host: what upstream finds, where it finds it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use nvc_driver::tables::library_prefixes;
+use nvc_driver::{DiscoverOptions, DriverFiles, Error, discover_files};
+use nvc_testkit::driver_files::{LIB32_DIR, LIB64_DIR, LIBRARIES, Part};
+use nvc_testkit::{DeviceNodes, Host, Scenario};
+
+fn build(name: &str) -> (tempfile::TempDir, Host) {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::build(&Scenario::builtin(name).unwrap(), dir.path()).unwrap();
+    (dir, host)
+}
+
+fn discover(host: &Host) -> DriverFiles {
+    discover_files(
+        &DiscoverOptions::new(host.root()),
+        &host.scenario().driver_version,
+    )
+    .unwrap()
+}
+
+/// The libraries the scenario installs, in upstream's lookup order.
+fn expected_libs(s: &Scenario, dir: &str, lib32: bool) -> Vec<PathBuf> {
+    library_prefixes(true)
+        .iter()
+        .filter_map(|prefix| {
+            let lib = LIBRARIES
+                .iter()
+                .find(|l| format!("{}.so", l.stem) == *prefix)?;
+            let installed = match lib.part {
+                Part::Core => true,
+                Part::Graphics => s.files.graphics,
+                Part::Fabric => s.files.fabricmanager,
+            };
+            (installed && (!lib32 || (lib.lib32 && s.files.lib32))).then(|| {
+                Path::new("/")
+                    .join(dir)
+                    .join(lib.file_name(&s.driver_version))
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn libraries_are_found_through_the_cache_or_without_one() {
+    for name in ["single", "dgx", "legacy32", "nocache", "mig"] {
+        let (_dir, host) = build(name);
+        let s = host.scenario();
+        let files = discover(&host);
+        assert_eq!(files.from_ldcache, s.files.ldcache, "{name}");
+        assert_eq!(
+            files.libraries,
+            expected_libs(s, LIB64_DIR, false),
+            "{name}"
+        );
+        assert_eq!(
+            files.libraries32,
+            expected_libs(s, LIB32_DIR, true),
+            "{name}"
+        );
+        // The 550 driver has no libnvidia-tileiras: a warning, as upstream.
+        assert!(
+            files
+                .warnings
+                .contains(&"missing library libnvidia-tileiras.so".to_owned()),
+            "{:?}",
+            files.warnings
+        );
+        if !s.files.lib32 {
+            assert!(
+                files
+                    .warnings
+                    .contains(&"missing compat32 library libcuda.so".to_owned())
+            );
+        }
+    }
+}
+
+#[test]
+fn binaries_ipcs_and_firmware() {
+    let (_dir, host) = build("dgx");
+    let files = discover(&host);
+    let bins: Vec<&str> = files.binaries.iter().map(|p| p.to_str().unwrap()).collect();
+    assert_eq!(
+        bins,
+        [
+            "/usr/bin/nvidia-smi",
+            "/usr/bin/nvidia-debugdump",
+            "/usr/bin/nvidia-persistenced",
+            "/usr/bin/nv-fabricmanager",
+            "/usr/bin/nvidia-cuda-mps-control",
+            "/usr/bin/nvidia-cuda-mps-server"
+        ]
+    );
+    let ipcs: Vec<&str> = files.ipcs.iter().map(|p| p.to_str().unwrap()).collect();
+    assert_eq!(
+        ipcs,
+        [
+            "/var/run/nvidia-persistenced/socket",
+            "/var/run/nvidia-fabricmanager/socket",
+            "/tmp/nvidia-mps"
+        ]
+    );
+    let fw: Vec<&str> = files
+        .firmwares
+        .iter()
+        .map(|p| p.to_str().unwrap())
+        .collect();
+    assert_eq!(
+        fw,
+        [
+            "/lib/firmware/nvidia/550.54.14/gsp_ga10x.bin",
+            "/lib/firmware/nvidia/550.54.14/gsp_tu10x.bin"
+        ]
+    );
+
+    let (_dir, single) = build("single");
+    let files = discover(&single);
+    assert!(
+        !files
+            .binaries
+            .iter()
+            .any(|b| b.ends_with("nv-fabricmanager"))
+    );
+    assert!(
+        files
+            .warnings
+            .contains(&"missing binary nv-fabricmanager".to_owned())
+    );
+    assert!(
+        files
+            .warnings
+            .contains(&"missing ipc path /var/run/nvidia-fabricmanager/socket".to_owned())
+    );
+}
+
+#[test]
+fn options_turn_lookups_off() {
+    let (_dir, host) = build("dgx");
+    let mut opts = DiscoverOptions::new(host.root());
+    opts.persistenced = false;
+    opts.mps = false;
+    opts.gsp_firmware = false;
+    opts.path = "/nowhere::/usr/bin".into();
+    let files = discover_files(&opts, &host.scenario().driver_version).unwrap();
+    assert_eq!(
+        files.ipcs,
+        [PathBuf::from("/var/run/nvidia-fabricmanager/socket")]
+    );
+    assert!(files.firmwares.is_empty());
+    assert!(
+        !files
+            .binaries
+            .iter()
+            .any(|b| b.to_str().unwrap().contains("mps"))
+    );
+    assert_eq!(files.binaries.len(), 4);
+}
+
+#[test]
+fn device_nodes_carry_the_hosts_numbers() {
+    let (_dir, host) = build("single");
+    let files = discover(&host);
+    assert_eq!(files.devices[0].path, Path::new("/dev/nvidiactl"));
+    assert_eq!((files.devices[0].major, files.devices[0].minor), (195, 255));
+    if let DeviceNodes::Skipped(reason) = host.device_nodes_state() {
+        eprintln!("device nodes not checked: {reason}");
+        assert!(
+            files
+                .warnings
+                .contains(&"missing device /dev/nvidia-uvm".to_owned())
+        );
+        return;
+    }
+    let got: Vec<(String, u32, u32)> = files
+        .devices
+        .iter()
+        .map(|d| (d.path.display().to_string(), d.major, d.minor))
+        .collect();
+    let uvm = host.majors().uvm;
+    assert_eq!(
+        got,
+        [
+            ("/dev/nvidiactl".to_owned(), 195, 255),
+            ("/dev/nvidia-uvm".to_owned(), uvm, 0),
+            ("/dev/nvidia-uvm-tools".to_owned(), uvm, 1),
+            ("/dev/nvidia-modeset".to_owned(), 195, 254),
+        ]
+    );
+}
+
+#[test]
+fn a_link_out_of_the_root_is_not_followed_out() {
+    let (_dir, host) = build("single");
+    let outside = tempfile::tempdir().unwrap();
+    let bait = outside.path().join("libcuda.so.550.54.14");
+    fs::write(&bait, b"host file").unwrap();
+    let lib_dir = host.root().join(LIB64_DIR);
+    fs::remove_file(lib_dir.join("libcuda.so.1")).unwrap();
+    symlink(&bait, lib_dir.join("libcuda.so.1")).unwrap();
+    let files = discover(&host);
+    assert!(
+        files
+            .libraries
+            .iter()
+            .all(|l| !l.starts_with(outside.path()))
+    );
+    assert!(
+        !files
+            .libraries
+            .iter()
+            .any(|l| l.to_str().unwrap().contains("libcuda."))
+    );
+    assert!(
+        files
+            .warnings
+            .contains(&"missing library libcuda.so".to_owned())
+    );
+}
+
+#[test]
+fn versions_other_than_the_drivers_are_skipped() {
+    let (_dir, host) = build("single");
+    let files = discover_files(&DiscoverOptions::new(host.root()), "535.104.05").unwrap();
+    assert!(files.libraries.is_empty());
+    assert!(
+        files
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("skipping /usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14"))
+    );
+}
+
+#[test]
+fn a_corrupt_cache_is_an_error_naming_it() {
+    let (_dir, host) = build("single");
+    let cache = host.root().join("etc/ld.so.cache");
+    let mut bytes = fs::read(&cache).unwrap();
+    bytes.truncate(100);
+    fs::write(&cache, bytes).unwrap();
+    let err = discover_files(&DiscoverOptions::new(host.root()), "550.54.14").unwrap_err();
+    assert!(matches!(err, Error::Ldcache { .. }));
+    let source = std::error::Error::source(&err).unwrap().to_string();
+    assert!(
+        source.starts_with(&format!("{}: truncated", cache.display())),
+        "{source}"
+    );
+}
