@@ -2,6 +2,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// What can go wrong in driver discovery and device selection.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,25 @@ pub enum Error {
         /// The reader's error, naming the file.
         #[source]
         source: nvc_ldcache::Error,
+    },
+    /// An NVML call failed (a library that cannot be loaded fails `nvmlInit`).
+    #[error("NVML error: {call}: {message}")]
+    Nvml {
+        /// The NVML function.
+        call: &'static str,
+        /// NVML's message.
+        message: String,
+    },
+    /// NVML did not answer in time.
+    #[error(
+        "NVML timed out in {call} after {}s; raise the limit with --nvml-timeout=SECONDS or NVC_NVML_TIMEOUT",
+        timeout.as_secs_f32()
+    )]
+    NvmlTimeout {
+        /// The NVML function that did not return.
+        call: &'static str,
+        /// The limit.
+        timeout: Duration,
     },
 }
 

@@ -7,12 +7,15 @@
 //! NVML queries (through `nvml-wrapper`, in a confined helper process) into owned
 //! `DriverInfo`, the per-capability tables of libraries, binaries, IPC endpoints, firmware and
 //! device nodes, and library resolution through `nvc-ldcache` inside a driver root.
-#![forbid(unsafe_code)]
+// `unsafe` is denied everywhere but in `nvml::instance_ids`, the one raw NVML call.
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 mod discover;
+mod driver;
 mod error;
 mod gpu;
+pub mod nvml;
 pub mod procfs;
 mod require;
 mod root;
@@ -20,6 +23,7 @@ mod select;
 pub mod tables;
 
 pub use discover::{DeviceNode, DiscoverOptions, DriverFiles, discover_files};
+pub use driver::{DriverInfo, DriverOptions, find_nvml, probe_driver};
 pub use error::Error;
 pub use gpu::{Gpu, MigDevice, PciBusId};
 pub use require::{Facts, Requirement};

@@ -1,0 +1,97 @@
+//! The whole probe: NVML facts plus the driver's files, as one owned value.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nvc_ldcache::{Arch, LdCache};
+
+use crate::nvml::{self, DEFAULT_TIMEOUT};
+use crate::tables::FALLBACK_LIB_DIRS;
+use crate::{DiscoverOptions, DriverFiles, Error, Gpu, discover_files, resolve_in_root};
+
+/// Everything discovery learns about the host's driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverInfo {
+    /// The NVRM version (`550.54.14`).
+    pub nvrm_version: String,
+    /// The driver's CUDA version (`12.4`).
+    pub cuda_version: String,
+    /// The GPUs, in NVML index order.
+    pub gpus: Vec<Gpu>,
+    /// The driver's files inside the root.
+    pub files: DriverFiles,
+    /// The root-relative path of the `libnvidia-ml.so.1` that was loaded.
+    pub nvml_library: PathBuf,
+}
+
+/// How to probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DriverOptions {
+    /// What to look for and where (the root is the driver root).
+    pub discover: DiscoverOptions,
+    /// How long NVML may take.
+    pub nvml_timeout: Duration,
+}
+
+impl DriverOptions {
+    /// Defaults for a driver root.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DriverOptions {
+            discover: DiscoverOptions::new(root),
+            nvml_timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// Finds `libnvidia-ml.so.1` inside the root: through its `ld.so.cache`, else in the fallback
+/// library directories.
+///
+/// # Errors
+///
+/// [`Error::Nvml`] (`nvmlInit`) when the library is nowhere, [`Error::Ldcache`] for a
+/// corrupt cache.
+pub fn find_nvml(opts: &DiscoverOptions) -> Result<PathBuf, Error> {
+    const SONAME: &str = "libnvidia-ml.so.1";
+    if let Some(cache) = resolve_in_root(&opts.root, &opts.ldcache)? {
+        let host = opts.root.join(cache.strip_prefix("/").unwrap_or(&cache));
+        let bytes = nvc_ldcache::read(&host)?;
+        let parsed = LdCache::parse(&bytes).map_err(|e| e.in_file(&host))?;
+        if let Some(entry) = parsed
+            .find(SONAME.as_bytes(), Arch::native())
+            .map_err(|e| e.in_file(&host))?
+            && let Some(real) = resolve_in_root(&opts.root, entry.path())?
+        {
+            return Ok(real);
+        }
+    }
+    for dir in FALLBACK_LIB_DIRS {
+        if let Some(real) = resolve_in_root(&opts.root, &Path::new(dir).join(SONAME))? {
+            return Ok(real);
+        }
+    }
+    Err(Error::Nvml {
+        call: "nvmlInit",
+        message: format!("{SONAME} not found in {}", opts.root.display()),
+    })
+}
+
+/// Probes the driver: NVML (from the root's own `libnvidia-ml.so.1`), then its files.
+///
+/// # Errors
+///
+/// NVML's failure or timeout, or a discovery error (see [`discover_files`]).
+pub fn probe_driver(opts: &DriverOptions) -> Result<DriverInfo, Error> {
+    let root = &opts.discover.root;
+    let nvml_library = find_nvml(&opts.discover)?;
+    let host_library = root.join(nvml_library.strip_prefix("/").unwrap_or(&nvml_library));
+    let facts = nvml::probe(&host_library, opts.nvml_timeout)?;
+    let files = discover_files(&opts.discover, &facts.nvrm_version)?;
+    Ok(DriverInfo {
+        nvrm_version: facts.nvrm_version,
+        cuda_version: facts.cuda_version,
+        gpus: facts.gpus,
+        files,
+        nvml_library,
+    })
+}

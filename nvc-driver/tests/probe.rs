@@ -1,0 +1,124 @@
+//! The whole probe on every simulated host, and NVML's failure modes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::time::{Duration, Instant};
+
+use nvc_driver::{DriverOptions, Error, probe_driver};
+use nvc_testkit::{BUILTIN, Host, NvmlFaults, Scenario};
+
+fn build(s: &Scenario) -> (tempfile::TempDir, Host) {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::build(s, dir.path()).unwrap();
+    (dir, host)
+}
+
+fn brand(nvml: u32) -> &'static str {
+    match nvml {
+        2 => "Tesla",
+        5 => "GeForce",
+        _ => "Unknown",
+    }
+}
+
+#[test]
+fn every_scenario_probes_to_its_description() {
+    for name in BUILTIN {
+        let s = Scenario::builtin(name).unwrap();
+        let (_dir, host) = build(&s);
+        let info = probe_driver(&DriverOptions::new(host.root()))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(info.nvrm_version, "550.54.14");
+        assert_eq!(info.cuda_version, "12.4");
+        assert_eq!(
+            info.nvml_library.to_str().unwrap(),
+            "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.550.54.14"
+        );
+        assert_eq!(info.gpus.len(), s.gpus.len(), "{name}");
+        for (got, want) in info.gpus.iter().zip(&s.gpus) {
+            assert_eq!(got.index, want.index);
+            assert_eq!(got.minor, want.minor);
+            assert_eq!(got.uuid, want.uuid);
+            assert_eq!(got.bus_id.to_string(), want.pci.bus_id());
+            assert_eq!(got.model, want.name);
+            assert_eq!(got.brand, brand(want.brand));
+            let (major, minor) = want.compute_capability;
+            assert_eq!(got.architecture, format!("{major}.{minor}"));
+            let migs: Vec<(u32, u32, &str)> = got
+                .mig_devices
+                .iter()
+                .map(|m| (m.gi, m.ci, m.uuid.as_str()))
+                .collect();
+            let expect: Vec<(u32, u32, &str)> = if want.mig_mode == Some((true, true)) {
+                want.mig_devices
+                    .iter()
+                    .map(|m| (m.gi, m.ci, m.uuid.as_str()))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            assert_eq!(migs, expect, "{name}");
+        }
+        assert!(
+            info.files
+                .libraries
+                .iter()
+                .any(|l| l.ends_with("libcuda.so.550.54.14"))
+        );
+    }
+}
+
+#[test]
+fn nvml_missing_failing_and_hanging() {
+    let mut s = Scenario::builtin("single").unwrap();
+    s.files.nvml = false;
+    let (_dir, host) = build(&s);
+    let err = probe_driver(&DriverOptions::new(host.root())).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Nvml {
+                call: "nvmlInit",
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    s.files.nvml = true;
+    s.nvml_faults = NvmlFaults {
+        init_result: 9,
+        init_delay_ms: 0,
+    };
+    let (_dir, host) = build(&s);
+    let err = probe_driver(&DriverOptions::new(host.root())).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Nvml {
+                call: "nvmlInit",
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    s.nvml_faults = NvmlFaults {
+        init_result: 0,
+        init_delay_ms: 5_000,
+    };
+    let (_dir, host) = build(&s);
+    let mut opts = DriverOptions::new(host.root());
+    opts.nvml_timeout = Duration::from_millis(200);
+    let start = Instant::now();
+    let err = probe_driver(&opts).unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        err.to_string(),
+        "NVML timed out in nvmlInit after 0.2s; raise the limit with --nvml-timeout=SECONDS or NVC_NVML_TIMEOUT"
+    );
+}
