@@ -1,0 +1,149 @@
+//! Command-line parsing in argp's style: `--name=value`, `--name value`, `-x value`, `-xvalue`.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use nvc_examples::render::List;
+
+/// Global options (before the command).
+#[derive(Debug, Clone)]
+pub struct Global {
+    pub root: OsString,
+    pub ldcache: Option<OsString>,
+    pub nvml_timeout: Option<Duration>,
+}
+
+/// The command to run.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Info { csv: bool },
+    List(List),
+    Version,
+    Help,
+}
+
+/// Splits `--name=value` / `-xvalue` and fetches a separate value when needed.
+struct Args<I: Iterator<Item = OsString>> {
+    rest: std::iter::Peekable<I>,
+}
+
+impl<I: Iterator<Item = OsString>> Args<I> {
+    fn value(&mut self, inline: Option<String>, name: &str) -> Result<String, String> {
+        match inline {
+            Some(v) => Ok(v),
+            None => self
+                .rest
+                .next()
+                .map(|v| v.to_string_lossy().into_owned())
+                .ok_or_else(|| format!("option '{name}' requires an argument")),
+        }
+    }
+}
+
+/// (`--name` or `-x`, inline value).
+fn split(arg: &str) -> (String, Option<String>) {
+    if let Some(long) = arg.strip_prefix("--") {
+        match long.split_once('=') {
+            Some((n, v)) => (format!("--{n}"), Some(v.to_owned())),
+            None => (arg.to_owned(), None),
+        }
+    } else if arg.len() > 2 && arg.starts_with('-') {
+        (arg[..2].to_owned(), Some(arg[2..].to_owned()))
+    } else {
+        (arg.to_owned(), None)
+    }
+}
+
+fn seconds(v: &str) -> Result<Duration, String> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("invalid NVML timeout: {v:?} (seconds, > 0)"))
+}
+
+/// Parses the whole command line (without the program name).
+pub fn parse(args: impl Iterator<Item = OsString>) -> Result<(Global, Command), String> {
+    let mut a = Args {
+        rest: args.peekable(),
+    };
+    let mut global = Global {
+        root: "/".into(),
+        ldcache: None,
+        nvml_timeout: match std::env::var(nvc_driver::nvml::TIMEOUT_ENV) {
+            Ok(v) => Some(seconds(&v)?),
+            Err(_) => None,
+        },
+    };
+    let command = loop {
+        let Some(arg) = a.rest.next() else {
+            return Err("missing command: info, list or configure".into());
+        };
+        let text = arg.to_string_lossy().into_owned();
+        let (name, inline) = split(&text);
+        match name.as_str() {
+            "-r" | "--root" => global.root = a.value(inline, "--root")?.into(),
+            "-l" | "--ldcache" => global.ldcache = Some(a.value(inline, "--ldcache")?.into()),
+            "--nvml-timeout" => {
+                global.nvml_timeout = Some(seconds(&a.value(inline, "--nvml-timeout")?)?)
+            }
+            // Accepted for compatibility; they change nothing that `info` and `list` do.
+            "-d" | "--debug" | "-u" | "--user" => {
+                if name == "-d" || name == "--debug" || inline.is_some() {
+                    a.value(inline, &name)?;
+                }
+            }
+            "-k" | "--load-kmods" => return Err("--load-kmods is not supported yet".into()),
+            "-n" | "--no-pivot" | "--no-create-imex-channels" => {}
+            "-V" | "--version" => break Command::Version,
+            "-h" | "--help" | "-?" => break Command::Help,
+            "info" => break Command::Info { csv: false },
+            "list" => break Command::List(List::default()),
+            "configure" => return Err("configure is not supported yet".into()),
+            _ => return Err(format!("unrecognized option or command '{text}'")),
+        }
+    };
+    let command = match command {
+        Command::Info { .. } => {
+            let mut csv = false;
+            for arg in a.rest.by_ref() {
+                match arg.to_str() {
+                    Some("--csv") => csv = true,
+                    _ => return Err(format!("unrecognized option '{}'", arg.to_string_lossy())),
+                }
+            }
+            Command::Info { csv }
+        }
+        Command::List(mut l) => {
+            while let Some(arg) = a.rest.next() {
+                let text = arg.to_string_lossy().into_owned();
+                let (name, inline) = split(&text);
+                match name.as_str() {
+                    "-d" | "--device" => l.devices.push(a.value(inline, "--device")?),
+                    "-l" | "--libraries" => l.libraries = true,
+                    "-b" | "--binaries" => l.binaries = true,
+                    "-i" | "--ipcs" => l.ipcs = true,
+                    "-f" | "--firmwares" => l.firmwares = true,
+                    "--compat32" => l.compat32 = true,
+                    "--no-persistenced" => l.no_persistenced = true,
+                    "--no-fabricmanager" => l.no_fabricmanager = true,
+                    "--mig-config" | "--mig-monitor" | "--imex-channel" => {
+                        return Err(format!("{name} is not supported yet"));
+                    }
+                    _ => return Err(format!("unrecognized option '{text}'")),
+                }
+            }
+            // No selection at all: list everything, for every device.
+            if l.devices.is_empty()
+                && !(l.libraries || l.binaries || l.ipcs || l.firmwares || l.compat32)
+            {
+                l.devices.push("all".into());
+                (l.libraries, l.binaries, l.ipcs, l.firmwares, l.compat32) =
+                    (true, true, true, true, true);
+            }
+            Command::List(l)
+        }
+        other => other,
+    };
+    Ok((global, command))
+}

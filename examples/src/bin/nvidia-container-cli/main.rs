@@ -1,0 +1,97 @@
+//! `nvidia-container-cli`: a drop-in for libnvidia-container's CLI, built on nvc.
+//!
+//! ```text
+//! nvidia-container-cli [--root=PATH] [--ldcache=FILE] [--nvml-timeout=SECONDS] info [--csv]
+//! nvidia-container-cli [...] list [--device=ID]... [--libraries] [--binaries] [--ipcs]
+//!                                 [--firmwares] [--compat32] [--no-persistenced] [--no-fabricmanager]
+//! ```
+//!
+//! Output and exit codes follow upstream's. Neither command needs root. `configure`,
+//! `--load-kmods`, `--mig-config`, `--mig-monitor` and `--imex-channel` come with the mount
+//! engine and say so until then. NVML gets `--nvml-timeout` (or `NVC_NVML_TIMEOUT`) seconds,
+//! 10 by default; upstream waits 10 s per call and cannot be told otherwise.
+
+mod args;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use args::{Command, Global};
+use nvc_driver::{DriverInfo, DriverOptions, Error, probe_driver};
+use nvc_examples::render::{self, List};
+
+const USAGE: &str = "Usage: nvidia-container-cli [OPTION...] COMMAND [ARG...]\n\
+\n\
+Commands:\n\
+  info        Report information about the driver and devices\n\
+  list        List driver components\n\
+\n\
+Options:\n\
+  -l, --ldcache=FILE         Path to the system's DSO cache\n\
+  -r, --root=PATH            Path to the driver root directory\n\
+      --nvml-timeout=SECONDS How long NVML may take (default 10, or NVC_NVML_TIMEOUT)\n\
+  -V, --version              Print program version\n";
+
+fn probe(global: &Global, list: Option<&List>) -> Result<DriverInfo, String> {
+    let mut opts = DriverOptions::new(&global.root);
+    if let Some(ldcache) = &global.ldcache {
+        opts.discover.ldcache = ldcache.into();
+    }
+    if let Some(t) = global.nvml_timeout {
+        opts.nvml_timeout = t;
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        opts.discover.path = path;
+    }
+    opts.discover.mps_pipe_dir = std::env::var_os("CUDA_MPS_PIPE_DIRECTORY").map(Into::into);
+    if let Some(l) = list {
+        opts.discover.persistenced = !l.no_persistenced;
+        opts.discover.fabricmanager = !l.no_fabricmanager;
+    }
+    probe_driver(&opts).map_err(|e| match e {
+        Error::Nvml { .. } | Error::NvmlTimeout { .. } => format!("initialization error: {e}"),
+        other => format!("detection error: {}", chain(&other)),
+    })
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        msg = format!("{msg}: {c}");
+        cause = c.source();
+    }
+    msg
+}
+
+fn run() -> Result<(), String> {
+    let (global, command) =
+        args::parse(std::env::args_os().skip(1)).map_err(|e| format!("{e}\n{USAGE}"))?;
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    match &command {
+        Command::Help => write!(out, "{USAGE}").map_err(|e| e.to_string())?,
+        Command::Version => writeln!(
+            out,
+            "cli-version: {}\nlib-version: {} (nvc)",
+            env!("CARGO_PKG_VERSION"),
+            env!("CARGO_PKG_VERSION")
+        )
+        .map_err(|e| e.to_string())?,
+        Command::Info { csv } => {
+            render::info(&probe(&global, None)?, *csv, &mut out).map_err(|e| e.to_string())?
+        }
+        Command::List(l) => render::list(&probe(&global, Some(l))?, l, &mut out)?,
+    }
+    out.flush().map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("nvidia-container-cli: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

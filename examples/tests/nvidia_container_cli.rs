@@ -1,0 +1,277 @@
+//! `nvidia-container-cli info` and `list` on every simulated host: upstream's layout, order
+//! and exit codes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::fmt::Write as _;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use nvc_testkit::{BUILTIN, Host, NvmlFaults, Scenario};
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nvidia-container-cli"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn build(s: &Scenario) -> (tempfile::TempDir, Host) {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::build(s, dir.path()).unwrap();
+    (dir, host)
+}
+
+fn brand(nvml: u32) -> &'static str {
+    match nvml {
+        2 => "Tesla",
+        5 => "GeForce",
+        _ => "Unknown",
+    }
+}
+
+/// What upstream's `info` prints for a scenario, written out independently.
+fn expected_info(s: &Scenario) -> String {
+    let mut t = format!(
+        "NVRM version:   {}\nCUDA version:   12.4\n",
+        s.driver_version
+    );
+    for g in &s.gpus {
+        let (major, minor) = g.compute_capability;
+        write!(
+            t,
+            "\nDevice Index:   {}\nDevice Minor:   {}\nModel:          {}\nBrand:          {}\n\
+             GPU UUID:       {}\nBus Location:   {}\nArchitecture:   {major}.{minor}\n",
+            g.index,
+            g.minor,
+            g.name,
+            brand(g.brand),
+            g.uuid,
+            g.pci.bus_id()
+        )
+        .unwrap();
+    }
+    t
+}
+
+#[test]
+fn info_prints_every_scenario_exactly() {
+    for name in BUILTIN {
+        let s = Scenario::builtin(name).unwrap();
+        let (dir, _host) = build(&s);
+        let root = dir.path().to_str().unwrap();
+        let out = cli(&["--root", root, "info"]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            expected_info(&s),
+            "{name}"
+        );
+
+        let csv = cli(&[&format!("--root={root}"), "info", "--csv"]);
+        let mut want = "NVRM version,CUDA version\n550.54.14,12.4\n\n\
+                        Device Index,Device Minor,Model,Brand,GPU UUID,Bus Location,Architecture\n"
+            .to_owned();
+        for g in &s.gpus {
+            let (major, minor) = g.compute_capability;
+            writeln!(
+                want,
+                "{},{},{},{},{},{},{major}.{minor}",
+                g.index,
+                g.minor,
+                g.name,
+                brand(g.brand),
+                g.uuid,
+                g.pci.bus_id()
+            )
+            .unwrap();
+        }
+        assert_eq!(String::from_utf8(csv.stdout).unwrap(), want, "{name}");
+    }
+}
+
+#[test]
+fn list_prints_devices_then_files_in_upstreams_order() {
+    let s = Scenario::builtin("mig").unwrap();
+    let (dir, host) = build(&s);
+    let root = dir.path().to_str().unwrap();
+    let out = cli(&["-r", root, "list"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let devices_created = matches!(host.device_nodes_state(), nvc_testkit::DeviceNodes::Created);
+    let mut want: Vec<String> = vec!["/dev/nvidiactl".into()];
+    if devices_created {
+        want.extend(
+            [
+                "/dev/nvidia-uvm",
+                "/dev/nvidia-uvm-tools",
+                "/dev/nvidia-modeset",
+            ]
+            .map(String::from),
+        );
+    }
+    want.extend(["/dev/nvidia0", "/dev/nvidia1"].map(String::from));
+    for m in &s.gpus[0].mig_devices {
+        want.push(format!(
+            "/proc/driver/nvidia/capabilities/gpu0/mig/gi{}/access",
+            m.gi
+        ));
+        want.push(format!(
+            "/proc/driver/nvidia/capabilities/gpu0/mig/gi{}/ci{}/access",
+            m.gi, m.ci
+        ));
+    }
+    assert_eq!(&lines[..want.len()], want.as_slice());
+    let rest = &lines[want.len()..];
+    assert_eq!(rest[0], "/usr/bin/nvidia-smi");
+    let first_lib = rest
+        .iter()
+        .position(|l| l.starts_with("/usr/lib/"))
+        .unwrap();
+    assert_eq!(
+        rest[first_lib],
+        "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.550.54.14"
+    );
+    assert_eq!(
+        &rest[rest.len() - 4..],
+        [
+            "/var/run/nvidia-persistenced/socket",
+            "/tmp/nvidia-mps",
+            "/lib/firmware/nvidia/550.54.14/gsp_ga10x.bin",
+            "/lib/firmware/nvidia/550.54.14/gsp_tu10x.bin"
+        ]
+    );
+
+    // One MIG device by index: its parent's node and its two capability files only.
+    let out = cli(&["-r", root, "list", "--device=0:2", "--ipcs"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("/dev/nvidia0\n/proc/driver/nvidia/capabilities/gpu0/mig/gi2/access\n"));
+    assert!(!text.contains("/dev/nvidia1\n"));
+    assert!(text.ends_with("/var/run/nvidia-persistenced/socket\n/tmp/nvidia-mps\n"));
+}
+
+#[test]
+fn errors_have_upstreams_prefixes_and_exit_1() {
+    let s = Scenario::builtin("single").unwrap();
+    let (dir, _host) = build(&s);
+    let root = dir.path().to_str().unwrap();
+    let out = cli(&["--root", root, "list", "--device", "3"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "nvidia-container-cli: device error: 3: unknown device\n"
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = cli(&["--root", empty.path().to_str().unwrap(), "info"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .starts_with("nvidia-container-cli: initialization error: NVML error: nvmlInit:")
+    );
+
+    let cache = dir.path().join("etc/ld.so.cache");
+    std::fs::write(&cache, b"glibc-ld.so.cache1.1 but then nothing").unwrap();
+    let out = cli(&["--root", root, "info"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.starts_with("nvidia-container-cli: "), "{err}");
+    assert!(err.contains(&cache.display().to_string()), "{err}");
+
+    let out = cli(&["--bogus", "info"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("unrecognized option or command '--bogus'")
+    );
+}
+
+#[test]
+fn a_hanging_nvml_times_out_and_the_process_exits() {
+    let mut s = Scenario::builtin("single").unwrap();
+    s.nvml_faults = NvmlFaults {
+        init_result: 0,
+        init_delay_ms: 30_000,
+    };
+    let (dir, _host) = build(&s);
+    let start = Instant::now();
+    let out = cli(&[
+        "--root",
+        dir.path().to_str().unwrap(),
+        "--nvml-timeout=0.3",
+        "info",
+    ]);
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "nvidia-container-cli: initialization error: NVML timed out in nvmlInit after 0.3s; \
+         raise the limit with --nvml-timeout=SECONDS or NVC_NVML_TIMEOUT\n"
+    );
+}
+
+#[test]
+fn under_nvc_sim_run_the_simulated_host_is_the_host() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: nvc-sim run needs root");
+        return;
+    }
+    let sim = env!("CARGO_BIN_EXE_nvidia-container-cli").replace("nvidia-container-cli", "nvc-sim");
+    if !std::path::Path::new(&sim).exists() {
+        eprintln!("skipped: nvc-sim is not built next to nvidia-container-cli");
+        return;
+    }
+    for name in BUILTIN {
+        let s = Scenario::builtin(name).unwrap();
+        let (dir, _host) = build(&s);
+        let root = dir.path().to_str().unwrap();
+        let cli = env!("CARGO_BIN_EXE_nvidia-container-cli");
+        let out = Command::new(&sim)
+            .args(["run", root, "--", cli, "--root", root, "info"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            expected_info(&s),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn the_demo_runs_on_a_simulated_host_without_a_driver() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nvc-demo"))
+        .args(["--scenario", "single"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    if text.starts_with("== no NVIDIA driver here") {
+        assert!(text.contains("Model:          NVIDIA GeForce RTX 4090\n"));
+        assert!(text.contains("/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14\n"));
+    }
+}
