@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use nvc_benches::{NVIDIA_I386, NVIDIA_PREFIXES, host_cache_with_nvidia, synthetic_cache};
+use nvc_benches::{NVIDIA_I386, host_cache_with_nvidia, nvidia_prefixes, synthetic_cache};
 use nvc_ldcache::{Arch, LdCache, PrefixSet};
 
 fn resolve_both(cache: &LdCache<'_>, set: &PrefixSet) -> usize {
@@ -18,8 +18,9 @@ fn resolve_both(cache: &LdCache<'_>, set: &PrefixSet) -> usize {
 }
 
 fn ldcache(c: &mut Criterion) {
-    let set = PrefixSet::new(NVIDIA_PREFIXES);
-    let expected = NVIDIA_PREFIXES.len() + NVIDIA_I386;
+    let prefixes = nvidia_prefixes();
+    let set = PrefixSet::new(&prefixes);
+    let expected = prefixes.len() + NVIDIA_I386;
     let mut inputs = vec![("synthetic_10k", synthetic_cache(10_000))];
     match host_cache_with_nvidia() {
         Some(host) => inputs.push(("host_plus_nvidia", host)),
@@ -57,7 +58,7 @@ fn ldcache(c: &mut Criterion) {
         });
     }
     g.bench_function("prefix_set/compile", |b| {
-        b.iter(|| PrefixSet::new(black_box(NVIDIA_PREFIXES)))
+        b.iter(|| PrefixSet::new(black_box(&prefixes)))
     });
     g.finish();
 }

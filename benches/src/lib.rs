@@ -3,62 +3,26 @@
 
 use nvc_ldcache::{Arch, CacheEntry, Format, write_cache};
 
-/// The library name prefixes libnvidia-container looks up (utility, compute, video, graphics
-/// with GLVND, ngx), as in the spec's per-capability tables.
-pub const NVIDIA_PREFIXES: &[&str] = &[
-    "libnvidia-ml.so",
-    "libnvidia-cfg.so",
-    "libnvidia-nscq.so",
-    "libcuda.so",
-    "libcudadebugger.so",
-    "libnvidia-opencl.so",
-    "libnvidia-gpucomp.so",
-    "libnvidia-ptxjitcompiler.so",
-    "libnvidia-fatbinaryloader.so",
-    "libnvidia-allocator.so",
-    "libnvidia-compiler.so",
-    "libnvidia-pkcs11.so",
-    "libnvidia-pkcs11-openssl3.so",
-    "libnvidia-nvvm.so",
-    "libnvidia-tileiras.so",
-    "libvdpau_nvidia.so",
-    "libnvidia-encode.so",
-    "libnvidia-opticalflow.so",
-    "libnvcuvid.so",
-    "libnvidia-eglcore.so",
-    "libnvidia-glcore.so",
-    "libnvidia-tls.so",
-    "libnvidia-glsi.so",
-    "libnvidia-fbc.so",
-    "libnvidia-ifr.so",
-    "libnvidia-rtcore.so",
-    "libnvoptix.so",
-    "libGLX_nvidia.so",
-    "libEGL_nvidia.so",
-    "libGLESv2_nvidia.so",
-    "libGLESv1_CM_nvidia.so",
-    "libnvidia-glvkspirv.so",
-    "libnvidia-cbl.so",
-    "libnvidia-ngx.so",
-];
+/// The library name prefixes driver discovery looks up (nvc-driver's table, GLVND set).
+#[must_use]
+pub fn nvidia_prefixes() -> Vec<&'static str> {
+    nvc_driver::tables::library_prefixes(true)
+}
 
 /// How many NVIDIA prefixes also get an i386 library in [`nvidia_entries`].
-pub const NVIDIA_I386: usize = 24;
+pub const NVIDIA_I386: usize = 21;
 
-/// The NVIDIA driver's entries: every prefix for x86-64, the first [`NVIDIA_I386`] for i386
-/// (58 libraries in all), each as SONAME link and `.so` dev link like a real install.
+/// The NVIDIA driver's entries: every prefix (37) for x86-64, the first [`NVIDIA_I386`] for
+/// i386 (58 libraries in all), each as SONAME link and `.so` dev link like a real install.
 #[must_use]
 pub fn nvidia_entries() -> Vec<CacheEntry> {
+    let prefixes = nvidia_prefixes();
     let mut entries = Vec::new();
     for (arch, dir, count) in [
-        (
-            Arch::X86_64,
-            "/usr/lib/x86_64-linux-gnu",
-            NVIDIA_PREFIXES.len(),
-        ),
+        (Arch::X86_64, "/usr/lib/x86_64-linux-gnu", prefixes.len()),
         (Arch::I386, "/usr/lib/i386-linux-gnu", NVIDIA_I386),
     ] {
-        for prefix in NVIDIA_PREFIXES.iter().take(count) {
+        for prefix in prefixes.iter().take(count) {
             entries.push(CacheEntry::new(
                 format!("{prefix}.1"),
                 format!("{dir}/{prefix}.1"),

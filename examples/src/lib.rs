@@ -1,6 +1,18 @@
-//! Shared pieces of the example binaries: rendering driver information the way
-//! `nvidia-container-cli` prints it.
+//! Shared pieces of the example binaries: error reports, and rendering driver information
+//! the way `nvidia-container-cli` prints it.
 #![forbid(unsafe_code)]
+
+/// An error and its sources, `: `-separated (`cannot read X: No such file or directory`).
+#[must_use]
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        msg = format!("{msg}: {c}");
+        cause = c.source();
+    }
+    msg
+}
 
 pub mod render {
     //! `info` and `list` output, byte for byte as upstream's CLI.

@@ -26,14 +26,6 @@ fn build(s: &Scenario) -> (tempfile::TempDir, Host) {
     (dir, host)
 }
 
-fn brand(nvml: u32) -> &'static str {
-    match nvml {
-        2 => "Tesla",
-        5 => "GeForce",
-        _ => "Unknown",
-    }
-}
-
 /// What upstream's `info` prints for a scenario, written out independently.
 fn expected_info(s: &Scenario) -> String {
     let mut t = format!(
@@ -49,7 +41,7 @@ fn expected_info(s: &Scenario) -> String {
             g.index,
             g.minor,
             g.name,
-            brand(g.brand),
+            g.upstream_brand(),
             g.uuid,
             g.pci.bus_id()
         )
@@ -88,7 +80,7 @@ fn info_prints_every_scenario_exactly() {
                 g.index,
                 g.minor,
                 g.name,
-                brand(g.brand),
+                g.upstream_brand(),
                 g.uuid,
                 g.pci.bus_id()
             )

@@ -403,11 +403,22 @@ mod tests {
 
     #[test]
     fn device_numbers_split_like_glibc() {
-        assert_eq!(split_dev((195 << 8) | 255), (195, 255));
-        // A large minor spills into the high bits.
-        let rdev = (0x1234u64 << 8) | 0x56 | (0xabcdu64 << 12 & 0xffff_ff00) | (0x7000u64 << 32);
-        let (major, minor) = split_dev(rdev);
-        assert_eq!(major & 0xfff, 0x234);
-        assert_eq!(minor & 0xff, 0x56);
+        // glibc's makedev.
+        let make = |major: u64, minor: u64| {
+            ((major & 0xfff) << 8)
+                | ((major & !0xfff) << 32)
+                | (minor & 0xff)
+                | ((minor & !0xff) << 12)
+        };
+        for (major, minor) in [
+            (195, 255),
+            (195, 0),
+            (511, 1),
+            (0x1234, 0x12_3456),
+            (4095, 1 << 19),
+        ] {
+            let want = (u32::try_from(major).unwrap(), u32::try_from(minor).unwrap());
+            assert_eq!(split_dev(make(major, minor)), want);
+        }
     }
 }

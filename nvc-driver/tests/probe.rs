@@ -17,14 +17,6 @@ fn build(s: &Scenario) -> (tempfile::TempDir, Host) {
     (dir, host)
 }
 
-fn brand(nvml: u32) -> &'static str {
-    match nvml {
-        2 => "Tesla",
-        5 => "GeForce",
-        _ => "Unknown",
-    }
-}
-
 #[test]
 fn every_scenario_probes_to_its_description() {
     for name in BUILTIN {
@@ -45,7 +37,7 @@ fn every_scenario_probes_to_its_description() {
             assert_eq!(got.uuid, want.uuid);
             assert_eq!(got.bus_id.to_string(), want.pci.bus_id());
             assert_eq!(got.model, want.name);
-            assert_eq!(got.brand, brand(want.brand));
+            assert_eq!(got.brand, want.upstream_brand());
             let (major, minor) = want.compute_capability;
             assert_eq!(got.architecture, format!("{major}.{minor}"));
             let migs: Vec<(u32, u32, &str)> = got

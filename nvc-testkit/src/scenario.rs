@@ -232,6 +232,23 @@ impl Scenario {
     }
 }
 
+impl Gpu {
+    /// The brand as libnvidia-container names it (`Quadro`, `Tesla`, `NVS`, `GRID`,
+    /// `GeForce`, `TITAN`; `Unknown` for every newer NVML brand).
+    #[must_use]
+    pub fn upstream_brand(&self) -> &'static str {
+        match self.brand {
+            1 => "Quadro",
+            2 => "Tesla",
+            3 => "NVS",
+            4 => "GRID",
+            5 => "GeForce",
+            6 => "TITAN",
+            _ => "Unknown",
+        }
+    }
+}
+
 impl Scenario {
     /// The fake NVML's configuration for this scenario (`nvc-fake-nvml.conf`, read by
     /// `fake-nvml/nvml.rs`): one line per fact, GPU fields as `key=value` with `name` last.

@@ -56,7 +56,7 @@ fn parse_args(mut args: impl Iterator<Item = OsString>) -> Result<Args, String> 
 
 fn run(args: &Args, out: &mut dyn Write) -> Result<(), String> {
     let name = args.cache.display();
-    let bytes = nvc_ldcache::read(&args.cache).map_err(|e| report(&e))?;
+    let bytes = nvc_ldcache::read(&args.cache).map_err(|e| nvc_examples::error_chain(&e))?;
     let cache = LdCache::parse(&bytes).map_err(|e| e.in_file(&args.cache).to_string())?;
     let failed = |e: io::Error| match e.into_inner() {
         Some(inner) => format!("{name}: {inner}"),
@@ -110,17 +110,6 @@ fn run(args: &Args, out: &mut dyn Write) -> Result<(), String> {
             Ok(())
         }
     }
-}
-
-/// An error and its sources, `: `-separated (`cannot read X: No such file or directory`).
-fn report(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        msg = format!("{msg}: {c}");
-        cause = c.source();
-    }
-    msg
 }
 
 fn main() -> ExitCode {

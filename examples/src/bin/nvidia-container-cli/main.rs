@@ -50,18 +50,8 @@ fn probe(global: &Global, list: Option<&List>) -> Result<DriverInfo, String> {
     }
     probe_driver(&opts).map_err(|e| match e {
         Error::Nvml { .. } | Error::NvmlTimeout { .. } => format!("initialization error: {e}"),
-        other => format!("detection error: {}", chain(&other)),
+        other => format!("detection error: {}", nvc_examples::error_chain(&other)),
     })
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        msg = format!("{msg}: {c}");
-        cause = c.source();
-    }
-    msg
 }
 
 fn run() -> Result<(), String> {
