@@ -1,8 +1,244 @@
 //! nvc: make NVIDIA GPUs usable inside Linux containers.
 //!
-//! This crate will hold the public API, the builder flow
-//! `Context::new()?.driver(..)?.container(pid)?.mount()?`, its options and its error type with
-//! `Error::kind()`, CDI spec generation and OCI hook state handling, re-exporting what users of
-//! the lower crates need.
+//! The public API is a consuming flow, each step owning what the next needs:
+//!
+//! ```no_run
+//! use nvc_core::Context;
+//!
+//! let driver = Context::builder().root("/run/nvidia/driver").build()?.driver()?;
+//! println!("NVRM {} with {} GPUs", driver.info().nvrm_version, driver.info().gpus.len());
+//! # Ok::<(), nvc_core::Error>(())
+//! ```
+//!
+//! Today it reaches [`Context::driver`] (driver discovery); `.container(pid)?.mount()?`
+//! arrive with the mount engine. Errors say what kind of failure they are
+//! ([`Error::kind`]) so callers can tell "no driver" from "bad input" without matching
+//! internals.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use nvc_driver::{
+    DeviceRequest, DriverFiles, DriverInfo, Facts, Gpu, MigDevice, PciBusId, Requirement, Selection,
+};
+
+/// What kind of failure an [`Error`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// No usable NVIDIA driver (NVML missing or failing to initialise).
+    NoDriver,
+    /// The driver did not answer in time.
+    Timeout,
+    /// Not permitted.
+    Permission,
+    /// Bad input: a device list, requirement, bus id, or a corrupt file of the host.
+    BadInput,
+    /// A requirement of the image is not met by the host.
+    Unsatisfied,
+    /// Anything else.
+    Other,
+}
+
+/// The error of every nvc operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Driver discovery, device selection or requirement checking failed.
+    #[error(transparent)]
+    Driver(#[from] nvc_driver::Error),
+    /// An option of the context is unusable.
+    #[error("invalid option {option}: {reason}")]
+    InvalidOption {
+        /// The option.
+        option: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// The kind of failure.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        use nvc_driver::Error as D;
+        match self {
+            Error::Driver(e) => match e {
+                D::Nvml { .. } => ErrorKind::NoDriver,
+                D::NvmlTimeout { .. } => ErrorKind::Timeout,
+                D::UnknownDevice { .. } | D::InvalidBusId { .. } | D::InvalidRequirement { .. } => {
+                    ErrorKind::BadInput
+                }
+                D::Ldcache { .. } | D::Elf { .. } => ErrorKind::BadInput,
+                D::Unsatisfied { .. } => ErrorKind::Unsatisfied,
+                D::Resolve { source, .. }
+                    if source.kind() == std::io::ErrorKind::PermissionDenied =>
+                {
+                    ErrorKind::Permission
+                }
+                _ => ErrorKind::Other,
+            },
+            Error::InvalidOption { .. } => ErrorKind::BadInput,
+        }
+    }
+}
+
+/// Options of a [`Context`].
+#[derive(Debug, Clone)]
+pub struct ContextBuilder {
+    root: PathBuf,
+    ldcache: PathBuf,
+    nvml_timeout: Duration,
+}
+
+impl Default for ContextBuilder {
+    fn default() -> Self {
+        ContextBuilder {
+            root: "/".into(),
+            ldcache: nvc_ldcache::DEFAULT_PATH.into(),
+            nvml_timeout: nvc_driver::nvml::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+impl ContextBuilder {
+    /// The driver root (`--root`): where the driver is installed, `/` by default.
+    #[must_use]
+    pub fn root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.root = root.into();
+        self
+    }
+
+    /// The `ld.so.cache` inside the driver root (`--ldcache`), `/etc/ld.so.cache` by default.
+    #[must_use]
+    pub fn ldcache(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ldcache = path.into();
+        self
+    }
+
+    /// How long NVML may take (10 s by default).
+    #[must_use]
+    pub fn nvml_timeout(mut self, timeout: Duration) -> Self {
+        self.nvml_timeout = timeout;
+        self
+    }
+
+    /// Checks the options and makes the context. No I/O happens here.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::BadInput`] for a relative driver root.
+    pub fn build(self) -> Result<Context, Error> {
+        if !self.root.is_absolute() {
+            return Err(Error::InvalidOption {
+                option: "root",
+                reason: format!("{} is not an absolute path", self.root.display()),
+            });
+        }
+        Ok(Context { options: self })
+    }
+}
+
+/// The start of the flow: options, no I/O.
+#[derive(Debug, Clone)]
+pub struct Context {
+    options: ContextBuilder,
+}
+
+impl Context {
+    /// A context with the defaults (driver root `/`).
+    ///
+    /// # Errors
+    ///
+    /// None today; the signature leaves room for option checks.
+    pub fn new() -> Result<Self, Error> {
+        ContextBuilder::default().build()
+    }
+
+    /// Options for a context.
+    #[must_use]
+    pub fn builder() -> ContextBuilder {
+        ContextBuilder::default()
+    }
+
+    /// Probes the driver once: NVML (with the timeout) and the driver's files, into owned
+    /// data.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NoDriver`], [`ErrorKind::Timeout`], or a discovery error.
+    pub fn driver(self) -> Result<Driver, Error> {
+        let mut opts = nvc_driver::DriverOptions::new(&self.options.root);
+        opts.discover.ldcache = self.options.ldcache.clone();
+        opts.nvml_timeout = self.options.nvml_timeout;
+        let info = nvc_driver::probe_driver(&opts)?;
+        Ok(Driver {
+            context: self,
+            info,
+        })
+    }
+}
+
+/// A context with its driver probed.
+#[derive(Debug, Clone)]
+pub struct Driver {
+    context: Context,
+    info: DriverInfo,
+}
+
+impl Driver {
+    /// What discovery found.
+    #[must_use]
+    pub fn info(&self) -> &DriverInfo {
+        &self.info
+    }
+
+    /// The driver root it was probed in.
+    #[must_use]
+    pub fn root(&self) -> &std::path::Path {
+        &self.context.options.root
+    }
+
+    /// Resolves a `--device` list against the GPUs.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::BadInput`] naming the token that is no device.
+    pub fn select(&self, devices: &str) -> Result<Selection, Error> {
+        Ok(DeviceRequest::parse(devices)?.select(&self.info.gpus)?)
+    }
+
+    /// Checks an image requirement (`NVIDIA_REQUIRE_*`) for every selected GPU (and once
+    /// without a device when none is selected), as upstream.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Unsatisfied`] with upstream's message, or [`ErrorKind::BadInput`].
+    pub fn check(&self, requirement: &str, selection: &Selection) -> Result<(), Error> {
+        let req = Requirement::parse(requirement)?;
+        let base = Facts {
+            cuda: Some(&self.info.cuda_version),
+            driver: Some(&self.info.nvrm_version),
+            ..Facts::default()
+        };
+        let selected: Vec<&Gpu> = self
+            .info
+            .gpus
+            .iter()
+            .filter(|g| selection.gpus.contains(&g.index))
+            .collect();
+        if selected.is_empty() {
+            return Ok(req.check(&base)?);
+        }
+        for g in selected {
+            req.check(&Facts {
+                arch: Some(&g.architecture),
+                brand: Some(&g.brand),
+                ..base
+            })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,82 @@
+//! `Context::builder().root(..).build()?.driver()?` on simulated hosts.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use nvc_core::{Context, ErrorKind};
+use nvc_testkit::{Host, Scenario};
+
+fn build(name: &str) -> (tempfile::TempDir, Host) {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::build(&Scenario::builtin(name).unwrap(), dir.path()).unwrap();
+    (dir, host)
+}
+
+#[test]
+fn the_flow_reaches_the_driver_and_selects_and_checks() {
+    let (dir, host) = build("legacy32");
+    let driver = Context::builder()
+        .root(dir.path())
+        .build()
+        .unwrap()
+        .driver()
+        .unwrap();
+    assert_eq!(driver.info().gpus.len(), host.scenario().gpus.len());
+    assert_eq!(driver.root(), dir.path());
+    let sel = driver.select("all").unwrap();
+    assert_eq!(sel.gpus, [0]);
+    // A Tesla T4 with CUDA 12.4 and driver 550.
+    driver
+        .check("cuda>=12.0 brand=tesla,driver>=550", &sel)
+        .unwrap();
+    let err = driver.check("cuda>=13.0", &sel).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsatisfied);
+    let err = driver.check("arch>=8.0", &sel).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsatisfied);
+    // Without a selected device, device facts are unknown and pass.
+    driver
+        .check("arch>=8.0", &driver.select("none").unwrap())
+        .unwrap();
+    assert_eq!(driver.select("7").unwrap_err().kind(), ErrorKind::BadInput);
+    assert_eq!(
+        driver.check("cuda==1", &sel).unwrap_err().kind(),
+        ErrorKind::BadInput
+    );
+}
+
+#[test]
+fn error_kinds_tell_failures_apart() {
+    let empty = tempfile::tempdir().unwrap();
+    let err = Context::builder()
+        .root(empty.path())
+        .build()
+        .unwrap()
+        .driver()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoDriver);
+    let err = Context::builder()
+        .root("relative/root")
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadInput);
+    assert_eq!(
+        err.to_string(),
+        "invalid option root: relative/root is not an absolute path"
+    );
+
+    let mut s = Scenario::builtin("single").unwrap();
+    s.nvml_faults.init_delay_ms = 5_000;
+    let dir = tempfile::tempdir().unwrap();
+    let _host = Host::build(&s, dir.path()).unwrap();
+    let err = Context::builder()
+        .root(dir.path())
+        .nvml_timeout(std::time::Duration::from_millis(100))
+        .build()
+        .unwrap()
+        .driver()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+}
