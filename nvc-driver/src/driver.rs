@@ -32,6 +32,8 @@ pub struct DriverOptions {
     pub discover: DiscoverOptions,
     /// How long NVML may take.
     pub nvml_timeout: Duration,
+    /// Who the NVML helper runs as when the caller is root (`--user`); 65534:65534 if `None`.
+    pub nvml_identity: Option<nvml::Identity>,
 }
 
 impl DriverOptions {
@@ -40,6 +42,7 @@ impl DriverOptions {
         DriverOptions {
             discover: DiscoverOptions::new(root),
             nvml_timeout: DEFAULT_TIMEOUT,
+            nvml_identity: None,
         }
     }
 }
@@ -84,8 +87,7 @@ pub fn find_nvml(opts: &DiscoverOptions) -> Result<PathBuf, Error> {
 pub fn probe_driver(opts: &DriverOptions) -> Result<DriverInfo, Error> {
     let root = &opts.discover.root;
     let nvml_library = find_nvml(&opts.discover)?;
-    let host_library = root.join(nvml_library.strip_prefix("/").unwrap_or(&nvml_library));
-    let facts = nvml::probe(&host_library, opts.nvml_timeout)?;
+    let facts = nvml::probe(root, &nvml_library, opts.nvml_identity, opts.nvml_timeout)?;
     let files = discover_files(&opts.discover, &facts.nvrm_version)?;
     Ok(DriverInfo {
         nvrm_version: facts.nvrm_version,

@@ -1,15 +1,17 @@
 //! GPU facts from NVML (through `nvml-wrapper`), snapshot into owned data; no NVML type
 //! leaves this module.
 //!
-//! Every probe runs on its own thread and the caller waits at most the configured timeout:
-//! NVML can block for a long time (many GPUs without persistence mode, a wedged GPU), and a
-//! container runtime must not hang with it. A probe that times out is abandoned: its thread
-//! stays blocked in NVML until NVML returns. Running it in a separate, killable, chrooted
-//! and unprivileged helper process instead is the planned next step (upstream's design).
+//! Every probe runs in a helper process, as upstream's `nvc:[driver]` service: forked,
+//! chrooted into the driver root (when the caller is root and the root is not `/`), with
+//! its privileges dropped (to 65534:65534 by default for root callers, as upstream), so that a
+//! driver root's libraries never load into the caller. The caller waits at most the
+//! configured timeout — NVML can block for a long time (many GPUs without persistence mode,
+//! a wedged GPU) — then kills and reaps the helper; the error names the NVML call it was in.
+//! The helper reports over a pipe in a line format ([`encode`], [`decode`]).
 
-use std::path::{Path, PathBuf};
+use std::io::{Read, Write};
+use std::path::Path;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nvml_wrapper::Nvml;
@@ -34,19 +36,41 @@ pub struct NvmlInfo {
     pub gpus: Vec<Gpu>,
 }
 
-/// The call a probe is in, for the timeout message.
-type Current = Arc<Mutex<&'static str>>;
+/// Reports the NVML call a probe is about to make.
+type Progress<'a> = dyn FnMut(&'static str) + 'a;
+
+/// Every NVML call the probe makes, so names read back from the helper stay `'static`.
+const CALLS: &[&str] = &[
+    "nvmlInit",
+    "nvmlSystemGetDriverVersion",
+    "nvmlSystemGetCudaDriverVersion",
+    "nvmlDeviceGetCount",
+    "nvmlDeviceGetHandleByIndex",
+    "nvmlDeviceGetMinorNumber",
+    "nvmlDeviceGetPciInfo",
+    "nvmlDeviceGetUUID",
+    "nvmlDeviceGetName",
+    "nvmlDeviceGetBrand",
+    "nvmlDeviceGetCudaComputeCapability",
+    "nvmlDeviceGetMigMode",
+    "nvmlDeviceGetMaxMigDeviceCount",
+    "nvmlDeviceGetMigDeviceHandleByIndex",
+    "nvmlDeviceGetGpuInstanceId",
+    "nvmlDeviceGetComputeInstanceId",
+];
+
+fn static_call(name: &str) -> &'static str {
+    CALLS
+        .iter()
+        .find(|c| **c == name)
+        .copied()
+        .unwrap_or("NVML")
+}
 
 fn nvml_err(call: &'static str) -> impl Fn(NvmlError) -> Error {
     move |e| Error::Nvml {
         call,
         message: e.to_string(),
-    }
-}
-
-fn enter(current: &Current, call: &'static str) {
-    if let Ok(mut c) = current.lock() {
-        *c = call;
     }
 }
 
@@ -63,58 +87,261 @@ fn brand_name(brand: u32) -> &'static str {
     }
 }
 
-/// Loads `library` and reads versions and GPUs, giving up after `timeout`.
+/// Who the helper runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Identity {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// Upstream's default identity of the NVML service for root callers (the overflow ids).
+pub const OVERFLOW: Identity = Identity {
+    uid: 65534,
+    gid: 65534,
+};
+
+/// Reads versions and GPUs from `library` (root-relative) of the driver at `root` in a helper
+/// process, giving up after `timeout`.
+///
+/// As root, the helper chroots into `root` (unless it is `/`) and drops to `identity`
+/// ([`OVERFLOW`] when `None`); otherwise it keeps the caller's identity and loads the library
+/// through the root's path.
 ///
 /// # Errors
 ///
 /// [`Error::Nvml`] naming the failed call and NVML's message (a library that cannot be
-/// loaded is `nvmlInit`'s failure), or [`Error::NvmlTimeout`] naming the call that did not
-/// return in time.
-pub fn probe(library: &Path, timeout: Duration) -> Result<NvmlInfo, Error> {
-    let current: Current = Arc::new(Mutex::new("nvmlInit"));
+/// loaded or a helper that cannot confine itself fails `nvmlInit`), or
+/// [`Error::NvmlTimeout`] naming the call that did not return in time.
+#[allow(unsafe_code)]
+pub fn probe(
+    root: &Path,
+    library: &Path,
+    identity: Option<Identity>,
+    timeout: Duration,
+) -> Result<NvmlInfo, Error> {
+    let spawn_err = |e: nvc_sys::Error| Error::Nvml {
+        call: "nvmlInit",
+        message: format!("cannot start the NVML helper: {e}"),
+    };
+    // SAFETY: the child only chroots, changes its ids, loads NVML and writes to its pipe:
+    // system calls, allocation, `dlopen` and file I/O, which glibc keeps usable after fork.
+    let mut child = unsafe { nvc_sys::fork_with_pipe(|out| helper(root, library, identity, out)) }
+        .map_err(spawn_err)?;
+    let Some(mut output) = child.take_output() else {
+        return Err(spawn_err(nvc_sys::Error::Syscall {
+            call: "pipe2",
+            errno: nix::errno::Errno::EBADF,
+        }));
+    };
     let (tx, rx) = mpsc::channel();
-    let library: PathBuf = library.to_path_buf();
-    let worker_current = Arc::clone(&current);
-    std::thread::Builder::new()
-        .name("nvc-nvml".into())
-        .spawn(move || {
-            let _ = tx.send(probe_now(&library, &worker_current));
-        })
-        .map_err(|e| Error::Nvml {
-            call: "spawn",
-            message: e.to_string(),
-        })?;
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = output.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
     match rx.recv_timeout(timeout) {
-        Ok(result) => result,
-        Err(_) => Err(Error::NvmlTimeout {
-            call: current.lock().map(|c| *c).unwrap_or("NVML"),
-            timeout,
-        }),
+        Ok(text) => {
+            child.wait();
+            decode(&text)
+        }
+        Err(_) => {
+            child.kill();
+            let text = rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
+            let call = text
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("call\t"))
+                .map_or("nvmlInit", static_call);
+            Err(Error::NvmlTimeout { call, timeout })
+        }
     }
 }
 
-fn probe_now(library: &Path, current: &Current) -> Result<NvmlInfo, Error> {
-    enter(current, "nvmlInit");
+/// The helper's side: confine itself, probe, report. Returns the exit code.
+fn helper(root: &Path, library: &Path, identity: Option<Identity>, out: &mut dyn Write) -> i32 {
+    let result = confine(root, library, identity).and_then(|lib| {
+        probe_now(&lib, &mut |call| {
+            let _ = writeln!(out, "call\t{call}");
+            let _ = out.flush();
+        })
+    });
+    let text = match result {
+        Ok(info) => encode(&info),
+        Err(Error::Nvml { call, message }) => format!("error\t{call}\t{}\n", clean(&message)),
+        Err(e) => format!("error\tnvmlInit\t{}\n", clean(&e.to_string())),
+    };
+    let _ = out.write_all(text.as_bytes());
+    0
+}
+
+/// Chroots and drops privileges where the process may; returns the library path to load.
+fn confine(
+    root: &Path,
+    library: &Path,
+    identity: Option<Identity>,
+) -> Result<std::path::PathBuf, Error> {
+    use nix::unistd::{Gid, Uid, chdir, chroot, geteuid, setgid, setgroups, setuid};
+    let fail = |what: &str, e: nix::errno::Errno| Error::Nvml {
+        call: "nvmlInit",
+        message: format!("NVML helper: {what}: {e}"),
+    };
+    if !geteuid().is_root() {
+        return Ok(root.join(library.strip_prefix("/").unwrap_or(library)));
+    }
+    let lib = if root == Path::new("/") {
+        library.to_path_buf()
+    } else {
+        chroot(root).map_err(|e| fail("chroot", e))?;
+        chdir("/").map_err(|e| fail("chdir", e))?;
+        library.to_path_buf()
+    };
+    let id = identity.unwrap_or(OVERFLOW);
+    setgroups(&[]).map_err(|e| fail("setgroups", e))?;
+    setgid(Gid::from_raw(id.gid)).map_err(|e| fail("setgid", e))?;
+    setuid(Uid::from_raw(id.uid)).map_err(|e| fail("setuid", e))?;
+    Ok(lib)
+}
+
+/// Keeps a field on its line.
+fn clean(s: &str) -> String {
+    s.replace(['\t', '\n'], " ")
+}
+
+/// The helper's report: `version`, `gpu` and `mig` lines, tab-separated.
+#[must_use]
+pub fn encode(info: &NvmlInfo) -> String {
+    let mut out = format!(
+        "version\t{}\t{}\n",
+        clean(&info.nvrm_version),
+        clean(&info.cuda_version)
+    );
+    for g in &info.gpus {
+        out.push_str(&format!(
+            "gpu\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+            g.index,
+            g.minor,
+            g.bus_id.domain,
+            g.bus_id.bus,
+            g.bus_id.device,
+            clean(&g.uuid),
+            clean(&g.brand),
+            clean(&g.architecture),
+            clean(&g.model)
+        ));
+        for m in &g.mig_devices {
+            out.push_str(&format!(
+                "mig\t{}\t{}\t{}\t{}\n",
+                m.index,
+                m.gi,
+                m.ci,
+                clean(&m.uuid)
+            ));
+        }
+    }
+    out.push_str("end\n");
+    out
+}
+
+/// Reads a helper's report back.
+///
+/// # Errors
+///
+/// The [`Error::Nvml`] the helper reported, or one saying the report is cut short or
+/// malformed (a helper that crashed).
+pub fn decode(text: &str) -> Result<NvmlInfo, Error> {
+    let bad = |why: &str| Error::Nvml {
+        call: "nvmlInit",
+        message: format!("the NVML helper's report is {why}"),
+    };
+    let mut info = NvmlInfo {
+        nvrm_version: String::new(),
+        cuda_version: String::new(),
+        gpus: Vec::new(),
+    };
+    let mut ended = false;
+    for line in text.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        let num = |i: usize| {
+            f.get(i)
+                .and_then(|v| v.parse::<u32>().ok())
+                .ok_or_else(|| bad("malformed"))
+        };
+        let text_at = |i: usize| {
+            f.get(i)
+                .map(|s| (*s).to_owned())
+                .ok_or_else(|| bad("malformed"))
+        };
+        match f.first().copied() {
+            Some("call") => {}
+            Some("error") => {
+                return Err(Error::Nvml {
+                    call: static_call(f.get(1).copied().unwrap_or_default()),
+                    message: text_at(2)?,
+                });
+            }
+            Some("version") => (info.nvrm_version, info.cuda_version) = (text_at(1)?, text_at(2)?),
+            Some("gpu") => info.gpus.push(Gpu {
+                index: num(1)?,
+                minor: num(2)?,
+                bus_id: PciBusId {
+                    domain: num(3)?,
+                    bus: u8::try_from(num(4)?).map_err(|_| bad("malformed"))?,
+                    device: u8::try_from(num(5)?).map_err(|_| bad("malformed"))?,
+                },
+                uuid: text_at(6)?,
+                brand: text_at(7)?,
+                architecture: text_at(8)?,
+                model: text_at(9)?,
+                mig_devices: Vec::new(),
+            }),
+            Some("mig") => {
+                let m = MigDevice {
+                    index: num(1)?,
+                    gi: num(2)?,
+                    ci: num(3)?,
+                    uuid: text_at(4)?,
+                };
+                info.gpus
+                    .last_mut()
+                    .ok_or_else(|| bad("malformed"))?
+                    .mig_devices
+                    .push(m);
+            }
+            Some("end") => ended = true,
+            _ => return Err(bad("malformed")),
+        }
+    }
+    if ended {
+        Ok(info)
+    } else {
+        Err(bad("cut short (did the helper crash?)"))
+    }
+}
+
+fn probe_now(library: &Path, enter: &mut Progress<'_>) -> Result<NvmlInfo, Error> {
+    enter("nvmlInit");
     let nvml = Nvml::builder()
         .lib_path(library.as_os_str())
         .init()
         .map_err(nvml_err("nvmlInit"))?;
-    enter(current, "nvmlSystemGetDriverVersion");
+    enter("nvmlSystemGetDriverVersion");
     let nvrm_version = nvml
         .sys_driver_version()
         .map_err(nvml_err("nvmlSystemGetDriverVersion"))?;
-    enter(current, "nvmlSystemGetCudaDriverVersion");
+    enter("nvmlSystemGetCudaDriverVersion");
     let cuda = nvml
         .sys_cuda_driver_version()
         .map_err(nvml_err("nvmlSystemGetCudaDriverVersion"))?;
     let cuda_version = format!("{}.{}", cuda / 1000, (cuda % 100) / 10);
-    enter(current, "nvmlDeviceGetCount");
+    enter("nvmlDeviceGetCount");
     let count = nvml
         .device_count()
         .map_err(nvml_err("nvmlDeviceGetCount"))?;
     let mut gpus = Vec::new();
     for index in 0..count {
-        gpus.push(gpu(&nvml, index, current)?);
+        gpus.push(gpu(&nvml, index, enter)?);
     }
     Ok(NvmlInfo {
         nvrm_version,
@@ -123,16 +350,16 @@ fn probe_now(library: &Path, current: &Current) -> Result<NvmlInfo, Error> {
     })
 }
 
-fn gpu(nvml: &Nvml, index: u32, current: &Current) -> Result<Gpu, Error> {
-    enter(current, "nvmlDeviceGetHandleByIndex");
+fn gpu(nvml: &Nvml, index: u32, enter: &mut Progress<'_>) -> Result<Gpu, Error> {
+    enter("nvmlDeviceGetHandleByIndex");
     let d = nvml
         .device_by_index(index)
         .map_err(nvml_err("nvmlDeviceGetHandleByIndex"))?;
-    enter(current, "nvmlDeviceGetMinorNumber");
+    enter("nvmlDeviceGetMinorNumber");
     let minor = d
         .minor_number()
         .map_err(nvml_err("nvmlDeviceGetMinorNumber"))?;
-    enter(current, "nvmlDeviceGetPciInfo");
+    enter("nvmlDeviceGetPciInfo");
     let pci = d.pci_info().map_err(nvml_err("nvmlDeviceGetPciInfo"))?;
     let byte = |v: u32, what: &'static str| {
         u8::try_from(v).map_err(|_| Error::Nvml {
@@ -145,17 +372,17 @@ fn gpu(nvml: &Nvml, index: u32, current: &Current) -> Result<Gpu, Error> {
         bus: byte(pci.bus, "bus")?,
         device: byte(pci.device, "device")?,
     };
-    enter(current, "nvmlDeviceGetUUID");
+    enter("nvmlDeviceGetUUID");
     let uuid = d.uuid().map_err(nvml_err("nvmlDeviceGetUUID"))?;
-    enter(current, "nvmlDeviceGetName");
+    enter("nvmlDeviceGetName");
     let model = d.name().map_err(nvml_err("nvmlDeviceGetName"))?;
-    enter(current, "nvmlDeviceGetBrand");
+    enter("nvmlDeviceGetBrand");
     let brand = brand_name(d.brand().map_err(nvml_err("nvmlDeviceGetBrand"))?.as_c()).to_owned();
-    enter(current, "nvmlDeviceGetCudaComputeCapability");
+    enter("nvmlDeviceGetCudaComputeCapability");
     let cc = d
         .cuda_compute_capability()
         .map_err(nvml_err("nvmlDeviceGetCudaComputeCapability"))?;
-    enter(current, "nvmlDeviceGetMigMode");
+    enter("nvmlDeviceGetMigMode");
     let mig_enabled = match d.mig_mode() {
         Ok(m) => m.current == 1 && m.pending == 1,
         Err(
@@ -167,21 +394,21 @@ fn gpu(nvml: &Nvml, index: u32, current: &Current) -> Result<Gpu, Error> {
     };
     let mut mig_devices = Vec::new();
     if mig_enabled {
-        enter(current, "nvmlDeviceGetMaxMigDeviceCount");
+        enter("nvmlDeviceGetMaxMigDeviceCount");
         let max = d
             .mig_device_count()
             .map_err(nvml_err("nvmlDeviceGetMaxMigDeviceCount"))?;
         for mig_index in 0..max {
-            enter(current, "nvmlDeviceGetMigDeviceHandleByIndex");
+            enter("nvmlDeviceGetMigDeviceHandleByIndex");
             let m = match d.mig_device_by_index(mig_index) {
                 Ok(m) => m,
                 // The first gap ends the list, as upstream.
                 Err(NvmlError::NotFound) => break,
                 Err(e) => return Err(nvml_err("nvmlDeviceGetMigDeviceHandleByIndex")(e)),
             };
-            enter(current, "nvmlDeviceGetGpuInstanceId");
+            enter("nvmlDeviceGetGpuInstanceId");
             let (gi, ci) = instance_ids(nvml, &m)?;
-            enter(current, "nvmlDeviceGetUUID");
+            enter("nvmlDeviceGetUUID");
             mig_devices.push(MigDevice {
                 index: mig_index,
                 gi,

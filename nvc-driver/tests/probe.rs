@@ -114,3 +114,99 @@ fn nvml_missing_failing_and_hanging() {
         "NVML timed out in nvmlInit after 0.2s; raise the limit with --nvml-timeout=SECONDS or NVC_NVML_TIMEOUT"
     );
 }
+
+/// Children of this process that are zombies.
+fn zombies() -> usize {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
+        .filter(|stat| {
+            // pid (comm) state ppid ...
+            let after = stat.rsplit_once(") ").map(|(_, a)| a).unwrap_or_default();
+            let mut f = after.split(' ');
+            let state = f.next();
+            let ppid = f.next();
+            state == Some("Z") && ppid == Some(me.as_str())
+        })
+        .count()
+}
+
+#[test]
+fn nvml_runs_in_a_helper_that_is_reaped_even_when_killed() {
+    let s = Scenario::builtin("mig").unwrap();
+    let (_dir, host) = build(&s);
+    let info = probe_driver(&DriverOptions::new(host.root())).unwrap();
+    assert_eq!(info.gpus.len(), 2);
+    // The driver root's NVML never loaded into this process.
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    assert!(
+        !maps.contains(host.root().to_str().unwrap()),
+        "the root's NVML is mapped here"
+    );
+
+    let mut hang = Scenario::builtin("single").unwrap();
+    hang.nvml_faults.init_delay_ms = 60_000;
+    let (_dir, host) = build(&hang);
+    let mut opts = DriverOptions::new(host.root());
+    opts.nvml_timeout = Duration::from_millis(300);
+    let before = zombies();
+    let start = Instant::now();
+    let err = probe_driver(&opts).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NvmlTimeout {
+                call: "nvmlInit",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(3));
+    // Other tests' children may be zombies for an instant; ours must not stay one.
+    let reaped = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        zombies() <= before
+    });
+    assert!(reaped, "the killed helper was not reaped");
+}
+
+#[test]
+fn helper_reports_round_trip() {
+    use nvc_driver::nvml::{NvmlInfo, decode, encode};
+    use nvc_driver::{Gpu, MigDevice, PciBusId};
+    let info = NvmlInfo {
+        nvrm_version: "550.54.14".into(),
+        cuda_version: "12.4".into(),
+        gpus: vec![Gpu {
+            index: 0,
+            minor: 3,
+            uuid: "GPU-1".into(),
+            bus_id: PciBusId {
+                domain: 1,
+                bus: 0x3b,
+                device: 2,
+            },
+            model: "Tesla\tT4 with a tab".into(),
+            brand: "Tesla".into(),
+            architecture: "7.5".into(),
+            mig_devices: vec![MigDevice {
+                index: 0,
+                gi: 1,
+                ci: 2,
+                uuid: "MIG-1".into(),
+            }],
+        }],
+    };
+    let back = decode(&encode(&info)).unwrap();
+    assert_eq!(back.gpus[0].model, "Tesla T4 with a tab");
+    assert_eq!(back.gpus[0].mig_devices, info.gpus[0].mig_devices);
+    assert_eq!(back.gpus[0].bus_id, info.gpus[0].bus_id);
+    // A helper that died mid-report is an error, not a short GPU list.
+    let text = encode(&info);
+    let cut = &text[..text.len() - 4];
+    assert!(decode(cut).unwrap_err().to_string().contains("cut short"));
+    let err = decode("call\tnvmlInit\nerror\tnvmlInit\tDriver Not Loaded\n").unwrap_err();
+    assert_eq!(err.to_string(), "NVML error: nvmlInit: Driver Not Loaded");
+}
