@@ -68,7 +68,13 @@ fn info_prints_every_scenario_exactly() {
             "{name}"
         );
 
-        let csv = cli(&[&format!("--root={root}"), "info", "--csv"]);
+        // The NVML helper runs as whoever `--user` names (nobody, as upstream's default).
+        let csv = cli(&[
+            &format!("--root={root}"),
+            "--user=65534:65534",
+            "info",
+            "--csv",
+        ]);
         let mut want = "NVRM version,CUDA version\n550.54.14,12.4\n\n\
                         Device Index,Device Minor,Model,Brand,GPU UUID,Bus Location,Architecture\n"
             .to_owned();
@@ -183,6 +189,14 @@ fn errors_have_upstreams_prefixes_and_exit_1() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.starts_with("nvidia-container-cli: "), "{err}");
     assert!(err.contains(&cache.display().to_string()), "{err}");
+
+    let out = cli(&["--root", root, "--user=no-such-user-here", "info"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .starts_with("nvidia-container-cli: invalid user: no-such-user-here\n")
+    );
 
     let out = cli(&["--bogus", "info"]);
     assert_eq!(out.status.code(), Some(1));

@@ -11,6 +11,8 @@ pub struct Global {
     pub root: OsString,
     pub ldcache: Option<OsString>,
     pub nvml_timeout: Option<Duration>,
+    /// `--user`: who the NVML helper runs as.
+    pub user: Option<(u32, u32)>,
 }
 
 /// The command to run.
@@ -62,6 +64,48 @@ fn seconds(v: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("invalid NVML timeout: {v:?} (seconds, > 0)"))
 }
 
+/// `UID[:GID]`, numbers or names; GID defaults to the user's primary group; no argument
+/// means the caller's effective ids.
+fn user(spec: Option<&str>) -> Result<(u32, u32), String> {
+    use nix::unistd::{Group, User, getegid, geteuid};
+    let Some(spec) = spec else {
+        return Ok((geteuid().as_raw(), getegid().as_raw()));
+    };
+    let bad = || format!("invalid user: {spec}");
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let uid = match u.parse::<u32>() {
+        Ok(n) => n,
+        Err(_) => User::from_name(u)
+            .ok()
+            .flatten()
+            .ok_or_else(bad)?
+            .uid
+            .as_raw(),
+    };
+    let gid = match g {
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => Group::from_name(g)
+                .ok()
+                .flatten()
+                .ok_or_else(bad)?
+                .gid
+                .as_raw(),
+        },
+        None => match User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+        {
+            Some(user) => user.gid.as_raw(),
+            None => uid,
+        },
+    };
+    Ok((uid, gid))
+}
+
 /// Parses the whole command line (without the program name).
 pub fn parse(args: impl Iterator<Item = OsString>) -> Result<(Global, Command), String> {
     let mut a = Args {
@@ -70,6 +114,7 @@ pub fn parse(args: impl Iterator<Item = OsString>) -> Result<(Global, Command), 
     let mut global = Global {
         root: "/".into(),
         ldcache: None,
+        user: None,
         nvml_timeout: match std::env::var(nvc_driver::nvml::TIMEOUT_ENV) {
             Ok(v) => Some(seconds(&v)?),
             Err(_) => None,
@@ -87,12 +132,12 @@ pub fn parse(args: impl Iterator<Item = OsString>) -> Result<(Global, Command), 
             "--nvml-timeout" => {
                 global.nvml_timeout = Some(seconds(&a.value(inline, "--nvml-timeout")?)?)
             }
-            // Accepted for compatibility; they change nothing that `info` and `list` do.
-            "-d" | "--debug" | "-u" | "--user" => {
-                if name == "-d" || name == "--debug" || inline.is_some() {
-                    a.value(inline, &name)?;
-                }
+            // Accepted for compatibility; it changes nothing that `info` and `list` do.
+            "-d" | "--debug" => {
+                a.value(inline, &name)?;
             }
+            // The argument is optional and so only attached (`--user=1000:1000`, `-u1000`).
+            "-u" | "--user" => global.user = Some(user(inline.as_deref())?),
             "-k" | "--load-kmods" => return Err("--load-kmods is not supported yet".into()),
             "-n" | "--no-pivot" | "--no-create-imex-channels" => {}
             "-V" | "--version" => break Command::Version,

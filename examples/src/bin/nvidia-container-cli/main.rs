@@ -6,7 +6,9 @@
 //!                                 [--firmwares] [--compat32] [--no-persistenced] [--no-fabricmanager]
 //! ```
 //!
-//! Output and exit codes follow upstream's. Neither command needs root. `configure`,
+//! Output and exit codes follow upstream's. Neither command needs root. NVML runs in a helper
+//! process, chrooted into the root and running as `--user` (65534:65534 by default) when
+//! started as root. `configure`,
 //! `--load-kmods`, `--mig-config`, `--mig-monitor` and `--imex-channel` come with the mount
 //! engine and say so until then. NVML gets `--nvml-timeout` (or `NVC_NVML_TIMEOUT`) seconds,
 //! 10 by default; upstream waits 10 s per call and cannot be told otherwise.
@@ -20,17 +22,19 @@ use args::{Command, Global};
 use nvc_driver::{DriverInfo, DriverOptions, Error, probe_driver};
 use nvc_examples::render::{self, List};
 
-const USAGE: &str = "Usage: nvidia-container-cli [OPTION...] COMMAND [ARG...]\n\
-\n\
-Commands:\n\
-  info        Report information about the driver and devices\n\
-  list        List driver components\n\
-\n\
-Options:\n\
-  -l, --ldcache=FILE         Path to the system's DSO cache\n\
-  -r, --root=PATH            Path to the driver root directory\n\
-      --nvml-timeout=SECONDS How long NVML may take (default 10, or NVC_NVML_TIMEOUT)\n\
-  -V, --version              Print program version\n";
+const USAGE: &str = "Usage: nvidia-container-cli [OPTION...] COMMAND [ARG...]
+
+Commands:
+  info        Report information about the driver and devices
+  list        List driver components
+
+Options:
+  -l, --ldcache=FILE           Path to the system's DSO cache
+  -r, --root=PATH              Path to the driver root directory
+  -u, --user[=UID[:GID]]       User and group to use for privilege separation
+      --nvml-timeout=SECONDS   How long NVML may take (default 10, or NVC_NVML_TIMEOUT)
+  -V, --version                Print program version
+";
 
 fn probe(global: &Global, list: Option<&List>) -> Result<DriverInfo, String> {
     let mut opts = DriverOptions::new(&global.root);
@@ -40,6 +44,9 @@ fn probe(global: &Global, list: Option<&List>) -> Result<DriverInfo, String> {
     if let Some(t) = global.nvml_timeout {
         opts.nvml_timeout = t;
     }
+    opts.nvml_identity = global
+        .user
+        .map(|(uid, gid)| nvc_driver::nvml::Identity { uid, gid });
     if let Some(path) = std::env::var_os("PATH") {
         opts.discover.path = path;
     }
