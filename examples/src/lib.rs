@@ -19,7 +19,7 @@ pub mod render {
 
     use std::io::{self, Write};
 
-    use nvc_driver::{DeviceRequest, DriverInfo};
+    use nvc_driver::{CAPS_DIR, DeviceRequest, DriverInfo, Gpu, Selection, select_mig_access};
 
     /// What `list` prints.
     #[derive(Debug, Clone, Default)]
@@ -40,6 +40,12 @@ pub mod render {
         pub no_persistenced: bool,
         /// Leave the fabric manager socket out.
         pub no_fabricmanager: bool,
+        /// `--mig-config` (only `all`).
+        pub mig_config: Option<String>,
+        /// `--mig-monitor` (only `all`).
+        pub mig_monitor: Option<String>,
+        /// `--imex-channel` ids.
+        pub imex_channels: Vec<u32>,
     }
 
     /// Prints `info` (text, or CSV with `csv`).
@@ -94,53 +100,71 @@ pub mod render {
         Ok(())
     }
 
-    /// Prints `list`: device nodes and MIG capability files of the selected devices, then
-    /// binaries, libraries, IPC endpoints and firmware, as asked.
+    /// Prints `list` in upstream's order: device nodes of the driver and of the selected GPUs,
+    /// the selected MIG devices' access files (unless MIG config or monitor is on), IMEX
+    /// channels, MIG config and monitor files, then binaries, libraries, IPC endpoints and
+    /// firmware, as asked.
     ///
     /// # Errors
     ///
     /// A device list that does not parse or names an unknown device (`device error: ...`),
-    /// or the writer's error.
+    /// a bad `--mig-config`/`--mig-monitor` (`mig-config error: ...`), or the writer's error.
     pub fn list(info: &DriverInfo, l: &List, out: &mut dyn Write) -> Result<(), String> {
         let mut lines: Vec<String> = Vec::new();
+        let mut request = DeviceRequest::default();
+        for d in &l.devices {
+            request.add(d).map_err(|e| format!("device error: {e}"))?;
+        }
+        let selection = if info.gpus.is_empty() {
+            Selection::default()
+        } else {
+            request
+                .select(&info.gpus)
+                .map_err(|e| format!("device error: {e}"))?
+        };
+        let access = |option: &'static str, value: &Option<String>| match value {
+            Some(v) => select_mig_access(option, v, &selection, &info.gpus)
+                .map(Some)
+                .map_err(|e| format!("{option} error: {e}")),
+            None => Ok(None),
+        };
+        let config = access("mig-config", &l.mig_config)?;
+        let monitor = access("mig-monitor", &l.mig_monitor)?;
+        let gpu = |i: u32| info.gpus.iter().find(|g| g.index == i);
         if !l.devices.is_empty() {
-            let mut request = DeviceRequest::default();
-            for d in &l.devices {
-                request.add(d).map_err(|e| format!("device error: {e}"))?;
-            }
-            let selection = if info.gpus.is_empty() {
-                Default::default()
-            } else {
-                request
-                    .select(&info.gpus)
-                    .map_err(|e| format!("device error: {e}"))?
-            };
             lines.extend(
                 info.files
                     .devices
                     .iter()
                     .map(|d| d.path.display().to_string()),
             );
-            for g in info
-                .gpus
-                .iter()
-                .filter(|g| selection.gpus.contains(&g.index))
-            {
-                lines.push(format!("/dev/nvidia{}", g.minor));
+            lines.extend(
+                selection
+                    .gpus
+                    .iter()
+                    .filter_map(|&i| gpu(i))
+                    .map(|g| format!("/dev/nvidia{}", g.minor)),
+            );
+            if config.is_none() && monitor.is_none() {
+                for &(gi, mi) in &selection.migs {
+                    let Some(g) = gpu(gi) else { continue };
+                    let Some(m) = g.mig_devices.iter().find(|m| m.index == mi) else {
+                        continue;
+                    };
+                    lines.push(format!("{}/access", g.gi_caps_path(m)));
+                    lines.push(format!("{}/access", g.ci_caps_path(m)));
+                }
             }
-            for &(gi, mi) in &selection.migs {
-                let Some(g) = info.gpus.iter().find(|g| g.index == gi) else {
-                    continue;
-                };
-                let Some(m) = g.mig_devices.iter().find(|m| m.index == mi) else {
-                    continue;
-                };
-                let caps = format!(
-                    "/proc/driver/nvidia/capabilities/gpu{}/mig/gi{}",
-                    g.minor, m.gi
-                );
-                lines.push(format!("{caps}/access"));
-                lines.push(format!("{caps}/ci{}/access", m.ci));
+        }
+        lines.extend(
+            l.imex_channels
+                .iter()
+                .map(|c| format!("/dev/nvidia-caps-imex-channels/channel{c}")),
+        );
+        for (file, gpus) in [("config", &config), ("monitor", &monitor)] {
+            if let Some(gpus) = gpus {
+                lines.push(format!("{CAPS_DIR}/mig/{file}"));
+                lines.extend(gpus.iter().filter_map(|&i| gpu(i)).map(Gpu::mig_caps_path));
             }
         }
         let paths = |v: &[std::path::PathBuf]| {

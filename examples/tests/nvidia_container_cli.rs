@@ -281,3 +281,48 @@ fn the_demo_runs_on_a_simulated_host_without_a_driver() {
         assert!(text.contains("/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14\n"));
     }
 }
+
+#[test]
+fn mig_config_monitor_and_imex_channels() {
+    let s = Scenario::builtin("mig").unwrap();
+    let (dir, _host) = build(&s);
+    let root = dir.path().to_str().unwrap();
+    let out = cli(&[
+        "-r",
+        root,
+        "list",
+        "--device=1",
+        "--mig-monitor=all",
+        "--imex-channel=2,0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    // Both GPUs can do MIG; only the visible one gets the monitor capability.
+    assert!(text.ends_with(
+        "/dev/nvidia1\n/dev/nvidia-caps-imex-channels/channel2\n/dev/nvidia-caps-imex-channels/channel0\n\
+         /proc/driver/nvidia/capabilities/mig/monitor\n/proc/driver/nvidia/capabilities/gpu1\n"
+    ));
+    // With MIG config on, the per-MIG access files are not listed.
+    let out = cli(&["-r", root, "list", "--device=all", "--mig-config=all"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("/access\n"));
+    assert!(text.ends_with("/proc/driver/nvidia/capabilities/mig/config\n/proc/driver/nvidia/capabilities/gpu0\n/proc/driver/nvidia/capabilities/gpu1\n"));
+
+    let out = cli(&["-r", root, "list", "--device=0:0", "--mig-config=all"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "nvidia-container-cli: mig-config error: cannot enable mig-config with specific MIG devices selected\n"
+    );
+    let out = cli(&["-r", root, "list", "--mig-monitor=0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .starts_with("nvidia-container-cli: mig-monitor error: invalid mig-monitor value")
+    );
+}

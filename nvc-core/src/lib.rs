@@ -91,6 +91,7 @@ pub struct ContextBuilder {
     root: PathBuf,
     ldcache: PathBuf,
     nvml_timeout: Duration,
+    nvml_user: Option<(u32, u32)>,
 }
 
 impl Default for ContextBuilder {
@@ -99,6 +100,7 @@ impl Default for ContextBuilder {
             root: "/".into(),
             ldcache: nvc_ldcache::DEFAULT_PATH.into(),
             nvml_timeout: nvc_driver::nvml::DEFAULT_TIMEOUT,
+            nvml_user: None,
         }
     }
 }
@@ -122,6 +124,14 @@ impl ContextBuilder {
     #[must_use]
     pub fn nvml_timeout(mut self, timeout: Duration) -> Self {
         self.nvml_timeout = timeout;
+        self
+    }
+
+    /// Who the NVML helper process runs as when the caller is root (`--user`); the
+    /// overflow ids 65534:65534 by default, as upstream.
+    #[must_use]
+    pub fn nvml_user(mut self, uid: u32, gid: u32) -> Self {
+        self.nvml_user = Some((uid, gid));
         self
     }
 
@@ -173,6 +183,10 @@ impl Context {
         let mut opts = nvc_driver::DriverOptions::new(&self.options.root);
         opts.discover.ldcache = self.options.ldcache.clone();
         opts.nvml_timeout = self.options.nvml_timeout;
+        opts.nvml_identity = self
+            .options
+            .nvml_user
+            .map(|(uid, gid)| nvc_driver::nvml::Identity { uid, gid });
         let info = nvc_driver::probe_driver(&opts)?;
         Ok(Driver {
             context: self,

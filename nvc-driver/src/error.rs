@@ -14,6 +14,20 @@ pub enum Error {
         /// The token as given.
         token: String,
     },
+    /// A `--mig-config`/`--mig-monitor` value other than `all`.
+    #[error("invalid {option} value {value:?}: only 'all' is supported")]
+    InvalidMigAccess {
+        /// `mig-config` or `mig-monitor`.
+        option: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// MIG configuration or monitoring asked for while specific MIG devices are selected.
+    #[error("cannot enable {option} with specific MIG devices selected")]
+    MigAccessWithMigDevices {
+        /// `mig-config` or `mig-monitor`.
+        option: &'static str,
+    },
     /// A PCI bus id that does not parse.
     #[error("invalid PCI bus id {input:?} (expected [domain:]bus:device[.0] in hex)")]
     InvalidBusId {

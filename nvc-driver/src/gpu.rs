@@ -93,8 +93,33 @@ pub struct Gpu {
     pub brand: String,
     /// Compute capability, `major.minor`.
     pub architecture: String,
+    /// Whether the GPU can do MIG (NVML answers `nvmlDeviceGetMigMode`).
+    pub mig_capable: bool,
     /// MIG devices, in NVML order (empty when MIG is off or unsupported).
     pub mig_devices: Vec<MigDevice>,
+}
+
+/// Where the kernel module publishes capabilities (`/proc/driver/nvidia/capabilities`).
+pub const CAPS_DIR: &str = "/proc/driver/nvidia/capabilities";
+
+impl Gpu {
+    /// The GPU's MIG capability directory, `/proc/driver/nvidia/capabilities/gpu<minor>`.
+    #[must_use]
+    pub fn mig_caps_path(&self) -> String {
+        format!("{CAPS_DIR}/gpu{}", self.minor)
+    }
+
+    /// The capability directory of one of its GPU instances (`.../gpu<minor>/mig/gi<gi>`).
+    #[must_use]
+    pub fn gi_caps_path(&self, mig: &MigDevice) -> String {
+        format!("{}/mig/gi{}", self.mig_caps_path(), mig.gi)
+    }
+
+    /// The capability directory of one of its compute instances (`.../gi<gi>/ci<ci>`).
+    #[must_use]
+    pub fn ci_caps_path(&self, mig: &MigDevice) -> String {
+        format!("{}/ci{}", self.gi_caps_path(mig), mig.ci)
+    }
 }
 
 #[cfg(test)]

@@ -219,7 +219,7 @@ pub fn encode(info: &NvmlInfo) -> String {
     );
     for g in &info.gpus {
         out.push_str(&format!(
-            "gpu\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+            "gpu\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
             g.index,
             g.minor,
             g.bus_id.domain,
@@ -228,6 +228,7 @@ pub fn encode(info: &NvmlInfo) -> String {
             clean(&g.uuid),
             clean(&g.brand),
             clean(&g.architecture),
+            u8::from(g.mig_capable),
             clean(&g.model)
         ));
         for m in &g.mig_devices {
@@ -293,7 +294,8 @@ pub fn decode(text: &str) -> Result<NvmlInfo, Error> {
                 uuid: text_at(6)?,
                 brand: text_at(7)?,
                 architecture: text_at(8)?,
-                model: text_at(9)?,
+                mig_capable: num(9)? == 1,
+                model: text_at(10)?,
                 mig_devices: Vec::new(),
             }),
             Some("mig") => {
@@ -383,13 +385,13 @@ fn gpu(nvml: &Nvml, index: u32, enter: &mut Progress<'_>) -> Result<Gpu, Error> 
         .cuda_compute_capability()
         .map_err(nvml_err("nvmlDeviceGetCudaComputeCapability"))?;
     enter("nvmlDeviceGetMigMode");
-    let mig_enabled = match d.mig_mode() {
-        Ok(m) => m.current == 1 && m.pending == 1,
+    let (mig_capable, mig_enabled) = match d.mig_mode() {
+        Ok(m) => (true, m.current == 1 && m.pending == 1),
         Err(
             NvmlError::NotSupported
             | NvmlError::FunctionNotFound
             | NvmlError::FailedToLoadSymbol(_),
-        ) => false,
+        ) => (false, false),
         Err(e) => return Err(nvml_err("nvmlDeviceGetMigMode")(e)),
     };
     let mut mig_devices = Vec::new();
@@ -425,6 +427,7 @@ fn gpu(nvml: &Nvml, index: u32, enter: &mut Progress<'_>) -> Result<Gpu, Error> 
         model,
         brand,
         architecture: format!("{}.{}", cc.major, cc.minor),
+        mig_capable,
         mig_devices,
     })
 }

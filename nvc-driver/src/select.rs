@@ -223,3 +223,33 @@ impl DeviceRequest {
         Ok(sel)
     }
 }
+
+/// `--mig-config` / `--mig-monitor`: which visible GPUs get the MIG configuration (or
+/// monitoring) capability. Only `all` is accepted, as upstream; it selects every visible
+/// MIG-capable GPU and cannot be combined with a selection of specific MIG devices.
+///
+/// # Errors
+///
+/// [`Error::InvalidMigAccess`] for a value other than `all`,
+/// [`Error::MigAccessWithMigDevices`] when specific MIG devices are visible.
+pub fn select_mig_access(
+    option: &'static str,
+    value: &str,
+    visible: &Selection,
+    gpus: &[Gpu],
+) -> Result<Vec<u32>, Error> {
+    if !value.eq_ignore_ascii_case("all") {
+        return Err(Error::InvalidMigAccess {
+            option,
+            value: value.to_owned(),
+        });
+    }
+    if !visible.all && !visible.migs.is_empty() {
+        return Err(Error::MigAccessWithMigDevices { option });
+    }
+    Ok(gpus
+        .iter()
+        .filter(|g| g.mig_capable && visible.gpus.contains(&g.index))
+        .map(|g| g.index)
+        .collect())
+}

@@ -40,6 +40,7 @@ fn every_scenario_probes_to_its_description() {
             assert_eq!(got.brand, want.upstream_brand());
             let (major, minor) = want.compute_capability;
             assert_eq!(got.architecture, format!("{major}.{minor}"));
+            assert_eq!(got.mig_capable, want.mig_mode.is_some());
             let migs: Vec<(u32, u32, &str)> = got
                 .mig_devices
                 .iter()
@@ -191,6 +192,7 @@ fn helper_reports_round_trip() {
             model: "Tesla\tT4 with a tab".into(),
             brand: "Tesla".into(),
             architecture: "7.5".into(),
+            mig_capable: true,
             mig_devices: vec![MigDevice {
                 index: 0,
                 gi: 1,
@@ -203,6 +205,7 @@ fn helper_reports_round_trip() {
     assert_eq!(back.gpus[0].model, "Tesla T4 with a tab");
     assert_eq!(back.gpus[0].mig_devices, info.gpus[0].mig_devices);
     assert_eq!(back.gpus[0].bus_id, info.gpus[0].bus_id);
+    assert!(back.gpus[0].mig_capable);
     // A helper that died mid-report is an error, not a short GPU list.
     let text = encode(&info);
     let cut = &text[..text.len() - 4];

@@ -6,7 +6,7 @@
     clippy::indexing_slicing
 )]
 
-use nvc_driver::{DeviceRequest, DeviceSpec, Gpu, MigDevice, PciBusId};
+use nvc_driver::{DeviceRequest, DeviceSpec, Gpu, MigDevice, PciBusId, select_mig_access};
 use proptest::prelude::*;
 
 fn gpus() -> Vec<Gpu> {
@@ -22,6 +22,7 @@ fn gpus() -> Vec<Gpu> {
         model: "NVIDIA A100-SXM4-40GB".into(),
         brand: "Nvidia".into(),
         architecture: "8.0".into(),
+        mig_capable: index == 0,
         mig_devices: migs,
     };
     let mig = |index: u32, gi: u32, ci: u32| MigDevice {
@@ -131,6 +132,38 @@ fn token_forms_do_not_overlap() {
         DeviceSpec::BusId(_)
     ));
     assert_eq!(DeviceSpec::parse("10").unwrap(), DeviceSpec::Index(10));
+}
+
+#[test]
+fn mig_config_and_monitor_take_only_all_and_no_specific_mig_devices() {
+    let g = gpus();
+    let all = DeviceRequest::parse("all").unwrap().select(&g).unwrap();
+    assert_eq!(
+        select_mig_access("mig-config", "all", &all, &g).unwrap(),
+        [0]
+    );
+    let plain = DeviceRequest::parse("1,2").unwrap().select(&g).unwrap();
+    assert!(
+        select_mig_access("mig-monitor", "ALL", &plain, &g)
+            .unwrap()
+            .is_empty()
+    );
+    let err = select_mig_access("mig-config", "0", &all, &g).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid mig-config value \"0\": only 'all' is supported"
+    );
+    let specific = DeviceRequest::parse("0:1").unwrap().select(&g).unwrap();
+    let err = select_mig_access("mig-config", "all", &specific, &g).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot enable mig-config with specific MIG devices selected"
+    );
+    // Caps paths follow the GPU's minor.
+    assert_eq!(
+        g[0].ci_caps_path(&g[0].mig_devices[1]),
+        "/proc/driver/nvidia/capabilities/gpu0/mig/gi1/ci1"
+    );
 }
 
 proptest! {

@@ -172,16 +172,26 @@ pub fn parse(args: impl Iterator<Item = OsString>) -> Result<(Global, Command), 
                     "--compat32" => l.compat32 = true,
                     "--no-persistenced" => l.no_persistenced = true,
                     "--no-fabricmanager" => l.no_fabricmanager = true,
-                    "--mig-config" | "--mig-monitor" | "--imex-channel" => {
-                        return Err(format!("{name} is not supported yet"));
+                    "--mig-config" => l.mig_config = Some(a.value(inline, "--mig-config")?),
+                    "--mig-monitor" => l.mig_monitor = Some(a.value(inline, "--mig-monitor")?),
+                    "--imex-channel" => {
+                        let list = a.value(inline, "--imex-channel")?;
+                        for id in list.split(',').filter(|t| !t.is_empty()) {
+                            let n = id.parse().map_err(|_| {
+                                format!("error parsing IMEX info: invalid channel {id:?}")
+                            })?;
+                            l.imex_channels.push(n);
+                        }
                     }
                     _ => return Err(format!("unrecognized option '{text}'")),
                 }
             }
-            // No selection at all: list everything, for every device.
-            if l.devices.is_empty()
-                && !(l.libraries || l.binaries || l.ipcs || l.firmwares || l.compat32)
-            {
+            // No selection at all (IMEX channels aside): list everything, for every device.
+            let nothing = l.devices.is_empty()
+                && l.mig_config.is_none()
+                && l.mig_monitor.is_none()
+                && !(l.libraries || l.binaries || l.ipcs || l.firmwares || l.compat32);
+            if nothing {
                 l.devices.push("all".into());
                 (l.libraries, l.binaries, l.ipcs, l.firmwares, l.compat32) =
                     (true, true, true, true, true);

@@ -8,9 +8,8 @@
 //!
 //! Output and exit codes follow upstream's. Neither command needs root. NVML runs in a helper
 //! process, chrooted into the root and running as `--user` (65534:65534 by default) when
-//! started as root. `configure`,
-//! `--load-kmods`, `--mig-config`, `--mig-monitor` and `--imex-channel` come with the mount
-//! engine and say so until then. NVML gets `--nvml-timeout` (or `NVC_NVML_TIMEOUT`) seconds,
+//! started as root. `configure` and
+//! `--load-kmods` come with the mount engine and say so until then. NVML gets `--nvml-timeout` (or `NVC_NVML_TIMEOUT`) seconds,
 //! 10 by default; upstream waits 10 s per call and cannot be told otherwise.
 
 mod args;
