@@ -39,6 +39,9 @@ pub struct DiscoverOptions {
     pub gsp_firmware: bool,
     /// Use the GLVND vendor libraries (`no-glvnd` clears it for the legacy GL set).
     pub glvnd: bool,
+    /// The host's `/proc/devices` (majors of `nvidia-caps` and
+    /// `nvidia-caps-imex-channels`); a host path, not inside the root.
+    pub proc_devices: PathBuf,
 }
 
 impl DiscoverOptions {
@@ -54,6 +57,7 @@ impl DiscoverOptions {
             mps: true,
             gsp_firmware: true,
             glvnd: true,
+            proc_devices: PathBuf::from("/proc/devices"),
         }
     }
 }
@@ -84,6 +88,10 @@ pub struct DriverFiles {
     pub firmwares: Vec<PathBuf>,
     /// The driver-wide device nodes (control, uvm, uvm-tools, modeset).
     pub devices: Vec<DeviceNode>,
+    /// Major of `/dev/nvidia-caps/nvidia-cap*` (MIG capabilities), from `/proc/devices`.
+    pub caps_major: Option<u32>,
+    /// Major of `/dev/nvidia-caps-imex-channels/channel*`, from `/proc/devices`.
+    pub imex_major: Option<u32>,
     /// Whether libraries came from the root's `ld.so.cache` (else from the fallback path).
     pub from_ldcache: bool,
     /// What was looked for and not found (`missing library libnvidia-nscq.so`, ...).
@@ -132,6 +140,9 @@ pub fn discover_files(opts: &DiscoverOptions, version: &str) -> Result<DriverFil
     files.ipcs = ipcs(opts, &mut files.warnings)?;
     files.firmwares = firmwares(opts, version, &mut files.warnings)?;
     files.devices = devices(opts, &mut files.warnings)?;
+    let proc_devices = fs::read_to_string(&opts.proc_devices).unwrap_or_default();
+    files.caps_major = crate::procfs::char_major(&proc_devices, "nvidia-caps");
+    files.imex_major = crate::procfs::char_major(&proc_devices, "nvidia-caps-imex-channels");
     Ok(files)
 }
 

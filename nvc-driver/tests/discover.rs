@@ -200,6 +200,19 @@ fn device_nodes_carry_the_hosts_numbers() {
 }
 
 #[test]
+fn caps_and_imex_majors_come_from_proc_devices() {
+    let (_dir, host) = build("mig");
+    let mut opts = DiscoverOptions::new(host.root());
+    opts.proc_devices = host.root().join("proc/devices");
+    let files = discover_files(&opts, "550.54.14").unwrap();
+    assert_eq!(files.caps_major, Some(host.majors().caps));
+    assert_eq!(files.imex_major, Some(host.majors().imex));
+    opts.proc_devices = host.root().join("no/such/file");
+    let files = discover_files(&opts, "550.54.14").unwrap();
+    assert_eq!((files.caps_major, files.imex_major), (None, None));
+}
+
+#[test]
 fn a_link_out_of_the_root_is_not_followed_out() {
     let (_dir, host) = build("single");
     let outside = tempfile::tempdir().unwrap();
