@@ -1,13 +1,19 @@
 //! NVIDIA driver discovery.
 //!
-//! This crate holds what libnvidia-container learns about the host before it touches a
-//! container. Today: the owned GPU and MIG descriptions ([`Gpu`], [`MigDevice`],
-//! [`PciBusId`]), the `--device` selection grammar ([`DeviceRequest`]) and the `--require`
-//! requirement DSL ([`Requirement`]), each a pure parser with upstream's error texts. To come:
-//! NVML queries (through `nvml-wrapper`, in a confined helper process) into owned
-//! `DriverInfo`, the per-capability tables of libraries, binaries, IPC endpoints, firmware and
-//! device nodes, and library resolution through `nvc-ldcache` inside a driver root.
-// `unsafe` is denied everywhere but in `nvml::instance_ids`, the one raw NVML call.
+//! What libnvidia-container learns about the host before it touches a container, as owned
+//! data ([`probe_driver`] → [`DriverInfo`]):
+//! - GPUs and MIG devices from NVML ([`nvml`]), queried in a forked helper process that is
+//!   chrooted into the driver root, runs unprivileged, and is killed on timeout;
+//! - the driver's files inside the driver root ([`discover_files`]): libraries through the
+//!   root's `ld.so.cache` (with upstream's version, TLS-note and legacy-GL checks) or a
+//!   documented fallback path when it has none, binaries along `PATH`, IPC endpoints, GSP
+//!   firmware, device nodes, and the caps/IMEX majors; every path resolved inside the root
+//!   ([`resolve_in_root`]) so links cannot lead out of it;
+//! - the `--device` selection grammar ([`DeviceRequest`], [`select_mig_access`]) and the
+//!   `--require` DSL ([`Requirement`]), pure parsers with upstream's error texts.
+//!
+//! The per-capability tables are in [`tables`]. No NVML type leaves this crate.
+// `unsafe` is denied everywhere but in `nvml`: the raw GI/CI call and the helper fork.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
