@@ -98,6 +98,26 @@ pub struct DriverFiles {
     pub warnings: Vec<String>,
 }
 
+impl DriverFiles {
+    /// The libraries a container with `caps` gets (upstream filters at mount time, by file
+    /// name): the 64-bit set, then the 32-bit set with `compat32`.
+    #[must_use]
+    pub fn libraries_for(&self, caps: &[crate::tables::Capability], compat32: bool) -> Vec<&Path> {
+        let wanted = |p: &&PathBuf| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| crate::tables::library_wanted(n, caps))
+        };
+        let libs32: &[PathBuf] = if compat32 { &self.libraries32 } else { &[] };
+        self.libraries
+            .iter()
+            .chain(libs32)
+            .filter(wanted)
+            .map(PathBuf::as_path)
+            .collect()
+    }
+}
+
 /// Finds the files of driver `version` (the NVRM version, which library file names end
 /// with) inside `opts.root`.
 ///

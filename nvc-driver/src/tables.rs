@@ -115,3 +115,70 @@ pub const FALLBACK_LIB32_DIRS: &[&str] = &[
     "/usr/lib",
     "/run/opengl-driver-32/lib",
 ];
+
+/// A driver capability a container asks for (`NVIDIA_DRIVER_CAPABILITIES`, `--compute`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Capability {
+    /// `--utility`: NVML, nvidia-smi.
+    Utility,
+    /// `--compute`: CUDA, OpenCL.
+    Compute,
+    /// `--video`: encode/decode (also brings the compute libraries).
+    Video,
+    /// `--graphics`: OpenGL, Vulkan, EGL.
+    Graphics,
+    /// `--display`: X11 display (the graphics libraries).
+    Display,
+    /// `--ngx`: NGX.
+    Ngx,
+}
+
+/// Whether a library (by file name) is mounted for `caps`, upstream's
+/// `match_library_flags`: the lookup is capability-agnostic, the filter is applied here.
+#[must_use]
+pub fn library_wanted(file_name: &str, caps: &[Capability]) -> bool {
+    use Capability::{Compute, Display, Graphics, Ngx, Utility, Video};
+    let has = |c| caps.contains(&c);
+    let in_set = |set: &[&str]| set.iter().any(|p| file_name.starts_with(p));
+    (in_set(UTILITY_LIBS) && has(Utility))
+        || (in_set(COMPUTE_LIBS) && (has(Compute) || has(Video)))
+        || (in_set(VIDEO_LIBS) && has(Video))
+        || ((in_set(GRAPHICS_LIBS) || in_set(GLVND_LIBS) || in_set(LEGACY_GL_LIBS))
+            && (has(Graphics) || has(Display)))
+        || (in_set(NGX_LIBS) && has(Ngx))
+}
+
+/// Whether a binary is mounted for `caps`.
+#[must_use]
+pub fn binary_wanted(name: &str, caps: &[Capability]) -> bool {
+    (UTILITY_BINS.contains(&name) && caps.contains(&Capability::Utility))
+        || (COMPUTE_BINS.contains(&name) && caps.contains(&Capability::Compute))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Capability::*;
+    use super::*;
+
+    #[test]
+    fn capabilities_select_their_libraries() {
+        assert!(library_wanted("libcuda.so.550.54.14", &[Compute]));
+        assert!(library_wanted("libcuda.so.550.54.14", &[Video]));
+        assert!(!library_wanted(
+            "libcuda.so.550.54.14",
+            &[Utility, Graphics]
+        ));
+        assert!(library_wanted("libnvidia-ml.so.550.54.14", &[Utility]));
+        assert!(library_wanted("libGLX_nvidia.so.550.54.14", &[Display]));
+        assert!(library_wanted("libnvcuvid.so.550.54.14", &[Video]));
+        assert!(!library_wanted("libnvcuvid.so.550.54.14", &[Compute]));
+        assert!(library_wanted("libnvidia-ngx.so.550.54.14", &[Ngx]));
+        assert!(!library_wanted(
+            "libz.so.1",
+            &[Utility, Compute, Video, Graphics, Display, Ngx]
+        ));
+        assert!(binary_wanted("nvidia-smi", &[Utility]));
+        assert!(binary_wanted("nvidia-cuda-mps-control", &[Compute]));
+        assert!(!binary_wanted("nvidia-smi", &[Compute]));
+    }
+}

@@ -200,6 +200,48 @@ fn device_nodes_carry_the_hosts_numbers() {
 }
 
 #[test]
+fn capabilities_pick_their_libraries() {
+    use nvc_driver::tables::Capability::{Compute, Graphics, Utility};
+    let (_dir, host) = build("legacy32");
+    let files = discover(&host);
+    let names = |v: Vec<&Path>| -> Vec<String> {
+        v.iter()
+            .map(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .split(".so")
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let compute = names(files.libraries_for(&[Compute], false));
+    assert!(
+        compute.contains(&"libcuda".to_owned())
+            && compute.contains(&"libnvidia-ptxjitcompiler".to_owned())
+    );
+    assert!(
+        !compute.contains(&"libnvidia-ml".to_owned())
+            && !compute.contains(&"libGLX_nvidia".to_owned())
+    );
+    let utility32 = files.libraries_for(&[Utility], true);
+    assert_eq!(
+        utility32,
+        [
+            Path::new("/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.550.54.14"),
+            Path::new("/usr/lib/x86_64-linux-gnu/libnvidia-cfg.so.550.54.14"),
+            Path::new("/usr/lib/i386-linux-gnu/libnvidia-ml.so.550.54.14"),
+        ]
+    );
+    assert!(
+        names(files.libraries_for(&[Graphics], false)).contains(&"libnvidia-glcore".to_owned())
+    );
+}
+
+#[test]
 fn caps_and_imex_majors_come_from_proc_devices() {
     let (_dir, host) = build("mig");
     let mut opts = DiscoverOptions::new(host.root());
