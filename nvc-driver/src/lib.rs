@@ -13,7 +13,7 @@
 //!   `--require` DSL ([`Requirement`]), pure parsers with upstream's error texts.
 //!
 //! The per-capability tables are in [`tables`]. No NVML type leaves this crate.
-// `unsafe` is denied everywhere but in `nvml`: the raw GI/CI call and the helper fork.
+// Unsafe code is denied everywhere but in `nvml`: the raw GI/CI call and the helper fork.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
