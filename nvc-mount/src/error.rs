@@ -1,0 +1,34 @@
+//! The crate's one error type.
+
+use std::io;
+use std::path::PathBuf;
+
+/// What can go wrong preparing or applying a mount plan.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The rootfs is relative or `/` (upstream: "invalid rootfs directory").
+    #[error("invalid rootfs directory: {}", rootfs.display())]
+    BadRootfs {
+        /// The rootfs given.
+        rootfs: PathBuf,
+    },
+    /// The container process does not exist (any more).
+    #[error("container process {pid} not found")]
+    NoProcess {
+        /// Its pid.
+        pid: u32,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A selected device is not known to the driver (an index with no GPU, a missing node).
+    #[error("device error: {what}")]
+    Device {
+        /// What is missing.
+        what: String,
+    },
+    /// Discovery-level error (path resolution inside a root).
+    #[error(transparent)]
+    Driver(#[from] nvc_driver::Error),
+}

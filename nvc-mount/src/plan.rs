@@ -1,0 +1,406 @@
+//! The mount plan: every operation `configure` performs, in upstream's order, as plain data
+//! that can be printed (`--dry-run`), compared and tested without privileges.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use nvc_driver::tables::{Capability, binary_wanted, library_wanted};
+use nvc_driver::{DriverInfo, Gpu};
+
+use crate::{ContainerDirs, Error};
+
+/// How a bind mount is remounted (upstream's per-type flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MountKind {
+    /// Libraries, binaries, firmware: `ro,nosuid,nodev`.
+    File,
+    /// IPC sockets and the MPS directory: `nosuid,nodev,noexec`, writable.
+    Ipc,
+    /// Device nodes: `ro,nosuid,noexec` (the mount is read-only, the device is not).
+    Device,
+    /// `/proc` files and directories of the driver: `ro,nosuid,nodev,noexec`.
+    Proc,
+}
+
+/// Mount attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MountFlags {
+    /// `ro`.
+    pub read_only: bool,
+    /// `nosuid`.
+    pub nosuid: bool,
+    /// `nodev`.
+    pub nodev: bool,
+    /// `noexec`.
+    pub noexec: bool,
+}
+
+impl MountKind {
+    /// The attributes of this kind of mount.
+    #[must_use]
+    pub fn flags(self) -> MountFlags {
+        let f = |read_only, nodev, noexec| MountFlags {
+            read_only,
+            nosuid: true,
+            nodev,
+            noexec,
+        };
+        match self {
+            MountKind::File => f(true, true, false),
+            MountKind::Ipc => f(false, true, true),
+            MountKind::Device => f(true, false, true),
+            MountKind::Proc => f(true, true, true),
+        }
+    }
+}
+
+impl fmt::Display for MountFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = vec![if self.read_only { "ro" } else { "rw" }];
+        for (on, name) in [
+            (self.nosuid, "nosuid"),
+            (self.nodev, "nodev"),
+            (self.noexec, "noexec"),
+        ] {
+            if on {
+                parts.push(name);
+            }
+        }
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// One step of the plan. Container paths are absolute paths inside the container's root;
+/// sources are host paths.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// Mount a tmpfs (`nosuid,nodev,noexec`).
+    Tmpfs {
+        /// Container path.
+        target: PathBuf,
+        /// Mode of its root.
+        mode: u32,
+    },
+    /// Write a file into a tmpfs made by an earlier step.
+    WriteFile {
+        /// Container path.
+        target: PathBuf,
+        /// Contents.
+        contents: Vec<u8>,
+        /// Mode.
+        mode: u32,
+    },
+    /// Bind-mount a host file, directory or node.
+    Bind {
+        /// Host path.
+        source: PathBuf,
+        /// Container path.
+        target: PathBuf,
+        /// Attributes.
+        kind: MountKind,
+    },
+    /// Create a symlink if nothing is there.
+    Symlink {
+        /// Container path of the link.
+        path: PathBuf,
+        /// What it points to.
+        target: PathBuf,
+    },
+    /// Allow the container's device cgroup `c <major>:<minor> rw`.
+    AllowDevice {
+        /// Major.
+        major: u32,
+        /// Minor.
+        minor: u32,
+    },
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Tmpfs { target, mode } => write!(f, "tmpfs {} mode={mode:04o}", target.display()),
+            Op::WriteFile {
+                target,
+                mode,
+                contents,
+            } => {
+                write!(
+                    f,
+                    "write {} mode={mode:04o} ({} bytes)",
+                    target.display(),
+                    contents.len()
+                )
+            }
+            Op::Bind {
+                source,
+                target,
+                kind,
+            } => {
+                write!(
+                    f,
+                    "bind {} {} <- {}",
+                    kind.flags(),
+                    target.display(),
+                    source.display()
+                )
+            }
+            Op::Symlink { path, target } => {
+                write!(f, "symlink {} -> {}", path.display(), target.display())
+            }
+            Op::AllowDevice { major, minor } => write!(f, "cgroup allow c {major}:{minor} rw"),
+        }
+    }
+}
+
+/// What the container asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Driver capabilities (`--compute`, `--utility`, ...).
+    pub capabilities: Vec<Capability>,
+    /// NVML indices of the selected GPUs.
+    pub gpus: Vec<u32>,
+    /// Selected MIG devices (parent index, MIG index).
+    pub migs: Vec<(u32, u32)>,
+    /// Mount the 32-bit libraries too.
+    pub compat32: bool,
+    /// Do not bind device nodes (cgroup rules still apply).
+    pub no_devbind: bool,
+    /// No cgroup rules.
+    pub no_cgroups: bool,
+    /// IMEX channels.
+    pub imex_channels: Vec<u32>,
+}
+
+/// The ordered operations of one `configure`, with what was skipped and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountPlan {
+    /// The operations, in order.
+    pub ops: Vec<Op>,
+    /// Things left out (a missing `/proc` file, ...).
+    pub warnings: Vec<String>,
+}
+
+impl fmt::Display for MountPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for op in &self.ops {
+            writeln!(f, "{op}")?;
+        }
+        Ok(())
+    }
+}
+
+fn host(root: &Path, path: &Path) -> PathBuf {
+    root.join(path.strip_prefix("/").unwrap_or(path))
+}
+
+fn file_name(p: &Path) -> &str {
+    p.file_name().and_then(|n| n.to_str()).unwrap_or_default()
+}
+
+/// `DeviceFileMinor` of a capability file.
+fn cap_minor(text: &str) -> Option<u32> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("DeviceFileMinor:")?.trim().parse().ok())
+}
+
+impl MountPlan {
+    /// Builds the plan for `info` (probed in `driver_root`) and a container with `dirs`,
+    /// in the order of upstream's `nvc_driver_mount`, `nvc_device_mount`, MIG access and
+    /// IMEX mounts. Reads only the driver's `/proc` files under `driver_root`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Device`] for a selected GPU, MIG device or IMEX channel the driver does not
+    /// have.
+    pub fn build(
+        driver_root: &Path,
+        info: &DriverInfo,
+        dirs: &ContainerDirs,
+        opts: &PlanOptions,
+    ) -> Result<Self, Error> {
+        let mut plan = MountPlan::default();
+        let caps = &opts.capabilities;
+        let has = |c| caps.contains(&c);
+        let nv = Path::new("/proc/driver/nvidia");
+
+        // 1. /proc/driver/nvidia: a tmpfs with copies; the driver must not touch device files.
+        plan.ops.push(Op::Tmpfs {
+            target: nv.into(),
+            mode: 0o555,
+        });
+        for name in ["params", "version", "registry"] {
+            match std::fs::read(host(driver_root, &nv.join(name))) {
+                Ok(mut contents) => {
+                    if name == "params" {
+                        let text = String::from_utf8_lossy(&contents)
+                            .replace("ModifyDeviceFiles: 1", "ModifyDeviceFiles: 0");
+                        contents = text.into_bytes();
+                    }
+                    plan.ops.push(Op::WriteFile {
+                        target: nv.join(name),
+                        contents,
+                        mode: 0o444,
+                    });
+                }
+                Err(_) => plan
+                    .warnings
+                    .push(format!("missing file /proc/driver/nvidia/{name}")),
+            }
+        }
+        // 2. The application-profile directory for graphics.
+        if has(Capability::Graphics) || has(Capability::Display) {
+            plan.ops.push(Op::Tmpfs {
+                target: "/etc/nvidia/nvidia-application-profiles-rc.d".into(),
+                mode: 0o555,
+            });
+        }
+        // 3-4. Binaries and libraries, filtered by capability.
+        for bin in info
+            .files
+            .binaries
+            .iter()
+            .filter(|b| binary_wanted(file_name(b), caps))
+        {
+            plan.bind(
+                driver_root,
+                bin,
+                &dirs.bins.join(file_name(bin)),
+                MountKind::File,
+            );
+        }
+        let libs = info.files.libraries.iter().map(|l| (l, &dirs.libs));
+        let libs32 = info.files.libraries32.iter().map(|l| (l, &dirs.libs32));
+        let mut mounted_libs = Vec::new();
+        for (lib, dir) in libs.chain(libs32.filter(|_| opts.compat32)) {
+            if library_wanted(file_name(lib), caps) {
+                let target = dir.join(file_name(lib));
+                plan.bind(driver_root, lib, &target, MountKind::File);
+                mounted_libs.push(target);
+            }
+        }
+        // 5. The development and dispatch links upstream adds next to mounted libraries.
+        for target in &mounted_libs {
+            let name = file_name(target);
+            let dir = target.parent().unwrap_or(Path::new("/"));
+            let link = if name.starts_with("libcuda.so.") {
+                Some(("libcuda.so", "libcuda.so.1".to_owned()))
+            } else if name.starts_with("libGLX_nvidia.so.") {
+                Some(("libGLX_indirect.so.0", name.to_owned()))
+            } else if name.starts_with("libnvidia-opticalflow.so.") {
+                Some((
+                    "libnvidia-opticalflow.so",
+                    "libnvidia-opticalflow.so.1".to_owned(),
+                ))
+            } else {
+                None
+            };
+            if let Some((path, to)) = link {
+                plan.ops.push(Op::Symlink {
+                    path: dir.join(path),
+                    target: to.into(),
+                });
+            }
+        }
+        // 6. Firmware, whatever the capabilities.
+        for fw in &info.files.firmwares {
+            plan.bind(driver_root, fw, fw, MountKind::File);
+        }
+        // 7. IPC: the daemons' sockets with utility, the MPS directory with compute.
+        for ipc in &info.files.ipcs {
+            let socket = ipc.ends_with("socket");
+            if (socket && has(Capability::Utility)) || (!socket && has(Capability::Compute)) {
+                plan.bind(driver_root, ipc, ipc, MountKind::Ipc);
+            }
+        }
+        // 8. Driver-wide devices: uvm only with compute, modeset only with display.
+        for dev in &info.files.devices {
+            let compute_only = dev.major != 195;
+            let display_only = dev.major == 195 && dev.minor == 254;
+            if (compute_only && !has(Capability::Compute))
+                || (display_only && !has(Capability::Display))
+            {
+                continue;
+            }
+            plan.device(driver_root, &dev.path, dev.major, dev.minor, opts);
+        }
+        // 9. Per GPU: its node, its /proc directory, its cgroup rule.
+        for &index in &opts.gpus {
+            let g = gpu(info, index)?;
+            plan.device(
+                driver_root,
+                Path::new(&format!("/dev/nvidia{}", g.minor)),
+                195,
+                g.minor,
+                opts,
+            );
+            let busid = g.bus_id.to_string();
+            let long = nv.join("gpus").join(&busid);
+            let short = nv.join("gpus").join(busid.get(4..).unwrap_or(&busid));
+            let dir = if host(driver_root, &long).exists() {
+                long
+            } else {
+                short
+            };
+            plan.bind(driver_root, &dir, &dir, MountKind::Proc);
+        }
+        // 10. MIG devices: their access files and capability nodes.
+        for &(gpu_index, mig_index) in &opts.migs {
+            let g = gpu(info, gpu_index)?;
+            let m = g
+                .mig_devices
+                .iter()
+                .find(|m| m.index == mig_index)
+                .ok_or_else(|| Error::Device {
+                    what: format!("MIG device {gpu_index}:{mig_index} not found"),
+                })?;
+            for caps_dir in [g.gi_caps_path(m), g.ci_caps_path(m)] {
+                let access = PathBuf::from(caps_dir).join("access");
+                plan.bind(driver_root, &access, &access, MountKind::Proc);
+                let minor = std::fs::read_to_string(host(driver_root, &access))
+                    .ok()
+                    .and_then(|t| cap_minor(&t));
+                if let (Some(major), Some(minor)) = (info.files.caps_major, minor) {
+                    let node = PathBuf::from(format!("/dev/nvidia-caps/nvidia-cap{minor}"));
+                    plan.device(driver_root, &node, major, minor, opts);
+                }
+            }
+        }
+        // 11. IMEX channels.
+        for &channel in &opts.imex_channels {
+            let major = info.files.imex_major.ok_or_else(|| Error::Device {
+                what: format!(
+                    "IMEX channel {channel} not found: no nvidia-caps-imex-channels device"
+                ),
+            })?;
+            let node = PathBuf::from(format!("/dev/nvidia-caps-imex-channels/channel{channel}"));
+            plan.device(driver_root, &node, major, channel, opts);
+        }
+        Ok(plan)
+    }
+
+    fn bind(&mut self, root: &Path, source: &Path, target: &Path, kind: MountKind) {
+        self.ops.push(Op::Bind {
+            source: host(root, source),
+            target: target.into(),
+            kind,
+        });
+    }
+
+    fn device(&mut self, root: &Path, path: &Path, major: u32, minor: u32, opts: &PlanOptions) {
+        if !opts.no_devbind {
+            self.bind(root, path, path, MountKind::Device);
+        }
+        if !opts.no_cgroups {
+            self.ops.push(Op::AllowDevice { major, minor });
+        }
+    }
+}
+
+fn gpu(info: &DriverInfo, index: u32) -> Result<&Gpu, Error> {
+    info.gpus
+        .iter()
+        .find(|g| g.index == index)
+        .ok_or_else(|| Error::Device {
+            what: format!("GPU {index} not found"),
+        })
+}
