@@ -326,3 +326,65 @@ fn mig_config_monitor_and_imex_channels() {
             .starts_with("nvidia-container-cli: mig-monitor error: invalid mig-monitor value")
     );
 }
+
+#[test]
+fn configure_dry_run_prints_the_plan_and_checks_requirements() {
+    let s = Scenario::builtin("single").unwrap();
+    let (dir, _host) = build(&s);
+    let root = dir.path().to_str().unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(rootfs.path().join("etc")).unwrap();
+    std::fs::write(rootfs.path().join("etc/debian_version"), "12\n").unwrap();
+    let rfs = rootfs.path().to_str().unwrap();
+    let out = cli(&[
+        "--root",
+        root,
+        "configure",
+        "--dry-run",
+        "--device=all",
+        "--compute",
+        "--utility",
+        "--require=cuda>=12.0",
+        "--pid=1",
+        rfs,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan = String::from_utf8(out.stdout).unwrap();
+    assert!(plan.starts_with("tmpfs /proc/driver/nvidia mode=0555\n"));
+    assert!(plan.contains(&format!(
+        "bind ro,nosuid,nodev /usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14 <- {root}/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14\n"
+    )));
+    assert!(plan.contains("cgroup allow c 195:0 rw\n"));
+    assert!(!plan.contains("libGLX_nvidia"));
+
+    let out = cli(&[
+        "--root",
+        root,
+        "configure",
+        "--dry-run",
+        "--require=cuda>=13.0",
+        rfs,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stderr).unwrap().starts_with(
+            "nvidia-container-cli: requirement error: unsatisfied condition: cuda>=13.0"
+        )
+    );
+    let out = cli(&["--root", root, "configure", "--dry-run", "/"]);
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "nvidia-container-cli: input error: invalid rootfs directory: /\n"
+    );
+    let out = cli(&["--root", root, "configure", rfs]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("use --dry-run")
+    );
+}

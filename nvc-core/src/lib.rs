@@ -231,28 +231,8 @@ impl Driver {
     ///
     /// [`ErrorKind::Unsatisfied`] with upstream's message, or [`ErrorKind::BadInput`].
     pub fn check(&self, requirement: &str, selection: &Selection) -> Result<(), Error> {
-        let req = Requirement::parse(requirement)?;
-        let base = Facts {
-            cuda: Some(&self.info.cuda_version),
-            driver: Some(&self.info.nvrm_version),
-            ..Facts::default()
-        };
-        let selected: Vec<&Gpu> = self
+        Ok(self
             .info
-            .gpus
-            .iter()
-            .filter(|g| selection.gpus.contains(&g.index))
-            .collect();
-        if selected.is_empty() {
-            return Ok(req.check(&base)?);
-        }
-        for g in selected {
-            req.check(&Facts {
-                arch: Some(&g.architecture),
-                brand: Some(&g.brand),
-                ..base
-            })?;
-        }
-        Ok(())
+            .check_requirement(&Requirement::parse(requirement)?, selection)?)
     }
 }

@@ -15,11 +15,37 @@ pub struct Global {
     pub user: Option<(u32, u32)>,
 }
 
+/// `configure` options.
+#[derive(Debug, Clone, Default)]
+pub struct Configure {
+    pub pid: Option<u32>,
+    pub rootfs: Option<String>,
+    pub devices: Vec<String>,
+    pub requires: Vec<String>,
+    pub capabilities: Vec<nvc_driver::tables::Capability>,
+    pub compat32: bool,
+    pub no_devbind: bool,
+    pub no_cgroups: bool,
+    pub imex_channels: Vec<u32>,
+    pub dry_run: bool,
+}
+
+fn imex(list: &str, into: &mut Vec<u32>) -> Result<(), String> {
+    for id in list.split(',').filter(|t| !t.is_empty()) {
+        into.push(
+            id.parse()
+                .map_err(|_| format!("error parsing IMEX info: invalid channel {id:?}"))?,
+        );
+    }
+    Ok(())
+}
+
 /// The command to run.
 #[derive(Debug, Clone)]
 pub enum Command {
     Info { csv: bool },
     List(List),
+    Configure(Configure),
     Version,
     Help,
 }
@@ -144,7 +170,7 @@ pub fn parse(args: impl Iterator<Item = OsString>) -> Result<(Global, Command), 
             "-h" | "--help" | "-?" => break Command::Help,
             "info" => break Command::Info { csv: false },
             "list" => break Command::List(List::default()),
-            "configure" => return Err("configure is not supported yet".into()),
+            "configure" => break Command::Configure(Configure::default()),
             _ => return Err(format!("unrecognized option or command '{text}'")),
         }
     };
@@ -197,6 +223,37 @@ pub fn parse(args: impl Iterator<Item = OsString>) -> Result<(Global, Command), 
                     (true, true, true, true, true);
             }
             Command::List(l)
+        }
+        Command::Configure(mut c) => {
+            use nvc_driver::tables::Capability::{Compute, Display, Graphics, Ngx, Utility, Video};
+            while let Some(arg) = a.rest.next() {
+                let text = arg.to_string_lossy().into_owned();
+                let (name, inline) = split(&text);
+                match name.as_str() {
+                    "-p" | "--pid" => {
+                        let v = a.value(inline, "--pid")?;
+                        c.pid = Some(v.parse().map_err(|_| format!("invalid pid: {v}"))?);
+                    }
+                    "-d" | "--device" => c.devices.push(a.value(inline, "--device")?),
+                    "-r" | "--require" => c.requires.push(a.value(inline, "--require")?),
+                    "-c" | "--compute" => c.capabilities.push(Compute),
+                    "-u" | "--utility" => c.capabilities.push(Utility),
+                    "-v" | "--video" => c.capabilities.push(Video),
+                    "-g" | "--graphics" => c.capabilities.push(Graphics),
+                    "-D" | "--display" => c.capabilities.push(Display),
+                    "-n" | "--ngx" => c.capabilities.push(Ngx),
+                    "--compat32" => c.compat32 = true,
+                    "--no-devbind" => c.no_devbind = true,
+                    "--no-cgroups" => c.no_cgroups = true,
+                    "--imex-channel" => {
+                        imex(&a.value(inline, "--imex-channel")?, &mut c.imex_channels)?
+                    }
+                    "--dry-run" => c.dry_run = true,
+                    _ if !text.starts_with('-') && c.rootfs.is_none() => c.rootfs = Some(text),
+                    _ => return Err(format!("unrecognized option '{text}'")),
+                }
+            }
+            Command::Configure(c)
         }
         other => other,
     };

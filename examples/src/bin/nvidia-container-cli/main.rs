@@ -8,8 +8,9 @@
 //!
 //! Output and exit codes follow upstream's. Neither command needs root. NVML runs in a helper
 //! process, chrooted into the root and running as `--user` (65534:65534 by default) when
-//! started as root. `configure` and
-//! `--load-kmods` come with the mount engine and say so until then. NVML gets `--nvml-timeout` (or `NVC_NVML_TIMEOUT`) seconds,
+//! started as root. `configure`
+//! prints its mount plan with `--dry-run`; applying it and `--load-kmods` come with the mount
+//! executor and say so until then. NVML gets `--nvml-timeout` (or `NVC_NVML_TIMEOUT`) seconds,
 //! 10 by default; upstream waits 10 s per call and cannot be told otherwise.
 
 mod args;
@@ -26,6 +27,7 @@ const USAGE: &str = "Usage: nvidia-container-cli [OPTION...] COMMAND [ARG...]
 Commands:
   info        Report information about the driver and devices
   list        List driver components
+  configure   Print the mount plan for a container (--dry-run)
 
 Options:
   -l, --ldcache=FILE           Path to the system's DSO cache
@@ -60,6 +62,53 @@ fn probe(global: &Global, list: Option<&List>) -> Result<DriverInfo, String> {
     })
 }
 
+/// `configure`: today only `--dry-run`, which prints the mount plan; applying it comes
+/// with the mount executor.
+fn configure(global: &Global, c: &args::Configure, out: &mut dyn Write) -> Result<(), String> {
+    let rootfs = c.rootfs.as_deref().ok_or("input error: missing ROOTFS")?;
+    let rootfs = std::path::Path::new(rootfs);
+    if !rootfs.is_absolute() || rootfs == std::path::Path::new("/") {
+        return Err(format!(
+            "input error: invalid rootfs directory: {}",
+            rootfs.display()
+        ));
+    }
+    if !c.dry_run {
+        return Err("configure is not supported yet: use --dry-run to print the mount plan".into());
+    }
+    let info = probe(global, None)?;
+    let mut request = nvc_driver::DeviceRequest::default();
+    for d in &c.devices {
+        request.add(d).map_err(|e| format!("device error: {e}"))?;
+    }
+    let selection = if info.gpus.is_empty() {
+        nvc_driver::Selection::default()
+    } else {
+        request
+            .select(&info.gpus)
+            .map_err(|e| format!("device error: {e}"))?
+    };
+    for expr in &c.requires {
+        nvc_driver::Requirement::parse(expr)
+            .and_then(|req| info.check_requirement(&req, &selection))
+            .map_err(|e| format!("requirement error: {e}"))?;
+    }
+    let dirs =
+        nvc_mount::ContainerDirs::detect(rootfs).map_err(|e| format!("container error: {e}"))?;
+    let opts = nvc_mount::PlanOptions {
+        capabilities: c.capabilities.clone(),
+        gpus: selection.gpus,
+        migs: selection.migs,
+        compat32: c.compat32,
+        no_devbind: c.no_devbind,
+        no_cgroups: c.no_cgroups,
+        imex_channels: c.imex_channels.clone(),
+    };
+    let plan = nvc_mount::MountPlan::build(std::path::Path::new(&global.root), &info, &dirs, &opts)
+        .map_err(|e| e.to_string())?;
+    write!(out, "{plan}").map_err(|e| e.to_string())
+}
+
 fn run() -> Result<(), String> {
     let (global, command) =
         args::parse(std::env::args_os().skip(1)).map_err(|e| format!("{e}\n{USAGE}"))?;
@@ -78,6 +127,7 @@ fn run() -> Result<(), String> {
             render::info(&probe(&global, None)?, *csv, &mut out).map_err(|e| e.to_string())?
         }
         Command::List(l) => render::list(&probe(&global, Some(l))?, l, &mut out)?,
+        Command::Configure(c) => configure(&global, c, &mut out)?,
     }
     out.flush().map_err(|e| e.to_string())
 }
