@@ -28,6 +28,16 @@ pub enum Error {
         /// What is missing.
         what: String,
     },
+    /// Entering the container's mount namespace failed.
+    #[error("{step} {}: {errno}", path.display())]
+    Namespace {
+        /// The step (`open`, `unshare(CLONE_FS)`, `setns(CLONE_NEWNS)`).
+        step: &'static str,
+        /// The namespace file.
+        path: PathBuf,
+        /// The OS error.
+        errno: nix::errno::Errno,
+    },
     /// Discovery-level error (path resolution inside a root).
     #[error(transparent)]
     Driver(#[from] nvc_driver::Error),
