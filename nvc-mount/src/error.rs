@@ -38,6 +38,16 @@ pub enum Error {
         /// The OS error.
         errno: nix::errno::Errno,
     },
+    /// An operation of the plan failed (the container was left as it was).
+    #[error("mount error: {op} {}: {errno}", path.display())]
+    Apply {
+        /// The operation.
+        op: &'static str,
+        /// The container (or host source) path.
+        path: PathBuf,
+        /// The OS error.
+        errno: nix::errno::Errno,
+    },
     /// Discovery-level error (path resolution inside a root).
     #[error(transparent)]
     Driver(#[from] nvc_driver::Error),

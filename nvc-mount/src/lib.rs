@@ -10,11 +10,13 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod apply;
 mod container;
 mod error;
 mod ns;
 mod plan;
 
+pub use apply::Mounted;
 pub use container::{Container, ContainerDirs};
 pub use error::Error;
 pub use ns::in_mount_ns;

@@ -1,0 +1,262 @@
+//! Tier c: applying plans to a paused container on a simulated host.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use nix::sys::stat::{major, minor};
+use nvc_driver::tables::Capability::{Compute, Utility};
+use nvc_driver::{DriverOptions, probe_driver};
+use nvc_mount::{Container, MountPlan, Op, PlanOptions};
+use nvc_testkit::{DeviceNodes, Host, Scenario};
+
+struct Paused(Child);
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn paused() -> Option<Paused> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: mounting into a container needs root");
+        return None;
+    }
+    let c = Paused(
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sleep", "60"])
+            .spawn()
+            .ok()?,
+    );
+    let mine = fs::read_link("/proc/self/ns/mnt").unwrap();
+    for _ in 0..200 {
+        if fs::read_link(format!("/proc/{}/ns/mnt", c.0.id())).is_ok_and(|ns| ns != mine) {
+            return Some(c);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!("skipped: cannot start `unshare --mount` here");
+    None
+}
+
+/// The container's mounts under `rootfs`: (path inside the container, options).
+fn mounts(pid: u32, rootfs: &Path) -> Vec<(String, String)> {
+    let prefix = rootfs.to_str().unwrap();
+    fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let inside = f[4].strip_prefix(prefix)?;
+            Some((inside.to_owned(), f[5].to_owned()))
+        })
+        .collect()
+}
+
+/// Every path under `dir`, for "nothing else changed".
+fn tree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if fs::symlink_metadata(&p).unwrap().is_dir() {
+                todo.push(p.clone());
+            }
+            out.push(p.strip_prefix(dir).unwrap().to_path_buf());
+        }
+    }
+    out.sort();
+    out
+}
+
+fn setup() -> Option<(
+    Paused,
+    tempfile::TempDir,
+    Host,
+    tempfile::TempDir,
+    MountPlan,
+    Container,
+)> {
+    let c = paused()?;
+    let hostdir = tempfile::tempdir().unwrap();
+    let host = Host::build(&Scenario::builtin("mig").unwrap(), hostdir.path()).unwrap();
+    if !matches!(host.device_nodes_state(), DeviceNodes::Created) {
+        eprintln!("skipped: no device nodes");
+        return None;
+    }
+    let mut opts = DriverOptions::new(hostdir.path());
+    opts.discover.proc_devices = hostdir.path().join("proc/devices");
+    let info = probe_driver(&opts).unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    fs::create_dir_all(rootfs.path().join("etc")).unwrap();
+    fs::write(rootfs.path().join("etc/debian_version"), "12\n").unwrap();
+    fs::create_dir_all(rootfs.path().join("proc/driver")).unwrap();
+    let container = Container::from_pid(c.0.id(), rootfs.path()).unwrap();
+    let plan = MountPlan::build(
+        hostdir.path(),
+        &info,
+        &container.dirs,
+        &PlanOptions {
+            capabilities: vec![Compute, Utility],
+            gpus: vec![0, 1],
+            migs: vec![(0, 2)],
+            ..PlanOptions::default()
+        },
+    )
+    .unwrap();
+    Some((c, hostdir, host, rootfs, plan, container))
+}
+
+#[test]
+fn every_planned_path_is_mounted_with_its_flags_and_numbers() {
+    let Some((c, _hd, host, rootfs, plan, container)) = setup() else {
+        return;
+    };
+    let pid = c.0.id();
+    let host_mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let done = plan.apply(&container).unwrap();
+    let m = mounts(pid, rootfs.path());
+    let opts_of = |t: &str| {
+        m.iter()
+            .rev()
+            .find(|(p, _)| p == t)
+            .map(|(_, o)| o.clone())
+            .unwrap_or_else(|| panic!("{t} not mounted: {m:?}"))
+    };
+    for op in &plan.ops {
+        match op {
+            Op::Bind { target, kind, .. } => {
+                let o = opts_of(target.to_str().unwrap());
+                let f = kind.flags();
+                assert_eq!(
+                    o.starts_with("ro"),
+                    f.read_only,
+                    "{}: {o}",
+                    target.display()
+                );
+                assert_eq!(o.contains("nosuid"), f.nosuid, "{}: {o}", target.display());
+                assert_eq!(o.contains("nodev"), f.nodev, "{}: {o}", target.display());
+                assert_eq!(o.contains("noexec"), f.noexec, "{}: {o}", target.display());
+            }
+            Op::Tmpfs { target, .. } => {
+                assert!(opts_of(target.to_str().unwrap()).contains("noexec"))
+            }
+            _ => {}
+        }
+    }
+    // Seen from inside the container: the nodes carry the host's numbers, the driver's
+    // params say ModifyDeviceFiles: 0, the libcuda.so link is there.
+    let inside = |p: &str| PathBuf::from(format!("/proc/{pid}/root{}{p}", rootfs.path().display()));
+    let nv0 = fs::metadata(inside("/dev/nvidia0")).unwrap();
+    assert!(nv0.file_type().is_char_device());
+    assert_eq!((major(nv0.rdev()), minor(nv0.rdev())), (195, 0));
+    let uvm = fs::metadata(inside("/dev/nvidia-uvm")).unwrap();
+    assert_eq!(major(uvm.rdev()), u64::from(host.majors().uvm));
+    let params = fs::read_to_string(inside("/proc/driver/nvidia/params")).unwrap();
+    assert!(params.contains("ModifyDeviceFiles: 0"));
+    assert_eq!(
+        fs::read_link(inside("/usr/lib/x86_64-linux-gnu/libcuda.so")).unwrap(),
+        Path::new("libcuda.so.1")
+    );
+    assert!(done.device_rules.contains(&(195, 1)));
+    // The host saw none of it.
+    assert_eq!(
+        fs::read_to_string("/proc/self/mountinfo").unwrap(),
+        host_mounts
+    );
+
+    // A second configure stacks nothing.
+    let again = plan.apply(&container).unwrap();
+    assert!(
+        again.mounts.is_empty() && again.created.is_empty(),
+        "{again:?}"
+    );
+    assert_eq!(mounts(pid, rootfs.path()), m);
+}
+
+#[test]
+fn a_failure_midway_leaves_the_container_as_it_was() {
+    let Some((c, _hd, _host, rootfs, mut plan, container)) = setup() else {
+        return;
+    };
+    let pid = c.0.id();
+    // Fail after many mounts: a source that does not exist.
+    let n = plan.ops.len() * 2 / 3;
+    plan.ops.insert(
+        n,
+        Op::Bind {
+            source: "/nonexistent/libnvidia-broken.so".into(),
+            target: "/usr/lib/x86_64-linux-gnu/libnvidia-broken.so".into(),
+            kind: nvc_mount::MountKind::File,
+        },
+    );
+    let files_before = tree(rootfs.path());
+    let mounts_before = mounts(pid, rootfs.path());
+    let err = plan.apply(&container).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("mount error: stat /nonexistent/libnvidia-broken.so"),
+        "{err}"
+    );
+    assert_eq!(mounts(pid, rootfs.path()), mounts_before);
+    assert_eq!(tree(rootfs.path()), files_before);
+}
+
+#[test]
+fn a_hostile_image_cannot_redirect_mounts_onto_the_host() {
+    let Some((c, _hd, _host, rootfs, plan, container)) = setup() else {
+        return;
+    };
+    let pid = c.0.id();
+    // The image's library and binary dirs point at host directories, absolutely and with `..`.
+    let canary = tempfile::tempdir().unwrap();
+    fs::write(canary.path().join("canary"), b"untouched").unwrap();
+    fs::create_dir_all(rootfs.path().join("usr/lib")).unwrap();
+    symlink(
+        canary.path(),
+        rootfs.path().join("usr/lib/x86_64-linux-gnu"),
+    )
+    .unwrap();
+    let up = "../".repeat(20);
+    symlink(
+        format!("{up}{}", canary.path().display()),
+        rootfs.path().join("usr/bin"),
+    )
+    .unwrap();
+    let host_before = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let canary_before = tree(canary.path());
+    plan.apply(&container).unwrap();
+    // Everything landed inside the rootfs (the links were resolved as if it were /).
+    assert_eq!(tree(canary.path()), canary_before);
+    assert_eq!(
+        fs::read(canary.path().join("canary")).unwrap(),
+        b"untouched"
+    );
+    assert_eq!(
+        fs::read_to_string("/proc/self/mountinfo").unwrap(),
+        host_before
+    );
+    // No mountpoint of the container is under the host's canary directory; they are under
+    // the rootfs (where the links' targets were created).
+    let theirs = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let points: Vec<&str> = theirs.lines().filter_map(|l| l.split(' ').nth(4)).collect();
+    assert!(
+        !points
+            .iter()
+            .any(|p| p.starts_with(canary.path().to_str().unwrap())),
+        "a mount escaped to the canary"
+    );
+    let inside = rootfs.path().join(canary.path().strip_prefix("/").unwrap());
+    assert!(points.contains(&inside.join("libcuda.so.550.54.14").to_str().unwrap()));
+}
