@@ -385,6 +385,80 @@ fn configure_dry_run_prints_the_plan_and_checks_requirements() {
     assert!(
         String::from_utf8(out.stderr)
             .unwrap()
-            .contains("use --dry-run")
+            .contains("pass --no-cgroups")
+    );
+    let out = cli(&["--root", root, "configure", "--no-cgroups", rfs]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("--pid is required")
+    );
+}
+
+#[test]
+fn configure_mounts_into_a_paused_container_under_nvc_sim_run() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: configure needs root");
+        return;
+    }
+    let sim = env!("CARGO_BIN_EXE_nvidia-container-cli").replace("nvidia-container-cli", "nvc-sim");
+    let Ok(mut container) = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sleep", "60"])
+        .spawn()
+    else {
+        eprintln!("skipped: cannot start `unshare --mount`");
+        return;
+    };
+    let pid = container.id();
+    let mine = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    while std::fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|ns| ns == mine) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let s = Scenario::builtin("dgx").unwrap();
+    let (dir, _host) = build(&s);
+    let root = dir.path().to_str().unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(rootfs.path().join("etc")).unwrap();
+    std::fs::write(rootfs.path().join("etc/debian_version"), "12\n").unwrap();
+    let rfs = rootfs.path().to_str().unwrap();
+    let pid_arg = format!("--pid={pid}");
+    let cli_bin = env!("CARGO_BIN_EXE_nvidia-container-cli");
+    let out = Command::new(&sim)
+        .args([
+            "run",
+            root,
+            "--",
+            cli_bin,
+            "--root",
+            root,
+            "configure",
+            "--no-cgroups",
+            "--device=all",
+            "--compute",
+            "--utility",
+            &pid_arg,
+            rfs,
+        ])
+        .output()
+        .unwrap();
+    let ok = out.status.success();
+    let theirs = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+    let _ = container.kill();
+    let _ = container.wait();
+    assert!(ok, "{}", String::from_utf8_lossy(&out.stderr));
+    for n in 0..8 {
+        assert!(
+            theirs.contains(&format!("{rfs}/dev/nvidia{n} ")),
+            "nvidia{n} not mounted"
+        );
+    }
+    assert!(theirs.contains(&format!(
+        "{rfs}/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14 "
+    )));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("ldconfig was not run")
     );
 }

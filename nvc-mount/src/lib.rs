@@ -2,10 +2,9 @@
 //!
 //! Today: the container's facts ([`Container`], [`ContainerDirs`]), the [`MountPlan`] —
 //! every operation of `configure` in upstream's order, as plain data (printable for
-//! `--dry-run`, testable without privileges) — and [`in_mount_ns`], which runs work in the
-//! container's mount namespace on a dedicated thread. To come: the plan's executor (resolving
-//! every path inside the container root and mounting by file descriptor, rolling back on
-//! failure), device cgroup rules (v1
+//! `--dry-run`, testable without privileges) — and [`MountPlan::apply`], which runs it in the
+//! container's mount namespace on a dedicated thread ([`in_mount_ns`]), resolving every path
+//! inside the container root and rolling back on failure. To come: device cgroup rules (v1
 //! `devices.allow`, v2 eBPF), the sandboxed `ldconfig` run and CUDA forward compatibility.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

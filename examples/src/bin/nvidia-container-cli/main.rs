@@ -9,8 +9,9 @@
 //! Output and exit codes follow upstream's. Neither command needs root. NVML runs in a helper
 //! process, chrooted into the root and running as `--user` (65534:65534 by default) when
 //! started as root. `configure`
-//! prints its mount plan with `--dry-run`; applying it and `--load-kmods` come with the mount
-//! executor and say so until then. NVML gets `--nvml-timeout` (or `NVC_NVML_TIMEOUT`) seconds,
+//! mounts the driver into a container (`--pid=PID ROOTFS`, with `--no-cgroups` until device
+//! cgroups land) or prints the plan (`--dry-run`); `--load-kmods` and the container's ldconfig
+//! are not done yet and say so. NVML gets `--nvml-timeout` (or `NVC_NVML_TIMEOUT`) seconds,
 //! 10 by default; upstream waits 10 s per call and cannot be told otherwise.
 
 mod args;
@@ -27,7 +28,7 @@ const USAGE: &str = "Usage: nvidia-container-cli [OPTION...] COMMAND [ARG...]
 Commands:
   info        Report information about the driver and devices
   list        List driver components
-  configure   Print the mount plan for a container (--dry-run)
+  configure   Mount the driver into a container (or print the plan, --dry-run)
 
 Options:
   -l, --ldcache=FILE           Path to the system's DSO cache
@@ -62,8 +63,9 @@ fn probe(global: &Global, list: Option<&List>) -> Result<DriverInfo, String> {
     })
 }
 
-/// `configure`: today only `--dry-run`, which prints the mount plan; applying it comes
-/// with the mount executor.
+/// `configure`: builds the mount plan and prints it (`--dry-run`) or applies it in the
+/// container's mount namespace. Device cgroups and the container's ldconfig are not done yet:
+/// applying needs `--no-cgroups`, and says that ldconfig did not run.
 fn configure(global: &Global, c: &args::Configure, out: &mut dyn Write) -> Result<(), String> {
     let rootfs = c.rootfs.as_deref().ok_or("input error: missing ROOTFS")?;
     let rootfs = std::path::Path::new(rootfs);
@@ -73,9 +75,21 @@ fn configure(global: &Global, c: &args::Configure, out: &mut dyn Write) -> Resul
             rootfs.display()
         ));
     }
-    if !c.dry_run {
-        return Err("configure is not supported yet: use --dry-run to print the mount plan".into());
+    if !c.dry_run && !c.no_cgroups {
+        return Err(
+            "input error: device cgroups are not supported yet: pass --no-cgroups (the runtime's own device rules then apply), or --dry-run"
+                .into(),
+        );
     }
+    let pid = match (c.pid, c.dry_run) {
+        (Some(pid), _) => pid,
+        (None, true) => 0,
+        (None, false) => {
+            return Err(
+                "input error: --pid is required (standalone mode is not supported yet)".into(),
+            );
+        }
+    };
     let info = probe(global, None)?;
     let mut request = nvc_driver::DeviceRequest::default();
     for d in &c.devices {
@@ -106,7 +120,16 @@ fn configure(global: &Global, c: &args::Configure, out: &mut dyn Write) -> Resul
     };
     let plan = nvc_mount::MountPlan::build(std::path::Path::new(&global.root), &info, &dirs, &opts)
         .map_err(|e| e.to_string())?;
-    write!(out, "{plan}").map_err(|e| e.to_string())
+    if c.dry_run {
+        return write!(out, "{plan}").map_err(|e| e.to_string());
+    }
+    let container =
+        nvc_mount::Container::from_pid(pid, rootfs).map_err(|e| format!("container error: {e}"))?;
+    plan.apply(&container).map_err(|e| e.to_string())?;
+    eprintln!(
+        "nvidia-container-cli: warning: the container's ldconfig was not run (not supported yet)"
+    );
+    Ok(())
 }
 
 fn run() -> Result<(), String> {
