@@ -260,3 +260,53 @@ fn a_hostile_image_cannot_redirect_mounts_onto_the_host() {
     let inside = rootfs.path().join(canary.path().strip_prefix("/").unwrap());
     assert!(points.contains(&inside.join("libcuda.so.550.54.14").to_str().unwrap()));
 }
+
+#[test]
+fn proc_dev_and_etc_linked_to_the_host_change_nothing_outside_the_image() {
+    for (name, link) in [
+        ("dev", "/dev".to_owned()),
+        ("proc", "/proc/self/root/proc".to_owned()),
+        ("etc", format!("{}etc", "../".repeat(12))),
+    ] {
+        let Some((c, _hd, _host, rootfs, plan, container)) = setup() else {
+            return;
+        };
+        let pid = c.0.id();
+        let target = rootfs.path().join(name);
+        let _ = fs::remove_dir_all(&target);
+        symlink(&link, &target).unwrap();
+        let host_mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let files_before = tree(rootfs.path());
+        let result = plan.apply(&container);
+        // Whatever the outcome, the host's mount table is untouched and nothing is mounted
+        // outside the rootfs in the container (a mount on the host's /dev/nvidia0 would show
+        // there without the rootfs prefix).
+        eprintln!(
+            "{name} -> {link}: {:?}",
+            result.as_ref().map(|m| m.mounts.len())
+        );
+        assert_eq!(
+            fs::read_to_string("/proc/self/mountinfo").unwrap(),
+            host_mounts,
+            "{name}"
+        );
+        let theirs = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+        let prefix = rootfs.path().to_str().unwrap();
+        let ours: Vec<&str> = theirs
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| {
+                p.starts_with("/dev/nvidia")
+                    || p.starts_with("/proc/driver/nvidia")
+                    || p.contains("x86_64-linux-gnu/lib")
+            })
+            .collect();
+        assert!(
+            ours.iter().all(|p| p.starts_with(prefix)),
+            "{name}: {ours:?}"
+        );
+        if result.is_err() {
+            assert_eq!(tree(rootfs.path()), files_before, "{name}: not rolled back");
+        }
+    }
+}
