@@ -398,23 +398,11 @@ fn configure_dry_run_prints_the_plan_and_checks_requirements() {
 
 #[test]
 fn configure_mounts_into_a_paused_container_under_nvc_sim_run() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: configure needs root");
-        return;
-    }
-    let sim = env!("CARGO_BIN_EXE_nvidia-container-cli").replace("nvidia-container-cli", "nvc-sim");
-    let Ok(mut container) = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sleep", "60"])
-        .spawn()
-    else {
-        eprintln!("skipped: cannot start `unshare --mount`");
+    let Some(container) = nvc_testkit::PausedContainer::start() else {
         return;
     };
-    let pid = container.id();
-    let mine = std::fs::read_link("/proc/self/ns/mnt").unwrap();
-    while std::fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|ns| ns == mine) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let pid = container.pid();
+    let sim = env!("CARGO_BIN_EXE_nvidia-container-cli").replace("nvidia-container-cli", "nvc-sim");
     let s = Scenario::builtin("dgx").unwrap();
     let (dir, _host) = build(&s);
     let root = dir.path().to_str().unwrap();
@@ -442,11 +430,12 @@ fn configure_mounts_into_a_paused_container_under_nvc_sim_run() {
         ])
         .output()
         .unwrap();
-    let ok = out.status.success();
-    let theirs = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
-    let _ = container.kill();
-    let _ = container.wait();
-    assert!(ok, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs = container.mountinfo();
     for n in 0..8 {
         assert!(
             theirs.contains(&format!("{rfs}/dev/nvidia{n} ")),

@@ -9,45 +9,12 @@
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::Duration;
 
 use nix::sys::stat::{major, minor};
 use nvc_driver::tables::Capability::{Compute, Utility};
 use nvc_driver::{DriverOptions, probe_driver};
 use nvc_mount::{Container, MountPlan, Op, PlanOptions};
-use nvc_testkit::{DeviceNodes, Host, Scenario};
-
-struct Paused(Child);
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn paused() -> Option<Paused> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: mounting into a container needs root");
-        return None;
-    }
-    let c = Paused(
-        Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "sleep", "60"])
-            .spawn()
-            .ok()?,
-    );
-    let mine = fs::read_link("/proc/self/ns/mnt").unwrap();
-    for _ in 0..200 {
-        if fs::read_link(format!("/proc/{}/ns/mnt", c.0.id())).is_ok_and(|ns| ns != mine) {
-            return Some(c);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    eprintln!("skipped: cannot start `unshare --mount` here");
-    None
-}
+use nvc_testkit::{DeviceNodes, Host, PausedContainer, Scenario};
 
 /// The container's mounts under `rootfs`: (path inside the container, options).
 fn mounts(pid: u32, rootfs: &Path) -> Vec<(String, String)> {
@@ -81,14 +48,14 @@ fn tree(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn setup() -> Option<(
-    Paused,
+    PausedContainer,
     tempfile::TempDir,
     Host,
     tempfile::TempDir,
     MountPlan,
     Container,
 )> {
-    let c = paused()?;
+    let c = PausedContainer::start()?;
     let hostdir = tempfile::tempdir().unwrap();
     let host = Host::build(&Scenario::builtin("mig").unwrap(), hostdir.path()).unwrap();
     if !matches!(host.device_nodes_state(), DeviceNodes::Created) {
@@ -102,7 +69,7 @@ fn setup() -> Option<(
     fs::create_dir_all(rootfs.path().join("etc")).unwrap();
     fs::write(rootfs.path().join("etc/debian_version"), "12\n").unwrap();
     fs::create_dir_all(rootfs.path().join("proc/driver")).unwrap();
-    let container = Container::from_pid(c.0.id(), rootfs.path()).unwrap();
+    let container = Container::from_pid(c.pid(), rootfs.path()).unwrap();
     let plan = MountPlan::build(
         hostdir.path(),
         &info,
@@ -123,7 +90,7 @@ fn every_planned_path_is_mounted_with_its_flags_and_numbers() {
     let Some((c, _hd, host, rootfs, plan, container)) = setup() else {
         return;
     };
-    let pid = c.0.id();
+    let pid = c.pid();
     let host_mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
     let done = plan.apply(&container).unwrap();
     let m = mounts(pid, rootfs.path());
@@ -190,7 +157,7 @@ fn a_failure_midway_leaves_the_container_as_it_was() {
     let Some((c, _hd, _host, rootfs, mut plan, container)) = setup() else {
         return;
     };
-    let pid = c.0.id();
+    let pid = c.pid();
     // Fail after many mounts: a source that does not exist.
     let n = plan.ops.len() * 2 / 3;
     plan.ops.insert(
@@ -218,7 +185,7 @@ fn a_hostile_image_cannot_redirect_mounts_onto_the_host() {
     let Some((c, _hd, _host, rootfs, plan, container)) = setup() else {
         return;
     };
-    let pid = c.0.id();
+    let pid = c.pid();
     // The image's library and binary dirs point at host directories, absolutely and with `..`.
     let canary = tempfile::tempdir().unwrap();
     fs::write(canary.path().join("canary"), b"untouched").unwrap();
@@ -271,7 +238,7 @@ fn proc_dev_and_etc_linked_to_the_host_change_nothing_outside_the_image() {
         let Some((c, _hd, _host, rootfs, plan, container)) = setup() else {
             return;
         };
-        let pid = c.0.id();
+        let pid = c.pid();
         let target = rootfs.path().join(name);
         let _ = fs::remove_dir_all(&target);
         symlink(&link, &target).unwrap();

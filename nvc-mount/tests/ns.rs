@@ -8,49 +8,17 @@
 )]
 
 use std::fs;
-use std::process::{Child, Command};
-use std::time::Duration;
 
 use nix::mount::{MsFlags, mount};
 use nvc_mount::{Error, in_mount_ns};
-
-/// A paused "container": `sleep` in its own private mount namespace, killed on drop.
-struct Paused(Child);
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn paused_container() -> Option<Paused> {
-    let child = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sleep", "60"])
-        .spawn()
-        .ok()?;
-    let c = Paused(child);
-    let mine = fs::read_link("/proc/self/ns/mnt").unwrap();
-    for _ in 0..200 {
-        if fs::read_link(format!("/proc/{}/ns/mnt", c.0.id())).is_ok_and(|ns| ns != mine) {
-            return Some(c);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
+use nvc_testkit::PausedContainer;
 
 #[test]
 fn concurrent_callers_mount_in_the_container_only() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: entering another mount namespace needs root");
-        return;
-    }
-    let Some(container) = paused_container() else {
-        eprintln!("skipped: cannot start `unshare --mount` here");
+    let Some(container) = PausedContainer::start() else {
         return;
     };
-    let pid = container.0.id();
+    let pid = container.pid();
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let before = fs::read_to_string("/proc/self/mountinfo").unwrap();
     let cwd = std::env::current_dir().unwrap();
@@ -77,7 +45,7 @@ fn concurrent_callers_mount_in_the_container_only() {
     });
     assert_eq!(fs::read_to_string("/proc/self/mountinfo").unwrap(), before);
     assert_eq!(std::env::current_dir().unwrap(), cwd);
-    let theirs = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let theirs = container.mountinfo();
     for d in &dirs {
         assert!(
             theirs.contains(d.path().to_str().unwrap()),

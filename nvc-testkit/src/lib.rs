@@ -19,6 +19,7 @@
 
 pub mod driver_files;
 mod host;
+mod paused;
 pub mod procfs;
 mod scenario;
 pub mod sim_ns;
@@ -27,6 +28,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use host::{DeviceNode, DeviceNodes, Host};
+pub use paused::PausedContainer;
 pub use scenario::{BUILTIN, Files, Gpu, MigDevice, NvmlFaults, PciAddress, Scenario};
 
 /// The fake `libnvidia-ml.so.1` built from `fake-nvml/nvml.rs` by the build script.
