@@ -70,15 +70,7 @@ pub fn host_cache_with_nvidia() -> Option<Vec<u8>> {
     let cache = nvc_ldcache::LdCache::parse(&bytes).ok()?;
     let mut entries = nvidia_entries();
     for e in cache.entries() {
-        let e = e.ok()?;
-        entries.push(CacheEntry {
-            soname: e.soname().as_encoded_bytes().to_vec(),
-            path: e.path().as_os_str().as_encoded_bytes().to_vec(),
-            flags: e.flags(),
-            osversion: e.osversion(),
-            hwcap: e.hwcap(),
-            hwcaps_subdir: e.hwcaps_subdir().map(|d| d.as_encoded_bytes().to_vec()),
-        });
+        entries.push(CacheEntry::from(e.ok()?));
     }
     entries.sort_by(|a, b| b.soname.cmp(&a.soname));
     Some(write_cache(&entries, Format::New, cache.generator()))

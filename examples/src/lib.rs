@@ -48,6 +48,24 @@ pub mod render {
         pub imex_channels: Vec<u32>,
     }
 
+    /// Resolves `--device` lists against the GPUs, as upstream: only when there are GPUs.
+    ///
+    /// # Errors
+    ///
+    /// `device error: ...` naming a token that is no device.
+    pub fn select(info: &DriverInfo, devices: &[String]) -> Result<Selection, String> {
+        let mut request = DeviceRequest::default();
+        for d in devices {
+            request.add(d).map_err(|e| format!("device error: {e}"))?;
+        }
+        if info.gpus.is_empty() {
+            return Ok(Selection::default());
+        }
+        request
+            .select(&info.gpus)
+            .map_err(|e| format!("device error: {e}"))
+    }
+
     /// Prints `info` (text, or CSV with `csv`).
     ///
     /// # Errors
@@ -111,17 +129,7 @@ pub mod render {
     /// a bad `--mig-config`/`--mig-monitor` (`mig-config error: ...`), or the writer's error.
     pub fn list(info: &DriverInfo, l: &List, out: &mut dyn Write) -> Result<(), String> {
         let mut lines: Vec<String> = Vec::new();
-        let mut request = DeviceRequest::default();
-        for d in &l.devices {
-            request.add(d).map_err(|e| format!("device error: {e}"))?;
-        }
-        let selection = if info.gpus.is_empty() {
-            Selection::default()
-        } else {
-            request
-                .select(&info.gpus)
-                .map_err(|e| format!("device error: {e}"))?
-        };
+        let selection = select(info, &l.devices)?;
         let access = |option: &'static str, value: &Option<String>| match value {
             Some(v) => select_mig_access(option, v, &selection, &info.gpus)
                 .map(Some)

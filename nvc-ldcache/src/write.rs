@@ -40,6 +40,22 @@ impl CacheEntry {
     }
 }
 
+/// An owned copy of a parsed entry, ready to be written again (the hwcap of a
+/// glibc-hwcaps entry is recomputed by the writer, so it is dropped here).
+impl From<crate::Entry<'_>> for CacheEntry {
+    fn from(e: crate::Entry<'_>) -> Self {
+        let subdir = e.hwcaps_subdir().map(|d| d.as_encoded_bytes().to_vec());
+        CacheEntry {
+            soname: e.soname().as_encoded_bytes().to_vec(),
+            path: e.path().as_os_str().as_encoded_bytes().to_vec(),
+            flags: e.flags(),
+            osversion: e.osversion(),
+            hwcap: if subdir.is_some() { 0 } else { e.hwcap() },
+            hwcaps_subdir: subdir,
+        }
+    }
+}
+
 /// Deduplicating NUL-terminated string table.
 #[derive(Default)]
 struct Strings {

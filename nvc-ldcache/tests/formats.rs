@@ -45,21 +45,7 @@ fn sample() -> Vec<CacheEntry> {
 fn owned(cache: &LdCache<'_>) -> Vec<CacheEntry> {
     cache
         .entries()
-        .map(|e| {
-            let e = e.unwrap();
-            CacheEntry {
-                soname: e.soname().as_encoded_bytes().to_vec(),
-                path: e.path().as_os_str().as_encoded_bytes().to_vec(),
-                flags: e.flags(),
-                osversion: e.osversion(),
-                hwcap: if e.hwcaps_subdir().is_some() {
-                    0
-                } else {
-                    e.hwcap()
-                },
-                hwcaps_subdir: e.hwcaps_subdir().map(|d| d.as_encoded_bytes().to_vec()),
-            }
-        })
+        .map(|e| CacheEntry::from(e.unwrap()))
         .collect()
 }
 

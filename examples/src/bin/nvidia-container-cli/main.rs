@@ -91,17 +91,7 @@ fn configure(global: &Global, c: &args::Configure, out: &mut dyn Write) -> Resul
         }
     };
     let info = probe(global, None)?;
-    let mut request = nvc_driver::DeviceRequest::default();
-    for d in &c.devices {
-        request.add(d).map_err(|e| format!("device error: {e}"))?;
-    }
-    let selection = if info.gpus.is_empty() {
-        nvc_driver::Selection::default()
-    } else {
-        request
-            .select(&info.gpus)
-            .map_err(|e| format!("device error: {e}"))?
-    };
+    let selection = render::select(&info, &c.devices)?;
     for expr in &c.requires {
         nvc_driver::Requirement::parse(expr)
             .and_then(|req| info.check_requirement(&req, &selection))
