@@ -15,7 +15,7 @@ use crate::tables::{
     COMPUTE_BINS, FABRICMANAGER_SOCKET, FALLBACK_LIB_DIRS, FALLBACK_LIB32_DIRS, LEGACY_GL_LIBS,
     MPS_PIPE_DIR, PERSISTENCED_SOCKET, UTILITY_BINS, library_prefixes,
 };
-use crate::{Error, resolve_in_root};
+use crate::{Error, host_path, resolve_in_root};
 
 /// What to look for, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +126,47 @@ impl DriverFiles {
 /// [`Error::Ldcache`] for a cache that exists but cannot be read or parsed (a corrupt cache
 /// is an error, not an empty result), [`Error::Resolve`] for an I/O error inside the root.
 pub fn discover_files(opts: &DiscoverOptions, version: &str) -> Result<DriverFiles, Error> {
+    discover_files_with(opts, version, RootCache::load(opts)?.as_ref())
+}
+
+/// The driver root's `ld.so.cache`, read once per probe.
+#[derive(Debug)]
+pub(crate) struct RootCache {
+    /// Its host path.
+    host: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl RootCache {
+    /// Reads the cache of the root, or `None` when the root has none.
+    pub(crate) fn load(opts: &DiscoverOptions) -> Result<Option<Self>, Error> {
+        let Some(cache) = resolve_in_root(&opts.root, &opts.ldcache)? else {
+            return Ok(None);
+        };
+        let host = host_path(&opts.root, &cache);
+        let bytes = nvc_ldcache::read(&host).map_err(|source| Error::Ldcache { source })?;
+        Ok(Some(RootCache { host, bytes }))
+    }
+
+    /// The parsed cache; errors name the file.
+    pub(crate) fn parse(&self) -> Result<LdCache<'_>, Error> {
+        LdCache::parse(&self.bytes).map_err(|e| self.named(e))
+    }
+
+    /// `e` with this cache's path.
+    pub(crate) fn named(&self, e: nvc_ldcache::Error) -> Error {
+        Error::Ldcache {
+            source: e.in_file(&self.host),
+        }
+    }
+}
+
+/// [`discover_files`] with the root's cache already read.
+pub(crate) fn discover_files_with(
+    opts: &DiscoverOptions,
+    version: &str,
+    cache: Option<&RootCache>,
+) -> Result<DriverFiles, Error> {
     let mut files = DriverFiles::default();
     let prefixes = library_prefixes(opts.glvnd);
     let arches: Vec<(Arch, &[&str], &str)> = [
@@ -135,10 +176,9 @@ pub fn discover_files(opts: &DiscoverOptions, version: &str) -> Result<DriverFil
     .into_iter()
     .flatten()
     .collect();
-    let cache_path = resolve_in_root(&opts.root, &opts.ldcache)?;
-    files.from_ldcache = cache_path.is_some();
+    files.from_ldcache = cache.is_some();
     for (i, (arch, fallback, what)) in arches.into_iter().enumerate() {
-        let found = match &cache_path {
+        let found = match cache {
             Some(cache) => {
                 from_ldcache(opts, cache, arch, &prefixes, version, &mut files.warnings)?
             }
@@ -185,7 +225,7 @@ fn acceptable(
     if !needs_elf {
         return Ok(true);
     }
-    let host = opts.root.join(real.strip_prefix("/").unwrap_or(real));
+    let host = host_path(&opts.root, real);
     let info = ElfInfo::read(&host).map_err(|source| Error::Elf { source })?;
     Ok(if prefix == "libnvidia-tls.so" {
         info.abi_tag == Some([0, 2, 3, 99])
@@ -198,17 +238,13 @@ fn acceptable(
 
 fn from_ldcache(
     opts: &DiscoverOptions,
-    cache: &Path,
+    cache: &RootCache,
     arch: Arch,
     prefixes: &[&str],
     version: &str,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<Option<PathBuf>>, Error> {
-    let host = opts.root.join(cache.strip_prefix("/").unwrap_or(cache));
-    let bytes = nvc_ldcache::read(&host).map_err(|source| Error::Ldcache { source })?;
-    let parsed = LdCache::parse(&bytes).map_err(|e| Error::Ldcache {
-        source: e.in_file(&host),
-    })?;
+    let parsed = cache.parse()?;
     let set = PrefixSet::new(prefixes);
     let mut real: Vec<Option<PathBuf>> = vec![None; set.len()];
     parsed
@@ -230,9 +266,7 @@ fn from_ldcache(
             Ok::<_, Error>(true)
         })
         .map_err(|e| match e {
-            Error::Ldcache { source } => Error::Ldcache {
-                source: source.in_file(&host),
-            },
+            Error::Ldcache { source } => cache.named(source),
             other => other,
         })?;
     Ok(real)
@@ -252,7 +286,7 @@ fn from_dirs(
         let Some(dir) = resolve_in_root(&opts.root, Path::new(dir))? else {
             continue;
         };
-        let host_dir = opts.root.join(dir.strip_prefix("/").unwrap_or(&dir));
+        let host_dir = host_path(&opts.root, &dir);
         let Ok(entries) = fs::read_dir(&host_dir) else {
             continue;
         };
@@ -271,7 +305,7 @@ fn from_dirs(
                 let Some(real) = resolve_in_root(&opts.root, &dir.join(name))? else {
                     continue;
                 };
-                let host = opts.root.join(real.strip_prefix("/").unwrap_or(&real));
+                let host = host_path(&opts.root, &real);
                 let right_arch =
                     ElfInfo::read(&host).ok().and_then(|i| i.cache_arch()) == Some(arch);
                 if right_arch && acceptable(opts, prefix, &real, version)? {
@@ -308,7 +342,7 @@ fn binaries(opts: &DiscoverOptions, warnings: &mut Vec<String>) -> Result<Vec<Pa
         let mut hit = None;
         for dir in &dirs {
             if let Some(real) = resolve_in_root(&opts.root, &Path::new(dir).join(name))? {
-                let host = opts.root.join(real.strip_prefix("/").unwrap_or(&real));
+                let host = host_path(&opts.root, &real);
                 if host.is_file() {
                     hit = Some(Path::new(dir).join(name));
                     break;
@@ -368,7 +402,7 @@ fn firmwares(
     }
     let canonical = PathBuf::from(format!("/lib/firmware/nvidia/{version}"));
     let mut out: Vec<PathBuf> = match resolve_in_root(&opts.root, &canonical)? {
-        Some(dir) => fs::read_dir(opts.root.join(dir.strip_prefix("/").unwrap_or(&dir)))
+        Some(dir) => fs::read_dir(host_path(&opts.root, &dir))
             .map(|entries| {
                 entries
                     .filter_map(Result::ok)
@@ -387,13 +421,12 @@ fn firmwares(
     Ok(out)
 }
 
-/// `gnu_dev_major` / `gnu_dev_minor`.
+/// `rdev` split as glibc's `gnu_dev_major`/`gnu_dev_minor` (nix's `major`/`minor`).
 fn split_dev(rdev: u64) -> (u32, u32) {
-    let major = ((rdev >> 32) & 0xffff_f000) | ((rdev >> 8) & 0x0fff);
-    let minor = ((rdev >> 12) & 0xffff_ff00) | (rdev & 0xff);
+    let part = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
     (
-        u32::try_from(major).unwrap_or(u32::MAX),
-        u32::try_from(minor).unwrap_or(u32::MAX),
+        part(nix::sys::stat::major(rdev)),
+        part(nix::sys::stat::minor(rdev)),
     )
 }
 
@@ -409,9 +442,7 @@ fn devices(opts: &DiscoverOptions, warnings: &mut Vec<String>) -> Result<Vec<Dev
         "/dev/nvidia-modeset",
     ] {
         let node = resolve_in_root(&opts.root, Path::new(path))?
-            .and_then(|real| {
-                fs::metadata(opts.root.join(real.strip_prefix("/").unwrap_or(&real))).ok()
-            })
+            .and_then(|real| fs::metadata(host_path(&opts.root, &real)).ok())
             .filter(|m| m.file_type().is_char_device());
         match node {
             Some(meta) => {

@@ -3,11 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nvc_ldcache::{Arch, LdCache};
+use nvc_ldcache::Arch;
 
+use crate::discover::{RootCache, discover_files_with};
 use crate::nvml::{self, DEFAULT_TIMEOUT};
 use crate::tables::FALLBACK_LIB_DIRS;
-use crate::{DiscoverOptions, DriverFiles, Error, Gpu, discover_files, resolve_in_root};
+use crate::{DiscoverOptions, DriverFiles, Error, Gpu, resolve_in_root};
 
 /// Everything discovery learns about the host's driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,14 +56,18 @@ impl DriverOptions {
 /// [`Error::Nvml`] (`nvmlInit`) when the library is nowhere, [`Error::Ldcache`] for a
 /// corrupt cache.
 pub fn find_nvml(opts: &DiscoverOptions) -> Result<PathBuf, Error> {
+    find_nvml_with(opts, RootCache::load(opts)?.as_ref())
+}
+
+/// [`find_nvml`] with the root's cache already read.
+fn find_nvml_with(opts: &DiscoverOptions, cache: Option<&RootCache>) -> Result<PathBuf, Error> {
     const SONAME: &str = "libnvidia-ml.so.1";
-    if let Some(cache) = resolve_in_root(&opts.root, &opts.ldcache)? {
-        let host = opts.root.join(cache.strip_prefix("/").unwrap_or(&cache));
-        let bytes = nvc_ldcache::read(&host)?;
-        let parsed = LdCache::parse(&bytes).map_err(|e| e.in_file(&host))?;
-        if let Some(entry) = parsed
+    if let Some(cache) = cache {
+        let found = cache
+            .parse()?
             .find(SONAME.as_bytes(), Arch::native())
-            .map_err(|e| e.in_file(&host))?
+            .map_err(|e| cache.named(e))?;
+        if let Some(entry) = found
             && let Some(real) = resolve_in_root(&opts.root, entry.path())?
         {
             return Ok(real);
@@ -83,12 +88,14 @@ pub fn find_nvml(opts: &DiscoverOptions) -> Result<PathBuf, Error> {
 ///
 /// # Errors
 ///
-/// NVML's failure or timeout, or a discovery error (see [`discover_files`]).
+/// NVML's failure or timeout, or a discovery error (see [`crate::discover_files`]).
 pub fn probe_driver(opts: &DriverOptions) -> Result<DriverInfo, Error> {
     let root = &opts.discover.root;
-    let nvml_library = find_nvml(&opts.discover)?;
+    // The root's cache is read once, for NVML's library and for discovery.
+    let cache = RootCache::load(&opts.discover)?;
+    let nvml_library = find_nvml_with(&opts.discover, cache.as_ref())?;
     let facts = nvml::probe(root, &nvml_library, opts.nvml_identity, opts.nvml_timeout)?;
-    let files = discover_files(&opts.discover, &facts.nvrm_version)?;
+    let files = discover_files_with(&opts.discover, &facts.nvrm_version, cache.as_ref())?;
     Ok(DriverInfo {
         nvrm_version: facts.nvrm_version,
         cuda_version: facts.cuda_version,

@@ -33,5 +33,5 @@ pub use driver::{DriverInfo, DriverOptions, find_nvml, probe_driver};
 pub use error::Error;
 pub use gpu::{CAPS_DIR, Gpu, MigDevice, PciBusId};
 pub use require::{Facts, Requirement};
-pub use root::resolve_in_root;
+pub use root::{host_path, resolve_in_root};
 pub use select::{DeviceRequest, DeviceSpec, Selection, select_mig_access};

@@ -17,7 +17,7 @@ use std::time::Duration;
 use nvml_wrapper::Nvml;
 use nvml_wrapper::error::NvmlError;
 
-use crate::{Error, Gpu, MigDevice, PciBusId};
+use crate::{Error, Gpu, MigDevice, PciBusId, host_path};
 
 /// The default NVML timeout (upstream's per-call RPC timeout).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -188,7 +188,7 @@ fn confine(
         message: format!("NVML helper: {what}: {e}"),
     };
     if !geteuid().is_root() {
-        return Ok(root.join(library.strip_prefix("/").unwrap_or(library)));
+        return Ok(host_path(root, library));
     }
     let lib = if root == Path::new("/") {
         library.to_path_buf()

@@ -66,6 +66,13 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> Result<Option<PathBuf>, Erro
     Ok(Some(join(Path::new("/"), &done)))
 }
 
+/// The host path of `path`, a path inside `root` (`/usr/lib` in root `/run/driver` is
+/// `/run/driver/usr/lib`). Only for paths already resolved with [`resolve_in_root`].
+#[must_use]
+pub fn host_path(root: &Path, path: &Path) -> PathBuf {
+    root.join(path.strip_prefix("/").unwrap_or(path))
+}
+
 /// The components of a path, reversed (so that `pop` yields the first).
 fn components(path: &[u8]) -> Vec<Vec<u8>> {
     let mut parts: Vec<Vec<u8>> = Path::new(OsStr::from_bytes(path))

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use nvc_driver::tables::{Capability, binary_wanted, library_wanted};
-use nvc_driver::{DriverInfo, Gpu};
+use nvc_driver::{DriverInfo, Gpu, host_path};
 
 use crate::{ContainerDirs, Error};
 
@@ -189,10 +189,6 @@ impl fmt::Display for MountPlan {
     }
 }
 
-fn host(root: &Path, path: &Path) -> PathBuf {
-    root.join(path.strip_prefix("/").unwrap_or(path))
-}
-
 fn file_name(p: &Path) -> &str {
     p.file_name().and_then(|n| n.to_str()).unwrap_or_default()
 }
@@ -229,7 +225,7 @@ impl MountPlan {
             mode: 0o555,
         });
         for name in ["params", "version", "registry"] {
-            match std::fs::read(host(driver_root, &nv.join(name))) {
+            match std::fs::read(host_path(driver_root, &nv.join(name))) {
                 Ok(mut contents) => {
                     if name == "params" {
                         let text = String::from_utf8_lossy(&contents)
@@ -336,7 +332,7 @@ impl MountPlan {
             let busid = g.bus_id.to_string();
             let long = nv.join("gpus").join(&busid);
             let short = nv.join("gpus").join(busid.get(4..).unwrap_or(&busid));
-            let dir = if host(driver_root, &long).exists() {
+            let dir = if host_path(driver_root, &long).exists() {
                 long
             } else {
                 short
@@ -356,7 +352,7 @@ impl MountPlan {
             for caps_dir in [g.gi_caps_path(m), g.ci_caps_path(m)] {
                 let access = PathBuf::from(caps_dir).join("access");
                 plan.bind(driver_root, &access, &access, MountKind::Proc);
-                let minor = std::fs::read_to_string(host(driver_root, &access))
+                let minor = std::fs::read_to_string(host_path(driver_root, &access))
                     .ok()
                     .and_then(|t| cap_minor(&t));
                 if let (Some(major), Some(minor)) = (info.files.caps_major, minor) {
@@ -380,7 +376,7 @@ impl MountPlan {
 
     fn bind(&mut self, root: &Path, source: &Path, target: &Path, kind: MountKind) {
         self.ops.push(Op::Bind {
-            source: host(root, source),
+            source: host_path(root, source),
             target: target.into(),
             kind,
         });
