@@ -25,6 +25,14 @@ pub fn char_major(text: &str, name: &str) -> Option<u32> {
         })
 }
 
+/// The `DeviceFileMinor` of a capability file (`.../mig/gi1/access`, `mig/config`): the minor
+/// of its `/dev/nvidia-caps/nvidia-cap<N>` node.
+#[must_use]
+pub fn cap_device_minor(text: &str) -> Option<u32> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("DeviceFileMinor:")?.trim().parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,6 +47,14 @@ mod tests {
         assert_eq!(nvrm_version(open), Some("570.86.15"));
         assert_eq!(nvrm_version(""), None);
         assert_eq!(nvrm_version("NVRM version: garbage"), None);
+    }
+
+    #[test]
+    fn capability_files_name_their_minor() {
+        let text = "DeviceFileMinor: 21\nDeviceFileMode: 256\nDeviceFileModify: 1\n";
+        assert_eq!(cap_device_minor(text), Some(21));
+        assert_eq!(cap_device_minor("DeviceFileMode: 256\n"), None);
+        assert_eq!(cap_device_minor("DeviceFileMinor: x\n"), None);
     }
 
     #[test]

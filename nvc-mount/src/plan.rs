@@ -193,12 +193,6 @@ fn file_name(p: &Path) -> &str {
     p.file_name().and_then(|n| n.to_str()).unwrap_or_default()
 }
 
-/// `DeviceFileMinor` of a capability file.
-fn cap_minor(text: &str) -> Option<u32> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("DeviceFileMinor:")?.trim().parse().ok())
-}
-
 impl MountPlan {
     /// Builds the plan for `info` (probed in `driver_root`) and a container with `dirs`,
     /// in the order of upstream's `nvc_driver_mount`, `nvc_device_mount`, MIG access and
@@ -354,7 +348,7 @@ impl MountPlan {
                 plan.bind(driver_root, &access, &access, MountKind::Proc);
                 let minor = std::fs::read_to_string(host_path(driver_root, &access))
                     .ok()
-                    .and_then(|t| cap_minor(&t));
+                    .and_then(|t| nvc_driver::procfs::cap_device_minor(&t));
                 if let (Some(major), Some(minor)) = (info.files.caps_major, minor) {
                     let node = PathBuf::from(format!("/dev/nvidia-caps/nvidia-cap{minor}"));
                     plan.device(driver_root, &node, major, minor, opts);
