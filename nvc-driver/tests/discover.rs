@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use nvc_driver::tables::library_prefixes;
 use nvc_driver::{DiscoverOptions, DriverFiles, Error, discover_files};
-use nvc_testkit::driver_files::{LIB32_DIR, LIB64_DIR, LIBRARIES, Part};
+use nvc_testkit::driver_files::{LIB32_DIR, LIB64_DIR, LIBRARIES};
 use nvc_testkit::{DeviceNodes, Host, Scenario};
 
 fn build(name: &str) -> (tempfile::TempDir, Host) {
@@ -37,11 +37,7 @@ fn expected_libs(s: &Scenario, dir: &str, lib32: bool) -> Vec<PathBuf> {
             let lib = LIBRARIES
                 .iter()
                 .find(|l| format!("{}.so", l.stem) == *prefix)?;
-            let installed = match lib.part {
-                Part::Core => true,
-                Part::Graphics => s.files.graphics,
-                Part::Fabric => s.files.fabricmanager,
-            };
+            let installed = s.files.installs(lib.part);
             (installed && (!lib32 || (lib.lib32 && s.files.lib32))).then(|| {
                 Path::new("/")
                     .join(dir)

@@ -11,7 +11,7 @@ use nix::errno::Errno;
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 use nvc_ldcache::elf::{Class, SharedObject, write_shared_object};
 
-use crate::driver_files::{BINARIES, FIRMWARE, LIB32_DIR, LIB64_DIR, LIBRARIES, Part};
+use crate::driver_files::{BINARIES, FIRMWARE, LIB32_DIR, LIB64_DIR, LIBRARIES};
 use crate::procfs::{self, CAP_CONFIG, CAP_MONITOR, Majors, NVIDIA_MAJOR};
 use crate::{Error, Scenario};
 
@@ -107,14 +107,6 @@ impl Host {
         self.root.join(rel)
     }
 
-    fn part_installed(&self, part: Part) -> bool {
-        match part {
-            Part::Core => true,
-            Part::Graphics => self.scenario.files.graphics,
-            Part::Fabric => self.scenario.files.fabricmanager,
-        }
-    }
-
     fn libraries(&self) -> Result<(), Error> {
         let version = &self.scenario.driver_version;
         let mut dirs = vec![(Class::Elf64, LIB64_DIR)];
@@ -124,7 +116,10 @@ impl Host {
         for (class, dir) in dirs {
             let dir = self.path(dir);
             mkdir(&dir)?;
-            for lib in LIBRARIES.iter().filter(|l| self.part_installed(l.part)) {
+            for lib in LIBRARIES
+                .iter()
+                .filter(|l| self.scenario.files.installs(l.part))
+            {
                 if class == Class::Elf32 && !lib.lib32 {
                     continue;
                 }
@@ -171,7 +166,7 @@ impl Host {
         let dir = self.path("usr/bin");
         mkdir(&dir)?;
         for (name, part) in BINARIES {
-            if !self.part_installed(*part) {
+            if !self.scenario.files.installs(*part) {
                 continue;
             }
             let path = dir.join(name);

@@ -78,6 +78,19 @@ pub struct Files {
     pub nvml: bool,
 }
 
+impl Files {
+    /// Whether this install has `part` of the driver.
+    #[must_use]
+    pub fn installs(&self, part: crate::driver_files::Part) -> bool {
+        use crate::driver_files::Part;
+        match part {
+            Part::Core => true,
+            Part::Graphics => self.graphics,
+            Part::Fabric => self.fabricmanager,
+        }
+    }
+}
+
 /// How the fake NVML misbehaves, for the error paths of driver discovery.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct NvmlFaults {

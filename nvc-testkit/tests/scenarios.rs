@@ -36,11 +36,7 @@ fn expected(s: &Scenario, class: Class) -> BTreeSet<(String, String)> {
     };
     let mut set = BTreeSet::new();
     for lib in LIBRARIES {
-        let installed = match lib.part {
-            Part::Core => true,
-            Part::Graphics => s.files.graphics,
-            Part::Fabric => s.files.fabricmanager,
-        };
+        let installed = s.files.installs(lib.part);
         if !installed || (class == Class::Elf32 && !(lib.lib32 && s.files.lib32)) {
             continue;
         }
