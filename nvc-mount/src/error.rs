@@ -48,6 +48,14 @@ pub enum Error {
         /// The OS error.
         errno: nix::errno::Errno,
     },
+    /// Finding or changing the container's device cgroup failed.
+    #[error("cgroup error: {}: {what}", path.display())]
+    Cgroup {
+        /// The cgroup file or directory.
+        path: PathBuf,
+        /// What went wrong (with the errno or the verifier log).
+        what: String,
+    },
     /// Discovery-level error (path resolution inside a root).
     #[error(transparent)]
     Driver(#[from] nvc_driver::Error),

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 mod apply;
+pub mod cgroup;
 mod container;
 mod error;
 mod ns;

@@ -1,26 +1,34 @@
-//! Every `unsafe` line of the nvc workspace.
+//! Every `unsafe` line of the nvc workspace, behind safe, typed functions.
 //!
-//! Today: [`fork_with_pipe`], the process split behind upstream's isolated NVML service. To
-//! come: one safe function per Linux syscall that `nix` does not cover (`open_tree`,
-//! `move_mount`, `mount_setattr`, `pidfd_open`, `setns` by fd, `bpf(2)`, seccomp,
-//! `memfd_create` + `fexecve`) and the capability calls, each with typed inputs, `OwnedFd`
-//! outputs and an error that names the syscall, its salient arguments and the `errno`.
-//! Every other nvc crate is `#![forbid(unsafe_code)]` (nvc-driver allows its one NVML call).
+//! - [`fork_with_pipe`]: the process split behind upstream's isolated NVML service.
+//! - [`bpf`]: the `bpf(2)` calls of cgroup v2 device control (load with the verifier log,
+//!   query, fetch by id, read instructions back, attach/replace, detach).
+//! - [`seccomp`]: an allow-list filter.
+//! - [`confine`]: running one program in new pid/IPC/mount namespaces under a new root, with
+//!   masked kernel filesystems, rlimits, no capabilities, another identity, no-new-privs and
+//!   seccomp (upstream's `ldconfig` sandbox).
+//! - [`pidfd_open`]: a process handle that cannot be confused with a reused pid.
+//!
+//! Each error names the syscall or step and the `errno`. Every other nvc crate is
+//! `#![forbid(unsafe_code)]` (nvc-driver allows its one NVML call).
 #![deny(missing_docs)]
 
-use std::fs::File;
-use std::io::Write;
+pub mod bpf;
+pub mod confine;
+mod fork;
+mod pidfd;
+pub mod seccomp;
+
+pub use fork::{Forked, fork_with_pipe};
+pub use pidfd::pidfd_open;
 
 use nix::errno::Errno;
-use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, fork, pipe};
 
 /// A syscall that failed, with its errno.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// `pipe2` or `fork` failed.
+    /// A syscall failed.
     #[error("{call}: {errno}")]
     Syscall {
         /// The syscall.
@@ -28,94 +36,20 @@ pub enum Error {
         /// Its errno.
         errno: Errno,
     },
-}
-
-/// A child made by [`fork_with_pipe`]: read what it writes, then reap it.
-#[derive(Debug)]
-pub struct Forked {
-    pid: Pid,
-    output: Option<File>,
-    reaped: bool,
-}
-
-impl Forked {
-    /// The read end of the child's pipe (once).
-    pub fn take_output(&mut self) -> Option<File> {
-        self.output.take()
-    }
-
-    /// Kills the child with SIGKILL and reaps it.
-    pub fn kill(&mut self) {
-        if !self.reaped {
-            let _ = kill(self.pid, Signal::SIGKILL);
-            self.wait();
-        }
-    }
-
-    /// Reaps the child, returning its exit code (`None` if it died by a signal).
-    pub fn wait(&mut self) -> Option<i32> {
-        if self.reaped {
-            return None;
-        }
-        loop {
-            match waitpid(self.pid, None) {
-                Err(Errno::EINTR) => continue,
-                Ok(WaitStatus::Exited(_, code)) => {
-                    self.reaped = true;
-                    return Some(code);
-                }
-                Ok(WaitStatus::Signaled(..)) | Err(_) => {
-                    self.reaped = true;
-                    return None;
-                }
-                Ok(_) => continue,
-            }
-        }
-    }
-}
-
-impl Drop for Forked {
-    /// A child is never left behind: an unreaped one is killed and reaped (no zombie).
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Forks; the child runs `work` with the write end of a pipe, then exits with its code
-/// without running destructors or `atexit` handlers. The parent gets the read end.
-///
-/// # Safety
-///
-/// In a multithreaded process the child holds only the forking thread: `work` must not
-/// touch locks another thread may have held at the fork (std's stdout lock, a tokio runtime,
-/// ...). glibc keeps `malloc`, file I/O and `dlopen` usable after `fork`, which is what the
-/// NVML helper needs.
-pub unsafe fn fork_with_pipe(work: impl FnOnce(&mut File) -> i32) -> Result<Forked, Error> {
-    let (read, write) = pipe().map_err(|errno| Error::Syscall {
-        call: "pipe2",
-        errno,
-    })?;
-    // SAFETY: the caller upholds the post-fork contract above; the child only runs `work`
-    // and then `_exit`s.
-    match unsafe { fork() }.map_err(|errno| Error::Syscall {
-        call: "fork",
-        errno,
-    })? {
-        ForkResult::Child => {
-            drop(read);
-            let mut out = File::from(write);
-            let code = work(&mut out);
-            let _ = out.flush();
-            // SAFETY: `_exit` ends the child without unwinding into the parent's state.
-            unsafe { nix::libc::_exit(code) }
-        }
-        ForkResult::Parent { child } => {
-            drop(write);
-            Ok(Forked {
-                pid: child,
-                output: Some(File::from(read)),
-                reaped: false,
-            })
-        }
-    }
+    /// The kernel's verifier refused a BPF program.
+    #[error("bpf(BPF_PROG_LOAD): {errno}; verifier log:\n{log}")]
+    Verifier {
+        /// `EACCES` or `EINVAL`.
+        errno: Errno,
+        /// The verifier's log.
+        log: String,
+    },
+    /// A step of [`confine::run_confined`] failed in the child.
+    #[error("process confinement failed: {step}: {errno}")]
+    Confinement {
+        /// The step.
+        step: &'static str,
+        /// Its errno.
+        errno: Errno,
+    },
 }

@@ -1,0 +1,240 @@
+//! Granting and revoking device access in a cgroup.
+
+use std::fs;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+use nvc_sys::bpf;
+
+use super::program::{self, DeviceRule};
+use super::{CgroupVersion, DeviceCgroup};
+use crate::Error;
+
+/// License string of the programs nvc loads (no GPL-only helper is used).
+const LICENSE: &std::ffi::CStr = c"Apache";
+
+/// What [`DeviceCgroup::allow`] did, and how to take it back.
+#[derive(Debug, Default)]
+pub struct DeviceGrant {
+    /// Devices granted now.
+    pub added: Vec<(u32, u32)>,
+    /// Devices the cgroup already allowed (a second `configure`, or an unrestricted cgroup).
+    pub already: Vec<(u32, u32)>,
+    /// What the caller should know: programs the kernel would not show us, a cgroup v2
+    /// directory with no device program (no device filtering in force there).
+    pub notes: Vec<String>,
+    /// v1: the allow file whose rules `revoke` denies again.
+    v1_deny: Option<std::path::PathBuf>,
+    /// v2: (cgroup, our program, the runtime's program it replaced).
+    v2_swaps: Vec<(OwnedFd, OwnedFd, OwnedFd)>,
+}
+
+fn io_err(path: &Path, what: &str) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    let what = what.to_owned();
+    move |e| Error::Cgroup {
+        path,
+        what: format!("{what}: {e}"),
+    }
+}
+
+fn bpf_err(path: &Path) -> impl FnOnce(nvc_sys::Error) -> Error {
+    let path = path.to_path_buf();
+    move |e| Error::Cgroup {
+        path,
+        what: e.to_string(),
+    }
+}
+
+impl DeviceCgroup {
+    /// Allows `c <major>:<minor> rw` for each of `devices`, as upstream's
+    /// `setup_device_cgroup`.
+    ///
+    /// - v1: appends the rule to `devices.allow`, unless `devices.list` already allows it.
+    /// - v2: for each device program attached to the cgroup, loads a copy with the allow
+    ///   rules in front ([`program::prepend`]) and swaps it in with `BPF_F_REPLACE`
+    ///   (atomic; on kernels without it: attach the new one, then detach the old one, so
+    ///   there is never a moment without the runtime's rules). A program that already starts
+    ///   with the same rules is left alone. Programs the kernel will not show
+    ///   (`EPERM`/`EACCES`, LSM-labelled ones such as systemd's) are skipped, as upstream
+    ///   does: another attached program can only narrow access, so the grant may still be
+    ///   refused by it — noted in [`DeviceGrant::notes`]. With no program attached the
+    ///   cgroup filters no device and nothing is done (noted); upstream's newest code
+    ///   synthesises a program there that the verifier refuses (#209).
+    ///
+    /// On failure everything done so far is revoked.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Cgroup`] naming the cgroup and the failing write or `bpf(2)` call (with the
+    /// verifier log when a program is refused).
+    ///
+    /// # Kernel requirements
+    ///
+    /// v1: write access to the cgroup (`CAP_SYS_ADMIN` over it). v2: `CAP_BPF` (or
+    /// `CAP_SYS_ADMIN`) and `CAP_NET_ADMIN`; `BPF_F_REPLACE` needs Linux 5.6.
+    pub fn allow(&self, devices: &[(u32, u32)]) -> Result<DeviceGrant, Error> {
+        let mut grant = DeviceGrant::default();
+        let result = match self.version {
+            CgroupVersion::V1 => self.allow_v1(devices, &mut grant),
+            CgroupVersion::V2 => self.allow_v2(devices, &mut grant),
+        };
+        match result {
+            Ok(()) => Ok(grant),
+            Err(e) => {
+                let _ = grant.revoke();
+                Err(e)
+            }
+        }
+    }
+
+    fn allow_v1(&self, devices: &[(u32, u32)], grant: &mut DeviceGrant) -> Result<(), Error> {
+        let list_path = self.path.join("devices.list");
+        let list = fs::read_to_string(&list_path).map_err(io_err(&list_path, "cannot read"))?;
+        let allows = |major: u32, minor: u32| {
+            list.lines().any(|l| {
+                let mut f = l.split_whitespace();
+                let (Some(kind), Some(nums), Some(access)) = (f.next(), f.next(), f.next()) else {
+                    return false;
+                };
+                let (maj, min) = nums.split_once(':').unwrap_or(("", ""));
+                let num_ok = |s: &str, n: u32| s == "*" || s.parse() == Ok(n);
+                (kind == "a" || kind == "c")
+                    && num_ok(maj, major)
+                    && num_ok(min, minor)
+                    && access.contains('r')
+                    && access.contains('w')
+            })
+        };
+        let allow_path = self.path.join("devices.allow");
+        for &(major, minor) in devices {
+            if allows(major, minor) {
+                grant.already.push((major, minor));
+                continue;
+            }
+            // One write per rule: the kernel parses one rule per write.
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&allow_path)
+                .and_then(|mut f| f.write_all(format!("c {major}:{minor} rw").as_bytes()))
+                .map_err(io_err(
+                    &allow_path,
+                    &format!("cannot write c {major}:{minor} rw"),
+                ))?;
+            grant.v1_deny = Some(self.path.join("devices.deny"));
+            grant.added.push((major, minor));
+        }
+        Ok(())
+    }
+
+    fn allow_v2(&self, devices: &[(u32, u32)], grant: &mut DeviceGrant) -> Result<(), Error> {
+        let path = &self.path;
+        let open_dir = || {
+            fs::File::open(path)
+                .map(OwnedFd::from)
+                .map_err(io_err(path, "cannot open"))
+        };
+        let dir = open_dir()?;
+        // Before Linux 5.11 BPF memory counts against RLIMIT_MEMLOCK.
+        let _ = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY);
+        let rules: Vec<DeviceRule> = devices
+            .iter()
+            .map(|&(major, minor)| DeviceRule::allow_char_rw(major, minor))
+            .collect();
+        let prefix = program::prefix(&rules);
+        let ids = bpf::prog_query_cgroup_device(dir.as_fd()).map_err(bpf_err(path))?;
+        let mut seen = 0;
+        for id in ids {
+            let hidden = |e: &nvc_sys::Error| {
+                matches!(
+                    e,
+                    nvc_sys::Error::Syscall {
+                        errno: Errno::EPERM | Errno::EACCES,
+                        ..
+                    }
+                )
+            };
+            let fetched = bpf::prog_get_fd_by_id(id)
+                .and_then(|fd| bpf::prog_instructions(fd.as_fd()).map(|insns| (fd, insns)));
+            let (old, insns) = match fetched {
+                Ok(found) => found,
+                Err(e) if hidden(&e) => {
+                    grant.notes.push(format!(
+                        "device program {id} on {} cannot be read ({e}); left as it is, it may still deny these devices",
+                        path.display()
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(bpf_err(path)(e)),
+            };
+            seen += 1;
+            if insns.starts_with(&prefix) {
+                continue;
+            }
+            let new = bpf::prog_load_cgroup_device(&program::prepend(&rules, &insns), LICENSE)
+                .map_err(bpf_err(path))?;
+            swap(&dir, &old, &new).map_err(bpf_err(path))?;
+            grant.v2_swaps.push((open_dir()?, new, old));
+        }
+        if seen == 0 {
+            grant.notes.push(format!(
+                "no device program attached to {}: this cgroup filters no device, nothing to allow",
+                path.display()
+            ));
+        }
+        if grant.v2_swaps.is_empty() {
+            grant.already.extend_from_slice(devices);
+        } else {
+            grant.added.extend_from_slice(devices);
+        }
+        Ok(())
+    }
+}
+
+/// Puts `new` in the place of `old` on the cgroup `dir`.
+fn swap(dir: &OwnedFd, old: &OwnedFd, new: &OwnedFd) -> Result<(), nvc_sys::Error> {
+    match bpf::prog_attach_cgroup_device(new.as_fd(), dir.as_fd(), Some(old.as_fd())) {
+        Err(nvc_sys::Error::Syscall {
+            errno: Errno::EINVAL,
+            ..
+        }) => {
+            bpf::prog_attach_cgroup_device(new.as_fd(), dir.as_fd(), None)?;
+            bpf::prog_detach_cgroup_device(old.as_fd(), dir.as_fd())
+        }
+        other => other,
+    }
+}
+
+impl DeviceGrant {
+    /// Takes the grant back: v1 denies the rules added, v2 puts the runtime's programs back
+    /// in place of ours. Best effort over every step; the first error is returned.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Cgroup`] for a write or `bpf(2)` call that failed.
+    pub fn revoke(mut self) -> Result<(), Error> {
+        let mut first = None;
+        if let Some(deny) = self.v1_deny.take() {
+            for (major, minor) in self.added.drain(..) {
+                let r = fs::OpenOptions::new()
+                    .write(true)
+                    .open(&deny)
+                    .and_then(|mut f| f.write_all(format!("c {major}:{minor} rw").as_bytes()))
+                    .map_err(io_err(&deny, "cannot write"));
+                first = first.or(r.err());
+            }
+        }
+        for (dir, new, old) in self.v2_swaps.drain(..).rev() {
+            if let Err(e) = swap(&dir, &new, &old) {
+                first = first.or(Some(Error::Cgroup {
+                    path: "cgroup".into(),
+                    what: e.to_string(),
+                }));
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,415 @@
+//! Running one program confined: own pid, IPC and mount namespaces, a new root, masked
+//! kernel filesystems, resource limits, no capabilities, the caller's chosen identity,
+//! no-new-privs and a seccomp allow-list — the sandbox upstream builds for `ldconfig`.
+//!
+//! The child is forked from the calling thread and runs only the code of this module
+//! between `fork` and `exec` (every argument is prepared before the fork), so the function
+//! is safe to call from a multithreaded process.
+
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use caps::{CapSet, Capability};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{
+    ForkResult, Gid, Pid, Uid, chdir, chroot, dup2_stderr, dup2_stdin, dup2_stdout, execve, fchdir,
+    fexecve, fork, pipe2, pivot_root, setgroups, setresgid, setresuid,
+};
+
+use crate::{Error, seccomp};
+
+/// What to execute once confined.
+#[derive(Debug, Clone, Copy)]
+pub enum Program<'a> {
+    /// A path looked up inside the new root.
+    Path(&'a CStr),
+    /// An open executable (a sealed memfd copy of a host binary), run with `fexecve`.
+    Fd(BorrowedFd<'a>),
+}
+
+/// How to confine the program. Every field is plain data, read in the child.
+#[derive(Debug, Clone)]
+pub struct Confinement<'a> {
+    /// Mount namespace to enter first (the container's); `None` keeps the caller's.
+    pub mount_ns: Option<BorrowedFd<'a>>,
+    /// Directory (in that namespace) that becomes `/`.
+    pub rootfs: &'a Path,
+    /// `pivot_root` into `rootfs` (the default) or, when false, move it onto `/` and
+    /// `chroot` (for roots on a ramfs, where `pivot_root` fails).
+    pub pivot: bool,
+    /// Directories of the new root covered with an empty read-only tmpfs when they exist
+    /// (`/proc`, `/sys`, `/dev`).
+    pub masks: &'a [&'a Path],
+    /// Resource limits (soft = hard).
+    pub rlimits: &'a [(Resource, u64)],
+    /// User to run as.
+    pub uid: u32,
+    /// Group to run as (also the only supplementary group).
+    pub gid: u32,
+    /// Keep `CAP_DAC_OVERRIDE` inheritable (and ambient for a non-root user), as upstream
+    /// does for a host `ldconfig`; every other capability is gone after `exec`.
+    pub keep_dac_override: bool,
+    /// Syscall numbers allowed by the seccomp filter; others fail with `EPERM`.
+    pub syscalls: &'a [libc::c_long],
+    /// The program.
+    pub program: Program<'a>,
+    /// Its arguments, `argv[0]` first. The environment is empty.
+    pub argv: &'a [CString],
+    /// Process name shown in `ps` (`prctl(PR_SET_NAME)`).
+    pub name: &'a CStr,
+    /// Wall-clock limit; the sandbox's whole pid namespace is killed when it passes.
+    pub timeout: Duration,
+}
+
+/// How the confined program ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// It exited with this code.
+    Exited(i32),
+    /// A signal ended it.
+    Signaled(i32),
+    /// It ran past [`Confinement::timeout`] and was killed.
+    TimedOut,
+}
+
+/// What the confined program did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// Its exit.
+    pub status: Status,
+    /// Its stdout and stderr, interleaved.
+    pub output: Vec<u8>,
+}
+
+/// Steps of the child, named in [`Error::Confinement`]; a report carries the index.
+const STEPS: [&str; 17] = [
+    "setns(CLONE_NEWNS)",
+    "unshare(CLONE_NEWNS|CLONE_NEWPID|CLONE_NEWIPC)",
+    "fork",
+    "prctl",
+    "dup2",
+    "make / private",
+    "bind rootfs",
+    "pivot_root",
+    "move rootfs onto /",
+    "chroot",
+    "mask",
+    "setrlimit",
+    "capabilities",
+    "setgroups/setresgid/setresuid",
+    "no_new_privs",
+    "seccomp",
+    "exec",
+];
+
+const TAG_PID: u8 = 0;
+const TAG_FAILED: u8 = 1;
+const TAG_EXITED: u8 = 2;
+const TAG_SIGNALED: u8 = 3;
+
+fn report(to: &mut File, tag: u8, a: u8, b: i32) {
+    let [b0, b1, b2, b3] = b.to_le_bytes();
+    let _ = to.write_all(&[tag, a, b0, b1, b2, b3]);
+}
+
+fn step_index(name: &str) -> u8 {
+    STEPS
+        .iter()
+        .position(|s| *s == name)
+        .and_then(|i| u8::try_from(i).ok())
+        .unwrap_or(u8::MAX)
+}
+
+/// Runs `c.program` confined as `c` says and returns its exit and output.
+///
+/// # Errors
+///
+/// [`Error::Confinement`] naming the step that failed, before or at `exec` (`exec` with
+/// `ENOENT`: the program does not exist in the new root); [`Error::Syscall`] for the pipes,
+/// forks and waits around it.
+///
+/// # Kernel requirements
+///
+/// Root (`CAP_SYS_ADMIN`, `CAP_SETUID`, `CAP_SETGID`, `CAP_SETPCAP`); pid, IPC and mount
+/// namespaces; seccomp filters (`SECCOMP_RET_KILL_PROCESS`, Linux 4.14).
+pub fn run_confined(c: &Confinement<'_>) -> Result<Finished, Error> {
+    let sys = |call| move |errno| Error::Syscall { call, errno };
+    let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
+    let (rep_r, rep_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
+    let null = nix::fcntl::open(
+        "/dev/null",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(sys("open /dev/null"))?;
+    let env: [&CStr; 0] = [];
+    // SAFETY: the child runs only `intermediate` (this module's code, no locks shared with
+    // other threads beyond glibc's fork-safe malloc) and then `_exit`s.
+    let child = match unsafe { fork() }.map_err(sys("fork"))? {
+        ForkResult::Child => {
+            drop((out_r, rep_r));
+            let code = intermediate(c, &env, out_w, File::from(rep_w), null);
+            // SAFETY: ends the child without unwinding into the parent's state.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop((out_w, rep_w, null));
+    let deadline = Instant::now() + c.timeout;
+    let mut output = Vec::new();
+    let timed_out = read_until(&out_r, deadline, &mut output);
+    let mut records = Vec::new();
+    let _ = File::from(rep_r).read_to_end(&mut records);
+    let mut status = None;
+    let mut failure = None;
+    for r in records.chunks_exact(6) {
+        let &[tag, a, b0, b1, b2, b3] = r else {
+            continue;
+        };
+        let b = i32::from_le_bytes([b0, b1, b2, b3]);
+        match tag {
+            TAG_PID if timed_out => {
+                let _ = kill(Pid::from_raw(b), Signal::SIGKILL);
+            }
+            TAG_FAILED => failure = Some((a, b)),
+            TAG_EXITED => status = Some(Status::Exited(b)),
+            TAG_SIGNALED => status = Some(Status::Signaled(b)),
+            _ => {}
+        }
+    }
+    if timed_out {
+        let _ = kill(child, Signal::SIGKILL);
+    }
+    while let Err(Errno::EINTR) = waitpid(child, None) {}
+    if let Some((step, errno)) = failure {
+        return Err(Error::Confinement {
+            step: STEPS.get(usize::from(step)).copied().unwrap_or("?"),
+            errno: Errno::from_raw(errno),
+        });
+    }
+    let status = if timed_out {
+        Status::TimedOut
+    } else {
+        status.unwrap_or(Status::Signaled(Signal::SIGKILL as i32))
+    };
+    Ok(Finished { status, output })
+}
+
+/// Reads `from` to its end or until `deadline`; true when the deadline passed first.
+fn read_until(from: &OwnedFd, deadline: Instant, into: &mut Vec<u8>) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(from.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => match nix::unistd::read(from, &mut buf) {
+                Ok(0) => return false,
+                Ok(n) => into.extend_from_slice(buf.get(..n).unwrap_or_default()),
+                Err(Errno::EINTR) => {}
+                Err(_) => return false,
+            },
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The first child: enters the namespaces, forks the confined program as pid 1 of the new
+/// pid namespace, waits for it and reports how it ended.
+fn intermediate(
+    c: &Confinement<'_>,
+    env: &[&CStr],
+    out: OwnedFd,
+    mut rep: File,
+    null: OwnedFd,
+) -> i32 {
+    let fail = |rep: &mut File, step: &str, errno: Errno| {
+        report(rep, TAG_FAILED, step_index(step), errno as i32);
+        1
+    };
+    if let Some(ns) = c.mount_ns
+        && let Err(e) = setns(ns, CloneFlags::CLONE_NEWNS)
+    {
+        return fail(&mut rep, "setns(CLONE_NEWNS)", e);
+    }
+    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC;
+    if let Err(e) = unshare(flags) {
+        return fail(
+            &mut rep,
+            "unshare(CLONE_NEWNS|CLONE_NEWPID|CLONE_NEWIPC)",
+            e,
+        );
+    }
+    // SAFETY: this process is single-threaded (a fork child); the grandchild runs `confined`
+    // and then execs or `_exit`s.
+    match unsafe { fork() } {
+        Err(e) => fail(&mut rep, "fork", e),
+        Ok(ForkResult::Child) => {
+            let code = match confined(c, env, out, null) {
+                Ok(never) => match never {},
+                Err((step, errno)) => fail(&mut rep, step, errno),
+            };
+            // SAFETY: ends the grandchild without unwinding.
+            unsafe { libc::_exit(code) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop((out, null));
+            report(&mut rep, TAG_PID, 0, child.as_raw());
+            loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, code)) => {
+                        report(&mut rep, TAG_EXITED, 0, code);
+                        return 0;
+                    }
+                    Ok(WaitStatus::Signaled(_, sig, _)) => {
+                        report(&mut rep, TAG_SIGNALED, 0, sig as i32);
+                        return 0;
+                    }
+                    Ok(_) | Err(Errno::EINTR) => continue,
+                    Err(e) => return fail(&mut rep, "fork", e),
+                }
+            }
+        }
+    }
+}
+
+type StepResult<T> = Result<T, (&'static str, Errno)>;
+
+fn step<T>(name: &'static str, r: nix::Result<T>) -> StepResult<T> {
+    r.map_err(|e| (name, e))
+}
+
+fn caps_step<T>(r: Result<T, caps::errors::CapsError>) -> StepResult<T> {
+    r.map_err(|_| ("capabilities", Errno::last()))
+}
+
+/// The grandchild, pid 1 of the sandbox: confines itself and execs; returns only on failure.
+fn confined(
+    c: &Confinement<'_>,
+    env: &[&CStr],
+    out: OwnedFd,
+    null: OwnedFd,
+) -> StepResult<std::convert::Infallible> {
+    step("prctl", nix::sys::prctl::set_name(c.name))?;
+    step("prctl", nix::sys::prctl::set_pdeathsig(Signal::SIGKILL))?;
+    step("dup2", dup2_stdin(&null))?;
+    step("dup2", dup2_stdout(&out))?;
+    step("dup2", dup2_stderr(&out))?;
+    drop((out, null));
+
+    change_root(c)?;
+    for &dir in c.masks {
+        if std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+            let flags =
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+            step(
+                "mask",
+                mount(Some("tmpfs"), dir, Some("tmpfs"), flags, Some("mode=0555")),
+            )?;
+        }
+    }
+    for &(resource, limit) in c.rlimits {
+        step("setrlimit", setrlimit(resource, limit, limit))?;
+    }
+
+    let dac = Capability::CAP_DAC_OVERRIDE;
+    caps_step(caps::clear(None, CapSet::Inheritable))?;
+    if c.keep_dac_override {
+        caps_step(caps::raise(None, CapSet::Inheritable, dac))?;
+        if c.uid != 0 {
+            // Keep the permitted set across the switch away from uid 0, for the ambient cap.
+            // SAFETY: plain integer arguments.
+            let ret = unsafe {
+                libc::prctl(
+                    libc::PR_SET_SECUREBITS,
+                    libc::c_ulong::try_from(libc::SECBIT_NO_SETUID_FIXUP).unwrap_or(0),
+                )
+            };
+            if ret != 0 {
+                return Err(("capabilities", Errno::last()));
+            }
+        }
+    }
+    for cap in caps::all() {
+        caps_step(caps::drop(None, CapSet::Bounding, cap))?;
+    }
+    let (uid, gid) = (Uid::from_raw(c.uid), Gid::from_raw(c.gid));
+    let ids = "setgroups/setresgid/setresuid";
+    step(ids, setgroups(&[gid]))?;
+    step(ids, setresgid(gid, gid, gid))?;
+    step(ids, setresuid(uid, uid, uid))?;
+    if c.keep_dac_override && c.uid != 0 {
+        caps_step(caps::raise(None, CapSet::Ambient, dac))?;
+    }
+    step("no_new_privs", nix::sys::prctl::set_no_new_privs())?;
+    seccomp::install_allow_list(c.syscalls).map_err(|_| ("seccomp", Errno::last()))?;
+    let err = match c.program {
+        Program::Path(path) => execve(path, c.argv, env),
+        Program::Fd(fd) => fexecve(fd, c.argv, env),
+    };
+    Err(("exec", err.err().unwrap_or(Errno::UnknownErrno)))
+}
+
+/// Makes `c.rootfs` the root of a private mount tree and enters it.
+fn change_root(c: &Confinement<'_>) -> StepResult<()> {
+    let none = None::<&str>;
+    step(
+        "make / private",
+        mount(none, "/", none, MsFlags::MS_PRIVATE | MsFlags::MS_REC, none),
+    )?;
+    step(
+        "bind rootfs",
+        mount(
+            Some(c.rootfs),
+            c.rootfs,
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            none,
+        ),
+    )?;
+    step("chroot", chdir(c.rootfs))?;
+    if c.pivot {
+        let old = step(
+            "pivot_root",
+            nix::fcntl::open(
+                "/",
+                OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            ),
+        )?;
+        let new = step(
+            "pivot_root",
+            nix::fcntl::open(
+                ".",
+                OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            ),
+        )?;
+        step("pivot_root", pivot_root(".", "."))?;
+        step("pivot_root", fchdir(&old))?;
+        step("pivot_root", umount2(".", MntFlags::MNT_DETACH))?;
+        step("pivot_root", fchdir(&new))?;
+    } else {
+        step(
+            "move rootfs onto /",
+            mount(Some("."), "/", none, MsFlags::MS_MOVE, none),
+        )?;
+    }
+    step("chroot", chroot("."))?;
+    step("chroot", chdir("/"))
+}

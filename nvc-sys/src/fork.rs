@@ -1,0 +1,101 @@
+//! Forking a helper process that reports over a pipe.
+
+use std::fs::File;
+use std::io::Write;
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork, pipe};
+
+use crate::Error;
+
+/// A child made by [`fork_with_pipe`]: read what it writes, then reap it.
+#[derive(Debug)]
+pub struct Forked {
+    pid: Pid,
+    output: Option<File>,
+    reaped: bool,
+}
+
+impl Forked {
+    /// The read end of the child's pipe (once).
+    pub fn take_output(&mut self) -> Option<File> {
+        self.output.take()
+    }
+
+    /// Kills the child with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        if !self.reaped {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            self.wait();
+        }
+    }
+
+    /// Reaps the child, returning its exit code (`None` if it died by a signal).
+    pub fn wait(&mut self) -> Option<i32> {
+        if self.reaped {
+            return None;
+        }
+        loop {
+            match waitpid(self.pid, None) {
+                Err(Errno::EINTR) => continue,
+                Ok(WaitStatus::Exited(_, code)) => {
+                    self.reaped = true;
+                    return Some(code);
+                }
+                Ok(WaitStatus::Signaled(..)) | Err(_) => {
+                    self.reaped = true;
+                    return None;
+                }
+                Ok(_) => continue,
+            }
+        }
+    }
+}
+
+impl Drop for Forked {
+    /// A child is never left behind: an unreaped one is killed and reaped (no zombie).
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Forks; the child runs `work` with the write end of a pipe, then exits with its code
+/// without running destructors or `atexit` handlers. The parent gets the read end.
+///
+/// # Safety
+///
+/// In a multithreaded process the child holds only the forking thread: `work` must not
+/// touch locks another thread may have held at the fork (std's stdout lock, a tokio runtime,
+/// ...). glibc keeps `malloc`, file I/O and `dlopen` usable after `fork`, which is what the
+/// NVML helper needs.
+pub unsafe fn fork_with_pipe(work: impl FnOnce(&mut File) -> i32) -> Result<Forked, Error> {
+    let (read, write) = pipe().map_err(|errno| Error::Syscall {
+        call: "pipe2",
+        errno,
+    })?;
+    // SAFETY: the caller upholds the post-fork contract above; the child only runs `work`
+    // and then `_exit`s.
+    match unsafe { fork() }.map_err(|errno| Error::Syscall {
+        call: "fork",
+        errno,
+    })? {
+        ForkResult::Child => {
+            drop(read);
+            let mut out = File::from(write);
+            let code = work(&mut out);
+            let _ = out.flush();
+            // SAFETY: `_exit` ends the child without unwinding into the parent's state.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(write);
+            Ok(Forked {
+                pid: child,
+                output: Some(File::from(read)),
+                reaped: false,
+            })
+        }
+    }
+}
