@@ -1,6 +1,11 @@
 //! The cgroup v2 device program, executed with rbpf over every request corner and against
 //! a reference model of the rules (no privileges needed).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use nvc_mount::cgroup::program::{self, Access, DeviceRule, DeviceType};
 use nvc_sys::bpf::Insn;

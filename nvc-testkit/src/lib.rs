@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod cgroup;
 pub mod driver_files;
 mod host;
 mod paused;
@@ -27,6 +28,7 @@ pub mod sim_ns;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use cgroup::TestCgroup;
 pub use host::{DeviceNode, DeviceNodes, Host};
 pub use paused::PausedContainer;
 pub use scenario::{BUILTIN, Files, Gpu, MigDevice, NvmlFaults, PciAddress, Scenario};

@@ -65,7 +65,9 @@ impl DeviceCgroup {
     ///   cgroup filters no device and nothing is done (noted); upstream's newest code
     ///   synthesises a program there that the verifier refuses (#209).
     ///
-    /// On failure everything done so far is revoked.
+    /// On failure everything done so far is revoked. Device numbers beyond Linux's range
+    /// (major > 4095, minor > 1048575) are refused before anything is written: v1 would read
+    /// an all-ones major as `*`.
     ///
     /// # Errors
     ///
@@ -77,6 +79,16 @@ impl DeviceCgroup {
     /// v1: write access to the cgroup (`CAP_SYS_ADMIN` over it). v2: `CAP_BPF` (or
     /// `CAP_SYS_ADMIN`) and `CAP_NET_ADMIN`; `BPF_F_REPLACE` needs Linux 5.6.
     pub fn allow(&self, devices: &[(u32, u32)]) -> Result<DeviceGrant, Error> {
+        // The kernel reads an all-ones number as `*`: refuse anything beyond dev_t's range.
+        if let Some((major, minor)) = devices
+            .iter()
+            .find(|&&(major, minor)| major > 0xfff || minor > 0xf_ffff)
+        {
+            return Err(Error::Cgroup {
+                path: self.path.clone(),
+                what: format!("invalid device number {major}:{minor}"),
+            });
+        }
         let mut grant = DeviceGrant::default();
         let result = match self.version {
             CgroupVersion::V1 => self.allow_v1(devices, &mut grant),

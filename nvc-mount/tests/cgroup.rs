@@ -1,0 +1,230 @@
+//! Tier c: granting device access in real cgroups (v1 `devices` and cgroup2 eBPF) to a real
+//! process, with `/dev/null` (1:3) standing in for a GPU node and `/dev/urandom` (1:9) for a
+//! device nobody granted.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsFd;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use nvc_mount::cgroup::program::{self, Access, DeviceRule, DeviceType};
+use nvc_mount::cgroup::{CgroupVersion, DeviceCgroup};
+use nvc_sys::bpf;
+use nvc_testkit::TestCgroup;
+
+const NULL: (u32, u32) = (1, 3);
+
+/// A shell that answers "ok" or "denied" for each device path it is sent, by opening it.
+struct Prober {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Prober {
+    fn start() -> Self {
+        let mut child = Command::new("/bin/sh")
+            .args([
+                "-c",
+                r#"while read p; do if (exec 3<>"$p") 2>&-; then echo ok; else echo denied; fi; done"#,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Prober {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn opens(&mut self, path: &str) -> bool {
+        writeln!(self.stdin, "{path}").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        match line.trim() {
+            "ok" => true,
+            "denied" => false,
+            other => panic!("prober said {other:?}"),
+        }
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// runc's default shape: deny everything, allow a few nodes (here /dev/zero, 1:5).
+fn runtime_rules() -> Vec<DeviceRule> {
+    vec![
+        DeviceRule {
+            allow: false,
+            kind: DeviceType::All,
+            major: None,
+            minor: None,
+            access: Access::ALL,
+        },
+        DeviceRule {
+            allow: true,
+            kind: DeviceType::Char,
+            major: Some(1),
+            minor: Some(5),
+            access: Access::ALL,
+        },
+    ]
+}
+
+fn attached(cg: &TestCgroup) -> Vec<Vec<bpf::Insn>> {
+    let dir = std::fs::File::open(cg.path()).unwrap();
+    bpf::prog_query_cgroup_device(dir.as_fd())
+        .unwrap()
+        .into_iter()
+        .map(|id| bpf::prog_instructions(bpf::prog_get_fd_by_id(id).unwrap().as_fd()).unwrap())
+        .collect()
+}
+
+#[test]
+fn v2_grant_splices_into_the_runtime_program_and_revokes() {
+    let Some(cg) = TestCgroup::v2() else { return };
+    let dir = std::fs::File::open(cg.path()).unwrap();
+    let runtime = program::program(&runtime_rules(), false);
+    let runtime_fd = match bpf::prog_load_cgroup_device(&runtime, c"Apache") {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("skipped: cannot load a device program: {e}");
+            return;
+        }
+    };
+    bpf::prog_attach_cgroup_device(runtime_fd.as_fd(), dir.as_fd(), None).unwrap();
+    let mut probe = Prober::start();
+    cg.add(probe.child.id()).unwrap();
+    assert!(!probe.opens("/dev/null"), "the runtime denies 1:3");
+    assert!(probe.opens("/dev/zero"), "the runtime allows 1:5");
+
+    let target = DeviceCgroup {
+        version: CgroupVersion::V2,
+        path: cg.path().to_path_buf(),
+    };
+    let grant = target.allow(&[NULL]).unwrap();
+    assert_eq!(grant.added, [NULL]);
+    assert!(probe.opens("/dev/null"), "granted");
+    assert!(probe.opens("/dev/zero"), "the runtime's rule still applies");
+    assert!(!probe.opens("/dev/urandom"), "not granted, still denied");
+    // One program, ours: the rule in front of the runtime's program, unchanged.
+    let progs = attached(&cg);
+    assert_eq!(progs.len(), 1);
+    assert!(progs[0].ends_with(&runtime));
+
+    // A second configure adds nothing.
+    let again = target.allow(&[NULL]).unwrap();
+    assert_eq!(
+        (again.added.len(), again.already.as_slice()),
+        (0, &[NULL][..])
+    );
+    assert_eq!(attached(&cg), progs);
+
+    grant.revoke().unwrap();
+    assert!(!probe.opens("/dev/null"), "revoked");
+    assert_eq!(attached(&cg), [runtime]);
+}
+
+#[test]
+fn v2_without_a_program_changes_nothing_and_says_so() {
+    let Some(cg) = TestCgroup::v2() else { return };
+    let target = DeviceCgroup {
+        version: CgroupVersion::V2,
+        path: cg.path().to_path_buf(),
+    };
+    let grant = match target.allow(&[NULL]) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+    };
+    assert_eq!(grant.already, [NULL]);
+    assert!(
+        grant.notes[0].contains("no device program attached"),
+        "{:?}",
+        grant.notes
+    );
+    assert!(attached(&cg).is_empty());
+}
+
+#[test]
+fn v1_grant_writes_devices_allow_and_revokes() {
+    let Some(cg) = TestCgroup::v1_devices() else {
+        return;
+    };
+    std::fs::write(cg.path().join("devices.deny"), "a").unwrap();
+    std::fs::write(cg.path().join("devices.allow"), "c 1:5 rwm").unwrap();
+    let mut probe = Prober::start();
+    cg.add(probe.child.id()).unwrap();
+    assert!(!probe.opens("/dev/null"));
+
+    // Found from the process, as configure does (a v1 devices line wins on hybrid hosts).
+    let found = DeviceCgroup::of_process(
+        probe.child.id(),
+        std::path::Path::new("/"),
+        std::path::Path::new("/proc/self/mountinfo"),
+    )
+    .unwrap();
+    assert_eq!(found.version, CgroupVersion::V1);
+    assert_eq!(found.path, cg.path());
+
+    let grant = found.allow(&[NULL]).unwrap();
+    assert_eq!(grant.added, [NULL]);
+    assert!(probe.opens("/dev/null"));
+    assert!(probe.opens("/dev/zero"));
+    assert!(!probe.opens("/dev/urandom"));
+    let list = std::fs::read_to_string(cg.path().join("devices.list")).unwrap();
+    assert!(list.lines().any(|l| l == "c 1:3 rw"), "{list}");
+
+    let again = found.allow(&[NULL]).unwrap();
+    assert_eq!(again.already, [NULL]);
+
+    grant.revoke().unwrap();
+    assert!(!probe.opens("/dev/null"));
+}
+
+#[test]
+fn a_failed_grant_leaves_the_cgroup_as_it_was() {
+    let Some(parent) = TestCgroup::v1_devices() else {
+        return;
+    };
+    std::fs::write(parent.path().join("devices.deny"), "a").unwrap();
+    std::fs::write(parent.path().join("devices.allow"), "c 1:3 rw").unwrap();
+    let cg = parent.nested().unwrap();
+    let list = || std::fs::read_to_string(cg.path().join("devices.list")).unwrap();
+    std::fs::write(cg.path().join("devices.deny"), "a").unwrap();
+    let before = list();
+    let target = DeviceCgroup {
+        version: CgroupVersion::V1,
+        path: cg.path().to_path_buf(),
+    };
+    // 1:3 is granted, then the kernel refuses 1:9 (the parent does not allow it): 1:3 is
+    // taken back.
+    let err = target.allow(&[NULL, (1, 9)]).unwrap_err().to_string();
+    assert!(
+        err.contains("c 1:9 rw") && err.contains("devices.allow"),
+        "{err}"
+    );
+    assert_eq!(list(), before);
+    // Device numbers the kernel would read as wildcards are refused before any write.
+    let err = target.allow(&[(u32::MAX, 0)]).unwrap_err().to_string();
+    assert!(err.contains("4294967295:0"), "{err}");
+    assert_eq!(list(), before);
+    drop(cg);
+}
