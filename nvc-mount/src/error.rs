@@ -56,6 +56,16 @@ pub enum Error {
         /// What went wrong (with the errno or the verifier log).
         what: String,
     },
+    /// The container's `ldconfig` failed, was killed, or could not be confined.
+    #[error("ldcache error: process {} {what}{}", program.display(), if output.is_empty() { String::new() } else { format!(":\n{output}") })]
+    Ldconfig {
+        /// The program.
+        program: PathBuf,
+        /// What happened.
+        what: String,
+        /// Its output.
+        output: String,
+    },
     /// Discovery-level error (path resolution inside a root).
     #[error(transparent)]
     Driver(#[from] nvc_driver::Error),

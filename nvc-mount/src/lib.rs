@@ -13,11 +13,13 @@ mod apply;
 pub mod cgroup;
 mod container;
 mod error;
+mod ldconfig;
 mod ns;
 mod plan;
 
 pub use apply::Mounted;
 pub use container::{Container, ContainerDirs};
 pub use error::Error;
+pub use ldconfig::{Ldconfig, LdconfigOptions, LdconfigRun, Limits, run_ldconfig};
 pub use ns::in_mount_ns;
 pub use plan::{MountFlags, MountKind, MountPlan, Op, PlanOptions};

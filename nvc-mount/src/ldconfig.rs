@@ -1,0 +1,295 @@
+//! Refreshing the container's linker cache with its `ldconfig` (or the host's), run in a
+//! sandbox (upstream's `nvc_ldcache_update`, §8.4).
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::resource::Resource;
+use nvc_sys::confine::{Confinement, Program, Status, run_confined};
+
+use crate::{Container, Error};
+
+/// Which `ldconfig` to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ldconfig {
+    /// A path inside the container (upstream's default: the image's own).
+    Container(PathBuf),
+    /// A host binary (`--ldconfig=@/sbin/ldconfig`): copied into a sealed memfd before the
+    /// sandbox is entered and executed from there, so neither the container nor a host
+    /// upgrade can swap it mid-run.
+    Host(PathBuf),
+}
+
+impl Ldconfig {
+    /// Parses upstream's `--ldconfig` value: a leading `@` names a host binary.
+    pub fn parse(value: &str) -> Self {
+        match value.strip_prefix('@') {
+            Some(host) => Ldconfig::Host(host.into()),
+            None => Ldconfig::Container(value.into()),
+        }
+    }
+}
+
+/// The sandbox's limits. The defaults are upstream's (CPU 10 s, address space 2 GiB,
+/// 64 open files, 1 MiB files) plus a wall-clock limit upstream lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `RLIMIT_CPU`, seconds.
+    pub cpu_seconds: u64,
+    /// `RLIMIT_AS`, bytes.
+    pub address_space: u64,
+    /// `RLIMIT_NOFILE`.
+    pub open_files: u64,
+    /// `RLIMIT_FSIZE`, bytes.
+    pub file_size: u64,
+    /// Wall-clock limit; the sandbox is killed when it passes.
+    pub wall: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            cpu_seconds: 10,
+            address_space: 2 << 30,
+            open_files: 64,
+            file_size: 1 << 20,
+            wall: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How to run `ldconfig`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LdconfigOptions {
+    /// The binary.
+    pub ldconfig: Ldconfig,
+    /// Move the root instead of `pivot_root` (`--no-pivot`, for rootfs on a ramfs).
+    pub no_pivot: bool,
+    /// Extra directory scanned after the library directories (CUDA compat in
+    /// `ldconfig` mode).
+    pub extra_dir: Option<PathBuf>,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// What the run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LdconfigRun {
+    /// It ran and succeeded; its output (usually empty).
+    Ran {
+        /// Its stdout and stderr.
+        output: String,
+    },
+    /// The container has no such `ldconfig`: nothing to refresh (upstream: silent success).
+    NotFound,
+}
+
+/// The syscalls `ldconfig` may make: upstream's allow-list, plus the `*at` forms and `statx`
+/// that newer glibc uses. Everything else (fork, clone, kill, socket, mount, ptrace...) fails
+/// with `EPERM`.
+fn allowed_syscalls() -> Vec<nix::libc::c_long> {
+    use nix::libc::*;
+    let mut v = vec![
+        SYS_brk,
+        SYS_chdir,
+        SYS_close,
+        SYS_execve,
+        SYS_execveat,
+        SYS_exit,
+        SYS_exit_group,
+        SYS_fcntl,
+        SYS_fdatasync,
+        SYS_fstat,
+        SYS_fsync,
+        SYS_ftruncate,
+        SYS_getcwd,
+        SYS_getdents64,
+        SYS_getegid,
+        SYS_geteuid,
+        SYS_getgid,
+        SYS_getpgid,
+        SYS_getpid,
+        SYS_gettid,
+        SYS_gettimeofday,
+        SYS_getuid,
+        SYS_lseek,
+        SYS_mmap,
+        SYS_mprotect,
+        SYS_mremap,
+        SYS_munmap,
+        SYS_newfstatat,
+        SYS_openat,
+        SYS_pread64,
+        SYS_read,
+        SYS_readv,
+        SYS_rt_sigaction,
+        SYS_rt_sigprocmask,
+        SYS_rt_sigreturn,
+        SYS_tgkill,
+        SYS_uname,
+        SYS_write,
+        SYS_writev,
+        SYS_clock_gettime,
+        SYS_statx,
+        SYS_readlinkat,
+        SYS_unlinkat,
+        SYS_renameat,
+        SYS_renameat2,
+        SYS_mkdirat,
+        SYS_symlinkat,
+        SYS_faccessat,
+        SYS_faccessat2,
+        SYS_fchmodat,
+    ];
+    #[cfg(target_arch = "x86_64")]
+    v.extend([
+        SYS_access,
+        SYS_arch_prctl,
+        SYS_chmod,
+        SYS_getdents,
+        SYS_getpgrp,
+        SYS_lstat,
+        SYS_mkdir,
+        SYS_open,
+        SYS_readlink,
+        SYS_rename,
+        SYS_stat,
+        SYS_symlink,
+        SYS_time,
+        SYS_unlink,
+    ]);
+    v
+}
+
+/// A sealed in-memory copy of the host binary `path`.
+fn sealed_copy(path: &Path) -> Result<OwnedFd, Error> {
+    let fail = |op: &'static str| {
+        let path = path.to_path_buf();
+        move |errno| Error::Apply { op, path, errno }
+    };
+    let io = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(0));
+    let mut host = File::open(path).map_err(|e| fail("open host ldconfig")(io(e)))?;
+    let memfd = memfd_create(
+        c"nvc:[ldconfig]",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )
+    .map_err(fail("memfd_create for"))?;
+    let mut copy = File::from(memfd);
+    std::io::copy(&mut host, &mut copy).map_err(|e| fail("copy")(io(e)))?;
+    let seals = SealFlag::F_SEAL_SEAL
+        | SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_WRITE;
+    fcntl(copy.as_fd(), FcntlArg::F_ADD_SEALS(seals)).map_err(fail("seal copy of"))?;
+    Ok(OwnedFd::from(copy))
+}
+
+fn cstring(p: &Path) -> Result<CString, Error> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::Apply {
+        op: "ldconfig argument",
+        path: p.to_path_buf(),
+        errno: Errno::EINVAL,
+    })
+}
+
+/// Runs `ldconfig -f /etc/ld.so.conf -C /etc/ld.so.cache <libs> <libs32> [<extra>]` for
+/// `container`, sandboxed: its own pid, IPC and mount namespaces entered from the
+/// container's; `pivot_root` into the rootfs (or `MS_MOVE` + `chroot` with `no_pivot`);
+/// read-only empty tmpfs over `/proc`, `/sys` and `/dev`; the [`Limits`]; no capabilities
+/// (a host `ldconfig` keeps `CAP_DAC_OVERRIDE`, as upstream); the container owner's uid/gid
+/// with no-new-privs; a seccomp allow-list; an empty environment. A missing container
+/// `ldconfig` is success ([`LdconfigRun::NotFound`]).
+///
+/// # Errors
+///
+/// [`Error::Ldconfig`] when the program fails, is killed or runs out of time (with its
+/// output), or a step of the confinement fails ("process confinement failed").
+///
+/// # Kernel requirements
+///
+/// Root; pid, IPC and mount namespaces; `memfd_create` (3.17) for a host `ldconfig`;
+/// seccomp filters (4.14).
+pub fn run_ldconfig(container: &Container, opts: &LdconfigOptions) -> Result<LdconfigRun, Error> {
+    let ns_path = PathBuf::from(format!("/proc/{}/ns/mnt", container.pid));
+    let ns = File::open(&ns_path).map_err(|e| Error::Namespace {
+        step: "open",
+        path: ns_path.clone(),
+        errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+    })?;
+    let (shown, memfd) = match &opts.ldconfig {
+        Ldconfig::Container(path) => (path.clone(), None),
+        Ldconfig::Host(path) => (path.clone(), Some(sealed_copy(path)?)),
+    };
+    let bin = cstring(&shown)?;
+    let mut argv = vec![bin.clone()];
+    for arg in ["-f", "/etc/ld.so.conf", "-C", "/etc/ld.so.cache"] {
+        argv.push(cstring(Path::new(arg))?);
+    }
+    for dir in [&container.dirs.libs, &container.dirs.libs32]
+        .into_iter()
+        .chain(&opts.extra_dir)
+    {
+        argv.push(cstring(dir)?);
+    }
+    let l = opts.limits;
+    let rlimits = [
+        (Resource::RLIMIT_CPU, l.cpu_seconds),
+        (Resource::RLIMIT_AS, l.address_space),
+        (Resource::RLIMIT_NOFILE, l.open_files),
+        (Resource::RLIMIT_FSIZE, l.file_size),
+    ];
+    let masks = [Path::new("/proc"), Path::new("/sys"), Path::new("/dev")];
+    let syscalls = allowed_syscalls();
+    let confinement = Confinement {
+        mount_ns: Some(ns.as_fd()),
+        rootfs: &container.rootfs,
+        pivot: !opts.no_pivot,
+        masks: &masks,
+        rlimits: &rlimits,
+        uid: container.uid,
+        gid: container.gid,
+        keep_dac_override: memfd.is_some(),
+        syscalls: &syscalls,
+        program: match &memfd {
+            Some(fd) => Program::Fd(fd.as_fd()),
+            None => Program::Path(&bin),
+        },
+        argv: &argv,
+        name: c"nvc:[ldconfig]",
+        timeout: l.wall,
+    };
+    let failed = |what: String, output: &[u8]| Error::Ldconfig {
+        program: shown.clone(),
+        what,
+        output: String::from_utf8_lossy(output).trim_end().to_owned(),
+    };
+    let done = match run_confined(&confinement) {
+        Ok(done) => done,
+        Err(nvc_sys::Error::Confinement {
+            step: "exec",
+            errno: Errno::ENOENT,
+        }) if memfd.is_none() => return Ok(LdconfigRun::NotFound),
+        Err(e) => return Err(failed(e.to_string(), &[])),
+    };
+    match done.status {
+        Status::Exited(0) => Ok(LdconfigRun::Ran {
+            output: String::from_utf8_lossy(&done.output).into_owned(),
+        }),
+        Status::Exited(code) => Err(failed(
+            format!("failed with error code: {code}"),
+            &done.output,
+        )),
+        Status::Signaled(sig) => Err(failed(
+            format!("terminated with signal {sig}"),
+            &done.output,
+        )),
+        Status::TimedOut => Err(failed(format!("killed after {:?}", l.wall), &done.output)),
+    }
+}

@@ -1,0 +1,203 @@
+//! Tier c: the sandboxed ldconfig after a real configure, and a hostile ldconfig contained.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use nvc_driver::tables::Capability::{Compute, Utility};
+use nvc_driver::{DriverOptions, probe_driver};
+use nvc_mount::{
+    Container, Error, Ldconfig, LdconfigOptions, LdconfigRun, Limits, MountPlan, PlanOptions,
+    run_ldconfig,
+};
+use nvc_testkit::{DeviceNodes, Host, PausedContainer, Scenario};
+
+struct Fixture {
+    _c: PausedContainer,
+    _hostdir: tempfile::TempDir,
+    _host: Host,
+    rootfs: tempfile::TempDir,
+    container: Container,
+}
+
+/// A paused container on the `single` host, with the driver mounted (compute, utility).
+fn configured() -> Option<Fixture> {
+    let c = PausedContainer::start()?;
+    let hostdir = tempfile::tempdir().unwrap();
+    let host = Host::build(&Scenario::builtin("single").unwrap(), hostdir.path()).unwrap();
+    if !matches!(host.device_nodes_state(), DeviceNodes::Created) {
+        eprintln!("skipped: no device nodes");
+        return None;
+    }
+    let mut opts = DriverOptions::new(hostdir.path());
+    opts.discover.proc_devices = hostdir.path().join("proc/devices");
+    let info = probe_driver(&opts).unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    for dir in ["etc", "proc/driver", "sys", "dev", "sbin"] {
+        fs::create_dir_all(rootfs.path().join(dir)).unwrap();
+    }
+    fs::write(rootfs.path().join("etc/debian_version"), "12\n").unwrap();
+    fs::write(rootfs.path().join("etc/ld.so.conf"), "").unwrap();
+    let container = Container::from_pid(c.pid(), rootfs.path()).unwrap();
+    let plan = MountPlan::build(
+        hostdir.path(),
+        &info,
+        &container.dirs,
+        &PlanOptions {
+            capabilities: vec![Compute, Utility],
+            gpus: vec![0],
+            ..PlanOptions::default()
+        },
+    )
+    .unwrap();
+    plan.apply(&container).unwrap();
+    Some(Fixture {
+        _c: c,
+        _hostdir: hostdir,
+        _host: host,
+        rootfs,
+        container,
+    })
+}
+
+fn options(ldconfig: Ldconfig) -> LdconfigOptions {
+    LdconfigOptions {
+        ldconfig,
+        no_pivot: false,
+        extra_dir: None,
+        limits: Limits::default(),
+    }
+}
+
+/// The container's cache, as (key, value) pairs.
+fn cache_of(rootfs: &Path) -> Vec<(String, String)> {
+    let bytes = fs::read(rootfs.join("etc/ld.so.cache")).unwrap();
+    let cache = nvc_ldcache::LdCache::parse(&bytes).unwrap();
+    cache
+        .entries()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.soname().to_string_lossy().into_owned(),
+                e.path().display().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn assert_driver_in_cache(f: &Fixture) {
+    let libs = f.container.dirs.libs.display().to_string();
+    let cache = cache_of(f.rootfs.path());
+    for soname in ["libcuda.so.1", "libnvidia-ml.so.1"] {
+        assert!(
+            cache
+                .iter()
+                .any(|(k, v)| k == soname && *v == format!("{libs}/{soname}")),
+            "{soname} not in {cache:?}"
+        );
+    }
+}
+
+#[test]
+fn container_ldconfig_lists_the_mounted_libraries() {
+    let Some(f) = configured() else { return };
+    fs::copy("/sbin/ldconfig", f.rootfs.path().join("sbin/ldconfig")).unwrap();
+    let host_cache = fs::read("/etc/ld.so.cache").unwrap();
+    for no_pivot in [false, true] {
+        let mut opts = options(Ldconfig::Container("/sbin/ldconfig".into()));
+        opts.no_pivot = no_pivot;
+        let run = run_ldconfig(&f.container, &opts).unwrap();
+        assert!(matches!(run, LdconfigRun::Ran { .. }), "{run:?}");
+        assert_driver_in_cache(&f);
+        fs::remove_file(f.rootfs.path().join("etc/ld.so.cache")).unwrap();
+    }
+    assert_eq!(fs::read("/etc/ld.so.cache").unwrap(), host_cache);
+}
+
+#[test]
+fn host_ldconfig_runs_from_a_sealed_copy() {
+    let Some(f) = configured() else { return };
+    // No ldconfig in the image at all.
+    let run = run_ldconfig(&f.container, &options(Ldconfig::parse("@/sbin/ldconfig"))).unwrap();
+    assert!(matches!(run, LdconfigRun::Ran { .. }), "{run:?}");
+    assert_driver_in_cache(&f);
+}
+
+#[test]
+fn a_missing_container_ldconfig_is_success() {
+    let Some(f) = configured() else { return };
+    let run = run_ldconfig(&f.container, &options(Ldconfig::parse("/sbin/ldconfig"))).unwrap();
+    assert_eq!(run, LdconfigRun::NotFound);
+    assert!(!f.rootfs.path().join("etc/ld.so.cache").exists());
+}
+
+const HOSTILE: &str = r#"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <unistd.h>
+static void say(const char *what, int ok) {
+    printf("%s: %s\n", what, ok ? "done" : strerror(errno));
+    fflush(stdout);
+}
+int main(void) {
+    say("fork", fork() >= 0);
+    say("escape", open(CANARY "/owned", O_CREAT | O_WRONLY, 0644) >= 0);
+    say("proc", open("/proc/1/root/etc/passwd", O_RDONLY) >= 0);
+    say("mount", mount("none", "/", "tmpfs", 0, 0) == 0);
+    say("setuid", setuid(0) == 0);
+    for (;;) {}
+}
+"#;
+
+#[test]
+fn a_hostile_ldconfig_is_contained() {
+    let Some(mut f) = configured() else { return };
+    let canary = tempfile::tempdir().unwrap();
+    let src = f.rootfs.path().join("hostile.c");
+    fs::write(&src, HOSTILE).unwrap();
+    let built = Command::new("gcc")
+        .arg("-static")
+        .arg(format!("-DCANARY=\"{}\"", canary.path().display()))
+        .arg("-o")
+        .arg(f.rootfs.path().join("sbin/ldconfig"))
+        .arg(&src)
+        .status();
+    if !built.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: cannot build a static test program with gcc");
+        return;
+    }
+    // Run as an unprivileged owner, with a short CPU limit for the endless loop.
+    f.container.uid = 65534;
+    f.container.gid = 65534;
+    let mut opts = options(Ldconfig::Container("/sbin/ldconfig".into()));
+    opts.limits.cpu_seconds = 1;
+    opts.limits.wall = Duration::from_secs(20);
+    let err = run_ldconfig(&f.container, &opts).unwrap_err();
+    let Error::Ldconfig { what, output, .. } = &err else {
+        panic!("{err}")
+    };
+    assert!(what.contains("terminated with signal"), "{err}");
+    for line in [
+        "fork: Operation not permitted",
+        "escape: No such file or directory",
+        "proc: No such file or directory",
+        "mount: Operation not permitted",
+        "setuid: Operation not permitted",
+    ] {
+        assert!(
+            output.lines().any(|l| l == line),
+            "{line:?} not in {output}"
+        );
+    }
+    assert_eq!(fs::read_dir(canary.path()).unwrap().count(), 0);
+}
