@@ -380,19 +380,39 @@ fn configure_dry_run_prints_the_plan_and_checks_requirements() {
         String::from_utf8(out.stderr).unwrap(),
         "nvidia-container-cli: input error: invalid rootfs directory: /\n"
     );
+    // Standalone mode (no --pid): the parent's /proc entry under the rootfs is missing.
     let out = cli(&["--root", root, "configure", rfs]);
     assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
     assert!(
-        String::from_utf8(out.stderr)
-            .unwrap()
-            .contains("pass --no-cgroups")
+        err.starts_with("nvidia-container-cli: container error: container process "),
+        "{err}"
     );
-    let out = cli(&["--root", root, "configure", "--no-cgroups", rfs]);
-    assert_eq!(out.status.code(), Some(1));
+    let out = cli(&[
+        "--root",
+        root,
+        "configure",
+        "--cuda-compat-mode=sometimes",
+        rfs,
+    ]);
+    assert!(String::from_utf8(out.stderr).unwrap().starts_with(
+        "nvidia-container-cli: input error: invalid cuda-compat-mode \"sometimes\" (expected mount, ldconfig or disabled)\n"
+    ));
+    // The ldconfig step is part of the plan: the image's, or the host's with `@`.
+    let out = cli(&[
+        "--root",
+        root,
+        "configure",
+        "--dry-run",
+        "--ldconfig=@/sbin/ldconfig",
+        rfs,
+    ]);
+    let plan = String::from_utf8(out.stdout).unwrap();
     assert!(
-        String::from_utf8(out.stderr)
-            .unwrap()
-            .contains("--pid is required")
+        plan.ends_with(
+            "ldconfig (host) /sbin/ldconfig /usr/lib/x86_64-linux-gnu /usr/lib/i386-linux-gnu\n"
+        ),
+        "{plan}"
     );
 }
 
@@ -407,8 +427,19 @@ fn configure_mounts_into_a_paused_container_under_nvc_sim_run() {
     let (dir, _host) = build(&s);
     let root = dir.path().to_str().unwrap();
     let rootfs = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(rootfs.path().join("etc")).unwrap();
+    for dir in ["etc", "sbin"] {
+        std::fs::create_dir_all(rootfs.path().join(dir)).unwrap();
+    }
     std::fs::write(rootfs.path().join("etc/debian_version"), "12\n").unwrap();
+    std::fs::write(rootfs.path().join("etc/ld.so.conf"), "").unwrap();
+    std::fs::copy("/sbin/ldconfig", rootfs.path().join("sbin/ldconfig")).unwrap();
+    // A runtime-like device cgroup: everything denied but /dev/null.
+    let cgroup = nvc_testkit::TestCgroup::v1_devices();
+    if let Some(cg) = &cgroup {
+        std::fs::write(cg.path().join("devices.deny"), "a").unwrap();
+        std::fs::write(cg.path().join("devices.allow"), "c 1:3 rwm").unwrap();
+        cg.add(pid).unwrap();
+    }
     let rfs = rootfs.path().to_str().unwrap();
     let pid_arg = format!("--pid={pid}");
     let cli_bin = env!("CARGO_BIN_EXE_nvidia-container-cli");
@@ -421,7 +452,6 @@ fn configure_mounts_into_a_paused_container_under_nvc_sim_run() {
             "--root",
             root,
             "configure",
-            "--no-cgroups",
             "--device=all",
             "--compute",
             "--utility",
@@ -445,9 +475,20 @@ fn configure_mounts_into_a_paused_container_under_nvc_sim_run() {
     assert!(theirs.contains(&format!(
         "{rfs}/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14 "
     )));
-    assert!(
-        String::from_utf8(out.stderr)
-            .unwrap()
-            .contains("ldconfig was not run")
-    );
+    // The container's ldconfig ran: its cache lists the mounted driver.
+    let cache = std::fs::read(rootfs.path().join("etc/ld.so.cache")).unwrap();
+    let cache = nvc_ldcache::LdCache::parse(&cache).unwrap();
+    assert!(cache.entries().any(
+        |e| e.unwrap().path() == std::path::Path::new("/usr/lib/x86_64-linux-gnu/libcuda.so.1")
+    ));
+    // The device cgroup allows every GPU node, and nothing else was opened up.
+    if let Some(cg) = &cgroup {
+        let list = std::fs::read_to_string(cg.path().join("devices.list")).unwrap();
+        for n in 0..8 {
+            assert!(list.lines().any(|l| l == format!("c 195:{n} rw")), "{list}");
+        }
+        assert!(list.lines().any(|l| l == "c 195:255 rw"), "{list}");
+        assert!(!list.contains("a *:*"), "{list}");
+    }
+    drop(container);
 }

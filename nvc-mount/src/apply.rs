@@ -11,8 +11,9 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{Mode, SFlag, fstatat, mkdirat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, symlinkat, unlinkat, write};
 
-use crate::plan::{MountFlags, MountPlan, Op};
-use crate::{Container, Error, in_mount_ns};
+use crate::ns::in_container_ns;
+use crate::plan::{MountFlags, MountKind, MountPlan, Op};
+use crate::{Container, Error};
 
 /// What applying a plan did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,13 +30,13 @@ pub struct Mounted {
 }
 
 /// The container's root, opened once, and whom created files belong to.
-struct Root {
+pub(crate) struct Root {
     fd: OwnedFd,
     uid: u32,
     gid: u32,
 }
 
-fn fail(op: &'static str, path: &Path) -> impl FnOnce(Errno) -> Error {
+pub(crate) fn fail(op: &'static str, path: &Path) -> impl FnOnce(Errno) -> Error {
     let path = path.to_path_buf();
     move |errno| Error::Apply { op, path, errno }
 }
@@ -52,7 +53,7 @@ fn rel(path: &Path) -> PathBuf {
     }
 }
 
-fn fd_path(fd: &impl AsRawFd) -> String {
+pub(crate) fn fd_path(fd: &impl AsRawFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
@@ -60,7 +61,22 @@ impl Root {
     /// Opens `path` inside the root, symlinks resolved as if the root were `/`. The kernel
     /// answers `EAGAIN` when a mount or rename anywhere raced with a `..` step; that is
     /// retried.
-    fn open(&self, path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+    /// Opens the container's root; call inside its mount namespace.
+    pub(crate) fn of(container: &Container) -> Result<Self, Error> {
+        let fd = nix::fcntl::open(
+            &container.rootfs,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(fail("open", &container.rootfs))?;
+        Ok(Root {
+            fd,
+            uid: container.uid,
+            gid: container.gid,
+        })
+    }
+
+    pub(crate) fn open(&self, path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
         let how = OpenHow::new()
             .flags(flags | OFlag::O_CLOEXEC)
             .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
@@ -216,6 +232,50 @@ impl Root {
     }
 }
 
+impl Root {
+    /// Binds `source` (a host path, or `/proc/self/fd/N`) onto `target` in the container,
+    /// then remounts it with `kind`'s flags; skipped when `target` already shows `source`.
+    fn bind(
+        &self,
+        source: &str,
+        target: &Path,
+        kind: MountKind,
+        done: &mut Mounted,
+    ) -> Result<(), Error> {
+        let meta = fs::metadata(source).map_err(|e| {
+            fail("stat", Path::new(source))(Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+        })?;
+        let point = self.mountpoint(&meta, target, done)?;
+        let st = nix::sys::stat::fstat(point.as_fd()).map_err(fail("stat", target))?;
+        if st.st_dev == meta.dev() && st.st_ino == meta.ino() {
+            done.already.push(target.to_path_buf());
+            return Ok(());
+        }
+        mount(
+            Some(source),
+            fd_path(&point).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(fail("bind-mount", target))?;
+        done.mounts.push(target.to_path_buf());
+        // Reopen: the name now leads to the mount's root, which is what remount needs.
+        let mounted = self
+            .open(target, OFlag::O_PATH)
+            .map_err(fail("open", target))?;
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | ms_flags(kind.flags());
+        mount(
+            None::<&str>,
+            fd_path(&mounted).as_str(),
+            None::<&str>,
+            flags,
+            None::<&str>,
+        )
+        .map_err(fail("remount", target))
+    }
+}
+
 fn ms_flags(f: MountFlags) -> MsFlags {
     let mut m = MsFlags::empty();
     for (on, flag) in [
@@ -251,16 +311,8 @@ impl MountPlan {
     ///
     /// `openat2` (Linux 5.6).
     pub fn apply(&self, container: &Container) -> Result<Mounted, Error> {
-        let rootfs = container.rootfs.clone();
-        let (uid, gid) = (container.uid, container.gid);
-        in_mount_ns(container.pid, || {
-            let fd = nix::fcntl::open(
-                &rootfs,
-                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(fail("open", &rootfs))?;
-            let root = Root { fd, uid, gid };
+        in_container_ns(container, || {
+            let root = Root::of(container)?;
             let mut done = Mounted::default();
             match self.apply_all(&root, &mut done) {
                 Ok(()) => Ok(done),
@@ -332,38 +384,13 @@ impl MountPlan {
                     source,
                     target,
                     kind,
-                } => {
-                    let meta = fs::metadata(source).map_err(|e| {
-                        fail("stat", source)(Errno::from_raw(e.raw_os_error().unwrap_or(0)))
-                    })?;
-                    let point = root.mountpoint(&meta, target, done)?;
-                    let st = nix::sys::stat::fstat(point.as_fd()).map_err(fail("stat", target))?;
-                    if st.st_dev == meta.dev() && st.st_ino == meta.ino() {
-                        done.already.push(target.clone());
-                        continue;
-                    }
-                    mount(
-                        Some(source.as_path()),
-                        fd_path(&point).as_str(),
-                        None::<&str>,
-                        MsFlags::MS_BIND,
-                        None::<&str>,
-                    )
-                    .map_err(fail("bind-mount", target))?;
-                    done.mounts.push(target.clone());
-                    // Reopen: the name now leads to the mount's root, which is what remount needs.
-                    let mounted = root
-                        .open(target, OFlag::O_PATH)
-                        .map_err(fail("open", target))?;
-                    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | ms_flags(kind.flags());
-                    mount(
-                        None::<&str>,
-                        fd_path(&mounted).as_str(),
-                        None::<&str>,
-                        flags,
-                        None::<&str>,
-                    )
-                    .map_err(fail("remount", target))?;
+                } => root.bind(&source.to_string_lossy(), target, *kind, done)?,
+                Op::BindFromImage { source, target } => {
+                    // Opened inside the root: the image cannot swap in a link to the host.
+                    let src = root
+                        .open(source, OFlag::O_PATH)
+                        .map_err(fail("open", source))?;
+                    root.bind(&fd_path(&src), target, MountKind::File, done)?;
                 }
                 Op::Symlink { path, target } => {
                     let (dir, name) = root.parent(path, done)?;
@@ -380,6 +407,21 @@ impl MountPlan {
             }
         }
         Ok(())
+    }
+}
+
+impl Mounted {
+    /// Undoes a successful [`MountPlan::apply`]: unmounts what it mounted and removes what it
+    /// created, in reverse (for a later step of `configure` that failed). Best effort.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Namespace`] when the container's namespace cannot be entered any more.
+    pub fn unapply(&self, container: &Container) -> Result<(), Error> {
+        in_container_ns(container, || {
+            undo(&Root::of(container)?, self);
+            Ok(())
+        })
     }
 }
 

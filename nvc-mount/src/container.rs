@@ -1,7 +1,11 @@
 //! What nvc needs to know about the container: where its libraries, binaries and ldconfig
 //! live, who owns it.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+
+use nix::errno::Errno;
 use std::path::{Path, PathBuf};
 
 use nvc_driver::resolve_in_root;
@@ -72,7 +76,7 @@ impl ContainerDirs {
 /// The container a runtime hands nvc: its init process and root filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Container {
-    /// The container's init process (supervised mode).
+    /// The container's init process.
     pub pid: u32,
     /// The root filesystem, a host path (before `pivot_root`).
     pub rootfs: PathBuf,
@@ -82,22 +86,57 @@ pub struct Container {
     pub gid: u32,
     /// Detected directories.
     pub dirs: ContainerDirs,
+    /// Where `/proc` is found: `/` when supervised, the rootfs in standalone mode.
+    pub proc_root: PathBuf,
+    process: Process,
 }
 
+/// A pidfd on the container process, when the kernel has them (Linux 5.3): it lets every
+/// later step check that `/proc/<pid>` still means the process looked up.
+#[derive(Debug, Clone)]
+struct Process(Option<Arc<OwnedFd>>);
+
+impl PartialEq for Process {
+    /// Containers are the same when their facts are; the handle adds no identity.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Process {}
+
 impl Container {
-    /// Reads the facts of container process `pid` with root filesystem `rootfs`.
+    /// Reads the facts of container process `pid` with root filesystem `rootfs`
+    /// (supervised mode: nvc sees the host's `/proc`), and keeps a pidfd on the process.
     ///
     /// # Errors
     ///
     /// [`Error::BadRootfs`] for a relative or `/` rootfs, [`Error::NoProcess`] when
     /// `/proc/<pid>` is gone, or a detection error.
     pub fn from_pid(pid: u32, rootfs: &Path) -> Result<Self, Error> {
+        let pidfd = nvc_sys::pidfd_open(pid).ok().map(Arc::new);
+        Self::lookup(pid, rootfs, Path::new("/"), Process(pidfd))
+    }
+
+    /// Standalone mode (upstream's `configure` without `--pid`): the container process is
+    /// the caller's parent, and its `/proc` is the one under `rootfs` (the caller runs in the
+    /// container's pid namespace, with the container's `/proc` mounted in the rootfs).
+    ///
+    /// # Errors
+    ///
+    /// As [`Container::from_pid`], for `<rootfs>/proc/<ppid>`.
+    pub fn standalone(rootfs: &Path) -> Result<Self, Error> {
+        let ppid = u32::try_from(nix::unistd::getppid().as_raw()).unwrap_or(0);
+        Self::lookup(ppid, rootfs, rootfs, Process(None))
+    }
+
+    fn lookup(pid: u32, rootfs: &Path, proc_root: &Path, process: Process) -> Result<Self, Error> {
         if !rootfs.is_absolute() || rootfs == Path::new("/") {
             return Err(Error::BadRootfs {
                 rootfs: rootfs.into(),
             });
         }
-        let proc = PathBuf::from(format!("/proc/{pid}"));
+        let proc = proc_root.join(format!("proc/{pid}"));
         let meta = std::fs::metadata(&proc).map_err(|source| Error::NoProcess { pid, source })?;
         Ok(Container {
             pid,
@@ -105,6 +144,34 @@ impl Container {
             uid: meta.uid(),
             gid: meta.gid(),
             dirs: ContainerDirs::detect(rootfs)?,
+            proc_root: proc_root.into(),
+            process,
         })
+    }
+
+    /// Opens the container's mount namespace (`<proc_root>/proc/<pid>/ns/mnt`). With a
+    /// pidfd, checks afterwards that the process is still the one looked up, so a pid reused
+    /// since cannot lead nvc into another process's namespace.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Namespace`] when the file cannot be opened, [`Error::NoProcess`] when the
+    /// container process has exited.
+    pub fn mount_ns(&self) -> Result<OwnedFd, Error> {
+        let path = self.proc_root.join(format!("proc/{}/ns/mnt", self.pid));
+        let ns = std::fs::File::open(&path).map_err(|e| Error::Namespace {
+            step: "open",
+            path: path.clone(),
+            errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        })?;
+        if let Some(pidfd) = &self.process.0
+            && !nvc_sys::pidfd_alive(pidfd.as_fd()).unwrap_or(true)
+        {
+            return Err(Error::NoProcess {
+                pid: self.pid,
+                source: std::io::Error::from_raw_os_error(Errno::ESRCH as i32),
+            });
+        }
+        Ok(OwnedFd::from(ns))
     }
 }

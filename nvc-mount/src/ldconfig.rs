@@ -217,12 +217,7 @@ fn cstring(p: &Path) -> Result<CString, Error> {
 /// Root; pid, IPC and mount namespaces; `memfd_create` (3.17) for a host `ldconfig`;
 /// seccomp filters (4.14).
 pub fn run_ldconfig(container: &Container, opts: &LdconfigOptions) -> Result<LdconfigRun, Error> {
-    let ns_path = PathBuf::from(format!("/proc/{}/ns/mnt", container.pid));
-    let ns = File::open(&ns_path).map_err(|e| Error::Namespace {
-        step: "open",
-        path: ns_path.clone(),
-        errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-    })?;
+    let ns = container.mount_ns()?;
     let (shown, memfd) = match &opts.ldconfig {
         Ldconfig::Container(path) => (path.clone(), None),
         Ldconfig::Host(path) => (path.clone(), Some(sealed_copy(path)?)),

@@ -11,6 +11,8 @@
 
 mod apply;
 pub mod cgroup;
+mod compat;
+mod configure;
 mod container;
 mod error;
 mod ldconfig;
@@ -18,6 +20,8 @@ mod ns;
 mod plan;
 
 pub use apply::Mounted;
+pub use compat::{CompatMode, compat_dir, compat_libraries};
+pub use configure::Configured;
 pub use container::{Container, ContainerDirs};
 pub use error::Error;
 pub use ldconfig::{Ldconfig, LdconfigOptions, LdconfigRun, Limits, run_ldconfig};

@@ -1,11 +1,11 @@
 //! Running work inside a container's mount namespace without touching the caller's threads.
 
-use std::fs::File;
-use std::path::PathBuf;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 
 use nix::sched::{CloneFlags, setns, unshare};
 
-use crate::Error;
+use crate::{Container, Error};
 
 /// Runs `work` inside the mount namespace of process `pid`, on a dedicated thread.
 ///
@@ -29,17 +29,36 @@ where
     F: FnOnce() -> Result<T, Error> + Send,
 {
     let path = PathBuf::from(format!("/proc/{pid}/ns/mnt"));
-    let ns = File::open(&path).map_err(|e| Error::Namespace {
+    let ns = std::fs::File::open(&path).map_err(|e| Error::Namespace {
         step: "open",
         path: path.clone(),
         errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
     })?;
+    enter(ns.into(), &path, work)
+}
+
+/// [`in_mount_ns`] for a container looked up before (checked to be the same process, see
+/// [`Container::mount_ns`]).
+pub(crate) fn in_container_ns<T, F>(container: &Container, work: F) -> Result<T, Error>
+where
+    T: Send,
+    F: FnOnce() -> Result<T, Error> + Send,
+{
+    let path = PathBuf::from(format!("/proc/{}/ns/mnt", container.pid));
+    enter(container.mount_ns()?, &path, work)
+}
+
+fn enter<T, F>(ns: OwnedFd, path: &Path, work: F) -> Result<T, Error>
+where
+    T: Send,
+    F: FnOnce() -> Result<T, Error> + Send,
+{
     std::thread::scope(|scope| {
         scope
             .spawn(move || {
                 let fail = |step, errno| Error::Namespace {
                     step,
-                    path: path.clone(),
+                    path: path.to_path_buf(),
                     errno,
                 };
                 unshare(CloneFlags::CLONE_FS).map_err(|e| fail("unshare(CLONE_FS)", e))?;

@@ -99,6 +99,14 @@ pub enum Op {
         /// Attributes.
         kind: MountKind,
     },
+    /// Bind-mount a file of the container's own image (a CUDA compat library) over a
+    /// library name, `ro,nosuid,nodev`; the source is resolved inside the container root.
+    BindFromImage {
+        /// Container path of the image's file.
+        source: PathBuf,
+        /// Container path.
+        target: PathBuf,
+    },
     /// Create a symlink if nothing is there.
     Symlink {
         /// Container path of the link.
@@ -144,6 +152,13 @@ impl fmt::Display for Op {
                     source.display()
                 )
             }
+            Op::BindFromImage { source, target } => write!(
+                f,
+                "bind {} {} <- image:{}",
+                MountKind::File.flags(),
+                target.display(),
+                source.display()
+            ),
             Op::Symlink { path, target } => {
                 write!(f, "symlink {} -> {}", path.display(), target.display())
             }
@@ -169,6 +184,9 @@ pub struct PlanOptions {
     pub no_cgroups: bool,
     /// IMEX channels.
     pub imex_channels: Vec<u32>,
+    /// CUDA compat libraries of the image to bind over the library directory (container
+    /// paths, from [`compat_libraries`](crate::compat_libraries); `mount` mode only).
+    pub compat_libs: Vec<PathBuf>,
 }
 
 /// The ordered operations of one `configure`, with what was skipped and why.
@@ -267,6 +285,13 @@ impl MountPlan {
                 plan.bind(driver_root, lib, &target, MountKind::File);
                 mounted_libs.push(target);
             }
+        }
+        // The image's newer CUDA compat libraries over the driver's (forward compatibility).
+        for lib in &opts.compat_libs {
+            plan.ops.push(Op::BindFromImage {
+                source: lib.clone(),
+                target: dirs.libs.join(file_name(lib)),
+            });
         }
         // 5. The development and dispatch links upstream adds next to mounted libraries.
         for target in &mounted_libs {

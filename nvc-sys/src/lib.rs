@@ -20,7 +20,7 @@ mod pidfd;
 pub mod seccomp;
 
 pub use fork::{Forked, fork_with_pipe};
-pub use pidfd::pidfd_open;
+pub use pidfd::{pidfd_alive, pidfd_open};
 
 use nix::errno::Errno;
 

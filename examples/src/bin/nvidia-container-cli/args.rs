@@ -28,6 +28,11 @@ pub struct Configure {
     pub no_cgroups: bool,
     pub imex_channels: Vec<u32>,
     pub dry_run: bool,
+    /// `--ldconfig`: a container path, or `@` + a host path.
+    pub ldconfig: Option<String>,
+    pub no_pivot: bool,
+    pub no_ldconfig: bool,
+    pub compat_mode: nvc_mount::CompatMode,
 }
 
 fn imex(list: &str, into: &mut Vec<u32>) -> Result<(), String> {
@@ -249,6 +254,16 @@ pub fn parse(args: impl Iterator<Item = OsString>) -> Result<(Global, Command), 
                         imex(&a.value(inline, "--imex-channel")?, &mut c.imex_channels)?
                     }
                     "--dry-run" => c.dry_run = true,
+                    "-l" | "--ldconfig" => c.ldconfig = Some(a.value(inline, "--ldconfig")?),
+                    "--no-pivot" => c.no_pivot = true,
+                    "--no-ldconfig" => c.no_ldconfig = true,
+                    "--no-cntlibs" => c.compat_mode = nvc_mount::CompatMode::Disabled,
+                    "--cuda-compat-mode" => {
+                        c.compat_mode = a
+                            .value(inline, "--cuda-compat-mode")?
+                            .parse()
+                            .map_err(|e| format!("input error: {e}"))?;
+                    }
                     _ if !text.starts_with('-') && c.rootfs.is_none() => c.rootfs = Some(text),
                     _ => return Err(format!("unrecognized option '{text}'")),
                 }

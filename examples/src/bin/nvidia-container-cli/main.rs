@@ -36,6 +36,18 @@ Options:
   -u, --user[=UID[:GID]]       User and group to use for privilege separation
       --nvml-timeout=SECONDS   How long NVML may take (default 10, or NVC_NVML_TIMEOUT)
   -V, --version                Print program version
+
+Configure options (configure [OPTION...] ROOTFS):
+  -p, --pid=PID                Container process (absent: standalone, the parent)
+  -d, --device=ID              Devices to expose (all, none, indices, UUIDs, bus ids)
+  -r, --require=EXPR           Requirement to check (NVIDIA_REQUIRE_* syntax)
+  -c -u -v -g -D -n            --compute --utility --video --graphics --display --ngx
+      --compat32 --no-devbind --no-cgroups --imex-channel=LIST
+  -l, --ldconfig=PATH          The container's ldconfig, or @PATH for the host's
+      --no-pivot               Move the rootfs instead of pivot_root for ldconfig
+      --no-ldconfig            Do not refresh the container's linker cache
+      --cuda-compat-mode=MODE  mount (default), ldconfig or disabled (--no-cntlibs)
+      --dry-run                Print the plan, change nothing
 ";
 
 fn probe(global: &Global, list: Option<&List>) -> Result<DriverInfo, String> {
@@ -63,10 +75,10 @@ fn probe(global: &Global, list: Option<&List>) -> Result<DriverInfo, String> {
     })
 }
 
-/// `configure`: builds the mount plan and prints it (`--dry-run`) or applies it in the
-/// container's mount namespace. Device cgroups and the container's ldconfig are not done yet:
-/// applying needs `--no-cgroups`, and says that ldconfig did not run.
+/// `configure`: builds the plan and prints it (`--dry-run`), or configures the container:
+/// mounts, device cgroup, sandboxed ldconfig, undone as a whole when a step fails.
 fn configure(global: &Global, c: &args::Configure, out: &mut dyn Write) -> Result<(), String> {
+    use nvc_mount::{CompatMode, Container, ContainerDirs, Ldconfig, LdconfigOptions};
     let rootfs = c.rootfs.as_deref().ok_or("input error: missing ROOTFS")?;
     let rootfs = std::path::Path::new(rootfs);
     if !rootfs.is_absolute() || rootfs == std::path::Path::new("/") {
@@ -75,21 +87,6 @@ fn configure(global: &Global, c: &args::Configure, out: &mut dyn Write) -> Resul
             rootfs.display()
         ));
     }
-    if !c.dry_run && !c.no_cgroups {
-        return Err(
-            "input error: device cgroups are not supported yet: pass --no-cgroups (the runtime's own device rules then apply), or --dry-run"
-                .into(),
-        );
-    }
-    let pid = match (c.pid, c.dry_run) {
-        (Some(pid), _) => pid,
-        (None, true) => 0,
-        (None, false) => {
-            return Err(
-                "input error: --pid is required (standalone mode is not supported yet)".into(),
-            );
-        }
-    };
     let info = probe(global, None)?;
     let selection = render::select(&info, &c.devices)?;
     for expr in &c.requires {
@@ -97,8 +94,23 @@ fn configure(global: &Global, c: &args::Configure, out: &mut dyn Write) -> Resul
             .and_then(|req| info.check_requirement(&req, &selection))
             .map_err(|e| format!("requirement error: {e}"))?;
     }
-    let dirs =
-        nvc_mount::ContainerDirs::detect(rootfs).map_err(|e| format!("container error: {e}"))?;
+    let container_err = |e: nvc_mount::Error| format!("container error: {e}");
+    let dirs = ContainerDirs::detect(rootfs).map_err(container_err)?;
+    let compute = c
+        .capabilities
+        .contains(&nvc_driver::tables::Capability::Compute);
+    let compat = if compute && c.compat_mode != CompatMode::Disabled {
+        nvc_mount::compat_libraries(rootfs, &dirs.cudart, &info.nvrm_version)
+            .map_err(container_err)?
+    } else {
+        Vec::new()
+    };
+    let extra_dir = match c.compat_mode {
+        CompatMode::Ldconfig => {
+            nvc_mount::compat_dir(&compat).map_err(|e| format!("container error: {e}"))?
+        }
+        _ => None,
+    };
     let opts = nvc_mount::PlanOptions {
         capabilities: c.capabilities.clone(),
         gpus: selection.gpus,
@@ -107,18 +119,60 @@ fn configure(global: &Global, c: &args::Configure, out: &mut dyn Write) -> Resul
         no_devbind: c.no_devbind,
         no_cgroups: c.no_cgroups,
         imex_channels: c.imex_channels.clone(),
+        compat_libs: if c.compat_mode == CompatMode::Mount {
+            compat
+        } else {
+            Vec::new()
+        },
     };
     let plan = nvc_mount::MountPlan::build(std::path::Path::new(&global.root), &info, &dirs, &opts)
         .map_err(|e| e.to_string())?;
-    if c.dry_run {
-        return write!(out, "{plan}").map_err(|e| e.to_string());
-    }
-    let container =
-        nvc_mount::Container::from_pid(pid, rootfs).map_err(|e| format!("container error: {e}"))?;
-    plan.apply(&container).map_err(|e| e.to_string())?;
-    eprintln!(
-        "nvidia-container-cli: warning: the container's ldconfig was not run (not supported yet)"
+    let ldconfig = c.ldconfig.as_deref().map_or_else(
+        || Ldconfig::Container(dirs.ldconfig.clone()),
+        Ldconfig::parse,
     );
+    if c.dry_run {
+        write!(out, "{plan}").map_err(|e| e.to_string())?;
+        if !c.no_ldconfig {
+            let (how, path) = match &ldconfig {
+                Ldconfig::Container(p) => ("container", p),
+                Ldconfig::Host(p) => ("host", p),
+            };
+            let extra = extra_dir.as_ref().map(|d| format!(" {}", d.display()));
+            writeln!(
+                out,
+                "ldconfig ({how}) {} {} {}{}",
+                path.display(),
+                dirs.libs.display(),
+                dirs.libs32.display(),
+                extra.unwrap_or_default()
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        return Ok(());
+    }
+    let container = match c.pid {
+        Some(pid) => Container::from_pid(pid, rootfs),
+        None => Container::standalone(rootfs),
+    }
+    .map_err(container_err)?;
+    let ldconfig = (!c.no_ldconfig).then(|| LdconfigOptions {
+        ldconfig,
+        no_pivot: c.no_pivot,
+        extra_dir,
+        limits: nvc_mount::Limits::default(),
+    });
+    let done = plan
+        .configure(&container, ldconfig.as_ref())
+        .map_err(|e| match e {
+            nvc_mount::Error::NoProcess { .. } | nvc_mount::Error::Namespace { .. } => {
+                format!("container error: {}", nvc_examples::error_chain(&e))
+            }
+            other => other.to_string(),
+        })?;
+    for note in done.notes() {
+        eprintln!("nvidia-container-cli: warning: {note}");
+    }
     Ok(())
 }
 
