@@ -1,8 +1,6 @@
 //! Applying a [`MountPlan`] inside a container, confined to its root, undone on failure.
 
-use std::fs;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
@@ -12,7 +10,7 @@ use nix::sys::stat::{Mode, SFlag, fstatat, mkdirat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, symlinkat, unlinkat, write};
 
 use crate::ns::in_container_ns;
-use crate::plan::{MountFlags, MountKind, MountPlan, Op};
+use crate::plan::{MountApi, MountFlags, MountKind, MountPlan, Op};
 use crate::{Container, Error};
 
 /// What applying a plan did.
@@ -193,21 +191,21 @@ impl Root {
     /// reused.
     fn mountpoint(
         &self,
-        source: &fs::Metadata,
+        source: &SourceStat,
         target: &Path,
         done: &mut Mounted,
     ) -> Result<OwnedFd, Error> {
         let (dir, name) = self.parent(target, done)?;
-        let mode = Mode::from_bits_truncate(source.mode() & 0o777);
+        let mode = Mode::from_bits_truncate(source.mode & 0o777);
         match fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => {
                 let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
-                if kind == SFlag::S_IFLNK || (kind == SFlag::S_IFDIR) != source.is_dir() {
+                if kind == SFlag::S_IFLNK || (kind == SFlag::S_IFDIR) != source.is_dir {
                     return Err(fail("refusing to mount over", target)(Errno::EEXIST));
                 }
             }
             Err(Errno::ENOENT) => {
-                if source.is_dir() {
+                if source.is_dir {
                     mkdirat(dir.as_fd(), name, mode).map_err(fail("mkdir", target))?;
                 } else {
                     let flags = OFlag::O_CREAT
@@ -232,47 +230,129 @@ impl Root {
     }
 }
 
+/// What a bind mounts: a detached clone made by `open_tree` (flags set before it is
+/// attached), or a path for `mount(2)` on kernels without the new mount API.
+enum Source {
+    Tree(OwnedFd),
+    Path(PathBuf),
+}
+
+/// The parts of a source's `stat` a bind needs.
+struct SourceStat {
+    is_dir: bool,
+    mode: u32,
+    dev: u64,
+    ino: u64,
+}
+
+impl Source {
+    fn stat(&self) -> Result<SourceStat, Error> {
+        let st = match self {
+            Source::Tree(fd) => {
+                nix::sys::stat::fstat(fd.as_fd()).map_err(fail("stat", Path::new("(source)")))?
+            }
+            Source::Path(p) => nix::sys::stat::stat(p).map_err(fail("stat", p))?,
+        };
+        Ok(SourceStat {
+            is_dir: SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR,
+            mode: st.st_mode,
+            dev: st.st_dev,
+            ino: st.st_ino,
+        })
+    }
+}
+
+/// A detached clone of `path`, or the path itself for `mount(2)` (legacy API, or a kernel
+/// without `open_tree`).
+fn clone_source(path: &Path, api: MountApi) -> Result<Source, Error> {
+    if api == MountApi::Legacy {
+        return Ok(Source::Path(path.to_path_buf()));
+    }
+    match nvc_sys::mount::clone_tree(path) {
+        Ok(tree) => Ok(Source::Tree(tree)),
+        Err(nvc_sys::Error::Syscall {
+            errno: Errno::ENOSYS,
+            ..
+        }) => Ok(Source::Path(path.to_path_buf())),
+        Err(nvc_sys::Error::Syscall { errno, .. }) => Err(fail("open_tree", path)(errno)),
+        Err(_) => Err(fail("open_tree", path)(Errno::EINVAL)),
+    }
+}
+
 impl Root {
-    /// Binds `source` (a host path, or `/proc/self/fd/N`) onto `target` in the container,
-    /// then remounts it with `kind`'s flags; skipped when `target` already shows `source`.
+    /// Binds `source` onto `target` in the container with `kind`'s flags; skipped when
+    /// `target` already shows `source`. A cloned tree gets its flags before it is attached
+    /// (`mount_setattr` + `move_mount`: never visible writable); a path is bound, then
+    /// remounted with the flags (upstream's two `mount(2)` calls).
     fn bind(
         &self,
-        source: &str,
+        source: Source,
         target: &Path,
         kind: MountKind,
         done: &mut Mounted,
     ) -> Result<(), Error> {
-        let meta = fs::metadata(source).map_err(|e| {
-            fail("stat", Path::new(source))(Errno::from_raw(e.raw_os_error().unwrap_or(0)))
-        })?;
+        let meta = source.stat()?;
         let point = self.mountpoint(&meta, target, done)?;
         let st = nix::sys::stat::fstat(point.as_fd()).map_err(fail("stat", target))?;
-        if st.st_dev == meta.dev() && st.st_ino == meta.ino() {
+        if st.st_dev == meta.dev && st.st_ino == meta.ino {
             done.already.push(target.to_path_buf());
             return Ok(());
         }
-        mount(
-            Some(source),
-            fd_path(&point).as_str(),
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(fail("bind-mount", target))?;
+        let flags = kind.flags();
+        let sys = |op| {
+            move |e: nvc_sys::Error| match e {
+                nvc_sys::Error::Syscall { errno, .. } => fail(op, target)(errno),
+                _ => fail(op, target)(Errno::EINVAL),
+            }
+        };
+        let remount = match source {
+            Source::Tree(tree) => {
+                let attrs = nvc_sys::mount::MountAttrs {
+                    read_only: flags.read_only,
+                    nosuid: flags.nosuid,
+                    nodev: flags.nodev,
+                    noexec: flags.noexec,
+                };
+                // Without mount_setattr (Linux < 5.12) the flags come from a remount.
+                let remount = match nvc_sys::mount::set_attrs(tree.as_fd(), attrs) {
+                    Ok(()) => false,
+                    Err(nvc_sys::Error::Syscall {
+                        errno: Errno::ENOSYS,
+                        ..
+                    }) => true,
+                    Err(e) => return Err(sys("mount_setattr")(e)),
+                };
+                nvc_sys::mount::attach(tree.as_fd(), point.as_fd()).map_err(sys("move_mount"))?;
+                remount
+            }
+            Source::Path(path) => {
+                mount(
+                    Some(path.as_path()),
+                    fd_path(&point).as_str(),
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(fail("bind-mount", target))?;
+                true
+            }
+        };
         done.mounts.push(target.to_path_buf());
-        // Reopen: the name now leads to the mount's root, which is what remount needs.
-        let mounted = self
-            .open(target, OFlag::O_PATH)
-            .map_err(fail("open", target))?;
-        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | ms_flags(kind.flags());
-        mount(
-            None::<&str>,
-            fd_path(&mounted).as_str(),
-            None::<&str>,
-            flags,
-            None::<&str>,
-        )
-        .map_err(fail("remount", target))
+        if remount {
+            // Reopen: the name now leads to the mount's root, which remount needs.
+            let mounted = self
+                .open(target, OFlag::O_PATH)
+                .map_err(fail("open", target))?;
+            mount(
+                None::<&str>,
+                fd_path(&mounted).as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | ms_flags(flags),
+                None::<&str>,
+            )
+            .map_err(fail("remount", target))?;
+        }
+        Ok(())
     }
 }
 
@@ -311,10 +391,17 @@ impl MountPlan {
     ///
     /// `openat2` (Linux 5.6).
     pub fn apply(&self, container: &Container) -> Result<Mounted, Error> {
-        in_container_ns(container, || {
+        // Sources are cloned here, in the caller's namespace, before anything changes.
+        let mut sources = Vec::new();
+        for op in &self.ops {
+            if let Op::Bind { source, .. } = op {
+                sources.push(clone_source(source, self.mount_api)?);
+            }
+        }
+        in_container_ns(container, move || {
             let root = Root::of(container)?;
             let mut done = Mounted::default();
-            match self.apply_all(&root, &mut done) {
+            match self.apply_all(&root, &mut done, sources) {
                 Ok(()) => Ok(done),
                 Err(e) => {
                     undo(&root, &done);
@@ -324,7 +411,13 @@ impl MountPlan {
         })
     }
 
-    fn apply_all(&self, root: &Root, done: &mut Mounted) -> Result<(), Error> {
+    fn apply_all(
+        &self,
+        root: &Root,
+        done: &mut Mounted,
+        sources: Vec<Source>,
+    ) -> Result<(), Error> {
+        let mut sources = sources.into_iter();
         for op in &self.ops {
             match op {
                 Op::Tmpfs { target, mode } => {
@@ -384,13 +477,26 @@ impl MountPlan {
                     source,
                     target,
                     kind,
-                } => root.bind(&source.to_string_lossy(), target, *kind, done)?,
+                } => {
+                    let source = sources
+                        .next()
+                        .ok_or_else(|| fail("open_tree", source)(Errno::EINVAL))?;
+                    root.bind(source, target, *kind, done)?;
+                }
                 Op::BindFromImage { source, target } => {
                     // Opened inside the root: the image cannot swap in a link to the host.
                     let src = root
                         .open(source, OFlag::O_PATH)
                         .map_err(fail("open", source))?;
-                    root.bind(&fd_path(&src), target, MountKind::File, done)?;
+                    let tree = match self.mount_api {
+                        MountApi::Auto => nvc_sys::mount::clone_tree_fd(src.as_fd()).ok(),
+                        MountApi::Legacy => None,
+                    };
+                    let source = match tree {
+                        Some(tree) => Source::Tree(tree),
+                        None => Source::Path(fd_path(&src).into()),
+                    };
+                    root.bind(source, target, MountKind::File, done)?;
                 }
                 Op::Symlink { path, target } => {
                     let (dir, name) = root.parent(path, done)?;

@@ -26,4 +26,4 @@ pub use container::{Container, ContainerDirs};
 pub use error::Error;
 pub use ldconfig::{Ldconfig, LdconfigOptions, LdconfigRun, Limits, run_ldconfig};
 pub use ns::in_mount_ns;
-pub use plan::{MountFlags, MountKind, MountPlan, Op, PlanOptions};
+pub use plan::{MountApi, MountFlags, MountKind, MountPlan, Op, PlanOptions};

@@ -196,6 +196,19 @@ pub struct MountPlan {
     pub ops: Vec<Op>,
     /// Things left out (a missing `/proc` file, ...).
     pub warnings: Vec<String>,
+    /// How binds are made.
+    pub mount_api: MountApi,
+}
+
+/// How [`MountPlan::apply`] makes binds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum MountApi {
+    /// `open_tree` + `mount_setattr` + `move_mount` where the kernel has them (5.12), each
+    /// missing piece falling back to `mount(2)`.
+    #[default]
+    Auto,
+    /// Upstream's bind + remount with `mount(2)` only.
+    Legacy,
 }
 
 impl fmt::Display for MountPlan {

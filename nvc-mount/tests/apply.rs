@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use nix::sys::stat::{major, minor};
 use nvc_driver::tables::Capability::{Compute, Utility};
 use nvc_driver::{DriverOptions, probe_driver};
-use nvc_mount::{Container, MountPlan, Op, PlanOptions};
+use nvc_mount::{Container, MountApi, MountPlan, Op, PlanOptions};
 use nvc_testkit::{DeviceNodes, Host, PausedContainer, Scenario};
 
 /// The container's mounts under `rootfs`: (path inside the container, options).
@@ -87,9 +87,19 @@ fn setup() -> Option<(
 
 #[test]
 fn every_planned_path_is_mounted_with_its_flags_and_numbers() {
-    let Some((c, _hd, host, rootfs, plan, container)) = setup() else {
+    mounts_every_planned_path(MountApi::Auto);
+}
+
+#[test]
+fn the_legacy_bind_and_remount_gives_the_same_result() {
+    mounts_every_planned_path(MountApi::Legacy);
+}
+
+fn mounts_every_planned_path(api: MountApi) {
+    let Some((c, _hd, host, rootfs, mut plan, container)) = setup() else {
         return;
     };
+    plan.mount_api = api;
     let pid = c.pid();
     let host_mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
     let done = plan.apply(&container).unwrap();
@@ -154,11 +164,48 @@ fn every_planned_path_is_mounted_with_its_flags_and_numbers() {
 
 #[test]
 fn a_failure_midway_leaves_the_container_as_it_was() {
-    let Some((c, _hd, _host, rootfs, mut plan, container)) = setup() else {
+    let Some((c, _hd, _host, rootfs, plan, container)) = setup() else {
         return;
     };
     let pid = c.pid();
-    // Fail after many mounts: a source that does not exist.
+    // The container's /dev is read-only: the device binds, after the libraries, firmware and
+    // IPC mounts, cannot create their mountpoints.
+    let dev = rootfs.path().join("dev");
+    fs::create_dir_all(&dev).unwrap();
+    nvc_mount::in_mount_ns(pid, || {
+        nix::mount::mount(
+            Some("tmpfs"),
+            &dev,
+            Some("tmpfs"),
+            nix::mount::MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .unwrap();
+        Ok(())
+    })
+    .unwrap();
+    let files_before = tree(rootfs.path());
+    let mounts_before = mounts(pid, rootfs.path());
+    let err = plan.apply(&container).unwrap_err().to_string();
+    assert!(
+        err.starts_with("mount error: ") && err.contains("/dev/") && err.contains("EROFS"),
+        "{err}"
+    );
+    let first_device = plan
+        .ops
+        .iter()
+        .position(|op| matches!(op, Op::Bind { target, .. } if target.starts_with("/dev")))
+        .unwrap();
+    assert!(first_device > 10, "the failure comes after many mounts");
+    assert_eq!(mounts(pid, rootfs.path()), mounts_before);
+    assert_eq!(tree(rootfs.path()), files_before);
+}
+
+#[test]
+fn a_missing_source_fails_before_any_change() {
+    let Some((c, _hd, _host, rootfs, mut plan, container)) = setup() else {
+        return;
+    };
     let n = plan.ops.len() * 2 / 3;
     plan.ops.insert(
         n,
@@ -169,14 +216,13 @@ fn a_failure_midway_leaves_the_container_as_it_was() {
         },
     );
     let files_before = tree(rootfs.path());
-    let mounts_before = mounts(pid, rootfs.path());
-    let err = plan.apply(&container).unwrap_err();
+    let mounts_before = mounts(c.pid(), rootfs.path());
+    let err = plan.apply(&container).unwrap_err().to_string();
     assert!(
-        err.to_string()
-            .starts_with("mount error: stat /nonexistent/libnvidia-broken.so"),
+        err.starts_with("mount error: open_tree /nonexistent/libnvidia-broken.so: ENOENT"),
         "{err}"
     );
-    assert_eq!(mounts(pid, rootfs.path()), mounts_before);
+    assert_eq!(mounts(c.pid(), rootfs.path()), mounts_before);
     assert_eq!(tree(rootfs.path()), files_before);
 }
 
@@ -276,4 +322,35 @@ fn proc_dev_and_etc_linked_to_the_host_change_nothing_outside_the_image() {
             assert_eq!(tree(rootfs.path()), files_before, "{name}: not rolled back");
         }
     }
+}
+
+#[test]
+fn driver_files_hidden_from_the_container_namespace_are_still_mounted() {
+    let Some((c, hostdir, _host, rootfs, plan, container)) = setup() else {
+        return;
+    };
+    let pid = c.pid();
+    // Inside the container's namespace the driver root is covered (as after a pivot_root):
+    // sources are cloned in the caller's namespace, so the binds still work.
+    let hidden = hostdir.path().to_path_buf();
+    nvc_mount::in_mount_ns(pid, move || {
+        nix::mount::mount(
+            Some("tmpfs"),
+            &hidden,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        Ok(())
+    })
+    .unwrap();
+    plan.apply(&container).unwrap();
+    let lib = "/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14";
+    let inside = fs::metadata(format!("/proc/{pid}/root{}{lib}", rootfs.path().display())).unwrap();
+    let host_lib = fs::metadata(hostdir.path().join(lib.trim_start_matches('/'))).unwrap();
+    assert_eq!(
+        (inside.dev(), inside.ino()),
+        (host_lib.dev(), host_lib.ino())
+    );
 }

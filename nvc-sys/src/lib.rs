@@ -7,6 +7,7 @@
 //! - [`confine`]: running one program in new pid/IPC/mount namespaces under a new root, with
 //!   masked kernel filesystems, rlimits, no capabilities, another identity, no-new-privs and
 //!   seccomp (upstream's `ldconfig` sandbox).
+//! - [`mount`]: `open_tree` + `mount_setattr` + `move_mount`, binds by descriptor.
 //! - [`pidfd_open`]: a process handle that cannot be confused with a reused pid.
 //!
 //! Each error names the syscall or step and the `errno`. Every other nvc crate is
@@ -16,6 +17,7 @@
 pub mod bpf;
 pub mod confine;
 mod fork;
+pub mod mount;
 mod pidfd;
 pub mod seccomp;
 

@@ -1,0 +1,135 @@
+//! The new mount API (Linux 5.2+, `mount_setattr` 5.12+): detached clones of a mount, their
+//! flags set before anyone can see them, attached by file descriptor.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+
+use crate::Error;
+
+/// Per-mount flags, as `MOUNT_ATTR_*`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MountAttrs {
+    /// `ro`.
+    pub read_only: bool,
+    /// `nosuid`.
+    pub nosuid: bool,
+    /// `nodev`.
+    pub nodev: bool,
+    /// `noexec`.
+    pub noexec: bool,
+}
+
+fn sys(call: &'static str) -> impl FnOnce(Errno) -> Error {
+    move |errno| Error::Syscall { call, errno }
+}
+
+fn open_tree(dirfd: libc::c_int, path: &CString, flags: libc::c_uint) -> Result<OwnedFd, Error> {
+    // SAFETY: `path` is a NUL-terminated string alive for the call; `dirfd` is AT_FDCWD or a
+    // descriptor the caller borrows.
+    let ret = unsafe { libc::syscall(libc::SYS_open_tree, dirfd, path.as_ptr(), flags) };
+    if ret < 0 {
+        return Err(sys("open_tree")(Errno::last()));
+    }
+    let fd = i32::try_from(ret).map_err(|_| sys("open_tree")(Errno::EBADF))?;
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+const CLONE: libc::c_uint = libc::OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+
+/// A detached copy of the mount at `source` (a bind of that one file or directory, not of
+/// the mounts below it), resolved in the caller's mount namespace; it can be attached in
+/// another namespace with [`attach`].
+///
+/// # Errors
+///
+/// [`Error::Syscall`] naming `open_tree`: `ENOENT`, `EACCES`, `EPERM` (needs
+/// `CAP_SYS_ADMIN`), `ENOSYS` before Linux 5.2.
+pub fn clone_tree(source: &Path) -> Result<OwnedFd, Error> {
+    let path =
+        CString::new(source.as_os_str().as_bytes()).map_err(|_| sys("open_tree")(Errno::EINVAL))?;
+    open_tree(libc::AT_FDCWD, &path, CLONE)
+}
+
+/// [`clone_tree`] of what `fd` (an `O_PATH` descriptor) refers to.
+///
+/// # Errors
+///
+/// As [`clone_tree`].
+pub fn clone_tree_fd(fd: BorrowedFd<'_>) -> Result<OwnedFd, Error> {
+    let flags = CLONE | libc::AT_EMPTY_PATH as libc::c_uint;
+    open_tree(fd.as_raw_fd(), &CString::default(), flags)
+}
+
+/// Sets `attrs` on the detached mount `tree` (flags not in `attrs` are cleared), before it is
+/// attached anywhere.
+///
+/// # Errors
+///
+/// [`Error::Syscall`] naming `mount_setattr` (`ENOSYS` before Linux 5.12).
+pub fn set_attrs(tree: BorrowedFd<'_>, attrs: MountAttrs) -> Result<(), Error> {
+    let mut set = 0;
+    for (on, flag) in [
+        (attrs.read_only, libc::MOUNT_ATTR_RDONLY),
+        (attrs.nosuid, libc::MOUNT_ATTR_NOSUID),
+        (attrs.nodev, libc::MOUNT_ATTR_NODEV),
+        (attrs.noexec, libc::MOUNT_ATTR_NOEXEC),
+    ] {
+        if on {
+            set |= flag;
+        }
+    }
+    let all = libc::MOUNT_ATTR_RDONLY
+        | libc::MOUNT_ATTR_NOSUID
+        | libc::MOUNT_ATTR_NODEV
+        | libc::MOUNT_ATTR_NOEXEC;
+    let attr = libc::mount_attr {
+        attr_set: set,
+        attr_clr: all & !set,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `attr` is a live `mount_attr` of the size passed; the path is an empty C string.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            std::ptr::from_ref(&attr),
+            size_of::<libc::mount_attr>(),
+        )
+    };
+    if ret < 0 {
+        return Err(sys("mount_setattr")(Errno::last()));
+    }
+    Ok(())
+}
+
+/// Attaches the detached mount `tree` on top of `target` (an `O_PATH` descriptor of the
+/// mountpoint, in the caller's mount namespace).
+///
+/// # Errors
+///
+/// [`Error::Syscall`] naming `move_mount`.
+pub fn attach(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> Result<(), Error> {
+    // SAFETY: both descriptors are borrowed for the call; the paths are empty C strings.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if ret < 0 {
+        return Err(sys("move_mount")(Errno::last()));
+    }
+    Ok(())
+}
