@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Whole-process `configure` timings (microseconds, one per line) on 20 fresh paused containers
+# and rootfs. Run as root inside the simulated host:
+#   nvc-sim create --scenario dgx /tmp/dgx
+#   nvc-sim run /tmp/dgx -- benches/configure.sh /tmp/dgx target/release/nvidia-container-cli [--no-ldconfig]
+set -euo pipefail
+driver_root=$1
+cli=$(realpath "$2")
+shift 2
+for _ in $(seq 1 20); do
+    rootfs=$(mktemp -d)
+    mkdir -p "$rootfs/etc" "$rootfs/sbin"
+    echo 12 >"$rootfs/etc/debian_version"
+    : >"$rootfs/etc/ld.so.conf"
+    cp /sbin/ldconfig "$rootfs/sbin/"
+    # `unshare` execs `sleep` in its new mount namespace: $! is the container's pid.
+    unshare --mount --propagation private sleep 60 &
+    pid=$!
+    sleep 0.05
+    start=$(date +%s%N)
+    "$cli" --root "$driver_root" configure --device=all --compute --utility "$@" --pid="$pid" "$rootfs"
+    end=$(date +%s%N)
+    echo $(((end - start) / 1000))
+    kill "$pid"
+    wait "$pid" || true
+    rm -rf "$rootfs"
+done
