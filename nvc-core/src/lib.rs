@@ -3,26 +3,41 @@
 //! The public API is a consuming flow, each step owning what the next needs:
 //!
 //! ```no_run
-//! use nvc_core::Context;
+//! use nvc_core::{Capability, Context};
 //!
-//! let driver = Context::builder().root("/run/nvidia/driver").build()?.driver()?;
+//! // A runtime hook: the container's init process and its rootfs, before pivot_root.
+//! let (pid, rootfs) = (4242, "/run/containers/c1/rootfs");
+//! let driver = Context::new()?.driver()?;
 //! println!("NVRM {} with {} GPUs", driver.info().nvrm_version, driver.info().gpus.len());
+//! let done = driver
+//!     .container(pid, rootfs)?
+//!     .devices("all")
+//!     .capabilities(&[Capability::Compute, Capability::Utility])
+//!     .mount()?;
+//! println!("{} mounts", done.mounted.mounts.len());
 //! # Ok::<(), nvc_core::Error>(())
 //! ```
 //!
-//! Today it reaches [`Context::driver`] (driver discovery); `.container(pid)?.mount()?`
-//! arrive with the mount engine. Errors say what kind of failure they are
-//! ([`Error::kind`]) so callers can tell "no driver" from "bad input" without matching
-//! internals.
+//! [`Context::driver`] probes the driver (NVML in an isolated helper, the driver's files);
+//! [`Driver::container`] looks the container up; [`ContainerSetup::mount`] mounts the driver
+//! and devices in the container's mount namespace, grants the devices in its cgroup and runs
+//! its `ldconfig` in a sandbox, undoing everything if a step fails; [`ContainerSetup::plan`]
+//! shows what it would do. Errors say what kind of failure they are ([`Error::kind`]) so
+//! callers can tell "no driver" from "bad input" without matching internals.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod container;
+
+pub use container::ContainerSetup;
+pub use nvc_driver::tables::Capability;
 pub use nvc_driver::{
     DeviceRequest, DriverFiles, DriverInfo, Facts, Gpu, MigDevice, PciBusId, Requirement, Selection,
 };
+pub use nvc_mount::{CompatMode, Configuration, Configured, Ldconfig, LdconfigRun};
 
 /// What kind of failure an [`Error`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -49,6 +64,9 @@ pub enum Error {
     /// Driver discovery, device selection or requirement checking failed.
     #[error(transparent)]
     Driver(#[from] nvc_driver::Error),
+    /// Looking up, planning or configuring the container failed (nothing was left changed).
+    #[error(transparent)]
+    Mount(#[from] nvc_mount::Error),
     /// An option of the context is unusable.
     #[error("invalid option {option}: {reason}")]
     InvalidOption {
@@ -63,18 +81,16 @@ impl Error {
     /// The kind of failure.
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
-        use nvc_driver::Error as D;
         match self {
-            Error::Driver(e) => match e {
-                D::Nvml { .. } => ErrorKind::NoDriver,
-                D::NvmlTimeout { .. } => ErrorKind::Timeout,
-                D::UnknownDevice { .. } | D::InvalidBusId { .. } | D::InvalidRequirement { .. } => {
-                    ErrorKind::BadInput
-                }
-                D::Ldcache { .. } | D::Elf { .. } => ErrorKind::BadInput,
-                D::Unsatisfied { .. } => ErrorKind::Unsatisfied,
-                D::Resolve { source, .. }
-                    if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            Error::Driver(e) | Error::Mount(nvc_mount::Error::Driver(e)) => driver_kind(e),
+            Error::Mount(e) => match e {
+                nvc_mount::Error::BadRootfs { .. }
+                | nvc_mount::Error::Device { .. }
+                | nvc_mount::Error::Container { .. } => ErrorKind::BadInput,
+                nvc_mount::Error::Namespace { errno, .. }
+                | nvc_mount::Error::Apply { errno, .. }
+                    if std::io::Error::from_raw_os_error(*errno as i32).kind()
+                        == std::io::ErrorKind::PermissionDenied =>
                 {
                     ErrorKind::Permission
                 }
@@ -82,6 +98,23 @@ impl Error {
             },
             Error::InvalidOption { .. } => ErrorKind::BadInput,
         }
+    }
+}
+
+fn driver_kind(e: &nvc_driver::Error) -> ErrorKind {
+    use nvc_driver::Error as D;
+    match e {
+        D::Nvml { .. } => ErrorKind::NoDriver,
+        D::NvmlTimeout { .. } => ErrorKind::Timeout,
+        D::UnknownDevice { .. } | D::InvalidBusId { .. } | D::InvalidRequirement { .. } => {
+            ErrorKind::BadInput
+        }
+        D::Ldcache { .. } | D::Elf { .. } => ErrorKind::BadInput,
+        D::Unsatisfied { .. } => ErrorKind::Unsatisfied,
+        D::Resolve { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            ErrorKind::Permission
+        }
+        _ => ErrorKind::Other,
     }
 }
 
@@ -234,5 +267,24 @@ impl Driver {
         Ok(self
             .info
             .check_requirement(&Requirement::parse(requirement)?, selection)?)
+    }
+
+    /// The container whose init process is `pid` and whose root filesystem is `rootfs` (a
+    /// host path, before `pivot_root`), as a runtime hook sees it. Keeps a pidfd on the
+    /// process so a reused pid cannot redirect the later steps.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::BadInput`] for a relative or `/` rootfs, [`ErrorKind::Other`] when the
+    /// process does not exist.
+    pub fn container(
+        &self,
+        pid: u32,
+        rootfs: impl AsRef<std::path::Path>,
+    ) -> Result<ContainerSetup<'_>, Error> {
+        Ok(ContainerSetup::new(
+            self,
+            nvc_mount::Container::from_pid(pid, rootfs.as_ref())?,
+        ))
     }
 }

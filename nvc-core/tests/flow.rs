@@ -80,3 +80,61 @@ fn error_kinds_tell_failures_apart() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout);
 }
+
+#[test]
+fn the_flow_configures_a_paused_container() {
+    use nvc_core::{Capability, LdconfigRun};
+    let Some(paused) = nvc_testkit::PausedContainer::start() else {
+        return;
+    };
+    let (dir, host) = build("single");
+    if !matches!(host.device_nodes_state(), nvc_testkit::DeviceNodes::Created) {
+        eprintln!("skipped: no device nodes");
+        return;
+    }
+    let rootfs = tempfile::tempdir().unwrap();
+    for d in ["etc", "sbin"] {
+        std::fs::create_dir_all(rootfs.path().join(d)).unwrap();
+    }
+    std::fs::write(rootfs.path().join("etc/debian_version"), "12\n").unwrap();
+    std::fs::write(rootfs.path().join("etc/ld.so.conf"), "").unwrap();
+    std::fs::copy("/sbin/ldconfig", rootfs.path().join("sbin/ldconfig")).unwrap();
+    let driver = Context::builder()
+        .root(dir.path())
+        .build()
+        .unwrap()
+        .driver()
+        .unwrap();
+    let err = driver.container(paused.pid(), "relative").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadInput);
+
+    let setup = driver
+        .container(paused.pid(), rootfs.path())
+        .unwrap()
+        .devices("all")
+        .capabilities(&[Capability::Compute, Capability::Utility]);
+    // A requirement the host does not meet stops it before anything changes.
+    let err = setup.clone().require("cuda>=99.0").mount().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsatisfied);
+    assert!(!paused.mountinfo().contains(rootfs.path().to_str().unwrap()));
+
+    let plan = setup.plan().unwrap().to_string();
+    assert!(
+        plan.contains("bind ro,nosuid,noexec /dev/nvidia0 <- "),
+        "{plan}"
+    );
+    assert!(plan.ends_with("ldconfig (container) /sbin/ldconfig /usr/lib/x86_64-linux-gnu /usr/lib/i386-linux-gnu\n"), "{plan}");
+    let done = setup.mount().unwrap();
+    assert!(
+        done.mounted
+            .mounts
+            .iter()
+            .any(|m| m == std::path::Path::new("/dev/nvidia0"))
+    );
+    assert!(matches!(done.ldconfig, Some(LdconfigRun::Ran { .. })));
+    assert!(
+        paused
+            .mountinfo()
+            .contains(&format!("{}/dev/nvidia0 ", rootfs.path().display()))
+    );
+}

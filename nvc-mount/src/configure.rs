@@ -17,7 +17,122 @@ use crate::apply::{Root, fail, fd_path};
 use crate::cgroup::{DeviceCgroup, DeviceGrant};
 use crate::ns::in_container_ns;
 use crate::plan::Op;
-use crate::{Container, Error, LdconfigOptions, LdconfigRun, MountPlan, Mounted, run_ldconfig};
+use crate::{
+    CompatMode, Container, ContainerDirs, Error, Ldconfig, LdconfigOptions, LdconfigRun, Limits,
+    MountPlan, Mounted, PlanOptions, compat_dir, compat_libraries, run_ldconfig,
+};
+use nvc_driver::DriverInfo;
+use nvc_driver::tables::Capability;
+
+/// Everything `configure` was asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigureOptions {
+    /// Capabilities, devices, flags (its `compat_libs` is filled in by [`Configuration::prepare`]).
+    pub plan: PlanOptions,
+    /// CUDA forward compatibility (`--cuda-compat-mode`).
+    pub cuda_compat: CompatMode,
+    /// The `ldconfig` to run; `None`: the image's (`/sbin/ldconfig.real` or `/sbin/ldconfig`).
+    pub ldconfig: Option<Ldconfig>,
+    /// Do not run `ldconfig` (`--no-ldconfig`).
+    pub no_ldconfig: bool,
+    /// `--no-pivot`.
+    pub no_pivot: bool,
+}
+
+/// A prepared `configure`: the mount plan and the `ldconfig` run, printable as a dry run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Configuration {
+    /// The mounts, links and device rules.
+    pub plan: MountPlan,
+    /// The `ldconfig` step (`None` with `no_ldconfig`).
+    pub ldconfig: Option<LdconfigOptions>,
+    /// The container's directories it was planned for.
+    pub dirs: ContainerDirs,
+}
+
+impl Configuration {
+    /// Plans `configure` for the image at `rootfs` with the driver `info` (probed in
+    /// `driver_root`): detects the image's directories, finds its CUDA compat libraries
+    /// (with `compute`, unless disabled), builds the [`MountPlan`] and the `ldconfig` step
+    /// (in `ldconfig` compat mode with the compat directory added). Changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// A detection error in the image, [`Error::Container`] when compat libraries live in
+    /// several directories in `ldconfig` mode, or [`MountPlan::build`]'s errors.
+    pub fn prepare(
+        driver_root: &Path,
+        info: &DriverInfo,
+        rootfs: &Path,
+        opts: &ConfigureOptions,
+    ) -> Result<Self, Error> {
+        let dirs = ContainerDirs::detect(rootfs)?;
+        let compute = opts.plan.capabilities.contains(&Capability::Compute);
+        let compat = if compute && opts.cuda_compat != CompatMode::Disabled {
+            compat_libraries(rootfs, &dirs.cudart, &info.nvrm_version)?
+        } else {
+            Vec::new()
+        };
+        let mut plan_opts = opts.plan.clone();
+        let mut extra_dir = None;
+        match opts.cuda_compat {
+            CompatMode::Mount => plan_opts.compat_libs = compat,
+            CompatMode::Ldconfig => {
+                extra_dir = compat_dir(&compat).map_err(|what| Error::Container { what })?;
+            }
+            CompatMode::Disabled => {}
+        }
+        let plan = MountPlan::build(driver_root, info, &dirs, &plan_opts)?;
+        let ldconfig = (!opts.no_ldconfig).then(|| LdconfigOptions {
+            ldconfig: opts
+                .ldconfig
+                .clone()
+                .unwrap_or_else(|| Ldconfig::Container(dirs.ldconfig.clone())),
+            no_pivot: opts.no_pivot,
+            extra_dir,
+            limits: Limits::default(),
+        });
+        Ok(Configuration {
+            plan,
+            ldconfig,
+            dirs,
+        })
+    }
+
+    /// Applies it to `container` ([`MountPlan::configure`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`MountPlan::configure`]; nothing is left half-done.
+    pub fn apply(&self, container: &Container) -> Result<Configured, Error> {
+        self.plan.configure(container, self.ldconfig.as_ref())
+    }
+}
+
+impl std::fmt::Display for Configuration {
+    /// The plan, one operation a line, then `ldconfig (container|host) PATH DIRS...`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.plan)?;
+        if let Some(l) = &self.ldconfig {
+            let (how, path) = match &l.ldconfig {
+                Ldconfig::Container(p) => ("container", p),
+                Ldconfig::Host(p) => ("host", p),
+            };
+            write!(
+                f,
+                "ldconfig ({how}) {} {} {}",
+                path.display(),
+                self.dirs.libs.display(),
+                self.dirs.libs32.display()
+            )?;
+            if let Some(extra) = &l.extra_dir {
+                write!(f, " {}", extra.display())?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
 
 /// What `configure` did.
 #[derive(Debug)]

@@ -22,6 +22,13 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The container's image cannot be configured as asked (CUDA compat libraries spread over
+    /// several directories in `ldconfig` mode).
+    #[error("container error: {what}")]
+    Container {
+        /// What is wrong.
+        what: String,
+    },
     /// A selected device is not known to the driver (an index with no GPU, a missing node).
     #[error("device error: {what}")]
     Device {

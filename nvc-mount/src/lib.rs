@@ -21,7 +21,7 @@ mod plan;
 
 pub use apply::Mounted;
 pub use compat::{CompatMode, compat_dir, compat_libraries};
-pub use configure::Configured;
+pub use configure::{Configuration, ConfigureOptions, Configured};
 pub use container::{Container, ContainerDirs};
 pub use error::Error;
 pub use ldconfig::{Ldconfig, LdconfigOptions, LdconfigRun, Limits, run_ldconfig};

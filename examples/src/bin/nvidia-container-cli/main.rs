@@ -78,7 +78,7 @@ fn probe(global: &Global, list: Option<&List>) -> Result<DriverInfo, String> {
 /// `configure`: builds the plan and prints it (`--dry-run`), or configures the container:
 /// mounts, device cgroup, sandboxed ldconfig, undone as a whole when a step fails.
 fn configure(global: &Global, c: &args::Configure, out: &mut dyn Write) -> Result<(), String> {
-    use nvc_mount::{CompatMode, Container, ContainerDirs, Ldconfig, LdconfigOptions};
+    use nvc_mount::{Configuration, ConfigureOptions, Container, Ldconfig, PlanOptions};
     let rootfs = c.rootfs.as_deref().ok_or("input error: missing ROOTFS")?;
     let rootfs = std::path::Path::new(rootfs);
     if !rootfs.is_absolute() || rootfs == std::path::Path::new("/") {
@@ -94,82 +94,43 @@ fn configure(global: &Global, c: &args::Configure, out: &mut dyn Write) -> Resul
             .and_then(|req| info.check_requirement(&req, &selection))
             .map_err(|e| format!("requirement error: {e}"))?;
     }
-    let container_err = |e: nvc_mount::Error| format!("container error: {e}");
-    let dirs = ContainerDirs::detect(rootfs).map_err(container_err)?;
-    let compute = c
-        .capabilities
-        .contains(&nvc_driver::tables::Capability::Compute);
-    let compat = if compute && c.compat_mode != CompatMode::Disabled {
-        nvc_mount::compat_libraries(rootfs, &dirs.cudart, &info.nvrm_version)
-            .map_err(container_err)?
-    } else {
-        Vec::new()
-    };
-    let extra_dir = match c.compat_mode {
-        CompatMode::Ldconfig => {
-            nvc_mount::compat_dir(&compat).map_err(|e| format!("container error: {e}"))?
-        }
-        _ => None,
-    };
-    let opts = nvc_mount::PlanOptions {
-        capabilities: c.capabilities.clone(),
-        gpus: selection.gpus,
-        migs: selection.migs,
-        compat32: c.compat32,
-        no_devbind: c.no_devbind,
-        no_cgroups: c.no_cgroups,
-        imex_channels: c.imex_channels.clone(),
-        compat_libs: if c.compat_mode == CompatMode::Mount {
-            compat
-        } else {
-            Vec::new()
+    let opts = ConfigureOptions {
+        plan: PlanOptions {
+            capabilities: c.capabilities.clone(),
+            gpus: selection.gpus,
+            migs: selection.migs,
+            compat32: c.compat32,
+            no_devbind: c.no_devbind,
+            no_cgroups: c.no_cgroups,
+            imex_channels: c.imex_channels.clone(),
+            compat_libs: Vec::new(),
         },
+        cuda_compat: c.compat_mode,
+        ldconfig: c.ldconfig.as_deref().map(Ldconfig::parse),
+        no_ldconfig: c.no_ldconfig,
+        no_pivot: c.no_pivot,
     };
-    let plan = nvc_mount::MountPlan::build(std::path::Path::new(&global.root), &info, &dirs, &opts)
-        .map_err(|e| e.to_string())?;
-    let ldconfig = c.ldconfig.as_deref().map_or_else(
-        || Ldconfig::Container(dirs.ldconfig.clone()),
-        Ldconfig::parse,
-    );
+    let container_err = |e: nvc_mount::Error| match e {
+        nvc_mount::Error::Container { .. } => e.to_string(),
+        other => format!("container error: {}", nvc_examples::error_chain(&other)),
+    };
+    let config = Configuration::prepare(std::path::Path::new(&global.root), &info, rootfs, &opts)
+        .map_err(|e| match e {
+        nvc_mount::Error::Device { .. } => e.to_string(),
+        other => container_err(other),
+    })?;
     if c.dry_run {
-        write!(out, "{plan}").map_err(|e| e.to_string())?;
-        if !c.no_ldconfig {
-            let (how, path) = match &ldconfig {
-                Ldconfig::Container(p) => ("container", p),
-                Ldconfig::Host(p) => ("host", p),
-            };
-            let extra = extra_dir.as_ref().map(|d| format!(" {}", d.display()));
-            writeln!(
-                out,
-                "ldconfig ({how}) {} {} {}{}",
-                path.display(),
-                dirs.libs.display(),
-                dirs.libs32.display(),
-                extra.unwrap_or_default()
-            )
-            .map_err(|e| e.to_string())?;
-        }
-        return Ok(());
+        return write!(out, "{config}").map_err(|e| e.to_string());
     }
     let container = match c.pid {
         Some(pid) => Container::from_pid(pid, rootfs),
         None => Container::standalone(rootfs),
     }
     .map_err(container_err)?;
-    let ldconfig = (!c.no_ldconfig).then(|| LdconfigOptions {
-        ldconfig,
-        no_pivot: c.no_pivot,
-        extra_dir,
-        limits: nvc_mount::Limits::default(),
-    });
-    let done = plan
-        .configure(&container, ldconfig.as_ref())
-        .map_err(|e| match e {
-            nvc_mount::Error::NoProcess { .. } | nvc_mount::Error::Namespace { .. } => {
-                format!("container error: {}", nvc_examples::error_chain(&e))
-            }
-            other => other.to_string(),
-        })?;
+    let done = config.apply(&container).map_err(|e| match e {
+        nvc_mount::Error::NoProcess { .. } | nvc_mount::Error::Namespace { .. } => container_err(e),
+        other => other.to_string(),
+    })?;
     for note in done.notes() {
         eprintln!("nvidia-container-cli: warning: {note}");
     }
