@@ -1,5 +1,6 @@
-//! `nvc-demo`: nvc's driver discovery end to end — on this machine's NVIDIA driver when it
-//! has one, otherwise on a simulated host built on the spot.
+//! `nvc-demo`: nvc's main job end to end — driver discovery, then `configure` of a container —
+//! on this machine's NVIDIA driver when it has one, otherwise on a simulated host built on the
+//! spot.
 //!
 //! ```text
 //! nvc-demo [--scenario NAME] [--keep]
@@ -9,12 +10,19 @@
 //! `dgx`; see `nvc-sim list`) in a temporary directory with nvc-testkit — real ELF libraries,
 //! a cache written by glibc's `ldconfig`, a fake NVML — and runs the same code paths as
 //! `nvidia-container-cli --root DIR info` and `list`. `--keep` leaves the directory.
+//!
+//! Then it plans `configure --device=all --compute --utility` for an empty image (the dry run)
+//! and, as root on the simulated host, carries it out on a paused container (a process in its
+//! own mount namespace, as a runtime leaves it before `pivot_root`): mounts, then the host's
+//! `ldconfig` in its sandbox writing the image's linker cache. Device cgroups are left alone
+//! there, since the demo container lives in the demo's own cgroup.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use nvc_driver::{DriverOptions, find_nvml, probe_driver};
+use nvc_driver::tables::Capability::{Compute, Utility};
+use nvc_driver::{DriverInfo, DriverOptions, find_nvml, probe_driver};
 use nvc_examples::render::{self, List};
 use nvc_testkit::{BUILTIN, Host, Scenario};
 
@@ -93,6 +101,114 @@ fn run() -> Result<(), String> {
     render::list(&info, &everything, &mut out)?;
     for warning in &info.files.warnings {
         eprintln!("warning: {warning}");
+    }
+    configure(&root, &info, real, &mut out)
+}
+
+/// Plans (and, as root on a simulated host, performs) `configure` for an empty image.
+fn configure(
+    root: &Path,
+    info: &DriverInfo,
+    real: bool,
+    out: &mut dyn Write,
+) -> Result<(), String> {
+    use nvc_mount::{
+        Configuration, ConfigureOptions, Container, Ldconfig, LdconfigRun, PlanOptions,
+    };
+    let w = |e: io::Error| e.to_string();
+    let image = tempfile::Builder::new()
+        .prefix("nvc-demo-rootfs-")
+        .tempdir()
+        .map_err(w)?;
+    for dir in ["etc", "usr/bin", "usr/lib/x86_64-linux-gnu"] {
+        std::fs::create_dir_all(image.path().join(dir)).map_err(w)?;
+    }
+    std::fs::write(image.path().join("etc/debian_version"), "12\n").map_err(w)?;
+    std::fs::write(image.path().join("etc/ld.so.conf"), "").map_err(w)?;
+    let as_root = nix::unistd::geteuid().is_root() && !real;
+    let opts = ConfigureOptions {
+        plan: PlanOptions {
+            capabilities: vec![Compute, Utility],
+            gpus: info.gpus.iter().map(|g| g.index).collect(),
+            no_cgroups: as_root,
+            ..PlanOptions::default()
+        },
+        ldconfig: Some(Ldconfig::parse("@/sbin/ldconfig")),
+        ..ConfigureOptions::default()
+    };
+    let config =
+        Configuration::prepare(root, info, image.path(), &opts).map_err(|e| e.to_string())?;
+    writeln!(
+        out,
+        "\n$ nvidia-container-cli --root {} configure --dry-run --device=all --compute --utility --ldconfig=@/sbin/ldconfig {}",
+        root.display(),
+        image.path().display()
+    )
+    .map_err(w)?;
+    write!(out, "{config}").map_err(w)?;
+    if !as_root {
+        writeln!(
+            out,
+            "\n(configure itself needs root and runs on the simulated host only; run as root to see it)"
+        )
+        .map_err(w)?;
+        return Ok(());
+    }
+    let Some(paused) = nvc_testkit::PausedContainer::start() else {
+        return Ok(());
+    };
+    let container = Container::from_pid(paused.pid(), image.path()).map_err(|e| e.to_string())?;
+    let done = config.apply(&container).map_err(|e| e.to_string())?;
+    writeln!(
+        out,
+        "\n== configured container {} (pid {}, device cgroups left alone): {} mounts, {} paths created ==",
+        image.path().display(),
+        paused.pid(),
+        done.mounted.mounts.len(),
+        done.mounted.created.len()
+    )
+    .map_err(w)?;
+    for line in paused
+        .mountinfo()
+        .lines()
+        .filter(|l| l.contains(image.path().to_str().unwrap_or("?")))
+        .take(6)
+    {
+        let f: Vec<&str> = line.split(' ').collect();
+        writeln!(
+            out,
+            "  {} {}",
+            f.get(4).unwrap_or(&""),
+            f.get(5).unwrap_or(&"")
+        )
+        .map_err(w)?;
+    }
+    writeln!(out, "  ...").map_err(w)?;
+    if let Some(LdconfigRun::Ran { .. }) = done.ldconfig {
+        let cache = std::fs::read(image.path().join("etc/ld.so.cache")).map_err(w)?;
+        let cache = nvc_ldcache::LdCache::parse(&cache).map_err(|e| e.to_string())?;
+        writeln!(
+            out,
+            "== the image's ld.so.cache, written by ldconfig in its sandbox =="
+        )
+        .map_err(w)?;
+        for e in cache
+            .entries()
+            .flatten()
+            .filter(|e| {
+                e.soname().to_string_lossy().contains("nvidia")
+                    || e.soname().to_string_lossy().starts_with("libcuda")
+            })
+            .take(6)
+        {
+            writeln!(
+                out,
+                "  {} => {}",
+                e.soname().to_string_lossy(),
+                e.path().display()
+            )
+            .map_err(w)?;
+        }
     }
     Ok(())
 }
