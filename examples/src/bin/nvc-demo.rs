@@ -187,20 +187,17 @@ fn configure(
     if let Some(LdconfigRun::Ran { .. }) = done.ldconfig {
         let cache = std::fs::read(image.path().join("etc/ld.so.cache")).map_err(w)?;
         let cache = nvc_ldcache::LdCache::parse(&cache).map_err(|e| e.to_string())?;
+        let entries: Vec<_> = cache.entries().flatten().collect();
         writeln!(
             out,
-            "== the image's ld.so.cache, written by ldconfig in its sandbox =="
+            "== the image's ld.so.cache, written by ldconfig in its sandbox: {} entries, among them ==",
+            entries.len()
         )
         .map_err(w)?;
-        for e in cache
-            .entries()
-            .flatten()
-            .filter(|e| {
-                e.soname().to_string_lossy().contains("nvidia")
-                    || e.soname().to_string_lossy().starts_with("libcuda")
-            })
-            .take(6)
-        {
+        for e in entries.iter().filter(|e| {
+            let name = e.soname().to_string_lossy();
+            name == "libcuda.so.1" || name == "libnvidia-ml.so.1"
+        }) {
             writeln!(
                 out,
                 "  {} => {}",
