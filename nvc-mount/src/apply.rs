@@ -373,23 +373,28 @@ fn ms_flags(f: MountFlags) -> MsFlags {
 
 impl MountPlan {
     /// Applies the plan in `container`'s mount namespace (on a dedicated thread, see
-    /// [`in_mount_ns`]). Every container path is resolved inside the container's root with
-    /// `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, so the image's symlinks cannot
-    /// lead a mount onto the host; mountpoints are created as the container's owner and never
-    /// through a symlink; binds are bind + remount by file descriptor. A second `configure` of
-    /// the same container adds nothing: binds whose target already shows their source, a
-    /// tmpfs already mounted and files already written are skipped ([`Mounted::already`]). Any failure
-    /// undoes what was done, in reverse, and removes what was created.
+    /// [`in_mount_ns`](crate::in_mount_ns)). Every container path is resolved inside the
+    /// container's root with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, so the image's
+    /// symlinks cannot lead a mount onto the host; mountpoints are created as the container's
+    /// owner and never through a symlink. Bind sources are cloned with `open_tree` in the
+    /// caller's namespace before anything changes (a missing source fails first), get their
+    /// flags with `mount_setattr` and are attached with `move_mount`; with
+    /// [`MountApi::Legacy`] or on kernels without that API, bind + remount through
+    /// `/proc/self/fd`. A second `configure` of the same container adds nothing: binds whose
+    /// target already shows their source, a tmpfs already mounted and files already written
+    /// are skipped ([`Mounted::already`]). Any failure undoes what was done, in reverse, and
+    /// removes what was created.
     ///
-    /// Device cgroup rules are returned, not applied (the cgroup step does that).
+    /// Device cgroup rules are returned, not applied ([`MountPlan::configure`] does that).
     ///
     /// # Errors
     ///
-    /// [`Error::Apply`] naming the operation and container path, or [`Error::Namespace`].
+    /// [`Error::Apply`] naming the operation and container path, [`Error::Namespace`], or
+    /// [`Error::NoProcess`] when the container process has exited.
     ///
     /// # Kernel requirements
     ///
-    /// `openat2` (Linux 5.6).
+    /// `openat2` (Linux 5.6); `open_tree` (5.2) and `mount_setattr` (5.12) when present.
     pub fn apply(&self, container: &Container) -> Result<Mounted, Error> {
         // Sources are cloned here, in the caller's namespace, before anything changes.
         let mut sources = Vec::new();

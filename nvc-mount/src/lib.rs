@@ -1,11 +1,24 @@
-//! The namespace mount engine.
+//! The namespace mount engine: everything `configure` does to one container.
 //!
-//! Today: the container's facts ([`Container`], [`ContainerDirs`]), the [`MountPlan`] —
-//! every operation of `configure` in upstream's order, as plain data (printable for
-//! `--dry-run`, testable without privileges) — and [`MountPlan::apply`], which runs it in the
-//! container's mount namespace on a dedicated thread ([`in_mount_ns`]), resolving every path
-//! inside the container root and rolling back on failure. To come: device cgroup rules (v1
-//! `devices.allow`, v2 eBPF), the sandboxed `ldconfig` run and CUDA forward compatibility.
+//! - [`Container`]: the container's facts from its pid (supervised, with a pidfd check) or
+//!   from the rootfs's `/proc` (standalone); [`ContainerDirs`]: where its libraries,
+//!   binaries and `ldconfig` are.
+//! - [`MountPlan`]: every operation in upstream's order, as plain data (printable for
+//!   `--dry-run`, testable without privileges); [`MountPlan::apply`] runs it in the
+//!   container's mount namespace on a dedicated thread ([`in_mount_ns`]), resolving every path
+//!   inside the container root, binding by descriptor, rolling back on failure.
+//! - [`cgroup`]: the container's device cgroup (v1 `devices.allow`, v2 eBPF splice with a pure
+//!   program generator).
+//! - [`run_ldconfig`]: the container's (or the host's) `ldconfig` in a sandbox.
+//! - [`compat_libraries`]: CUDA forward compatibility.
+//! - [`Configuration`] / [`MountPlan::configure`]: all of it as one transaction.
+//!
+//! # Kernel requirements
+//!
+//! Linux 5.6 (`openat2`); the new mount API is used from 5.2/5.12 with a fallback; cgroup v2
+//! device control needs `bpf(2)` with `BPF_PROG_TYPE_CGROUP_DEVICE` (4.15), `BPF_F_REPLACE`
+//! (5.6, with a fallback); the ldconfig sandbox needs seccomp filters (4.14). All of it needs
+//! root (`CAP_SYS_ADMIN` and friends).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
