@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::stat::{major, minor};
 use nvc_driver::tables::Capability::{Compute, Utility};
-use nvc_driver::{DriverOptions, probe_driver};
 use nvc_mount::{Container, MountApi, MountPlan, Op, PlanOptions};
-use nvc_testkit::{DeviceNodes, Host, PausedContainer, Scenario};
+use nvc_testkit::{Host, PausedContainer};
+
+mod common;
 
 /// The container's mounts under `rootfs`: (path inside the container, options).
 fn mounts(pid: u32, rootfs: &Path) -> Vec<(String, String)> {
@@ -55,34 +56,18 @@ fn setup() -> Option<(
     MountPlan,
     Container,
 )> {
-    let c = PausedContainer::start()?;
-    let hostdir = tempfile::tempdir().unwrap();
-    let host = Host::build(&Scenario::builtin("mig").unwrap(), hostdir.path()).unwrap();
-    if !matches!(host.device_nodes_state(), DeviceNodes::Created) {
-        eprintln!("skipped: no device nodes");
-        return None;
-    }
-    let mut opts = DriverOptions::new(hostdir.path());
-    opts.discover.proc_devices = hostdir.path().join("proc/devices");
-    let info = probe_driver(&opts).unwrap();
-    let rootfs = tempfile::tempdir().unwrap();
-    fs::create_dir_all(rootfs.path().join("etc")).unwrap();
-    fs::write(rootfs.path().join("etc/debian_version"), "12\n").unwrap();
-    fs::create_dir_all(rootfs.path().join("proc/driver")).unwrap();
-    let container = Container::from_pid(c.pid(), rootfs.path()).unwrap();
-    let plan = MountPlan::build(
-        hostdir.path(),
-        &info,
-        &container.dirs,
+    let sim = common::sim("mig")?;
+    let container = sim.container();
+    let plan = sim.plan(
+        &container,
         &PlanOptions {
             capabilities: vec![Compute, Utility],
             gpus: vec![0, 1],
             migs: vec![(0, 2)],
             ..PlanOptions::default()
         },
-    )
-    .unwrap();
-    Some((c, hostdir, host, rootfs, plan, container))
+    );
+    Some((sim.c, sim.hostdir, sim.host, sim.rootfs, plan, container))
 }
 
 #[test]

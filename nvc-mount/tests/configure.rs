@@ -12,54 +12,31 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nvc_driver::tables::Capability::{Compute, Utility};
-use nvc_driver::{DriverInfo, DriverOptions, probe_driver};
 use nvc_ldcache::elf::{Class, SharedObject, write_shared_object};
 use nvc_mount::{
     Container, Error, Ldconfig, LdconfigOptions, Limits, MountPlan, PlanOptions, compat_libraries,
 };
-use nvc_testkit::{DeviceNodes, Host, PausedContainer, Scenario, TestCgroup};
+use nvc_testkit::TestCgroup;
 
-struct Fixture {
-    c: PausedContainer,
-    hostdir: tempfile::TempDir,
-    _host: Host,
-    info: DriverInfo,
-    rootfs: tempfile::TempDir,
-}
+mod common;
+
+use common::Sim as Fixture;
 
 fn fixture() -> Option<Fixture> {
-    let c = PausedContainer::start()?;
-    let hostdir = tempfile::tempdir().unwrap();
-    let host = Host::build(&Scenario::builtin("single").unwrap(), hostdir.path()).unwrap();
-    if !matches!(host.device_nodes_state(), DeviceNodes::Created) {
-        eprintln!("skipped: no device nodes");
-        return None;
-    }
-    let mut opts = DriverOptions::new(hostdir.path());
-    opts.discover.proc_devices = hostdir.path().join("proc/devices");
-    let info = probe_driver(&opts).unwrap();
-    let rootfs = tempfile::tempdir().unwrap();
-    for dir in ["etc", "proc/driver", "sbin", "usr/lib/x86_64-linux-gnu"] {
-        fs::create_dir_all(rootfs.path().join(dir)).unwrap();
-    }
-    fs::write(rootfs.path().join("etc/debian_version"), "12\n").unwrap();
-    fs::write(rootfs.path().join("etc/ld.so.conf"), "").unwrap();
-    fs::write(rootfs.path().join("etc/ld.so.cache"), "the image's cache").unwrap();
-    Some(Fixture {
-        c,
-        hostdir,
-        _host: host,
-        info,
-        rootfs,
-    })
+    let sim = common::sim("single")?;
+    sim.mkdirs(&["sbin", "usr/lib/x86_64-linux-gnu"]);
+    fs::write(
+        sim.rootfs.path().join("etc/ld.so.cache"),
+        "the image's cache",
+    )
+    .unwrap();
+    Some(sim)
 }
 
 impl Fixture {
-    fn plan(&self, container: &Container, compat_libs: Vec<PathBuf>) -> MountPlan {
-        MountPlan::build(
-            self.hostdir.path(),
-            &self.info,
-            &container.dirs,
+    fn compute_plan(&self, container: &Container, compat_libs: Vec<PathBuf>) -> MountPlan {
+        self.plan(
+            container,
             &PlanOptions {
                 capabilities: vec![Compute, Utility],
                 gpus: vec![0],
@@ -67,7 +44,6 @@ impl Fixture {
                 ..PlanOptions::default()
             },
         )
-        .unwrap()
     }
 
     /// The container's mounts under the rootfs.
@@ -144,7 +120,7 @@ fn a_failed_ldconfig_undoes_the_whole_configure() {
         return;
     }
     let container = Container::from_pid(f.c.pid(), f.rootfs.path()).unwrap();
-    let plan = f.plan(&container, Vec::new());
+    let plan = f.compute_plan(&container, Vec::new());
     let (tree, mounts) = (f.tree(), f.mounts());
     let list = fs::read_to_string(cg.path().join("devices.list")).unwrap();
     let opts = LdconfigOptions {
@@ -192,7 +168,7 @@ fn a_refused_grant_undoes_the_mounts() {
     fs::write(cg.path().join("devices.deny"), "a").unwrap();
     cg.add(f.c.pid()).unwrap();
     let container = Container::from_pid(f.c.pid(), f.rootfs.path()).unwrap();
-    let plan = f.plan(&container, Vec::new());
+    let plan = f.compute_plan(&container, Vec::new());
     let (tree, mounts) = (f.tree(), f.mounts());
     let err = plan.configure(&container, None).unwrap_err().to_string();
     assert!(
@@ -228,7 +204,7 @@ fn cuda_compat_libraries_newer_than_the_driver_win() {
         libs,
         [Path::new("/usr/local/cuda-99.0/compat/libcuda.so.999.1")]
     );
-    let plan = f.plan(&container, libs);
+    let plan = f.compute_plan(&container, libs);
     let opts = LdconfigOptions {
         ldconfig: Ldconfig::Container("/sbin/ldconfig".into()),
         no_pivot: false,

@@ -12,57 +12,35 @@ use std::process::Command;
 use std::time::Duration;
 
 use nvc_driver::tables::Capability::{Compute, Utility};
-use nvc_driver::{DriverOptions, probe_driver};
 use nvc_mount::{
-    Container, Error, Ldconfig, LdconfigOptions, LdconfigRun, Limits, MountPlan, PlanOptions,
-    run_ldconfig,
+    Container, Error, Ldconfig, LdconfigOptions, LdconfigRun, Limits, PlanOptions, run_ldconfig,
 };
-use nvc_testkit::{DeviceNodes, Host, PausedContainer, Scenario};
+
+mod common;
 
 struct Fixture {
-    _c: PausedContainer,
-    _hostdir: tempfile::TempDir,
-    _host: Host,
-    rootfs: tempfile::TempDir,
+    _sim: common::Sim,
+    rootfs: std::path::PathBuf,
     container: Container,
 }
 
 /// A paused container on the `single` host, with the driver mounted (compute, utility).
 fn configured() -> Option<Fixture> {
-    let c = PausedContainer::start()?;
-    let hostdir = tempfile::tempdir().unwrap();
-    let host = Host::build(&Scenario::builtin("single").unwrap(), hostdir.path()).unwrap();
-    if !matches!(host.device_nodes_state(), DeviceNodes::Created) {
-        eprintln!("skipped: no device nodes");
-        return None;
-    }
-    let mut opts = DriverOptions::new(hostdir.path());
-    opts.discover.proc_devices = hostdir.path().join("proc/devices");
-    let info = probe_driver(&opts).unwrap();
-    let rootfs = tempfile::tempdir().unwrap();
-    for dir in ["etc", "proc/driver", "sys", "dev", "sbin"] {
-        fs::create_dir_all(rootfs.path().join(dir)).unwrap();
-    }
-    fs::write(rootfs.path().join("etc/debian_version"), "12\n").unwrap();
-    fs::write(rootfs.path().join("etc/ld.so.conf"), "").unwrap();
-    let container = Container::from_pid(c.pid(), rootfs.path()).unwrap();
-    let plan = MountPlan::build(
-        hostdir.path(),
-        &info,
-        &container.dirs,
+    let sim = common::sim("single")?;
+    sim.mkdirs(&["sys", "dev", "sbin"]);
+    let container = sim.container();
+    let plan = sim.plan(
+        &container,
         &PlanOptions {
             capabilities: vec![Compute, Utility],
             gpus: vec![0],
             ..PlanOptions::default()
         },
-    )
-    .unwrap();
+    );
     plan.apply(&container).unwrap();
     Some(Fixture {
-        _c: c,
-        _hostdir: hostdir,
-        _host: host,
-        rootfs,
+        rootfs: sim.rootfs.path().to_path_buf(),
+        _sim: sim,
         container,
     })
 }
@@ -94,7 +72,7 @@ fn cache_of(rootfs: &Path) -> Vec<(String, String)> {
 
 fn assert_driver_in_cache(f: &Fixture) {
     let libs = f.container.dirs.libs.display().to_string();
-    let cache = cache_of(f.rootfs.path());
+    let cache = cache_of(f.rootfs.as_path());
     for soname in ["libcuda.so.1", "libnvidia-ml.so.1"] {
         assert!(
             cache
@@ -108,7 +86,7 @@ fn assert_driver_in_cache(f: &Fixture) {
 #[test]
 fn container_ldconfig_lists_the_mounted_libraries() {
     let Some(f) = configured() else { return };
-    fs::copy("/sbin/ldconfig", f.rootfs.path().join("sbin/ldconfig")).unwrap();
+    fs::copy("/sbin/ldconfig", f.rootfs.as_path().join("sbin/ldconfig")).unwrap();
     let host_cache = fs::read("/etc/ld.so.cache").unwrap();
     for no_pivot in [false, true] {
         let mut opts = options(Ldconfig::Container("/sbin/ldconfig".into()));
@@ -116,7 +94,7 @@ fn container_ldconfig_lists_the_mounted_libraries() {
         let run = run_ldconfig(&f.container, &opts).unwrap();
         assert!(matches!(run, LdconfigRun::Ran { .. }), "{run:?}");
         assert_driver_in_cache(&f);
-        fs::remove_file(f.rootfs.path().join("etc/ld.so.cache")).unwrap();
+        fs::remove_file(f.rootfs.as_path().join("etc/ld.so.cache")).unwrap();
     }
     assert_eq!(fs::read("/etc/ld.so.cache").unwrap(), host_cache);
 }
@@ -135,7 +113,7 @@ fn a_missing_container_ldconfig_is_success() {
     let Some(f) = configured() else { return };
     let run = run_ldconfig(&f.container, &options(Ldconfig::parse("/sbin/ldconfig"))).unwrap();
     assert_eq!(run, LdconfigRun::NotFound);
-    assert!(!f.rootfs.path().join("etc/ld.so.cache").exists());
+    assert!(!f.rootfs.as_path().join("etc/ld.so.cache").exists());
 }
 
 const HOSTILE: &str = r#"
@@ -163,13 +141,13 @@ int main(void) {
 fn a_hostile_ldconfig_is_contained() {
     let Some(mut f) = configured() else { return };
     let canary = tempfile::tempdir().unwrap();
-    let src = f.rootfs.path().join("hostile.c");
+    let src = f.rootfs.as_path().join("hostile.c");
     fs::write(&src, HOSTILE).unwrap();
     let built = Command::new("gcc")
         .arg("-static")
         .arg(format!("-DCANARY=\"{}\"", canary.path().display()))
         .arg("-o")
-        .arg(f.rootfs.path().join("sbin/ldconfig"))
+        .arg(f.rootfs.as_path().join("sbin/ldconfig"))
         .arg(&src)
         .status();
     if !built.is_ok_and(|s| s.success()) {
