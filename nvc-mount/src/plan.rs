@@ -10,6 +10,7 @@ use nvc_driver::{DriverInfo, Gpu, host_path};
 use crate::{ContainerDirs, Error};
 
 /// How a bind mount is remounted (upstream's per-type flags).
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MountKind {
     /// Libraries, binaries, firmware: `ro,nosuid,nodev`.
@@ -72,6 +73,7 @@ impl fmt::Display for MountFlags {
 
 /// One step of the plan. Container paths are absolute paths inside the container's root;
 /// sources are host paths.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Op {
     /// Mount a tmpfs (`nosuid,nodev,noexec`).
@@ -190,6 +192,7 @@ pub struct PlanOptions {
 }
 
 /// The ordered operations of one `configure`, with what was skipped and why.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MountPlan {
     /// The operations, in order.
@@ -201,6 +204,7 @@ pub struct MountPlan {
 }
 
 /// How [`MountPlan::apply`] makes binds.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum MountApi {
     /// `open_tree` + `mount_setattr` + `move_mount` where the kernel has them (5.12), each

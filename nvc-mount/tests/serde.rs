@@ -1,0 +1,43 @@
+//! Mount plans survive a JSON round trip (feature `serde`).
+#![cfg(feature = "serde")]
+#![allow(clippy::unwrap_used)]
+
+use nvc_driver::tables::Capability::{Compute, Utility};
+use nvc_driver::{DriverOptions, probe_driver};
+use nvc_mount::{ContainerDirs, MountPlan, Op, PlanOptions};
+use nvc_testkit::{Host, Scenario};
+
+#[test]
+fn a_plan_round_trips_through_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let _host = Host::build(&Scenario::builtin("mig").unwrap(), dir.path()).unwrap();
+    let mut opts = DriverOptions::new(dir.path());
+    opts.discover.proc_devices = dir.path().join("proc/devices");
+    let info = probe_driver(&opts).unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    let dirs = ContainerDirs::detect(rootfs.path()).unwrap();
+    let plan = MountPlan::build(
+        dir.path(),
+        &info,
+        &dirs,
+        &PlanOptions {
+            capabilities: vec![Compute, Utility],
+            gpus: vec![0, 1],
+            migs: vec![(0, 2)],
+            ..PlanOptions::default()
+        },
+    )
+    .unwrap();
+    let json = serde_json::to_string(&plan).unwrap();
+    assert!(
+        json.contains(r#"{"Tmpfs":{"target":"/proc/driver/nvidia","mode":365}}"#),
+        "{json}"
+    );
+    let back: MountPlan = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, plan);
+    assert!(
+        back.ops
+            .iter()
+            .any(|op| matches!(op, Op::AllowDevice { major: 195, .. }))
+    );
+}
