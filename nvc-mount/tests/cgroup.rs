@@ -228,3 +228,31 @@ fn a_failed_grant_leaves_the_cgroup_as_it_was() {
     assert_eq!(list(), before);
     drop(cg);
 }
+
+#[test]
+fn a_refused_program_comes_with_the_verifier_log() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: loading BPF programs needs root");
+        return;
+    }
+    // Reads r6 before writing it, and never sets r0.
+    let bad = [
+        bpf::Insn {
+            code: 0xbf,
+            regs: 0x60,
+            off: 0,
+            imm: 0,
+        },
+        bpf::Insn {
+            code: 0x95,
+            regs: 0,
+            off: 0,
+            imm: 0,
+        },
+    ];
+    let err = bpf::prog_load_cgroup_device(&bad, c"Apache").unwrap_err();
+    let nvc_sys::Error::Verifier { log, .. } = &err else {
+        panic!("{err}")
+    };
+    assert!(log.contains("R6 !read_ok"), "{log}");
+}

@@ -1,58 +1,84 @@
-//! A paused test container: a process in its own private mount namespace, as a runtime
-//! leaves a container before `pivot_root`.
+//! A paused test container: a process in its own mount and pid namespaces, as a runtime
+//! leaves a container's init before `pivot_root`.
 
 use std::process::{Child, Command};
 use std::time::Duration;
 
-/// `sleep` in a new private mount namespace (`unshare --mount --propagation private`),
-/// killed and reaped when dropped.
+/// `sleep` as pid 1 of new mount (private) and pid namespaces
+/// (`unshare --mount --pid --fork`), killed with its namespace and reaped when dropped.
 #[derive(Debug)]
-pub struct PausedContainer(Child);
+pub struct PausedContainer {
+    unshare: Child,
+    pid: u32,
+}
+
+/// The first child of process `parent`.
+fn child_of(parent: u32) -> Option<u32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).ok()?;
+    children.split_whitespace().next()?.parse().ok()
+}
 
 impl PausedContainer {
-    /// Starts one and waits until it is in its own mount namespace. `None` (with the reason
-    /// printed, for tests that skip) when the caller is not root or `unshare` cannot run.
+    /// Starts one and waits until its init is in its own mount namespace. `None` (with the
+    /// reason printed, for tests that skip) when the caller is not root or `unshare` cannot
+    /// run.
     #[must_use]
     pub fn start() -> Option<Self> {
         if !nix::unistd::geteuid().is_root() {
             eprintln!("skipped: a container's mount namespace needs root");
             return None;
         }
-        let child = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "sleep", "600"])
+        let unshare = Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "sleep",
+                "600",
+            ])
             .spawn();
-        let Ok(child) = child else {
-            eprintln!("skipped: cannot start `unshare --mount`");
+        let Ok(unshare) = unshare else {
+            eprintln!("skipped: cannot start `unshare --mount --pid`");
             return None;
         };
-        let c = PausedContainer(child);
+        let mut c = PausedContainer { unshare, pid: 0 };
         let mine = std::fs::read_link("/proc/self/ns/mnt").ok()?;
         for _ in 0..500 {
-            if std::fs::read_link(format!("/proc/{}/ns/mnt", c.pid())).is_ok_and(|ns| ns != mine) {
+            if let Some(pid) = child_of(c.unshare.id())
+                && std::fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|ns| ns != mine)
+                && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm.trim() == "sleep")
+            {
+                c.pid = pid;
                 return Some(c);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        eprintln!("skipped: `unshare --mount` did not enter a new namespace");
+        eprintln!("skipped: `unshare --mount --pid` did not start a container");
         None
     }
 
-    /// Its pid.
+    /// Its init's pid (as the host sees it).
     #[must_use]
     pub fn pid(&self) -> u32 {
-        self.0.id()
+        self.pid
     }
 
-    /// Its `/proc/<pid>/mountinfo`.
+    /// Its init's `/proc/<pid>/mountinfo`.
     #[must_use]
     pub fn mountinfo(&self) -> String {
-        std::fs::read_to_string(format!("/proc/{}/mountinfo", self.pid())).unwrap_or_default()
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", self.pid)).unwrap_or_default()
     }
 }
 
 impl Drop for PausedContainer {
+    /// `unshare --kill-child` takes its child (pid 1, hence the whole namespace) along.
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
     }
 }
