@@ -502,3 +502,60 @@ fn configure_mounts_into_a_paused_container_under_nvc_sim_run() {
     }
     drop(container);
 }
+
+#[test]
+fn configure_in_standalone_mode_uses_the_rootfs_proc() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: configure needs root");
+        return;
+    }
+    let sim = env!("CARGO_BIN_EXE_nvidia-container-cli").replace("nvidia-container-cli", "nvc-sim");
+    let (dir, _host) = build(&Scenario::builtin("single").unwrap());
+    let root = dir.path().to_str().unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    for d in ["etc", "proc", "sys"] {
+        std::fs::create_dir_all(rootfs.path().join(d)).unwrap();
+    }
+    std::fs::write(rootfs.path().join("etc/debian_version"), "12\n").unwrap();
+    let rfs = rootfs.path().to_str().unwrap();
+    // As a hook inside the container would: the container's /proc and /sys under the rootfs
+    // (here the simulated host's, with its /proc/driver), the CLI started by the container's
+    // process (a shell in its own mount namespace).
+    let script = format!(
+        "mount --rbind /proc {rfs}/proc && mount --rbind /sys {rfs}/sys && {cli} --root {root} configure --device=0 --compute --utility --no-ldconfig {rfs} && grep -c ' {rfs}/' /proc/self/mountinfo",
+        cli = env!("CARGO_BIN_EXE_nvidia-container-cli"),
+    );
+    let out = Command::new(&sim)
+        .args([
+            "run",
+            root,
+            "--",
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // /proc itself plus the driver's mounts, seen from the shell's namespace.
+    let count: usize = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(count > 20, "{count}");
+    // Nothing reached this namespace.
+    assert!(
+        !std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(rfs)
+    );
+}
