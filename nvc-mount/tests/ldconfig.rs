@@ -137,26 +137,34 @@ int main(void) {
 }
 "#;
 
-#[test]
-fn a_hostile_ldconfig_is_contained() {
-    let Some(mut f) = configured() else { return };
+/// The configured fixture with [`HOSTILE`] as its ldconfig (None without gcc), and a host
+/// directory it tries to write into.
+fn hostile() -> Option<(Fixture, tempfile::TempDir)> {
+    let mut f = configured()?;
     let canary = tempfile::tempdir().unwrap();
-    let src = f.rootfs.as_path().join("hostile.c");
+    let src = f.rootfs.join("hostile.c");
     fs::write(&src, HOSTILE).unwrap();
     let built = Command::new("gcc")
         .arg("-static")
         .arg(format!("-DCANARY=\"{}\"", canary.path().display()))
         .arg("-o")
-        .arg(f.rootfs.as_path().join("sbin/ldconfig"))
+        .arg(f.rootfs.join("sbin/ldconfig"))
         .arg(&src)
         .status();
     if !built.is_ok_and(|s| s.success()) {
         eprintln!("skipped: cannot build a static test program with gcc");
-        return;
+        return None;
     }
-    // Run as an unprivileged owner, with a short CPU limit for the endless loop.
+    // An unprivileged owner.
     f.container.uid = 65534;
     f.container.gid = 65534;
+    Some((f, canary))
+}
+
+#[test]
+fn a_hostile_ldconfig_is_contained() {
+    let Some((f, canary)) = hostile() else { return };
+    // A short CPU limit ends the endless loop.
     let mut opts = options(Ldconfig::Container("/sbin/ldconfig".into()));
     opts.limits.cpu_seconds = 1;
     opts.limits.wall = Duration::from_secs(20);
@@ -178,4 +186,28 @@ fn a_hostile_ldconfig_is_contained() {
         );
     }
     assert_eq!(fs::read_dir(canary.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn the_wall_clock_limit_kills_a_spinning_ldconfig() {
+    let Some((f, _canary)) = hostile() else {
+        return;
+    };
+    let mut opts = options(Ldconfig::Container("/sbin/ldconfig".into()));
+    opts.limits.cpu_seconds = 60;
+    opts.limits.wall = Duration::from_millis(500);
+    let start = std::time::Instant::now();
+    let err = run_ldconfig(&f.container, &opts).unwrap_err().to_string();
+    assert!(err.contains("killed after 500ms"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // Nothing of the sandbox is left running.
+    let procs = Command::new("pgrep")
+        .args(["-f", "nvc:\\[ldconfig\\]"])
+        .output()
+        .unwrap();
+    assert!(
+        procs.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&procs.stdout)
+    );
 }

@@ -8,7 +8,7 @@
 
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -168,9 +168,22 @@ pub fn run_confined(c: &Confinement<'_>) -> Result<Finished, Error> {
     drop((out_w, rep_w, null));
     let deadline = Instant::now() + c.timeout;
     let mut output = Vec::new();
-    let timed_out = read_until(&out_r, deadline, &mut output);
     let mut records = Vec::new();
-    let _ = File::from(rep_r).read_to_end(&mut records);
+    // Output to its end, then the reports to theirs (the first child exits after the
+    // program): both within the deadline. A program that closes its output first still
+    // cannot outlast it.
+    let timed_out =
+        read_until(&out_r, deadline, &mut output) || read_until(&rep_r, deadline, &mut records);
+    if timed_out {
+        // The first child dies; the program (pid 1 of its namespace, with a parent-death
+        // signal) and everything it started die with it. Its pid is killed below as well.
+        let _ = kill(child, Signal::SIGKILL);
+        read_until(
+            &rep_r,
+            Instant::now() + Duration::from_secs(1),
+            &mut records,
+        );
+    }
     let mut status = None;
     let mut failure = None;
     for r in records.chunks_exact(6) {
@@ -187,9 +200,6 @@ pub fn run_confined(c: &Confinement<'_>) -> Result<Finished, Error> {
             TAG_SIGNALED => status = Some(Status::Signaled(b)),
             _ => {}
         }
-    }
-    if timed_out {
-        let _ = kill(child, Signal::SIGKILL);
     }
     while let Err(Errno::EINTR) = waitpid(child, None) {}
     if let Some((step, errno)) = failure {
@@ -306,7 +316,6 @@ fn confined(
     null: OwnedFd,
 ) -> StepResult<std::convert::Infallible> {
     step("prctl", nix::sys::prctl::set_name(c.name))?;
-    step("prctl", nix::sys::prctl::set_pdeathsig(Signal::SIGKILL))?;
     step("dup2", dup2_stdin(&null))?;
     step("dup2", dup2_stdout(&out))?;
     step("dup2", dup2_stderr(&out))?;
@@ -356,6 +365,8 @@ fn confined(
     if c.keep_dac_override && c.uid != 0 {
         caps_step(caps::raise(None, CapSet::Ambient, dac))?;
     }
+    // Set after the identity change, which clears it.
+    step("prctl", nix::sys::prctl::set_pdeathsig(Signal::SIGKILL))?;
     step("no_new_privs", nix::sys::prctl::set_no_new_privs())?;
     seccomp::install_allow_list(c.syscalls).map_err(|_| ("seccomp", Errno::last()))?;
     let err = match c.program {
