@@ -28,7 +28,9 @@ pub struct DeviceGrant {
     pub notes: Vec<String>,
     /// v1: the allow file whose rules `revoke` denies again.
     v1_deny: Option<std::path::PathBuf>,
-    /// v2: (cgroup, our program, the runtime's program it replaced).
+    /// v2: the cgroup directory, and (cgroup, our program, the runtime's program it
+    /// replaced) for each swap.
+    v2_path: std::path::PathBuf,
     v2_swaps: Vec<(OwnedFd, OwnedFd, OwnedFd)>,
 }
 
@@ -189,6 +191,7 @@ impl DeviceCgroup {
             let new = bpf::prog_load_cgroup_device(&program::prepend(&rules, &insns), LICENSE)
                 .map_err(bpf_err(path))?;
             swap(&dir, &old, &new).map_err(bpf_err(path))?;
+            grant.v2_path.clone_from(path);
             grant.v2_swaps.push((open_dir()?, new, old));
         }
         if seen == 0 {
@@ -241,10 +244,7 @@ impl DeviceGrant {
         }
         for (dir, new, old) in self.v2_swaps.drain(..).rev() {
             if let Err(e) = swap(&dir, &new, &old) {
-                first = first.or(Some(Error::Cgroup {
-                    path: "cgroup".into(),
-                    what: e.to_string(),
-                }));
+                first = first.or(Some(bpf_err(&self.v2_path)(e)));
             }
         }
         first.map_or(Ok(()), Err)
