@@ -9,7 +9,9 @@ cli=$(realpath "$2")
 shift 2
 for _ in $(seq 1 20); do
     rootfs=$(mktemp -d)
-    mkdir -p "$rootfs/etc" "$rootfs/sbin"
+    # The directories a real image has (Debian layout).
+    mkdir -p "$rootfs"/{etc,sbin,dev,proc,sys,tmp,run,var,usr/bin,usr/lib/x86_64-linux-gnu,usr/lib/i386-linux-gnu,lib/firmware}
+    ln -s /run "$rootfs/var/run"
     echo 12 >"$rootfs/etc/debian_version"
     : >"$rootfs/etc/ld.so.conf"
     cp /sbin/ldconfig "$rootfs/sbin/"
