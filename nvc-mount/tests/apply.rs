@@ -339,3 +339,46 @@ fn driver_files_hidden_from_the_container_namespace_are_still_mounted() {
         (host_lib.dev(), host_lib.ino())
     );
 }
+
+#[test]
+fn every_scenario_is_configured_with_exact_flags_and_nothing_else_changes() {
+    use nvc_driver::tables::Capability::{Display, Graphics, Video};
+    for name in nvc_testkit::BUILTIN {
+        let Some(sim) = common::sim(name) else { return };
+        let container = sim.container();
+        let all = (0..u32::try_from(sim.info.gpus.len()).unwrap()).collect();
+        let plan = sim.plan(
+            &container,
+            &PlanOptions {
+                capabilities: vec![Compute, Utility, Graphics, Video, Display],
+                gpus: all,
+                compat32: true,
+                ..PlanOptions::default()
+            },
+        );
+        let host_mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let done = plan.apply(&container).unwrap();
+        let m = mounts(sim.c.pid(), sim.rootfs.path());
+        // Exactly the planned mounts, each with its kind's flags.
+        assert_eq!(m.len(), done.mounts.len(), "{name}: {m:?}");
+        for op in &plan.ops {
+            if let Op::Bind { target, kind, .. } = op {
+                let (_, o) = m
+                    .iter()
+                    .find(|(p, _)| Path::new(p) == target)
+                    .unwrap_or_else(|| panic!("{name}: {} not mounted", target.display()));
+                let f = kind.flags();
+                let has = |flag| o.split(',').any(|x| x == flag);
+                assert_eq!(has("ro"), f.read_only, "{name} {}: {o}", target.display());
+                assert_eq!(has("nosuid"), f.nosuid, "{name} {}: {o}", target.display());
+                assert_eq!(has("nodev"), f.nodev, "{name} {}: {o}", target.display());
+                assert_eq!(has("noexec"), f.noexec, "{name} {}: {o}", target.display());
+            }
+        }
+        assert_eq!(
+            fs::read_to_string("/proc/self/mountinfo").unwrap(),
+            host_mounts,
+            "{name}"
+        );
+    }
+}
