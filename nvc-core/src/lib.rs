@@ -87,10 +87,9 @@ impl Error {
                 nvc_mount::Error::BadRootfs { .. }
                 | nvc_mount::Error::Device { .. }
                 | nvc_mount::Error::Container { .. } => ErrorKind::BadInput,
-                nvc_mount::Error::Namespace { errno, .. }
-                | nvc_mount::Error::Apply { errno, .. }
-                    if std::io::Error::from_raw_os_error(*errno as i32).kind()
-                        == std::io::ErrorKind::PermissionDenied =>
+                nvc_mount::Error::Namespace { error, .. }
+                | nvc_mount::Error::Apply { error, .. }
+                    if error.kind() == std::io::ErrorKind::PermissionDenied =>
                 {
                     ErrorKind::Permission
                 }

@@ -36,7 +36,11 @@ pub(crate) struct Root {
 
 pub(crate) fn fail(op: &'static str, path: &Path) -> impl FnOnce(Errno) -> Error {
     let path = path.to_path_buf();
-    move |errno| Error::Apply { op, path, errno }
+    move |errno| Error::Apply {
+        op,
+        path,
+        error: crate::error::os(errno),
+    }
 }
 
 fn rel(path: &Path) -> PathBuf {

@@ -162,7 +162,7 @@ impl Container {
         let ns = std::fs::File::open(&path).map_err(|e| Error::Namespace {
             step: "open",
             path: path.clone(),
-            errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+            error: e,
         })?;
         if let Some(pidfd) = &self.process.0
             && !nvc_sys::pidfd_alive(pidfd.as_fd()).unwrap_or(true)

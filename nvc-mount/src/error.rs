@@ -36,24 +36,24 @@ pub enum Error {
         what: String,
     },
     /// Entering the container's mount namespace failed.
-    #[error("{step} {}: {errno}", path.display())]
+    #[error("{step} {}: {error}", path.display())]
     Namespace {
         /// The step (`open`, `unshare(CLONE_FS)`, `setns(CLONE_NEWNS)`).
         step: &'static str,
         /// The namespace file.
         path: PathBuf,
-        /// The OS error.
-        errno: nix::errno::Errno,
+        /// The OS error (`raw_os_error` gives the errno).
+        error: io::Error,
     },
     /// An operation of the plan failed (the container was left as it was).
-    #[error("mount error: {op} {}: {errno}", path.display())]
+    #[error("mount error: {op} {}: {error}", path.display())]
     Apply {
         /// The operation.
         op: &'static str,
         /// The container (or host source) path.
         path: PathBuf,
-        /// The OS error.
-        errno: nix::errno::Errno,
+        /// The OS error (`raw_os_error` gives the errno).
+        error: io::Error,
     },
     /// Finding or changing the container's device cgroup failed.
     #[error("cgroup error: {}: {what}", path.display())]
@@ -76,4 +76,9 @@ pub enum Error {
     /// Discovery-level error (path resolution inside a root).
     #[error(transparent)]
     Driver(#[from] nvc_driver::Error),
+}
+
+/// The `io::Error` of an errno, for the variants above.
+pub(crate) fn os(errno: nix::errno::Errno) -> io::Error {
+    io::Error::from_raw_os_error(errno as i32)
 }

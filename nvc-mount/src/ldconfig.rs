@@ -172,7 +172,11 @@ fn allowed_syscalls() -> Vec<nix::libc::c_long> {
 fn sealed_copy(path: &Path) -> Result<OwnedFd, Error> {
     let fail = |op: &'static str| {
         let path = path.to_path_buf();
-        move |errno| Error::Apply { op, path, errno }
+        move |errno| Error::Apply {
+            op,
+            path,
+            error: crate::error::os(errno),
+        }
     };
     let io = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(0));
     let mut host = File::open(path).map_err(|e| fail("open host ldconfig")(io(e)))?;
@@ -195,7 +199,7 @@ fn cstring(p: &Path) -> Result<CString, Error> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::Apply {
         op: "ldconfig argument",
         path: p.to_path_buf(),
-        errno: Errno::EINVAL,
+        error: crate::error::os(Errno::EINVAL),
     })
 }
 

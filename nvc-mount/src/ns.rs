@@ -32,7 +32,7 @@ where
     let ns = std::fs::File::open(&path).map_err(|e| Error::Namespace {
         step: "open",
         path: path.clone(),
-        errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        error: e,
     })?;
     enter(ns.into(), &path, work)
 }
@@ -59,7 +59,7 @@ where
                 let fail = |step, errno| Error::Namespace {
                     step,
                     path: path.to_path_buf(),
-                    errno,
+                    error: crate::error::os(errno),
                 };
                 unshare(CloneFlags::CLONE_FS).map_err(|e| fail("unshare(CLONE_FS)", e))?;
                 setns(&ns, CloneFlags::CLONE_NEWNS).map_err(|e| fail("setns(CLONE_NEWNS)", e))?;

@@ -60,8 +60,10 @@ fn a_missing_process_is_a_clear_error() {
     let err = in_mount_ns(u32::MAX - 7, || Ok(())).unwrap_err();
     assert!(matches!(err, Error::Namespace { step: "open", .. }));
     assert!(
-        err.to_string()
-            .starts_with(&format!("open /proc/{}/ns/mnt: ENOENT", u32::MAX - 7)),
+        err.to_string().starts_with(&format!(
+            "open /proc/{}/ns/mnt: No such file or directory",
+            u32::MAX - 7
+        )),
         "{err}"
     );
 }
