@@ -88,7 +88,7 @@ pub enum Status {
 pub struct Finished {
     /// Its exit.
     pub status: Status,
-    /// Its stdout and stderr, interleaved.
+    /// Its stdout and stderr, interleaved (the first 64 KiB).
     pub output: Vec<u8>,
 }
 
@@ -216,7 +216,12 @@ pub fn run_confined(c: &Confinement<'_>) -> Result<Finished, Error> {
     Ok(Finished { status, output })
 }
 
-/// Reads `from` to its end or until `deadline`; true when the deadline passed first.
+/// Output kept from the program; the rest is read and dropped (a flood cannot exhaust the
+/// caller's memory).
+const OUTPUT_LIMIT: usize = 64 * 1024;
+
+/// Reads `from` to its end or until `deadline`, keeping at most [`OUTPUT_LIMIT`] bytes;
+/// true when the deadline passed first.
 fn read_until(from: &OwnedFd, deadline: Instant, into: &mut Vec<u8>) -> bool {
     let mut buf = [0u8; 4096];
     loop {
@@ -230,7 +235,10 @@ fn read_until(from: &OwnedFd, deadline: Instant, into: &mut Vec<u8>) -> bool {
             Ok(0) | Err(Errno::EINTR) => continue,
             Ok(_) => match nix::unistd::read(from, &mut buf) {
                 Ok(0) => return false,
-                Ok(n) => into.extend_from_slice(buf.get(..n).unwrap_or_default()),
+                Ok(n) => {
+                    let room = OUTPUT_LIMIT.saturating_sub(into.len()).min(n);
+                    into.extend_from_slice(buf.get(..room).unwrap_or_default());
+                }
                 Err(Errno::EINTR) => {}
                 Err(_) => return false,
             },
