@@ -101,11 +101,12 @@ pub fn compat_libraries(
     Ok(libs)
 }
 
-/// The one directory holding `libs`, for `ldconfig` mode.
+/// The one directory holding `libs`, for `ldconfig` mode (`None` when there are none).
 ///
 /// # Errors
 ///
-/// [`Error::Device`]-free: a message when they live in several directories.
+/// A message naming two of the directories when the libraries live in several (upstream's
+/// `ldconfig` mode can add only one directory).
 pub fn compat_dir(libs: &[PathBuf]) -> Result<Option<PathBuf>, String> {
     let mut dirs = libs.iter().filter_map(|l| l.parent());
     let Some(first) = dirs.next() else {
