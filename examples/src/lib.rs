@@ -1,6 +1,8 @@
-//! Shared pieces of the example binaries: error reports, and rendering driver information
-//! the way `nvidia-container-cli` prints it.
+//! Shared pieces of the example binaries: error reports, rendering driver information the
+//! way `nvidia-container-cli` prints it, and the OCI hook's inputs.
 #![forbid(unsafe_code)]
+
+pub mod hook;
 
 /// An error and its sources, `: `-separated (`cannot read X: No such file or directory`).
 #[must_use]

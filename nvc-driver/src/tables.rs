@@ -133,6 +133,32 @@ pub enum Capability {
     Ngx,
 }
 
+impl Capability {
+    /// Every capability (`NVIDIA_DRIVER_CAPABILITIES=all`).
+    pub const ALL: [Capability; 6] = [
+        Capability::Utility,
+        Capability::Compute,
+        Capability::Video,
+        Capability::Graphics,
+        Capability::Display,
+        Capability::Ngx,
+    ];
+
+    /// The capability named as in `NVIDIA_DRIVER_CAPABILITIES` (`compute`, `utility`, ...).
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "utility" => Capability::Utility,
+            "compute" => Capability::Compute,
+            "video" => Capability::Video,
+            "graphics" => Capability::Graphics,
+            "display" => Capability::Display,
+            "ngx" => Capability::Ngx,
+            _ => return None,
+        })
+    }
+}
+
 /// Whether a library (by file name) is mounted for `caps`, upstream's
 /// `match_library_flags`: the lookup is capability-agnostic, the filter is applied here.
 #[must_use]
