@@ -28,12 +28,7 @@ fn configure(c: &mut Criterion) {
     opts.discover.proc_devices = hostdir.path().join("proc/devices");
     let info = probe_driver(&opts).unwrap();
     let rootfs = tempfile::tempdir().unwrap();
-    for dir in ["etc", "proc/driver", "sbin"] {
-        std::fs::create_dir_all(rootfs.path().join(dir)).unwrap();
-    }
-    std::fs::write(rootfs.path().join("etc/debian_version"), "12\n").unwrap();
-    std::fs::write(rootfs.path().join("etc/ld.so.conf"), "").unwrap();
-    std::fs::copy("/sbin/ldconfig", rootfs.path().join("sbin/ldconfig")).unwrap();
+    nvc_testkit::debian_image(rootfs.path(), &["proc/driver"], true).unwrap();
     let container = Container::from_pid(paused.pid(), rootfs.path()).unwrap();
     let plan_opts = PlanOptions {
         capabilities: vec![Compute, Utility],

@@ -158,8 +158,7 @@ fn a_create_runtime_hook_gives_the_container_its_gpus() {
     )
     .unwrap();
     let rootfs = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(rootfs.path().join("etc")).unwrap();
-    std::fs::write(rootfs.path().join("etc/debian_version"), "12\n").unwrap();
+    nvc_testkit::debian_image(rootfs.path(), &[], false).unwrap();
     let rfs = rootfs.path().to_str().unwrap();
     let mounted = || {
         container

@@ -343,8 +343,7 @@ fn configure_dry_run_prints_the_plan_and_checks_requirements() {
     let (dir, _host) = build(&s);
     let root = dir.path().to_str().unwrap();
     let rootfs = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(rootfs.path().join("etc")).unwrap();
-    std::fs::write(rootfs.path().join("etc/debian_version"), "12\n").unwrap();
+    nvc_testkit::debian_image(rootfs.path(), &[], false).unwrap();
     let rfs = rootfs.path().to_str().unwrap();
     let out = cli(&[
         "--root",
@@ -437,12 +436,7 @@ fn configure_mounts_into_a_paused_container_under_nvc_sim_run() {
     let (dir, _host) = build(&s);
     let root = dir.path().to_str().unwrap();
     let rootfs = tempfile::tempdir().unwrap();
-    for dir in ["etc", "sbin"] {
-        std::fs::create_dir_all(rootfs.path().join(dir)).unwrap();
-    }
-    std::fs::write(rootfs.path().join("etc/debian_version"), "12\n").unwrap();
-    std::fs::write(rootfs.path().join("etc/ld.so.conf"), "").unwrap();
-    std::fs::copy("/sbin/ldconfig", rootfs.path().join("sbin/ldconfig")).unwrap();
+    nvc_testkit::debian_image(rootfs.path(), &[], true).unwrap();
     // A runtime-like device cgroup: everything denied but /dev/null.
     let cgroup = nvc_testkit::TestCgroup::v1_devices();
     if let Some(cg) = &cgroup {
@@ -513,10 +507,7 @@ fn configure_in_standalone_mode_uses_the_rootfs_proc() {
     let (dir, _host) = build(&Scenario::builtin("single").unwrap());
     let root = dir.path().to_str().unwrap();
     let rootfs = tempfile::tempdir().unwrap();
-    for d in ["etc", "proc", "sys"] {
-        std::fs::create_dir_all(rootfs.path().join(d)).unwrap();
-    }
-    std::fs::write(rootfs.path().join("etc/debian_version"), "12\n").unwrap();
+    nvc_testkit::debian_image(rootfs.path(), &["proc", "sys"], false).unwrap();
     let rfs = rootfs.path().to_str().unwrap();
     // As a hook inside the container would: the container's /proc and /sys under the rootfs
     // (here the simulated host's, with its /proc/driver), the CLI started by the container's

@@ -93,12 +93,7 @@ fn the_flow_configures_a_paused_container() {
         return;
     }
     let rootfs = tempfile::tempdir().unwrap();
-    for d in ["etc", "sbin"] {
-        std::fs::create_dir_all(rootfs.path().join(d)).unwrap();
-    }
-    std::fs::write(rootfs.path().join("etc/debian_version"), "12\n").unwrap();
-    std::fs::write(rootfs.path().join("etc/ld.so.conf"), "").unwrap();
-    std::fs::copy("/sbin/ldconfig", rootfs.path().join("sbin/ldconfig")).unwrap();
+    nvc_testkit::debian_image(rootfs.path(), &[], true).unwrap();
     let driver = Context::builder()
         .root(dir.path())
         .build()

@@ -211,3 +211,24 @@ fn the_wall_clock_limit_kills_a_spinning_ldconfig() {
         String::from_utf8_lossy(&procs.stdout)
     );
 }
+
+#[test]
+fn an_ldconfig_briefly_held_open_for_writing_still_runs() {
+    let Some(f) = configured() else { return };
+    let bin = f.rootfs.join("sbin/ldconfig");
+    fs::copy("/sbin/ldconfig", &bin).unwrap();
+    // Another process holds it open for writing for a moment, as a child forked by another
+    // thread while the file was being copied would: exec fails with ETXTBSY until it is gone.
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec 3>>{}; sleep 0.3", bin.display()))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let run = run_ldconfig(
+        &f.container,
+        &options(Ldconfig::Container("/sbin/ldconfig".into())),
+    );
+    writer.wait().unwrap();
+    assert!(matches!(run, Ok(LdconfigRun::Ran { .. })), "{run:?}");
+}

@@ -377,11 +377,25 @@ fn confined(
     step("prctl", nix::sys::prctl::set_pdeathsig(Signal::SIGKILL))?;
     step("no_new_privs", nix::sys::prctl::set_no_new_privs())?;
     seccomp::install_allow_list(c.syscalls).map_err(|_| ("seccomp", Errno::last()))?;
-    let err = match c.program {
-        Program::Path(path) => execve(path, c.argv, env),
-        Program::Fd(fd) => fexecve(fd, c.argv, env),
-    };
-    Err(("exec", err.err().unwrap_or(Errno::UnknownErrno)))
+    // ETXTBSY: some process still holds the program open for writing — typically a child
+    // another thread of the caller forked while the file was being written, which inherited
+    // the descriptor. It goes away when that child execs or exits: retry for a while (a spin
+    // on the clock, which needs no syscall the filter refuses).
+    let give_up = Instant::now() + Duration::from_secs(2);
+    loop {
+        let err = match c.program {
+            Program::Path(path) => execve(path, c.argv, env),
+            Program::Fd(fd) => fexecve(fd, c.argv, env),
+        };
+        let errno = err.err().unwrap_or(Errno::UnknownErrno);
+        if errno != Errno::ETXTBSY || Instant::now() > give_up {
+            return Err(("exec", errno));
+        }
+        let pause = Instant::now() + Duration::from_millis(5);
+        while Instant::now() < pause {
+            std::hint::spin_loop();
+        }
+    }
 }
 
 /// Makes `c.rootfs` the root of a private mount tree and enters it.

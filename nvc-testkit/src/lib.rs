@@ -20,6 +20,7 @@
 mod cgroup;
 pub mod driver_files;
 mod host;
+mod image;
 mod paused;
 pub mod procfs;
 mod scenario;
@@ -30,6 +31,7 @@ use std::path::{Path, PathBuf};
 
 pub use cgroup::TestCgroup;
 pub use host::{DeviceNode, DeviceNodes, Host};
+pub use image::debian_image;
 pub use paused::PausedContainer;
 pub use scenario::{BUILTIN, Files, Gpu, MigDevice, NvmlFaults, PciAddress, Scenario};
 

@@ -120,11 +120,12 @@ fn configure(
         .prefix("nvc-demo-rootfs-")
         .tempdir()
         .map_err(w)?;
-    for dir in ["etc", "usr/bin", "usr/lib/x86_64-linux-gnu"] {
-        std::fs::create_dir_all(image.path().join(dir)).map_err(w)?;
-    }
-    std::fs::write(image.path().join("etc/debian_version"), "12\n").map_err(w)?;
-    std::fs::write(image.path().join("etc/ld.so.conf"), "").map_err(w)?;
+    nvc_testkit::debian_image(
+        image.path(),
+        &["usr/bin", "usr/lib/x86_64-linux-gnu"],
+        false,
+    )
+    .map_err(w)?;
     let as_root = nix::unistd::geteuid().is_root() && !real;
     let opts = ConfigureOptions {
         plan: PlanOptions {

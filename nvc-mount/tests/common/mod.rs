@@ -30,10 +30,7 @@ pub fn sim(scenario: &str) -> Option<Sim> {
     opts.discover.proc_devices = hostdir.path().join("proc/devices");
     let info = probe_driver(&opts).unwrap();
     let rootfs = tempfile::tempdir().unwrap();
-    fs::create_dir_all(rootfs.path().join("proc/driver")).unwrap();
-    fs::create_dir_all(rootfs.path().join("etc")).unwrap();
-    fs::write(rootfs.path().join("etc/debian_version"), "12\n").unwrap();
-    fs::write(rootfs.path().join("etc/ld.so.conf"), "").unwrap();
+    nvc_testkit::debian_image(rootfs.path(), &["proc/driver"], false).unwrap();
     Some(Sim {
         c,
         hostdir,
