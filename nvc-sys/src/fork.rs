@@ -6,7 +6,8 @@ use std::io::Write;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, fork, pipe};
+use nix::fcntl::OFlag;
+use nix::unistd::{ForkResult, Pid, fork, pipe2};
 
 use crate::Error;
 
@@ -71,7 +72,8 @@ impl Drop for Forked {
 /// ...). glibc keeps `malloc`, file I/O and `dlopen` usable after `fork`, which is what the
 /// NVML helper needs.
 pub unsafe fn fork_with_pipe(work: impl FnOnce(&mut File) -> i32) -> Result<Forked, Error> {
-    let (read, write) = pipe().map_err(|errno| Error::Syscall {
+    // Close-on-exec: a program another thread executes meanwhile must not inherit them.
+    let (read, write) = pipe2(OFlag::O_CLOEXEC).map_err(|errno| Error::Syscall {
         call: "pipe2",
         errno,
     })?;
