@@ -128,6 +128,10 @@ static void say(const char *what, int ok) {
     fflush(stdout);
 }
 int main(void) {
+    int inherited = 0;
+    for (int fd = 3; fd < 4096; fd++)
+        inherited += fcntl(fd, F_GETFD) != -1;
+    printf("inherited: %d\n", inherited);
     say("fork", fork() >= 0);
     say("escape", open(CANARY "/owned", O_CREAT | O_WRONLY, 0644) >= 0);
     say("proc", open("/proc/1/root/etc/passwd", O_RDONLY) >= 0);
@@ -168,12 +172,21 @@ fn a_hostile_ldconfig_is_contained() {
     let mut opts = options(Ldconfig::Container("/sbin/ldconfig".into()));
     opts.limits.cpu_seconds = 1;
     opts.limits.wall = Duration::from_secs(20);
+    // A descriptor of a host directory the caller left inheritable must not reach it.
+    let leaked = nix::fcntl::open(
+        canary.path(),
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .unwrap();
     let err = run_ldconfig(&f.container, &opts).unwrap_err();
+    drop(leaked);
     let Error::Ldconfig { what, output, .. } = &err else {
         panic!("{err}")
     };
     assert!(what.contains("terminated with signal"), "{err}");
     for line in [
+        "inherited: 0",
         "fork: Operation not permitted",
         "escape: No such file or directory",
         "proc: No such file or directory",

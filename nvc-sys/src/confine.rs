@@ -328,6 +328,8 @@ fn confined(
     step("dup2", dup2_stdout(&out))?;
     step("dup2", dup2_stderr(&out))?;
     drop((out, null));
+    // Before the rlimits lower the descriptor limit the fallback counts up to.
+    close_inherited_on_exec()?;
 
     change_root(c)?;
     for &dir in c.masks {
@@ -396,6 +398,34 @@ fn confined(
             std::hint::spin_loop();
         }
     }
+}
+
+/// Marks every descriptor above stderr close-on-exec, so the program inherits none of the
+/// caller's (a descriptor of a host directory left without `O_CLOEXEC` by any thread of the
+/// caller would otherwise lead out of the new root). The report pipe closes at `exec` as
+/// intended; a program run from a descriptor still runs (`execveat` needs no `/proc`).
+fn close_inherited_on_exec() -> StepResult<()> {
+    // SAFETY: plain integer arguments; CLOSE_RANGE_CLOEXEC closes nothing now.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if ret == 0 {
+        return Ok(());
+    }
+    // Before Linux 5.11: one by one, up to the descriptor limit the caller had.
+    let limit = nix::sys::resource::getrlimit(Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard.min(1 << 20))
+        .unwrap_or(1 << 16);
+    for fd in 3..i32::try_from(limit).unwrap_or(i32::MAX) {
+        // SAFETY: F_SETFD on a number that may not be open only fails with EBADF.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
 }
 
 /// Makes `c.rootfs` the root of a private mount tree and enters it.

@@ -4,9 +4,9 @@ use std::fs::File;
 use std::io::Write;
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::fcntl::OFlag;
 use nix::unistd::{ForkResult, Pid, fork, pipe2};
 
 use crate::Error;
