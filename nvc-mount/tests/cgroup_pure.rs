@@ -1,5 +1,6 @@
-//! The cgroup v2 device program, executed with rbpf over every request corner and against
-//! a reference model of the rules (no privileges needed).
+//! The pure halves of the cgroup step, without privileges: the v2 device program, executed
+//! with rbpf over every request corner and against a reference model of the rules, and the
+//! cgroup discovery parser on arbitrary input.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -173,6 +174,26 @@ proptest! {
         let prog = program::program(&rules, default);
         for req in corners() {
             prop_assert_eq!(run(&prog, req), model(&rules, default, req), "{:?}", req);
+        }
+    }
+}
+
+proptest! {
+    /// The cgroup discovery parser takes any bytes the files could hold without panicking,
+    /// and whatever it accepts lies below the proc root without `..`.
+    #[test]
+    fn cgroup_discovery_never_panics(
+        cgroup in proptest::collection::vec(any::<u8>(), 0..256),
+        mountinfo in proptest::collection::vec(any::<u8>(), 0..512),
+        lines in proptest::collection::vec("[0-9]{1,2}:[a-z,=]{0,12}:/[a-z/.]{0,16}", 0..6),
+    ) {
+        let root = std::path::Path::new("/rootfs");
+        let _ = nvc_mount::cgroup::DeviceCgroup::parse(&cgroup, &mountinfo, root);
+        let shaped = lines.join("\n");
+        let mounts = "1 0 0:1 / /sys/fs/cgroup/devices rw - cgroup cgroup rw,devices\n2 0 0:2 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        if let Ok(cg) = nvc_mount::cgroup::DeviceCgroup::parse(shaped.as_bytes(), mounts.as_bytes(), root) {
+            prop_assert!(cg.path.starts_with("/rootfs/sys/fs/cgroup"));
+            prop_assert!(!cg.path.components().any(|c| c == std::path::Component::ParentDir));
         }
     }
 }
