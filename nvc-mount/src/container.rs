@@ -149,6 +149,12 @@ impl Container {
         })
     }
 
+    /// Where the container's mount namespace is: `<proc_root>/proc/<pid>/ns/mnt`.
+    #[must_use]
+    pub fn mount_ns_path(&self) -> PathBuf {
+        self.proc_root.join(format!("proc/{}/ns/mnt", self.pid))
+    }
+
     /// Opens the container's mount namespace (`<proc_root>/proc/<pid>/ns/mnt`). With a
     /// pidfd, checks afterwards that the process is still the one looked up, so a pid reused
     /// since cannot lead nvc into another process's namespace.
@@ -158,7 +164,7 @@ impl Container {
     /// [`Error::Namespace`] when the file cannot be opened, [`Error::NoProcess`] when the
     /// container process has exited.
     pub fn mount_ns(&self) -> Result<OwnedFd, Error> {
-        let path = self.proc_root.join(format!("proc/{}/ns/mnt", self.pid));
+        let path = self.mount_ns_path();
         let ns = std::fs::File::open(&path).map_err(|e| Error::Namespace {
             step: "open",
             path: path.clone(),

@@ -44,8 +44,7 @@ where
     T: Send,
     F: FnOnce() -> Result<T, Error> + Send,
 {
-    let path = PathBuf::from(format!("/proc/{}/ns/mnt", container.pid));
-    enter(container.mount_ns()?, &path, work)
+    enter(container.mount_ns()?, &container.mount_ns_path(), work)
 }
 
 fn enter<T, F>(ns: OwnedFd, path: &Path, work: F) -> Result<T, Error>
