@@ -20,6 +20,11 @@ fn cli(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `nvc-sim`, built next to this package's binaries (it belongs to nvc-testkit).
+fn sim_bin() -> String {
+    env!("CARGO_BIN_EXE_nvidia-container-cli").replace("nvidia-container-cli", "nvc-sim")
+}
+
 fn build(s: &Scenario) -> (tempfile::TempDir, Host) {
     let dir = tempfile::tempdir().unwrap();
     let host = Host::build(s, dir.path()).unwrap();
@@ -237,7 +242,7 @@ fn under_nvc_sim_run_the_simulated_host_is_the_host() {
         eprintln!("skipped: nvc-sim run needs root");
         return;
     }
-    let sim = env!("CARGO_BIN_EXE_nvidia-container-cli").replace("nvidia-container-cli", "nvc-sim");
+    let sim = sim_bin();
     if !std::path::Path::new(&sim).exists() {
         eprintln!("skipped: nvc-sim is not built next to nvidia-container-cli");
         return;
@@ -431,7 +436,7 @@ fn configure_mounts_into_a_paused_container_under_nvc_sim_run() {
         return;
     };
     let pid = container.pid();
-    let sim = env!("CARGO_BIN_EXE_nvidia-container-cli").replace("nvidia-container-cli", "nvc-sim");
+    let sim = sim_bin();
     let s = Scenario::builtin("dgx").unwrap();
     let (dir, _host) = build(&s);
     let root = dir.path().to_str().unwrap();
@@ -503,7 +508,7 @@ fn configure_in_standalone_mode_uses_the_rootfs_proc() {
         eprintln!("skipped: configure needs root");
         return;
     }
-    let sim = env!("CARGO_BIN_EXE_nvidia-container-cli").replace("nvidia-container-cli", "nvc-sim");
+    let sim = sim_bin();
     let (dir, _host) = build(&Scenario::builtin("single").unwrap());
     let root = dir.path().to_str().unwrap();
     let rootfs = tempfile::tempdir().unwrap();
