@@ -239,12 +239,12 @@ fn a_hanging_nvml_times_out_and_the_process_exits() {
 #[test]
 fn under_nvc_sim_run_the_simulated_host_is_the_host() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: nvc-sim run needs root");
+        nvc_testkit::skip!("nvc-sim run needs root");
         return;
     }
     let sim = sim_bin();
     if !std::path::Path::new(&sim).exists() {
-        eprintln!("skipped: nvc-sim is not built next to nvidia-container-cli");
+        nvc_testkit::skip!("nvc-sim is not built next to nvidia-container-cli");
         return;
     }
     for name in BUILTIN {
@@ -505,7 +505,7 @@ fn configure_mounts_into_a_paused_container_under_nvc_sim_run() {
 #[test]
 fn configure_in_standalone_mode_uses_the_rootfs_proc() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: configure needs root");
+        nvc_testkit::skip!("configure needs root");
         return;
     }
     let sim = sim_bin();

@@ -89,7 +89,7 @@ fn the_flow_configures_a_paused_container() {
     };
     let (dir, host) = build("single");
     if !matches!(host.device_nodes_state(), nvc_testkit::DeviceNodes::Created) {
-        eprintln!("skipped: no device nodes");
+        nvc_testkit::skip!("no device nodes");
         return;
     }
     let rootfs = tempfile::tempdir().unwrap();

@@ -103,7 +103,7 @@ fn v2_grant_splices_into_the_runtime_program_and_revokes() {
     let runtime_fd = match bpf::prog_load_cgroup_device(&runtime, c"Apache") {
         Ok(fd) => fd,
         Err(e) => {
-            eprintln!("skipped: cannot load a device program: {e}");
+            nvc_testkit::skip!("cannot load a device program: {e}");
             return;
         }
     };
@@ -150,7 +150,7 @@ fn v2_without_a_program_changes_nothing_and_says_so() {
     let grant = match target.allow(&[NULL]) {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("skipped: {e}");
+            nvc_testkit::skip!("{e}");
             return;
         }
     };
@@ -232,7 +232,7 @@ fn a_failed_grant_leaves_the_cgroup_as_it_was() {
 #[test]
 fn a_refused_program_comes_with_the_verifier_log() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: loading BPF programs needs root");
+        nvc_testkit::skip!("loading BPF programs needs root");
         return;
     }
     // Reads r6 before writing it, and never sets r0.

@@ -116,7 +116,7 @@ fn a_failed_ldconfig_undoes_the_whole_configure() {
         .arg(&src)
         .status();
     if !built.is_ok_and(|s| s.success()) {
-        eprintln!("skipped: cannot build a static test program with gcc");
+        nvc_testkit::skip!("cannot build a static test program with gcc");
         return;
     }
     let container = Container::from_pid(f.c.pid(), f.rootfs.path()).unwrap();

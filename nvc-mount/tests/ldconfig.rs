@@ -156,7 +156,7 @@ fn hostile() -> Option<(Fixture, tempfile::TempDir)> {
         .arg(&src)
         .status();
     if !built.is_ok_and(|s| s.success()) {
-        eprintln!("skipped: cannot build a static test program with gcc");
+        nvc_testkit::skip!("cannot build a static test program with gcc");
         return None;
     }
     // An unprivileged owner.

@@ -45,7 +45,7 @@ impl TestCgroup {
 
     fn create(base: Option<PathBuf>, what: &str) -> Option<Self> {
         let Some(base) = base else {
-            eprintln!("skipped: no {what} hierarchy mounted");
+            crate::skip!("no {what} hierarchy mounted");
             return None;
         };
         let name = format!(
@@ -57,8 +57,8 @@ impl TestCgroup {
         match fs::create_dir(&path) {
             Ok(()) => Some(TestCgroup { path }),
             Err(e) => {
-                eprintln!(
-                    "skipped: cannot create a {what} cgroup under {}: {e}",
+                crate::skip!(
+                    "cannot create a {what} cgroup under {}: {e}",
                     base.display()
                 );
                 None

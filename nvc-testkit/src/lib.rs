@@ -25,6 +25,7 @@ mod paused;
 pub mod procfs;
 mod scenario;
 pub mod sim_ns;
+mod skip;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ pub use host::{DeviceNode, DeviceNodes, Host};
 pub use image::debian_image;
 pub use paused::PausedContainer;
 pub use scenario::{BUILTIN, Files, Gpu, MigDevice, NvmlFaults, PciAddress, Scenario};
+pub use skip::{REQUIRE_PRIVILEGED, privileged_required, skip};
 
 /// The fake `libnvidia-ml.so.1` built from `fake-nvml/nvml.rs` by the build script.
 pub const FAKE_NVML: &str = env!("NVC_FAKE_NVML");

@@ -26,7 +26,7 @@ impl PausedContainer {
     #[must_use]
     pub fn start() -> Option<Self> {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: a container's mount namespace needs root");
+            crate::skip!("a container's mount namespace needs root");
             return None;
         }
         let unshare = Command::new("unshare")
@@ -42,7 +42,7 @@ impl PausedContainer {
             ])
             .spawn();
         let Ok(unshare) = unshare else {
-            eprintln!("skipped: cannot start `unshare --mount --pid`");
+            crate::skip!("cannot start `unshare --mount --pid`");
             return None;
         };
         let mut c = PausedContainer { unshare, pid: 0 };
@@ -58,7 +58,7 @@ impl PausedContainer {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        eprintln!("skipped: `unshare --mount --pid` did not start a container");
+        crate::skip!("`unshare --mount --pid` did not start a container");
         None
     }
 

@@ -30,7 +30,7 @@ fn mountinfo() -> String {
 #[test]
 fn run_shows_the_scenario_in_dev_and_proc_and_leaves_the_host_alone() {
     if !is_root() {
-        eprintln!("skipped: nvc-sim run needs root (private mount namespace)");
+        nvc_testkit::skip!("nvc-sim run needs root (private mount namespace)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -99,7 +99,7 @@ fn run_without_privilege_says_what_it_needs() {
     let bin = env!("CARGO_BIN_EXE_nvc-sim");
     let out = if is_root() {
         if !Path::new("/usr/bin/setpriv").exists() {
-            eprintln!("skipped: setpriv is missing, cannot drop privileges");
+            nvc_testkit::skip!("setpriv is missing, cannot drop privileges");
             return;
         }
         // The temp dir must be reachable by the unprivileged user.

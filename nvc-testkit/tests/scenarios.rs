@@ -196,7 +196,7 @@ fn device_nodes_have_the_real_numbers() {
     let (_dir, host) = build("mig");
     match host.device_nodes_state() {
         DeviceNodes::Skipped(reason) => {
-            eprintln!("skipped: {reason}");
+            nvc_testkit::skip!("{reason}");
             return;
         }
         DeviceNodes::Created => {}

@@ -23,7 +23,7 @@ pub fn sim(scenario: &str) -> Option<Sim> {
     let hostdir = tempfile::tempdir().unwrap();
     let host = Host::build(&Scenario::builtin(scenario).unwrap(), hostdir.path()).unwrap();
     if !matches!(host.device_nodes_state(), DeviceNodes::Created) {
-        eprintln!("skipped: no device nodes");
+        nvc_testkit::skip!("no device nodes");
         return None;
     }
     let mut opts = DriverOptions::new(hostdir.path());
