@@ -1,15 +1,17 @@
 //! Applying a [`MountPlan`] inside a container, confined to its root, undone on failure.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sys::stat::{Mode, SFlag, fstatat, mkdirat};
-use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, symlinkat, unlinkat, write};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat, mkdirat};
+use nix::unistd::{UnlinkatFlags, symlinkat, unlinkat, write};
 
-use crate::ns::in_container_ns;
+use crate::ns::{in_container_ns, proc_fd};
 use crate::plan::{MountApi, MountFlags, MountKind, MountPlan, Op};
 use crate::{Container, Error};
 
@@ -25,13 +27,132 @@ pub struct Mounted {
     pub already: Vec<PathBuf>,
     /// Device cgroup rules of the plan, for the cgroup step.
     pub device_rules: Vec<(u32, u32)>,
+    /// What identifies each mount and created entry, for undoing exactly those.
+    journal: Journal,
 }
 
-/// The container's root, opened once, and whom created files belong to.
+/// Everything nvc changed in the container, in order, each recorded the moment it exists
+/// by what identifies it — the descriptor of its directory, its name, and its inode or the
+/// mount's id — so that undoing never looks a path up again by string and leaves alone
+/// whatever is no longer what nvc made.
+#[derive(Debug, Clone, Default)]
+struct Journal {
+    /// Directories the entries live in (shared by the entries of one directory).
+    dirs: Vec<Arc<OwnedFd>>,
+    steps: Vec<Step>,
+}
+
+impl PartialEq for Journal {
+    /// Reports compare by what they list; the descriptors add no identity.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Journal {}
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// A file, directory or link nvc created.
+    Created {
+        dir: usize,
+        name: OsString,
+        path: PathBuf,
+        dev: u64,
+        ino: u64,
+    },
+    /// A mount nvc made on `dir`/`name`: its mount id (Linux 5.8), else its root's inode.
+    Mounted {
+        dir: usize,
+        name: OsString,
+        path: PathBuf,
+        id: Option<u64>,
+        dev: u64,
+        ino: u64,
+    },
+}
+
+impl Journal {
+    /// The index of `dir`, sharing an earlier descriptor of the same directory.
+    fn dir(&mut self, dir: &OwnedFd) -> Result<usize, Errno> {
+        let st = fstat(dir.as_fd())?;
+        let same = self.dirs.iter().position(|d| {
+            fstat(d.as_fd()).is_ok_and(|s| s.st_dev == st.st_dev && s.st_ino == st.st_ino)
+        });
+        if let Some(i) = same {
+            return Ok(i);
+        }
+        self.dirs
+            .push(Arc::new(dir.try_clone().map_err(|_| Errno::EMFILE)?));
+        Ok(self.dirs.len() - 1)
+    }
+}
+
+impl Mounted {
+    /// Records that `name` in `dir` (container path `path`) was just created by nvc.
+    fn created(&mut self, dir: &OwnedFd, name: &Path, path: &Path) -> Result<(), Error> {
+        let st =
+            fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(fail("stat", path))?;
+        let dir = self.journal.dir(dir).map_err(fail("open", path))?;
+        self.journal.steps.push(Step::Created {
+            dir,
+            name: name.as_os_str().to_owned(),
+            path: path.to_path_buf(),
+            dev: st.st_dev,
+            ino: st.st_ino,
+        });
+        self.created.push(path.to_path_buf());
+        Ok(())
+    }
+
+    /// Records the mount nvc just made on `name` in `dir`, after checking through the
+    /// directory's descriptor that the name now shows a new mount whose root is `root`;
+    /// returns that mount's root (for a remount). Fails closed when it does not.
+    fn mounted(
+        &mut self,
+        dir: &OwnedFd,
+        name: &Path,
+        path: &Path,
+        under: &OwnedFd,
+        root: Option<&FileStat>,
+    ) -> Result<OwnedFd, Error> {
+        let top = openat(
+            dir.as_fd(),
+            name,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(fail("open", path))?;
+        let st = fstat(top.as_fd()).map_err(fail("stat", path))?;
+        let id = nvc_sys::mount::mount_id(top.as_fd()).ok();
+        let below = nvc_sys::mount::mount_id(under.as_fd()).ok();
+        let new_mount = match (id, below) {
+            (Some(id), Some(below)) => id != below,
+            _ => fstat(under.as_fd()).is_ok_and(|u| u.st_dev != st.st_dev || u.st_ino != st.st_ino),
+        };
+        let shows_root = root.is_none_or(|r| r.st_dev == st.st_dev && r.st_ino == st.st_ino);
+        if !new_mount || !shows_root {
+            return Err(fail("mount check: not the mount just made at", path)(
+                Errno::EBUSY,
+            ));
+        }
+        let dir = self.journal.dir(dir).map_err(fail("open", path))?;
+        self.journal.steps.push(Step::Mounted {
+            dir,
+            name: name.as_os_str().to_owned(),
+            path: path.to_path_buf(),
+            id,
+            dev: st.st_dev,
+            ino: st.st_ino,
+        });
+        self.mounts.push(path.to_path_buf());
+        Ok(top)
+    }
+}
+
+/// The container's root, opened once.
 pub(crate) struct Root {
     fd: OwnedFd,
-    uid: u32,
-    gid: u32,
 }
 
 pub(crate) fn fail(op: &'static str, path: &Path) -> impl FnOnce(Errno) -> Error {
@@ -55,14 +176,7 @@ fn rel(path: &Path) -> PathBuf {
     }
 }
 
-pub(crate) fn fd_path(fd: &impl AsRawFd) -> String {
-    format!("/proc/self/fd/{}", fd.as_raw_fd())
-}
-
 impl Root {
-    /// Opens `path` inside the root, symlinks resolved as if the root were `/`. The kernel
-    /// answers `EAGAIN` when a mount or rename anywhere raced with a `..` step; that is
-    /// retried.
     /// Opens the container's root; call inside its mount namespace.
     pub(crate) fn of(container: &Container) -> Result<Self, Error> {
         let fd = nix::fcntl::open(
@@ -71,13 +185,12 @@ impl Root {
             Mode::empty(),
         )
         .map_err(fail("open", &container.rootfs))?;
-        Ok(Root {
-            fd,
-            uid: container.uid,
-            gid: container.gid,
-        })
+        Ok(Root { fd })
     }
 
+    /// Opens `path` inside the root, symlinks resolved as if the root were `/`. The kernel
+    /// answers `EAGAIN` when a mount or rename anywhere raced with a `..` step; that is
+    /// retried.
     pub(crate) fn open(&self, path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
         let how = OpenHow::new()
             .flags(flags | OFlag::O_CLOEXEC)
@@ -92,17 +205,8 @@ impl Root {
         }
     }
 
-    fn chown(&self, dir: &OwnedFd, name: &Path) -> nix::Result<()> {
-        fchownat(
-            dir.as_fd(),
-            name,
-            Some(Uid::from_raw(self.uid)),
-            Some(Gid::from_raw(self.gid)),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-    }
-
-    /// Opens directory `dir`, creating missing components (0755, owned by the container).
+    /// Opens directory `dir`, creating missing components (0755; owned by the container's
+    /// owner, whose filesystem ids the namespace thread has).
     /// Symlinks on the way are followed as if the root were `/` (absolute targets restart
     /// at the root, `..` stops there), so an image whose `/usr/lib64` links to a host path
     /// gets that path created inside itself.
@@ -164,8 +268,7 @@ impl Root {
                 Err(Errno::ENOENT) => {
                     mkdirat(fd.as_fd(), &name, Mode::from_bits_truncate(0o755))
                         .map_err(fail("mkdir", &here))?;
-                    self.chown(&fd, &name).map_err(fail("chown", &here))?;
-                    done.created.push(here.clone());
+                    done.created(&fd, &name, &here)?;
                     fd = openat(fd.as_fd(), &name, dir_flags, Mode::empty())
                         .map_err(fail("open", &here))?;
                     at = here;
@@ -192,24 +295,25 @@ impl Root {
 
     /// Makes the mountpoint for a bind of `source` (a directory or an empty file with the
     /// source's permissions), never through a symlink; an existing one of the same kind is
-    /// reused.
-    fn mountpoint(
+    /// reused. Returns its directory, its name and an `O_PATH` descriptor of it.
+    fn mountpoint<'t>(
         &self,
-        source: &SourceStat,
-        target: &Path,
+        source: &FileStat,
+        target: &'t Path,
         done: &mut Mounted,
-    ) -> Result<OwnedFd, Error> {
+    ) -> Result<(OwnedFd, &'t Path, OwnedFd), Error> {
         let (dir, name) = self.parent(target, done)?;
-        let mode = Mode::from_bits_truncate(source.mode & 0o777);
+        let is_dir = SFlag::from_bits_truncate(source.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
+        let mode = Mode::from_bits_truncate(source.st_mode & 0o777);
         match fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => {
                 let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
-                if kind == SFlag::S_IFLNK || (kind == SFlag::S_IFDIR) != source.is_dir {
+                if kind == SFlag::S_IFLNK || (kind == SFlag::S_IFDIR) != is_dir {
                     return Err(fail("refusing to mount over", target)(Errno::EEXIST));
                 }
             }
             Err(Errno::ENOENT) => {
-                if source.is_dir {
+                if is_dir {
                     mkdirat(dir.as_fd(), name, mode).map_err(fail("mkdir", target))?;
                 } else {
                     let flags = OFlag::O_CREAT
@@ -219,50 +323,39 @@ impl Root {
                         | OFlag::O_CLOEXEC;
                     drop(openat(dir.as_fd(), name, flags, mode).map_err(fail("create", target))?);
                 }
-                self.chown(&dir, name).map_err(fail("chown", target))?;
-                done.created.push(target.to_path_buf());
+                done.created(&dir, name, target)?;
             }
             Err(e) => return Err(fail("stat", target)(e)),
         }
-        openat(
+        let point = openat(
             dir.as_fd(),
             name,
             OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .map_err(fail("open", target))
+        .map_err(fail("open", target))?;
+        Ok((dir, name, point))
     }
 }
 
 /// What a bind mounts: a detached clone made by `open_tree` (flags set before it is
-/// attached), or a path for `mount(2)` on kernels without the new mount API.
+/// attached); for `mount(2)` on kernels without the new mount API, a host path (looked up
+/// in the container's namespace, which `mount(2)` requires of a bind's source) or a
+/// descriptor opened inside the container's root.
 enum Source {
     Tree(OwnedFd),
     Path(PathBuf),
-}
-
-/// The parts of a source's `stat` a bind needs.
-struct SourceStat {
-    is_dir: bool,
-    mode: u32,
-    dev: u64,
-    ino: u64,
+    Fd(OwnedFd),
 }
 
 impl Source {
-    fn stat(&self) -> Result<SourceStat, Error> {
-        let st = match self {
-            Source::Tree(fd) => {
-                nix::sys::stat::fstat(fd.as_fd()).map_err(fail("stat", Path::new("(source)")))?
+    fn stat(&self) -> Result<FileStat, Error> {
+        match self {
+            Source::Tree(fd) | Source::Fd(fd) => {
+                fstat(fd.as_fd()).map_err(fail("stat", Path::new("(source)")))
             }
-            Source::Path(p) => nix::sys::stat::stat(p).map_err(fail("stat", p))?,
-        };
-        Ok(SourceStat {
-            is_dir: SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR,
-            mode: st.st_mode,
-            dev: st.st_dev,
-            ino: st.st_ino,
-        })
+            Source::Path(p) => nix::sys::stat::stat(p).map_err(fail("stat", p)),
+        }
     }
 }
 
@@ -296,9 +389,9 @@ impl Root {
         done: &mut Mounted,
     ) -> Result<(), Error> {
         let meta = source.stat()?;
-        let point = self.mountpoint(&meta, target, done)?;
-        let st = nix::sys::stat::fstat(point.as_fd()).map_err(fail("stat", target))?;
-        if st.st_dev == meta.dev && st.st_ino == meta.ino {
+        let (dir, name, point) = self.mountpoint(&meta, target, done)?;
+        let st = fstat(point.as_fd()).map_err(fail("stat", target))?;
+        if st.st_dev == meta.st_dev && st.st_ino == meta.st_ino {
             done.already.push(target.to_path_buf());
             return Ok(());
         }
@@ -330,26 +423,20 @@ impl Root {
                 remount
             }
             Source::Path(path) => {
-                mount(
-                    Some(path.as_path()),
-                    fd_path(&point).as_str(),
-                    None::<&str>,
-                    MsFlags::MS_BIND,
-                    None::<&str>,
-                )
-                .map_err(fail("bind-mount", target))?;
+                legacy_bind(path.as_os_str(), &point, target)?;
+                true
+            }
+            Source::Fd(fd) => {
+                legacy_bind(proc_fd(&fd).as_ref(), &point, target)?;
                 true
             }
         };
-        done.mounts.push(target.to_path_buf());
+        // The new mount, through the directory's descriptor, checked to be the one made.
+        let mounted = done.mounted(&dir, name, target, &point, Some(&meta))?;
         if remount {
-            // Reopen: the name now leads to the mount's root, which remount needs.
-            let mounted = self
-                .open(target, OFlag::O_PATH)
-                .map_err(fail("open", target))?;
             mount(
                 None::<&str>,
-                fd_path(&mounted).as_str(),
+                proc_fd(&mounted).as_str(),
                 None::<&str>,
                 MsFlags::MS_BIND | MsFlags::MS_REMOUNT | ms_flags(flags),
                 None::<&str>,
@@ -358,6 +445,18 @@ impl Root {
         }
         Ok(())
     }
+}
+
+/// `mount(2)` bind of `source` onto the mountpoint `point`.
+fn legacy_bind(source: &std::ffi::OsStr, point: &OwnedFd, target: &Path) -> Result<(), Error> {
+    mount(
+        Some(source),
+        proc_fd(point).as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(fail("bind-mount", target))
 }
 
 fn ms_flags(f: MountFlags) -> MsFlags {
@@ -383,11 +482,13 @@ impl MountPlan {
     /// owner and never through a symlink. Bind sources are cloned with `open_tree` in the
     /// caller's namespace before anything changes (a missing source fails first), get their
     /// flags with `mount_setattr` and are attached with `move_mount`; with
-    /// [`MountApi::Legacy`] or on kernels without that API, bind + remount through
-    /// `/proc/self/fd`. A second `configure` of the same container adds nothing: binds whose
+    /// [`MountApi::Legacy`] or on kernels without that API, bind + remount through the
+    /// host's `/proc/self/fd` (the remount acts on the new mount, reached through the
+    /// mountpoint's directory descriptor and checked to be the mount just made). A second `configure` of the same container adds nothing: binds whose
     /// target already shows their source, a tmpfs already mounted and files already written
     /// are skipped ([`Mounted::already`]). Any failure undoes what was done, in reverse, and
-    /// removes what was created.
+    /// removes what was created — each identified by its directory's descriptor, name and
+    /// inode or mount id as recorded when it was made (see [`Mounted::unapply`]).
     ///
     /// Device cgroup rules are returned, not applied ([`MountPlan::configure`] does that).
     ///
@@ -412,10 +513,7 @@ impl MountPlan {
             let mut done = Mounted::default();
             match self.apply_all(&root, &mut done, sources) {
                 Ok(()) => Ok(done),
-                Err(e) => {
-                    undo(&root, &done);
-                    Err(e)
-                }
+                Err(e) => Err(e.with_undo_left(undo(&done))),
             }
         })
     }
@@ -430,10 +528,10 @@ impl MountPlan {
         for op in &self.ops {
             match op {
                 Op::Tmpfs { target, mode } => {
+                    let (parent, name) = root.parent(target, done)?;
                     let dir = root.mkdir_all(target, done)?;
                     // Already a tmpfs mounted here (a second configure): keep it.
-                    let parent = root.mkdir_all(target.parent().unwrap_or(Path::new("/")), done)?;
-                    let dev = |fd: &OwnedFd| nix::sys::stat::fstat(fd.as_fd()).map(|st| st.st_dev);
+                    let dev = |fd: &OwnedFd| fstat(fd.as_fd()).map(|st| st.st_dev);
                     let is_tmpfs = nix::sys::statfs::fstatfs(dir.as_fd())
                         .is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
                     if is_tmpfs
@@ -447,13 +545,13 @@ impl MountPlan {
                     let data = format!("mode={mode:o}");
                     mount(
                         Some("tmpfs"),
-                        fd_path(&dir).as_str(),
+                        proc_fd(&dir).as_str(),
                         Some("tmpfs"),
                         flags,
                         Some(data.as_str()),
                     )
                     .map_err(fail("mount tmpfs on", target))?;
-                    done.mounts.push(target.clone());
+                    done.mounted(&parent, name, target, &dir, None)?;
                 }
                 Op::WriteFile {
                     target,
@@ -475,12 +573,12 @@ impl MountPlan {
                             }
                             Err(e) => return Err(fail("create", target)(e)),
                         };
+                    done.created(&dir, name, target)?;
                     let mut rest = contents.as_slice();
                     while !rest.is_empty() {
                         let n = write(&file, rest).map_err(fail("write", target))?;
                         rest = rest.get(n..).unwrap_or_default();
                     }
-                    root.chown(&dir, name).map_err(fail("chown", target))?;
                 }
                 Op::Bind {
                     source,
@@ -503,7 +601,7 @@ impl MountPlan {
                     };
                     let source = match tree {
                         Some(tree) => Source::Tree(tree),
-                        None => Source::Path(fd_path(&src).into()),
+                        None => Source::Fd(src),
                     };
                     root.bind(source, target, MountKind::File, done)?;
                 }
@@ -515,7 +613,7 @@ impl MountPlan {
                     {
                         symlinkat(target.as_path(), dir.as_fd(), name)
                             .map_err(fail("symlink", path))?;
-                        done.created.push(path.clone());
+                        done.created(&dir, name, path)?;
                     }
                 }
                 Op::AllowDevice { major, minor } => done.device_rules.push((*major, *minor)),
@@ -526,41 +624,81 @@ impl MountPlan {
 }
 
 impl Mounted {
-    /// Undoes a successful [`MountPlan::apply`]: unmounts what it mounted and removes what it
-    /// created, in reverse (for a later step of `configure` that failed). Best effort.
+    /// Undoes a successful [`MountPlan::apply`] (for a later step of `configure` that failed):
+    /// in reverse, unmounts each mount it made and removes each entry it created — each
+    /// reached through the descriptor of its directory and its name as recorded when it was
+    /// made, and acted on only while it is still that mount (same mount id) or that entry
+    /// (same device and inode). Whatever no longer matches is left alone and reported, as is
+    /// any step that fails.
     ///
     /// # Errors
     ///
     /// [`Error::Namespace`] when the container's namespace cannot be entered any more.
-    pub fn unapply(&self, container: &Container) -> Result<(), Error> {
-        in_container_ns(container, || {
-            undo(&Root::of(container)?, self);
-            Ok(())
-        })
+    pub fn unapply(&self, container: &Container) -> Result<Vec<String>, Error> {
+        in_container_ns(container, || Ok(undo(self)))
     }
 }
 
-/// Unmounts and removes in reverse order; errors are ignored (best effort on a failure path).
-fn undo(root: &Root, done: &Mounted) {
-    for target in done.mounts.iter().rev() {
-        if let Ok(fd) = root.open(target, OFlag::O_PATH) {
-            let _ = umount2(fd_path(&fd).as_str(), MntFlags::MNT_DETACH);
-        }
-    }
-    for path in done.created.iter().rev() {
-        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+/// Undoes `done`'s journal in reverse; returns what was left and why (best effort on a
+/// failure path: every step is tried).
+fn undo(done: &Mounted) -> Vec<String> {
+    let mut left = Vec::new();
+    for step in done.journal.steps.iter().rev() {
+        let (dir, name, path) = match step {
+            Step::Created {
+                dir, name, path, ..
+            }
+            | Step::Mounted {
+                dir, name, path, ..
+            } => (dir, name, path),
+        };
+        let Some(dir) = done.journal.dirs.get(*dir) else {
             continue;
         };
-        if let Ok(dir) = root.open(parent, OFlag::O_PATH | OFlag::O_DIRECTORY) {
-            let is_dir = fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| {
-                SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
-            });
-            let how = if is_dir {
-                UnlinkatFlags::RemoveDir
-            } else {
-                UnlinkatFlags::NoRemoveDir
-            };
-            let _ = unlinkat(dir.as_fd(), name, how);
+        let outcome = match step {
+            Step::Mounted { id, dev, ino, .. } => unmount(dir, name, *id, (*dev, *ino)),
+            Step::Created { dev, ino, .. } => remove(dir, name, (*dev, *ino)),
+        };
+        if let Err(why) = outcome {
+            left.push(format!("{}: {why}", path.display()));
         }
     }
+    left
+}
+
+fn unmount(
+    dir: &OwnedFd,
+    name: &OsString,
+    id: Option<u64>,
+    root: (u64, u64),
+) -> Result<(), String> {
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let top = openat(dir.as_fd(), name.as_os_str(), flags, Mode::empty())
+        .map_err(|e| format!("not unmounted: {e}"))?;
+    let st = fstat(top.as_fd()).map_err(|e| format!("not unmounted: {e}"))?;
+    let ours = match id {
+        Some(id) => nvc_sys::mount::mount_id(top.as_fd()).is_ok_and(|now| now == id),
+        None => (st.st_dev, st.st_ino) == root,
+    };
+    if !ours {
+        return Err("not unmounted: the mount there is no longer the one nvc made".into());
+    }
+    umount2(proc_fd(&top).as_str(), MntFlags::MNT_DETACH).map_err(|e| format!("umount: {e}"))
+}
+
+fn remove(dir: &OwnedFd, name: &OsString, inode: (u64, u64)) -> Result<(), String> {
+    let st = match fstatat(dir.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(format!("not removed: {e}")),
+    };
+    if (st.st_dev, st.st_ino) != inode {
+        return Err("not removed: no longer the entry nvc created".into());
+    }
+    let how = if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+        UnlinkatFlags::RemoveDir
+    } else {
+        UnlinkatFlags::NoRemoveDir
+    };
+    unlinkat(dir.as_fd(), name.as_os_str(), how).map_err(|e| format!("not removed: {e}"))
 }

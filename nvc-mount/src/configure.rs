@@ -2,18 +2,18 @@
 //! later step's failure undoes the earlier ones.
 
 use std::collections::HashSet;
-use std::ffi::OsString;
-use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::AsFd;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use nix::dir::Dir;
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, openat, renameat};
+use nix::fcntl::{AtFlags, OFlag, renameat};
 use nix::sys::stat::{Mode, SFlag, fstatat};
-use nix::unistd::{UnlinkatFlags, unlinkat};
+use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
-use crate::apply::{Root, fail, fd_path};
+use crate::apply::{Root, fail};
 use crate::cgroup::{DeviceCgroup, DeviceGrant};
 use crate::ns::in_container_ns;
 use crate::plan::Op;
@@ -154,88 +154,162 @@ impl Configured {
     }
 }
 
-/// The linker state ldconfig changes: the names in the library directories and the cache.
+/// The linker state ldconfig changes, held by descriptor: the library directories with the
+/// names they had, and the image's `/etc/ld.so.cache` kept by a hard link in its directory.
+/// Nothing of the image is read or written back: the old cache entry — whatever it is, a
+/// FIFO, a device node, a link, a huge file — is renamed back into place unread.
 struct LinkerState {
-    dirs: Vec<(PathBuf, HashSet<OsString>)>,
-    cache: Option<Vec<u8>>,
+    dirs: Vec<(OwnedFd, HashSet<OsString>)>,
+    cache: Option<SavedCache>,
 }
 
-const CACHE: &str = "/etc/ld.so.cache";
+/// `/etc` and, when the image had a cache, the hard link to it and its inode.
+struct SavedCache {
+    etc: OwnedFd,
+    kept: Option<(String, (u64, u64))>,
+}
 
-fn names(root: &Root, dir: &Path) -> HashSet<OsString> {
-    root.open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
-        .ok()
-        .and_then(|fd| std::fs::read_dir(fd_path(&fd)).ok())
-        .map(|entries| entries.filter_map(|e| Some(e.ok()?.file_name())).collect())
-        .unwrap_or_default()
+const CACHE: &str = "ld.so.cache";
+
+/// The names in the directory `dir`, read through its descriptor.
+fn names(dir: &OwnedFd) -> HashSet<OsString> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let Ok(mut entries) = Dir::openat(dir.as_fd(), ".", flags, Mode::empty()) else {
+        return HashSet::new();
+    };
+    entries
+        .iter()
+        .filter_map(|e| Some(OsStr::from_bytes(e.ok()?.file_name().to_bytes()).to_owned()))
+        .filter(|n| n != "." && n != "..")
+        .collect()
+}
+
+fn inode(dir: &OwnedFd, name: &str) -> nix::Result<(u64, u64)> {
+    fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW).map(|st| (st.st_dev, st.st_ino))
+}
+
+fn is_link(dir: &OwnedFd, name: &OsStr) -> bool {
+    fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK)
 }
 
 impl LinkerState {
     fn save(container: &Container, dirs: &[&Path]) -> Result<Self, Error> {
         in_container_ns(container, || {
             let root = Root::of(container)?;
-            let cache = root
-                .open(Path::new(CACHE), OFlag::O_RDONLY)
-                .ok()
-                .and_then(|fd| {
-                    let mut bytes = Vec::new();
-                    File::from(fd).read_to_end(&mut bytes).ok().map(|_| bytes)
-                });
-            Ok(LinkerState {
-                dirs: dirs
-                    .iter()
-                    .map(|d| (d.to_path_buf(), names(&root, d)))
-                    .collect(),
-                cache,
-            })
+            let flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
+            let dirs = dirs
+                .iter()
+                .filter_map(|d| root.open(d, flags).ok())
+                .map(|fd| {
+                    let before = names(&fd);
+                    (fd, before)
+                })
+                .collect();
+            let etc = Path::new("/etc");
+            let cache = match root.open(etc, flags) {
+                Ok(etc) => Some(SavedCache::keep(etc)?),
+                Err(_) => None,
+            };
+            Ok(LinkerState { dirs, cache })
         })
     }
 
-    /// Removes the links ldconfig added and puts the old cache back. Best effort.
-    fn restore(&self, container: &Container) -> Result<(), Error> {
+    /// Removes the links ldconfig added and puts the old cache entry back. Best effort:
+    /// returns what was left.
+    fn restore(&self, container: &Container) -> Result<Vec<String>, Error> {
         in_container_ns(container, || {
-            let root = Root::of(container)?;
+            let mut left = Vec::new();
             for (dir, before) in &self.dirs {
-                let Ok(fd) = root.open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY) else {
-                    continue;
-                };
-                for name in names(&root, dir).difference(before) {
-                    let is_link =
-                        fstatat(fd.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
-                            .is_ok_and(|st| {
-                                SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT
-                                    == SFlag::S_IFLNK
-                            });
-                    if is_link {
-                        let _ = unlinkat(fd.as_fd(), name.as_os_str(), UnlinkatFlags::NoRemoveDir);
+                for name in names(dir).difference(before) {
+                    let how = UnlinkatFlags::NoRemoveDir;
+                    if is_link(dir, name)
+                        && let Err(e) = unlinkat(dir.as_fd(), name.as_os_str(), how)
+                    {
+                        left.push(format!("link {name:?} added by ldconfig: {e}"));
                     }
                 }
             }
-            let etc = root
-                .open(Path::new("/etc"), OFlag::O_PATH | OFlag::O_DIRECTORY)
-                .map_err(fail("open", Path::new("/etc")))?;
-            match &self.cache {
-                None => {
-                    let _ = unlinkat(etc.as_fd(), "ld.so.cache", UnlinkatFlags::NoRemoveDir);
-                }
-                Some(bytes) => {
-                    let tmp = ".ld.so.cache.nvc-restore";
-                    let _ = unlinkat(etc.as_fd(), tmp, UnlinkatFlags::NoRemoveDir);
-                    let flags =
-                        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW;
-                    let out = openat(etc.as_fd(), tmp, flags, Mode::from_bits_truncate(0o644))
-                        .map_err(fail("create", Path::new(CACHE)))?;
-                    File::from(out).write_all(bytes).map_err(|e| {
-                        fail("write", Path::new(CACHE))(Errno::from_raw(
-                            e.raw_os_error().unwrap_or(0),
-                        ))
-                    })?;
-                    renameat(etc.as_fd(), tmp, etc.as_fd(), "ld.so.cache")
-                        .map_err(fail("rename", Path::new(CACHE)))?;
-                }
+            if let Some(cache) = &self.cache {
+                cache.put_back(&mut left);
+            }
+            Ok(left)
+        })
+    }
+
+    /// Drops the kept cache entry after a successful run.
+    fn release(&self, container: &Container) -> Result<(), Error> {
+        in_container_ns(container, || {
+            if let Some(SavedCache {
+                etc,
+                kept: Some((link, was)),
+            }) = &self.cache
+                && inode(etc, link) == Ok(*was)
+            {
+                let _ = unlinkat(etc.as_fd(), link.as_str(), UnlinkatFlags::NoRemoveDir);
             }
             Ok(())
         })
+    }
+}
+
+impl SavedCache {
+    /// Hard-links the image's cache entry (not following it) to a new hidden name in
+    /// `/etc`, so the original survives ldconfig's rename over it.
+    fn keep(etc: OwnedFd) -> Result<Self, Error> {
+        let path = Path::new("/etc/ld.so.cache");
+        let was = match inode(&etc, CACHE) {
+            Ok(was) => was,
+            Err(Errno::ENOENT) => return Ok(SavedCache { etc, kept: None }),
+            Err(e) => return Err(fail("stat", path)(e)),
+        };
+        for n in 0..16 {
+            let link = format!(".ld.so.cache.nvc-{}-{n}", std::process::id());
+            match linkat(
+                etc.as_fd(),
+                CACHE,
+                etc.as_fd(),
+                link.as_str(),
+                AtFlags::empty(),
+            ) {
+                Ok(()) if inode(&etc, &link) == Ok(was) => {
+                    return Ok(SavedCache {
+                        etc,
+                        kept: Some((link, was)),
+                    });
+                }
+                // Swapped under us: keep nothing rather than the wrong thing.
+                Ok(()) => {
+                    let _ = unlinkat(etc.as_fd(), link.as_str(), UnlinkatFlags::NoRemoveDir);
+                    return Err(fail("keep a link to", path)(Errno::EBUSY));
+                }
+                Err(Errno::EEXIST) => {}
+                Err(e) => return Err(fail("keep a link to", path)(e)),
+            }
+        }
+        Err(fail("keep a link to", path)(Errno::EEXIST))
+    }
+
+    fn put_back(&self, left: &mut Vec<String>) {
+        let etc = self.etc.as_fd();
+        match &self.kept {
+            Some((link, was)) if inode(&self.etc, link) == Ok(*was) => {
+                if let Err(e) = renameat(etc, link.as_str(), etc, CACHE) {
+                    left.push(format!("/etc/ld.so.cache not put back: {e}"));
+                }
+            }
+            Some((link, _)) => left.push(format!(
+                "/etc/ld.so.cache not put back: /etc/{link} is no longer the image's cache"
+            )),
+            // The image had none: remove what ldconfig wrote, unless it is a directory.
+            None => {
+                if let Err(e) = unlinkat(etc, CACHE, UnlinkatFlags::NoRemoveDir)
+                    && e != Errno::ENOENT
+                {
+                    left.push(format!("/etc/ld.so.cache written by ldconfig: {e}"));
+                }
+            }
+        }
     }
 }
 
@@ -285,10 +359,7 @@ impl MountPlan {
         let granted = match cgroup {
             Some(cg) => match cg.allow(&mounted.device_rules) {
                 Ok(grant) => Some((cg, grant)),
-                Err(e) => {
-                    let _ = mounted.unapply(container);
-                    return Err(e);
-                }
+                Err(e) => return Err(undo(container, &mounted, None, e)),
             },
             None => None,
         };
@@ -305,30 +376,46 @@ impl MountPlan {
         ];
         let saved = match LinkerState::save(container, &dirs) {
             Ok(saved) => saved,
-            Err(e) => {
-                undo(container, &mounted, granted);
-                return Err(e);
-            }
+            Err(e) => return Err(undo(container, &mounted, granted, e)),
         };
         match run_ldconfig(container, opts) {
-            Ok(run) => Ok(Configured {
-                mounted,
-                cgroup: granted,
-                ldconfig: Some(run),
-            }),
+            Ok(run) => {
+                // The run succeeded: the kept link to the old cache is dropped.
+                let _ = saved.release(container);
+                Ok(Configured {
+                    mounted,
+                    cgroup: granted,
+                    ldconfig: Some(run),
+                })
+            }
             Err(e) => {
-                let _ = saved.restore(container);
-                undo(container, &mounted, granted);
-                Err(e)
+                let left = match saved.restore(container) {
+                    Ok(left) => left,
+                    Err(r) => vec![format!("linker state not restored: {r}")],
+                };
+                Err(undo(container, &mounted, granted, e.with_undo_left(left)))
             }
         }
     }
 }
 
-/// Revokes a grant and removes the mounts (best effort, on a failure path).
-fn undo(container: &Container, mounted: &Mounted, granted: Option<(DeviceCgroup, DeviceGrant)>) {
-    if let Some((_, grant)) = granted {
-        let _ = grant.revoke();
+/// Revokes a grant and removes the mounts after `error` (best effort, on a failure path);
+/// the error, with what the undo left.
+fn undo(
+    container: &Container,
+    mounted: &Mounted,
+    granted: Option<(DeviceCgroup, DeviceGrant)>,
+    error: Error,
+) -> Error {
+    let mut left = Vec::new();
+    if let Some((_, grant)) = granted
+        && let Err(e) = grant.revoke()
+    {
+        left.push(format!("device grant not revoked: {e}"));
     }
-    let _ = mounted.unapply(container);
+    match mounted.unapply(container) {
+        Ok(more) => left.extend(more),
+        Err(e) => left.push(format!("mounts not undone: {e}")),
+    }
+    error.with_undo_left(left)
 }

@@ -73,9 +73,42 @@ pub enum Error {
         /// Its output.
         output: String,
     },
+    /// A step failed, and undoing the earlier ones left something in the container: entries
+    /// that were no longer what nvc made (so not touched), or undo steps that failed.
+    #[error("{error}; undo left: {}", left.join("; "))]
+    UndoIncomplete {
+        /// The failure that started the undo.
+        error: Box<Error>,
+        /// What was left, each with why.
+        left: Vec<String>,
+    },
     /// Discovery-level error (path resolution inside a root).
     #[error(transparent)]
     Driver(#[from] nvc_driver::Error),
+}
+
+impl Error {
+    /// This error, or [`Error::UndoIncomplete`] when the undo it caused left `left`.
+    #[must_use]
+    pub(crate) fn with_undo_left(self, left: Vec<String>) -> Self {
+        match self {
+            _ if left.is_empty() => self,
+            Error::UndoIncomplete {
+                error,
+                left: mut before,
+            } => {
+                before.extend(left);
+                Error::UndoIncomplete {
+                    error,
+                    left: before,
+                }
+            }
+            other => Error::UndoIncomplete {
+                error: Box::new(other),
+                left,
+            },
+        }
+    }
 }
 
 /// The `io::Error` of an errno, for the variants above.

@@ -1,9 +1,13 @@
 //! Running work inside a container's mount namespace without touching the caller's threads.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::OFlag;
 use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::stat::Mode;
+use nix::sys::statfs::{PROC_SUPER_MAGIC, fstatfs};
+use nix::unistd::fchdir;
 
 use crate::{Container, Error};
 
@@ -14,6 +18,12 @@ use crate::{Container, Error};
 /// the filesystem. So a new thread first unshares its filesystem context (`CLONE_FS`), then
 /// enters the namespace; the caller's threads, namespace and working directory never change,
 /// and the thread ends with the work.
+///
+/// The thread's working directory is then the caller's `/proc/self/fd` (the host's procfs,
+/// opened before entering and checked to be procfs), so that a descriptor's number, as a
+/// relative path, names the descriptor ([`proc_fd`]) for the syscalls that take only paths
+/// (`mount(2)`, `umount2(2)`) — never through the container's `/proc`, which it may have
+/// mounted over.
 ///
 /// # Errors
 ///
@@ -34,24 +44,59 @@ where
         path: path.clone(),
         error: e,
     })?;
-    enter(ns.into(), &path, work)
+    enter(ns.into(), &path, None, work)
 }
 
 /// [`in_mount_ns`] for a container looked up before (checked to be the same process, see
-/// [`Container::mount_ns`]).
+/// [`Container::mount_ns`]), with the thread creating files as the container's owner
+/// ([`nvc_sys::set_fs_owner`]: owned by it from the moment they exist, no `chown` after).
 pub(crate) fn in_container_ns<T, F>(container: &Container, work: F) -> Result<T, Error>
 where
     T: Send,
     F: FnOnce() -> Result<T, Error> + Send,
 {
-    enter(container.mount_ns()?, &container.mount_ns_path(), work)
+    let owner = (container.uid, container.gid);
+    enter(
+        container.mount_ns()?,
+        &container.mount_ns_path(),
+        Some(owner),
+        work,
+    )
 }
 
-fn enter<T, F>(ns: OwnedFd, path: &Path, work: F) -> Result<T, Error>
+/// The relative path that names descriptor `fd` on a thread inside [`in_mount_ns`] (its
+/// working directory is the host's `/proc/self/fd`).
+pub(crate) fn proc_fd(fd: &impl AsRawFd) -> String {
+    fd.as_raw_fd().to_string()
+}
+
+/// The host's `/proc/self/fd`, checked to be procfs.
+fn host_proc_fds() -> Result<OwnedFd, Error> {
+    let path = Path::new("/proc/self/fd");
+    let fail = |errno| Error::Namespace {
+        step: "open",
+        path: path.to_path_buf(),
+        error: crate::error::os(errno),
+    };
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(fail)?;
+    let fs = fstatfs(fd.as_fd()).map_err(fail)?;
+    if fs.filesystem_type() != PROC_SUPER_MAGIC {
+        return Err(fail(nix::errno::Errno::EXDEV));
+    }
+    Ok(fd)
+}
+
+fn enter<T, F>(ns: OwnedFd, path: &Path, owner: Option<(u32, u32)>, work: F) -> Result<T, Error>
 where
     T: Send,
     F: FnOnce() -> Result<T, Error> + Send,
 {
+    let fds = host_proc_fds()?;
     std::thread::scope(|scope| {
         scope
             .spawn(move || {
@@ -62,6 +107,13 @@ where
                 };
                 unshare(CloneFlags::CLONE_FS).map_err(|e| fail("unshare(CLONE_FS)", e))?;
                 setns(&ns, CloneFlags::CLONE_NEWNS).map_err(|e| fail("setns(CLONE_NEWNS)", e))?;
+                fchdir(&fds).map_err(|e| fail("fchdir(/proc/self/fd)", e))?;
+                if let Some((uid, gid)) = owner {
+                    nvc_sys::set_fs_owner(uid, gid).map_err(|e| match e {
+                        nvc_sys::Error::Syscall { call, errno } => fail(call, errno),
+                        _ => fail("setfsuid", nix::errno::Errno::EINVAL),
+                    })?;
+                }
                 work()
             })
             .join()

@@ -9,7 +9,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use nvc_driver::tables::Capability::{Compute, Utility};
 use nvc_ldcache::elf::{Class, SharedObject, write_shared_object};
@@ -45,36 +44,6 @@ impl Fixture {
             },
         )
     }
-
-    /// The container's mounts under the rootfs.
-    fn mounts(&self) -> Vec<String> {
-        let prefix = format!("{} ", self.rootfs.path().display());
-        let under = format!("{}/", self.rootfs.path().display());
-        self.c
-            .mountinfo()
-            .lines()
-            .filter(|l| l.contains(&prefix) || l.contains(&under))
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// Every path under the rootfs with its link target, for "exactly as before".
-    fn tree(&self) -> Vec<(PathBuf, Option<PathBuf>)> {
-        let mut out = Vec::new();
-        let mut todo = vec![self.rootfs.path().to_path_buf()];
-        while let Some(d) = todo.pop() {
-            for e in fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                let meta = fs::symlink_metadata(&p).unwrap();
-                if meta.is_dir() {
-                    todo.push(p.clone());
-                }
-                out.push((p.clone(), fs::read_link(&p).ok()));
-            }
-        }
-        out.sort();
-        out
-    }
 }
 
 /// A runtime-like cgroup: everything denied but /dev/null.
@@ -106,17 +75,8 @@ fn a_failed_ldconfig_undoes_the_whole_configure() {
     let Some(f) = fixture() else { return };
     let Some(cg) = runtime_cgroup() else { return };
     cg.add(f.c.pid()).unwrap();
-    let src = f.hostdir.path().join("bad.c");
-    fs::write(&src, BAD_LDCONFIG).unwrap();
     let bin = f.rootfs.path().join("sbin/ldconfig");
-    let built = Command::new("gcc")
-        .arg("-static")
-        .arg("-o")
-        .arg(&bin)
-        .arg(&src)
-        .status();
-    if !built.is_ok_and(|s| s.success()) {
-        nvc_testkit::skip!("cannot build a static test program with gcc");
+    if !common::build_static(BAD_LDCONFIG, &bin, &[]) {
         return;
     }
     let container = Container::from_pid(f.c.pid(), f.rootfs.path()).unwrap();

@@ -146,17 +146,8 @@ int main(void) {
 fn hostile() -> Option<(Fixture, tempfile::TempDir)> {
     let mut f = configured()?;
     let canary = tempfile::tempdir().unwrap();
-    let src = f.rootfs.join("hostile.c");
-    fs::write(&src, HOSTILE).unwrap();
-    let built = Command::new("gcc")
-        .arg("-static")
-        .arg(format!("-DCANARY=\"{}\"", canary.path().display()))
-        .arg("-o")
-        .arg(f.rootfs.join("sbin/ldconfig"))
-        .arg(&src)
-        .status();
-    if !built.is_ok_and(|s| s.success()) {
-        nvc_testkit::skip!("cannot build a static test program with gcc");
+    let define = format!("-DCANARY=\"{}\"", canary.path().display());
+    if !common::build_static(HOSTILE, &f.rootfs.join("sbin/ldconfig"), &[define]) {
         return None;
     }
     // An unprivileged owner.

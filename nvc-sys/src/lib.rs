@@ -9,6 +9,7 @@
 //!   seccomp (upstream's `ldconfig` sandbox).
 //! - [`mount`]: `open_tree` + `mount_setattr` + `move_mount`, binds by descriptor.
 //! - [`pidfd_open`]: a process handle that cannot be confused with a reused pid.
+//! - [`set_fs_owner`]: one thread creating files as the container's owner.
 //!
 //! Each error names the syscall or step and the `errno`. Every other nvc crate is
 //! `#![forbid(unsafe_code)]` (nvc-driver allows its one NVML call).
@@ -16,11 +17,13 @@
 
 pub mod bpf;
 pub mod confine;
+mod creds;
 mod fork;
 pub mod mount;
 mod pidfd;
 pub mod seccomp;
 
+pub use creds::set_fs_owner;
 pub use fork::{Forked, fork_with_pipe};
 pub use pidfd::{pidfd_alive, pidfd_open};
 

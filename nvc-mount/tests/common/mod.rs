@@ -3,6 +3,8 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use nvc_driver::{DriverInfo, DriverOptions, probe_driver};
 use nvc_mount::{Container, MountPlan, PlanOptions};
@@ -53,8 +55,58 @@ impl Sim {
         Container::from_pid(self.c.pid(), self.rootfs.path()).unwrap()
     }
 
+    /// The container's mounts under the rootfs.
+    pub fn mounts(&self) -> Vec<String> {
+        let prefix = format!("{} ", self.rootfs.path().display());
+        let under = format!("{}/", self.rootfs.path().display());
+        self.c
+            .mountinfo()
+            .lines()
+            .filter(|l| l.contains(&prefix) || l.contains(&under))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Every path under the rootfs with its link target, for "exactly as before".
+    pub fn tree(&self) -> Vec<(PathBuf, Option<PathBuf>)> {
+        let mut out = Vec::new();
+        let mut todo = vec![self.rootfs.path().to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                let meta = fs::symlink_metadata(&p).unwrap();
+                if meta.is_dir() {
+                    todo.push(p.clone());
+                }
+                out.push((p.clone(), fs::read_link(&p).ok()));
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// The plan for `container` with `opts`.
     pub fn plan(&self, container: &Container, opts: &PlanOptions) -> MountPlan {
         MountPlan::build(self.hostdir.path(), &self.info, &container.dirs, opts).unwrap()
     }
+}
+
+/// Builds the C program `source` statically into `out` (with `defines`, `-DNAME=VALUE`);
+/// false, with the skip reported, without a working `gcc -static`.
+pub fn build_static(source: &str, out: &Path, defines: &[String]) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("prog.c");
+    fs::write(&src, source).unwrap();
+    let built = Command::new("gcc")
+        .arg("-static")
+        .args(defines)
+        .arg("-o")
+        .arg(out)
+        .arg(&src)
+        .status();
+    if !built.is_ok_and(|s| s.success()) {
+        nvc_testkit::skip!("cannot build a static test program with gcc");
+        return false;
+    }
+    true
 }
