@@ -67,10 +67,7 @@ fn configure(c: &mut Criterion) {
         let prog = nvc_sys::bpf::prog_load_cgroup_device(&deny, c"Apache").unwrap();
         use std::os::fd::AsFd;
         nvc_sys::bpf::prog_attach_cgroup_device(prog.as_fd(), dir.as_fd(), None).unwrap();
-        let target = DeviceCgroup {
-            version: CgroupVersion::V2,
-            path: cg.path().to_path_buf(),
-        };
+        let target = DeviceCgroup::new(CgroupVersion::V2, cg.path().to_path_buf());
         g.bench_function("cgroup-v2-grant+revoke", |b| {
             b.iter(|| target.allow(&nodes).unwrap().revoke().unwrap())
         });

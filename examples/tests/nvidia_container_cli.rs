@@ -394,12 +394,14 @@ fn configure_dry_run_prints_the_plan_and_checks_requirements() {
         String::from_utf8(out.stderr).unwrap(),
         "nvidia-container-cli: input error: invalid rootfs directory: /\n"
     );
-    // Standalone mode (no --pid): the parent's /proc entry under the rootfs is missing.
+    // Standalone mode (no --pid): the rootfs has no procfs at /proc.
     let out = cli(&["--root", root, "configure", rfs]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(
-        err.starts_with("nvidia-container-cli: container error: container process "),
+        err.starts_with(&format!(
+            "nvidia-container-cli: container error: open procfs {rfs}/proc: "
+        )),
         "{err}"
     );
     let out = cli(&[
@@ -554,4 +556,64 @@ fn configure_in_standalone_mode_uses_the_rootfs_proc() {
             .unwrap()
             .contains(rfs)
     );
+}
+
+#[test]
+fn standalone_mode_writes_no_device_rule_where_the_image_points() {
+    if !nix::unistd::geteuid().is_root() {
+        nvc_testkit::skip!("configure needs root");
+        return;
+    }
+    let sim = sim_bin();
+    let (dir, _host) = build(&Scenario::builtin("single").unwrap());
+    let root = dir.path().to_str().unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    nvc_testkit::debian_image(rootfs.path(), &["proc"], false).unwrap();
+    let rfs = rootfs.path().to_str().unwrap();
+    // The image's /sys is a link to a tree of its own, shaped like the cgroup filesystem at
+    // the container's cgroup, whose devices.allow links to a host file.
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let devices = cgroup
+        .lines()
+        .find_map(|l| l.split_once(":devices:").map(|(_, p)| p.to_owned()))
+        .unwrap_or_else(|| {
+            let (_, p) = cgroup.lines().find_map(|l| l.split_once("::")).unwrap();
+            p.to_owned()
+        });
+    let fake = rootfs
+        .path()
+        .join("fake-sys/fs/cgroup/devices")
+        .join(devices.trim_start_matches('/'));
+    std::fs::create_dir_all(&fake).unwrap();
+    std::fs::write(fake.join("devices.list"), "").unwrap();
+    let canary = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(canary.path(), "host file").unwrap();
+    std::os::unix::fs::symlink(canary.path(), fake.join("devices.allow")).unwrap();
+    std::os::unix::fs::symlink("/fake-sys", rootfs.path().join("sys")).unwrap();
+    let script = format!(
+        "mount --rbind /proc {rfs}/proc && {cli} --root {root} configure --device=0 --compute --utility --no-ldconfig {rfs}",
+        cli = env!("CARGO_BIN_EXE_nvidia-container-cli"),
+    );
+    let out = Command::new(&sim)
+        .args([
+            "run",
+            root,
+            "--",
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("not the kernel filesystem expected there"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(canary.path()).unwrap(), "host file");
 }

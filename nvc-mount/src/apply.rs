@@ -11,6 +11,7 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, symlinkat, unlinkat, write};
 
+use crate::kernfs::relative;
 use crate::ns::{in_container_ns, proc_fd};
 use crate::plan::{MountApi, MountFlags, MountKind, MountPlan, Op};
 use crate::{Container, Error};
@@ -164,18 +165,6 @@ pub(crate) fn fail(op: &'static str, path: &Path) -> impl FnOnce(Errno) -> Error
     }
 }
 
-fn rel(path: &Path) -> PathBuf {
-    let r: PathBuf = path
-        .components()
-        .filter(|c| matches!(c, Component::Normal(_)))
-        .collect();
-    if r.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        r
-    }
-}
-
 impl Root {
     /// Opens the container's root; call inside its mount namespace.
     pub(crate) fn of(container: &Container) -> Result<Self, Error> {
@@ -195,7 +184,7 @@ impl Root {
         let how = OpenHow::new()
             .flags(flags | OFlag::O_CLOEXEC)
             .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        let path = rel(path);
+        let path = relative(path);
         let mut tries = 0;
         loop {
             match openat2(self.fd.as_fd(), &path, how) {
@@ -217,7 +206,7 @@ impl Root {
         };
         let mut at = PathBuf::from("/");
         let mut fd = root_dir(&at)?;
-        let mut todo: Vec<PathBuf> = rel(dir)
+        let mut todo: Vec<PathBuf> = relative(dir)
             .components()
             .map(|c| PathBuf::from(c.as_os_str()))
             .rev()

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::dir::Dir;
 use nix::errno::Errno;
@@ -340,17 +340,9 @@ impl MountPlan {
             .iter()
             .any(|op| matches!(op, Op::AllowDevice { .. }));
         let cgroup = if wants_cgroup {
-            let mountinfo = if container.proc_root == Path::new("/") {
-                PathBuf::from("/proc/self/mountinfo")
-            } else {
-                container
-                    .proc_root
-                    .join(format!("proc/{}/mountinfo", container.pid))
-            };
             Some(DeviceCgroup::of_process(
                 container.pid,
                 &container.proc_root,
-                &mountinfo,
             )?)
         } else {
             None

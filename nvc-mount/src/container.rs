@@ -2,15 +2,17 @@
 //! live, who owns it.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nix::errno::Errno;
-use std::path::{Path, PathBuf};
-
+use nix::fcntl::OFlag;
+use nix::sys::stat::fstatat;
+use nix::sys::statfs::{NSFS_MAGIC, fstatfs};
 use nvc_driver::resolve_in_root;
 
 use crate::Error;
+use crate::kernfs::{OpenError, open_beneath, proc_dir};
 
 /// Where things go inside the container (upstream's `copy_config`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,13 +138,25 @@ impl Container {
                 rootfs: rootfs.into(),
             });
         }
-        let proc = proc_root.join(format!("proc/{pid}"));
-        let meta = std::fs::metadata(&proc).map_err(|source| Error::NoProcess { pid, source })?;
+        let proc = proc_dir(proc_root).map_err(|e| Error::Namespace {
+            step: "open procfs",
+            path: proc_root.join("proc"),
+            error: e.into_io(),
+        })?;
+        let meta = fstatat(
+            proc.as_fd(),
+            pid.to_string().as_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| Error::NoProcess {
+            pid,
+            source: crate::error::os(e),
+        })?;
         Ok(Container {
             pid,
             rootfs: rootfs.into(),
-            uid: meta.uid(),
-            gid: meta.gid(),
+            uid: meta.st_uid,
+            gid: meta.st_gid,
             dirs: ContainerDirs::detect(rootfs)?,
             proc_root: proc_root.into(),
             process,
@@ -155,7 +169,10 @@ impl Container {
         self.proc_root.join(format!("proc/{}/ns/mnt", self.pid))
     }
 
-    /// Opens the container's mount namespace (`<proc_root>/proc/<pid>/ns/mnt`). With a
+    /// Opens the container's mount namespace (`<proc_root>/proc/<pid>/ns/mnt`): `/proc`
+    /// resolved inside `proc_root` and checked to be procfs, `<pid>/ns` opened below it
+    /// following no link and crossing no mount, the result checked to be a namespace file
+    /// (in standalone mode the image cannot point nvc at a namespace of its choosing). With a
     /// pidfd, checks afterwards that the process is still the one looked up, so a pid reused
     /// since cannot lead nvc into another process's namespace.
     ///
@@ -164,12 +181,32 @@ impl Container {
     /// [`Error::Namespace`] when the file cannot be opened, [`Error::NoProcess`] when the
     /// container process has exited.
     pub fn mount_ns(&self) -> Result<OwnedFd, Error> {
-        let path = self.mount_ns_path();
-        let ns = std::fs::File::open(&path).map_err(|e| Error::Namespace {
+        let fail = |e: OpenError| Error::Namespace {
             step: "open",
-            path: path.clone(),
-            error: e,
-        })?;
+            path: self.mount_ns_path(),
+            error: e.into_io(),
+        };
+        let proc = proc_dir(&self.proc_root).map_err(fail)?;
+        let dir = open_beneath(
+            &proc,
+            Path::new(&format!("{}/ns", self.pid)),
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+        )
+        .map_err(|e| fail(e.into()))?;
+        // `mnt` is procfs's own link to the namespace, in a directory checked above.
+        let ns = nix::fcntl::openat(
+            dir.as_fd(),
+            "mnt",
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| fail(e.into()))?;
+        let found = fstatfs(ns.as_fd())
+            .map_err(|e| fail(e.into()))?
+            .filesystem_type();
+        if found != NSFS_MAGIC {
+            return Err(fail(OpenError::NotKernelFs { found: found.0 }));
+        }
         if let Some(pidfd) = &self.process.0
             && !nvc_sys::pidfd_alive(pidfd.as_fd()).unwrap_or(true)
         {
@@ -178,6 +215,6 @@ impl Container {
                 source: std::io::Error::from_raw_os_error(Errno::ESRCH as i32),
             });
         }
-        Ok(OwnedFd::from(ns))
+        Ok(ns)
     }
 }

@@ -28,6 +28,7 @@ mod compat;
 mod configure;
 mod container;
 mod error;
+mod kernfs;
 mod ldconfig;
 mod ns;
 mod plan;

@@ -113,10 +113,7 @@ fn v2_grant_splices_into_the_runtime_program_and_revokes() {
     assert!(!probe.opens("/dev/null"), "the runtime denies 1:3");
     assert!(probe.opens("/dev/zero"), "the runtime allows 1:5");
 
-    let target = DeviceCgroup {
-        version: CgroupVersion::V2,
-        path: cg.path().to_path_buf(),
-    };
+    let target = DeviceCgroup::new(CgroupVersion::V2, cg.path().to_path_buf());
     let grant = target.allow(&[NULL]).unwrap();
     assert_eq!(grant.added, [NULL]);
     assert!(probe.opens("/dev/null"), "granted");
@@ -143,10 +140,7 @@ fn v2_grant_splices_into_the_runtime_program_and_revokes() {
 #[test]
 fn v2_without_a_program_changes_nothing_and_says_so() {
     let Some(cg) = TestCgroup::v2() else { return };
-    let target = DeviceCgroup {
-        version: CgroupVersion::V2,
-        path: cg.path().to_path_buf(),
-    };
+    let target = DeviceCgroup::new(CgroupVersion::V2, cg.path().to_path_buf());
     let grant = match target.allow(&[NULL]) {
         Ok(g) => g,
         Err(e) => {
@@ -175,12 +169,7 @@ fn v1_grant_writes_devices_allow_and_revokes() {
     assert!(!probe.opens("/dev/null"));
 
     // Found from the process, as configure does (a v1 devices line wins on hybrid hosts).
-    let found = DeviceCgroup::of_process(
-        probe.child.id(),
-        std::path::Path::new("/"),
-        std::path::Path::new("/proc/self/mountinfo"),
-    )
-    .unwrap();
+    let found = DeviceCgroup::of_process(probe.child.id(), std::path::Path::new("/")).unwrap();
     assert_eq!(found.version, CgroupVersion::V1);
     assert_eq!(found.path, cg.path());
 
@@ -210,10 +199,7 @@ fn a_failed_grant_leaves_the_cgroup_as_it_was() {
     let list = || std::fs::read_to_string(cg.path().join("devices.list")).unwrap();
     std::fs::write(cg.path().join("devices.deny"), "a").unwrap();
     let before = list();
-    let target = DeviceCgroup {
-        version: CgroupVersion::V1,
-        path: cg.path().to_path_buf(),
-    };
+    let target = DeviceCgroup::new(CgroupVersion::V1, cg.path().to_path_buf());
     // 1:3 is granted, then the kernel refuses 1:9 (the parent does not allow it): 1:3 is
     // taken back.
     let err = target.allow(&[NULL, (1, 9)]).unwrap_err().to_string();

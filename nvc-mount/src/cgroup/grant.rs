@@ -1,11 +1,11 @@
 //! Granting and revoking device access in a cgroup.
 
-use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
 use nvc_sys::bpf;
 
@@ -26,8 +26,8 @@ pub struct DeviceGrant {
     /// What the caller should know: programs the kernel would not show us, a cgroup v2
     /// directory with no device program (no device filtering in force there).
     pub notes: Vec<String>,
-    /// v1: the allow file whose rules `revoke` denies again.
-    v1_deny: Option<std::path::PathBuf>,
+    /// v1: the cgroup whose `devices.deny` takes back the rules added.
+    v1_deny: Option<DeviceCgroup>,
     /// v2: the cgroup directory, and (cgroup, our program, the runtime's program it
     /// replaced) for each swap.
     v2_path: std::path::PathBuf,
@@ -107,7 +107,11 @@ impl DeviceCgroup {
 
     fn allow_v1(&self, devices: &[(u32, u32)], grant: &mut DeviceGrant) -> Result<(), Error> {
         let list_path = self.path.join("devices.list");
-        let list = fs::read_to_string(&list_path).map_err(io_err(&list_path, "cannot read"))?;
+        let mut list = String::new();
+        self.open_file("devices.list", OFlag::O_RDONLY)?
+            .take(crate::kernfs::READ_LIMIT)
+            .read_to_string(&mut list)
+            .map_err(io_err(&list_path, "cannot read"))?;
         let allows = |major: u32, minor: u32| {
             list.lines().any(|l| {
                 let mut f = l.split_whitespace();
@@ -130,15 +134,13 @@ impl DeviceCgroup {
                 continue;
             }
             // One write per rule: the kernel parses one rule per write.
-            fs::OpenOptions::new()
-                .write(true)
-                .open(&allow_path)
-                .and_then(|mut f| f.write_all(format!("c {major}:{minor} rw").as_bytes()))
+            self.open_file("devices.allow", OFlag::O_WRONLY)?
+                .write_all(format!("c {major}:{minor} rw").as_bytes())
                 .map_err(io_err(
                     &allow_path,
                     &format!("cannot write c {major}:{minor} rw"),
                 ))?;
-            grant.v1_deny = Some(self.path.join("devices.deny"));
+            grant.v1_deny = Some(self.clone());
             grant.added.push((major, minor));
         }
         Ok(())
@@ -146,11 +148,7 @@ impl DeviceCgroup {
 
     fn allow_v2(&self, devices: &[(u32, u32)], grant: &mut DeviceGrant) -> Result<(), Error> {
         let path = &self.path;
-        let open_dir = || {
-            fs::File::open(path)
-                .map(OwnedFd::from)
-                .map_err(io_err(path, "cannot open"))
-        };
+        let open_dir = || self.open_dir();
         let dir = open_dir()?;
         // Before Linux 5.11 BPF memory counts against RLIMIT_MEMLOCK.
         let _ = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY);
@@ -232,13 +230,15 @@ impl DeviceGrant {
     /// [`Error::Cgroup`] for a write or `bpf(2)` call that failed.
     pub fn revoke(mut self) -> Result<(), Error> {
         let mut first = None;
-        if let Some(deny) = self.v1_deny.take() {
+        if let Some(cg) = self.v1_deny.take() {
+            let deny = cg.path.join("devices.deny");
             for (major, minor) in self.added.drain(..) {
-                let r = fs::OpenOptions::new()
-                    .write(true)
-                    .open(&deny)
-                    .and_then(|mut f| f.write_all(format!("c {major}:{minor} rw").as_bytes()))
-                    .map_err(io_err(&deny, "cannot write"));
+                let r = cg
+                    .open_file("devices.deny", OFlag::O_WRONLY)
+                    .and_then(|mut f| {
+                        f.write_all(format!("c {major}:{minor} rw").as_bytes())
+                            .map_err(io_err(&deny, "cannot write"))
+                    });
                 first = first.or(r.err());
             }
         }

@@ -8,9 +8,14 @@ pub mod program;
 pub use discover::CgroupVersion;
 pub use grant::DeviceGrant;
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::OFlag;
+use nix::sys::statfs::{CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC};
+
 use crate::Error;
+use crate::kernfs::{open_beneath, open_dir_in, proc_dir, read_beneath};
 
 /// The device cgroup of one container process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,31 +25,79 @@ pub struct DeviceCgroup {
     /// Its directory on the host (e.g. `/sys/fs/cgroup/devices/docker/<id>` or
     /// `/sys/fs/cgroup/system.slice/docker-<id>.scope`).
     pub path: PathBuf,
+    /// The root `path` is resolved in: `/`, or the rootfs in standalone mode.
+    root: PathBuf,
 }
 
 impl DeviceCgroup {
-    /// Finds the device cgroup of process `pid` from `<proc_root>/proc/<pid>/cgroup` and the
-    /// mount table `mountinfo` (the caller's `/proc/self/mountinfo` when it sees the host's
-    /// cgroup mounts, `<rootfs>/proc/<pid>/mountinfo` in standalone mode). See
-    /// [`DeviceCgroup::parse`] for the rules.
+    /// The cgroup directory `path` on the host, governed by `version`'s device controller.
+    #[must_use]
+    pub fn new(version: CgroupVersion, path: PathBuf) -> Self {
+        DeviceCgroup {
+            version,
+            path,
+            root: PathBuf::from("/"),
+        }
+    }
+
+    /// Finds the device cgroup of process `pid` from `<proc_root>/proc/<pid>/cgroup` and a
+    /// mount table: the caller's own when supervised (`proc_root` is `/`: nvc sees the host's
+    /// cgroup mounts), `<proc_root>/proc/<pid>/mountinfo` in standalone mode. `/proc` is
+    /// resolved inside `proc_root` and checked to be procfs, the files below it opened
+    /// following no link, and read with a size cap; in standalone mode the cgroup directory
+    /// is later resolved inside the rootfs too, and checked to be cgroupfs, before any
+    /// control file is written. See [`DeviceCgroup::parse`] for the rules.
     ///
     /// # Errors
     ///
     /// [`Error::Cgroup`] naming the file that could not be read or what it lacks.
-    pub fn of_process(pid: u32, proc_root: &Path, mountinfo: &Path) -> Result<Self, Error> {
+    pub fn of_process(pid: u32, proc_root: &Path) -> Result<Self, Error> {
         let cgroup_file = proc_root.join(format!("proc/{pid}/cgroup"));
-        let read = |path: &Path| {
-            std::fs::read(path).map_err(|e| Error::Cgroup {
-                path: path.to_path_buf(),
-                what: format!("cannot read: {e}"),
-            })
-        };
-        let cgroup = read(&cgroup_file)?;
-        let table = read(mountinfo)?;
-        Self::parse(&cgroup, &table, proc_root).map_err(|what| Error::Cgroup {
-            path: cgroup_file,
+        let fail = |path: &Path, what: String| Error::Cgroup {
+            path: path.to_path_buf(),
             what,
+        };
+        let proc = proc_dir(proc_root)
+            .map_err(|e| fail(&proc_root.join("proc"), format!("cannot open: {e}")))?;
+        let cgroup = read_beneath(&proc, Path::new(&format!("{pid}/cgroup")))
+            .map_err(|e| fail(&cgroup_file, format!("cannot read: {e}")))?;
+        let table_of = if proc_root == Path::new("/") {
+            std::process::id()
+        } else {
+            pid
+        };
+        let table =
+            read_beneath(&proc, Path::new(&format!("{table_of}/mountinfo"))).map_err(|e| {
+                let path = proc_root.join(format!("proc/{table_of}/mountinfo"));
+                fail(&path, format!("cannot read: {e}"))
+            })?;
+        Self::parse(&cgroup, &table, proc_root).map_err(|what| fail(&cgroup_file, what))
+    }
+
+    /// Opens the cgroup directory: resolved inside its root, checked to be a cgroup
+    /// filesystem of its version.
+    pub(crate) fn open_dir(&self) -> Result<OwnedFd, Error> {
+        let magic = match self.version {
+            CgroupVersion::V1 => CGROUP_SUPER_MAGIC,
+            CgroupVersion::V2 => CGROUP2_SUPER_MAGIC,
+        };
+        let inside = self.path.strip_prefix(&self.root).unwrap_or(&self.path);
+        open_dir_in(&self.root, inside, magic).map_err(|e| Error::Cgroup {
+            path: self.path.clone(),
+            what: format!("cannot open: {e}"),
         })
+    }
+
+    /// Opens the control file `name` of the cgroup ([`DeviceCgroup::open_dir`], then the
+    /// file following no link).
+    pub(crate) fn open_file(&self, name: &str, flags: OFlag) -> Result<std::fs::File, Error> {
+        let dir = self.open_dir()?;
+        open_beneath(&dir, Path::new(name), flags)
+            .map(std::fs::File::from)
+            .map_err(|e| Error::Cgroup {
+                path: self.path.join(name),
+                what: format!("cannot open: {e}"),
+            })
     }
 
     /// The device cgroup described by the bytes of a `/proc/<pid>/cgroup` file and a
@@ -57,7 +110,10 @@ impl DeviceCgroup {
     ///
     /// A message for the malformed or missing part.
     pub fn parse(cgroup: &[u8], mountinfo: &[u8], proc_root: &Path) -> Result<Self, String> {
-        discover::device_cgroup(cgroup, mountinfo, proc_root)
-            .map(|(version, path)| DeviceCgroup { version, path })
+        discover::device_cgroup(cgroup, mountinfo, proc_root).map(|(version, path)| DeviceCgroup {
+            version,
+            path,
+            root: proc_root.to_path_buf(),
+        })
     }
 }
