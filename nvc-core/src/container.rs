@@ -6,8 +6,9 @@ use nvc_mount::{CompatMode, Configuration, ConfigureOptions, Configured, Contain
 use crate::{Driver, Error};
 
 /// What one container gets, set with builder methods; [`ContainerSetup::mount`] applies it.
-/// Defaults: no devices, no capabilities, device cgroups on, the image's `ldconfig`, CUDA
-/// compat libraries mounted when newer than the driver.
+/// Defaults: no devices, no capabilities, device cgroups on, the host's `ldconfig`
+/// ([`Ldconfig::host_default`]: no program of the image runs), CUDA compat libraries mounted
+/// when newer than the driver.
 #[derive(Debug, Clone)]
 pub struct ContainerSetup<'d> {
     driver: &'d Driver,
@@ -24,7 +25,10 @@ impl<'d> ContainerSetup<'d> {
             container,
             devices: String::new(),
             requirements: Vec::new(),
-            options: ConfigureOptions::default(),
+            options: ConfigureOptions {
+                ldconfig: Some(Ldconfig::host_default()),
+                ..ConfigureOptions::default()
+            },
         }
     }
 

@@ -3,6 +3,7 @@
 
 use std::ffi::CString;
 use std::fs::File;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::resource::Resource;
 use nvc_sys::confine::{Confinement, Program, Status, run_confined};
 
+use crate::cgroup::DeviceCgroup;
 use crate::{Container, Error};
 
 /// Which `ldconfig` to run.
@@ -34,6 +36,20 @@ impl Ldconfig {
             Some(host) => Ldconfig::Host(host.into()),
             None => Ldconfig::Container(value.into()),
         }
+    }
+
+    /// The safe default for libraries and hooks: the host's `ldconfig`
+    /// (`/sbin/ldconfig.real` where it exists — Ubuntu's `/sbin/ldconfig` is a shell
+    /// script —, else `/sbin/ldconfig`), so that no program of the image runs at all.
+    /// The CLI keeps upstream's default, the image's own, for drop-in compatibility.
+    #[must_use]
+    pub fn host_default() -> Self {
+        let real = Path::new("/sbin/ldconfig.real");
+        Ldconfig::Host(if real.exists() {
+            real.to_path_buf()
+        } else {
+            PathBuf::from("/sbin/ldconfig")
+        })
     }
 }
 
@@ -168,7 +184,39 @@ fn allowed_syscalls() -> Vec<nix::libc::c_long> {
     v
 }
 
-/// A sealed in-memory copy of the host binary `path`.
+/// The most bytes of a host `ldconfig` copied (glibc's static one is about 1 MiB).
+const HOST_LDCONFIG_LIMIT: u64 = 64 << 20;
+
+/// Why the host binary `bytes` must not run in the sandbox, if it must not: a script (its
+/// interpreter would be looked up in the image and run with nvc's privileges) or a
+/// dynamically linked program (`PT_INTERP`: the image's `ld.so` would load it, with
+/// `CAP_DAC_OVERRIDE`).
+fn host_binary_refusal(bytes: &[u8]) -> Option<String> {
+    if bytes.starts_with(b"#!") {
+        return Some(
+            "is a script: its interpreter would come from the image; name the real binary (on Ubuntu @/sbin/ldconfig.real)".into(),
+        );
+    }
+    let header = match nvc_ldcache::elf::ElfHeader::parse(bytes) {
+        Ok(header) => header,
+        Err(e) => return Some(format!("is not a program nvc can check: {e}")),
+    };
+    const PT_INTERP: u32 = 3;
+    let table = usize::try_from(header.phoff)
+        .ok()
+        .and_then(|at| bytes.get(at..))
+        .unwrap_or_default();
+    match header.program_headers(table) {
+        Ok(phdrs) if phdrs.iter().any(|p| p.kind == PT_INTERP) => Some(
+            "is dynamically linked (PT_INTERP): the image's ld.so would load it with privileges; use a statically linked ldconfig such as glibc's /sbin/ldconfig".into(),
+        ),
+        Ok(_) => None,
+        Err(e) => Some(format!("is not a program nvc can check: {e}")),
+    }
+}
+
+/// A sealed in-memory copy of the host binary `path`, after checking it may run in the
+/// sandbox ([`host_binary_refusal`]).
 fn sealed_copy(path: &Path) -> Result<OwnedFd, Error> {
     let fail = |op: &'static str| {
         let path = path.to_path_buf();
@@ -179,14 +227,25 @@ fn sealed_copy(path: &Path) -> Result<OwnedFd, Error> {
         }
     };
     let io = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(0));
-    let mut host = File::open(path).map_err(|e| fail("open host ldconfig")(io(e)))?;
+    let host = File::open(path).map_err(|e| fail("open host ldconfig")(io(e)))?;
+    let mut bytes = Vec::new();
+    host.take(HOST_LDCONFIG_LIMIT)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail("read host ldconfig")(io(e)))?;
+    if let Some(why) = host_binary_refusal(&bytes) {
+        return Err(Error::Ldconfig {
+            program: path.to_path_buf(),
+            what: format!("refused: {why}"),
+            output: String::new(),
+        });
+    }
     let memfd = memfd_create(
         c"nvc:[ldconfig]",
         MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
     )
     .map_err(fail("memfd_create for"))?;
     let mut copy = File::from(memfd);
-    std::io::copy(&mut host, &mut copy).map_err(|e| fail("copy")(io(e)))?;
+    copy.write_all(&bytes).map_err(|e| fail("copy")(io(e)))?;
     let seals = SealFlag::F_SEAL_SEAL
         | SealFlag::F_SEAL_SHRINK
         | SealFlag::F_SEAL_GROW
@@ -204,12 +263,15 @@ fn cstring(p: &Path) -> Result<CString, Error> {
 }
 
 /// Runs `ldconfig -f /etc/ld.so.conf -C /etc/ld.so.cache <libs> <libs32> [<extra>]` for
-/// `container`, sandboxed: its own pid, IPC and mount namespaces entered from the
-/// container's; `pivot_root` into the rootfs (or `MS_MOVE` + `chroot` with `no_pivot`);
-/// read-only empty tmpfs over `/proc`, `/sys` and `/dev`; the [`Limits`]; no capabilities
+/// `container`, sandboxed: born in the container's device cgroup (found from its
+/// `/proc/<pid>/cgroup`; skipped only when it cannot be found); its own pid, IPC and mount
+/// namespaces entered from the container's; `pivot_root` into the rootfs (or `MS_MOVE` +
+/// `chroot` with `no_pivot`), every mount of it `nodev` (no device node the image ships
+/// can be opened); read-only empty tmpfs over `/proc`, `/sys` and `/dev`; the [`Limits`]; no capabilities
 /// (a host `ldconfig` keeps `CAP_DAC_OVERRIDE`, as upstream); the container owner's uid/gid
-/// with no-new-privs; a seccomp allow-list; an empty environment. A missing container
-/// `ldconfig` is success ([`LdconfigRun::NotFound`]).
+/// with no-new-privs; a seccomp allow-list; an empty environment. A host `ldconfig` that is a
+/// script or dynamically linked is refused (it would run the image's interpreter or `ld.so`
+/// with privileges). A missing container `ldconfig` is success ([`LdconfigRun::NotFound`]).
 ///
 /// # Errors
 ///
@@ -219,7 +281,7 @@ fn cstring(p: &Path) -> Result<CString, Error> {
 /// # Kernel requirements
 ///
 /// Root; pid, IPC and mount namespaces; `memfd_create` (3.17) for a host `ldconfig`;
-/// seccomp filters (4.14).
+/// seccomp filters (4.14); `mount_setattr` (5.12) for the `nodev` root.
 pub fn run_ldconfig(container: &Container, opts: &LdconfigOptions) -> Result<LdconfigRun, Error> {
     let ns = container.mount_ns()?;
     let (shown, memfd) = match &opts.ldconfig {
@@ -246,8 +308,15 @@ pub fn run_ldconfig(container: &Container, opts: &LdconfigOptions) -> Result<Ldc
     ];
     let masks = [Path::new("/proc"), Path::new("/sys"), Path::new("/dev")];
     let syscalls = allowed_syscalls();
+    // The container's device cgroup, when it can be found (supervised: always; standalone:
+    // where the image's /proc and /sys are the kernel's): the sandbox lives under its rules.
+    let cgroup = match DeviceCgroup::of_process(container.pid, &container.proc_root) {
+        Ok(cg) => Some(cg.open_file("cgroup.procs", nix::fcntl::OFlag::O_WRONLY)?),
+        Err(_) => None,
+    };
     let confinement = Confinement {
         mount_ns: Some(ns.as_fd()),
+        cgroup: cgroup.as_ref().map(AsFd::as_fd),
         rootfs: &container.rootfs,
         pivot: !opts.no_pivot,
         masks: &masks,

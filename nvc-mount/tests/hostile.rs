@@ -266,3 +266,151 @@ fn mountpoints_belong_to_the_owner_from_the_moment_they_exist() {
         );
     }
 }
+
+/// An image ldconfig that waits a moment (so the test can see where it lives), then tries
+/// to read and write the block device node the image ships at `/tmp/disk`.
+const DISK_LDCONFIG: &str = r#"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+int main(void) {
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    do clock_gettime(CLOCK_MONOTONIC, &now); while (now.tv_sec - start.tv_sec < 1);
+    int fd = open("/tmp/disk", O_RDWR);
+    if (fd < 0) { printf("open /tmp/disk: %s\n", strerror(errno)); return 1; }
+    char buf[16];
+    printf("read: %zd\n", read(fd, buf, sizeof buf));
+    lseek(fd, 0, SEEK_SET);
+    printf("write: %zd\n", write(fd, "owned", 5));
+    fsync(fd);
+    return 0;
+}
+"#;
+
+/// A loop device over a canary file, detached when dropped.
+struct Loop {
+    dev: String,
+    _file: tempfile::NamedTempFile,
+}
+
+impl Loop {
+    fn over(contents: &[u8]) -> Option<Self> {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        fs::write(file.path(), contents).unwrap();
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(file.path())
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(Loop {
+                dev: String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+                _file: file,
+            }),
+            _ => {
+                nvc_testkit::skip!("cannot set up a loop device (losetup)");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup")
+            .args(["--detach", &self.dev])
+            .status();
+    }
+}
+
+#[test]
+fn an_image_ldconfig_cannot_reach_a_block_device_the_image_ships() {
+    let Some(sim) = fixture() else { return };
+    let Some(cg) = nvc_testkit::TestCgroup::v1_devices() else {
+        return;
+    };
+    cg.add(sim.c.pid()).unwrap();
+    let canary = vec![b'c'; 1 << 16];
+    let Some(disk) = Loop::over(&canary) else {
+        return;
+    };
+    let root = sim.rootfs.path();
+    fs::create_dir_all(root.join("tmp")).unwrap();
+    fs::create_dir_all(root.join("opt")).unwrap();
+    let rdev = fs::metadata(&disk.dev).unwrap().rdev();
+    nix::sys::stat::mknod(
+        &root.join("tmp/disk"),
+        nix::sys::stat::SFlag::S_IFBLK,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        rdev,
+    )
+    .unwrap();
+    let prog = sim.hostdir.path().join("disk-ldconfig");
+    if !common::build_static(DISK_LDCONFIG, &prog, &[]) {
+        return;
+    }
+    let container = sim.container();
+    let plan = plan(&sim, MountApi::Auto);
+    // The image's default ldconfig, and one the caller named inside the image.
+    for path in ["/sbin/ldconfig", "/opt/ldconfig"] {
+        fs::copy(&prog, root.join(path.trim_start_matches('/'))).unwrap();
+        let procs = cg.path().join("cgroup.procs");
+        let watcher = std::thread::spawn(move || {
+            // The sandboxed program shows up in the container's device cgroup.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                let pids = fs::read_to_string(&procs).unwrap_or_default();
+                if pids.lines().any(|pid| {
+                    fs::read_to_string(format!("/proc/{pid}/comm"))
+                        .is_ok_and(|c| c.trim() == "ldconfig")
+                }) {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            false
+        });
+        let opts = ldconfig(Ldconfig::Container(path.into()));
+        let err = plan.configure(&container, Some(&opts)).unwrap_err();
+        assert!(
+            watcher.join().unwrap(),
+            "{path}: the sandbox was not in the container's cgroup"
+        );
+        let Error::Ldconfig { output, .. } = &err else {
+            panic!("{path}: {err}")
+        };
+        assert_eq!(output, "open /tmp/disk: Permission denied", "{path}");
+        let mut now = vec![0; canary.len()];
+        use std::io::Read;
+        fs::File::open(&disk.dev)
+            .unwrap()
+            .read_exact(&mut now)
+            .unwrap();
+        assert!(now == canary, "{path}: the canary changed");
+    }
+}
+
+#[test]
+fn a_host_ldconfig_that_would_run_image_code_is_refused() {
+    let Some(sim) = fixture() else { return };
+    let container = sim.container();
+    let plan = plan(&sim, MountApi::Auto);
+    let script = sim.hostdir.path().join("ldconfig-wrapper");
+    fs::write(&script, "#!/bin/sh\nexec /sbin/ldconfig.real \"$@\"\n").unwrap();
+    let dynamic = Path::new("/bin/true");
+    for (host, why) in [
+        (script.as_path(), "is a script"),
+        (dynamic, "is dynamically linked"),
+    ] {
+        let mounts = sim.mounts();
+        let err = plan
+            .configure(&container, Some(&ldconfig(Ldconfig::Host(host.into()))))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("refused: {why}")), "{err}");
+        assert_eq!(sim.mounts(), mounts);
+    }
+}

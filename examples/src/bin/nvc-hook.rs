@@ -25,7 +25,7 @@ use nvc_examples::hook::HookInput;
 fn run() -> Result<(), String> {
     let mut root = "/".to_owned();
     let mut no_cgroups = false;
-    let mut ldconfig = Some(Ldconfig::parse("@/sbin/ldconfig"));
+    let mut ldconfig = Some(Ldconfig::host_default());
     for arg in std::env::args().skip(1) {
         match arg.split_once('=') {
             Some(("--root", dir)) => root = dir.to_owned(),
