@@ -3,10 +3,17 @@
 //! legacy hook interprets them.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use nvc_driver::tables::Capability;
 use serde_json::Value;
+
+/// The most bytes of OCI state read from stdin.
+pub const STATE_LIMIT: u64 = 1 << 20;
+
+/// The most bytes of the bundle's `config.json` read.
+pub const CONFIG_LIMIT: u64 = 16 << 20;
 
 /// What the runtime and the bundle say about the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +24,9 @@ pub struct HookInput {
     pub rootfs: PathBuf,
     /// The container process's environment (`process.env`).
     pub env: BTreeMap<String, String>,
+    /// Whether the container is privileged: `CAP_SYS_ADMIN` in
+    /// `process.capabilities.bounding`, as the toolkit decides it.
+    pub privileged: bool,
 }
 
 /// What the image asks for.
@@ -56,8 +66,16 @@ impl HookInput {
                 .ok_or("OCI state: bundle is not a string")?,
         );
         let config_path = bundle.join("config.json");
-        let text = std::fs::read(&config_path)
+        let mut text = Vec::new();
+        std::fs::File::open(&config_path)
+            .and_then(|f| f.take(CONFIG_LIMIT + 1).read_to_end(&mut text))
             .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
+        if text.len() as u64 > CONFIG_LIMIT {
+            return Err(format!(
+                "{} is larger than {CONFIG_LIMIT} bytes",
+                config_path.display()
+            ));
+        }
         let what = config_path.display().to_string();
         let config: Value =
             serde_json::from_slice(&text).map_err(|e| format!("invalid {what}: {e}"))?;
@@ -76,7 +94,16 @@ impl HookInput {
                 env.insert(k.to_owned(), v.to_owned());
             }
         }
-        Ok(HookInput { pid, rootfs, env })
+        let privileged = config
+            .pointer("/process/capabilities/bounding")
+            .and_then(Value::as_array)
+            .is_some_and(|caps| caps.iter().any(|c| c.as_str() == Some("CAP_SYS_ADMIN")));
+        Ok(HookInput {
+            pid,
+            rootfs,
+            env,
+            privileged,
+        })
     }
 
     /// The image's request, or `None` when it asks for no GPU at all

@@ -215,3 +215,112 @@ fn a_create_runtime_hook_gives_the_container_its_gpus() {
             .any(|e| e.unwrap().soname() == "libcuda.so.1")
     );
 }
+
+/// Runs the hook binary itself (no simulated host) with `args` and `stdin`.
+fn hook_direct(args: &[&str], stdin: &[u8]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nvc-hook"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The hook may stop reading early (a refused name, an oversized state).
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_hook_runs_only_before_the_image_can_reach_it() {
+    let (code, err) = hook_direct(&["createContainer"], b"");
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("refusing to run as the \"createContainer\" hook"),
+        "{err}"
+    );
+    let (code, err) = hook_direct(&["poststart"], b"");
+    assert_eq!(code, Some(1), "{err}");
+    let (code, err) = hook_direct(&["--no-cgroups"], b"");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("missing the hook's name"), "{err}");
+    let (code, err) = hook_direct(&["--bogus", "createRuntime"], b"");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--bogus"), "{err}");
+}
+
+#[test]
+fn options_take_values_both_ways_and_inputs_are_capped() {
+    // Both forms parse: the run gets as far as reading the state.
+    for args in [
+        &[
+            "--root",
+            "/nonexistent",
+            "--ldconfig",
+            "@/sbin/ldconfig",
+            "createRuntime",
+        ][..],
+        &[
+            "--root=/nonexistent",
+            "--ldconfig=@/sbin/ldconfig",
+            "prestart",
+        ][..],
+    ] {
+        let (code, err) = hook_direct(args, b"{");
+        assert_eq!(code, Some(1));
+        assert!(
+            err.contains("invalid OCI state on stdin"),
+            "{args:?}: {err}"
+        );
+    }
+    let huge = vec![b' '; (1 << 20) + 1];
+    let (code, err) = hook_direct(&["createRuntime"], &huge);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("larger than 1048576 bytes"), "{err}");
+    let b = tempfile::tempdir().unwrap();
+    let config = std::fs::File::create(b.path().join("config.json")).unwrap();
+    config.set_len((16 << 20) + 1).unwrap();
+    let (code, err) = hook_direct(&["createRuntime"], state(1, b.path()).as_bytes());
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("config.json is larger than 16777216 bytes"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unprivileged_images_can_be_denied_the_environment() {
+    let unprivileged = bundle("rootfs", &["NVIDIA_VISIBLE_DEVICES=all"]);
+    let input = HookInput::read(state(42, unprivileged.path()).as_bytes()).unwrap();
+    assert!(!input.privileged);
+    let privileged = tempfile::tempdir().unwrap();
+    let config = serde_json::json!({
+        "root": { "path": "rootfs" },
+        "process": { "env": ["NVIDIA_VISIBLE_DEVICES=all"],
+                     "capabilities": { "bounding": ["CAP_CHOWN", "CAP_SYS_ADMIN"] } },
+    });
+    std::fs::write(privileged.path().join("config.json"), config.to_string()).unwrap();
+    assert!(
+        HookInput::read(state(42, privileged.path()).as_bytes())
+            .unwrap()
+            .privileged
+    );
+    // With the opt-out, the unprivileged image's request is ignored: nothing is probed, the
+    // hook succeeds without a driver. Without it, the request is honoured (and fails here,
+    // on a root without a driver).
+    let empty = tempfile::tempdir().unwrap();
+    let root = empty.path().to_str().unwrap();
+    let st = state(42, unprivileged.path());
+    let args = [
+        "--root",
+        root,
+        "--no-envvar-when-unprivileged",
+        "createRuntime",
+    ];
+    assert_eq!(hook_direct(&args, st.as_bytes()), (Some(0), String::new()));
+    let (code, _) = hook_direct(&["--root", root, "createRuntime"], st.as_bytes());
+    assert_eq!(code, Some(1));
+}

@@ -3,14 +3,24 @@
 //! running `nvidia-container-cli configure`, in one process.
 //!
 //! ```text
-//! nvc-hook [--root=DIR] [--no-cgroups] [--ldconfig=PATH|@PATH] [--no-ldconfig] [HOOK-NAME]
+//! nvc-hook [--root DIR] [--no-cgroups] [--ldconfig PATH|@PATH] [--no-ldconfig]
+//!          [--no-envvar-when-unprivileged] createRuntime|prestart
 //! ```
 //!
-//! The runtime writes the container's state (`{"pid": ..., "bundle": ...}`) to stdin, as the
-//! OCI runtime spec says. The image's `NVIDIA_VISIBLE_DEVICES`, `NVIDIA_DRIVER_CAPABILITIES`
-//! and `NVIDIA_REQUIRE_*` (from the bundle's `config.json`) say what to give it; an image
-//! that asks for nothing is left alone. The default ldconfig is the host's
-//! (`@/sbin/ldconfig`), as the toolkit configures it. In a youki `config.json`:
+//! Options take their value as `--opt VALUE` or `--opt=VALUE`. The hook's name is required,
+//! as runtimes pass it (the first argument after the program's name in `args`), and must be
+//! `createRuntime` or `prestart`: run at `createContainer` or later, the runtime would hand
+//! the hook the image's environment (`LD_PRELOAD` included, the CVE-2025-23266 class).
+//!
+//! The runtime writes the container's state (`{"pid": ..., "bundle": ...}`, at most 1 MiB)
+//! to stdin, as the OCI runtime spec says. The image's `NVIDIA_VISIBLE_DEVICES`,
+//! `NVIDIA_DRIVER_CAPABILITIES` and `NVIDIA_REQUIRE_*` (from the bundle's `config.json`, at
+//! most 16 MiB) say what to give it; an image that asks for nothing is left alone. With
+//! `--no-envvar-when-unprivileged` (the toolkit's
+//! `accept-nvidia-visible-devices-envvar-when-unprivileged = false`), an unprivileged
+//! container (no `CAP_SYS_ADMIN` in its bounding set) gets nothing from its environment.
+//! The default ldconfig is the host's (`@/sbin/ldconfig.real` where it exists, else
+//! `@/sbin/ldconfig`): no program of the image runs. In a youki `config.json`:
 //!
 //! ```json
 //! "hooks": { "createRuntime": [ { "path": "/usr/local/bin/nvc-hook", "args": ["nvc-hook", "createRuntime"] } ] }
@@ -19,33 +29,77 @@
 use std::io::Read;
 use std::process::ExitCode;
 
+use lexopt::prelude::*;
 use nvc_core::{Context, Ldconfig};
-use nvc_examples::hook::HookInput;
+use nvc_examples::hook::{HookInput, STATE_LIMIT};
 
-fn run() -> Result<(), String> {
-    let mut root = "/".to_owned();
-    let mut no_cgroups = false;
-    let mut ldconfig = Some(Ldconfig::host_default());
-    for arg in std::env::args().skip(1) {
-        match arg.split_once('=') {
-            Some(("--root", dir)) => root = dir.to_owned(),
-            Some(("--ldconfig", path)) => ldconfig = Some(Ldconfig::parse(path)),
-            _ if arg == "--no-cgroups" => no_cgroups = true,
-            _ if arg == "--no-ldconfig" => ldconfig = None,
-            _ if !arg.starts_with('-') => {} // the hook's name, as runtimes pass it
-            _ => return Err(format!("unknown option {arg}")),
+/// What the command line says.
+struct Args {
+    root: std::ffi::OsString,
+    no_cgroups: bool,
+    ldconfig: Option<Ldconfig>,
+    envvar_when_unprivileged: bool,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut args = Args {
+        root: "/".into(),
+        no_cgroups: false,
+        ldconfig: Some(Ldconfig::host_default()),
+        envvar_when_unprivileged: true,
+    };
+    let mut hook = None;
+    let mut parser = lexopt::Parser::from_env();
+    let value = |p: &mut lexopt::Parser| p.value().map_err(|e| e.to_string());
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("root") => args.root = value(&mut parser)?,
+            Long("ldconfig") => {
+                let v = value(&mut parser)?;
+                let v = v
+                    .to_str()
+                    .ok_or_else(|| format!("--ldconfig: not UTF-8: {}", v.to_string_lossy()))?;
+                args.ldconfig = Some(Ldconfig::parse(v));
+            }
+            Long("no-cgroups") => args.no_cgroups = true,
+            Long("no-ldconfig") => args.ldconfig = None,
+            Long("no-envvar-when-unprivileged") => args.envvar_when_unprivileged = false,
+            Value(name) if hook.is_none() => hook = Some(name),
+            other => return Err(other.unexpected().to_string()),
         }
     }
+    match hook.as_ref().and_then(|h| h.to_str()) {
+        Some("createRuntime" | "prestart") => Ok(args),
+        Some(other) => Err(format!(
+            "refusing to run as the {other:?} hook: only createRuntime or prestart run before the image's code can reach the hook's environment"
+        )),
+        None => {
+            Err("missing the hook's name (createRuntime or prestart) as its first argument".into())
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let args = parse()?;
     let mut state = Vec::new();
     std::io::stdin()
+        .take(STATE_LIMIT + 1)
         .read_to_end(&mut state)
         .map_err(|e| format!("cannot read the OCI state from stdin: {e}"))?;
+    if state.len() as u64 > STATE_LIMIT {
+        return Err(format!(
+            "the OCI state on stdin is larger than {STATE_LIMIT} bytes"
+        ));
+    }
     let input = HookInput::read(&state)?;
+    if !args.envvar_when_unprivileged && !input.privileged {
+        return Ok(());
+    }
     let Some(request) = input.request()? else {
         return Ok(());
     };
     let driver = Context::builder()
-        .root(root)
+        .root(args.root)
         .build()
         .and_then(Context::driver)
         .map_err(|e| e.to_string())?;
@@ -54,8 +108,8 @@ fn run() -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .devices(&request.devices)
         .capabilities(&request.capabilities)
-        .no_cgroups(no_cgroups)
-        .ldconfig(ldconfig);
+        .no_cgroups(args.no_cgroups)
+        .ldconfig(args.ldconfig);
     for req in &request.requirements {
         setup = setup.require(req);
     }
