@@ -617,3 +617,52 @@ fn standalone_mode_writes_no_device_rule_where_the_image_points() {
     );
     assert_eq!(std::fs::read_to_string(canary.path()).unwrap(), "host file");
 }
+
+#[test]
+fn hostile_arguments_get_errors_never_a_panic() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let run = |args: &[&OsStr], env: Option<(&str, &str)>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nvidia-container-cli"));
+        cmd.args(args);
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let os = |s: &'static str| OsStr::new(s);
+    // A short option whose letter is multi-byte, and variants.
+    for arg in ["-é", "-éx", "-\u{1F600}", "--é=ü", "-"] {
+        let (code, err) = run(&[os(arg), os("info")], None);
+        assert_eq!(code, Some(1), "{arg}: {err}");
+        assert!(err.starts_with("nvidia-container-cli: "), "{arg}: {err}");
+    }
+    // Timeouts that overflow a Duration.
+    for t in ["1e300", "inf", "NaN", "-1", "0"] {
+        let (code, err) = run(&[os("info")], Some(("NVC_NVML_TIMEOUT", t)));
+        assert_eq!(code, Some(1), "{t}: {err}");
+        assert!(err.contains("invalid NVML timeout"), "{t}: {err}");
+        let flag = format!("--nvml-timeout={t}");
+        let (code, err) = run(&[OsStr::new(&flag), os("info")], None);
+        assert_eq!(code, Some(1), "{t}: {err}");
+    }
+    // A non-UTF-8 rootfs is used as given, not altered: the error names its exact bytes.
+    let rootfs = OsStr::from_bytes(b"/nonexistent/\xff\xfe");
+    let (code, err) = run(&[os("configure"), os("--pid=1"), rootfs], None);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        !err.contains('\u{FFFD}') || err.contains("\\xFF") || err.contains("/nonexistent/"),
+        "{err}"
+    );
+    // Text options refuse non-UTF-8 instead of altering it.
+    let (code, err) = run(
+        &[os("list"), os("--device"), OsStr::from_bytes(b"\xff")],
+        None,
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not UTF-8"), "{err}");
+}

@@ -19,7 +19,7 @@ pub struct Global {
 #[derive(Debug, Clone, Default)]
 pub struct Configure {
     pub pid: Option<u32>,
-    pub rootfs: Option<String>,
+    pub rootfs: Option<OsString>,
     pub devices: Vec<String>,
     pub requires: Vec<String>,
     pub capabilities: Vec<nvc_driver::tables::Capability>,
@@ -61,27 +61,42 @@ struct Args<I: Iterator<Item = OsString>> {
 }
 
 impl<I: Iterator<Item = OsString>> Args<I> {
-    fn value(&mut self, inline: Option<String>, name: &str) -> Result<String, String> {
+    /// The option's value as given (a path: any bytes).
+    fn os_value(&mut self, inline: Option<String>, name: &str) -> Result<OsString, String> {
         match inline {
-            Some(v) => Ok(v),
+            Some(v) => Ok(v.into()),
             None => self
                 .rest
                 .next()
-                .map(|v| v.to_string_lossy().into_owned())
                 .ok_or_else(|| format!("option '{name}' requires an argument")),
         }
     }
+
+    /// The option's value, which must be text.
+    fn value(&mut self, inline: Option<String>, name: &str) -> Result<String, String> {
+        self.os_value(inline, name)?.into_string().map_err(|v| {
+            format!(
+                "option '{name}': invalid argument '{}' (not UTF-8)",
+                v.to_string_lossy()
+            )
+        })
+    }
 }
 
-/// (`--name` or `-x`, inline value).
+/// (`--name` or `-x`, inline value). An attached value (`--name=value`, `-xvalue`) must be
+/// text; a separate one is fetched by [`Args::os_value`].
 fn split(arg: &str) -> (String, Option<String>) {
     if let Some(long) = arg.strip_prefix("--") {
         match long.split_once('=') {
             Some((n, v)) => (format!("--{n}"), Some(v.to_owned())),
             None => (arg.to_owned(), None),
         }
-    } else if arg.len() > 2 && arg.starts_with('-') {
-        (arg[..2].to_owned(), Some(arg[2..].to_owned()))
+    } else if let Some(short) = arg.strip_prefix('-')
+        && let Some(letter) = short.chars().next()
+        && short.len() > letter.len_utf8()
+    {
+        let rest = short.get(letter.len_utf8()..).unwrap_or_default();
+        (format!("-{letter}"), Some(rest.to_owned()))
     } else {
         (arg.to_owned(), None)
     }
@@ -91,7 +106,7 @@ fn seconds(v: &str) -> Result<Duration, String> {
     v.parse::<f64>()
         .ok()
         .filter(|s| s.is_finite() && *s > 0.0)
-        .map(Duration::from_secs_f64)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
         .ok_or_else(|| format!("invalid NVML timeout: {v:?} (seconds, > 0)"))
 }
 
@@ -158,8 +173,8 @@ pub fn parse(args: impl Iterator<Item = OsString>) -> Result<(Global, Command), 
         let text = arg.to_string_lossy().into_owned();
         let (name, inline) = split(&text);
         match name.as_str() {
-            "-r" | "--root" => global.root = a.value(inline, "--root")?.into(),
-            "-l" | "--ldcache" => global.ldcache = Some(a.value(inline, "--ldcache")?.into()),
+            "-r" | "--root" => global.root = a.os_value(inline, "--root")?,
+            "-l" | "--ldcache" => global.ldcache = Some(a.os_value(inline, "--ldcache")?),
             "--nvml-timeout" => {
                 global.nvml_timeout = Some(seconds(&a.value(inline, "--nvml-timeout")?)?)
             }
@@ -264,7 +279,7 @@ pub fn parse(args: impl Iterator<Item = OsString>) -> Result<(Global, Command), 
                             .parse()
                             .map_err(|e| format!("input error: {e}"))?;
                     }
-                    _ if !text.starts_with('-') && c.rootfs.is_none() => c.rootfs = Some(text),
+                    _ if !text.starts_with('-') && c.rootfs.is_none() => c.rootfs = Some(arg),
                     _ => return Err(format!("unrecognized option '{text}'")),
                 }
             }
