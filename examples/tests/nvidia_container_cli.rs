@@ -504,13 +504,30 @@ fn configure_mounts_into_a_paused_container_under_nvc_sim_run() {
     drop(container);
 }
 
+/// Runs `script` with `sh` in a mount namespace of its own, under `nvc-sim run ROOT` (as a
+/// container's process would run a hook in standalone mode).
+fn sh_in_own_namespace(root: &str, script: &str) -> Output {
+    Command::new(sim_bin())
+        .args([
+            "run",
+            root,
+            "--",
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+        ])
+        .args(["sh", "-c", script])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn configure_in_standalone_mode_uses_the_rootfs_proc() {
     if !nix::unistd::geteuid().is_root() {
         nvc_testkit::skip!("configure needs root");
         return;
     }
-    let sim = sim_bin();
     let (dir, _host) = build(&Scenario::builtin("single").unwrap());
     let root = dir.path().to_str().unwrap();
     let rootfs = tempfile::tempdir().unwrap();
@@ -523,21 +540,7 @@ fn configure_in_standalone_mode_uses_the_rootfs_proc() {
         "mount --rbind /proc {rfs}/proc && mount --rbind /sys {rfs}/sys && {cli} --root {root} configure --device=0 --compute --utility --no-ldconfig {rfs} && grep -c ' {rfs}/' /proc/self/mountinfo",
         cli = env!("CARGO_BIN_EXE_nvidia-container-cli"),
     );
-    let out = Command::new(&sim)
-        .args([
-            "run",
-            root,
-            "--",
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .output()
-        .unwrap();
+    let out = sh_in_own_namespace(root, &script);
     assert!(
         out.status.success(),
         "{}",
@@ -564,7 +567,6 @@ fn standalone_mode_writes_no_device_rule_where_the_image_points() {
         nvc_testkit::skip!("configure needs root");
         return;
     }
-    let sim = sim_bin();
     let (dir, _host) = build(&Scenario::builtin("single").unwrap());
     let root = dir.path().to_str().unwrap();
     let rootfs = tempfile::tempdir().unwrap();
@@ -594,21 +596,7 @@ fn standalone_mode_writes_no_device_rule_where_the_image_points() {
         "mount --rbind /proc {rfs}/proc && {cli} --root {root} configure --device=0 --compute --utility --no-ldconfig {rfs}",
         cli = env!("CARGO_BIN_EXE_nvidia-container-cli"),
     );
-    let out = Command::new(&sim)
-        .args([
-            "run",
-            root,
-            "--",
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .output()
-        .unwrap();
+    let out = sh_in_own_namespace(root, &script);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
