@@ -1,14 +1,13 @@
 //! Running work inside a container's mount namespace without touching the caller's threads.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::OFlag;
 use nix::sched::{CloneFlags, setns, unshare};
-use nix::sys::stat::Mode;
-use nix::sys::statfs::{PROC_SUPER_MAGIC, fstatfs};
+use nix::sys::statfs::PROC_SUPER_MAGIC;
 use nix::unistd::fchdir;
 
+use crate::kernfs::open_dir_in;
 use crate::{Container, Error};
 
 /// Runs `work` inside the mount namespace of process `pid`, on a dedicated thread.
@@ -73,22 +72,11 @@ pub(crate) fn proc_fd(fd: &impl AsRawFd) -> String {
 /// The host's `/proc/self/fd`, checked to be procfs.
 fn host_proc_fds() -> Result<OwnedFd, Error> {
     let path = Path::new("/proc/self/fd");
-    let fail = |errno| Error::Namespace {
+    open_dir_in(Path::new("/"), path, PROC_SUPER_MAGIC).map_err(|e| Error::Namespace {
         step: "open",
         path: path.to_path_buf(),
-        error: crate::error::os(errno),
-    };
-    let fd = nix::fcntl::open(
-        path,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(fail)?;
-    let fs = fstatfs(fd.as_fd()).map_err(fail)?;
-    if fs.filesystem_type() != PROC_SUPER_MAGIC {
-        return Err(fail(nix::errno::Errno::EXDEV));
-    }
-    Ok(fd)
+        error: e.into_io(),
+    })
 }
 
 fn enter<T, F>(ns: OwnedFd, path: &Path, owner: Option<(u32, u32)>, work: F) -> Result<T, Error>
