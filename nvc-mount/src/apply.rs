@@ -38,8 +38,9 @@ pub struct Mounted {
 /// whatever is no longer what nvc made.
 #[derive(Debug, Clone, Default)]
 struct Journal {
-    /// Directories the entries live in (shared by the entries of one directory).
-    dirs: Vec<Arc<OwnedFd>>,
+    /// Directories the entries live in, with their (device, inode) (one descriptor per
+    /// directory, shared by its entries).
+    dirs: Vec<(Arc<OwnedFd>, (u64, u64))>,
     steps: Vec<Step>,
 }
 
@@ -77,14 +78,12 @@ impl Journal {
     /// The index of `dir`, sharing an earlier descriptor of the same directory.
     fn dir(&mut self, dir: &OwnedFd) -> Result<usize, Errno> {
         let st = fstat(dir.as_fd())?;
-        let same = self.dirs.iter().position(|d| {
-            fstat(d.as_fd()).is_ok_and(|s| s.st_dev == st.st_dev && s.st_ino == st.st_ino)
-        });
-        if let Some(i) = same {
+        let inode = (st.st_dev, st.st_ino);
+        if let Some(i) = self.dirs.iter().position(|(_, known)| *known == inode) {
             return Ok(i);
         }
-        self.dirs
-            .push(Arc::new(dir.try_clone().map_err(|_| Errno::EMFILE)?));
+        let fd = Arc::new(dir.try_clone().map_err(|_| Errno::EMFILE)?);
+        self.dirs.push((fd, inode));
         Ok(self.dirs.len() - 1)
     }
 }
@@ -117,13 +116,7 @@ impl Mounted {
         under: &OwnedFd,
         root: Option<&FileStat>,
     ) -> Result<OwnedFd, Error> {
-        let top = openat(
-            dir.as_fd(),
-            name,
-            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(fail("open", path))?;
+        let top = open_entry(dir, name).map_err(fail("open", path))?;
         let st = fstat(top.as_fd()).map_err(fail("stat", path))?;
         let id = nvc_sys::mount::mount_id(top.as_fd()).ok();
         let below = nvc_sys::mount::mount_id(under.as_fd()).ok();
@@ -149,6 +142,13 @@ impl Mounted {
         self.mounts.push(path.to_path_buf());
         Ok(top)
     }
+}
+
+/// An `O_PATH` descriptor of the entry `name` in `dir` itself (a link is not followed): what
+/// is there now, or the root of what is mounted there.
+fn open_entry(dir: &OwnedFd, name: impl AsRef<Path>) -> nix::Result<OwnedFd> {
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    openat(dir.as_fd(), name.as_ref(), flags, Mode::empty())
 }
 
 /// The container's root, opened once.
@@ -316,13 +316,7 @@ impl Root {
             }
             Err(e) => return Err(fail("stat", target)(e)),
         }
-        let point = openat(
-            dir.as_fd(),
-            name,
-            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(fail("open", target))?;
+        let point = open_entry(&dir, name).map_err(fail("open", target))?;
         Ok((dir, name, point))
     }
 }
@@ -641,7 +635,7 @@ fn undo(done: &Mounted) -> Vec<String> {
                 dir, name, path, ..
             } => (dir, name, path),
         };
-        let Some(dir) = done.journal.dirs.get(*dir) else {
+        let Some((dir, _)) = done.journal.dirs.get(*dir) else {
             continue;
         };
         let outcome = match step {
@@ -661,13 +655,10 @@ fn unmount(
     id: Option<u64>,
     root: (u64, u64),
 ) -> Result<(), String> {
-    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let top = openat(dir.as_fd(), name.as_os_str(), flags, Mode::empty())
-        .map_err(|e| format!("not unmounted: {e}"))?;
-    let st = fstat(top.as_fd()).map_err(|e| format!("not unmounted: {e}"))?;
+    let top = open_entry(dir, name).map_err(|e| format!("not unmounted: {e}"))?;
     let ours = match id {
         Some(id) => nvc_sys::mount::mount_id(top.as_fd()).is_ok_and(|now| now == id),
-        None => (st.st_dev, st.st_ino) == root,
+        None => fstat(top.as_fd()).is_ok_and(|st| (st.st_dev, st.st_ino) == root),
     };
     if !ours {
         return Err("not unmounted: the mount there is no longer the one nvc made".into());
