@@ -87,19 +87,31 @@ pub fn set_attrs(tree: BorrowedFd<'_>, attrs: MountAttrs) -> Result<(), Error> {
         | libc::MOUNT_ATTR_NOSUID
         | libc::MOUNT_ATTR_NODEV
         | libc::MOUNT_ATTR_NOEXEC;
+    mount_setattr(tree.as_raw_fd(), c"", libc::AT_EMPTY_PATH, set, all & !set)
+}
+
+/// `mount_setattr(dirfd, path, flags, {set, clear})`.
+fn mount_setattr(
+    dirfd: libc::c_int,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+    set: u64,
+    clear: u64,
+) -> Result<(), Error> {
     let attr = libc::mount_attr {
         attr_set: set,
-        attr_clr: all & !set,
+        attr_clr: clear,
         propagation: 0,
         userns_fd: 0,
     };
-    // SAFETY: `attr` is a live `mount_attr` of the size passed; the path is an empty C string.
+    // SAFETY: `attr` is a live `mount_attr` of the size passed; `path` is NUL-terminated and
+    // `dirfd` is AT_FDCWD or a descriptor the caller borrows, both alive for the call.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
+            dirfd,
+            path.as_ptr(),
+            flags,
             std::ptr::from_ref(&attr),
             size_of::<libc::mount_attr>(),
         )
@@ -186,25 +198,11 @@ pub fn mount_id(fd: BorrowedFd<'_>) -> Result<u64, Error> {
 pub fn set_nodev_recursive(path: &Path) -> Result<(), Error> {
     let path = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| sys("mount_setattr")(Errno::EINVAL))?;
-    let attr = libc::mount_attr {
-        attr_set: libc::MOUNT_ATTR_NODEV,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: `attr` is a live `mount_attr` of the size passed; `path` is NUL-terminated.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            libc::AT_RECURSIVE,
-            std::ptr::from_ref(&attr),
-            size_of::<libc::mount_attr>(),
-        )
-    };
-    if ret < 0 {
-        return Err(sys("mount_setattr")(Errno::last()));
-    }
-    Ok(())
+    mount_setattr(
+        libc::AT_FDCWD,
+        &path,
+        libc::AT_RECURSIVE,
+        libc::MOUNT_ATTR_NODEV,
+        0,
+    )
 }
