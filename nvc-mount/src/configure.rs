@@ -15,6 +15,7 @@ use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
 use crate::apply::{Root, fail};
 use crate::cgroup::{DeviceCgroup, DeviceGrant};
+use crate::ldconfig::run_in_cgroup;
 use crate::ns::in_container_ns;
 use crate::plan::Op;
 use crate::{
@@ -370,7 +371,12 @@ impl MountPlan {
             Ok(saved) => saved,
             Err(e) => return Err(undo(container, &mounted, granted, e)),
         };
-        match run_ldconfig(container, opts) {
+        // The cgroup found for the grant is the one the sandbox joins: not looked up again.
+        let run = match &granted {
+            Some((cg, _)) => run_in_cgroup(container, opts, Some(cg)),
+            None => run_ldconfig(container, opts),
+        };
+        match run {
             Ok(run) => {
                 // The run succeeded: the kept link to the old cache is dropped.
                 let _ = saved.release(container);

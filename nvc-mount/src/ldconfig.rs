@@ -283,6 +283,18 @@ fn cstring(p: &Path) -> Result<CString, Error> {
 /// Root; pid, IPC and mount namespaces; `memfd_create` (3.17) for a host `ldconfig`;
 /// seccomp filters (4.14); `mount_setattr` (5.12) for the `nodev` root.
 pub fn run_ldconfig(container: &Container, opts: &LdconfigOptions) -> Result<LdconfigRun, Error> {
+    // The container's device cgroup, when it can be found (supervised: always; standalone:
+    // where the image's /proc and /sys are the kernel's): the sandbox lives under its rules.
+    let cgroup = DeviceCgroup::of_process(container.pid, &container.proc_root).ok();
+    run_in_cgroup(container, opts, cgroup.as_ref())
+}
+
+/// [`run_ldconfig`] with the container's device cgroup already found (by `configure`).
+pub(crate) fn run_in_cgroup(
+    container: &Container,
+    opts: &LdconfigOptions,
+    cgroup: Option<&DeviceCgroup>,
+) -> Result<LdconfigRun, Error> {
     let ns = container.mount_ns()?;
     let (shown, memfd) = match &opts.ldconfig {
         Ldconfig::Container(path) => (path.clone(), None),
@@ -308,12 +320,9 @@ pub fn run_ldconfig(container: &Container, opts: &LdconfigOptions) -> Result<Ldc
     ];
     let masks = [Path::new("/proc"), Path::new("/sys"), Path::new("/dev")];
     let syscalls = allowed_syscalls();
-    // The container's device cgroup, when it can be found (supervised: always; standalone:
-    // where the image's /proc and /sys are the kernel's): the sandbox lives under its rules.
-    let cgroup = match DeviceCgroup::of_process(container.pid, &container.proc_root) {
-        Ok(cg) => Some(cg.open_file("cgroup.procs", nix::fcntl::OFlag::O_WRONLY)?),
-        Err(_) => None,
-    };
+    let cgroup = cgroup
+        .map(|cg| cg.open_file("cgroup.procs", nix::fcntl::OFlag::O_WRONLY))
+        .transpose()?;
     let confinement = Confinement {
         mount_ns: Some(ns.as_fd()),
         cgroup: cgroup.as_ref().map(AsFd::as_fd),
