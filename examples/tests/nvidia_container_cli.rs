@@ -522,16 +522,25 @@ fn sh_in_own_namespace(root: &str, script: &str) -> Output {
         .unwrap()
 }
 
-#[test]
-fn configure_in_standalone_mode_uses_the_rootfs_proc() {
+/// The `single` simulated host and a Debian image with `dirs`, for standalone `configure`;
+/// `None` (skipped) without root.
+fn standalone_fixture(dirs: &[&str]) -> Option<(tempfile::TempDir, Host, tempfile::TempDir)> {
     if !nix::unistd::geteuid().is_root() {
         nvc_testkit::skip!("configure needs root");
-        return;
+        return None;
     }
-    let (dir, _host) = build(&Scenario::builtin("single").unwrap());
-    let root = dir.path().to_str().unwrap();
+    let (dir, host) = build(&Scenario::builtin("single").unwrap());
     let rootfs = tempfile::tempdir().unwrap();
-    nvc_testkit::debian_image(rootfs.path(), &["proc", "sys"], false).unwrap();
+    nvc_testkit::debian_image(rootfs.path(), dirs, false).unwrap();
+    Some((dir, host, rootfs))
+}
+
+#[test]
+fn configure_in_standalone_mode_uses_the_rootfs_proc() {
+    let Some((dir, _host, rootfs)) = standalone_fixture(&["proc", "sys"]) else {
+        return;
+    };
+    let root = dir.path().to_str().unwrap();
     let rfs = rootfs.path().to_str().unwrap();
     // As a hook inside the container would: the container's /proc and /sys under the rootfs
     // (here the simulated host's, with its /proc/driver), the CLI started by the container's
@@ -563,14 +572,10 @@ fn configure_in_standalone_mode_uses_the_rootfs_proc() {
 
 #[test]
 fn standalone_mode_writes_no_device_rule_where_the_image_points() {
-    if !nix::unistd::geteuid().is_root() {
-        nvc_testkit::skip!("configure needs root");
+    let Some((dir, _host, rootfs)) = standalone_fixture(&["proc"]) else {
         return;
-    }
-    let (dir, _host) = build(&Scenario::builtin("single").unwrap());
+    };
     let root = dir.path().to_str().unwrap();
-    let rootfs = tempfile::tempdir().unwrap();
-    nvc_testkit::debian_image(rootfs.path(), &["proc"], false).unwrap();
     let rfs = rootfs.path().to_str().unwrap();
     // The image's /sys is a link to a tree of its own, shaped like the cgroup filesystem at
     // the container's cgroup, whose devices.allow links to a host file.
