@@ -106,9 +106,10 @@ impl DeviceCgroup {
     }
 
     fn allow_v1(&self, devices: &[(u32, u32)], grant: &mut DeviceGrant) -> Result<(), Error> {
+        let dir = self.open_dir()?;
         let list_path = self.path.join("devices.list");
         let mut list = String::new();
-        self.open_file("devices.list", OFlag::O_RDONLY)?
+        self.open_file_in(&dir, "devices.list", OFlag::O_RDONLY)?
             .take(crate::kernfs::READ_LIMIT)
             .read_to_string(&mut list)
             .map_err(io_err(&list_path, "cannot read"))?;
@@ -134,7 +135,7 @@ impl DeviceCgroup {
                 continue;
             }
             // One write per rule: the kernel parses one rule per write.
-            self.open_file("devices.allow", OFlag::O_WRONLY)?
+            self.open_file_in(&dir, "devices.allow", OFlag::O_WRONLY)?
                 .write_all(format!("c {major}:{minor} rw").as_bytes())
                 .map_err(io_err(
                     &allow_path,
@@ -232,14 +233,19 @@ impl DeviceGrant {
         let mut first = None;
         if let Some(cg) = self.v1_deny.take() {
             let deny = cg.path.join("devices.deny");
-            for (major, minor) in self.added.drain(..) {
-                let r = cg
-                    .open_file("devices.deny", OFlag::O_WRONLY)
-                    .and_then(|mut f| {
-                        f.write_all(format!("c {major}:{minor} rw").as_bytes())
-                            .map_err(io_err(&deny, "cannot write"))
-                    });
-                first = first.or(r.err());
+            match cg.open_dir() {
+                Err(e) => first = first.or(Some(e)),
+                Ok(dir) => {
+                    for &(major, minor) in &self.added {
+                        let r = cg
+                            .open_file_in(&dir, "devices.deny", OFlag::O_WRONLY)
+                            .and_then(|mut f| {
+                                f.write_all(format!("c {major}:{minor} rw").as_bytes())
+                                    .map_err(io_err(&deny, "cannot write"))
+                            });
+                        first = first.or(r.err());
+                    }
+                }
             }
         }
         for (dir, new, old) in self.v2_swaps.drain(..).rev() {

@@ -91,8 +91,17 @@ impl DeviceCgroup {
     /// Opens the control file `name` of the cgroup ([`DeviceCgroup::open_dir`], then the
     /// file following no link).
     pub(crate) fn open_file(&self, name: &str, flags: OFlag) -> Result<std::fs::File, Error> {
-        let dir = self.open_dir()?;
-        open_beneath(&dir, Path::new(name), flags)
+        self.open_file_in(&self.open_dir()?, name, flags)
+    }
+
+    /// [`DeviceCgroup::open_file`] below `dir`, the cgroup directory opened before.
+    pub(crate) fn open_file_in(
+        &self,
+        dir: &OwnedFd,
+        name: &str,
+        flags: OFlag,
+    ) -> Result<std::fs::File, Error> {
+        open_beneath(dir, Path::new(name), flags)
             .map(std::fs::File::from)
             .map_err(|e| Error::Cgroup {
                 path: self.path.join(name),
