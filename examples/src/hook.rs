@@ -15,6 +15,22 @@ pub const STATE_LIMIT: u64 = 1 << 20;
 /// The most bytes of the bundle's `config.json` read.
 pub const CONFIG_LIMIT: u64 = 16 << 20;
 
+/// Reads all of `from` (named `what` in errors), refusing more than `limit` bytes.
+///
+/// # Errors
+///
+/// A message naming `what`: a read error, or more than `limit` bytes.
+pub fn read_capped(from: impl Read, limit: u64, what: &str) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    from.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {what}: {e}"))?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("{what} is larger than {limit} bytes"));
+    }
+    Ok(bytes)
+}
+
 /// What the runtime and the bundle say about the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookInput {
@@ -66,17 +82,10 @@ impl HookInput {
                 .ok_or("OCI state: bundle is not a string")?,
         );
         let config_path = bundle.join("config.json");
-        let mut text = Vec::new();
-        std::fs::File::open(&config_path)
-            .and_then(|f| f.take(CONFIG_LIMIT + 1).read_to_end(&mut text))
-            .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
-        if text.len() as u64 > CONFIG_LIMIT {
-            return Err(format!(
-                "{} is larger than {CONFIG_LIMIT} bytes",
-                config_path.display()
-            ));
-        }
         let what = config_path.display().to_string();
+        let text = std::fs::File::open(&config_path)
+            .map_err(|e| format!("cannot read {what}: {e}"))
+            .and_then(|f| read_capped(f, CONFIG_LIMIT, &what))?;
         let config: Value =
             serde_json::from_slice(&text).map_err(|e| format!("invalid {what}: {e}"))?;
         let root = field(&config, &["root", "path"], &what)?

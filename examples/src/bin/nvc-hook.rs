@@ -26,12 +26,11 @@
 //! "hooks": { "createRuntime": [ { "path": "/usr/local/bin/nvc-hook", "args": ["nvc-hook", "createRuntime"] } ] }
 //! ```
 
-use std::io::Read;
 use std::process::ExitCode;
 
 use lexopt::prelude::*;
 use nvc_core::{Context, Ldconfig};
-use nvc_examples::hook::{HookInput, STATE_LIMIT};
+use nvc_examples::hook::{HookInput, STATE_LIMIT, read_capped};
 
 /// What the command line says.
 struct Args {
@@ -81,16 +80,7 @@ fn parse() -> Result<Args, String> {
 
 fn run() -> Result<(), String> {
     let args = parse()?;
-    let mut state = Vec::new();
-    std::io::stdin()
-        .take(STATE_LIMIT + 1)
-        .read_to_end(&mut state)
-        .map_err(|e| format!("cannot read the OCI state from stdin: {e}"))?;
-    if state.len() as u64 > STATE_LIMIT {
-        return Err(format!(
-            "the OCI state on stdin is larger than {STATE_LIMIT} bytes"
-        ));
-    }
+    let state = read_capped(std::io::stdin(), STATE_LIMIT, "the OCI state on stdin")?;
     let input = HookInput::read(&state)?;
     if !args.envvar_when_unprivileged && !input.privileged {
         return Ok(());
