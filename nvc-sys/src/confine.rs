@@ -367,16 +367,7 @@ fn confined(
         caps_step(caps::raise(None, CapSet::Inheritable, dac))?;
         if c.uid != 0 {
             // Keep the permitted set across the switch away from uid 0, for the ambient cap.
-            // SAFETY: plain integer arguments.
-            let ret = unsafe {
-                libc::prctl(
-                    libc::PR_SET_SECUREBITS,
-                    libc::c_ulong::try_from(libc::SECBIT_NO_SETUID_FIXUP).unwrap_or(0),
-                )
-            };
-            if ret != 0 {
-                return Err(("capabilities", Errno::last()));
-            }
+            crate::creds::no_setuid_fixup().map_err(|e| ("capabilities", e))?;
         }
     }
     for cap in caps::all() {

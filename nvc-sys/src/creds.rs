@@ -20,23 +20,10 @@ pub fn set_fs_owner(uid: u32, gid: u32) -> Result<(), Error> {
     if uid == 0 && gid == 0 {
         return Ok(());
     }
-    // SAFETY: plain integer arguments; it changes only the calling thread's securebits.
-    let bits = unsafe { libc::prctl(libc::PR_GET_SECUREBITS) };
-    if bits < 0 {
-        return Err(Error::Syscall {
-            call: "prctl(PR_GET_SECUREBITS)",
-            errno: Errno::last(),
-        });
-    }
-    let fixup = libc::c_ulong::try_from(libc::SECBIT_NO_SETUID_FIXUP).unwrap_or(0);
-    let bits = libc::c_ulong::try_from(bits).unwrap_or(0) | fixup;
-    // SAFETY: as above.
-    if unsafe { libc::prctl(libc::PR_SET_SECUREBITS, bits) } != 0 {
-        return Err(Error::Syscall {
-            call: "prctl(PR_SET_SECUREBITS)",
-            errno: Errno::last(),
-        });
-    }
+    no_setuid_fixup().map_err(|errno| Error::Syscall {
+        call: "prctl(PR_SET_SECUREBITS)",
+        errno,
+    })?;
     // Both calls return the previous id and report no error: ask again to check.
     setfsgid(Gid::from_raw(gid));
     if setfsgid(Gid::from_raw(gid)).as_raw() != gid {
@@ -51,6 +38,24 @@ pub fn set_fs_owner(uid: u32, gid: u32) -> Result<(), Error> {
             call: "setfsuid",
             errno: Errno::EPERM,
         });
+    }
+    Ok(())
+}
+
+/// Adds `SECBIT_NO_SETUID_FIXUP` to the calling thread's securebits: changing its uids or
+/// fsuid away from 0 no longer clears its capabilities. Raw `prctl` calls only, so a fork
+/// child may call it.
+pub(crate) fn no_setuid_fixup() -> Result<(), Errno> {
+    // SAFETY: plain integer arguments; it reads only the calling thread's securebits.
+    let bits = unsafe { libc::prctl(libc::PR_GET_SECUREBITS) };
+    if bits < 0 {
+        return Err(Errno::last());
+    }
+    let fixup = libc::c_ulong::try_from(libc::SECBIT_NO_SETUID_FIXUP).unwrap_or(0);
+    let bits = libc::c_ulong::try_from(bits).unwrap_or(0) | fixup;
+    // SAFETY: as above; it changes only the calling thread's securebits.
+    if unsafe { libc::prctl(libc::PR_SET_SECUREBITS, bits) } != 0 {
+        return Err(Errno::last());
     }
     Ok(())
 }
