@@ -5,9 +5,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nvc_driver::resolve_in_root;
 
 use crate::Error;
+use crate::kernfs::open_in_root;
 
 /// What to do with the image's CUDA compat libraries (`--cuda-compat-mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,13 +81,21 @@ pub fn compat_libraries(
     let Some(dir) = resolve_in_root(rootfs, &cudart.join("compat"))? else {
         return Ok(Vec::new());
     };
-    let Ok(entries) = std::fs::read_dir(rootfs.join(dir.strip_prefix("/").unwrap_or(&dir))) else {
-        return Ok(Vec::new());
+    let mut names: Vec<String> = match list_in_root(rootfs, &dir) {
+        Ok(names) => names
+            .into_iter()
+            .filter(|n| n.starts_with("lib") && n.contains(".so."))
+            .collect(),
+        // Gone, or not a directory (any more): no compat libraries, as upstream.
+        Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(Error::Apply {
+                op: "list CUDA compat directory",
+                path: dir,
+                error: std::io::Error::from_raw_os_error(e as i32),
+            });
+        }
     };
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("lib") && n.contains(".so."))
-        .collect();
     names.sort();
     let mut libs: Vec<PathBuf> = Vec::new();
     for name in names {
@@ -99,6 +111,25 @@ pub fn compat_libraries(
         }
     }
     Ok(libs)
+}
+
+/// The UTF-8 names in directory `dir` of the image, opened inside `rootfs`
+/// (`RESOLVE_IN_ROOT`) so that a link swapped in after [`resolve_in_root`] cannot make
+/// nvc list a host directory.
+fn list_in_root(rootfs: &Path, dir: &Path) -> Result<Vec<String>, Errno> {
+    let fd = open_in_root(
+        rootfs,
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NONBLOCK,
+    )?;
+    let mut listing = Dir::from_fd(fd)?;
+    let mut names = Vec::new();
+    for entry in listing.iter() {
+        if let Ok(name) = entry?.file_name().to_str() {
+            names.push(name.to_owned());
+        }
+    }
+    Ok(names)
 }
 
 /// The one directory holding `libs`, for `ldconfig` mode (`None` when there are none).
@@ -173,6 +204,28 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_compat_fifo_or_a_link_to_a_host_directory_lists_nothing_of_the_host() {
+        let root = tempfile::tempdir().unwrap();
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("libcuda.so.999.1"), b"").unwrap();
+        std::fs::create_dir_all(root.path().join("usr/local")).unwrap();
+        // The image's cuda/compat is an absolute link to a host directory holding a newer
+        // libcuda: resolved inside the image, where that directory does not exist.
+        std::fs::create_dir_all(root.path().join("usr/local/cuda")).unwrap();
+        symlink(host.path(), root.path().join("usr/local/cuda/compat")).unwrap();
+        let cuda = Path::new("/usr/local/cuda");
+        assert!(compat_libraries(root.path(), cuda, "550.54.14").unwrap().is_empty());
+        // A FIFO where the directory should be: no hang, nothing listed.
+        std::fs::remove_file(root.path().join("usr/local/cuda/compat")).unwrap();
+        nix::unistd::mkfifo(
+            &root.path().join("usr/local/cuda/compat"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        assert!(compat_libraries(root.path(), cuda, "550.54.14").unwrap().is_empty());
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Opening the container's `/proc` and cgroup files without trusting the paths that lead
-//! to them: in standalone mode they sit under the image's root, whose links the image
+//! Opening files of the image and the container's `/proc` and cgroup files without
+//! trusting the paths that lead to them: in standalone mode they sit under the image's root, whose links the image
 //! chose. Each base directory is resolved inside its root (`RESOLVE_IN_ROOT`) and checked
 //! to be the kernel filesystem it should be (procfs, cgroupfs) before anything below it is
 //! opened — without following links and without crossing into other mounts.
@@ -65,18 +65,24 @@ pub(crate) fn relative(path: &Path) -> PathBuf {
     }
 }
 
-/// Opens directory `dir` (a path inside `root`, a trusted host directory) resolved as if
-/// `root` were `/`, and checks that it is on a filesystem of type `magic`.
-pub(crate) fn open_dir_in(root: &Path, dir: &Path, magic: FsType) -> Result<OwnedFd, OpenError> {
+/// Opens `path` inside `root` (a trusted host directory) resolved as if `root` were `/`:
+/// links the image placed on the way cannot lead out of it, and magic links are refused.
+pub(crate) fn open_in_root(root: &Path, path: &Path, flags: OFlag) -> Result<OwnedFd, Errno> {
     let base = nix::fcntl::open(
         root,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )?;
     let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .flags(flags | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let fd = openat2(base.as_fd(), &relative(dir), how)?;
+    openat2(base.as_fd(), &relative(path), how)
+}
+
+/// Opens directory `dir` inside `root` ([`open_in_root`]) and checks that it is on a
+/// filesystem of type `magic`.
+pub(crate) fn open_dir_in(root: &Path, dir: &Path, magic: FsType) -> Result<OwnedFd, OpenError> {
+    let fd = open_in_root(root, dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
     let found = fstatfs(fd.as_fd())?.filesystem_type();
     if found != magic {
         return Err(OpenError::NotKernelFs { found: found.0 });
