@@ -374,6 +374,21 @@ fn configure_dry_run_prints_the_plan_and_checks_requirements() {
     )));
     assert!(plan.contains("cgroup allow c 195:0 rw\n"));
     assert!(!plan.contains("libGLX_nvidia"));
+    // argp's other spellings of the same options give the same plan.
+    let short = cli(&[
+        "-r",
+        root,
+        "configure",
+        "--dry-run",
+        "-d",
+        "all",
+        "-cu",
+        "-rcuda>=12.0",
+        "-p",
+        "1",
+        rfs,
+    ]);
+    assert_eq!(String::from_utf8(short.stdout).unwrap(), plan);
 
     let out = cli(&[
         "--root",
@@ -633,6 +648,34 @@ fn hostile_arguments_get_errors_never_a_panic() {
         let (code, err) = run(&[os(arg), os("info")], None);
         assert_eq!(code, Some(1), "{arg}: {err}");
         assert!(err.starts_with("nvidia-container-cli: "), "{arg}: {err}");
+    }
+    // argp's wording and status for usage errors, whatever the spelling of the option.
+    for (args, message) in [
+        (&["list", "-d"][..], "option '-d' requires an argument"),
+        (
+            &["list", "--device"][..],
+            "option '--device' requires an argument",
+        ),
+        (
+            &["info", "--csv=yes"][..],
+            "option '--csv' doesn't allow an argument",
+        ),
+        (&["list", "--bogus"][..], "unrecognized option '--bogus'"),
+        (&["configure", "-x", "/r"][..], "unrecognized option '-x'"),
+        (&["configure", "/a", "/b"][..], "unexpected argument '/b'"),
+        (&["--root"][..], "option '--root' requires an argument"),
+    ] {
+        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        let (code, err) = run(&args, None);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert_eq!(
+            err,
+            format!(
+                "nvidia-container-cli: {message}\n\
+                 Try `nvidia-container-cli --help' for more information.\n"
+            ),
+            "{args:?}"
+        );
     }
     // Timeouts that overflow a Duration.
     for t in ["1e300", "inf", "NaN", "-1", "0"] {

@@ -217,7 +217,11 @@ mod tests {
         std::fs::create_dir_all(root.path().join("usr/local/cuda")).unwrap();
         symlink(host.path(), root.path().join("usr/local/cuda/compat")).unwrap();
         let cuda = Path::new("/usr/local/cuda");
-        assert!(compat_libraries(root.path(), cuda, "550.54.14").unwrap().is_empty());
+        assert!(
+            compat_libraries(root.path(), cuda, "550.54.14")
+                .unwrap()
+                .is_empty()
+        );
         // A FIFO where the directory should be: no hang, nothing listed.
         std::fs::remove_file(root.path().join("usr/local/cuda/compat")).unwrap();
         nix::unistd::mkfifo(
@@ -225,7 +229,11 @@ mod tests {
             nix::sys::stat::Mode::from_bits_truncate(0o600),
         )
         .unwrap();
-        assert!(compat_libraries(root.path(), cuda, "550.54.14").unwrap().is_empty());
+        assert!(
+            compat_libraries(root.path(), cuda, "550.54.14")
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

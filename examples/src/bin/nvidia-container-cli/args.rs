@@ -1,4 +1,5 @@
-//! Command-line parsing in argp's style: `--name=value`, `--name value`, `-x value`, `-xvalue`.
+//! Command-line parsing with lexopt, in argp's style and wording: `--name=value`,
+//! `--name value`, `-x value`, `-xvalue`, `-cu`; upstream's messages, exit status 1.
 
 use std::ffi::OsString;
 use std::time::Duration;
@@ -13,6 +14,8 @@ pub struct Global {
     pub nvml_timeout: Option<Duration>,
     /// `--user`: who the NVML helper runs as.
     pub user: Option<(u32, u32)>,
+    /// `--load-kmods`: load the NVIDIA kernel modules and create their device nodes first.
+    pub load_kmods: bool,
 }
 
 /// `configure` options.
@@ -55,51 +58,32 @@ pub enum Command {
     Help,
 }
 
-/// Splits `--name=value` / `-xvalue` and fetches a separate value when needed.
-struct Args<I: Iterator<Item = OsString>> {
-    rest: std::iter::Peekable<I>,
-}
-
-impl<I: Iterator<Item = OsString>> Args<I> {
-    /// The option's value as given (a path: any bytes).
-    fn os_value(&mut self, inline: Option<String>, name: &str) -> Result<OsString, String> {
-        match inline {
-            Some(v) => Ok(v.into()),
-            None => self
-                .rest
-                .next()
-                .ok_or_else(|| format!("option '{name}' requires an argument")),
+/// Upstream's (argp's) wording for what lexopt reports.
+fn usage(e: lexopt::Error) -> String {
+    match e {
+        lexopt::Error::MissingValue { option: Some(o) } => {
+            format!("option '{o}' requires an argument")
         }
-    }
-
-    /// The option's value, which must be text.
-    fn value(&mut self, inline: Option<String>, name: &str) -> Result<String, String> {
-        self.os_value(inline, name)?.into_string().map_err(|v| {
-            format!(
-                "option '{name}': invalid argument '{}' (not UTF-8)",
-                v.to_string_lossy()
-            )
-        })
+        lexopt::Error::UnexpectedOption(o) => format!("unrecognized option '{o}'"),
+        lexopt::Error::UnexpectedValue { option, .. } => {
+            format!("option '{option}' doesn't allow an argument")
+        }
+        lexopt::Error::UnexpectedArgument(a) => {
+            format!("unexpected argument '{}'", a.to_string_lossy())
+        }
+        other => other.to_string(),
     }
 }
 
-/// (`--name` or `-x`, inline value). An attached value (`--name=value`, `-xvalue`) must be
-/// text; a separate one is fetched by [`Args::os_value`].
-fn split(arg: &str) -> (String, Option<String>) {
-    if let Some(long) = arg.strip_prefix("--") {
-        match long.split_once('=') {
-            Some((n, v)) => (format!("--{n}"), Some(v.to_owned())),
-            None => (arg.to_owned(), None),
-        }
-    } else if let Some(short) = arg.strip_prefix('-')
-        && let Some(letter) = short.chars().next()
-        && short.len() > letter.len_utf8()
-    {
-        let rest = short.get(letter.len_utf8()..).unwrap_or_default();
-        (format!("-{letter}"), Some(rest.to_owned()))
-    } else {
-        (arg.to_owned(), None)
-    }
+/// The current option's value, which must be text (a path option takes
+/// [`lexopt::Parser::value`] as it is).
+fn text(p: &mut lexopt::Parser, name: &str) -> Result<String, String> {
+    p.value().map_err(usage)?.into_string().map_err(|v| {
+        format!(
+            "option '{name}': invalid argument '{}' (not UTF-8)",
+            v.to_string_lossy()
+        )
+    })
 }
 
 fn seconds(v: &str) -> Result<Duration, String> {
@@ -152,84 +136,96 @@ fn user(spec: Option<&str>) -> Result<(u32, u32), String> {
     Ok((uid, gid))
 }
 
-/// Parses the whole command line (without the program name).
-pub fn parse(args: impl Iterator<Item = OsString>) -> Result<(Global, Command), String> {
-    let mut a = Args {
-        rest: args.peekable(),
-    };
+/// Parses the whole command line (without the program name): global options, the command,
+/// its options (argp's `ARGP_IN_ORDER`: the command ends the global options).
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(Global, Command), String> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(args);
     let mut global = Global {
         root: "/".into(),
         ldcache: None,
         user: None,
+        load_kmods: false,
         nvml_timeout: match std::env::var(nvc_driver::nvml::TIMEOUT_ENV) {
             Ok(v) => Some(seconds(&v)?),
             Err(_) => None,
         },
     };
     let command = loop {
-        let Some(arg) = a.rest.next() else {
+        let Some(arg) = p.next().map_err(usage)? else {
             return Err("missing command: info, list or configure".into());
         };
-        let text = arg.to_string_lossy().into_owned();
-        let (name, inline) = split(&text);
-        match name.as_str() {
-            "-r" | "--root" => global.root = a.os_value(inline, "--root")?,
-            "-l" | "--ldcache" => global.ldcache = Some(a.os_value(inline, "--ldcache")?),
-            "--nvml-timeout" => {
-                global.nvml_timeout = Some(seconds(&a.value(inline, "--nvml-timeout")?)?)
+        match arg {
+            Short('r') | Long("root") => global.root = p.value().map_err(usage)?,
+            Short('l') | Long("ldcache") => global.ldcache = Some(p.value().map_err(usage)?),
+            Long("nvml-timeout") => {
+                global.nvml_timeout = Some(seconds(&text(&mut p, "--nvml-timeout")?)?)
             }
-            // Accepted for compatibility; it changes nothing that `info` and `list` do.
-            "-d" | "--debug" => {
-                a.value(inline, &name)?;
+            // Accepted for compatibility; nvc's errors already name what failed.
+            Short('d') | Long("debug") => {
+                p.value().map_err(usage)?;
             }
             // The argument is optional and so only attached (`--user=1000:1000`, `-u1000`).
-            "-u" | "--user" => global.user = Some(user(inline.as_deref())?),
-            "-k" | "--load-kmods" => return Err("--load-kmods is not supported yet".into()),
-            "-n" | "--no-pivot" | "--no-create-imex-channels" => {}
-            "-V" | "--version" => break Command::Version,
-            "-h" | "--help" | "-?" => break Command::Help,
-            "info" => break Command::Info { csv: false },
-            "list" => break Command::List(List::default()),
-            "configure" => break Command::Configure(Configure::default()),
-            _ => return Err(format!("unrecognized option or command '{text}'")),
+            Short('u') | Long("user") => {
+                let spec = p.optional_value().map(|v| {
+                    v.into_string()
+                        .map_err(|v| format!("invalid user: {}", v.to_string_lossy()))
+                });
+                global.user = Some(user(spec.transpose()?.as_deref())?);
+            }
+            Short('k') | Long("load-kmods") => global.load_kmods = true,
+            Short('n') | Long("no-pivot") | Long("no-create-imex-channels") => {}
+            Short('V') | Long("version") => break Command::Version,
+            Short('h' | '?') | Long("help") => break Command::Help,
+            Value(v) => match v.to_str() {
+                Some("info") => break Command::Info { csv: false },
+                Some("list") => break Command::List(List::default()),
+                Some("configure") => break Command::Configure(Configure::default()),
+                _ => {
+                    return Err(format!(
+                        "unrecognized option or command '{}'",
+                        v.to_string_lossy()
+                    ));
+                }
+            },
+            other => {
+                let name = match other {
+                    Short(c) => format!("-{c}"),
+                    Long(l) => format!("--{l}"),
+                    Value(_) => String::new(),
+                };
+                return Err(format!("unrecognized option or command '{name}'"));
+            }
         }
     };
     let command = match command {
         Command::Info { .. } => {
             let mut csv = false;
-            for arg in a.rest.by_ref() {
-                match arg.to_str() {
-                    Some("--csv") => csv = true,
-                    _ => return Err(format!("unrecognized option '{}'", arg.to_string_lossy())),
+            while let Some(arg) = p.next().map_err(usage)? {
+                match arg {
+                    Long("csv") => csv = true,
+                    other => return Err(usage(other.unexpected())),
                 }
             }
             Command::Info { csv }
         }
         Command::List(mut l) => {
-            while let Some(arg) = a.rest.next() {
-                let text = arg.to_string_lossy().into_owned();
-                let (name, inline) = split(&text);
-                match name.as_str() {
-                    "-d" | "--device" => l.devices.push(a.value(inline, "--device")?),
-                    "-l" | "--libraries" => l.libraries = true,
-                    "-b" | "--binaries" => l.binaries = true,
-                    "-i" | "--ipcs" => l.ipcs = true,
-                    "-f" | "--firmwares" => l.firmwares = true,
-                    "--compat32" => l.compat32 = true,
-                    "--no-persistenced" => l.no_persistenced = true,
-                    "--no-fabricmanager" => l.no_fabricmanager = true,
-                    "--mig-config" => l.mig_config = Some(a.value(inline, "--mig-config")?),
-                    "--mig-monitor" => l.mig_monitor = Some(a.value(inline, "--mig-monitor")?),
-                    "--imex-channel" => {
-                        let list = a.value(inline, "--imex-channel")?;
-                        for id in list.split(',').filter(|t| !t.is_empty()) {
-                            let n = id.parse().map_err(|_| {
-                                format!("error parsing IMEX info: invalid channel {id:?}")
-                            })?;
-                            l.imex_channels.push(n);
-                        }
+            while let Some(arg) = p.next().map_err(usage)? {
+                match arg {
+                    Short('d') | Long("device") => l.devices.push(text(&mut p, "--device")?),
+                    Short('l') | Long("libraries") => l.libraries = true,
+                    Short('b') | Long("binaries") => l.binaries = true,
+                    Short('i') | Long("ipcs") => l.ipcs = true,
+                    Short('f') | Long("firmwares") => l.firmwares = true,
+                    Long("compat32") => l.compat32 = true,
+                    Long("no-persistenced") => l.no_persistenced = true,
+                    Long("no-fabricmanager") => l.no_fabricmanager = true,
+                    Long("mig-config") => l.mig_config = Some(text(&mut p, "--mig-config")?),
+                    Long("mig-monitor") => l.mig_monitor = Some(text(&mut p, "--mig-monitor")?),
+                    Long("imex-channel") => {
+                        imex(&text(&mut p, "--imex-channel")?, &mut l.imex_channels)?
                     }
-                    _ => return Err(format!("unrecognized option '{text}'")),
+                    other => return Err(usage(other.unexpected())),
                 }
             }
             // No selection at all (IMEX channels aside): list everything, for every device.
@@ -246,41 +242,38 @@ pub fn parse(args: impl Iterator<Item = OsString>) -> Result<(Global, Command), 
         }
         Command::Configure(mut c) => {
             use nvc_driver::tables::Capability::{Compute, Display, Graphics, Ngx, Utility, Video};
-            while let Some(arg) = a.rest.next() {
-                let text = arg.to_string_lossy().into_owned();
-                let (name, inline) = split(&text);
-                match name.as_str() {
-                    "-p" | "--pid" => {
-                        let v = a.value(inline, "--pid")?;
+            while let Some(arg) = p.next().map_err(usage)? {
+                match arg {
+                    Short('p') | Long("pid") => {
+                        let v = text(&mut p, "--pid")?;
                         c.pid = Some(v.parse().map_err(|_| format!("invalid pid: {v}"))?);
                     }
-                    "-d" | "--device" => c.devices.push(a.value(inline, "--device")?),
-                    "-r" | "--require" => c.requires.push(a.value(inline, "--require")?),
-                    "-c" | "--compute" => c.capabilities.push(Compute),
-                    "-u" | "--utility" => c.capabilities.push(Utility),
-                    "-v" | "--video" => c.capabilities.push(Video),
-                    "-g" | "--graphics" => c.capabilities.push(Graphics),
-                    "-D" | "--display" => c.capabilities.push(Display),
-                    "-n" | "--ngx" => c.capabilities.push(Ngx),
-                    "--compat32" => c.compat32 = true,
-                    "--no-devbind" => c.no_devbind = true,
-                    "--no-cgroups" => c.no_cgroups = true,
-                    "--imex-channel" => {
-                        imex(&a.value(inline, "--imex-channel")?, &mut c.imex_channels)?
+                    Short('d') | Long("device") => c.devices.push(text(&mut p, "--device")?),
+                    Short('r') | Long("require") => c.requires.push(text(&mut p, "--require")?),
+                    Short('c') | Long("compute") => c.capabilities.push(Compute),
+                    Short('u') | Long("utility") => c.capabilities.push(Utility),
+                    Short('v') | Long("video") => c.capabilities.push(Video),
+                    Short('g') | Long("graphics") => c.capabilities.push(Graphics),
+                    Short('D') | Long("display") => c.capabilities.push(Display),
+                    Short('n') | Long("ngx") => c.capabilities.push(Ngx),
+                    Long("compat32") => c.compat32 = true,
+                    Long("no-devbind") => c.no_devbind = true,
+                    Long("no-cgroups") => c.no_cgroups = true,
+                    Long("imex-channel") => {
+                        imex(&text(&mut p, "--imex-channel")?, &mut c.imex_channels)?
                     }
-                    "--dry-run" => c.dry_run = true,
-                    "-l" | "--ldconfig" => c.ldconfig = Some(a.value(inline, "--ldconfig")?),
-                    "--no-pivot" => c.no_pivot = true,
-                    "--no-ldconfig" => c.no_ldconfig = true,
-                    "--no-cntlibs" => c.compat_mode = nvc_mount::CompatMode::Disabled,
-                    "--cuda-compat-mode" => {
-                        c.compat_mode = a
-                            .value(inline, "--cuda-compat-mode")?
+                    Long("dry-run") => c.dry_run = true,
+                    Short('l') | Long("ldconfig") => c.ldconfig = Some(text(&mut p, "--ldconfig")?),
+                    Long("no-pivot") => c.no_pivot = true,
+                    Long("no-ldconfig") => c.no_ldconfig = true,
+                    Long("no-cntlibs") => c.compat_mode = nvc_mount::CompatMode::Disabled,
+                    Long("cuda-compat-mode") => {
+                        c.compat_mode = text(&mut p, "--cuda-compat-mode")?
                             .parse()
                             .map_err(|e| format!("input error: {e}"))?;
                     }
-                    _ if !text.starts_with('-') && c.rootfs.is_none() => c.rootfs = Some(arg),
-                    _ => return Err(format!("unrecognized option '{text}'")),
+                    Value(rootfs) if c.rootfs.is_none() => c.rootfs = Some(rootfs),
+                    other => return Err(usage(other.unexpected())),
                 }
             }
             Command::Configure(c)

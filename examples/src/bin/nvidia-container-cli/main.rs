@@ -138,8 +138,11 @@ fn configure(global: &Global, c: &args::Configure, out: &mut dyn Write) -> Resul
 }
 
 fn run() -> Result<(), String> {
-    let (global, command) =
-        args::parse(std::env::args_os().skip(1)).map_err(|e| format!("{e}\n{USAGE}"))?;
+    let (global, command) = args::parse(std::env::args_os().skip(1))
+        .map_err(|e| format!("{e}\nTry `nvidia-container-cli --help' for more information."))?;
+    if global.load_kmods {
+        return Err("--load-kmods is not supported yet".into());
+    }
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     match &command {
