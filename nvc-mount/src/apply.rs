@@ -385,6 +385,8 @@ impl Root {
                 _ => fail(op, target)(Errno::EINVAL),
             }
         };
+        // The attached tree, kept to detach it by descriptor if the check below fails.
+        let mut attached = None;
         let remount = match source {
             Source::Tree(tree) => {
                 let attrs = nvc_sys::mount::MountAttrs {
@@ -403,6 +405,7 @@ impl Root {
                     Err(e) => return Err(sys("mount_setattr")(e)),
                 };
                 nvc_sys::mount::attach(tree.as_fd(), point.as_fd()).map_err(sys("move_mount"))?;
+                attached = Some(tree);
                 remount
             }
             Source::Path(path) => {
@@ -414,8 +417,15 @@ impl Root {
                 true
             }
         };
-        // The new mount, through the directory's descriptor, checked to be the one made.
-        let mounted = done.mounted(&dir, name, target, &point, Some(&meta))?;
+        // Where a container process racing nvc would act.
+        let injected = nvc_sys::fault::point("bind: attached", target);
+        // The new mount, through the directory's descriptor, checked to be the one made and
+        // recorded (so that any later failure undoes it).
+        let mounted = match done.mounted(&dir, name, target, &point, Some(&meta)) {
+            Ok(mounted) => mounted,
+            Err(e) => return Err(e.with_undo_left(detach_unrecorded(attached, target))),
+        };
+        injected.map_err(fail("bind-mount", target))?;
         if remount {
             mount(
                 None::<&str>,
@@ -440,6 +450,20 @@ fn legacy_bind(source: &std::ffi::OsStr, point: &OwnedFd, target: &Path) -> Resu
         None::<&str>,
     )
     .map_err(fail("bind-mount", target))
+}
+
+/// Detaches a mount nvc attached at `target` whose check failed (something else shows at
+/// that name now): by the attached tree's descriptor, which cannot name another mount. A
+/// legacy bind has no such descriptor; it is reported as left.
+fn detach_unrecorded(attached: Option<OwnedFd>, target: &Path) -> Vec<String> {
+    let left = match attached {
+        Some(tree) => match umount2(proc_fd(&tree).as_str(), MntFlags::MNT_DETACH) {
+            Ok(()) => return Vec::new(),
+            Err(e) => format!("umount: {e}"),
+        },
+        None => "hidden under a mount nvc did not make".to_owned(),
+    };
+    vec![format!("bind mount at {}: {left}", target.display())]
 }
 
 fn ms_flags(f: MountFlags) -> MsFlags {

@@ -85,24 +85,28 @@ where
     F: FnOnce() -> Result<T, Error> + Send,
 {
     let fds = host_proc_fds()?;
+    let faults = nvc_sys::fault::carry();
     std::thread::scope(|scope| {
         scope
             .spawn(move || {
-                let fail = |step, errno| Error::Namespace {
-                    step,
-                    path: path.to_path_buf(),
-                    error: crate::error::os(errno),
-                };
-                unshare(CloneFlags::CLONE_FS).map_err(|e| fail("unshare(CLONE_FS)", e))?;
-                setns(&ns, CloneFlags::CLONE_NEWNS).map_err(|e| fail("setns(CLONE_NEWNS)", e))?;
-                fchdir(&fds).map_err(|e| fail("fchdir(/proc/self/fd)", e))?;
-                if let Some((uid, gid)) = owner {
-                    nvc_sys::set_fs_owner(uid, gid).map_err(|e| match e {
-                        nvc_sys::Error::Syscall { call, errno } => fail(call, errno),
-                        _ => fail("setfsuid", nix::errno::Errno::EINVAL),
-                    })?;
-                }
-                work()
+                faults.enter(|| {
+                    let fail = |step, errno| Error::Namespace {
+                        step,
+                        path: path.to_path_buf(),
+                        error: crate::error::os(errno),
+                    };
+                    unshare(CloneFlags::CLONE_FS).map_err(|e| fail("unshare(CLONE_FS)", e))?;
+                    setns(&ns, CloneFlags::CLONE_NEWNS)
+                        .map_err(|e| fail("setns(CLONE_NEWNS)", e))?;
+                    fchdir(&fds).map_err(|e| fail("fchdir(/proc/self/fd)", e))?;
+                    if let Some((uid, gid)) = owner {
+                        nvc_sys::set_fs_owner(uid, gid).map_err(|e| match e {
+                            nvc_sys::Error::Syscall { call, errno } => fail(call, errno),
+                            _ => fail("setfsuid", nix::errno::Errno::EINVAL),
+                        })?;
+                    }
+                    work()
+                })
             })
             .join()
             .unwrap_or_else(|_| {

@@ -414,3 +414,149 @@ fn a_host_ldconfig_that_would_run_image_code_is_refused() {
         assert_eq!(sim.mounts(), mounts);
     }
 }
+
+/// The per-mount options (`ro`/`rw`, ...) of the container's mount at host path `at`.
+fn mount_options(sim: &Sim, at: &Path) -> Option<String> {
+    let at = at.display().to_string();
+    sim.c.mountinfo().lines().find_map(|l| {
+        let fields: Vec<&str> = l.split(' ').collect();
+        (fields.get(4) == Some(&at.as_str())).then(|| fields[5].to_owned())
+    })
+}
+
+/// The first library bind of the plan: where it goes in the container.
+fn first_library(plan: &MountPlan) -> std::path::PathBuf {
+    plan.ops
+        .iter()
+        .find_map(|op| match op {
+            nvc_mount::Op::Bind { target, .. }
+                if target.starts_with("/usr/lib/x86_64-linux-gnu") =>
+            {
+                Some(target.clone())
+            }
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[test]
+fn swapping_the_parent_directory_between_bind_and_remount_leaves_nothing_writable() {
+    let Some(sim) = fixture() else { return };
+    let container = sim.container();
+    for api in [MountApi::Legacy, MountApi::Auto] {
+        let plan = plan(&sim, api);
+        let lib = first_library(&plan);
+        let name = lib.file_name().unwrap().to_owned();
+        let libs = sim.rootfs.path().join("usr/lib/x86_64-linux-gnu");
+        let moved = sim.rootfs.path().join("usr/lib/moved");
+        // Right after the library is bound (and, with the legacy API, before its read-only
+        // remount), a container process swaps its directory for a fresh one holding a plain
+        // file of the same name: a remount by path string would miss the new mount.
+        let swap = {
+            let (libs, moved, lib) = (libs.clone(), moved.clone(), lib.clone());
+            move |step: &str, at: &Path| {
+                if step == "bind: attached" && at == lib && !moved.exists() {
+                    fs::rename(&libs, &moved).unwrap();
+                    fs::create_dir(&libs).unwrap();
+                    fs::write(libs.join(lib.file_name().unwrap()), b"").unwrap();
+                }
+                None
+            }
+        };
+        let done = nvc_sys::fault::with_hook(swap, || plan.apply(&container)).unwrap();
+        assert!(moved.exists(), "{api:?}: the hook did not run");
+        assert_eq!(
+            mount_options(&sim, &moved.join(&name)).as_deref(),
+            Some("ro,nosuid,nodev,relatime"),
+            "{api:?}: the driver library must be read-only where it went"
+        );
+        assert_eq!(done.unapply(&container).unwrap(), Vec::<String>::new());
+        assert!(sim.mounts().is_empty(), "{api:?}: {:?}", sim.mounts());
+        fs::remove_dir_all(&libs).unwrap();
+        fs::rename(&moved, &libs).unwrap();
+    }
+}
+
+#[test]
+fn a_mount_stacked_over_the_new_bind_fails_closed_and_nvc_takes_its_own_back() {
+    let Some(sim) = fixture() else { return };
+    let container = sim.container();
+    let before = sim.tree();
+    for api in [MountApi::Auto, MountApi::Legacy] {
+        let plan = plan(&sim, api);
+        let lib = first_library(&plan);
+        let host = sim.rootfs.path().join(lib.strip_prefix("/").unwrap());
+        // A privileged container process covers the fresh bind with its own mount before
+        // nvc checks it: nvc must not record (or remount) a mount it did not make.
+        let cover = {
+            let host = host.clone();
+            move |step: &str, at: &Path| {
+                if step == "bind: attached" && at == lib {
+                    nix::mount::mount(
+                        Some("/dev/null"),
+                        &host,
+                        None::<&str>,
+                        nix::mount::MsFlags::MS_BIND,
+                        None::<&str>,
+                    )
+                    .unwrap();
+                }
+                None
+            }
+        };
+        let err = nvc_sys::fault::with_hook(cover, || plan.apply(&container)).unwrap_err();
+        let Error::UndoIncomplete { error, left } = &err else {
+            panic!("{api:?}: {err}")
+        };
+        assert!(
+            error.to_string().contains("not the mount just made"),
+            "{err}"
+        );
+        // The mountpoint nvc created is covered, so it is not nvc's to remove any more.
+        assert!(
+            left.iter()
+                .any(|l| l.contains("no longer the entry nvc created")),
+            "{err}"
+        );
+        // The cover is the attacker's to remove. With the new mount API nvc detached its
+        // bind by descriptor; the legacy API has no handle on the hidden bind and says so.
+        let umount = || {
+            let status = Command::new("nsenter")
+                .args(["-t", &sim.c.pid().to_string(), "-m", "umount"])
+                .arg(&host)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        };
+        umount();
+        let hidden = left
+            .iter()
+            .any(|l| l.contains("hidden under a mount nvc did not make"));
+        assert_eq!(hidden, api == MountApi::Legacy, "{api:?}: {err}");
+        if hidden {
+            umount();
+        }
+        assert!(sim.mounts().is_empty(), "{api:?}: {:?}", sim.mounts());
+        fs::remove_file(&host).unwrap();
+        assert_eq!(sim.tree(), before, "{api:?}");
+    }
+}
+
+#[test]
+fn a_failure_right_after_a_bind_undoes_it_with_the_rest() {
+    let Some(sim) = fixture() else { return };
+    let container = sim.container();
+    let before = sim.tree();
+    for api in [MountApi::Auto, MountApi::Legacy] {
+        let plan = plan(&sim, api);
+        let lib = first_library(&plan);
+        let fail = move |step: &str, at: &Path| {
+            (step == "bind: attached" && at == lib).then_some(nix::errno::Errno::EIO)
+        };
+        let err = nvc_sys::fault::with_hook(fail, || plan.apply(&container)).unwrap_err();
+        assert!(err.to_string().contains("Input/output error"), "{err}");
+        assert!(!matches!(err, Error::UndoIncomplete { .. }), "{err}");
+        assert!(sim.mounts().is_empty(), "{api:?}: {:?}", sim.mounts());
+        assert_eq!(sim.tree(), before, "{api:?}");
+    }
+}

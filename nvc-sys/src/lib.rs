@@ -10,6 +10,7 @@
 //! - [`mount`]: `open_tree` + `mount_setattr` + `move_mount`, binds by descriptor.
 //! - [`pidfd_open`]: a process handle that cannot be confused with a reused pid.
 //! - [`set_fs_owner`]: one thread creating files as the container's owner.
+//! - [`fault`]: named fault points for tests (feature `fault-injection`).
 //!
 //! Each error names the syscall or step and the `errno`. Every other nvc crate is
 //! `#![forbid(unsafe_code)]` (nvc-driver allows its one NVML call).
@@ -18,6 +19,7 @@
 pub mod bpf;
 pub mod confine;
 mod creds;
+pub mod fault;
 mod fork;
 pub mod mount;
 mod pidfd;
