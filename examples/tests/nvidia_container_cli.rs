@@ -67,11 +67,28 @@ fn info_prints_every_scenario_exactly() {
             "{name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(
-            String::from_utf8(out.stdout).unwrap(),
-            expected_info(&s),
-            "{name}"
-        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(text, expected_info(&s), "{name}");
+        if *name == "dgx" {
+            // H100s: NVML brand 14, which CUDA images' `brand=nvidia` requirements name.
+            assert!(text.contains("Brand:          Nvidia\n"), "{text}");
+            let rootfs = tempfile::tempdir().unwrap();
+            let ok = cli(&[
+                "--root",
+                root,
+                "configure",
+                "--dry-run",
+                "--device=0",
+                "--require=brand=nvidia,driver>=470",
+                "--pid=1",
+                rootfs.path().to_str().unwrap(),
+            ]);
+            assert!(
+                ok.status.success(),
+                "{}",
+                String::from_utf8_lossy(&ok.stderr)
+            );
+        }
 
         // The NVML helper runs as whoever `--user` names (nobody, as upstream's default).
         let csv = cli(&[

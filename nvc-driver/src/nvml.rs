@@ -74,7 +74,8 @@ fn nvml_err(call: &'static str) -> impl Fn(NvmlError) -> Error {
     }
 }
 
-/// Upstream's brand names.
+/// Upstream's brand names, by `nvmlBrandType_t` value (libnvidia-container 1.17
+/// `nvc_info.c`); what `brand=...` requirements compare with.
 fn brand_name(brand: u32) -> &'static str {
     match brand {
         1 => "Quadro",
@@ -83,6 +84,16 @@ fn brand_name(brand: u32) -> &'static str {
         4 => "GRID",
         5 => "GeForce",
         6 => "TITAN",
+        7 => "VApps",
+        8 => "VPC",
+        9 => "VCS",
+        10 => "VWS",
+        11 => "CloudGaming",
+        12 => "QuadroRTX",
+        13 => "NvidiaRTX",
+        14 => "Nvidia",
+        15 => "GeForceRTX",
+        16 => "TitanRTX",
         _ => "Unknown",
     }
 }
@@ -379,7 +390,13 @@ fn gpu(nvml: &Nvml, index: u32, enter: &mut Progress<'_>) -> Result<Gpu, Error> 
     enter("nvmlDeviceGetName");
     let model = d.name().map_err(nvml_err("nvmlDeviceGetName"))?;
     enter("nvmlDeviceGetBrand");
-    let brand = brand_name(d.brand().map_err(nvml_err("nvmlDeviceGetBrand"))?.as_c()).to_owned();
+    // A value newer than nvml-wrapper's enum is a brand too: upstream prints it "Unknown".
+    let brand = match d.brand() {
+        Ok(b) => brand_name(b.as_c()),
+        Err(NvmlError::UnexpectedVariant(v)) => brand_name(v),
+        Err(e) => return Err(nvml_err("nvmlDeviceGetBrand")(e)),
+    }
+    .to_owned();
     enter("nvmlDeviceGetCudaComputeCapability");
     let cc = d
         .cuda_compute_capability()

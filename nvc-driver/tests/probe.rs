@@ -213,3 +213,23 @@ fn helper_reports_round_trip() {
     let err = decode("call\tnvmlInit\nerror\tnvmlInit\tDriver Not Loaded\n").unwrap_err();
     assert_eq!(err.to_string(), "NVML error: nvmlInit: Driver Not Loaded");
 }
+
+#[test]
+fn every_nvml_brand_reads_as_upstream_names_it() {
+    let mut s = Scenario::builtin("single").unwrap();
+    let mut seen = Vec::new();
+    // nvmlBrandType_t: 0 unknown ... 16 TitanRTX, and a value newer than any table.
+    for brand in 0..=17 {
+        s.gpus[0].brand = brand;
+        let (_dir, host) = build(&s);
+        let info = probe_driver(&DriverOptions::new(host.root())).unwrap();
+        assert_eq!(info.gpus[0].brand, s.gpus[0].upstream_brand(), "{brand}");
+        seen.push(info.gpus[0].brand.clone());
+    }
+    // The names CUDA images' NVIDIA_REQUIRE_CUDA lists, literally.
+    assert_eq!(seen[2], "Tesla");
+    assert_eq!(seen[13], "NvidiaRTX");
+    assert_eq!(seen[14], "Nvidia");
+    assert_eq!(seen[0], "Unknown");
+    assert_eq!(seen[17], "Unknown");
+}

@@ -246,8 +246,8 @@ impl Scenario {
 }
 
 impl Gpu {
-    /// The brand as libnvidia-container names it (`Quadro`, `Tesla`, `NVS`, `GRID`,
-    /// `GeForce`, `TITAN`; `Unknown` for every newer NVML brand).
+    /// The brand as libnvidia-container names it, by `nvmlBrandType_t` value (`Tesla`,
+    /// `Nvidia` for H100 and A100, ...; `Unknown` for values it does not know).
     #[must_use]
     pub fn upstream_brand(&self) -> &'static str {
         match self.brand {
@@ -257,6 +257,16 @@ impl Gpu {
             4 => "GRID",
             5 => "GeForce",
             6 => "TITAN",
+            7 => "VApps",
+            8 => "VPC",
+            9 => "VCS",
+            10 => "VWS",
+            11 => "CloudGaming",
+            12 => "QuadroRTX",
+            13 => "NvidiaRTX",
+            14 => "Nvidia",
+            15 => "GeForceRTX",
+            16 => "TitanRTX",
             _ => "Unknown",
         }
     }
