@@ -74,7 +74,7 @@ fn configure(c: &mut Criterion) {
     }
     let done = build().apply(&container).unwrap();
     let ld = LdconfigOptions {
-        ldconfig: Ldconfig::Container("/sbin/ldconfig".into()),
+        ldconfig: Ldconfig::Image("/sbin/ldconfig".into()),
         no_pivot: false,
         extra_dir: None,
         limits: Limits::default(),

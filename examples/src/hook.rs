@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use nvc_driver::tables::Capability;
+use nvc_core::Capability;
 use serde_json::Value;
 
 /// The most bytes of OCI state read from stdin.

@@ -4,6 +4,17 @@
 
 pub mod hook;
 
+/// Upstream's `--ldconfig` spelling: `@PATH` names a host binary, anything else a path in
+/// the container's image.
+#[must_use]
+pub fn ldconfig_arg(value: &std::ffi::OsStr) -> nvc_core::Ldconfig {
+    use std::os::unix::ffi::OsStrExt;
+    match value.as_bytes().strip_prefix(b"@") {
+        Some(host) => nvc_core::Ldconfig::Host(std::ffi::OsStr::from_bytes(host).into()),
+        None => nvc_core::Ldconfig::Image(value.into()),
+    }
+}
+
 /// An error and its sources, `: `-separated (`cannot read X: No such file or directory`).
 #[must_use]
 pub fn error_chain(e: &dyn std::error::Error) -> String {
@@ -20,53 +31,9 @@ pub mod render {
     //! `info` and `list` output, byte for byte as upstream's CLI.
 
     use std::io::{self, Write};
+    use std::path::PathBuf;
 
-    use nvc_driver::{CAPS_DIR, DeviceRequest, DriverInfo, Gpu, Selection, select_mig_access};
-
-    /// What `list` prints.
-    #[derive(Debug, Clone, Default)]
-    pub struct List {
-        /// Device lists (`--device`), empty: no device paths.
-        pub devices: Vec<String>,
-        /// Libraries.
-        pub libraries: bool,
-        /// Binaries.
-        pub binaries: bool,
-        /// IPC endpoints.
-        pub ipcs: bool,
-        /// GSP firmware.
-        pub firmwares: bool,
-        /// 32-bit libraries too.
-        pub compat32: bool,
-        /// Leave the persistenced socket out.
-        pub no_persistenced: bool,
-        /// Leave the fabric manager socket out.
-        pub no_fabricmanager: bool,
-        /// `--mig-config` (only `all`).
-        pub mig_config: Option<String>,
-        /// `--mig-monitor` (only `all`).
-        pub mig_monitor: Option<String>,
-        /// `--imex-channel` ids.
-        pub imex_channels: Vec<u32>,
-    }
-
-    /// Resolves `--device` lists against the GPUs, as upstream: only when there are GPUs.
-    ///
-    /// # Errors
-    ///
-    /// `device error: ...` naming a token that is no device.
-    pub fn select(info: &DriverInfo, devices: &[String]) -> Result<Selection, String> {
-        let mut request = DeviceRequest::default();
-        for d in devices {
-            request.add(d).map_err(|e| format!("device error: {e}"))?;
-        }
-        if info.gpus.is_empty() {
-            return Ok(Selection::default());
-        }
-        request
-            .select(&info.gpus)
-            .map_err(|e| format!("device error: {e}"))
-    }
+    use nvc_core::DriverInfo;
 
     /// Prints `info` (text, or CSV with `csv`).
     ///
@@ -120,85 +87,15 @@ pub mod render {
         Ok(())
     }
 
-    /// Prints `list` in upstream's order: device nodes of the driver and of the selected GPUs,
-    /// the selected MIG devices' access files (unless MIG config or monitor is on), IMEX
-    /// channels, MIG config and monitor files, then binaries, libraries, IPC endpoints and
-    /// firmware, as asked.
+    /// Prints `list`: one path a line ([`nvc_core::Driver::list`] gives them in upstream's
+    /// order).
     ///
     /// # Errors
     ///
-    /// A device list that does not parse or names an unknown device (`device error: ...`),
-    /// a bad `--mig-config`/`--mig-monitor` (`mig-config error: ...`), or the writer's error.
-    pub fn list(info: &DriverInfo, l: &List, out: &mut dyn Write) -> Result<(), String> {
-        let mut lines: Vec<String> = Vec::new();
-        let selection = select(info, &l.devices)?;
-        let access = |option: &'static str, value: &Option<String>| match value {
-            Some(v) => select_mig_access(option, v, &selection, &info.gpus)
-                .map(Some)
-                .map_err(|e| format!("{option} error: {e}")),
-            None => Ok(None),
-        };
-        let config = access("mig-config", &l.mig_config)?;
-        let monitor = access("mig-monitor", &l.mig_monitor)?;
-        let gpu = |i: u32| info.gpus.iter().find(|g| g.index == i);
-        if !l.devices.is_empty() {
-            lines.extend(
-                info.files
-                    .devices
-                    .iter()
-                    .map(|d| d.path.display().to_string()),
-            );
-            lines.extend(
-                selection
-                    .gpus
-                    .iter()
-                    .filter_map(|&i| gpu(i))
-                    .map(|g| format!("/dev/nvidia{}", g.minor)),
-            );
-            if config.is_none() && monitor.is_none() {
-                for &(gi, mi) in &selection.migs {
-                    let Some(g) = gpu(gi) else { continue };
-                    let Some(m) = g.mig_devices.iter().find(|m| m.index == mi) else {
-                        continue;
-                    };
-                    lines.push(format!("{}/access", g.gi_caps_path(m)));
-                    lines.push(format!("{}/access", g.ci_caps_path(m)));
-                }
-            }
-        }
-        lines.extend(
-            l.imex_channels
-                .iter()
-                .map(|c| format!("/dev/nvidia-caps-imex-channels/channel{c}")),
-        );
-        for (file, gpus) in [("config", &config), ("monitor", &monitor)] {
-            if let Some(gpus) = gpus {
-                lines.push(format!("{CAPS_DIR}/mig/{file}"));
-                lines.extend(gpus.iter().filter_map(|&i| gpu(i)).map(Gpu::mig_caps_path));
-            }
-        }
-        let paths = |v: &[std::path::PathBuf]| {
-            v.iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-        };
-        if l.binaries {
-            lines.extend(paths(&info.files.binaries));
-        }
-        if l.libraries {
-            lines.extend(paths(&info.files.libraries));
-            if l.compat32 {
-                lines.extend(paths(&info.files.libraries32));
-            }
-        }
-        if l.ipcs {
-            lines.extend(paths(&info.files.ipcs));
-        }
-        if l.firmwares {
-            lines.extend(paths(&info.files.firmwares));
-        }
-        for line in lines {
-            writeln!(out, "{line}").map_err(|e| e.to_string())?;
+    /// The writer's.
+    pub fn list(paths: &[PathBuf], out: &mut dyn Write) -> io::Result<()> {
+        for path in paths {
+            writeln!(out, "{}", path.display())?;
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use nvc_driver::tables::Capability::{Compute, Graphics, Utility};
+use nvc_core::Capability::{Compute, Graphics, Utility};
 use nvc_examples::hook::{GpuRequest, HookInput};
 
 /// A bundle whose `config.json` has `root.path` = `root` and `process.env` = `env`.

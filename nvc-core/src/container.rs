@@ -1,29 +1,37 @@
 //! Configuring one container: what to give it, then [`ContainerSetup::mount`].
 
+use std::fmt;
+use std::path::{Path, PathBuf};
+
 use nvc_driver::tables::Capability;
-use nvc_mount::{CompatMode, Configuration, ConfigureOptions, Configured, Container, Ldconfig};
+use nvc_mount::{CompatMode, Configuration, ConfigureOptions, Container, Ldconfig, LdconfigRun};
 
-use crate::{Driver, Error};
+use crate::error::{Error, Step};
+use crate::{Devices, Driver, Note, Requirement, Selection};
 
-/// What one container gets, set with builder methods; [`ContainerSetup::mount`] applies it.
+/// What one container gets, set with builder methods; [`ContainerSetup::plan`] shows it,
+/// [`ContainerSetup::mount`] applies it.
+///
 /// Defaults: no devices, no capabilities, device cgroups on, the host's `ldconfig`
-/// ([`Ldconfig::host_default`]: no program of the image runs), CUDA compat libraries mounted
-/// when newer than the driver.
+/// ([`Ldconfig::host_default`]: no program of the image runs), CUDA compat libraries
+/// mounted when newer than the driver.
 #[derive(Debug, Clone)]
 pub struct ContainerSetup<'d> {
     driver: &'d Driver,
-    container: Container,
-    devices: String,
-    requirements: Vec<String>,
+    rootfs: PathBuf,
+    container: Option<Container>,
+    devices: Devices,
+    requirements: Vec<Requirement>,
     options: ConfigureOptions,
 }
 
 impl<'d> ContainerSetup<'d> {
-    pub(crate) fn new(driver: &'d Driver, container: Container) -> Self {
+    pub(crate) fn new(driver: &'d Driver, rootfs: &Path, container: Option<Container>) -> Self {
         ContainerSetup {
             driver,
+            rootfs: rootfs.to_path_buf(),
             container,
-            devices: String::new(),
+            devices: Devices::default(),
             requirements: Vec::new(),
             options: ConfigureOptions {
                 ldconfig: Some(Ldconfig::host_default()),
@@ -32,16 +40,22 @@ impl<'d> ContainerSetup<'d> {
         }
     }
 
-    /// The container looked up.
+    /// The container's init process (`None` for [`Driver::image`]).
     #[must_use]
-    pub fn container(&self) -> &Container {
-        &self.container
+    pub fn pid(&self) -> Option<u32> {
+        self.container.as_ref().map(|c| c.pid)
     }
 
-    /// The devices, in `--device` syntax (`all`, indices, UUIDs, bus ids, `gpu:mig`).
+    /// The container's root filesystem (a host path).
     #[must_use]
-    pub fn devices(mut self, devices: &str) -> Self {
-        self.devices = devices.to_owned();
+    pub fn rootfs(&self) -> &Path {
+        &self.rootfs
+    }
+
+    /// The devices to give it (`"all".parse()?`, `Devices::all()`).
+    #[must_use]
+    pub fn devices(mut self, devices: Devices) -> Self {
+        self.devices = devices;
         self
     }
 
@@ -52,11 +66,10 @@ impl<'d> ContainerSetup<'d> {
         self
     }
 
-    /// A requirement of the image (`NVIDIA_REQUIRE_*` syntax), checked before anything is
-    /// changed.
+    /// A requirement of the image, checked before anything is changed.
     #[must_use]
-    pub fn require(mut self, expr: &str) -> Self {
-        self.requirements.push(expr.to_owned());
+    pub fn require(mut self, requirement: Requirement) -> Self {
+        self.requirements.push(requirement);
         self
     }
 
@@ -88,11 +101,22 @@ impl<'d> ContainerSetup<'d> {
         self
     }
 
-    /// Which `ldconfig` to run (`None`: do not run one).
+    /// Which `ldconfig` to run (`None`: do not run one). The image's own
+    /// ([`Ldconfig::Image`]) runs sandboxed: new namespaces, no capabilities, the
+    /// container's device cgroup, a `nodev` root, seccomp.
     #[must_use]
     pub fn ldconfig(mut self, ldconfig: Option<Ldconfig>) -> Self {
         self.options.no_ldconfig = ldconfig.is_none();
         self.options.ldconfig = ldconfig;
+        self
+    }
+
+    /// Run the image's own `ldconfig` (`/sbin/ldconfig.real` where the image has it, else
+    /// `/sbin/ldconfig`), sandboxed: upstream's default, for drop-in compatibility.
+    #[must_use]
+    pub fn image_ldconfig(mut self) -> Self {
+        self.options.no_ldconfig = false;
+        self.options.ldconfig = None;
         self
     }
 
@@ -110,36 +134,149 @@ impl<'d> ContainerSetup<'d> {
         self
     }
 
-    /// What [`ContainerSetup::mount`] would do, changing nothing (printable).
+    /// What [`ContainerSetup::mount`] would do, changing nothing (printable: one
+    /// operation a line). Selects the devices, checks the requirements, and reads the image
+    /// (its directories and CUDA compat libraries, resolved inside the rootfs).
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::BadInput`](crate::ErrorKind::BadInput) for an unknown device,
-    /// [`ErrorKind::Unsatisfied`](crate::ErrorKind::Unsatisfied) for a requirement the host
-    /// does not meet, a detection error in the image.
-    pub fn plan(&self) -> Result<Configuration, Error> {
+    /// [`ErrorKind::BadInput`](crate::ErrorKind::BadInput) for a device not on this host,
+    /// [`ErrorKind::Unsatisfied`](crate::ErrorKind::Unsatisfied) for a requirement the
+    /// host does not meet, a detection error in the image (`container error: ...`).
+    pub fn plan(&self) -> Result<Plan, Error> {
         let selection = self.driver.select(&self.devices)?;
-        for expr in &self.requirements {
-            self.driver.check(expr, &selection)?;
+        for requirement in &self.requirements {
+            self.driver.check(requirement, &selection)?;
         }
         let mut options = self.options.clone();
-        options.plan.gpus = selection.gpus;
-        options.plan.migs = selection.migs;
-        Ok(Configuration::prepare(
+        options.plan.gpus.clone_from(&selection.gpus);
+        options.plan.migs.clone_from(&selection.migs);
+        let configuration = Configuration::prepare(
             self.driver.root(),
             self.driver.info(),
-            &self.container.rootfs,
+            &self.rootfs,
             &options,
-        )?)
+        )
+        .map_err(|e| Error::mount(Step::Container, e))?;
+        Ok(Plan {
+            configuration,
+            selection,
+        })
     }
 
     /// Configures the container: mounts in its mount namespace, device cgroup grant,
-    /// sandboxed `ldconfig`. A failing step undoes the earlier ones.
+    /// sandboxed `ldconfig`. A failing step undoes the earlier ones: the container is left
+    /// as it was, except what the error lists as left (entries that were no longer what
+    /// nvc made).
+    ///
+    /// # Effects on the calling process
+    ///
+    /// Spawns one thread that unshares its filesystem context and enters the container's
+    /// mount namespace (the caller's threads, cwd and namespace never change) and ends
+    /// before this returns; forks one sandbox process for `ldconfig` (new pid, IPC and
+    /// mount namespaces) and reaps it. Needs `CAP_SYS_ADMIN` (mounts, `setns`),
+    /// `CAP_SYS_CHROOT`, `CAP_SETUID`/`CAP_SETGID`, `CAP_DAC_OVERRIDE`, and for the device
+    /// cgroup `CAP_SYS_ADMIN` over it (v1) or `CAP_BPF` and `CAP_NET_ADMIN` (v2). Uses
+    /// `openat2` (Linux 5.6); the new mount API and `mount_setattr` when present (5.12).
     ///
     /// # Errors
     ///
-    /// [`ContainerSetup::plan`]'s errors, then the failing step's.
+    /// [`ContainerSetup::plan`]'s errors, [`ErrorKind::BadInput`](crate::ErrorKind::BadInput)
+    /// for a setup made with [`Driver::image`], [`ErrorKind::NoContainer`](crate::ErrorKind::NoContainer)
+    /// when the process exited, then the failing step's (`mount error: ...`,
+    /// `cgroup error: ...`, `ldcache error: ...`).
     pub fn mount(self) -> Result<Configured, Error> {
-        Ok(self.plan()?.apply(&self.container)?)
+        let plan = self.plan()?;
+        let container = self.container.as_ref().ok_or_else(|| {
+            Error::input(format!(
+                "no container process for {}: a plan only",
+                self.rootfs.display()
+            ))
+        })?;
+        let done = plan
+            .configuration
+            .apply(container)
+            .map_err(|e| Error::mount(Step::Configure, e))?;
+        Ok(Configured {
+            done,
+            selection: plan.selection,
+        })
+    }
+}
+
+/// What [`ContainerSetup::mount`] will do; `Display` prints it one operation a line
+/// (`bind ro,nosuid,nodev TARGET <- SOURCE`, `cgroup allow c 195:0 rw`, `ldconfig ...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    configuration: Configuration,
+    selection: Selection,
+}
+
+impl Plan {
+    /// The devices selected.
+    #[must_use]
+    pub fn selection(&self) -> &Selection {
+        &self.selection
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.configuration.fmt(f)
+    }
+}
+
+/// What [`ContainerSetup::mount`] did.
+#[derive(Debug)]
+pub struct Configured {
+    done: nvc_mount::Configured,
+    selection: Selection,
+}
+
+impl Configured {
+    /// Container paths mounted, in order.
+    #[must_use]
+    pub fn mounts(&self) -> &[PathBuf] {
+        &self.done.mounted.mounts
+    }
+
+    /// Container paths created (mountpoints, directories, links), in order.
+    #[must_use]
+    pub fn created(&self) -> &[PathBuf] {
+        &self.done.mounted.created
+    }
+
+    /// Steps found done already (a second configure of the same container).
+    #[must_use]
+    pub fn already(&self) -> &[PathBuf] {
+        &self.done.mounted.already
+    }
+
+    /// Character devices (major, minor) granted in the device cgroup now.
+    #[must_use]
+    pub fn granted(&self) -> &[(u32, u32)] {
+        self.done.cgroup.as_ref().map_or(&[], |(_, g)| &g.added)
+    }
+
+    /// The devices selected.
+    #[must_use]
+    pub fn selection(&self) -> &Selection {
+        &self.selection
+    }
+
+    /// What the caller should know (device programs left alone, no device filtering).
+    #[must_use]
+    pub fn notes(&self) -> &[Note] {
+        self.done.notes()
+    }
+
+    /// The `ldconfig` run's output, when one ran (`None` when skipped or when the image
+    /// has no such program).
+    #[must_use]
+    pub fn ldconfig_output(&self) -> Option<&str> {
+        match &self.done.ldconfig {
+            Some(LdconfigRun::Ran { output }) => Some(output),
+            _ => None,
+        }
     }
 }

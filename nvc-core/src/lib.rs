@@ -11,10 +11,10 @@
 //! println!("NVRM {} with {} GPUs", driver.info().nvrm_version, driver.info().gpus.len());
 //! let done = driver
 //!     .container(pid, rootfs)?
-//!     .devices("all")
+//!     .devices("all".parse()?)
 //!     .capabilities(&[Capability::Compute, Capability::Utility])
 //!     .mount()?;
-//! println!("{} mounts", done.mounted.mounts.len());
+//! println!("{} mounts", done.mounts().len());
 //! # Ok::<(), nvc_core::Error>(())
 //! ```
 //!
@@ -27,110 +27,46 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod container;
+mod error;
+mod input;
+mod list;
 
-pub use container::ContainerSetup;
+pub use container::{Configured, ContainerSetup, Plan};
+pub use error::{Error, ErrorKind};
+pub use input::{Devices, Requirement};
+pub use list::ListOptions;
 pub use nvc_driver::tables::Capability;
 pub use nvc_driver::{
-    DeviceRequest, DriverFiles, DriverInfo, Facts, Gpu, MigDevice, PciBusId, Requirement, Selection,
+    DeviceNode, DriverFiles, DriverInfo, Gpu, MigDevice, PciBusId, Selection, nvml::Identity,
 };
-pub use nvc_mount::{CompatMode, Configuration, Configured, Ldconfig, LdconfigRun};
+pub use nvc_mount::cgroup::Note;
+pub use nvc_mount::{CompatMode, Ldconfig};
 
-/// What kind of failure an [`Error`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// No usable NVIDIA driver (NVML missing or failing to initialise).
-    NoDriver,
-    /// The driver did not answer in time.
-    Timeout,
-    /// Not permitted.
-    Permission,
-    /// Bad input: a device list, requirement, bus id, or a corrupt file of the host.
-    BadInput,
-    /// A requirement of the image is not met by the host.
-    Unsatisfied,
-    /// Anything else.
-    Other,
-}
+use error::Step;
 
-/// The error of every nvc operation.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// Driver discovery, device selection or requirement checking failed.
-    #[error(transparent)]
-    Driver(#[from] nvc_driver::Error),
-    /// Looking up, planning or configuring the container failed (nothing was left changed).
-    #[error(transparent)]
-    Mount(#[from] nvc_mount::Error),
-    /// An option of the context is unusable.
-    #[error("invalid option {option}: {reason}")]
-    InvalidOption {
-        /// The option.
-        option: &'static str,
-        /// Why.
-        reason: String,
-    },
-}
-
-impl Error {
-    /// The kind of failure.
-    #[must_use]
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            Error::Driver(e) | Error::Mount(nvc_mount::Error::Driver(e)) => driver_kind(e),
-            Error::Mount(e) => match e {
-                nvc_mount::Error::BadRootfs { .. }
-                | nvc_mount::Error::Device { .. }
-                | nvc_mount::Error::Container { .. } => ErrorKind::BadInput,
-                nvc_mount::Error::Namespace { error, .. }
-                | nvc_mount::Error::Apply { error, .. }
-                    if error.kind() == std::io::ErrorKind::PermissionDenied =>
-                {
-                    ErrorKind::Permission
-                }
-                _ => ErrorKind::Other,
-            },
-            Error::InvalidOption { .. } => ErrorKind::BadInput,
-        }
-    }
-}
-
-fn driver_kind(e: &nvc_driver::Error) -> ErrorKind {
-    use nvc_driver::Error as D;
-    match e {
-        D::Nvml { .. } => ErrorKind::NoDriver,
-        D::NvmlTimeout { .. } => ErrorKind::Timeout,
-        D::UnknownDevice { .. } | D::InvalidBusId { .. } | D::InvalidRequirement { .. } => {
-            ErrorKind::BadInput
-        }
-        D::Ldcache { .. } | D::Elf { .. } => ErrorKind::BadInput,
-        D::Unsatisfied { .. } => ErrorKind::Unsatisfied,
-        D::Resolve { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
-            ErrorKind::Permission
-        }
-        _ => ErrorKind::Other,
-    }
-}
+/// The environment variable the CLI reads the NVML timeout from, in seconds
+/// (`NVC_NVML_TIMEOUT`; [`ContextBuilder::nvml_timeout`] sets it in code).
+pub const NVML_TIMEOUT_ENV: &str = nvc_driver::nvml::TIMEOUT_ENV;
 
 /// Options of a [`Context`].
 #[derive(Debug, Clone)]
 pub struct ContextBuilder {
-    root: PathBuf,
-    ldcache: PathBuf,
+    discover: nvc_driver::DiscoverOptions,
     nvml_timeout: Duration,
-    nvml_user: Option<(u32, u32)>,
+    nvml_user: Option<Identity>,
 }
 
 impl Default for ContextBuilder {
     fn default() -> Self {
+        let mut discover = nvc_driver::DiscoverOptions::new("/");
+        discover.ldcache = nvc_ldcache::DEFAULT_PATH.into();
         ContextBuilder {
-            root: "/".into(),
-            ldcache: nvc_ldcache::DEFAULT_PATH.into(),
+            discover,
             nvml_timeout: nvc_driver::nvml::DEFAULT_TIMEOUT,
             nvml_user: None,
         }
@@ -141,14 +77,45 @@ impl ContextBuilder {
     /// The driver root (`--root`): where the driver is installed, `/` by default.
     #[must_use]
     pub fn root(mut self, root: impl Into<PathBuf>) -> Self {
-        self.root = root.into();
+        self.discover.root = root.into();
         self
     }
 
     /// The `ld.so.cache` inside the driver root (`--ldcache`), `/etc/ld.so.cache` by default.
     #[must_use]
     pub fn ldcache(mut self, path: impl Into<PathBuf>) -> Self {
-        self.ldcache = path.into();
+        self.discover.ldcache = path.into();
+        self
+    }
+
+    /// The directories searched for the driver's binaries, as in `PATH` (inside the
+    /// driver root); upstream's default list by default.
+    #[must_use]
+    pub fn search_path(mut self, path: impl Into<OsString>) -> Self {
+        self.discover.path = path.into();
+        self
+    }
+
+    /// Where MPS keeps its pipes (`CUDA_MPS_PIPE_DIRECTORY`), `/tmp/nvidia-mps` by default.
+    #[must_use]
+    pub fn mps_pipe_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.discover.mps_pipe_dir = Some(dir.into());
+        self
+    }
+
+    /// Whether to give containers the persistence daemon's socket (on by default;
+    /// `--no-persistenced` turns it off).
+    #[must_use]
+    pub fn persistenced(mut self, on: bool) -> Self {
+        self.discover.persistenced = on;
+        self
+    }
+
+    /// Whether to give containers the fabric manager's socket (on by default;
+    /// `--no-fabricmanager` turns it off).
+    #[must_use]
+    pub fn fabricmanager(mut self, on: bool) -> Self {
+        self.discover.fabricmanager = on;
         self
     }
 
@@ -163,7 +130,7 @@ impl ContextBuilder {
     /// overflow ids 65534:65534 by default, as upstream.
     #[must_use]
     pub fn nvml_user(mut self, uid: u32, gid: u32) -> Self {
-        self.nvml_user = Some((uid, gid));
+        self.nvml_user = Some(Identity { uid, gid });
         self
     }
 
@@ -173,11 +140,11 @@ impl ContextBuilder {
     ///
     /// [`ErrorKind::BadInput`] for a relative driver root.
     pub fn build(self) -> Result<Context, Error> {
-        if !self.root.is_absolute() {
-            return Err(Error::InvalidOption {
-                option: "root",
-                reason: format!("{} is not an absolute path", self.root.display()),
-            });
+        if !self.discover.root.is_absolute() {
+            return Err(Error::input(format!(
+                "invalid driver root: {} is not an absolute path",
+                self.discover.root.display()
+            )));
         }
         Ok(Context { options: self })
     }
@@ -208,18 +175,38 @@ impl Context {
     /// Probes the driver once: NVML (with the timeout) and the driver's files, into owned
     /// data.
     ///
+    /// # Effects on the calling process
+    ///
+    /// Forks one helper process (upstream's `nvc:[driver]` service) that, as root,
+    /// chroots into the driver root (unless it is `/`) and drops to
+    /// [`ContextBuilder::nvml_user`] (65534:65534 by default), then loads
+    /// `libnvidia-ml.so.1` and calls NVML: the driver root's libraries never load into the
+    /// caller. Between fork and its end the helper only makes system calls, allocates,
+    /// `dlopen`s and writes to a pipe — safe after `fork` in a multithreaded process with
+    /// glibc (the safety argument assumes glibc's fork handlers for `malloc` and the
+    /// dynamic loader; musl gives no such promise). The caller waits at most the timeout,
+    /// then kills and reaps the helper: no process is left behind. Needs no capability as
+    /// non-root; as root, `CAP_SYS_CHROOT`, `CAP_SETUID` and `CAP_SETGID`. Reads the driver
+    /// root's `ld.so.cache`, its driver files, `/proc/driver/nvidia` and `/dev`.
+    ///
     /// # Errors
     ///
-    /// [`ErrorKind::NoDriver`], [`ErrorKind::Timeout`], or a discovery error.
+    /// [`ErrorKind::NoDriver`] (`initialization error: ...`), [`ErrorKind::Timeout`], or a
+    /// discovery error (`detection error: ...`).
     pub fn driver(self) -> Result<Driver, Error> {
-        let mut opts = nvc_driver::DriverOptions::new(&self.options.root);
-        opts.discover.ldcache = self.options.ldcache.clone();
+        let mut opts = nvc_driver::DriverOptions::new(&self.options.discover.root);
+        opts.discover.clone_from(&self.options.discover);
         opts.nvml_timeout = self.options.nvml_timeout;
-        opts.nvml_identity = self
-            .options
-            .nvml_user
-            .map(|(uid, gid)| nvc_driver::nvml::Identity { uid, gid });
-        let info = nvc_driver::probe_driver(&opts)?;
+        opts.nvml_identity = self.options.nvml_user;
+        let info = nvc_driver::probe_driver(&opts).map_err(|e| {
+            let step = match e {
+                nvc_driver::Error::Nvml { .. } | nvc_driver::Error::NvmlTimeout { .. } => {
+                    Step::Initialization
+                }
+                _ => Step::Detection,
+            };
+            Error::driver(step, e)
+        })?;
         Ok(Driver {
             context: self,
             info,
@@ -243,47 +230,94 @@ impl Driver {
 
     /// The driver root it was probed in.
     #[must_use]
-    pub fn root(&self) -> &std::path::Path {
-        &self.context.options.root
+    pub fn root(&self) -> &Path {
+        &self.context.options.discover.root
     }
 
-    /// Resolves a `--device` list against the GPUs.
+    /// Resolves `devices` against the GPUs. On a host without GPUs nothing is selected and
+    /// nothing is an error (upstream's rule: selection happens only when there are GPUs).
+    /// Selecting a MIG device selects its parent GPU too.
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::BadInput`] naming the token that is no device.
-    pub fn select(&self, devices: &str) -> Result<Selection, Error> {
-        Ok(DeviceRequest::parse(devices)?.select(&self.info.gpus)?)
+    /// [`ErrorKind::BadInput`] naming the token that is no device here
+    /// (`device error: 3: unknown device`).
+    pub fn select(&self, devices: &Devices) -> Result<Selection, Error> {
+        if self.info.gpus.is_empty() {
+            return Ok(Selection::default());
+        }
+        devices
+            .request
+            .select(&self.info.gpus)
+            .map_err(|e| Error::driver(Step::Device, e))
     }
 
-    /// Checks an image requirement (`NVIDIA_REQUIRE_*`) for every selected GPU (and once
-    /// without a device when none is selected), as upstream.
+    /// Checks an image requirement for every selected GPU (and once without a device when
+    /// none is selected), as upstream.
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Unsatisfied`] with upstream's message, or [`ErrorKind::BadInput`].
-    pub fn check(&self, requirement: &str, selection: &Selection) -> Result<(), Error> {
-        Ok(self
-            .info
-            .check_requirement(&Requirement::parse(requirement)?, selection)?)
+    /// [`ErrorKind::Unsatisfied`] with upstream's message (`requirement error: unsatisfied
+    /// condition: ...`).
+    pub fn check(&self, requirement: &Requirement, selection: &Selection) -> Result<(), Error> {
+        self.info
+            .check_requirement(&requirement.parsed, selection)
+            .map_err(|e| Error::driver(Step::Requirement, e))
     }
 
     /// The container whose init process is `pid` and whose root filesystem is `rootfs` (a
-    /// host path, before `pivot_root`), as a runtime hook sees it. Keeps a pidfd on the
-    /// process so a reused pid cannot redirect the later steps.
+    /// host path, before `pivot_root`), as a runtime hook sees it (upstream's supervised
+    /// mode). Keeps a pidfd on the process so a reused pid cannot redirect the later steps.
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::BadInput`] for a relative or `/` rootfs, [`ErrorKind::Other`] when the
-    /// process does not exist.
+    /// [`ErrorKind::BadInput`] for a relative or `/` rootfs (`input error: invalid rootfs
+    /// directory: /`), [`ErrorKind::NoContainer`] when the process does not exist.
     pub fn container(
         &self,
         pid: u32,
-        rootfs: impl AsRef<std::path::Path>,
+        rootfs: impl AsRef<Path>,
     ) -> Result<ContainerSetup<'_>, Error> {
-        Ok(ContainerSetup::new(
-            self,
-            nvc_mount::Container::from_pid(pid, rootfs.as_ref())?,
-        ))
+        let rootfs = checked_rootfs(rootfs.as_ref())?;
+        let container = nvc_mount::Container::from_pid(pid, rootfs)
+            .map_err(|e| Error::mount(Step::Container, e))?;
+        Ok(ContainerSetup::new(self, rootfs, Some(container)))
     }
+
+    /// Upstream's standalone mode (`configure` without `--pid`): the container process is
+    /// the caller's parent, and its `/proc` is the one mounted under `rootfs` (the caller
+    /// runs in the container's pid namespace). That `/proc` and the cgroup files under
+    /// `<rootfs>/sys` are resolved inside the rootfs and checked to be procfs and cgroupfs.
+    ///
+    /// # Errors
+    ///
+    /// As [`Driver::container`], for `<rootfs>/proc/<ppid>`.
+    pub fn standalone(&self, rootfs: impl AsRef<Path>) -> Result<ContainerSetup<'_>, Error> {
+        let rootfs = checked_rootfs(rootfs.as_ref())?;
+        let container = nvc_mount::Container::standalone(rootfs)
+            .map_err(|e| Error::mount(Step::Container, e))?;
+        Ok(ContainerSetup::new(self, rootfs, Some(container)))
+    }
+
+    /// The image at `rootfs` without a container process: for [`ContainerSetup::plan`]
+    /// (a dry run) only.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::BadInput`] for a relative or `/` rootfs.
+    pub fn image(&self, rootfs: impl AsRef<Path>) -> Result<ContainerSetup<'_>, Error> {
+        let rootfs = checked_rootfs(rootfs.as_ref())?;
+        Ok(ContainerSetup::new(self, rootfs, None))
+    }
+}
+
+/// `rootfs`, refused when relative or `/` (upstream: "invalid rootfs directory").
+fn checked_rootfs(rootfs: &Path) -> Result<&Path, Error> {
+    if !rootfs.is_absolute() || rootfs == Path::new("/") {
+        return Err(Error::input(format!(
+            "invalid rootfs directory: {}",
+            rootfs.display()
+        )));
+    }
+    Ok(rootfs)
 }

@@ -6,7 +6,7 @@
     clippy::indexing_slicing
 )]
 
-use nvc_core::{Context, ErrorKind};
+use nvc_core::{Context, Devices, ErrorKind, Requirement};
 use nvc_testkit::{Host, Scenario};
 
 fn build(name: &str) -> (tempfile::TempDir, Host) {
@@ -26,25 +26,33 @@ fn the_flow_reaches_the_driver_and_selects_and_checks() {
         .unwrap();
     assert_eq!(driver.info().gpus.len(), host.scenario().gpus.len());
     assert_eq!(driver.root(), dir.path());
-    let sel = driver.select("all").unwrap();
+    let sel = driver.select(&Devices::all()).unwrap();
     assert_eq!(sel.gpus, [0]);
     // A Tesla T4 with CUDA 12.4 and driver 550.
+    let req = |s: &str| s.parse::<Requirement>().unwrap();
     driver
-        .check("cuda>=12.0 brand=tesla,driver>=550", &sel)
+        .check(&req("cuda>=12.0 brand=tesla,driver>=550"), &sel)
         .unwrap();
-    let err = driver.check("cuda>=13.0", &sel).unwrap_err();
+    let err = driver.check(&req("cuda>=13.0"), &sel).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unsatisfied);
-    let err = driver.check("arch>=8.0", &sel).unwrap_err();
+    assert!(err.to_string().starts_with("requirement error: "), "{err}");
+    let err = driver.check(&req("arch>=8.0"), &sel).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unsatisfied);
     // Without a selected device, device facts are unknown and pass.
     driver
-        .check("arch>=8.0", &driver.select("none").unwrap())
+        .check(
+            &req("arch>=8.0"),
+            &driver.select(&Devices::default()).unwrap(),
+        )
         .unwrap();
-    assert_eq!(driver.select("7").unwrap_err().kind(), ErrorKind::BadInput);
-    assert_eq!(
-        driver.check("cuda==1", &sel).unwrap_err().kind(),
-        ErrorKind::BadInput
-    );
+    let err = driver.select(&"7".parse().unwrap()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadInput);
+    assert_eq!(err.to_string(), "device error: 7: unknown device");
+    // Typed inputs fail where the string is given.
+    let err = "cuda==1".parse::<Requirement>().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadInput);
+    let err = "0,sda".parse::<Devices>().unwrap_err();
+    assert_eq!(err.to_string(), "device error: sda: unknown device");
 }
 
 #[test]
@@ -64,7 +72,7 @@ fn error_kinds_tell_failures_apart() {
     assert_eq!(err.kind(), ErrorKind::BadInput);
     assert_eq!(
         err.to_string(),
-        "invalid option root: relative/root is not an absolute path"
+        "input error: invalid driver root: relative/root is not an absolute path"
     );
 
     let mut s = Scenario::builtin("single").unwrap();
@@ -83,7 +91,7 @@ fn error_kinds_tell_failures_apart() {
 
 #[test]
 fn the_flow_configures_a_paused_container() {
-    use nvc_core::{Capability, LdconfigRun};
+    use nvc_core::Capability;
     let Some(paused) = nvc_testkit::PausedContainer::start() else {
         return;
     };
@@ -102,14 +110,20 @@ fn the_flow_configures_a_paused_container() {
         .unwrap();
     let err = driver.container(paused.pid(), "relative").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::BadInput);
+    let err = driver.container(u32::MAX - 3, rootfs.path()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoContainer, "{err}");
 
     let setup = driver
         .container(paused.pid(), rootfs.path())
         .unwrap()
-        .devices("all")
+        .devices(Devices::all())
         .capabilities(&[Capability::Compute, Capability::Utility]);
     // A requirement the host does not meet stops it before anything changes.
-    let err = setup.clone().require("cuda>=99.0").mount().unwrap_err();
+    let err = setup
+        .clone()
+        .require("cuda>=99.0".parse().unwrap())
+        .mount()
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unsatisfied);
     assert!(!paused.mountinfo().contains(rootfs.path().to_str().unwrap()));
 
@@ -127,12 +141,11 @@ fn the_flow_configures_a_paused_container() {
     );
     let done = setup.mount().unwrap();
     assert!(
-        done.mounted
-            .mounts
+        done.mounts()
             .iter()
             .any(|m| m == std::path::Path::new("/dev/nvidia0"))
     );
-    assert!(matches!(done.ldconfig, Some(LdconfigRun::Ran { .. })));
+    assert!(done.ldconfig_output().is_some());
     assert!(
         paused
             .mountinfo()

@@ -354,8 +354,7 @@ fn clone_source(path: &Path, api: MountApi) -> Result<Source, Error> {
             errno: Errno::ENOSYS,
             ..
         }) => Ok(Source::Path(path.to_path_buf())),
-        Err(nvc_sys::Error::Syscall { errno, .. }) => Err(fail("open_tree", path)(errno)),
-        Err(_) => Err(fail("open_tree", path)(Errno::EINVAL)),
+        Err(e) => Err(fail("open_tree", path)(e.errno())),
     }
 }
 
@@ -379,12 +378,7 @@ impl Root {
             return Ok(());
         }
         let flags = kind.flags();
-        let sys = |op| {
-            move |e: nvc_sys::Error| match e {
-                nvc_sys::Error::Syscall { errno, .. } => fail(op, target)(errno),
-                _ => fail(op, target)(Errno::EINVAL),
-            }
-        };
+        let sys = |op| move |e: nvc_sys::Error| fail(op, target)(e.errno());
         // The attached tree, kept to detach it by descriptor if the check below fails.
         let mut attached = None;
         let remount = match source {

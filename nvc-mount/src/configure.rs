@@ -88,7 +88,7 @@ impl Configuration {
             ldconfig: opts
                 .ldconfig
                 .clone()
-                .unwrap_or_else(|| Ldconfig::Container(dirs.ldconfig.clone())),
+                .unwrap_or_else(|| Ldconfig::Image(dirs.ldconfig.clone())),
             no_pivot: opts.no_pivot,
             extra_dir,
             limits: Limits::default(),
@@ -116,7 +116,7 @@ impl std::fmt::Display for Configuration {
         write!(f, "{}", self.plan)?;
         if let Some(l) = &self.ldconfig {
             let (how, path) = match &l.ldconfig {
-                Ldconfig::Container(p) => ("container", p),
+                Ldconfig::Image(p) => ("container", p),
                 Ldconfig::Host(p) => ("host", p),
             };
             write!(
@@ -148,7 +148,7 @@ pub struct Configured {
 
 impl Configured {
     /// Notes for the user: cgroup programs left alone, no device program attached.
-    pub fn notes(&self) -> &[String] {
+    pub fn notes(&self) -> &[crate::cgroup::Note] {
         self.cgroup
             .as_ref()
             .map_or(&[], |(_, g)| g.notes.as_slice())

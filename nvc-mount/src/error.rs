@@ -36,23 +36,25 @@ pub enum Error {
         what: String,
     },
     /// Entering the container's mount namespace failed.
-    #[error("{step} {}: {error}", path.display())]
+    #[error("{step} {}", path.display())]
     Namespace {
         /// The step (`open`, `unshare(CLONE_FS)`, `setns(CLONE_NEWNS)`).
         step: &'static str,
         /// The namespace file.
         path: PathBuf,
         /// The OS error (`raw_os_error` gives the errno).
+        #[source]
         error: io::Error,
     },
     /// An operation of the plan failed (the container was left as it was).
-    #[error("mount error: {op} {}: {error}", path.display())]
+    #[error("mount error: {op} {}", path.display())]
     Apply {
         /// The operation.
         op: &'static str,
         /// The container (or host source) path.
         path: PathBuf,
         /// The OS error (`raw_os_error` gives the errno).
+        #[source]
         error: io::Error,
     },
     /// Finding or changing the container's device cgroup failed.
@@ -60,8 +62,11 @@ pub enum Error {
     Cgroup {
         /// The cgroup file or directory.
         path: PathBuf,
-        /// What went wrong (with the errno or the verifier log).
+        /// What went wrong (the operation, or what the cgroup lacks; the verifier log).
         what: String,
+        /// The OS error, when a syscall failed (`raw_os_error` gives the errno).
+        #[source]
+        error: Option<io::Error>,
     },
     /// The container's `ldconfig` failed, was killed, or could not be confined.
     #[error("ldcache error: process {} {what}{}", program.display(), if output.is_empty() { String::new() } else { format!(":\n{output}") })]
@@ -72,6 +77,9 @@ pub enum Error {
         what: String,
         /// Its output.
         output: String,
+        /// The OS error, when a step of starting or confining it failed.
+        #[source]
+        error: Option<io::Error>,
     },
     /// A step failed, and undoing the earlier ones left something in the container: entries
     /// that were no longer what nvc made (so not touched), or undo steps that failed.

@@ -21,8 +21,8 @@ use crate::{Container, Error};
 /// Which `ldconfig` to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ldconfig {
-    /// A path inside the container (upstream's default: the image's own).
-    Container(PathBuf),
+    /// A path inside the container's image (upstream's default: the image's own).
+    Image(PathBuf),
     /// A host binary (`--ldconfig=@/sbin/ldconfig`): copied into a sealed memfd before the
     /// sandbox is entered and executed from there, so neither the container nor a host
     /// upgrade can swap it mid-run.
@@ -34,7 +34,7 @@ impl Ldconfig {
     pub fn parse(value: &str) -> Self {
         match value.strip_prefix('@') {
             Some(host) => Ldconfig::Host(host.into()),
-            None => Ldconfig::Container(value.into()),
+            None => Ldconfig::Image(value.into()),
         }
     }
 
@@ -237,6 +237,7 @@ fn sealed_copy(path: &Path) -> Result<OwnedFd, Error> {
             program: path.to_path_buf(),
             what: format!("refused: {why}"),
             output: String::new(),
+            error: None,
         });
     }
     let memfd = memfd_create(
@@ -297,7 +298,7 @@ pub(crate) fn run_in_cgroup(
 ) -> Result<LdconfigRun, Error> {
     let ns = container.mount_ns()?;
     let (shown, memfd) = match &opts.ldconfig {
-        Ldconfig::Container(path) => (path.clone(), None),
+        Ldconfig::Image(path) => (path.clone(), None),
         Ldconfig::Host(path) => (path.clone(), Some(sealed_copy(path)?)),
     };
     let bin = cstring(&shown)?;
@@ -342,18 +343,18 @@ pub(crate) fn run_in_cgroup(
         name: c"nvc:[ldconfig]",
         timeout: l.wall,
     };
-    let failed = |what: String, output: &[u8]| Error::Ldconfig {
+    let failed = |what: String, output: &[u8], error: Option<std::io::Error>| Error::Ldconfig {
         program: shown.clone(),
         what,
         output: String::from_utf8_lossy(output).trim_end().to_owned(),
+        error,
     };
     let done = match run_confined(&confinement) {
         Ok(done) => done,
-        Err(nvc_sys::Error::Confinement {
-            step: "exec",
+        Err(nvc_sys::Error::Exec {
             errno: Errno::ENOENT,
         }) if memfd.is_none() => return Ok(LdconfigRun::NotFound),
-        Err(e) => return Err(failed(e.to_string(), &[])),
+        Err(e) => return Err(failed(e.operation(), &[], Some(e.io_error()))),
     };
     match done.status {
         Status::Exited(0) => Ok(LdconfigRun::Ran {
@@ -362,11 +363,17 @@ pub(crate) fn run_in_cgroup(
         Status::Exited(code) => Err(failed(
             format!("failed with error code: {code}"),
             &done.output,
+            None,
         )),
         Status::Signaled(sig) => Err(failed(
             format!("terminated with signal {sig}"),
             &done.output,
+            None,
         )),
-        Status::TimedOut => Err(failed(format!("killed after {:?}", l.wall), &done.output)),
+        Status::TimedOut => Err(failed(
+            format!("killed after {:?}", l.wall),
+            &done.output,
+            None,
+        )),
     }
 }

@@ -27,7 +27,8 @@ use crate::{Container, Error};
 /// # Errors
 ///
 /// [`Error::Namespace`] when the namespace cannot be opened or entered (no such process,
-/// missing `CAP_SYS_ADMIN`), or what `work` returns.
+/// missing `CAP_SYS_ADMIN`), when no thread can be started, or when `work` panicked (step
+/// `namespace thread`); else what `work` returns.
 ///
 /// # Kernel requirements
 ///
@@ -86,9 +87,15 @@ where
 {
     let fds = host_proc_fds()?;
     let faults = nvc_sys::fault::carry();
+    let thread_failed = |step, error| Error::Namespace {
+        step,
+        path: path.to_path_buf(),
+        error,
+    };
     std::thread::scope(|scope| {
-        scope
-            .spawn(move || {
+        std::thread::Builder::new()
+            .name("nvc-mount-ns".into())
+            .spawn_scoped(scope, move || {
                 faults.enter(|| {
                     let fail = |step, errno| Error::Namespace {
                         step,
@@ -100,19 +107,18 @@ where
                         .map_err(|e| fail("setns(CLONE_NEWNS)", e))?;
                     fchdir(&fds).map_err(|e| fail("fchdir(/proc/self/fd)", e))?;
                     if let Some((uid, gid)) = owner {
-                        nvc_sys::set_fs_owner(uid, gid).map_err(|e| match e {
-                            nvc_sys::Error::Syscall { call, errno } => fail(call, errno),
-                            _ => fail("setfsuid", nix::errno::Errno::EINVAL),
-                        })?;
+                        nvc_sys::set_fs_owner(uid, gid).map_err(|e| fail("setfsuid", e.errno()))?;
                     }
                     work()
                 })
             })
+            .map_err(|e| thread_failed("spawn namespace thread", e))?
             .join()
             .unwrap_or_else(|_| {
-                Err(Error::Device {
-                    what: "the namespace thread panicked".into(),
-                })
+                Err(thread_failed(
+                    "namespace thread",
+                    std::io::Error::other("panicked"),
+                ))
             })
     })
 }

@@ -171,7 +171,7 @@ fn a_failure_midway_leaves_the_container_as_it_was() {
     .unwrap();
     let files_before = tree(rootfs.path());
     let mounts_before = mounts(pid, rootfs.path());
-    let err = plan.apply(&container).unwrap_err().to_string();
+    let err = nvc_testkit::chain(&plan.apply(&container).unwrap_err());
     assert!(
         err.starts_with("mount error: ")
             && err.contains("/dev/")
@@ -204,7 +204,7 @@ fn a_missing_source_fails_before_any_change() {
     );
     let files_before = tree(rootfs.path());
     let mounts_before = mounts(c.pid(), rootfs.path());
-    let err = plan.apply(&container).unwrap_err().to_string();
+    let err = nvc_testkit::chain(&plan.apply(&container).unwrap_err());
     assert!(
         err.starts_with(
             "mount error: open_tree /nonexistent/libnvidia-broken.so: No such file or directory"

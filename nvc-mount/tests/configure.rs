@@ -84,7 +84,7 @@ fn a_failed_ldconfig_undoes_the_whole_configure() {
     let (tree, mounts) = (f.tree(), f.mounts());
     let list = fs::read_to_string(cg.path().join("devices.list")).unwrap();
     let opts = LdconfigOptions {
-        ldconfig: Ldconfig::Container("/sbin/ldconfig".into()),
+        ldconfig: Ldconfig::Image("/sbin/ldconfig".into()),
         no_pivot: false,
         extra_dir: None,
         limits: Limits::default(),
@@ -166,7 +166,7 @@ fn cuda_compat_libraries_newer_than_the_driver_win() {
     );
     let plan = f.compute_plan(&container, libs);
     let opts = LdconfigOptions {
-        ldconfig: Ldconfig::Container("/sbin/ldconfig".into()),
+        ldconfig: Ldconfig::Image("/sbin/ldconfig".into()),
         no_pivot: false,
         extra_dir: None,
         limits: Limits::default(),

@@ -89,7 +89,7 @@ fn container_ldconfig_lists_the_mounted_libraries() {
     fs::copy("/sbin/ldconfig", f.rootfs.as_path().join("sbin/ldconfig")).unwrap();
     let host_cache = fs::read("/etc/ld.so.cache").unwrap();
     for no_pivot in [false, true] {
-        let mut opts = options(Ldconfig::Container("/sbin/ldconfig".into()));
+        let mut opts = options(Ldconfig::Image("/sbin/ldconfig".into()));
         opts.no_pivot = no_pivot;
         let run = run_ldconfig(&f.container, &opts).unwrap();
         assert!(matches!(run, LdconfigRun::Ran { .. }), "{run:?}");
@@ -103,7 +103,11 @@ fn container_ldconfig_lists_the_mounted_libraries() {
 fn host_ldconfig_runs_from_a_sealed_copy() {
     let Some(f) = configured() else { return };
     // No ldconfig in the image at all.
-    let run = run_ldconfig(&f.container, &options(Ldconfig::parse("@/sbin/ldconfig"))).unwrap();
+    let run = run_ldconfig(
+        &f.container,
+        &options(Ldconfig::Host("/sbin/ldconfig".into())),
+    )
+    .unwrap();
     assert!(matches!(run, LdconfigRun::Ran { .. }), "{run:?}");
     assert_driver_in_cache(&f);
 }
@@ -111,7 +115,11 @@ fn host_ldconfig_runs_from_a_sealed_copy() {
 #[test]
 fn a_missing_container_ldconfig_is_success() {
     let Some(f) = configured() else { return };
-    let run = run_ldconfig(&f.container, &options(Ldconfig::parse("/sbin/ldconfig"))).unwrap();
+    let run = run_ldconfig(
+        &f.container,
+        &options(Ldconfig::Image("/sbin/ldconfig".into())),
+    )
+    .unwrap();
     assert_eq!(run, LdconfigRun::NotFound);
     assert!(!f.rootfs.as_path().join("etc/ld.so.cache").exists());
 }
@@ -160,7 +168,7 @@ fn hostile() -> Option<(Fixture, tempfile::TempDir)> {
 fn a_hostile_ldconfig_is_contained() {
     let Some((f, canary)) = hostile() else { return };
     // A short CPU limit ends the endless loop.
-    let mut opts = options(Ldconfig::Container("/sbin/ldconfig".into()));
+    let mut opts = options(Ldconfig::Image("/sbin/ldconfig".into()));
     opts.limits.cpu_seconds = 1;
     opts.limits.wall = Duration::from_secs(20);
     // A descriptor of a host directory the caller left inheritable must not reach it.
@@ -197,7 +205,7 @@ fn the_wall_clock_limit_kills_a_spinning_ldconfig() {
     let Some((f, _canary)) = hostile() else {
         return;
     };
-    let mut opts = options(Ldconfig::Container("/sbin/ldconfig".into()));
+    let mut opts = options(Ldconfig::Image("/sbin/ldconfig".into()));
     opts.limits.cpu_seconds = 60;
     opts.limits.wall = Duration::from_millis(500);
     let start = std::time::Instant::now();
@@ -231,7 +239,7 @@ fn an_ldconfig_briefly_held_open_for_writing_still_runs() {
     std::thread::sleep(Duration::from_millis(100));
     let run = run_ldconfig(
         &f.container,
-        &options(Ldconfig::Container("/sbin/ldconfig".into())),
+        &options(Ldconfig::Image("/sbin/ldconfig".into())),
     );
     writer.wait().unwrap();
     assert!(matches!(run, Ok(LdconfigRun::Ran { .. })), "{run:?}");

@@ -60,7 +60,7 @@ fn a_missing_process_is_a_clear_error() {
     let err = in_mount_ns(u32::MAX - 7, || Ok(())).unwrap_err();
     assert!(matches!(err, Error::Namespace { step: "open", .. }));
     assert!(
-        err.to_string().starts_with(&format!(
+        nvc_testkit::chain(&err).starts_with(&format!(
             "open /proc/{}/ns/mnt: No such file or directory",
             u32::MAX - 7
         )),

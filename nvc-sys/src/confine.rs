@@ -142,9 +142,9 @@ fn step_index(name: &str) -> u8 {
 ///
 /// # Errors
 ///
-/// [`Error::Confinement`] naming the step that failed, before or at `exec` (`exec` with
-/// `ENOENT`: the program does not exist in the new root); [`Error::Syscall`] for the pipes,
-/// forks and waits around it.
+/// [`Error::Confinement`] naming the step that failed before `exec`; [`Error::Exec`] when the
+/// program cannot be executed (`ENOENT`: it does not exist in the new root);
+/// [`Error::Syscall`] for the pipes, forks and waits around it.
 ///
 /// # Kernel requirements
 ///
@@ -212,9 +212,13 @@ pub fn run_confined(c: &Confinement<'_>) -> Result<Finished, Error> {
     }
     while let Err(Errno::EINTR) = waitpid(child, None) {}
     if let Some((step, errno)) = failure {
-        return Err(Error::Confinement {
-            step: STEPS.get(usize::from(step)).copied().unwrap_or("?"),
-            errno: Errno::from_raw(errno),
+        let errno = Errno::from_raw(errno);
+        return Err(match STEPS.get(usize::from(step)).copied() {
+            Some("exec") => Error::Exec { errno },
+            step => Error::Confinement {
+                step: step.unwrap_or("?"),
+                errno,
+            },
         });
     }
     let status = if timed_out {

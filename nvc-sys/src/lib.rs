@@ -59,4 +59,41 @@ pub enum Error {
         /// Its errno.
         errno: Errno,
     },
+    /// The confined program could not be executed (`ENOENT`: no such program).
+    #[error("exec: {errno}")]
+    Exec {
+        /// The errno of `execve`.
+        errno: Errno,
+    },
+}
+
+impl Error {
+    /// The errno.
+    #[must_use]
+    pub fn errno(&self) -> Errno {
+        match self {
+            Error::Syscall { errno, .. }
+            | Error::Verifier { errno, .. }
+            | Error::Confinement { errno, .. }
+            | Error::Exec { errno } => *errno,
+        }
+    }
+
+    /// What failed, without the errno: the syscall, the confinement step, or the
+    /// verifier's refusal with its log.
+    #[must_use]
+    pub fn operation(&self) -> String {
+        match self {
+            Error::Syscall { call, .. } => (*call).to_owned(),
+            Error::Verifier { log, .. } => format!("bpf(BPF_PROG_LOAD); verifier log:\n{log}"),
+            Error::Confinement { step, .. } => format!("process confinement failed: {step}"),
+            Error::Exec { .. } => "exec".to_owned(),
+        }
+    }
+
+    /// The errno as an `io::Error`, for error sources.
+    #[must_use]
+    pub fn io_error(&self) -> std::io::Error {
+        std::io::Error::from_raw_os_error(self.errno() as i32)
+    }
 }

@@ -70,3 +70,16 @@ impl Error {
         }
     }
 }
+
+/// An error with its sources, `: `-separated, as a command-line tool prints it
+/// (`mount error: bind-mount /x: Permission denied`).
+#[must_use]
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        msg = format!("{msg}: {c}");
+        cause = c.source();
+    }
+    msg
+}

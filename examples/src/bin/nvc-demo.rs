@@ -18,12 +18,12 @@
 //! there, since the demo container lives in the demo's own cgroup.
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use nvc_driver::tables::Capability::{Compute, Utility};
-use nvc_driver::{DriverInfo, DriverOptions, find_nvml, probe_driver};
-use nvc_examples::render::{self, List};
+use nvc_core::Capability::{Compute, Utility};
+use nvc_core::{Context, Devices, Driver, ErrorKind, Ldconfig, ListOptions};
+use nvc_examples::{error_chain, render};
 use nvc_testkit::{BUILTIN, Host, Scenario};
 
 fn run() -> Result<(), String> {
@@ -42,7 +42,13 @@ fn run() -> Result<(), String> {
             }
         }
     }
-    let real = find_nvml(&DriverOptions::new("/").discover).is_ok();
+    let chain = |e: nvc_core::Error| error_chain(&e);
+    let here = Context::new().map_err(chain)?.driver();
+    let real = match &here {
+        Ok(_) => true,
+        Err(e) if e.kind() == ErrorKind::NoDriver => false,
+        Err(e) => return Err(error_chain(e)),
+    };
     let (root, _host, _dir): (PathBuf, Option<Host>, Option<tempfile::TempDir>) = if real {
         println!("== this machine's NVIDIA driver ==");
         ("/".into(), None, None)
@@ -72,7 +78,15 @@ fn run() -> Result<(), String> {
             (root, Some(host), Some(dir))
         }
     };
-    let info = probe_driver(&DriverOptions::new(&root)).map_err(|e| e.to_string())?;
+    let driver = match here {
+        Ok(driver) => driver,
+        Err(_) => Context::builder()
+            .root(&root)
+            .build()
+            .and_then(Context::driver)
+            .map_err(chain)?,
+    };
+    let info = driver.info();
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let w = |e: io::Error| e.to_string();
@@ -82,40 +96,25 @@ fn run() -> Result<(), String> {
         root.display()
     )
     .map_err(w)?;
-    render::info(&info, false, &mut out).map_err(w)?;
+    render::info(info, false, &mut out).map_err(w)?;
     writeln!(
         out,
         "\n$ nvidia-container-cli --root {} list",
         root.display()
     )
     .map_err(w)?;
-    let everything = List {
-        devices: vec!["all".into()],
-        libraries: true,
-        binaries: true,
-        ipcs: true,
-        firmwares: true,
-        compat32: true,
-        ..List::default()
-    };
-    render::list(&info, &everything, &mut out)?;
+    let paths = driver.list(&ListOptions::everything()).map_err(chain)?;
+    render::list(&paths, &mut out).map_err(w)?;
     for warning in &info.files.warnings {
         eprintln!("warning: {warning}");
     }
-    configure(&root, &info, real, &mut out)
+    configure(&driver, real, &mut out)
 }
 
 /// Plans (and, as root on a simulated host, performs) `configure` for an empty image.
-fn configure(
-    root: &Path,
-    info: &DriverInfo,
-    real: bool,
-    out: &mut dyn Write,
-) -> Result<(), String> {
-    use nvc_mount::{
-        Configuration, ConfigureOptions, Container, Ldconfig, LdconfigRun, PlanOptions,
-    };
+fn configure(driver: &Driver, real: bool, out: &mut dyn Write) -> Result<(), String> {
     let w = |e: io::Error| e.to_string();
+    let chain = |e: nvc_core::Error| error_chain(&e);
     let image = tempfile::Builder::new()
         .prefix("nvc-demo-rootfs-")
         .tempdir()
@@ -127,18 +126,16 @@ fn configure(
     )
     .map_err(w)?;
     let as_root = nix::unistd::geteuid().is_root() && !real;
-    let opts = ConfigureOptions {
-        plan: PlanOptions {
-            capabilities: vec![Compute, Utility],
-            gpus: info.gpus.iter().map(|g| g.index).collect(),
-            no_cgroups: as_root,
-            ..PlanOptions::default()
-        },
-        ldconfig: Some(Ldconfig::parse("@/sbin/ldconfig")),
-        ..ConfigureOptions::default()
-    };
-    let config =
-        Configuration::prepare(root, info, image.path(), &opts).map_err(|e| e.to_string())?;
+    fn setup(s: nvc_core::ContainerSetup<'_>, as_root: bool) -> nvc_core::ContainerSetup<'_> {
+        s.devices(Devices::all())
+            .capabilities(&[Compute, Utility])
+            .no_cgroups(as_root)
+            .ldconfig(Some(Ldconfig::Host("/sbin/ldconfig".into())))
+    }
+    let config = setup(driver.image(image.path()).map_err(chain)?, as_root)
+        .plan()
+        .map_err(chain)?;
+    let root = driver.root();
     writeln!(
         out,
         "\n$ nvidia-container-cli --root {} configure --dry-run --device=all --compute --utility --ldconfig=@/sbin/ldconfig {}",
@@ -158,15 +155,21 @@ fn configure(
     let Some(paused) = nvc_testkit::PausedContainer::start() else {
         return Ok(());
     };
-    let container = Container::from_pid(paused.pid(), image.path()).map_err(|e| e.to_string())?;
-    let done = config.apply(&container).map_err(|e| e.to_string())?;
+    let done = setup(
+        driver
+            .container(paused.pid(), image.path())
+            .map_err(chain)?,
+        as_root,
+    )
+    .mount()
+    .map_err(chain)?;
     writeln!(
         out,
         "\n== configured container {} (pid {}, device cgroups left alone): {} mounts, {} paths created ==",
         image.path().display(),
         paused.pid(),
-        done.mounted.mounts.len(),
-        done.mounted.created.len()
+        done.mounts().len(),
+        done.created().len()
     )
     .map_err(w)?;
     for line in paused
@@ -185,7 +188,7 @@ fn configure(
         .map_err(w)?;
     }
     writeln!(out, "  ...").map_err(w)?;
-    if let Some(LdconfigRun::Ran { .. }) = done.ldconfig {
+    if done.ldconfig_output().is_some() {
         let cache = std::fs::read(image.path().join("etc/ld.so.cache")).map_err(w)?;
         let cache = nvc_ldcache::LdCache::parse(&cache).map_err(|e| e.to_string())?;
         let entries: Vec<_> = cache.entries().flatten().collect();

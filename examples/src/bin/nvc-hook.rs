@@ -54,11 +54,7 @@ fn parse() -> Result<Args, String> {
         match arg {
             Long("root") => args.root = value(&mut parser)?,
             Long("ldconfig") => {
-                let v = value(&mut parser)?;
-                let v = v
-                    .to_str()
-                    .ok_or_else(|| format!("--ldconfig: not UTF-8: {}", v.to_string_lossy()))?;
-                args.ldconfig = Some(Ldconfig::parse(v));
+                args.ldconfig = Some(nvc_examples::ldconfig_arg(&value(&mut parser)?));
             }
             Long("no-cgroups") => args.no_cgroups = true,
             Long("no-ldconfig") => args.ldconfig = None,
@@ -88,22 +84,23 @@ fn run() -> Result<(), String> {
     let Some(request) = input.request()? else {
         return Ok(());
     };
+    let chain = |e: nvc_core::Error| nvc_examples::error_chain(&e);
     let driver = Context::builder()
         .root(args.root)
         .build()
         .and_then(Context::driver)
-        .map_err(|e| e.to_string())?;
+        .map_err(chain)?;
     let mut setup = driver
         .container(input.pid, &input.rootfs)
-        .map_err(|e| e.to_string())?
-        .devices(&request.devices)
+        .map_err(chain)?
+        .devices(request.devices.parse().map_err(chain)?)
         .capabilities(&request.capabilities)
         .no_cgroups(args.no_cgroups)
         .ldconfig(args.ldconfig);
     for req in &request.requirements {
-        setup = setup.require(req);
+        setup = setup.require(req.parse().map_err(chain)?);
     }
-    let done = setup.mount().map_err(|e| e.to_string())?;
+    let done = setup.mount().map_err(chain)?;
     for note in done.notes() {
         eprintln!("nvc-hook: warning: {note}");
     }

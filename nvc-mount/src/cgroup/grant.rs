@@ -16,6 +16,45 @@ use crate::Error;
 /// License string of the programs nvc loads (no GPL-only helper is used).
 const LICENSE: &std::ffi::CStr = c"Apache";
 
+/// Something the caller of a successful grant should know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Note {
+    /// A cgroup v2 device program that nvc may not read (another owner's, or a kernel that
+    /// hides it): left as it is, it may still deny the devices.
+    UnreadableProgram {
+        /// The program's id.
+        id: u32,
+        /// The cgroup directory.
+        cgroup: std::path::PathBuf,
+        /// Why it could not be read.
+        errno: Errno,
+    },
+    /// A cgroup v2 directory without a device program: it filters no device, so there was
+    /// nothing to allow.
+    NoDeviceProgram {
+        /// The cgroup directory.
+        cgroup: std::path::PathBuf,
+    },
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Note::UnreadableProgram { id, cgroup, errno } => write!(
+                f,
+                "device program {id} on {} cannot be read ({errno}); left as it is, it may still deny these devices",
+                cgroup.display()
+            ),
+            Note::NoDeviceProgram { cgroup } => write!(
+                f,
+                "no device program attached to {}: this cgroup filters no device, nothing to allow",
+                cgroup.display()
+            ),
+        }
+    }
+}
+
 /// What [`DeviceCgroup::allow`] did, and how to take it back.
 #[derive(Debug, Default)]
 pub struct DeviceGrant {
@@ -25,7 +64,7 @@ pub struct DeviceGrant {
     pub already: Vec<(u32, u32)>,
     /// What the caller should know: programs the kernel would not show us, a cgroup v2
     /// directory with no device program (no device filtering in force there).
-    pub notes: Vec<String>,
+    pub notes: Vec<Note>,
     /// v1: the cgroup whose `devices.deny` takes back the rules added.
     v1_deny: Option<DeviceCgroup>,
     /// v2: the cgroup directory, and (cgroup, our program, the runtime's program it
@@ -39,7 +78,8 @@ fn io_err(path: &Path, what: &str) -> impl FnOnce(std::io::Error) -> Error {
     let what = what.to_owned();
     move |e| Error::Cgroup {
         path,
-        what: format!("{what}: {e}"),
+        what,
+        error: Some(e),
     }
 }
 
@@ -47,7 +87,8 @@ fn bpf_err(path: &Path) -> impl FnOnce(nvc_sys::Error) -> Error {
     let path = path.to_path_buf();
     move |e| Error::Cgroup {
         path,
-        what: e.to_string(),
+        what: e.operation(),
+        error: Some(e.io_error()),
     }
 }
 
@@ -89,6 +130,7 @@ impl DeviceCgroup {
             return Err(Error::Cgroup {
                 path: self.path.clone(),
                 what: format!("invalid device number {major}:{minor}"),
+                error: None,
             });
         }
         let mut grant = DeviceGrant::default();
@@ -175,10 +217,11 @@ impl DeviceCgroup {
             let (old, insns) = match fetched {
                 Ok(found) => found,
                 Err(e) if hidden(&e) => {
-                    grant.notes.push(format!(
-                        "device program {id} on {} cannot be read ({e}); left as it is, it may still deny these devices",
-                        path.display()
-                    ));
+                    grant.notes.push(Note::UnreadableProgram {
+                        id,
+                        cgroup: path.clone(),
+                        errno: e.errno(),
+                    });
                     continue;
                 }
                 Err(e) => return Err(bpf_err(path)(e)),
@@ -194,10 +237,9 @@ impl DeviceCgroup {
             grant.v2_swaps.push((open_dir()?, new, old));
         }
         if seen == 0 {
-            grant.notes.push(format!(
-                "no device program attached to {}: this cgroup filters no device, nothing to allow",
-                path.display()
-            ));
+            grant.notes.push(Note::NoDeviceProgram {
+                cgroup: path.clone(),
+            });
         }
         if grant.v2_swaps.is_empty() {
             grant.already.extend_from_slice(devices);

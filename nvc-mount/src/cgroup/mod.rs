@@ -6,7 +6,7 @@ mod grant;
 pub mod program;
 
 pub use discover::CgroupVersion;
-pub use grant::DeviceGrant;
+pub use grant::{DeviceGrant, Note};
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -53,14 +53,15 @@ impl DeviceCgroup {
     /// [`Error::Cgroup`] naming the file that could not be read or what it lacks.
     pub fn of_process(pid: u32, proc_root: &Path) -> Result<Self, Error> {
         let cgroup_file = proc_root.join(format!("proc/{pid}/cgroup"));
-        let fail = |path: &Path, what: String| Error::Cgroup {
+        let fail = |path: &Path, what: &str, error: Option<std::io::Error>| Error::Cgroup {
             path: path.to_path_buf(),
-            what,
+            what: what.to_owned(),
+            error,
         };
         let proc = proc_dir(proc_root)
-            .map_err(|e| fail(&proc_root.join("proc"), format!("cannot open: {e}")))?;
+            .map_err(|e| fail(&proc_root.join("proc"), "cannot open", Some(e.into_io())))?;
         let cgroup = read_beneath(&proc, Path::new(&format!("{pid}/cgroup")))
-            .map_err(|e| fail(&cgroup_file, format!("cannot read: {e}")))?;
+            .map_err(|e| fail(&cgroup_file, "cannot read", Some(e)))?;
         let table_of = if proc_root == Path::new("/") {
             std::process::id()
         } else {
@@ -69,9 +70,9 @@ impl DeviceCgroup {
         let table =
             read_beneath(&proc, Path::new(&format!("{table_of}/mountinfo"))).map_err(|e| {
                 let path = proc_root.join(format!("proc/{table_of}/mountinfo"));
-                fail(&path, format!("cannot read: {e}"))
+                fail(&path, "cannot read", Some(e))
             })?;
-        Self::parse(&cgroup, &table, proc_root).map_err(|what| fail(&cgroup_file, what))
+        Self::parse(&cgroup, &table, proc_root).map_err(|what| fail(&cgroup_file, &what, None))
     }
 
     /// Opens the cgroup directory: resolved inside its root, checked to be a cgroup
@@ -84,7 +85,8 @@ impl DeviceCgroup {
         let inside = self.path.strip_prefix(&self.root).unwrap_or(&self.path);
         open_dir_in(&self.root, inside, magic).map_err(|e| Error::Cgroup {
             path: self.path.clone(),
-            what: format!("cannot open: {e}"),
+            what: "cannot open".to_owned(),
+            error: Some(e.into_io()),
         })
     }
 
@@ -105,7 +107,8 @@ impl DeviceCgroup {
             .map(std::fs::File::from)
             .map_err(|e| Error::Cgroup {
                 path: self.path.join(name),
-                what: format!("cannot open: {e}"),
+                what: "cannot open".to_owned(),
+                error: Some(crate::error::os(e)),
             })
     }
 

@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use nvc_examples::render::List;
+use nvc_core::{Capability, CompatMode, Devices, Ldconfig, ListOptions, Requirement};
 
 /// Global options (before the command).
 #[derive(Debug, Clone)]
@@ -23,19 +23,27 @@ pub struct Global {
 pub struct Configure {
     pub pid: Option<u32>,
     pub rootfs: Option<OsString>,
-    pub devices: Vec<String>,
-    pub requires: Vec<String>,
-    pub capabilities: Vec<nvc_driver::tables::Capability>,
+    pub devices: Devices,
+    pub requires: Vec<Requirement>,
+    pub capabilities: Vec<Capability>,
     pub compat32: bool,
     pub no_devbind: bool,
     pub no_cgroups: bool,
     pub imex_channels: Vec<u32>,
     pub dry_run: bool,
-    /// `--ldconfig`: a container path, or `@` + a host path.
-    pub ldconfig: Option<String>,
+    /// `--ldconfig`: `None` for upstream's default, the image's own.
+    pub ldconfig: Option<Ldconfig>,
     pub no_pivot: bool,
     pub no_ldconfig: bool,
-    pub compat_mode: nvc_mount::CompatMode,
+    pub compat_mode: CompatMode,
+}
+
+/// `list` options.
+#[derive(Debug, Clone, Default)]
+pub struct List {
+    pub options: ListOptions,
+    pub no_persistenced: bool,
+    pub no_fabricmanager: bool,
 }
 
 fn imex(list: &str, into: &mut Vec<u32>) -> Result<(), String> {
@@ -46,6 +54,11 @@ fn imex(list: &str, into: &mut Vec<u32>) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// Adds a `--device` list.
+fn devices(p: &mut lexopt::Parser, into: &mut Devices) -> Result<(), String> {
+    into.add(&text(p, "--device")?).map_err(|e| e.to_string())
 }
 
 /// The command to run.
@@ -146,7 +159,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(Global, Comman
         ldcache: None,
         user: None,
         load_kmods: false,
-        nvml_timeout: match std::env::var(nvc_driver::nvml::TIMEOUT_ENV) {
+        nvml_timeout: match std::env::var(nvc_core::NVML_TIMEOUT_ENV) {
             Ok(v) => Some(seconds(&v)?),
             Err(_) => None,
         },
@@ -212,44 +225,57 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(Global, Comman
         Command::List(mut l) => {
             while let Some(arg) = p.next().map_err(usage)? {
                 match arg {
-                    Short('d') | Long("device") => l.devices.push(text(&mut p, "--device")?),
-                    Short('l') | Long("libraries") => l.libraries = true,
-                    Short('b') | Long("binaries") => l.binaries = true,
-                    Short('i') | Long("ipcs") => l.ipcs = true,
-                    Short('f') | Long("firmwares") => l.firmwares = true,
-                    Long("compat32") => l.compat32 = true,
+                    Short('d') | Long("device") => {
+                        devices(&mut p, l.options.devices.get_or_insert_default())?
+                    }
+                    Short('l') | Long("libraries") => l.options.libraries = true,
+                    Short('b') | Long("binaries") => l.options.binaries = true,
+                    Short('i') | Long("ipcs") => l.options.ipcs = true,
+                    Short('f') | Long("firmwares") => l.options.firmwares = true,
+                    Long("compat32") => l.options.compat32 = true,
                     Long("no-persistenced") => l.no_persistenced = true,
                     Long("no-fabricmanager") => l.no_fabricmanager = true,
-                    Long("mig-config") => l.mig_config = Some(text(&mut p, "--mig-config")?),
-                    Long("mig-monitor") => l.mig_monitor = Some(text(&mut p, "--mig-monitor")?),
-                    Long("imex-channel") => {
-                        imex(&text(&mut p, "--imex-channel")?, &mut l.imex_channels)?
+                    Long("mig-config") => {
+                        l.options.mig_config = Some(text(&mut p, "--mig-config")?)
                     }
+                    Long("mig-monitor") => {
+                        l.options.mig_monitor = Some(text(&mut p, "--mig-monitor")?)
+                    }
+                    Long("imex-channel") => imex(
+                        &text(&mut p, "--imex-channel")?,
+                        &mut l.options.imex_channels,
+                    )?,
                     other => return Err(usage(other.unexpected())),
                 }
             }
             // No selection at all (IMEX channels aside): list everything, for every device.
-            let nothing = l.devices.is_empty()
-                && l.mig_config.is_none()
-                && l.mig_monitor.is_none()
-                && !(l.libraries || l.binaries || l.ipcs || l.firmwares || l.compat32);
+            let o = &l.options;
+            let nothing = o.devices.is_none()
+                && o.mig_config.is_none()
+                && o.mig_monitor.is_none()
+                && !(o.libraries || o.binaries || o.ipcs || o.firmwares || o.compat32);
             if nothing {
-                l.devices.push("all".into());
-                (l.libraries, l.binaries, l.ipcs, l.firmwares, l.compat32) =
-                    (true, true, true, true, true);
+                l.options = ListOptions {
+                    imex_channels: std::mem::take(&mut l.options.imex_channels),
+                    ..ListOptions::everything()
+                };
             }
             Command::List(l)
         }
         Command::Configure(mut c) => {
-            use nvc_driver::tables::Capability::{Compute, Display, Graphics, Ngx, Utility, Video};
+            use Capability::{Compute, Display, Graphics, Ngx, Utility, Video};
             while let Some(arg) = p.next().map_err(usage)? {
                 match arg {
                     Short('p') | Long("pid") => {
                         let v = text(&mut p, "--pid")?;
                         c.pid = Some(v.parse().map_err(|_| format!("invalid pid: {v}"))?);
                     }
-                    Short('d') | Long("device") => c.devices.push(text(&mut p, "--device")?),
-                    Short('r') | Long("require") => c.requires.push(text(&mut p, "--require")?),
+                    Short('d') | Long("device") => devices(&mut p, &mut c.devices)?,
+                    Short('r') | Long("require") => c.requires.push(
+                        text(&mut p, "--require")?
+                            .parse()
+                            .map_err(|e: nvc_core::Error| e.to_string())?,
+                    ),
                     Short('c') | Long("compute") => c.capabilities.push(Compute),
                     Short('u') | Long("utility") => c.capabilities.push(Utility),
                     Short('v') | Long("video") => c.capabilities.push(Video),
@@ -263,10 +289,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(Global, Comman
                         imex(&text(&mut p, "--imex-channel")?, &mut c.imex_channels)?
                     }
                     Long("dry-run") => c.dry_run = true,
-                    Short('l') | Long("ldconfig") => c.ldconfig = Some(text(&mut p, "--ldconfig")?),
+                    Short('l') | Long("ldconfig") => {
+                        c.ldconfig = Some(nvc_examples::ldconfig_arg(&p.value().map_err(usage)?))
+                    }
                     Long("no-pivot") => c.no_pivot = true,
                     Long("no-ldconfig") => c.no_ldconfig = true,
-                    Long("no-cntlibs") => c.compat_mode = nvc_mount::CompatMode::Disabled,
+                    Long("no-cntlibs") => c.compat_mode = CompatMode::Disabled,
                     Long("cuda-compat-mode") => {
                         c.compat_mode = text(&mut p, "--cuda-compat-mode")?
                             .parse()

@@ -1,18 +1,24 @@
-//! `nvidia-container-cli`: a drop-in for libnvidia-container's CLI, built on nvc.
+//! `nvidia-container-cli`: a drop-in for libnvidia-container's CLI, built on nvc-core.
 //!
 //! ```text
-//! nvidia-container-cli [--root=PATH] [--ldcache=FILE] [--nvml-timeout=SECONDS] info [--csv]
-//! nvidia-container-cli [...] list [--device=ID]... [--libraries] [--binaries] [--ipcs]
-//!                                 [--firmwares] [--compat32] [--no-persistenced] [--no-fabricmanager]
+//! nvidia-container-cli [--root=PATH] [--ldcache=FILE] [--user[=UID[:GID]]]
+//!                      [--nvml-timeout=SECONDS] COMMAND
+//!   info [--csv]
+//!   list [--device=ID]... [--libraries] [--binaries] [--ipcs] [--firmwares] [--compat32]
+//!        [--mig-config=all] [--mig-monitor=all] [--imex-channel=LIST]
+//!        [--no-persistenced] [--no-fabricmanager]
+//!   configure [--pid=PID] [--device=ID]... [--require=EXPR]... [-c -u -v -g -D -n]
+//!             [--ldconfig=[@]PATH] [--no-ldconfig] [--no-cgroups] [--no-devbind]
+//!             [--cuda-compat-mode=MODE] [--dry-run] ROOTFS
 //! ```
 //!
-//! Output and exit codes follow upstream's. Neither command needs root. NVML runs in a helper
-//! process, chrooted into the root and running as `--user` (65534:65534 by default) when
-//! started as root. `configure`
-//! mounts the driver into a container (`--pid=PID ROOTFS`, with `--no-cgroups` until device
-//! cgroups land) or prints the plan (`--dry-run`); `--load-kmods` and the container's ldconfig
-//! are not done yet and say so. NVML gets `--nvml-timeout` (or `NVC_NVML_TIMEOUT`) seconds,
-//! 10 by default; upstream waits 10 s per call and cannot be told otherwise.
+//! Output, messages and exit codes follow upstream's. `info` and `list` need no root. NVML
+//! runs in a helper process, chrooted into the root and running as `--user` (65534:65534 by
+//! default) when started as root, for at most `--nvml-timeout` (or `NVC_NVML_TIMEOUT`)
+//! seconds, 10 by default (upstream waits 10 s per call and cannot be told otherwise).
+//! `configure` mounts the driver into a container (`--pid`; without it, upstream's
+//! standalone mode), grants its device cgroup and runs the container's `ldconfig` in a
+//! sandbox, or prints the plan (`--dry-run`). `--load-kmods` is refused until it is done.
 
 mod args;
 
@@ -20,8 +26,8 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use args::{Command, Global};
-use nvc_driver::{DriverInfo, DriverOptions, Error, probe_driver};
-use nvc_examples::render::{self, List};
+use nvc_core::{Context, Driver};
+use nvc_examples::render;
 
 const USAGE: &str = "Usage: nvidia-container-cli [OPTION...] COMMAND [ARG...]
 
@@ -50,87 +56,67 @@ Configure options (configure [OPTION...] ROOTFS):
       --dry-run                Print the plan, change nothing
 ";
 
-fn probe(global: &Global, list: Option<&List>) -> Result<DriverInfo, String> {
-    let mut opts = DriverOptions::new(&global.root);
+/// The driver, probed with the global options and the environment (`PATH`,
+/// `CUDA_MPS_PIPE_DIRECTORY`); `sockets` = (persistenced, fabric manager).
+fn probe(global: &Global, sockets: (bool, bool)) -> Result<Driver, nvc_core::Error> {
+    let mut b = Context::builder()
+        .root(&global.root)
+        .persistenced(sockets.0)
+        .fabricmanager(sockets.1);
     if let Some(ldcache) = &global.ldcache {
-        opts.discover.ldcache = ldcache.into();
+        b = b.ldcache(ldcache);
     }
     if let Some(t) = global.nvml_timeout {
-        opts.nvml_timeout = t;
+        b = b.nvml_timeout(t);
     }
-    opts.nvml_identity = global
-        .user
-        .map(|(uid, gid)| nvc_driver::nvml::Identity { uid, gid });
+    if let Some((uid, gid)) = global.user {
+        b = b.nvml_user(uid, gid);
+    }
     if let Some(path) = std::env::var_os("PATH") {
-        opts.discover.path = path;
+        b = b.search_path(path);
     }
-    opts.discover.mps_pipe_dir = std::env::var_os("CUDA_MPS_PIPE_DIRECTORY").map(Into::into);
-    if let Some(l) = list {
-        opts.discover.persistenced = !l.no_persistenced;
-        opts.discover.fabricmanager = !l.no_fabricmanager;
+    if let Some(dir) = std::env::var_os("CUDA_MPS_PIPE_DIRECTORY") {
+        b = b.mps_pipe_dir(dir);
     }
-    probe_driver(&opts).map_err(|e| match e {
-        Error::Nvml { .. } | Error::NvmlTimeout { .. } => format!("initialization error: {e}"),
-        other => format!("detection error: {}", nvc_examples::error_chain(&other)),
-    })
+    b.build()?.driver()
 }
 
-/// `configure`: builds the plan and prints it (`--dry-run`), or configures the container:
-/// mounts, device cgroup, sandboxed ldconfig, undone as a whole when a step fails.
+/// `configure`: prints the plan (`--dry-run`), or configures the container: mounts, device
+/// cgroup, sandboxed ldconfig, undone as a whole when a step fails.
 fn configure(global: &Global, c: &args::Configure, out: &mut dyn Write) -> Result<(), String> {
-    use nvc_mount::{Configuration, ConfigureOptions, Container, Ldconfig, PlanOptions};
+    let chain = |e: nvc_core::Error| nvc_examples::error_chain(&e);
     let rootfs = c.rootfs.as_deref().ok_or("input error: missing ROOTFS")?;
     let rootfs = std::path::Path::new(rootfs);
-    if !rootfs.is_absolute() || rootfs == std::path::Path::new("/") {
-        return Err(format!(
-            "input error: invalid rootfs directory: {}",
-            rootfs.display()
-        ));
+    let driver = probe(global, (true, true)).map_err(chain)?;
+    let setup = match c.pid {
+        _ if c.dry_run => driver.image(rootfs),
+        Some(pid) => driver.container(pid, rootfs),
+        None => driver.standalone(rootfs),
     }
-    let info = probe(global, None)?;
-    let selection = render::select(&info, &c.devices)?;
-    for expr in &c.requires {
-        nvc_driver::Requirement::parse(expr)
-            .and_then(|req| info.check_requirement(&req, &selection))
-            .map_err(|e| format!("requirement error: {e}"))?;
-    }
-    let opts = ConfigureOptions {
-        plan: PlanOptions {
-            capabilities: c.capabilities.clone(),
-            gpus: selection.gpus,
-            migs: selection.migs,
-            compat32: c.compat32,
-            no_devbind: c.no_devbind,
-            no_cgroups: c.no_cgroups,
-            imex_channels: c.imex_channels.clone(),
-            compat_libs: Vec::new(),
-        },
-        cuda_compat: c.compat_mode,
-        ldconfig: c.ldconfig.as_deref().map(Ldconfig::parse),
-        no_ldconfig: c.no_ldconfig,
-        no_pivot: c.no_pivot,
+    .map_err(chain)?;
+    let mut setup = c
+        .requires
+        .iter()
+        .fold(setup, |s, r| s.require(r.clone()))
+        .devices(c.devices.clone())
+        .capabilities(&c.capabilities)
+        .compat32(c.compat32)
+        .no_devbind(c.no_devbind)
+        .no_cgroups(c.no_cgroups)
+        .imex_channels(&c.imex_channels)
+        .no_pivot(c.no_pivot)
+        .cuda_compat(c.compat_mode);
+    // Upstream's default is the image's own ldconfig (sandboxed, see SECURITY.md).
+    setup = match (&c.ldconfig, c.no_ldconfig) {
+        (_, true) => setup.ldconfig(None),
+        (Some(l), false) => setup.ldconfig(Some(l.clone())),
+        (None, false) => setup.image_ldconfig(),
     };
-    let container_err = |e: nvc_mount::Error| match e {
-        nvc_mount::Error::Container { .. } => e.to_string(),
-        other => format!("container error: {}", nvc_examples::error_chain(&other)),
-    };
-    let config = Configuration::prepare(std::path::Path::new(&global.root), &info, rootfs, &opts)
-        .map_err(|e| match e {
-        nvc_mount::Error::Device { .. } => e.to_string(),
-        other => container_err(other),
-    })?;
     if c.dry_run {
-        return write!(out, "{config}").map_err(|e| e.to_string());
+        let plan = setup.plan().map_err(chain)?;
+        return write!(out, "{plan}").map_err(|e| e.to_string());
     }
-    let container = match c.pid {
-        Some(pid) => Container::from_pid(pid, rootfs),
-        None => Container::standalone(rootfs),
-    }
-    .map_err(container_err)?;
-    let done = config.apply(&container).map_err(|e| match e {
-        nvc_mount::Error::NoProcess { .. } | nvc_mount::Error::Namespace { .. } => container_err(e),
-        other => other.to_string(),
-    })?;
+    let done = setup.mount().map_err(chain)?;
     for note in done.notes() {
         eprintln!("nvidia-container-cli: warning: {note}");
     }
@@ -145,22 +131,30 @@ fn run() -> Result<(), String> {
     }
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
+    let chain = |e: nvc_core::Error| nvc_examples::error_chain(&e);
+    let write = |e: io::Error| e.to_string();
     match &command {
-        Command::Help => write!(out, "{USAGE}").map_err(|e| e.to_string())?,
+        Command::Help => write!(out, "{USAGE}").map_err(write)?,
         Command::Version => writeln!(
             out,
             "cli-version: {}\nlib-version: {} (nvc)",
             env!("CARGO_PKG_VERSION"),
             env!("CARGO_PKG_VERSION")
         )
-        .map_err(|e| e.to_string())?,
+        .map_err(write)?,
         Command::Info { csv } => {
-            render::info(&probe(&global, None)?, *csv, &mut out).map_err(|e| e.to_string())?
+            let driver = probe(&global, (true, true)).map_err(chain)?;
+            render::info(driver.info(), *csv, &mut out).map_err(write)?;
         }
-        Command::List(l) => render::list(&probe(&global, Some(l))?, l, &mut out)?,
+        Command::List(l) => {
+            let driver =
+                probe(&global, (!l.no_persistenced, !l.no_fabricmanager)).map_err(chain)?;
+            let paths = driver.list(&l.options).map_err(chain)?;
+            render::list(&paths, &mut out).map_err(write)?;
+        }
         Command::Configure(c) => configure(&global, c, &mut out)?,
     }
-    out.flush().map_err(|e| e.to_string())
+    out.flush().map_err(write)
 }
 
 fn main() -> ExitCode {

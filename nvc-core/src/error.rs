@@ -1,0 +1,197 @@
+//! The one error type of nvc-core: opaque, classified by [`ErrorKind`], its message in
+//! libnvidia-container's words, its sources down to the OS error.
+
+use std::fmt;
+use std::io;
+
+/// What kind of failure an [`Error`] is, for callers that act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// No usable NVIDIA driver (NVML missing or failing to initialise).
+    NoDriver,
+    /// The driver did not answer in time.
+    Timeout,
+    /// Not permitted (`EPERM`/`EACCES`: missing capabilities, a read-only or foreign cgroup).
+    Permission,
+    /// Bad input: a device list, requirement, option, rootfs, or a corrupt file of the host.
+    BadInput,
+    /// A requirement of the image is not met by the host.
+    Unsatisfied,
+    /// The container process does not exist (any more).
+    NoContainer,
+    /// The kernel lacks a feature nvc needs (`ENOSYS`, or `EINVAL` from a call it does not
+    /// know, such as `mount_setattr` flags before Linux 5.12).
+    UnsupportedKernel,
+    /// Anything else.
+    Other,
+}
+
+/// The step that failed, which also gives upstream's message prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Checking the caller's options.
+    Input,
+    /// Starting NVML.
+    Initialization,
+    /// Finding the driver's files and devices.
+    Detection,
+    /// Selecting devices.
+    Device,
+    /// Checking the image's requirements.
+    Requirement,
+    /// `--mig-config` or `--mig-monitor` access.
+    Mig(&'static str),
+    /// Looking up or planning for the container.
+    Container,
+    /// Changing the container (mounts, cgroup, ldconfig).
+    Configure,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Driver(nvc_driver::Error),
+    Mount(nvc_mount::Error),
+    Input(String),
+}
+
+/// The error of every nvc operation.
+///
+/// `Display` is one line in libnvidia-container's words (`device error: 3: unknown
+/// device`, `mount error: bind-mount /usr/bin/nvidia-smi`); [`std::error::Error::source`]
+/// leads to the cause, down to the `io::Error` of the failing syscall
+/// ([`Error::os_error`] gives its errno directly). Print the chain for the whole story.
+pub struct Error {
+    step: Step,
+    inner: Inner,
+}
+
+impl Error {
+    pub(crate) fn driver(step: Step, e: nvc_driver::Error) -> Self {
+        Error {
+            step,
+            inner: Inner::Driver(e),
+        }
+    }
+
+    pub(crate) fn mount(step: Step, e: nvc_mount::Error) -> Self {
+        Error {
+            step,
+            inner: Inner::Mount(e),
+        }
+    }
+
+    pub(crate) fn input(what: impl Into<String>) -> Self {
+        Error {
+            step: Step::Input,
+            inner: Inner::Input(what.into()),
+        }
+    }
+
+    /// The kind of failure.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        use nvc_driver::Error as D;
+        use nvc_mount::Error as M;
+        let by_errno = || match self.os_error() {
+            Some(libc::EPERM | libc::EACCES) => Some(ErrorKind::Permission),
+            Some(libc::ENOSYS) => Some(ErrorKind::UnsupportedKernel),
+            _ => None,
+        };
+        let driver = |e: &D| match e {
+            D::Nvml { .. } => ErrorKind::NoDriver,
+            D::NvmlTimeout { .. } => ErrorKind::Timeout,
+            D::Unsatisfied { .. } => ErrorKind::Unsatisfied,
+            D::UnknownDevice { .. }
+            | D::InvalidBusId { .. }
+            | D::InvalidRequirement { .. }
+            | D::InvalidMigAccess { .. }
+            | D::MigAccessWithMigDevices { .. }
+            | D::Ldcache { .. }
+            | D::Elf { .. } => ErrorKind::BadInput,
+            _ => by_errno().unwrap_or(ErrorKind::Other),
+        };
+        match &self.inner {
+            Inner::Input(_) => ErrorKind::BadInput,
+            Inner::Driver(e) | Inner::Mount(M::Driver(e)) => driver(e),
+            Inner::Mount(M::BadRootfs { .. } | M::Device { .. } | M::Container { .. }) => {
+                ErrorKind::BadInput
+            }
+            Inner::Mount(M::NoProcess { .. }) => ErrorKind::NoContainer,
+            Inner::Mount(_) => by_errno().unwrap_or(ErrorKind::Other),
+        }
+    }
+
+    /// The errno of the syscall that failed, where one did.
+    #[must_use]
+    pub fn os_error(&self) -> Option<i32> {
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            if let Some(io) = c.downcast_ref::<io::Error>()
+                && let Some(errno) = io.raw_os_error()
+            {
+                return Some(errno);
+            }
+            cause = c.source();
+        }
+        None
+    }
+
+    /// Whether the message already starts with upstream's prefix for its step (nvc-mount's
+    /// mount, cgroup, ldcache, device and container errors carry their own).
+    fn prefixed(&self) -> bool {
+        use nvc_mount::Error as M;
+        match &self.inner {
+            Inner::Mount(M::UndoIncomplete { error, .. }) => !matches!(
+                **error,
+                M::NoProcess { .. } | M::Namespace { .. } | M::Driver(_)
+            ),
+            Inner::Mount(M::NoProcess { .. } | M::Namespace { .. } | M::Driver(_)) => false,
+            Inner::Mount(_) => true,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let prefix = match self.step {
+            _ if self.prefixed() => "",
+            Step::Input => "input error: ",
+            Step::Initialization => "initialization error: ",
+            Step::Detection => "detection error: ",
+            Step::Device => "device error: ",
+            Step::Requirement => "requirement error: ",
+            Step::Mig("mig-monitor") => "mig-monitor error: ",
+            Step::Mig(_) => "mig-config error: ",
+            Step::Container | Step::Configure => "container error: ",
+        };
+        match &self.inner {
+            Inner::Driver(e) => write!(f, "{prefix}{e}"),
+            Inner::Mount(e) => write!(f, "{prefix}{e}"),
+            Inner::Input(what) => write!(f, "{prefix}{what}"),
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind())
+            .field("message", &self.to_string())
+            .field("source", &std::error::Error::source(self))
+            .finish()
+    }
+}
+
+impl std::error::Error for Error {
+    /// The cause of the wrapped error (its own text is this error's message).
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.inner {
+            Inner::Driver(e) => e.source(),
+            Inner::Mount(nvc_mount::Error::UndoIncomplete { error, .. }) => error.source(),
+            Inner::Mount(e) => e.source(),
+            Inner::Input(_) => None,
+        }
+    }
+}
