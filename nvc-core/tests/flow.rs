@@ -152,3 +152,54 @@ fn the_flow_configures_a_paused_container() {
             .contains(&format!("{}/dev/nvidia0 ", rootfs.path().display()))
     );
 }
+
+#[test]
+fn a_failed_step_names_itself_and_chains_down_to_the_errno() {
+    use std::error::Error as _;
+    let Some(paused) = nvc_testkit::PausedContainer::start() else {
+        return;
+    };
+    let (dir, host) = build("single");
+    if !matches!(host.device_nodes_state(), nvc_testkit::DeviceNodes::Created) {
+        nvc_testkit::skip!("no device nodes");
+        return;
+    }
+    let rootfs = tempfile::tempdir().unwrap();
+    nvc_testkit::debian_image(rootfs.path(), &[], false).unwrap();
+    // The container sees its rootfs read-only.
+    let r = rootfs.path().to_str().unwrap();
+    let status = std::process::Command::new("nsenter")
+        .args(["-t", &paused.pid().to_string(), "-m", "sh", "-c"])
+        .arg(format!(
+            "mount --bind {r} {r} && mount -o remount,bind,ro {r}"
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let driver = Context::builder()
+        .root(dir.path())
+        .build()
+        .unwrap()
+        .driver()
+        .unwrap();
+    let err = driver
+        .container(paused.pid(), rootfs.path())
+        .unwrap()
+        .devices(Devices::all())
+        .capabilities(&[nvc_core::Capability::Utility])
+        .mount()
+        .unwrap_err();
+    assert!(err.to_string().starts_with("mount error: "), "{err}");
+    assert_eq!(err.os_error(), Some(libc::EROFS), "{err:?}");
+    let mut last = err.source().unwrap();
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    let io = last.downcast_ref::<std::io::Error>().unwrap();
+    assert_eq!(io.raw_os_error(), Some(libc::EROFS));
+    assert!(
+        !nvc_testkit::chain(&err).contains("Read-only file system: Read-only file system"),
+        "each cause once: {}",
+        nvc_testkit::chain(&err)
+    );
+}
