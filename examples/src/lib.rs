@@ -1,8 +1,6 @@
 //! Shared pieces of the example binaries: error reports, rendering driver information the
-//! way `nvidia-container-cli` prints it, and the OCI hook's inputs.
+//! way `nvidia-container-cli` prints it, and upstream's `--ldconfig` spelling.
 #![forbid(unsafe_code)]
-
-pub mod hook;
 
 /// Upstream's `--ldconfig` spelling: `@PATH` names a host binary, anything else a path in
 /// the container's image.

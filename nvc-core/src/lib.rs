@@ -35,6 +35,8 @@ mod container;
 mod error;
 mod input;
 mod list;
+#[cfg(feature = "oci")]
+pub mod oci;
 
 pub use container::{Configured, ContainerSetup, Plan};
 pub use error::{Error, ErrorKind};

@@ -20,7 +20,7 @@ use crate::{Container, Error};
 ///
 /// The thread's working directory is then the caller's `/proc/self/fd` (the host's procfs,
 /// opened before entering and checked to be procfs), so that a descriptor's number, as a
-/// relative path, names the descriptor ([`proc_fd`]) for the syscalls that take only paths
+/// relative path, names the descriptor for the syscalls that take only paths
 /// (`mount(2)`, `umount2(2)`) — never through the container's `/proc`, which it may have
 /// mounted over.
 ///

@@ -5,7 +5,7 @@
 //! Compiled in only with the `fault-injection` feature, which nvc's own test builds turn
 //! on; without it [`point`] is an empty inline function and nothing here exists at run time.
 //!
-//! A hook belongs to the thread that installs it ([`with_hook`]) and to the threads nvc
+//! A hook belongs to the thread that installs it (`with_hook`) and to the threads nvc
 //! starts for that work (which take it along with [`carry`]), so tests running in parallel
 //! never see each other's faults.
 

@@ -1,6 +1,7 @@
 //! `nvc-hook`: an OCI `createRuntime` (or legacy `prestart`) hook that gives a container its
 //! GPUs, for youki, runc or crun — what nvidia-container-toolkit's legacy hook does by
-//! running `nvidia-container-cli configure`, in one process.
+//! running `nvidia-container-cli configure`, in one process. A thin `main` over
+//! `nvc_core::oci` (feature `oci`), which a runtime can call in its own process instead.
 //!
 //! ```text
 //! nvc-hook [--root DIR] [--no-cgroups] [--ldconfig PATH|@PATH] [--no-ldconfig]
@@ -29,23 +30,19 @@
 use std::process::ExitCode;
 
 use lexopt::prelude::*;
-use nvc_core::{Context, Ldconfig};
-use nvc_examples::hook::{HookInput, STATE_LIMIT, read_capped};
+use nvc_core::Context;
+use nvc_core::oci::{self, HookOptions};
 
 /// What the command line says.
 struct Args {
     root: std::ffi::OsString,
-    no_cgroups: bool,
-    ldconfig: Option<Ldconfig>,
-    envvar_when_unprivileged: bool,
+    hook: HookOptions,
 }
 
 fn parse() -> Result<Args, String> {
     let mut args = Args {
         root: "/".into(),
-        no_cgroups: false,
-        ldconfig: Some(Ldconfig::host_default()),
-        envvar_when_unprivileged: true,
+        hook: HookOptions::default(),
     };
     let mut hook = None;
     let mut parser = lexopt::Parser::from_env();
@@ -54,11 +51,11 @@ fn parse() -> Result<Args, String> {
         match arg {
             Long("root") => args.root = value(&mut parser)?,
             Long("ldconfig") => {
-                args.ldconfig = Some(nvc_examples::ldconfig_arg(&value(&mut parser)?));
+                args.hook.ldconfig = Some(nvc_examples::ldconfig_arg(&value(&mut parser)?));
             }
-            Long("no-cgroups") => args.no_cgroups = true,
-            Long("no-ldconfig") => args.ldconfig = None,
-            Long("no-envvar-when-unprivileged") => args.envvar_when_unprivileged = false,
+            Long("no-cgroups") => args.hook.no_cgroups = true,
+            Long("no-ldconfig") => args.hook.ldconfig = None,
+            Long("no-envvar-when-unprivileged") => args.hook.envvar_when_unprivileged = false,
             Value(name) if hook.is_none() => hook = Some(name),
             other => return Err(other.unexpected().to_string()),
         }
@@ -76,33 +73,27 @@ fn parse() -> Result<Args, String> {
 
 fn run() -> Result<(), String> {
     let args = parse()?;
-    let state = read_capped(std::io::stdin(), STATE_LIMIT, "the OCI state on stdin")?;
-    let input = HookInput::read(&state)?;
-    if !args.envvar_when_unprivileged && !input.privileged {
+    let chain = |e: nvc_core::Error| nvc_examples::error_chain(&e);
+    let state = oci::read_state(std::io::stdin()).map_err(chain)?;
+    let spec = oci::read_spec(state.bundle()).map_err(chain)?;
+    // Nothing asked for (or not honoured): no driver probe at all.
+    if (!args.hook.envvar_when_unprivileged && !oci::privileged(&spec))
+        || oci::request(&spec).map_err(chain)?.is_none()
+    {
         return Ok(());
     }
-    let Some(request) = input.request()? else {
-        return Ok(());
-    };
-    let chain = |e: nvc_core::Error| nvc_examples::error_chain(&e);
     let driver = Context::builder()
         .root(args.root)
         .build()
         .and_then(Context::driver)
         .map_err(chain)?;
-    let mut setup = driver
-        .container(input.pid, &input.rootfs)
+    if let Some(done) = driver
+        .configure_oci(&state, &spec, &args.hook)
         .map_err(chain)?
-        .devices(request.devices.parse().map_err(chain)?)
-        .capabilities(&request.capabilities)
-        .no_cgroups(args.no_cgroups)
-        .ldconfig(args.ldconfig);
-    for req in &request.requirements {
-        setup = setup.require(req.parse().map_err(chain)?);
-    }
-    let done = setup.mount().map_err(chain)?;
-    for note in done.notes() {
-        eprintln!("nvc-hook: warning: {note}");
+    {
+        for note in done.notes() {
+            eprintln!("nvc-hook: warning: {note}");
+        }
     }
     Ok(())
 }

@@ -1,0 +1,272 @@
+//! The OCI hook flow as a library (feature `oci`): from the runtime's state and the bundle's
+//! spec to a configured container, in the caller's process — what `nvc-hook` does as a
+//! `createRuntime` hook, for a runtime such as youki to call without exec'ing anything.
+//!
+//! ```no_run
+//! use nvc_core::Context;
+//! use nvc_core::oci::{self, HookOptions};
+//!
+//! let state = oci::read_state(std::io::stdin())?;
+//! let spec = oci::read_spec(state.bundle())?;
+//! let driver = Context::new()?.driver()?;
+//! if let Some(done) = driver.configure_oci(&state, &spec, &HookOptions::default())? {
+//!     println!("{} mounts", done.mounts().len());
+//! }
+//! # Ok::<(), nvc_core::Error>(())
+//! ```
+//!
+//! The image's `NVIDIA_VISIBLE_DEVICES`, `NVIDIA_DRIVER_CAPABILITIES` and `NVIDIA_REQUIRE_*`
+//! are read as nvidia-container-toolkit's legacy hook reads them ([`request`]).
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+pub use oci_spec;
+use oci_spec::runtime::{Capability as OciCapability, Spec, State};
+
+use crate::error::Error;
+use crate::{Capability, Configured, Devices, Driver, Ldconfig, Requirement};
+
+/// The most bytes of OCI state read.
+pub const STATE_LIMIT: u64 = 1 << 20;
+
+/// The most bytes of the bundle's `config.json` read.
+pub const CONFIG_LIMIT: u64 = 16 << 20;
+
+/// How the hook flow configures a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookOptions {
+    /// Which `ldconfig` to run (`None`: none); the host's by default
+    /// ([`Ldconfig::host_default`]), so no program of the image runs.
+    pub ldconfig: Option<Ldconfig>,
+    /// Leave the device cgroup alone.
+    pub no_cgroups: bool,
+    /// Honour `NVIDIA_VISIBLE_DEVICES` from unprivileged containers (no `CAP_SYS_ADMIN` in
+    /// the bounding set); the toolkit's
+    /// `accept-nvidia-visible-devices-envvar-when-unprivileged`, on by default.
+    pub envvar_when_unprivileged: bool,
+}
+
+impl Default for HookOptions {
+    fn default() -> Self {
+        HookOptions {
+            ldconfig: Some(Ldconfig::host_default()),
+            no_cgroups: false,
+            envvar_when_unprivileged: true,
+        }
+    }
+}
+
+/// What the image asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuRequest {
+    /// The devices.
+    pub devices: Devices,
+    /// The driver capabilities.
+    pub capabilities: Vec<Capability>,
+    /// The requirements to check.
+    pub requirements: Vec<Requirement>,
+}
+
+/// Reads all of `from`, refusing more than `limit` bytes; `what` names it in errors.
+fn read_capped(from: impl Read, limit: u64, what: &str) -> Result<Vec<u8>, Error> {
+    let mut bytes = Vec::new();
+    from.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::input(format!("cannot read {what}: {e}")))?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::input(format!("{what} is larger than {limit} bytes")));
+    }
+    Ok(bytes)
+}
+
+/// Reads the runtime's state (`{"pid": ..., "bundle": ...}`), at most [`STATE_LIMIT`]
+/// bytes, and checks it has a process id.
+///
+/// # Errors
+///
+/// [`ErrorKind::BadInput`](crate::ErrorKind::BadInput) naming what is wrong
+/// (`invalid OCI state: ...`, `OCI state: no pid`).
+pub fn read_state(from: impl Read) -> Result<State, Error> {
+    let bytes = read_capped(from, STATE_LIMIT, "the OCI state")?;
+    let state: State = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::input(format!("invalid OCI state: {e}")))?;
+    pid(&state)?;
+    Ok(state)
+}
+
+/// Reads `<bundle>/config.json`, at most [`CONFIG_LIMIT`] bytes.
+///
+/// # Errors
+///
+/// [`ErrorKind::BadInput`](crate::ErrorKind::BadInput) naming the file.
+pub fn read_spec(bundle: &Path) -> Result<Spec, Error> {
+    let path = bundle.join("config.json");
+    let what = path.display().to_string();
+    let file =
+        std::fs::File::open(&path).map_err(|e| Error::input(format!("cannot read {what}: {e}")))?;
+    let bytes = read_capped(file, CONFIG_LIMIT, &what)?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::input(format!("invalid {what}: {e}")))
+}
+
+fn pid(state: &State) -> Result<u32, Error> {
+    let pid = state
+        .pid()
+        .ok_or_else(|| Error::input("OCI state: no pid"))?;
+    u32::try_from(pid)
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| Error::input("OCI state: pid is not a process id"))
+}
+
+/// The container's root filesystem on the host: `root.path`, a relative one taken from
+/// the bundle.
+///
+/// # Errors
+///
+/// [`ErrorKind::BadInput`](crate::ErrorKind::BadInput) when the spec has no `root.path`.
+pub fn rootfs(bundle: &Path, spec: &Spec) -> Result<PathBuf, Error> {
+    let root = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path())
+        .filter(|p| !p.as_os_str().is_empty())
+        .ok_or_else(|| {
+            Error::input(format!(
+                "{}: no root.path",
+                bundle.join("config.json").display()
+            ))
+        })?;
+    Ok(if root.is_absolute() {
+        root.clone()
+    } else {
+        bundle.join(root)
+    })
+}
+
+/// Whether the container is privileged as the toolkit decides it: `CAP_SYS_ADMIN` in
+/// `process.capabilities.bounding`.
+#[must_use]
+pub fn privileged(spec: &Spec) -> bool {
+    spec.process()
+        .as_ref()
+        .and_then(|p| p.capabilities().as_ref())
+        .and_then(|c| c.bounding().as_ref())
+        .is_some_and(|b| b.contains(&OciCapability::SysAdmin))
+}
+
+/// The container process's environment (`process.env`), `KEY=VALUE` split at the first
+/// `=` (a bare `KEY` is empty).
+fn environment(spec: &Spec) -> BTreeMap<&str, &str> {
+    spec.process()
+        .as_ref()
+        .and_then(|p| p.env().as_ref())
+        .into_iter()
+        .flatten()
+        .map(|entry| entry.split_once('=').unwrap_or((entry, "")))
+        .collect()
+}
+
+/// The image's request, or `None` when it asks for no GPU at all
+/// (`NVIDIA_VISIBLE_DEVICES` unset on a non-CUDA image, empty, or `void`):
+///
+/// - `NVIDIA_VISIBLE_DEVICES`: `all`, `none` (the driver without devices), or a list;
+///   unset on an image with `CUDA_VERSION` means `all` (legacy CUDA images).
+/// - `NVIDIA_DRIVER_CAPABILITIES`: a list, `all`, or unset/empty for `utility,compute`.
+/// - `NVIDIA_REQUIRE_*` (each a requirement), and for legacy images with `CUDA_VERSION`
+///   but no `NVIDIA_REQUIRE_CUDA`, `cuda>=MAJOR.MINOR`; none with
+///   `NVIDIA_DISABLE_REQUIRE` set to a true value.
+///
+/// # Errors
+///
+/// [`ErrorKind::BadInput`](crate::ErrorKind::BadInput): an unknown capability name, a
+/// device list or requirement that does not parse, each named.
+pub fn request(spec: &Spec) -> Result<Option<GpuRequest>, Error> {
+    let env = environment(spec);
+    let var = |k: &str| env.get(k).copied();
+    let devices = match (var("NVIDIA_VISIBLE_DEVICES"), var("CUDA_VERSION")) {
+        (None, Some(_)) => Devices::all(),
+        (None | Some("" | "void"), _) => return Ok(None),
+        // `none`: the driver, no device.
+        (Some(list), _) => list.parse()?,
+    };
+    let capabilities = match var("NVIDIA_DRIVER_CAPABILITIES").unwrap_or("") {
+        "" => vec![Capability::Utility, Capability::Compute],
+        "all" => Capability::ALL.to_vec(),
+        list => list
+            .split(',')
+            .filter(|c| !c.is_empty())
+            .map(|c| {
+                Capability::from_name(c).ok_or_else(|| {
+                    Error::input(format!(
+                        "unknown driver capability {c:?} in NVIDIA_DRIVER_CAPABILITIES"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let disabled = var("NVIDIA_DISABLE_REQUIRE")
+        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+    let mut requirements = Vec::new();
+    if !disabled {
+        for (_, expr) in env
+            .iter()
+            .filter(|(k, v)| k.starts_with("NVIDIA_REQUIRE_") && !v.is_empty())
+        {
+            requirements.push(expr.parse()?);
+        }
+        if var("NVIDIA_REQUIRE_CUDA").is_none()
+            && let Some(version) = var("CUDA_VERSION")
+        {
+            let mut parts = version.split('.');
+            if let (Some(major), Some(minor)) = (parts.next(), parts.next()) {
+                requirements.push(format!("cuda>={major}.{minor}").parse()?);
+            }
+        }
+    }
+    Ok(Some(GpuRequest {
+        devices,
+        capabilities,
+        requirements,
+    }))
+}
+
+impl Driver {
+    /// The hook flow: reads what the image asks for from `spec` and configures the
+    /// container `state` names (its pid, the rootfs from the bundle) as
+    /// [`Driver::container`] + [`ContainerSetup::mount`](crate::ContainerSetup::mount)
+    /// would. `None` when the image asks for no GPU, or is unprivileged and `opts` does
+    /// not honour its environment.
+    ///
+    /// Call it where a `createRuntime` hook runs: the container's namespaces and rootfs
+    /// exist, `pivot_root` has not happened.
+    ///
+    /// # Errors
+    ///
+    /// [`read_state`]'s and [`request`]'s input errors, then [`Driver::container`]'s and
+    /// [`ContainerSetup::mount`](crate::ContainerSetup::mount)'s.
+    pub fn configure_oci(
+        &self,
+        state: &State,
+        spec: &Spec,
+        opts: &HookOptions,
+    ) -> Result<Option<Configured>, Error> {
+        if !opts.envvar_when_unprivileged && !privileged(spec) {
+            return Ok(None);
+        }
+        let Some(request) = request(spec)? else {
+            return Ok(None);
+        };
+        let rootfs = rootfs(state.bundle(), spec)?;
+        let setup = request.requirements.into_iter().fold(
+            self.container(pid(state)?, &rootfs)?
+                .devices(request.devices)
+                .capabilities(&request.capabilities)
+                .no_cgroups(opts.no_cgroups)
+                .ldconfig(opts.ldconfig.clone()),
+            crate::ContainerSetup::require,
+        );
+        setup.mount().map(Some)
+    }
+}
