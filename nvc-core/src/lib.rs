@@ -209,10 +209,18 @@ impl Context {
             };
             Error::driver(step, e)
         })?;
-        Ok(Driver {
+        Ok(self.with_info(info))
+    }
+
+    /// A driver probed before, possibly elsewhere (a [`DriverInfo`] read back with the
+    /// `serde` feature): planning ([`ContainerSetup::plan`], [`Driver::list`]) needs nothing
+    /// more, so plans can be made and printed on a machine without the driver. No I/O.
+    #[must_use]
+    pub fn with_info(self, info: DriverInfo) -> Driver {
+        Driver {
             context: self,
             info,
-        })
+        }
     }
 }
 

@@ -128,6 +128,23 @@ fn the_flow_configures_a_paused_container() {
     assert!(!paused.mountinfo().contains(rootfs.path().to_str().unwrap()));
 
     let plan = setup.plan().unwrap().to_string();
+    // Planning is data: a driver known only by its facts plans the same (with `serde`,
+    // those facts can come from another machine; nvc-mount's serde test plans with the
+    // host gone).
+    let facts = driver.info().clone();
+    let elsewhere = Context::builder()
+        .root(dir.path())
+        .build()
+        .unwrap()
+        .with_info(facts);
+    let offline = elsewhere
+        .image(rootfs.path())
+        .unwrap()
+        .devices(Devices::all())
+        .capabilities(&[Capability::Compute, Capability::Utility])
+        .plan()
+        .unwrap();
+    assert_eq!(offline.to_string(), plan);
     assert!(
         plan.contains("bind ro,nosuid,noexec /dev/nvidia0 <- "),
         "{plan}"

@@ -64,6 +64,7 @@ impl DiscoverOptions {
 
 /// A device node.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DeviceNode {
     /// Path inside the root (`/dev/nvidia-uvm`).
     pub path: PathBuf,
@@ -75,6 +76,7 @@ pub struct DeviceNode {
 
 /// The driver's files, as root-relative paths (each starting with `/`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DriverFiles {
     /// 64-bit libraries (resolved real files), in lookup order.
     pub libraries: Vec<PathBuf>,
@@ -88,6 +90,9 @@ pub struct DriverFiles {
     pub firmwares: Vec<PathBuf>,
     /// The driver-wide device nodes (control, uvm, uvm-tools, modeset).
     pub devices: Vec<DeviceNode>,
+    /// Copies of the driver's `/proc/driver/nvidia/{params,version,registry}` (name,
+    /// contents), read at discovery so that planning needs no I/O; missing files absent.
+    pub proc_files: Vec<(String, Vec<u8>)>,
     /// Major of `/dev/nvidia-caps/nvidia-cap*` (MIG capabilities), from `/proc/devices`.
     pub caps_major: Option<u32>,
     /// Major of `/dev/nvidia-caps-imex-channels/channel*`, from `/proc/devices`.
@@ -200,11 +205,35 @@ pub(crate) fn discover_files_with(
     files.ipcs = ipcs(opts, &mut files.warnings)?;
     files.firmwares = firmwares(opts, version, &mut files.warnings)?;
     files.devices = devices(opts, &mut files.warnings)?;
+    files.proc_files = proc_files(opts);
     let proc_devices = fs::read_to_string(&opts.proc_devices).unwrap_or_default();
     files.caps_major = crate::procfs::char_major(&proc_devices, "nvidia-caps");
     files.imex_major = crate::procfs::char_major(&proc_devices, "nvidia-caps-imex-channels");
     Ok(files)
 }
+
+/// The driver's files containers get a copy of (`/proc/driver/nvidia/{params,version,registry}`
+/// in the root), each at most [`PROC_FILE_LIMIT`] bytes; missing ones are left out.
+fn proc_files(opts: &DiscoverOptions) -> Vec<(String, Vec<u8>)> {
+    use std::io::Read;
+    ["params", "version", "registry"]
+        .into_iter()
+        .filter_map(|name| {
+            let path = host_path(&opts.root, &Path::new(PROC_DRIVER_DIR).join(name));
+            let mut contents = Vec::new();
+            fs::File::open(path)
+                .and_then(|f| f.take(PROC_FILE_LIMIT).read_to_end(&mut contents))
+                .ok()?;
+            Some((name.to_owned(), contents))
+        })
+        .collect()
+}
+
+/// Where the kernel module publishes the driver's state.
+pub const PROC_DRIVER_DIR: &str = "/proc/driver/nvidia";
+
+/// The most bytes kept of one `/proc/driver/nvidia` file (they are a few KiB).
+const PROC_FILE_LIMIT: u64 = 1 << 20;
 
 /// Upstream's native selection: the resolved file must be named for the driver version,
 /// `libnvidia-tls` must carry the "new TLS ABI" note, and legacy GL libraries must be

@@ -12,6 +12,7 @@ use crate::{DiscoverOptions, DriverFiles, Error, Gpu, resolve_in_root};
 
 /// Everything discovery learns about the host's driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DriverInfo {
     /// The NVRM version (`550.54.14`).
     pub nvrm_version: String,
@@ -96,13 +97,45 @@ pub fn probe_driver(opts: &DriverOptions) -> Result<DriverInfo, Error> {
     let nvml_library = find_nvml_with(&opts.discover, cache.as_ref())?;
     let facts = nvml::probe(root, &nvml_library, opts.nvml_identity, opts.nvml_timeout)?;
     let files = discover_files_with(&opts.discover, &facts.nvrm_version, cache.as_ref())?;
+    let mut gpus = facts.gpus;
+    for g in &mut gpus {
+        locate_in_proc(root, g);
+    }
     Ok(DriverInfo {
         nvrm_version: facts.nvrm_version,
         cuda_version: facts.cuda_version,
-        gpus: facts.gpus,
+        gpus,
         files,
         nvml_library,
     })
+}
+
+/// Fills in what planning needs from the GPU's `/proc` files: its `gpus/<busid>` directory
+/// (full bus id, else without the domain, as older drivers name it) and the device minors
+/// of its MIG devices' `access` files.
+fn locate_in_proc(root: &Path, g: &mut Gpu) {
+    let gpus = Path::new(crate::discover::PROC_DRIVER_DIR).join("gpus");
+    let busid = g.bus_id.to_string();
+    let long = gpus.join(&busid);
+    g.proc_dir = if crate::host_path(root, &long).exists() {
+        long
+    } else {
+        gpus.join(busid.get(4..).unwrap_or(&busid))
+    };
+    let minor = |caps_dir: String| {
+        let access = Path::new(&caps_dir).join("access");
+        std::fs::read_to_string(crate::host_path(root, &access))
+            .ok()
+            .and_then(|t| crate::procfs::cap_device_minor(&t))
+    };
+    let dirs: Vec<(String, String)> = g
+        .mig_devices
+        .iter()
+        .map(|m| (g.gi_caps_path(m), g.ci_caps_path(m)))
+        .collect();
+    for (m, (gi, ci)) in g.mig_devices.iter_mut().zip(dirs) {
+        m.access_minors = (minor(gi), minor(ci));
+    }
 }
 
 impl DriverInfo {

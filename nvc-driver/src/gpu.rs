@@ -1,12 +1,14 @@
 //! Owned descriptions of GPUs and MIG devices (what NVML reports, snapshot into plain data).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::Error;
 
 /// A PCI address of a GPU (function 0), printed as upstream does: `00000000:07:00.0`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PciBusId {
     /// PCI domain.
     pub domain: u32,
@@ -65,6 +67,7 @@ impl FromStr for PciBusId {
 
 /// A MIG device (a compute instance inside a GPU instance).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct MigDevice {
     /// Position in the parent's NVML MIG enumeration.
     pub index: u32,
@@ -74,10 +77,14 @@ pub struct MigDevice {
     pub ci: u32,
     /// `MIG-<uuid>`.
     pub uuid: String,
+    /// The `/dev/nvidia-caps` minors of its GPU-instance and compute-instance `access`
+    /// files (their `DeviceFileMinor`), read at discovery; `None` where the file is missing.
+    pub access_minors: (Option<u32>, Option<u32>),
 }
 
 /// A GPU.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Gpu {
     /// NVML index.
     pub index: u32,
@@ -97,6 +104,9 @@ pub struct Gpu {
     pub mig_capable: bool,
     /// MIG devices, in NVML order (empty when MIG is off or unsupported).
     pub mig_devices: Vec<MigDevice>,
+    /// Its directory under `/proc/driver/nvidia/gpus/` as found at discovery (named by the
+    /// full bus id, or on older drivers without the domain).
+    pub proc_dir: PathBuf,
 }
 
 /// Where the kernel module publishes capabilities (`/proc/driver/nvidia/capabilities`).

@@ -10,7 +10,7 @@
 //! The helper reports over a pipe in a line format ([`encode`], [`decode`]).
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -188,11 +188,7 @@ fn helper(root: &Path, library: &Path, identity: Option<Identity>, out: &mut dyn
 }
 
 /// Chroots and drops privileges where the process may; returns the library path to load.
-fn confine(
-    root: &Path,
-    library: &Path,
-    identity: Option<Identity>,
-) -> Result<std::path::PathBuf, Error> {
+fn confine(root: &Path, library: &Path, identity: Option<Identity>) -> Result<PathBuf, Error> {
     use nix::unistd::{Gid, Uid, chdir, chroot, geteuid, setgid, setgroups, setuid};
     let fail = |what: &str, e: nix::errno::Errno| Error::Nvml {
         call: "nvmlInit",
@@ -308,6 +304,7 @@ pub fn decode(text: &str) -> Result<NvmlInfo, Error> {
                 mig_capable: num(9)? == 1,
                 model: text_at(10)?,
                 mig_devices: Vec::new(),
+                proc_dir: PathBuf::new(),
             }),
             Some("mig") => {
                 let m = MigDevice {
@@ -315,6 +312,7 @@ pub fn decode(text: &str) -> Result<NvmlInfo, Error> {
                     gi: num(2)?,
                     ci: num(3)?,
                     uuid: text_at(4)?,
+                    access_minors: (None, None),
                 };
                 info.gpus
                     .last_mut()
@@ -433,6 +431,7 @@ fn gpu(nvml: &Nvml, index: u32, enter: &mut Progress<'_>) -> Result<Gpu, Error> 
                 gi,
                 ci,
                 uuid: m.uuid().map_err(nvml_err("nvmlDeviceGetUUID"))?,
+                access_minors: (None, None),
             });
         }
     }
@@ -446,6 +445,7 @@ fn gpu(nvml: &Nvml, index: u32, enter: &mut Progress<'_>) -> Result<Gpu, Error> 
         architecture: format!("{}.{}", cc.major, cc.minor),
         mig_capable,
         mig_devices,
+        proc_dir: PathBuf::new(),
     })
 }
 

@@ -198,7 +198,9 @@ fn helper_reports_round_trip() {
                 gi: 1,
                 ci: 2,
                 uuid: "MIG-1".into(),
+                access_minors: (None, None),
             }],
+            proc_dir: std::path::PathBuf::new(),
         }],
     };
     let back = decode(&encode(&info)).unwrap();

@@ -24,12 +24,14 @@ fn gpus() -> Vec<Gpu> {
         architecture: "8.0".into(),
         mig_capable: index == 0,
         mig_devices: migs,
+        proc_dir: std::path::PathBuf::new(),
     };
     let mig = |index: u32, gi: u32, ci: u32| MigDevice {
         index,
         gi,
         ci,
         uuid: format!("MIG-{gi}{ci}{gi}{ci}ffff-bbbb-cccc-dddd-eeeeeeeeeeee"),
+        access_minors: (None, None),
     };
     vec![
         gpu(0, 0x07, vec![mig(0, 1, 0), mig(1, 1, 1), mig(2, 2, 0)]),

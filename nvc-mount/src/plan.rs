@@ -231,7 +231,8 @@ fn file_name(p: &Path) -> &str {
 impl MountPlan {
     /// Builds the plan for `info` (probed in `driver_root`) and a container with `dirs`,
     /// in the order of upstream's `nvc_driver_mount`, `nvc_device_mount`, MIG access and
-    /// IMEX mounts. Reads only the driver's `/proc` files under `driver_root`.
+    /// IMEX mounts. Pure: no I/O — everything comes from `info` (a probe's result, which
+    /// may have been serialised on another machine with the `serde` feature).
     ///
     /// # Errors
     ///
@@ -254,20 +255,22 @@ impl MountPlan {
             mode: 0o555,
         });
         for name in ["params", "version", "registry"] {
-            match std::fs::read(host_path(driver_root, &nv.join(name))) {
-                Ok(mut contents) => {
-                    if name == "params" {
-                        let text = String::from_utf8_lossy(&contents)
-                            .replace("ModifyDeviceFiles: 1", "ModifyDeviceFiles: 0");
-                        contents = text.into_bytes();
-                    }
+            match info.files.proc_files.iter().find(|(n, _)| n == name) {
+                Some((_, contents)) => {
+                    let contents = if name == "params" {
+                        String::from_utf8_lossy(contents)
+                            .replace("ModifyDeviceFiles: 1", "ModifyDeviceFiles: 0")
+                            .into_bytes()
+                    } else {
+                        contents.clone()
+                    };
                     plan.ops.push(Op::WriteFile {
                         target: nv.join(name),
                         contents,
                         mode: 0o444,
                     });
                 }
-                Err(_) => plan
+                None => plan
                     .warnings
                     .push(format!("missing file /proc/driver/nvidia/{name}")),
             }
@@ -365,15 +368,7 @@ impl MountPlan {
                 g.minor,
                 opts,
             );
-            let busid = g.bus_id.to_string();
-            let long = nv.join("gpus").join(&busid);
-            let short = nv.join("gpus").join(busid.get(4..).unwrap_or(&busid));
-            let dir = if host_path(driver_root, &long).exists() {
-                long
-            } else {
-                short
-            };
-            plan.bind(driver_root, &dir, &dir, MountKind::Proc);
+            plan.bind(driver_root, &g.proc_dir, &g.proc_dir, MountKind::Proc);
         }
         // 10. MIG devices: their access files and capability nodes.
         for &(gpu_index, mig_index) in &opts.migs {
@@ -385,12 +380,11 @@ impl MountPlan {
                 .ok_or_else(|| Error::Device {
                     what: format!("MIG device {gpu_index}:{mig_index} not found"),
                 })?;
-            for caps_dir in [g.gi_caps_path(m), g.ci_caps_path(m)] {
+            let (gi_minor, ci_minor) = m.access_minors;
+            for (caps_dir, minor) in [(g.gi_caps_path(m), gi_minor), (g.ci_caps_path(m), ci_minor)]
+            {
                 let access = PathBuf::from(caps_dir).join("access");
                 plan.bind(driver_root, &access, &access, MountKind::Proc);
-                let minor = std::fs::read_to_string(host_path(driver_root, &access))
-                    .ok()
-                    .and_then(|t| nvc_driver::procfs::cap_device_minor(&t));
                 if let (Some(major), Some(minor)) = (info.files.caps_major, minor) {
                     let node = PathBuf::from(format!("/dev/nvidia-caps/nvidia-cap{minor}"));
                     plan.device(driver_root, &node, major, minor, opts);

@@ -1,4 +1,5 @@
-//! Mount plans survive a JSON round trip (feature `serde`).
+//! Mount plans and the driver facts they are built from survive a JSON round trip (feature
+//! `serde`); planning needs nothing else.
 #![cfg(feature = "serde")]
 #![allow(clippy::unwrap_used)]
 
@@ -28,6 +29,40 @@ fn a_plan_round_trips_through_json() {
         },
     )
     .unwrap();
+    // The plan is data: the same plan comes from the probe's facts serialised and read back
+    // after the host is gone (planning on another machine).
+    let facts = serde_json::to_string(&info).unwrap();
+    let root = dir.path().to_path_buf();
+    drop(_host);
+    drop(dir);
+    assert!(!root.exists());
+    let elsewhere: nvc_driver::DriverInfo = serde_json::from_str(&facts).unwrap();
+    let again = MountPlan::build(
+        &root,
+        &elsewhere,
+        &dirs,
+        &PlanOptions {
+            capabilities: vec![Compute, Utility],
+            gpus: vec![0, 1],
+            migs: vec![(0, 2)],
+            ..PlanOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(again, plan);
+    assert!(
+        plan.ops
+            .iter()
+            .any(|op| matches!(op, Op::WriteFile { target, .. }
+            if target.ends_with("params"))),
+        "{plan}"
+    );
+    assert!(
+        plan.ops
+            .iter()
+            .any(|op| matches!(op, Op::AllowDevice { major, .. } if *major != 195)),
+        "the MIG access minors make device rules: {plan}"
+    );
     let json = serde_json::to_string(&plan).unwrap();
     assert!(
         json.contains(r#"{"Tmpfs":{"target":"/proc/driver/nvidia","mode":365}}"#),
