@@ -4,7 +4,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use nvc_driver::tables::Capability;
-use nvc_mount::{CompatMode, Configuration, ConfigureOptions, Container, Ldconfig, LdconfigRun};
+use nvc_mount::{
+    CompatMode, Configuration, ConfigureOptions, Container, ContainerDirs, Ldconfig, LdconfigRun,
+};
 
 use crate::error::{Error, Step};
 use crate::{Devices, Driver, Note, Requirement, Selection};
@@ -151,13 +153,23 @@ impl<'d> ContainerSetup<'d> {
         let mut options = self.options.clone();
         options.plan.gpus.clone_from(&selection.gpus);
         options.plan.migs.clone_from(&selection.migs);
+        let container_err = |e| Error::mount(Step::Container, e);
+        let detected;
+        let dirs = match &self.container {
+            Some(c) => &c.dirs,
+            None => {
+                detected = ContainerDirs::detect(&self.rootfs).map_err(container_err)?;
+                &detected
+            }
+        };
         let configuration = Configuration::prepare(
             self.driver.root(),
             self.driver.info(),
             &self.rootfs,
+            dirs,
             &options,
         )
-        .map_err(|e| Error::mount(Step::Container, e))?;
+        .map_err(container_err)?;
         Ok(Plan {
             configuration,
             selection,

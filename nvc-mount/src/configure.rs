@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::dir::Dir;
 use nix::errno::Errno;
@@ -49,25 +49,30 @@ pub struct Configuration {
     pub ldconfig: Option<LdconfigOptions>,
     /// The container's directories it was planned for.
     pub dirs: ContainerDirs,
+    /// The rootfs it was planned for.
+    pub rootfs: PathBuf,
 }
 
 impl Configuration {
-    /// Plans `configure` for the image at `rootfs` with the driver `info` (probed in
-    /// `driver_root`): detects the image's directories, finds its CUDA compat libraries
-    /// (with `compute`, unless disabled), builds the [`MountPlan`] and the `ldconfig` step
-    /// (in `ldconfig` compat mode with the compat directory added). Changes nothing.
+    /// Plans `configure` for the image at `rootfs` whose directories are `dirs` (the
+    /// container's, [`Container::dirs`], or [`ContainerDirs::detect`] for a plan without a
+    /// container) with the driver `info` (probed in `driver_root`): finds the image's CUDA
+    /// compat libraries (with `compute`, unless disabled), builds the [`MountPlan`] and the
+    /// `ldconfig` step (in `ldconfig` compat mode with the compat directory added). Changes
+    /// nothing.
     ///
     /// # Errors
     ///
-    /// A detection error in the image, [`Error::Container`] when compat libraries live in
+    /// A resolution error in the image, [`Error::Container`] when compat libraries live in
     /// several directories in `ldconfig` mode, or [`MountPlan::build`]'s errors.
     pub fn prepare(
         driver_root: &Path,
         info: &DriverInfo,
         rootfs: &Path,
+        dirs: &ContainerDirs,
         opts: &ConfigureOptions,
     ) -> Result<Self, Error> {
-        let dirs = ContainerDirs::detect(rootfs)?;
+        let dirs = dirs.clone();
         let compute = opts.plan.capabilities.contains(&Capability::Compute);
         let compat = if compute && opts.cuda_compat != CompatMode::Disabled {
             compat_libraries(rootfs, &dirs.cudart, &info.nvrm_version)?
@@ -97,15 +102,30 @@ impl Configuration {
             plan,
             ldconfig,
             dirs,
+            rootfs: rootfs.to_path_buf(),
         })
     }
 
-    /// Applies it to `container` ([`MountPlan::configure`]).
+    /// Applies it to `container` ([`MountPlan::configure`]), which must be the one it was
+    /// planned for (same rootfs and directories: the plan, the `ldconfig` run and the
+    /// rollback then agree on where things are).
     ///
     /// # Errors
     ///
-    /// As [`MountPlan::configure`]; nothing is left half-done.
+    /// [`Error::Container`] for another container (or an image whose directories changed
+    /// since), else as [`MountPlan::configure`]; nothing is left half-done.
     pub fn apply(&self, container: &Container) -> Result<Configured, Error> {
+        if container.rootfs != self.rootfs || container.dirs != self.dirs {
+            return Err(Error::Container {
+                what: format!(
+                    "planned for {} ({:?}), applied to {} ({:?})",
+                    self.rootfs.display(),
+                    self.dirs,
+                    container.rootfs.display(),
+                    container.dirs
+                ),
+            });
+        }
         self.plan.configure(container, self.ldconfig.as_ref())
     }
 }

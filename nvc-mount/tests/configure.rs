@@ -184,3 +184,25 @@ fn cuda_compat_libraries_newer_than_the_driver_win() {
         Path::new("libcuda.so.999.1")
     );
 }
+
+#[test]
+fn a_configuration_applies_only_to_the_container_it_was_planned_for() {
+    let Some(f) = fixture() else { return };
+    let container = f.container();
+    let other = tempfile::tempdir().unwrap();
+    nvc_testkit::debian_image(other.path(), &[], false).unwrap();
+    let config = nvc_mount::Configuration::prepare(
+        f.hostdir.path(),
+        &f.info,
+        other.path(),
+        &nvc_mount::ContainerDirs::detect(other.path()).unwrap(),
+        &nvc_mount::ConfigureOptions::default(),
+    )
+    .unwrap();
+    let before = f.tree();
+    let err = config.apply(&container).unwrap_err();
+    assert!(matches!(err, Error::Container { .. }), "{err}");
+    assert!(err.to_string().contains("planned for"), "{err}");
+    assert!(f.mounts().is_empty());
+    assert_eq!(f.tree(), before);
+}
