@@ -246,7 +246,7 @@ impl Driver {
 
     /// Resolves `devices` against the GPUs. On a host without GPUs nothing is selected and
     /// nothing is an error (upstream's rule: selection happens only when there are GPUs).
-    /// Selecting a MIG device selects its parent GPU too.
+    /// Selecting a MIG device selects its parent GPU too. No I/O.
     ///
     /// # Errors
     ///
@@ -263,7 +263,7 @@ impl Driver {
     }
 
     /// Checks an image requirement for every selected GPU (and once without a device when
-    /// none is selected), as upstream.
+    /// none is selected), as upstream. No I/O.
     ///
     /// # Errors
     ///
@@ -278,6 +278,10 @@ impl Driver {
     /// The container whose init process is `pid` and whose root filesystem is `rootfs` (a
     /// host path, before `pivot_root`), as a runtime hook sees it (upstream's supervised
     /// mode). Keeps a pidfd on the process so a reused pid cannot redirect the later steps.
+    ///
+    /// Reads `/proc/<pid>` (owner, namespace) and probes the image's directories (`lstat`
+    /// inside the rootfs); opens a pidfd (Linux 5.3, else the pid is trusted as upstream
+    /// does), held until the setup is dropped. Changes nothing.
     ///
     /// # Errors
     ///
@@ -298,6 +302,7 @@ impl Driver {
     /// the caller's parent, and its `/proc` is the one mounted under `rootfs` (the caller
     /// runs in the container's pid namespace). That `/proc` and the cgroup files under
     /// `<rootfs>/sys` are resolved inside the rootfs and checked to be procfs and cgroupfs.
+    /// Reads them; changes nothing.
     ///
     /// # Errors
     ///
@@ -310,7 +315,7 @@ impl Driver {
     }
 
     /// The image at `rootfs` without a container process: for [`ContainerSetup::plan`]
-    /// (a dry run) only.
+    /// (a dry run) only. No I/O until [`ContainerSetup::plan`].
     ///
     /// # Errors
     ///
