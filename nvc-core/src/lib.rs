@@ -42,6 +42,7 @@ pub use container::{Configured, ContainerSetup, Plan};
 pub use error::{Error, ErrorKind};
 pub use input::{Devices, Requirement};
 pub use list::ListOptions;
+pub use nvc_driver::kmods::KmodReport;
 pub use nvc_driver::tables::Capability;
 pub use nvc_driver::{
     DeviceNode, DriverFiles, DriverInfo, Gpu, MigDevice, PciBusId, Selection, nvml::Identity,
@@ -61,6 +62,7 @@ pub struct ContextBuilder {
     discover: nvc_driver::DiscoverOptions,
     nvml_timeout: Duration,
     nvml_user: Option<Identity>,
+    kmods: Option<(Vec<u32>, bool)>,
 }
 
 impl Default for ContextBuilder {
@@ -71,6 +73,7 @@ impl Default for ContextBuilder {
             discover,
             nvml_timeout: nvc_driver::nvml::DEFAULT_TIMEOUT,
             nvml_user: None,
+            kmods: None,
         }
     }
 }
@@ -136,6 +139,16 @@ impl ContextBuilder {
         self
     }
 
+    /// Load the NVIDIA kernel modules and make their missing device nodes before probing
+    /// (`--load-kmods`, the toolkit's default `load-kmods = true`): see [`KmodReport`] and
+    /// [`Driver::kmods`]. `imex_channels` are the IMEX channel nodes to make, when
+    /// `create_imex_channels` (`--no-create-imex-channels` clears it).
+    #[must_use]
+    pub fn load_kmods(mut self, imex_channels: &[u32], create_imex_channels: bool) -> Self {
+        self.kmods = Some((imex_channels.to_vec(), create_imex_channels));
+        self
+    }
+
     /// Checks the options and makes the context. No I/O happens here.
     ///
     /// # Errors
@@ -189,13 +202,24 @@ impl Context {
     /// dynamic loader; musl gives no such promise). The caller waits at most the timeout,
     /// then kills and reaps the helper: no process is left behind. Needs no capability as
     /// non-root; as root, `CAP_SYS_CHROOT`, `CAP_SETUID` and `CAP_SETGID`. Reads the driver
-    /// root's `ld.so.cache`, its driver files, `/proc/driver/nvidia` and `/dev`.
+    /// root's `ld.so.cache`, its driver files, `/proc/driver/nvidia` and `/dev`. With
+    /// [`ContextBuilder::load_kmods`], first runs the root's `modprobe` (a child process,
+    /// chrooted; `CAP_SYS_MODULE`) and makes device nodes under the root's `/dev`
+    /// (`CAP_MKNOD`).
     ///
     /// # Errors
     ///
     /// [`ErrorKind::NoDriver`] (`initialization error: ...`), [`ErrorKind::Timeout`], or a
     /// discovery error (`detection error: ...`).
     pub fn driver(self) -> Result<Driver, Error> {
+        let kmods = self.options.kmods.as_ref().map(|(channels, create)| {
+            let mut k = nvc_driver::kmods::KmodOptions::new(&self.options.discover.root);
+            k.proc_devices
+                .clone_from(&self.options.discover.proc_devices);
+            k.imex_channels.clone_from(channels);
+            k.create_imex_channels = *create;
+            nvc_driver::kmods::load_kernel_modules(&k)
+        });
         let mut opts = nvc_driver::DriverOptions::new(&self.options.discover.root);
         opts.discover.clone_from(&self.options.discover);
         opts.nvml_timeout = self.options.nvml_timeout;
@@ -209,7 +233,9 @@ impl Context {
             };
             Error::driver(step, e)
         })?;
-        Ok(self.with_info(info))
+        let mut driver = self.with_info(info);
+        driver.kmods = kmods;
+        Ok(driver)
     }
 
     /// A driver probed before, possibly elsewhere (a [`DriverInfo`] read back with the
@@ -220,6 +246,7 @@ impl Context {
         Driver {
             context: self,
             info,
+            kmods: None,
         }
     }
 }
@@ -229,6 +256,7 @@ impl Context {
 pub struct Driver {
     context: Context,
     info: DriverInfo,
+    kmods: Option<KmodReport>,
 }
 
 impl Driver {
@@ -236,6 +264,13 @@ impl Driver {
     #[must_use]
     pub fn info(&self) -> &DriverInfo {
         &self.info
+    }
+
+    /// What loading the kernel modules did, when [`ContextBuilder::load_kmods`] asked for it:
+    /// modules loaded, nodes made, and what failed (upstream only logs those).
+    #[must_use]
+    pub fn kmods(&self) -> Option<&KmodReport> {
+        self.kmods.as_ref()
     }
 
     /// The driver root it was probed in.

@@ -12,7 +12,8 @@
 //! - the `--device` selection grammar ([`DeviceRequest`], [`select_mig_access`]) and the
 //!   `--require` DSL ([`Requirement`]), pure parsers with upstream's error texts.
 //!
-//! The per-capability tables are in [`tables`]. No NVML type leaves this crate.
+//! [`kmods`] loads the kernel modules and makes their device nodes (`--load-kmods`). The
+//! per-capability tables are in [`tables`]. No NVML type leaves this crate.
 // Unsafe code is denied everywhere but in `nvml`: the raw GI/CI call and the helper fork.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
@@ -21,6 +22,7 @@ mod discover;
 mod driver;
 mod error;
 mod gpu;
+pub mod kmods;
 pub mod nvml;
 pub mod procfs;
 mod require;

@@ -10,6 +10,7 @@
 //! - [`mount`]: `open_tree` + `mount_setattr` + `move_mount`, binds by descriptor.
 //! - [`pidfd_open`]: a process handle that cannot be confused with a reused pid.
 //! - [`set_fs_owner`]: one thread creating files as the container's owner.
+//! - [`chrooted`]: a host program run with the driver root as its root.
 //! - [`fault`]: named fault points for tests (feature `fault-injection`).
 //!
 //! Each error names the syscall or step and the `errno`. Every other nvc crate is
@@ -17,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod bpf;
+mod chroot;
 pub mod confine;
 mod creds;
 pub mod fault;
@@ -25,6 +27,7 @@ pub mod mount;
 mod pidfd;
 pub mod seccomp;
 
+pub use chroot::chrooted;
 pub use creds::set_fs_owner;
 pub use fork::{Forked, fork_with_pipe};
 pub use pidfd::{pidfd_alive, pidfd_open};

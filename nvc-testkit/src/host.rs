@@ -72,6 +72,7 @@ impl Host {
         host.firmware()?;
         host.ipc()?;
         host.proc(&host_devices)?;
+        host.sys()?;
         host.devices = host.device_nodes_create()?;
         if scenario.files.ldcache {
             host.ldconfig()?;
@@ -214,6 +215,26 @@ impl Host {
             self.sockets.push(listener);
         }
         mkdir(&self.path("tmp/nvidia-mps"))
+    }
+
+    /// `sys/bus/pci/devices/<bus id>/{vendor,class}` for each GPU (NVIDIA's vendor id, a 3D
+    /// controller), and a non-NVIDIA device beside them, as the kernel lists PCI functions.
+    fn sys(&self) -> Result<(), Error> {
+        let pci = self.path("sys/bus/pci/devices");
+        let mut functions: Vec<(String, &str, &str)> = self
+            .scenario
+            .gpus
+            .iter()
+            .map(|g| (g.pci.proc_name(), "0x10de\n", "0x030200\n"))
+            .collect();
+        functions.push(("0000:00:1f.2".into(), "0x8086\n", "0x010601\n"));
+        for (name, vendor, class) in functions {
+            let dir = pci.join(name);
+            mkdir(&dir)?;
+            write(&dir.join("vendor"), vendor.as_bytes())?;
+            write(&dir.join("class"), class.as_bytes())?;
+        }
+        Ok(())
     }
 
     fn proc(&self, host_devices: &str) -> Result<(), Error> {

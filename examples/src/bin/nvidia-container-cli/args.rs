@@ -16,6 +16,8 @@ pub struct Global {
     pub user: Option<(u32, u32)>,
     /// `--load-kmods`: load the NVIDIA kernel modules and create their device nodes first.
     pub load_kmods: bool,
+    /// `--no-create-imex-channels`: with `--load-kmods`, make no IMEX channel nodes.
+    pub no_create_imex_channels: bool,
 }
 
 /// `configure` options.
@@ -159,6 +161,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(Global, Comman
         ldcache: None,
         user: None,
         load_kmods: false,
+        no_create_imex_channels: false,
         nvml_timeout: match std::env::var(nvc_core::NVML_TIMEOUT_ENV) {
             Ok(v) => Some(seconds(&v)?),
             Err(_) => None,
@@ -187,7 +190,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(Global, Comman
                 global.user = Some(user(spec.transpose()?.as_deref())?);
             }
             Short('k') | Long("load-kmods") => global.load_kmods = true,
-            Short('n') | Long("no-pivot") | Long("no-create-imex-channels") => {}
+            Long("no-create-imex-channels") => global.no_create_imex_channels = true,
+            // Upstream's global spelling of configure's --no-pivot; configure has its own.
+            Short('n') | Long("no-pivot") => {}
             Short('V') | Long("version") => break Command::Version,
             Short('h' | '?') | Long("help") => break Command::Help,
             Value(v) => match v.to_str() {

@@ -18,7 +18,8 @@
 //! seconds, 10 by default (upstream waits 10 s per call and cannot be told otherwise).
 //! `configure` mounts the driver into a container (`--pid`; without it, upstream's
 //! standalone mode), grants its device cgroup and runs the container's `ldconfig` in a
-//! sandbox, or prints the plan (`--dry-run`). `--load-kmods` is refused until it is done.
+//! sandbox, or prints the plan (`--dry-run`). `--load-kmods` loads the kernel modules with
+//! the root's `modprobe` and makes missing device nodes first, as nvidia-modprobe does.
 
 mod args;
 
@@ -40,6 +41,8 @@ Options:
   -l, --ldcache=FILE           Path to the system's DSO cache
   -r, --root=PATH              Path to the driver root directory
   -u, --user[=UID[:GID]]       User and group to use for privilege separation
+  -k, --load-kmods             Load kernel modules and make missing device nodes
+      --no-create-imex-channels  With --load-kmods, make no IMEX channel nodes
       --nvml-timeout=SECONDS   How long NVML may take (default 10, or NVC_NVML_TIMEOUT)
   -V, --version                Print program version
 
@@ -57,8 +60,9 @@ Configure options (configure [OPTION...] ROOTFS):
 ";
 
 /// The driver, probed with the global options and the environment (`PATH`,
-/// `CUDA_MPS_PIPE_DIRECTORY`); `sockets` = (persistenced, fabric manager).
-fn probe(global: &Global, sockets: (bool, bool)) -> Result<Driver, nvc_core::Error> {
+/// `CUDA_MPS_PIPE_DIRECTORY`); `sockets` = (persistenced, fabric manager); `imex` the IMEX
+/// channels whose nodes `--load-kmods` makes.
+fn probe(global: &Global, sockets: (bool, bool), imex: &[u32]) -> Result<Driver, nvc_core::Error> {
     let mut b = Context::builder()
         .root(&global.root)
         .persistenced(sockets.0)
@@ -78,6 +82,9 @@ fn probe(global: &Global, sockets: (bool, bool)) -> Result<Driver, nvc_core::Err
     if let Some(dir) = std::env::var_os("CUDA_MPS_PIPE_DIRECTORY") {
         b = b.mps_pipe_dir(dir);
     }
+    if global.load_kmods {
+        b = b.load_kmods(imex, !global.no_create_imex_channels);
+    }
     b.build()?.driver()
 }
 
@@ -87,7 +94,7 @@ fn configure(global: &Global, c: &args::Configure, out: &mut dyn Write) -> Resul
     let chain = |e: nvc_core::Error| nvc_examples::error_chain(&e);
     let rootfs = c.rootfs.as_deref().ok_or("input error: missing ROOTFS")?;
     let rootfs = std::path::Path::new(rootfs);
-    let driver = probe(global, (true, true)).map_err(chain)?;
+    let driver = probe(global, (true, true), &c.imex_channels).map_err(chain)?;
     let setup = match c.pid {
         _ if c.dry_run => driver.image(rootfs),
         Some(pid) => driver.container(pid, rootfs),
@@ -126,9 +133,6 @@ fn configure(global: &Global, c: &args::Configure, out: &mut dyn Write) -> Resul
 fn run() -> Result<(), String> {
     let (global, command) = args::parse(std::env::args_os().skip(1))
         .map_err(|e| format!("{e}\nTry `nvidia-container-cli --help' for more information."))?;
-    if global.load_kmods {
-        return Err("--load-kmods is not supported yet".into());
-    }
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let chain = |e: nvc_core::Error| nvc_examples::error_chain(&e);
@@ -143,12 +147,12 @@ fn run() -> Result<(), String> {
         )
         .map_err(write)?,
         Command::Info { csv } => {
-            let driver = probe(&global, (true, true)).map_err(chain)?;
+            let driver = probe(&global, (true, true), &[]).map_err(chain)?;
             render::info(driver.info(), *csv, &mut out).map_err(write)?;
         }
         Command::List(l) => {
-            let driver =
-                probe(&global, (!l.no_persistenced, !l.no_fabricmanager)).map_err(chain)?;
+            let sockets = (!l.no_persistenced, !l.no_fabricmanager);
+            let driver = probe(&global, sockets, &l.options.imex_channels).map_err(chain)?;
             let paths = driver.list(&l.options).map_err(chain)?;
             render::list(&paths, &mut out).map_err(write)?;
         }
