@@ -719,3 +719,137 @@ fn hostile_arguments_get_errors_never_a_panic() {
     assert_eq!(code, Some(1));
     assert!(err.contains("not UTF-8"), "{err}");
 }
+
+/// Runs `nvidia-container-cli <global> configure <args> --pid=PID ROOTFS` under `nvc-sim run`
+/// on a fresh paused container and image, as nvidia-container-toolkit's legacy hook execs
+/// it; returns the output, the container's mountinfo and the rootfs path.
+fn as_the_toolkit_runs_it(
+    scenario: &str,
+    global: &[&str],
+    args: &[&str],
+) -> Option<(Output, String, String)> {
+    let container = nvc_testkit::PausedContainer::start()?;
+    let (dir, host) = build(&Scenario::builtin(scenario).unwrap());
+    if !matches!(host.device_nodes_state(), nvc_testkit::DeviceNodes::Created) {
+        nvc_testkit::skip!("no device nodes");
+        return None;
+    }
+    let root = dir.path().to_str().unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    nvc_testkit::debian_image(rootfs.path(), &[], true).unwrap();
+    let rfs = rootfs.path().to_str().unwrap().to_owned();
+    let root_arg = format!("--root={root}");
+    let pid_arg = format!("--pid={}", container.pid());
+    let cli_bin = env!("CARGO_BIN_EXE_nvidia-container-cli");
+    let mut argv = vec!["run", root, "--", cli_bin, root_arg.as_str()];
+    argv.extend_from_slice(global);
+    argv.push("configure");
+    argv.extend_from_slice(args);
+    argv.push(&pid_arg);
+    argv.push(&rfs);
+    let out = Command::new(sim_bin()).args(&argv).output().unwrap();
+    let mounts = container.mountinfo();
+    Some((out, mounts, rfs))
+}
+
+#[test]
+fn the_toolkit_hooks_argument_vectors_configure_the_container() {
+    let toolkit_global = ["--load-kmods", "--ldcache=/etc/ld.so.cache"];
+    let ok = |out: &Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // Compute and utility on every GPU, with CUDA compat in ldconfig mode, the host's
+    // ldconfig and the image's requirement.
+    let Some((out, mounts, rfs)) = as_the_toolkit_runs_it(
+        "dgx",
+        &toolkit_global,
+        &[
+            "--cuda-compat-mode=ldconfig",
+            "--ldconfig=@/sbin/ldconfig",
+            "--device=all",
+            "--compute",
+            "--utility",
+            "--require=cuda>=12.0 brand=nvidia,driver>=535",
+        ],
+    ) else {
+        return;
+    };
+    ok(&out);
+    for n in 0..8 {
+        assert!(
+            mounts.contains(&format!("{rfs}/dev/nvidia{n} ")),
+            "nvidia{n}"
+        );
+    }
+    assert!(mounts.contains(&format!("{rfs}/usr/bin/nvidia-smi ")));
+
+    // One MIG device, by index, with the global --no-pivot.
+    let (out, mounts, rfs) = as_the_toolkit_runs_it(
+        "mig",
+        &["--load-kmods", "--no-pivot"],
+        &[
+            "--ldconfig=@/sbin/ldconfig",
+            "--device=0:1",
+            "--compute",
+            "--utility",
+        ],
+    )
+    .unwrap();
+    ok(&out);
+    assert!(mounts.contains(&format!("{rfs}/dev/nvidia0 ")));
+    assert!(!mounts.contains(&format!("{rfs}/dev/nvidia1 ")));
+    assert!(mounts.contains(&format!(
+        "{rfs}/proc/driver/nvidia/capabilities/gpu0/mig/gi1/ci1/access "
+    )));
+
+    // MIG configuration and monitoring on every MIG-capable GPU: the capabilities tree and
+    // /dev/nvidia-caps, no per-device access files.
+    let (out, mounts, rfs) = as_the_toolkit_runs_it(
+        "mig",
+        &toolkit_global,
+        &[
+            "--ldconfig=@/sbin/ldconfig",
+            "--no-cgroups",
+            "--device=all",
+            "--mig-config=all",
+            "--mig-monitor=all",
+            "--utility",
+        ],
+    )
+    .unwrap();
+    ok(&out);
+    assert!(mounts.contains(&format!("{rfs}/proc/driver/nvidia/capabilities ")));
+    assert!(mounts.contains(&format!("{rfs}/dev/nvidia-caps ")));
+    assert!(!mounts.contains("/access "));
+
+    // An image that asks for no GPU (NVIDIA_VISIBLE_DEVICES=none): the driver's utility
+    // files, no device of any GPU.
+    let (out, mounts, rfs) = as_the_toolkit_runs_it(
+        "dgx",
+        &toolkit_global,
+        &["--ldconfig=@/sbin/ldconfig", "--utility"],
+    )
+    .unwrap();
+    ok(&out);
+    assert!(mounts.contains(&format!("{rfs}/usr/bin/nvidia-smi ")));
+    assert!(!mounts.contains(&format!("{rfs}/dev/nvidia0 ")));
+
+    // An image whose requirement the host does not meet: refused, nothing mounted.
+    let (out, mounts, rfs) = as_the_toolkit_runs_it(
+        "dgx",
+        &toolkit_global,
+        &["--device=all", "--compute", "--require=cuda>=99.0"],
+    )
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with(
+            "nvidia-container-cli: requirement error: unsatisfied condition: cuda>=99.0"
+        )
+    );
+    assert!(!mounts.contains(&rfs));
+}

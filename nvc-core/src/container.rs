@@ -24,6 +24,7 @@ pub struct ContainerSetup<'d> {
     container: Option<Container>,
     devices: Devices,
     requirements: Vec<Requirement>,
+    mig_access: [Option<String>; 2],
     options: ConfigureOptions,
 }
 
@@ -35,6 +36,7 @@ impl<'d> ContainerSetup<'d> {
             container,
             devices: Devices::default(),
             requirements: Vec::new(),
+            mig_access: [None, None],
             options: ConfigureOptions {
                 ldconfig: Some(Ldconfig::host_default()),
                 ..ConfigureOptions::default()
@@ -96,6 +98,22 @@ impl<'d> ContainerSetup<'d> {
         self
     }
 
+    /// `--mig-config`: give the container the MIG configuration capability of every
+    /// selected MIG-capable GPU (only `all` is accepted, as upstream; checked by
+    /// [`ContainerSetup::plan`]). Replaces the access files of selected MIG devices.
+    #[must_use]
+    pub fn mig_config(mut self, value: Option<&str>) -> Self {
+        self.mig_access[0] = value.map(str::to_owned);
+        self
+    }
+
+    /// `--mig-monitor`: the MIG monitoring capability, as [`ContainerSetup::mig_config`].
+    #[must_use]
+    pub fn mig_monitor(mut self, value: Option<&str>) -> Self {
+        self.mig_access[1] = value.map(str::to_owned);
+        self
+    }
+
     /// IMEX channels to expose.
     #[must_use]
     pub fn imex_channels(mut self, channels: &[u32]) -> Self {
@@ -152,7 +170,19 @@ impl<'d> ContainerSetup<'d> {
         }
         let mut options = self.options.clone();
         options.plan.gpus.clone_from(&selection.gpus);
-        options.plan.migs.clone_from(&selection.migs);
+        let info = self.driver.info();
+        let access = |option: &'static str, value: &Option<String>| match value {
+            Some(v) => nvc_driver::select_mig_access(option, v, &selection, &info.gpus)
+                .map_err(|e| Error::driver(Step::Mig(option), e)),
+            None => Ok(Vec::new()),
+        };
+        options.plan.mig_config = access("mig-config", &self.mig_access[0])?;
+        options.plan.mig_monitor = access("mig-monitor", &self.mig_access[1])?;
+        // Upstream mounts the selected MIG devices' access files only without MIG
+        // configuration or monitoring.
+        if self.mig_access.iter().all(Option::is_none) {
+            options.plan.migs.clone_from(&selection.migs);
+        }
         let container_err = |e| Error::mount(Step::Container, e);
         let detected;
         let dirs = match &self.container {

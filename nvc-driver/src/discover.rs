@@ -93,6 +93,9 @@ pub struct DriverFiles {
     /// Copies of the driver's `/proc/driver/nvidia/{params,version,registry}` (name,
     /// contents), read at discovery so that planning needs no I/O; missing files absent.
     pub proc_files: Vec<(String, Vec<u8>)>,
+    /// `/proc/driver/nvidia-caps/mig-minors`: each MIG capability (`config`, `monitor`,
+    /// `gpu0/gi1/access`, ...) with the minor of its `/dev/nvidia-caps` node.
+    pub mig_minors: Vec<(String, u32)>,
     /// Major of `/dev/nvidia-caps/nvidia-cap*` (MIG capabilities), from `/proc/devices`.
     pub caps_major: Option<u32>,
     /// Major of `/dev/nvidia-caps-imex-channels/channel*`, from `/proc/devices`.
@@ -206,6 +209,7 @@ pub(crate) fn discover_files_with(
     files.firmwares = firmwares(opts, version, &mut files.warnings)?;
     files.devices = devices(opts, &mut files.warnings)?;
     files.proc_files = proc_files(opts);
+    files.mig_minors = mig_minors(opts);
     let proc_devices = fs::read_to_string(&opts.proc_devices).unwrap_or_default();
     files.caps_major = crate::procfs::char_major(&proc_devices, "nvidia-caps");
     files.imex_major = crate::procfs::char_major(&proc_devices, "nvidia-caps-imex-channels");
@@ -225,6 +229,19 @@ fn proc_files(opts: &DiscoverOptions) -> Vec<(String, Vec<u8>)> {
                 .and_then(|f| f.take(PROC_FILE_LIMIT).read_to_end(&mut contents))
                 .ok()?;
             Some((name.to_owned(), contents))
+        })
+        .collect()
+}
+
+/// The `mig-minors` table of the driver root (empty where the driver has none).
+fn mig_minors(opts: &DiscoverOptions) -> Vec<(String, u32)> {
+    let path = host_path(&opts.root, Path::new("/proc/driver/nvidia-caps/mig-minors"));
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (name, minor) = l.split_once(' ')?;
+            Some((name.to_owned(), minor.trim().parse().ok()?))
         })
         .collect()
 }

@@ -186,6 +186,11 @@ pub struct PlanOptions {
     pub no_cgroups: bool,
     /// IMEX channels.
     pub imex_channels: Vec<u32>,
+    /// GPUs (NVML indices) whose MIG configuration capability the container gets
+    /// (`--mig-config`, [`nvc_driver::select_mig_access`]); with `migs` left empty.
+    pub mig_config: Vec<u32>,
+    /// GPUs whose MIG monitoring capability the container gets (`--mig-monitor`).
+    pub mig_monitor: Vec<u32>,
     /// CUDA compat libraries of the image to bind over the library directory (container
     /// paths, from [`compat_libraries`](crate::compat_libraries); `mount` mode only).
     pub compat_libs: Vec<PathBuf>,
@@ -388,6 +393,49 @@ impl MountPlan {
                 if let (Some(major), Some(minor)) = (info.files.caps_major, minor) {
                     let node = PathBuf::from(format!("/dev/nvidia-caps/nvidia-cap{minor}"));
                     plan.device(driver_root, &node, major, minor, opts);
+                }
+            }
+        }
+        // 10b. MIG configuration and monitoring (upstream's `*_global_caps_mount` and
+        // `nvc_device_mig_caps_mount`): the capabilities tree and `/dev/nvidia-caps` once,
+        // the global capability's node, and every MIG capability of each GPU.
+        let global = [("config", &opts.mig_config), ("monitor", &opts.mig_monitor)];
+        let mut tree_bound = false;
+        for (file, gpus) in global.into_iter().filter(|(_, g)| !g.is_empty()) {
+            let caps = Path::new(nvc_driver::CAPS_DIR);
+            if !tree_bound {
+                plan.bind(driver_root, caps, caps, MountKind::Proc);
+                if info.files.caps_major.is_some() && !opts.no_devbind {
+                    let dir = Path::new("/dev/nvidia-caps");
+                    plan.bind(driver_root, dir, dir, MountKind::Device);
+                }
+                tree_bound = true;
+            }
+            let Some(major) = info.files.caps_major else {
+                continue;
+            };
+            let minor = |name: &str| {
+                info.files
+                    .mig_minors
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|&(_, m)| m)
+            };
+            let mut rules: Vec<u32> = minor(file).into_iter().collect();
+            for &index in gpus.iter() {
+                let prefix = format!("gpu{}/", gpu(info, index)?.minor);
+                rules.extend(
+                    info.files
+                        .mig_minors
+                        .iter()
+                        .filter(|(n, _)| n.starts_with(&prefix))
+                        .map(|&(_, m)| m),
+                );
+            }
+            for minor in rules {
+                let op = Op::AllowDevice { major, minor };
+                if !opts.no_cgroups && !plan.ops.contains(&op) {
+                    plan.ops.push(op);
                 }
             }
         }

@@ -18,6 +18,8 @@ pub struct Global {
     pub load_kmods: bool,
     /// `--no-create-imex-channels`: with `--load-kmods`, make no IMEX channel nodes.
     pub no_create_imex_channels: bool,
+    /// `--no-pivot` given before the command (upstream's global spelling).
+    pub no_pivot: bool,
 }
 
 /// `configure` options.
@@ -32,6 +34,8 @@ pub struct Configure {
     pub no_devbind: bool,
     pub no_cgroups: bool,
     pub imex_channels: Vec<u32>,
+    pub mig_config: Option<String>,
+    pub mig_monitor: Option<String>,
     pub dry_run: bool,
     /// `--ldconfig`: `None` for upstream's default, the image's own.
     pub ldconfig: Option<Ldconfig>,
@@ -162,6 +166,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(Global, Comman
         user: None,
         load_kmods: false,
         no_create_imex_channels: false,
+        no_pivot: false,
         nvml_timeout: match std::env::var(nvc_core::NVML_TIMEOUT_ENV) {
             Ok(v) => Some(seconds(&v)?),
             Err(_) => None,
@@ -191,8 +196,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(Global, Comman
             }
             Short('k') | Long("load-kmods") => global.load_kmods = true,
             Long("no-create-imex-channels") => global.no_create_imex_channels = true,
-            // Upstream's global spelling of configure's --no-pivot; configure has its own.
-            Short('n') | Long("no-pivot") => {}
+            Short('n') | Long("no-pivot") => global.no_pivot = true,
             Short('V') | Long("version") => break Command::Version,
             Short('h' | '?') | Long("help") => break Command::Help,
             Value(v) => match v.to_str() {
@@ -293,6 +297,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(Global, Comman
                     Long("imex-channel") => {
                         imex(&text(&mut p, "--imex-channel")?, &mut c.imex_channels)?
                     }
+                    Long("mig-config") => c.mig_config = Some(text(&mut p, "--mig-config")?),
+                    Long("mig-monitor") => c.mig_monitor = Some(text(&mut p, "--mig-monitor")?),
                     Long("dry-run") => c.dry_run = true,
                     Short('l') | Long("ldconfig") => {
                         c.ldconfig = Some(nvc_examples::ldconfig_arg(&p.value().map_err(usage)?))

@@ -8,6 +8,7 @@
 //!        [--mig-config=all] [--mig-monitor=all] [--imex-channel=LIST]
 //!        [--no-persistenced] [--no-fabricmanager]
 //!   configure [--pid=PID] [--device=ID]... [--require=EXPR]... [-c -u -v -g -D -n]
+//!             [--mig-config=all] [--mig-monitor=all] [--imex-channel=LIST]
 //!             [--ldconfig=[@]PATH] [--no-ldconfig] [--no-cgroups] [--no-devbind]
 //!             [--cuda-compat-mode=MODE] [--dry-run] ROOTFS
 //! ```
@@ -44,6 +45,8 @@ Options:
   -k, --load-kmods             Load kernel modules and make missing device nodes
       --no-create-imex-channels  With --load-kmods, make no IMEX channel nodes
       --nvml-timeout=SECONDS   How long NVML may take (default 10, or NVC_NVML_TIMEOUT)
+  -n, --no-pivot               Move the rootfs instead of pivot_root for ldconfig
+  -d, --debug=FILE             Accepted for compatibility (errors name what failed)
   -V, --version                Print program version
 
 Configure options (configure [OPTION...] ROOTFS):
@@ -52,6 +55,7 @@ Configure options (configure [OPTION...] ROOTFS):
   -r, --require=EXPR           Requirement to check (NVIDIA_REQUIRE_* syntax)
   -c -u -v -g -D -n            --compute --utility --video --graphics --display --ngx
       --compat32 --no-devbind --no-cgroups --imex-channel=LIST
+      --mig-config=all --mig-monitor=all  MIG configuration / monitoring capabilities
   -l, --ldconfig=PATH          The container's ldconfig, or @PATH for the host's
       --no-pivot               Move the rootfs instead of pivot_root for ldconfig
       --no-ldconfig            Do not refresh the container's linker cache
@@ -111,7 +115,9 @@ fn configure(global: &Global, c: &args::Configure, out: &mut dyn Write) -> Resul
         .no_devbind(c.no_devbind)
         .no_cgroups(c.no_cgroups)
         .imex_channels(&c.imex_channels)
-        .no_pivot(c.no_pivot)
+        .mig_config(c.mig_config.as_deref())
+        .mig_monitor(c.mig_monitor.as_deref())
+        .no_pivot(c.no_pivot || global.no_pivot)
         .cuda_compat(c.compat_mode);
     // Upstream's default is the image's own ldconfig (sandboxed, see SECURITY.md).
     setup = match (&c.ldconfig, c.no_ldconfig) {
