@@ -221,3 +221,60 @@ fn unprivileged_images_can_be_denied_the_environment() {
     let (code, _) = hook_direct(&["--root", root, "createRuntime"], st.as_bytes());
     assert_eq!(code, Some(1));
 }
+
+#[test]
+fn update_ldcache_refreshes_the_cache_over_the_cdi_mounted_folder() {
+    let Some(container) = nvc_testkit::PausedContainer::start() else {
+        return;
+    };
+    let host_dir = tempfile::tempdir().unwrap();
+    let _host = nvc_testkit::Host::build(
+        &nvc_testkit::Scenario::builtin("single").unwrap(),
+        host_dir.path(),
+    )
+    .unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    nvc_testkit::debian_image(rootfs.path(), &[], false).unwrap();
+    // What a runtime's CDI mounts leave: the driver's library in a folder of its own.
+    let folder = rootfs.path().join("opt/nvidia/lib");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::copy(
+        host_dir
+            .path()
+            .join("usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14"),
+        folder.join("libcuda.so.550.54.14"),
+    )
+    .unwrap();
+    let b = bundle(
+        rootfs.path().to_str().unwrap(),
+        &["LD_PRELOAD=/tmp/evil.so"],
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nvc-hook"))
+        .args(["update-ldcache", "--folder", "/opt/nvidia/lib"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(state(container.pid(), b.path()).as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cache = std::fs::read(rootfs.path().join("etc/ld.so.cache")).unwrap();
+    let cache = nvc_ldcache::LdCache::parse(&cache).unwrap();
+    assert!(
+        cache.entries().any(|e| {
+            let e = e.unwrap();
+            e.soname() == "libcuda.so.1" && e.path() == Path::new("/opt/nvidia/lib/libcuda.so.1")
+        }),
+        "libcuda.so.1 not in the container's cache"
+    );
+}

@@ -53,6 +53,7 @@ enum Inner {
     Driver(nvc_driver::Error),
     Mount(nvc_mount::Error),
     Input(String),
+    Io { what: String, error: io::Error },
 }
 
 /// The error of every nvc operation.
@@ -88,6 +89,16 @@ impl Error {
         }
     }
 
+    /// An I/O error of nvc-core's own (writing a CDI spec): `what` names the operation and
+    /// the file.
+    #[cfg_attr(not(feature = "cdi"), allow(dead_code))]
+    pub(crate) fn io(what: String, error: io::Error) -> Self {
+        Error {
+            step: Step::Input,
+            inner: Inner::Io { what, error },
+        }
+    }
+
     /// The kind of failure.
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
@@ -113,6 +124,7 @@ impl Error {
         };
         match &self.inner {
             Inner::Input(_) => ErrorKind::BadInput,
+            Inner::Io { .. } => by_errno().unwrap_or(ErrorKind::Other),
             Inner::Driver(e) | Inner::Mount(M::Driver(e)) => driver(e),
             Inner::Mount(M::BadRootfs { .. } | M::Device { .. } | M::Container { .. }) => {
                 ErrorKind::BadInput
@@ -170,6 +182,7 @@ impl fmt::Display for Error {
             Inner::Driver(e) => write!(f, "{prefix}{e}"),
             Inner::Mount(e) => write!(f, "{prefix}{e}"),
             Inner::Input(what) => write!(f, "{prefix}{what}"),
+            Inner::Io { what, .. } => f.write_str(what),
         }
     }
 }
@@ -192,6 +205,7 @@ impl std::error::Error for Error {
             Inner::Mount(nvc_mount::Error::UndoIncomplete { error, .. }) => error.source(),
             Inner::Mount(e) => e.source(),
             Inner::Input(_) => None,
+            Inner::Io { error, .. } => Some(error),
         }
     }
 }

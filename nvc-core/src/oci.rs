@@ -232,6 +232,37 @@ pub fn request(spec: &Spec) -> Result<Option<GpuRequest>, Error> {
     }))
 }
 
+/// The CDI spec's `update-ldcache` hook ([`crate::cdi`]): refreshes the linker cache of the
+/// container `state` names with `ldconfig` (the host's by default, sandboxed as
+/// [`ContainerSetup::mount`](crate::ContainerSetup::mount) runs it) over the image's library
+/// directories and `folder` (where the spec mounted the driver's libraries). Run it as a
+/// `createRuntime` hook: the runtime has made the spec's mounts, `pivot_root` has not
+/// happened, and the hook gets the runtime's environment, not the image's. No driver probe.
+///
+/// # Errors
+///
+/// [`ErrorKind::NoContainer`](crate::ErrorKind::NoContainer), the rootfs errors of
+/// [`Driver::container`], or the `ldconfig` run's (`ldcache error: ...`).
+pub fn update_ldcache(
+    state: &State,
+    spec: &Spec,
+    ldconfig: Ldconfig,
+    folder: Option<&Path>,
+) -> Result<(), Error> {
+    let rootfs = rootfs(state.bundle(), spec)?;
+    let container = nvc_mount::Container::from_pid(pid(state)?, &rootfs)
+        .map_err(|e| Error::mount(crate::error::Step::Container, e))?;
+    let opts = nvc_mount::LdconfigOptions {
+        ldconfig,
+        no_pivot: false,
+        extra_dir: folder.map(Path::to_path_buf),
+        limits: nvc_mount::Limits::default(),
+    };
+    nvc_mount::run_ldconfig(&container, &opts)
+        .map(drop)
+        .map_err(|e| Error::mount(crate::error::Step::Configure, e))
+}
+
 impl Driver {
     /// The hook flow: reads what the image asks for from `spec` and configures the
     /// container `state` names (its pid, the rootfs from the bundle) as

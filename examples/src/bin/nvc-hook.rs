@@ -6,6 +6,16 @@
 //! ```text
 //! nvc-hook [--root DIR] [--no-cgroups] [--ldconfig PATH|@PATH] [--no-ldconfig]
 //!          [--no-envvar-when-unprivileged] createRuntime|prestart
+//! nvc-hook update-ldcache [--folder DIR] [--ldconfig PATH|@PATH]
+//! ```
+//!
+//! `update-ldcache` is the hook of nvc's CDI specs (`nvc-cdi generate`), run as
+//! `createRuntime`: after the runtime made the spec's mounts, it refreshes the container's
+//! linker cache over the image's library directories and `--folder` with the host's
+//! `ldconfig`, sandboxed. It reads the same state, probes no driver, and trusts nothing of the
+//! image's environment.
+//!
+//! ```text
 //! ```
 //!
 //! Options take their value as `--opt VALUE` or `--opt=VALUE`. The hook's name is required,
@@ -37,12 +47,18 @@ use nvc_core::oci::{self, HookOptions};
 struct Args {
     root: std::ffi::OsString,
     hook: HookOptions,
+    /// `update-ldcache` (the CDI spec's hook) rather than the legacy configure.
+    update_ldcache: bool,
+    /// `--folder`: the driver's library directory, for `update-ldcache`.
+    folder: Option<std::path::PathBuf>,
 }
 
 fn parse() -> Result<Args, String> {
     let mut args = Args {
         root: "/".into(),
         hook: HookOptions::default(),
+        update_ldcache: false,
+        folder: None,
     };
     let mut hook = None;
     let mut parser = lexopt::Parser::from_env();
@@ -56,12 +72,17 @@ fn parse() -> Result<Args, String> {
             Long("no-cgroups") => args.hook.no_cgroups = true,
             Long("no-ldconfig") => args.hook.ldconfig = None,
             Long("no-envvar-when-unprivileged") => args.hook.envvar_when_unprivileged = false,
+            Long("folder") => args.folder = Some(value(&mut parser)?.into()),
             Value(name) if hook.is_none() => hook = Some(name),
             other => return Err(other.unexpected().to_string()),
         }
     }
     match hook.as_ref().and_then(|h| h.to_str()) {
         Some("createRuntime" | "prestart") => Ok(args),
+        Some("update-ldcache") => {
+            args.update_ldcache = true;
+            Ok(args)
+        }
         Some(other) => Err(format!(
             "refusing to run as the {other:?} hook: only createRuntime or prestart run before the image's code can reach the hook's environment"
         )),
@@ -76,6 +97,13 @@ fn run() -> Result<(), String> {
     let chain = |e: nvc_core::Error| nvc_examples::error_chain(&e);
     let state = oci::read_state(std::io::stdin()).map_err(chain)?;
     let spec = oci::read_spec(state.bundle()).map_err(chain)?;
+    if args.update_ldcache {
+        let ldconfig = args
+            .hook
+            .ldconfig
+            .unwrap_or_else(nvc_core::Ldconfig::host_default);
+        return oci::update_ldcache(&state, &spec, ldconfig, args.folder.as_deref()).map_err(chain);
+    }
     // Nothing asked for (or not honoured): no driver probe at all.
     if (!args.hook.envvar_when_unprivileged && !oci::privileged(&spec))
         || oci::request(&spec).map_err(chain)?.is_none()

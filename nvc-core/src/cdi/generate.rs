@@ -1,0 +1,226 @@
+//! A CDI spec from a probed driver.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use nvc_driver::{Gpu, MigDevice, host_path};
+
+use super::spec::{ContainerEdits, Device, DeviceNode, Hook, Mount, Spec};
+use crate::{Driver, Error};
+
+/// How devices are named in the spec (`--device-name-strategy`); several may be given,
+/// each device then appears under each name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceNameStrategy {
+    /// `0`, `1`, ... and `0:1` for MIG devices (nvidia-ctk's default).
+    Index,
+    /// `GPU-<uuid>` and `MIG-<uuid>`.
+    Uuid,
+    /// `gpu0` and `mig0:1`.
+    TypeIndex,
+}
+
+impl FromStr for DeviceNameStrategy {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "index" => Ok(DeviceNameStrategy::Index),
+            "uuid" => Ok(DeviceNameStrategy::Uuid),
+            "type-index" => Ok(DeviceNameStrategy::TypeIndex),
+            other => Err(Error::input(format!(
+                "invalid device name strategy {other:?} (expected index, uuid or type-index)"
+            ))),
+        }
+    }
+}
+
+impl DeviceNameStrategy {
+    fn gpu(self, g: &Gpu) -> String {
+        match self {
+            DeviceNameStrategy::Index => g.index.to_string(),
+            DeviceNameStrategy::Uuid => g.uuid.clone(),
+            DeviceNameStrategy::TypeIndex => format!("gpu{}", g.index),
+        }
+    }
+
+    fn mig(self, g: &Gpu, m: &MigDevice) -> String {
+        match self {
+            DeviceNameStrategy::Index => format!("{}:{}", g.index, m.index),
+            DeviceNameStrategy::Uuid => m.uuid.clone(),
+            DeviceNameStrategy::TypeIndex => format!("mig{}:{}", g.index, m.index),
+        }
+    }
+}
+
+/// What [`Driver::cdi_spec`] generates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CdiOptions {
+    /// The vendor (`nvidia.com`).
+    pub vendor: String,
+    /// The device class (`gpu`).
+    pub class: String,
+    /// How devices are named; at least one.
+    pub names: Vec<DeviceNameStrategy>,
+    /// Where the device nodes are on the host (`--dev-root`); the driver root when `None`
+    /// (as nvidia-ctk). Nodes under another root than `/` get a `hostPath`.
+    pub dev_root: Option<PathBuf>,
+    /// The `nvc-hook` to run as the spec's `createRuntime` hook (`update-ldcache`: the
+    /// host's `ldconfig`, sandboxed, refreshes the container's linker cache); `None` for no
+    /// hook (the image must find the libraries by itself).
+    pub hook: Option<PathBuf>,
+}
+
+impl Default for CdiOptions {
+    fn default() -> Self {
+        CdiOptions {
+            vendor: "nvidia.com".into(),
+            class: "gpu".into(),
+            names: vec![DeviceNameStrategy::Index],
+            dev_root: None,
+            hook: Some("/usr/local/bin/nvc-hook".into()),
+        }
+    }
+}
+
+/// OCI options of the mounts: read-only binds of the driver's files; writable, non-exec
+/// binds of its IPC endpoints.
+const FILE_OPTIONS: [&str; 4] = ["ro", "nosuid", "nodev", "bind"];
+const IPC_OPTIONS: [&str; 4] = ["nosuid", "nodev", "noexec", "bind"];
+
+impl Driver {
+    /// The CDI spec of this driver: one device per GPU and MIG device under each naming
+    /// strategy, plus `all`; each device's nodes (a MIG device's: its parent's node and its
+    /// two capability nodes); and, for any of them, the driver's control nodes, its
+    /// libraries, binaries, firmware and IPC endpoints bound read-only (IPC writable), the
+    /// `update-ldcache` hook, and `NVIDIA_VISIBLE_DEVICES=void` (so a legacy hook in the same
+    /// runtime does nothing). The version is the lowest the content needs; the spec is
+    /// validated. No I/O: everything comes from the probe.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::BadInput`](crate::ErrorKind::BadInput) for an invalid vendor/class, no
+    /// naming strategy, or a spec that breaks a CDI rule (naming it).
+    pub fn cdi_spec(&self, opts: &CdiOptions) -> Result<Spec, Error> {
+        if opts.names.is_empty() {
+            return Err(Error::input("no device name strategy"));
+        }
+        let info = self.info();
+        let dev_root = opts.dev_root.as_deref().unwrap_or(self.root());
+        let node = |path: &Path| DeviceNode {
+            path: path.to_path_buf(),
+            host_path: (dev_root != Path::new("/")).then(|| host_path(dev_root, path)),
+            kind: None,
+            major: None,
+            minor: None,
+            file_mode: None,
+            permissions: None,
+            uid: None,
+            gid: None,
+        };
+        let gpu_nodes = |g: &Gpu| vec![node(Path::new(&format!("/dev/nvidia{}", g.minor)))];
+        let mig_nodes = |g: &Gpu, m: &MigDevice| {
+            let mut nodes = gpu_nodes(g);
+            let (gi, ci) = m.access_minors;
+            for minor in [gi, ci].into_iter().flatten() {
+                nodes.push(node(Path::new(&format!(
+                    "/dev/nvidia-caps/nvidia-cap{minor}"
+                ))));
+            }
+            nodes
+        };
+        let device = |name: String, device_nodes: Vec<DeviceNode>| Device {
+            name,
+            annotations: Default::default(),
+            container_edits: ContainerEdits {
+                device_nodes,
+                ..ContainerEdits::default()
+            },
+        };
+        let mut devices = Vec::new();
+        let mut all: Vec<DeviceNode> = Vec::new();
+        for strategy in &opts.names {
+            for g in &info.gpus {
+                devices.push(device(strategy.gpu(g), gpu_nodes(g)));
+                for m in &g.mig_devices {
+                    devices.push(device(strategy.mig(g, m), mig_nodes(g, m)));
+                }
+            }
+        }
+        for g in &info.gpus {
+            all.extend(gpu_nodes(g));
+            for m in &g.mig_devices {
+                all.extend(mig_nodes(g, m));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        all.retain(|n| seen.insert(n.path.clone()));
+        if !info.gpus.is_empty() {
+            devices.push(device("all".into(), all));
+        }
+
+        let root = self.root();
+        let mount = |path: &PathBuf, options: &[&str]| Mount {
+            host_path: host_path(root, path),
+            container_path: path.clone(),
+            kind: None,
+            options: options.iter().map(|o| (*o).to_owned()).collect(),
+        };
+        let files = &info.files;
+        let mut mounts: Vec<Mount> = files
+            .libraries
+            .iter()
+            .chain(&files.libraries32)
+            .chain(&files.binaries)
+            .chain(&files.firmwares)
+            .map(|p| mount(p, &FILE_OPTIONS))
+            .collect();
+        mounts.extend(files.ipcs.iter().map(|p| mount(p, &IPC_OPTIONS)));
+        // The directory holding the driver's libraries (libcuda's, else the first one's),
+        // added to the container's ldconfig run.
+        let folder = files
+            .libraries
+            .iter()
+            .find(|l| {
+                l.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("libcuda.so"))
+            })
+            .or(files.libraries.first())
+            .and_then(|l| l.parent());
+        let hooks = opts
+            .hook
+            .iter()
+            .map(|path| {
+                let mut args = vec!["nvc-hook".to_owned(), "update-ldcache".to_owned()];
+                if let Some(folder) = folder {
+                    args.push("--folder".into());
+                    args.push(folder.display().to_string());
+                }
+                Hook {
+                    hook_name: "createRuntime".into(),
+                    path: path.clone(),
+                    args,
+                    env: Vec::new(),
+                    timeout: None,
+                }
+            })
+            .collect();
+        let mut spec = Spec {
+            cdi_version: String::new(),
+            kind: format!("{}/{}", opts.vendor, opts.class),
+            annotations: Default::default(),
+            devices,
+            container_edits: ContainerEdits {
+                env: vec!["NVIDIA_VISIBLE_DEVICES=void".into()],
+                device_nodes: files.devices.iter().map(|d| node(&d.path)).collect(),
+                hooks,
+                mounts,
+                additional_gids: Vec::new(),
+            },
+        };
+        spec.cdi_version = spec.minimum_version().to_owned();
+        spec.validate()
+            .map_err(|e| Error::input(format!("invalid CDI spec: {e}")))?;
+        Ok(spec)
+    }
+}
