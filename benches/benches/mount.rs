@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use nvc_driver::tables::Capability::{Compute, Utility};
-use nvc_driver::{DriverOptions, probe_driver};
+use nvc_driver::{DeviceRequest, DriverOptions, probe_driver};
 use nvc_mount::cgroup::{CgroupVersion, DeviceCgroup};
 use nvc_mount::{
     Container, Ldconfig, LdconfigOptions, Limits, MountApi, MountPlan, PlanOptions, run_ldconfig,
@@ -32,7 +32,10 @@ fn configure(c: &mut Criterion) {
     let container = Container::from_pid(paused.pid(), rootfs.path()).unwrap();
     let plan_opts = PlanOptions {
         capabilities: vec![Compute, Utility],
-        gpus: (0..8).collect(),
+        devices: DeviceRequest::parse("all")
+            .unwrap()
+            .select(&info.gpus)
+            .unwrap(),
         ..PlanOptions::default()
     };
     let build = || MountPlan::build(hostdir.path(), &info, &container.dirs, &plan_opts).unwrap();

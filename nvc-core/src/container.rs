@@ -169,10 +169,8 @@ impl<'d> ContainerSetup<'d> {
             self.driver.check(requirement, &selection)?;
         }
         let mut options = self.options.clone();
-        options.plan.gpus.clone_from(&selection.gpus);
-        let info = self.driver.info();
         let access = |option: &'static str, value: &Option<String>| match value {
-            Some(v) => nvc_driver::select_mig_access(option, v, &selection, &info.gpus)
+            Some(v) => nvc_driver::select_mig_access(option, v, &selection)
                 .map_err(|e| Error::driver(Step::Mig(option), e)),
             None => Ok(Vec::new()),
         };
@@ -180,9 +178,11 @@ impl<'d> ContainerSetup<'d> {
         options.plan.mig_monitor = access("mig-monitor", &self.mig_access[1])?;
         // Upstream mounts the selected MIG devices' access files only without MIG
         // configuration or monitoring.
-        if self.mig_access.iter().all(Option::is_none) {
-            options.plan.migs.clone_from(&selection.migs);
-        }
+        options.plan.devices = if self.mig_access.iter().all(Option::is_none) {
+            selection.clone()
+        } else {
+            selection.clone().without_migs()
+        };
         let container_err = |e| Error::mount(Step::Container, e);
         let detected;
         let dirs = match &self.container {

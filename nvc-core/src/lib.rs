@@ -307,8 +307,9 @@ impl Driver {
     /// [`ErrorKind::Unsatisfied`] with upstream's message (`requirement error: unsatisfied
     /// condition: ...`).
     pub fn check(&self, requirement: &Requirement, selection: &Selection) -> Result<(), Error> {
-        self.info
-            .check_requirement(&requirement.parsed, selection)
+        requirement
+            .parsed
+            .check_selection(&self.info, selection)
             .map_err(|e| Error::driver(Step::Requirement, e))
     }
 

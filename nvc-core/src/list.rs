@@ -65,14 +65,13 @@ impl Driver {
             None => crate::Selection::default(),
         };
         let access = |option: &'static str, value: &Option<String>| match value {
-            Some(v) => select_mig_access(option, v, &selection, &info.gpus)
+            Some(v) => select_mig_access(option, v, &selection)
                 .map(Some)
                 .map_err(|e| Error::driver(Step::Mig(option), e)),
             None => Ok(None),
         };
         let config = access("mig-config", &opts.mig_config)?;
         let monitor = access("mig-monitor", &opts.mig_monitor)?;
-        let gpu = |i: u32| info.gpus.iter().find(|g| g.index == i);
         let mut paths: Vec<PathBuf> = Vec::new();
         if opts.devices.is_some() {
             paths.extend(info.files.devices.iter().map(|d| d.path.clone()));
@@ -80,15 +79,10 @@ impl Driver {
                 selection
                     .gpus
                     .iter()
-                    .filter_map(|&i| gpu(i))
                     .map(|g| format!("/dev/nvidia{}", g.minor).into()),
             );
             if config.is_none() && monitor.is_none() {
-                for &(gi, mi) in &selection.migs {
-                    let Some(g) = gpu(gi) else { continue };
-                    let Some(m) = g.mig_devices.iter().find(|m| m.index == mi) else {
-                        continue;
-                    };
+                for (g, m) in selection.migs() {
                     paths.push(format!("{}/access", g.gi_caps_path(m)).into());
                     paths.push(format!("{}/access", g.ci_caps_path(m)).into());
                 }
@@ -102,11 +96,7 @@ impl Driver {
         for (file, gpus) in [("config", &config), ("monitor", &monitor)] {
             if let Some(gpus) = gpus {
                 paths.push(format!("{CAPS_DIR}/mig/{file}").into());
-                paths.extend(
-                    gpus.iter()
-                        .filter_map(|&i| gpu(i))
-                        .map(|g| Gpu::mig_caps_path(g).into()),
-                );
+                paths.extend(gpus.iter().map(|g| Gpu::mig_caps_path(g).into()));
             }
         }
         let files = &info.files;

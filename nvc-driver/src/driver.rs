@@ -137,39 +137,3 @@ fn locate_in_proc(root: &Path, g: &mut Gpu) {
         m.access_minors = (minor(gi), minor(ci));
     }
 }
-
-impl DriverInfo {
-    /// Checks an image requirement for every selected GPU (and once without a device when
-    /// none is selected), as upstream's `configure` does.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Unsatisfied`] with upstream's message, or the requirement's parse error.
-    pub fn check_requirement(
-        &self,
-        requirement: &crate::Requirement,
-        selection: &crate::Selection,
-    ) -> Result<(), Error> {
-        let base = crate::Facts {
-            cuda: Some(&self.cuda_version),
-            driver: Some(&self.nvrm_version),
-            ..crate::Facts::default()
-        };
-        let mut selected = self
-            .gpus
-            .iter()
-            .filter(|g| selection.gpus.contains(&g.index))
-            .peekable();
-        if selected.peek().is_none() {
-            return requirement.check(&base);
-        }
-        for g in selected {
-            requirement.check(&crate::Facts {
-                arch: Some(&g.architecture),
-                brand: Some(&g.brand),
-                ..base
-            })?;
-        }
-        Ok(())
-    }
-}

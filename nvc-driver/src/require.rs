@@ -2,7 +2,7 @@
 
 use std::cmp::Ordering;
 
-use crate::Error;
+use crate::{DriverInfo, Error, Selection};
 
 /// What a requirement is checked against. A fact that is not known makes every term about
 /// it pass, as upstream.
@@ -168,6 +168,31 @@ impl Requirement {
             condition: first.to_owned(),
             hint: first.starts_with("cuda>="),
         })
+    }
+
+    /// Checks the requirement for every selected GPU (and once without a device when none
+    /// is selected) on the host `info` describes, as upstream's `configure` does.
+    ///
+    /// # Errors
+    ///
+    /// As [`Requirement::check`].
+    pub fn check_selection(&self, info: &DriverInfo, selection: &Selection) -> Result<(), Error> {
+        let base = Facts {
+            cuda: Some(&info.cuda_version),
+            driver: Some(&info.nvrm_version),
+            ..Facts::default()
+        };
+        if selection.gpus.is_empty() {
+            return self.check(&base);
+        }
+        for g in &selection.gpus {
+            self.check(&Facts {
+                arch: Some(&g.architecture),
+                brand: Some(&g.brand),
+                ..base
+            })?;
+        }
+        Ok(())
     }
 
     fn holds(&self, term: &Term, facts: &Facts<'_>) -> Result<bool, Error> {

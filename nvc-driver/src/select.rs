@@ -1,6 +1,8 @@
 //! The `--device` selection grammar.
 
-use crate::{Error, Gpu, PciBusId};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{Error, Gpu, MigDevice, PciBusId};
 
 /// One token of a device list.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -100,15 +102,42 @@ pub struct DeviceRequest {
     specs: Vec<(String, DeviceSpec)>,
 }
 
-/// What a [`DeviceRequest`] selects on a host.
+/// What a [`DeviceRequest`] selects on a host: the GPUs themselves, as discovered, so that
+/// planning needs no second look-up that could fail.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Selection {
-    /// NVML indices of the selected GPUs (MIG parents included), ascending.
-    pub gpus: Vec<u32>,
-    /// Selected MIG devices as (parent NVML index, MIG index), ascending.
-    pub migs: Vec<(u32, u32)>,
+    /// The selected GPUs, parents of selected MIG devices included, ascending by NVML index.
+    /// Each is the discovered [`Gpu`] except that its `mig_devices` holds only the selected
+    /// MIG devices (all of them with `all`).
+    pub gpus: Vec<Gpu>,
     /// Whether `all` was given.
     pub all: bool,
+}
+
+impl Selection {
+    /// The selected MIG devices with their parents, in NVML order.
+    pub fn migs(&self) -> impl Iterator<Item = (&Gpu, &MigDevice)> {
+        self.gpus
+            .iter()
+            .flat_map(|g| g.mig_devices.iter().map(move |m| (g, m)))
+    }
+
+    /// Whether the GPU with this NVML index is selected.
+    #[must_use]
+    pub fn contains(&self, index: u32) -> bool {
+        self.gpus.iter().any(|g| g.index == index)
+    }
+
+    /// The same GPUs without their MIG devices (what `--mig-config`/`--mig-monitor` mount
+    /// instead of the devices' access files).
+    #[must_use]
+    pub fn without_migs(mut self) -> Self {
+        for g in &mut self.gpus {
+            g.mig_devices.clear();
+        }
+        self
+    }
 }
 
 impl DeviceRequest {
@@ -148,79 +177,65 @@ impl DeviceRequest {
     ///
     /// [`Error::UnknownDevice`] naming the first token that matches nothing.
     pub fn select(&self, gpus: &[Gpu]) -> Result<Selection, Error> {
-        let mut sel = Selection::default();
-        if self.specs().any(|s| *s == DeviceSpec::All) {
-            sel.all = true;
+        // NVML index -> positions in its MIG list; a GPU with an empty set is selected whole.
+        let mut picked: BTreeMap<u32, BTreeSet<usize>> = BTreeMap::new();
+        let all = self.specs().any(|s| *s == DeviceSpec::All);
+        if all {
             for g in gpus {
-                sel.gpus.push(g.index);
-                sel.migs
-                    .extend(g.mig_devices.iter().map(|m| (g.index, m.index)));
+                picked
+                    .entry(g.index)
+                    .or_default()
+                    .extend(0..g.mig_devices.len());
             }
         }
+        let uuid_eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
         for (token, spec) in &self.specs {
             let unknown = || Error::UnknownDevice {
                 token: token.clone(),
             };
-            let uuid_eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
-            match spec {
-                DeviceSpec::All | DeviceSpec::Nothing => {}
-                DeviceSpec::Index(i) => sel.gpus.push(
-                    gpus.iter()
-                        .find(|g| g.index == *i)
-                        .ok_or_else(unknown)?
-                        .index,
-                ),
-                DeviceSpec::GpuUuid(u) => {
-                    sel.gpus.push(
-                        gpus.iter()
-                            .find(|g| uuid_eq(&g.uuid, u))
-                            .ok_or_else(unknown)?
-                            .index,
-                    );
-                }
-                DeviceSpec::BusId(id) => sel.gpus.push(
-                    gpus.iter()
-                        .find(|g| g.bus_id == *id)
-                        .ok_or_else(unknown)?
-                        .index,
-                ),
-                DeviceSpec::MigUuid(u) => {
-                    let (g, m) = gpus
-                        .iter()
-                        .flat_map(|g| g.mig_devices.iter().map(move |m| (g, m)))
-                        .find(|(_, m)| uuid_eq(&m.uuid, u))
-                        .ok_or_else(unknown)?;
-                    sel.migs.push((g.index, m.index));
-                }
+            let gpu = |f: &dyn Fn(&Gpu) -> bool| gpus.iter().find(|g| f(g)).ok_or_else(unknown);
+            let (index, mig_position) = match spec {
+                DeviceSpec::All | DeviceSpec::Nothing => continue,
+                DeviceSpec::Index(i) => (gpu(&|g| g.index == *i)?.index, None),
+                DeviceSpec::GpuUuid(u) => (gpu(&|g| uuid_eq(&g.uuid, u))?.index, None),
+                DeviceSpec::BusId(id) => (gpu(&|g| g.bus_id == *id)?.index, None),
+                DeviceSpec::MigUuid(u) => gpus
+                    .iter()
+                    .find_map(|g| {
+                        let at = g.mig_devices.iter().position(|m| uuid_eq(&m.uuid, u));
+                        at.map(|at| (g.index, Some(at)))
+                    })
+                    .ok_or_else(unknown)?,
                 DeviceSpec::LegacyMig { gpu_uuid, gi, ci } => {
-                    let g = gpus
-                        .iter()
-                        .find(|g| uuid_eq(&g.uuid, gpu_uuid))
-                        .ok_or_else(unknown)?;
-                    let m = g
+                    let g = gpu(&|g| uuid_eq(&g.uuid, gpu_uuid))?;
+                    let at = g
                         .mig_devices
                         .iter()
-                        .find(|m| m.gi == *gi && m.ci == *ci)
-                        .ok_or_else(unknown)?;
-                    sel.migs.push((g.index, m.index));
+                        .position(|m| m.gi == *gi && m.ci == *ci);
+                    (g.index, Some(at.ok_or_else(unknown)?))
                 }
-                DeviceSpec::MigIndex { gpu, mig } => {
-                    let g = gpus.iter().find(|g| g.index == *gpu).ok_or_else(unknown)?;
-                    let m = g
-                        .mig_devices
-                        .iter()
-                        .find(|m| m.index == *mig)
-                        .ok_or_else(unknown)?;
-                    sel.migs.push((g.index, m.index));
+                DeviceSpec::MigIndex { gpu: i, mig: m } => {
+                    let g = gpu(&|g| g.index == *i)?;
+                    let at = g.mig_devices.iter().position(|d| d.index == *m);
+                    (g.index, Some(at.ok_or_else(unknown)?))
                 }
-            }
+            };
+            picked.entry(index).or_default().extend(mig_position);
         }
-        sel.gpus.extend(sel.migs.iter().map(|&(g, _)| g));
-        sel.gpus.sort_unstable();
-        sel.gpus.dedup();
-        sel.migs.sort_unstable();
-        sel.migs.dedup();
-        Ok(sel)
+        let gpus = picked
+            .into_iter()
+            .filter_map(|(index, migs)| {
+                let g = gpus.iter().find(|g| g.index == index)?;
+                Some(Gpu {
+                    mig_devices: migs
+                        .into_iter()
+                        .filter_map(|at| g.mig_devices.get(at).cloned())
+                        .collect(),
+                    ..g.clone()
+                })
+            })
+            .collect();
+        Ok(Selection { gpus, all })
     }
 }
 
@@ -236,20 +251,23 @@ pub fn select_mig_access(
     option: &'static str,
     value: &str,
     visible: &Selection,
-    gpus: &[Gpu],
-) -> Result<Vec<u32>, Error> {
+) -> Result<Vec<Gpu>, Error> {
     if !value.eq_ignore_ascii_case("all") {
         return Err(Error::InvalidMigAccess {
             option,
             value: value.to_owned(),
         });
     }
-    if !visible.all && !visible.migs.is_empty() {
+    if !visible.all && visible.migs().next().is_some() {
         return Err(Error::MigAccessWithMigDevices { option });
     }
-    Ok(gpus
+    Ok(visible
+        .gpus
         .iter()
-        .filter(|g| g.mig_capable && visible.gpus.contains(&g.index))
-        .map(|g| g.index)
+        .filter(|g| g.mig_capable)
+        .map(|g| Gpu {
+            mig_devices: Vec::new(),
+            ..g.clone()
+        })
         .collect())
 }

@@ -6,7 +6,9 @@
     clippy::indexing_slicing
 )]
 
-use nvc_driver::{DeviceRequest, DeviceSpec, Gpu, MigDevice, PciBusId, select_mig_access};
+use nvc_driver::{
+    DeviceRequest, DeviceSpec, Gpu, MigDevice, PciBusId, Selection, select_mig_access,
+};
 use proptest::prelude::*;
 
 fn gpus() -> Vec<Gpu> {
@@ -40,9 +42,16 @@ fn gpus() -> Vec<Gpu> {
     ]
 }
 
+/// GPUs and MIG devices of a selection by NVML index.
+fn indices(sel: &Selection) -> (Vec<u32>, Vec<(u32, u32)>) {
+    (
+        sel.gpus.iter().map(|g| g.index).collect(),
+        sel.migs().map(|(g, m)| (g.index, m.index)).collect(),
+    )
+}
+
 fn select(list: &str) -> (Vec<u32>, Vec<(u32, u32)>) {
-    let sel = DeviceRequest::parse(list).unwrap().select(&gpus()).unwrap();
-    (sel.gpus, sel.migs)
+    indices(&DeviceRequest::parse(list).unwrap().select(&gpus()).unwrap())
 }
 
 #[test]
@@ -59,6 +68,16 @@ fn every_spelling_selects_its_device() {
     assert_eq!(select("0:2"), (vec![0], vec![(0, 2)]));
     let legacy = format!("MIG-{}/2/0", g[0].uuid);
     assert_eq!(select(&legacy), (vec![0], vec![(0, 2)]));
+    // The selection carries the devices as discovered: planning looks nothing up again.
+    let sel = DeviceRequest::parse("2,0:1").unwrap().select(&g).unwrap();
+    assert_eq!(sel.gpus[1], g[2]);
+    let (parent, device) = sel.migs().next().unwrap();
+    assert_eq!(
+        (parent.uuid.as_str(), device),
+        (g[0].uuid.as_str(), &g[0].mig_devices[1])
+    );
+    assert!(sel.contains(0) && sel.contains(2) && !sel.contains(1));
+    assert_eq!(indices(&sel.without_migs()), (vec![0, 2], vec![]));
 }
 
 #[test]
@@ -67,7 +86,7 @@ fn lists_add_up_collapse_duplicates_and_skip_empty_tokens() {
     let mut req = DeviceRequest::parse("1").unwrap();
     req.add("0:1").unwrap();
     let sel = req.select(&gpus()).unwrap();
-    assert_eq!((sel.gpus, sel.migs), (vec![0, 1], vec![(0, 1)]));
+    assert_eq!(indices(&sel), (vec![0, 1], vec![(0, 1)]));
 }
 
 #[test]
@@ -77,10 +96,7 @@ fn all_none_and_void() {
         .select(&gpus())
         .unwrap();
     assert!(sel.all);
-    assert_eq!(
-        (sel.gpus, sel.migs),
-        (vec![0, 1, 2], vec![(0, 0), (0, 1), (0, 2)])
-    );
+    assert_eq!(indices(&sel), (vec![0, 1, 2], vec![(0, 0), (0, 1), (0, 2)]));
     assert_eq!(select("none"), (vec![], vec![]));
     assert_eq!(select("void"), (vec![], vec![]));
     assert_eq!(select(""), (vec![], vec![]));
@@ -140,23 +156,27 @@ fn token_forms_do_not_overlap() {
 fn mig_config_and_monitor_take_only_all_and_no_specific_mig_devices() {
     let g = gpus();
     let all = DeviceRequest::parse("all").unwrap().select(&g).unwrap();
+    let config = select_mig_access("mig-config", "all", &all).unwrap();
     assert_eq!(
-        select_mig_access("mig-config", "all", &all, &g).unwrap(),
-        [0]
+        config
+            .iter()
+            .map(|g| (g.index, g.mig_devices.len()))
+            .collect::<Vec<_>>(),
+        [(0, 0)]
     );
     let plain = DeviceRequest::parse("1,2").unwrap().select(&g).unwrap();
     assert!(
-        select_mig_access("mig-monitor", "ALL", &plain, &g)
+        select_mig_access("mig-monitor", "ALL", &plain)
             .unwrap()
             .is_empty()
     );
-    let err = select_mig_access("mig-config", "0", &all, &g).unwrap_err();
+    let err = select_mig_access("mig-config", "0", &all).unwrap_err();
     assert_eq!(
         err.to_string(),
         "invalid mig-config value \"0\": only 'all' is supported"
     );
     let specific = DeviceRequest::parse("0:1").unwrap().select(&g).unwrap();
-    let err = select_mig_access("mig-config", "all", &specific, &g).unwrap_err();
+    let err = select_mig_access("mig-config", "all", &specific).unwrap_err();
     assert_eq!(
         err.to_string(),
         "cannot enable mig-config with specific MIG devices selected"
@@ -181,8 +201,12 @@ proptest! {
     fn selections_are_sorted_unique_and_include_mig_parents(picks in prop::collection::vec(0u32..6, 0..8)) {
         let tokens: Vec<String> = picks.iter().map(|&p| if p < 3 { p.to_string() } else { format!("0:{}", p - 3) }).collect();
         let sel = DeviceRequest::parse(&tokens.join(",")).unwrap().select(&gpus()).unwrap();
-        prop_assert!(sel.gpus.windows(2).all(|w| w[0] < w[1]));
-        prop_assert!(sel.migs.windows(2).all(|w| w[0] < w[1]));
-        prop_assert!(sel.migs.iter().all(|(g, _)| sel.gpus.contains(g)));
+        let (gpu_indices, migs) = indices(&sel);
+        prop_assert!(gpu_indices.windows(2).all(|w| w[0] < w[1]));
+        prop_assert!(migs.windows(2).all(|w| w[0] < w[1]));
+        let host = gpus();
+        for (g, m) in sel.migs() {
+            prop_assert_eq!(&host[g.index as usize].mig_devices[m.index as usize], m);
+        }
     }
 }

@@ -26,8 +26,6 @@ pub struct Mounted {
     /// Steps skipped because they were done before (a second `configure`): binds whose
     /// target already shows the source, a tmpfs already mounted, files already written.
     pub already: Vec<PathBuf>,
-    /// Device cgroup rules of the plan, for the cgroup step.
-    pub device_rules: Vec<(u32, u32)>,
     /// What identifies each mount and created entry, for undoing exactly those.
     journal: Journal,
 }
@@ -617,7 +615,8 @@ impl MountPlan {
                         done.created(&dir, name, path)?;
                     }
                 }
-                Op::AllowDevice { major, minor } => done.device_rules.push((*major, *minor)),
+                // Granted by the cgroup step from the plan itself.
+                Op::AllowDevice { .. } => {}
             }
         }
         Ok(())

@@ -17,7 +17,6 @@ use crate::apply::{Root, fail};
 use crate::cgroup::{DeviceCgroup, DeviceGrant};
 use crate::ldconfig::run_in_cgroup;
 use crate::ns::in_container_ns;
-use crate::plan::Op;
 use crate::{
     CompatMode, Container, ContainerDirs, Error, Ldconfig, LdconfigOptions, LdconfigRun, Limits,
     MountPlan, Mounted, PlanOptions, compat_dir, compat_libraries, run_ldconfig,
@@ -356,21 +355,18 @@ impl MountPlan {
         container: &Container,
         ldconfig: Option<&LdconfigOptions>,
     ) -> Result<Configured, Error> {
-        let wants_cgroup = self
-            .ops
-            .iter()
-            .any(|op| matches!(op, Op::AllowDevice { .. }));
-        let cgroup = if wants_cgroup {
+        let rules = self.device_rules();
+        let cgroup = if rules.is_empty() {
+            None
+        } else {
             Some(DeviceCgroup::of_process(
                 container.pid,
                 &container.proc_root,
             )?)
-        } else {
-            None
         };
         let mounted = self.apply(container)?;
         let granted = match cgroup {
-            Some(cg) => match cg.allow(&mounted.device_rules) {
+            Some(cg) => match cg.allow(&rules) {
                 Ok(grant) => Some((cg, grant)),
                 Err(e) => return Err(undo(container, &mounted, None, e)),
             },

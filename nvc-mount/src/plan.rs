@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use nvc_driver::tables::{Capability, binary_wanted, library_wanted};
-use nvc_driver::{DriverInfo, Gpu, host_path};
+use nvc_driver::{DriverInfo, Gpu, Selection, host_path};
 
 use crate::{ContainerDirs, Error};
 
@@ -174,10 +174,8 @@ impl fmt::Display for Op {
 pub struct PlanOptions {
     /// Driver capabilities (`--compute`, `--utility`, ...).
     pub capabilities: Vec<Capability>,
-    /// NVML indices of the selected GPUs.
-    pub gpus: Vec<u32>,
-    /// Selected MIG devices (parent index, MIG index).
-    pub migs: Vec<(u32, u32)>,
+    /// The selected GPUs and MIG devices ([`nvc_driver::DeviceRequest::select`]).
+    pub devices: Selection,
     /// Mount the 32-bit libraries too.
     pub compat32: bool,
     /// Do not bind device nodes (cgroup rules still apply).
@@ -186,11 +184,12 @@ pub struct PlanOptions {
     pub no_cgroups: bool,
     /// IMEX channels.
     pub imex_channels: Vec<u32>,
-    /// GPUs (NVML indices) whose MIG configuration capability the container gets
-    /// (`--mig-config`, [`nvc_driver::select_mig_access`]); with `migs` left empty.
-    pub mig_config: Vec<u32>,
+    /// GPUs whose MIG configuration capability the container gets (`--mig-config`,
+    /// [`nvc_driver::select_mig_access`]); `devices` then holds no MIG devices
+    /// ([`Selection::without_migs`]).
+    pub mig_config: Vec<Gpu>,
     /// GPUs whose MIG monitoring capability the container gets (`--mig-monitor`).
-    pub mig_monitor: Vec<u32>,
+    pub mig_monitor: Vec<Gpu>,
     /// CUDA compat libraries of the image to bind over the library directory (container
     /// paths, from [`compat_libraries`](crate::compat_libraries); `mount` mode only).
     pub compat_libs: Vec<PathBuf>,
@@ -364,8 +363,7 @@ impl MountPlan {
             plan.device(driver_root, &dev.path, dev.major, dev.minor, opts);
         }
         // 9. Per GPU: its node, its /proc directory, its cgroup rule.
-        for &index in &opts.gpus {
-            let g = gpu(info, index)?;
+        for g in &opts.devices.gpus {
             plan.device(
                 driver_root,
                 Path::new(&format!("/dev/nvidia{}", g.minor)),
@@ -376,15 +374,7 @@ impl MountPlan {
             plan.bind(driver_root, &g.proc_dir, &g.proc_dir, MountKind::Proc);
         }
         // 10. MIG devices: their access files and capability nodes.
-        for &(gpu_index, mig_index) in &opts.migs {
-            let g = gpu(info, gpu_index)?;
-            let m = g
-                .mig_devices
-                .iter()
-                .find(|m| m.index == mig_index)
-                .ok_or_else(|| Error::Device {
-                    what: format!("MIG device {gpu_index}:{mig_index} not found"),
-                })?;
+        for (g, m) in opts.devices.migs() {
             let (gi_minor, ci_minor) = m.access_minors;
             for (caps_dir, minor) in [(g.gi_caps_path(m), gi_minor), (g.ci_caps_path(m), ci_minor)]
             {
@@ -422,8 +412,8 @@ impl MountPlan {
                     .map(|&(_, m)| m)
             };
             let mut rules: Vec<u32> = minor(file).into_iter().collect();
-            for &index in gpus.iter() {
-                let prefix = format!("gpu{}/", gpu(info, index)?.minor);
+            for g in gpus.iter() {
+                let prefix = format!("gpu{}/", g.minor);
                 rules.extend(
                     info.files
                         .mig_minors
@@ -452,6 +442,18 @@ impl MountPlan {
         Ok(plan)
     }
 
+    /// The device cgroup rules of the plan (`c major:minor rw` each), in order.
+    #[must_use]
+    pub fn device_rules(&self) -> Vec<(u32, u32)> {
+        self.ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::AllowDevice { major, minor } => Some((*major, *minor)),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn bind(&mut self, root: &Path, source: &Path, target: &Path, kind: MountKind) {
         self.ops.push(Op::Bind {
             source: host_path(root, source),
@@ -468,13 +470,4 @@ impl MountPlan {
             self.ops.push(Op::AllowDevice { major, minor });
         }
     }
-}
-
-fn gpu(info: &DriverInfo, index: u32) -> Result<&Gpu, Error> {
-    info.gpus
-        .iter()
-        .find(|g| g.index == index)
-        .ok_or_else(|| Error::Device {
-            what: format!("GPU {index} not found"),
-        })
 }

@@ -62,8 +62,7 @@ fn setup() -> Option<(
         &container,
         &PlanOptions {
             capabilities: vec![Compute, Utility],
-            gpus: vec![0, 1],
-            migs: vec![(0, 2)],
+            devices: sim.select("0,1,0:2"),
             ..PlanOptions::default()
         },
     );
@@ -87,7 +86,7 @@ fn mounts_every_planned_path(api: MountApi) {
     plan.mount_api = api;
     let pid = c.pid();
     let host_mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let done = plan.apply(&container).unwrap();
+    plan.apply(&container).unwrap();
     let m = mounts(pid, rootfs.path());
     let opts_of = |t: &str| {
         m.iter()
@@ -131,7 +130,7 @@ fn mounts_every_planned_path(api: MountApi) {
         fs::read_link(inside("/usr/lib/x86_64-linux-gnu/libcuda.so")).unwrap(),
         Path::new("libcuda.so.1")
     );
-    assert!(done.device_rules.contains(&(195, 1)));
+    assert!(plan.device_rules().contains(&(195, 1)));
     // The host saw none of it.
     assert_eq!(
         fs::read_to_string("/proc/self/mountinfo").unwrap(),
@@ -350,12 +349,14 @@ fn every_scenario_is_configured_with_exact_flags_and_nothing_else_changes() {
     for name in nvc_testkit::BUILTIN {
         let Some(sim) = common::sim(name) else { return };
         let container = sim.container();
-        let all = (0..u32::try_from(sim.info.gpus.len()).unwrap()).collect();
+        // Every GPU whole, none of the MIG devices.
+        let indices: Vec<String> = sim.info.gpus.iter().map(|g| g.index.to_string()).collect();
+        let all = sim.select(&indices.join(","));
         let plan = sim.plan(
             &container,
             &PlanOptions {
                 capabilities: vec![Compute, Utility, Graphics, Video, Display],
-                gpus: all,
+                devices: all,
                 compat32: true,
                 ..PlanOptions::default()
             },

@@ -38,7 +38,7 @@ impl Fixture {
             container,
             &PlanOptions {
                 capabilities: vec![Compute, Utility],
-                gpus: vec![0],
+                devices: self.select("0"),
                 compat_libs,
                 ..PlanOptions::default()
             },

@@ -31,7 +31,7 @@ fn plan(sim: &Sim, api: MountApi) -> MountPlan {
         &sim.container(),
         &PlanOptions {
             capabilities: vec![Compute, Utility],
-            gpus: vec![0],
+            devices: sim.select("0"),
             no_cgroups: true,
             ..PlanOptions::default()
         },

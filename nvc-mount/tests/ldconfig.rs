@@ -33,7 +33,7 @@ fn configured() -> Option<Fixture> {
         &container,
         &PlanOptions {
             capabilities: vec![Compute, Utility],
-            gpus: vec![0],
+            devices: sim.select("0"),
             ..PlanOptions::default()
         },
     );

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use nvc_driver::tables::Capability::{Compute, Utility};
-use nvc_driver::{DriverOptions, probe_driver};
+use nvc_driver::{DeviceRequest, DriverOptions, probe_driver};
 use nvc_mount::{ContainerDirs, MountPlan, Op, PlanOptions};
 use nvc_testkit::{Host, Scenario};
 
@@ -23,8 +23,10 @@ fn a_plan_round_trips_through_json() {
         &dirs,
         &PlanOptions {
             capabilities: vec![Compute, Utility],
-            gpus: vec![0, 1],
-            migs: vec![(0, 2)],
+            devices: DeviceRequest::parse("0,1,0:2")
+                .unwrap()
+                .select(&info.gpus)
+                .unwrap(),
             ..PlanOptions::default()
         },
     )
@@ -43,8 +45,10 @@ fn a_plan_round_trips_through_json() {
         &dirs,
         &PlanOptions {
             capabilities: vec![Compute, Utility],
-            gpus: vec![0, 1],
-            migs: vec![(0, 2)],
+            devices: DeviceRequest::parse("0,1,0:2")
+                .unwrap()
+                .select(&elsewhere.gpus)
+                .unwrap(),
             ..PlanOptions::default()
         },
     )

@@ -85,6 +85,14 @@ impl Sim {
         out
     }
 
+    /// The host's GPUs a `--device` list selects.
+    pub fn select(&self, devices: &str) -> nvc_driver::Selection {
+        nvc_driver::DeviceRequest::parse(devices)
+            .unwrap()
+            .select(&self.info.gpus)
+            .unwrap()
+    }
+
     /// The plan for `container` with `opts`.
     pub fn plan(&self, container: &Container, opts: &PlanOptions) -> MountPlan {
         MountPlan::build(self.hostdir.path(), &self.info, &container.dirs, opts).unwrap()
