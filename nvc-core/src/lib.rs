@@ -31,6 +31,8 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+#[cfg(any(feature = "cdi", feature = "oci"))]
+mod atomic;
 #[cfg(feature = "cdi")]
 pub mod cdi;
 mod container;

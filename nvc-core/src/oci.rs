@@ -110,6 +110,20 @@ pub fn read_spec(bundle: &Path) -> Result<Spec, Error> {
     serde_json::from_slice(&bytes).map_err(|e| Error::input(format!("invalid {what}: {e}")))
 }
 
+/// Replaces `<bundle>/config.json` with `spec`, atomically (a temporary file renamed over
+/// it), e.g. after [`Registry::inject`](crate::cdi::Registry::inject).
+///
+/// # Errors
+///
+/// The I/O error naming the file; a serialiser error as
+/// [`ErrorKind::BadInput`](crate::ErrorKind::BadInput).
+pub fn write_spec(bundle: &Path, spec: &Spec) -> Result<(), Error> {
+    let mut bytes = serde_json::to_vec_pretty(spec)
+        .map_err(|e| Error::input(format!("cannot serialise the OCI spec: {e}")))?;
+    bytes.push(b'\n');
+    crate::atomic::write(&bundle.join("config.json"), &bytes)
+}
+
 fn pid(state: &State) -> Result<u32, Error> {
     let pid = state
         .pid()
