@@ -277,6 +277,69 @@ pub fn update_ldcache(
         .map_err(|e| Error::mount(crate::error::Step::Configure, e))
 }
 
+/// A symlink for the `create-symlinks` hook of nvc's CDI specs, spelled `TARGET::PATH` as
+/// nvidia-ctk's hook takes it: `libcuda.so.1::/usr/lib/x86_64-linux-gnu/libcuda.so`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Symlink {
+    /// What the link points to (any text, typically a relative file name).
+    pub target: PathBuf,
+    /// Where the link is made: an absolute container path.
+    pub path: PathBuf,
+}
+
+impl std::str::FromStr for Symlink {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.split_once("::") {
+            Some((target, path))
+                if !target.is_empty() && Path::new(path).is_absolute() && !s.contains('\0') =>
+            {
+                Ok(Symlink {
+                    target: target.into(),
+                    path: path.into(),
+                })
+            }
+            _ => Err(Error::input(format!(
+                "invalid link {s:?} (expected TARGET::/ABSOLUTE/PATH)"
+            ))),
+        }
+    }
+}
+
+/// The `create-symlinks` hook of nvc's CDI specs: makes `links` in the container `state`
+/// names, each only where nothing is there yet (an image's own file or link stays), as
+/// [`ContainerSetup::mount`](crate::ContainerSetup::mount) makes the development links
+/// (`libcuda.so -> libcuda.so.1`). Run it as a `createRuntime` hook. Every path is resolved
+/// inside the rootfs in the container's mount namespace (a symlink of the image cannot
+/// lead it out), missing directories are created as the container's owner, and a failure
+/// removes what was made.
+///
+/// Side effects: a thread of the calling process enters the container's mount namespace.
+///
+/// # Errors
+///
+/// [`ErrorKind::NoContainer`](crate::ErrorKind::NoContainer), the rootfs errors of
+/// [`Driver::container`], or the step that failed, naming the path.
+pub fn create_symlinks(state: &State, spec: &Spec, links: &[Symlink]) -> Result<(), Error> {
+    let rootfs = rootfs(state.bundle(), spec)?;
+    let container = nvc_mount::Container::from_pid(pid(state)?, &rootfs)
+        .map_err(|e| Error::mount(crate::error::Step::Container, e))?;
+    let plan = nvc_mount::MountPlan {
+        ops: links
+            .iter()
+            .map(|l| nvc_mount::Op::Symlink {
+                path: l.path.clone(),
+                target: l.target.clone(),
+            })
+            .collect(),
+        ..nvc_mount::MountPlan::default()
+    };
+    plan.apply(&container)
+        .map(drop)
+        .map_err(|e| Error::mount(crate::error::Step::Configure, e))
+}
+
 impl Driver {
     /// The hook flow: reads what the image asks for from `spec` and configures the
     /// container `state` names (its pid, the rootfs from the bundle) as

@@ -82,6 +82,25 @@ pub const UTILITY_BINS: &[&str] = &[
 /// Binaries of the compute capability (left out with `no-mps`).
 pub const COMPUTE_BINS: &[&str] = &["nvidia-cuda-mps-control", "nvidia-cuda-mps-server"];
 
+/// The development or dispatch link upstream adds next to a mounted library (by its file
+/// name): `(link name, link target)`, e.g. `libcuda.so -> libcuda.so.1` next to
+/// `libcuda.so.<version>`, `libGLX_indirect.so.0 -> libGLX_nvidia.so.<version>`.
+#[must_use]
+pub fn development_link(library: &str) -> Option<(&'static str, String)> {
+    if library.starts_with("libcuda.so.") {
+        Some(("libcuda.so", "libcuda.so.1".to_owned()))
+    } else if library.starts_with("libGLX_nvidia.so.") {
+        Some(("libGLX_indirect.so.0", library.to_owned()))
+    } else if library.starts_with("libnvidia-opticalflow.so.") {
+        Some((
+            "libnvidia-opticalflow.so",
+            "libnvidia-opticalflow.so.1".to_owned(),
+        ))
+    } else {
+        None
+    }
+}
+
 /// The persistence daemon's socket.
 pub const PERSISTENCED_SOCKET: &str = "/var/run/nvidia-persistenced/socket";
 

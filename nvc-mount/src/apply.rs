@@ -483,13 +483,14 @@ impl MountPlan {
     /// flags with `mount_setattr` and are attached with `move_mount`; with
     /// [`MountApi::Legacy`] or on kernels without that API, bind + remount through the
     /// host's `/proc/self/fd` (the remount acts on the new mount, reached through the
-    /// mountpoint's directory descriptor and checked to be the mount just made). A second `configure` of the same container adds nothing: binds whose
+    /// mountpoint's directory descriptor and checked to be the mount just made). A second
+    /// `configure` of the same container adds nothing: binds whose
     /// target already shows their source, a tmpfs already mounted and files already written
     /// are skipped ([`Mounted::already`]). Any failure undoes what was done, in reverse, and
     /// removes what was created — each identified by its directory's descriptor, name and
     /// inode or mount id as recorded when it was made (see [`Mounted::unapply`]).
     ///
-    /// Device cgroup rules are returned, not applied ([`MountPlan::configure`] does that).
+    /// Device cgroup rules are not applied ([`MountPlan::configure`] grants them).
     ///
     /// # Errors
     ///

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use nvc_driver::tables::{Capability, binary_wanted, library_wanted};
+use nvc_driver::tables::{Capability, binary_wanted, development_link, library_wanted};
 use nvc_driver::{DriverInfo, Gpu, Selection, host_path};
 
 use crate::{ContainerDirs, Error};
@@ -321,18 +321,7 @@ impl MountPlan {
         for target in &mounted_libs {
             let name = file_name(target);
             let dir = target.parent().unwrap_or(Path::new("/"));
-            let link = if name.starts_with("libcuda.so.") {
-                Some(("libcuda.so", "libcuda.so.1".to_owned()))
-            } else if name.starts_with("libGLX_nvidia.so.") {
-                Some(("libGLX_indirect.so.0", name.to_owned()))
-            } else if name.starts_with("libnvidia-opticalflow.so.") {
-                Some((
-                    "libnvidia-opticalflow.so",
-                    "libnvidia-opticalflow.so.1".to_owned(),
-                ))
-            } else {
-                None
-            };
+            let link = development_link(name);
             if let Some((path, to)) = link {
                 plan.ops.push(Op::Symlink {
                     path: dir.join(path),

@@ -7,16 +7,16 @@
 //! nvc-hook [--root DIR] [--no-cgroups] [--ldconfig PATH|@PATH] [--no-ldconfig]
 //!          [--no-envvar-when-unprivileged] createRuntime|prestart
 //! nvc-hook update-ldcache [--folder DIR] [--ldconfig PATH|@PATH]
+//! nvc-hook create-symlinks --link TARGET::PATH...
 //! ```
 //!
-//! `update-ldcache` is the hook of nvc's CDI specs (`nvc-cdi generate`), run as
-//! `createRuntime`: after the runtime made the spec's mounts, it refreshes the container's
-//! linker cache over the image's library directories and `--folder` with the host's
-//! `ldconfig`, sandboxed. It reads the same state, probes no driver, and trusts nothing of the
-//! image's environment.
-//!
-//! ```text
-//! ```
+//! `update-ldcache` and `create-symlinks` are the hooks of nvc's CDI specs (`nvc-cdi
+//! generate`), run as `createRuntime` after the runtime made the spec's mounts:
+//! `update-ldcache` refreshes the container's linker cache over the image's library
+//! directories and `--folder` with the host's `ldconfig`, sandboxed; `create-symlinks`
+//! makes the development links (`libcuda.so.1::/usr/lib/x86_64-linux-gnu/libcuda.so`)
+//! where nothing is yet, resolved inside the rootfs. They read the same state, probe no
+//! driver, and trust nothing of the image's environment.
 //!
 //! Options take their value as `--opt VALUE` or `--opt=VALUE`. The hook's name is required,
 //! as runtimes pass it (the first argument after the program's name in `args`), and must be
@@ -43,22 +43,34 @@ use lexopt::prelude::*;
 use nvc_core::Context;
 use nvc_core::oci::{self, HookOptions};
 
+/// What the hook does.
+enum Mode {
+    /// The legacy hook: configure the container from its environment.
+    Configure,
+    /// The CDI spec's `update-ldcache`.
+    UpdateLdcache,
+    /// The CDI spec's `create-symlinks`.
+    CreateSymlinks,
+}
+
 /// What the command line says.
 struct Args {
     root: std::ffi::OsString,
     hook: HookOptions,
-    /// `update-ldcache` (the CDI spec's hook) rather than the legacy configure.
-    update_ldcache: bool,
+    mode: Mode,
     /// `--folder`: the driver's library directory, for `update-ldcache`.
     folder: Option<std::path::PathBuf>,
+    /// `--link TARGET::PATH`, for `create-symlinks`.
+    links: Vec<oci::Symlink>,
 }
 
 fn parse() -> Result<Args, String> {
     let mut args = Args {
         root: "/".into(),
         hook: HookOptions::default(),
-        update_ldcache: false,
+        mode: Mode::Configure,
         folder: None,
+        links: Vec::new(),
     };
     let mut hook = None;
     let mut parser = lexopt::Parser::from_env();
@@ -73,6 +85,14 @@ fn parse() -> Result<Args, String> {
             Long("no-ldconfig") => args.hook.ldconfig = None,
             Long("no-envvar-when-unprivileged") => args.hook.envvar_when_unprivileged = false,
             Long("folder") => args.folder = Some(value(&mut parser)?.into()),
+            Long("link") => {
+                let link = value(&mut parser)?;
+                let link = link
+                    .to_str()
+                    .ok_or_else(|| format!("--link: not UTF-8: {}", link.to_string_lossy()))?;
+                args.links
+                    .push(link.parse().map_err(|e| nvc_examples::error_chain(&e))?);
+            }
             Value(name) if hook.is_none() => hook = Some(name),
             other => return Err(other.unexpected().to_string()),
         }
@@ -80,7 +100,11 @@ fn parse() -> Result<Args, String> {
     match hook.as_ref().and_then(|h| h.to_str()) {
         Some("createRuntime" | "prestart") => Ok(args),
         Some("update-ldcache") => {
-            args.update_ldcache = true;
+            args.mode = Mode::UpdateLdcache;
+            Ok(args)
+        }
+        Some("create-symlinks") => {
+            args.mode = Mode::CreateSymlinks;
             Ok(args)
         }
         Some(other) => Err(format!(
@@ -97,12 +121,19 @@ fn run() -> Result<(), String> {
     let chain = |e: nvc_core::Error| nvc_examples::error_chain(&e);
     let state = oci::read_state(std::io::stdin()).map_err(chain)?;
     let spec = oci::read_spec(state.bundle()).map_err(chain)?;
-    if args.update_ldcache {
-        let ldconfig = args
-            .hook
-            .ldconfig
-            .unwrap_or_else(nvc_core::Ldconfig::host_default);
-        return oci::update_ldcache(&state, &spec, ldconfig, args.folder.as_deref()).map_err(chain);
+    match args.mode {
+        Mode::UpdateLdcache => {
+            let ldconfig = args
+                .hook
+                .ldconfig
+                .unwrap_or_else(nvc_core::Ldconfig::host_default);
+            return oci::update_ldcache(&state, &spec, ldconfig, args.folder.as_deref())
+                .map_err(chain);
+        }
+        Mode::CreateSymlinks => {
+            return oci::create_symlinks(&state, &spec, &args.links).map_err(chain);
+        }
+        Mode::Configure => {}
     }
     // Nothing asked for (or not honoured): no driver probe at all.
     if (!args.hook.envvar_when_unprivileged && !oci::privileged(&spec))

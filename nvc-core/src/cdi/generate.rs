@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use nvc_driver::tables::development_link;
 use nvc_driver::{Gpu, MigDevice, host_path};
 
 use super::spec::{ContainerEdits, Device, DeviceNode, Hook, Mount, Spec};
@@ -65,9 +66,10 @@ pub struct CdiOptions {
     /// Where the device nodes are on the host (`--dev-root`); the driver root when `None`
     /// (as nvidia-ctk). Nodes under another root than `/` get a `hostPath`.
     pub dev_root: Option<PathBuf>,
-    /// The `nvc-hook` to run as the spec's `createRuntime` hook (`update-ldcache`: the
-    /// host's `ldconfig`, sandboxed, refreshes the container's linker cache); `None` for no
-    /// hook (the image must find the libraries by itself).
+    /// The `nvc-hook` to run as the spec's `createRuntime` hooks (`create-symlinks`: the
+    /// development links such as `libcuda.so`; `update-ldcache`: the host's `ldconfig`,
+    /// sandboxed, refreshes the container's linker cache); `None` for no hook (the image
+    /// must find the libraries by itself).
     pub hook: Option<PathBuf>,
 }
 
@@ -93,7 +95,7 @@ impl Driver {
     /// strategy, plus `all`; each device's nodes (a MIG device's: its parent's node and its
     /// two capability nodes); and, for any of them, the driver's control nodes, its
     /// libraries, binaries, firmware and IPC endpoints bound read-only (IPC writable), the
-    /// `update-ldcache` hook, and `NVIDIA_VISIBLE_DEVICES=void` (so a legacy hook in the same
+    /// `create-symlinks` and `update-ldcache` hooks, and `NVIDIA_VISIBLE_DEVICES=void` (so a legacy hook in the same
     /// runtime does nothing). The version is the lowest the content needs; the spec is
     /// validated. No I/O: everything comes from the probe.
     ///
@@ -187,24 +189,40 @@ impl Driver {
             })
             .or(files.libraries.first())
             .and_then(|l| l.parent());
-        let hooks = opts
-            .hook
+        // The development links (`libcuda.so -> libcuda.so.1`) next to the mounted
+        // libraries, as `configure` makes them.
+        let links: Vec<String> = files
+            .libraries
             .iter()
-            .map(|path| {
-                let mut args = vec!["nvc-hook".to_owned(), "update-ldcache".to_owned()];
-                if let Some(folder) = folder {
-                    args.push("--folder".into());
-                    args.push(folder.display().to_string());
-                }
-                Hook {
-                    hook_name: "createRuntime".into(),
-                    path: path.clone(),
-                    args,
-                    env: Vec::new(),
-                    timeout: None,
-                }
+            .filter_map(|lib| {
+                let (link, target) = development_link(&lib.file_name()?.to_string_lossy())?;
+                Some(format!("{target}::{}", lib.with_file_name(link).display()))
             })
             .collect();
+        let mut hooks = Vec::new();
+        if let Some(path) = &opts.hook {
+            let hook = |args: Vec<String>| Hook {
+                hook_name: "createRuntime".into(),
+                path: path.clone(),
+                args,
+                env: Vec::new(),
+                timeout: None,
+            };
+            if !links.is_empty() {
+                let mut args = vec!["nvc-hook".to_owned(), "create-symlinks".to_owned()];
+                for link in links {
+                    args.push("--link".into());
+                    args.push(link);
+                }
+                hooks.push(hook(args));
+            }
+            let mut args = vec!["nvc-hook".to_owned(), "update-ldcache".to_owned()];
+            if let Some(folder) = folder {
+                args.push("--folder".into());
+                args.push(folder.display().to_string());
+            }
+            hooks.push(hook(args));
+        }
         let mut spec = Spec {
             cdi_version: String::new(),
             kind: format!("{}/{}", opts.vendor, opts.class),

@@ -1,0 +1,358 @@
+//! End to end with real consumers on the simulated dgx host (tier d: root, the runtimes
+//! installed by `.ci/run`): podman reading nvc's CDI spec from a CDI directory; runc, crun
+//! and youki with the spec applied by `nvc-cdi inject`; and runc, crun and youki running
+//! `nvc-hook` as the legacy `createRuntime` hook. From inside each container: the nodes of
+//! the selected GPU only, the driver's libraries mounted read-only, the `libcuda.so`
+//! development link, and `ldconfig -p` listing `libcuda.so.1` (the hooks ran).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nvc_testkit::{DeviceNodes, Host, Scenario};
+
+/// What the container prints, section by section.
+const SCRIPT: &str = "\
+echo '## nodes'; /bin/busybox ls /dev | /bin/busybox grep nvidia; \
+echo '## mounts'; /bin/busybox grep ' /usr/lib/x86_64-linux-gnu/libcuda.so.' /proc/self/mountinfo; \
+echo '## link'; /bin/busybox readlink /usr/lib/x86_64-linux-gnu/libcuda.so; \
+echo '## cache'; /sbin/ldconfig -p; \
+echo '## gpus'; /bin/busybox ls /proc/driver/nvidia/gpus 2>/dev/null; \
+echo '## end'";
+
+/// The simulated dgx host and nvc's CDI spec for it.
+struct Fixture {
+    host_dir: tempfile::TempDir,
+    _host: Host,
+    cdi_dir: tempfile::TempDir,
+}
+
+fn fixture() -> Option<Fixture> {
+    if !nix::unistd::geteuid().is_root() {
+        nvc_testkit::skip!("container runtimes need root");
+        return None;
+    }
+    if !Path::new("/bin/busybox").exists() {
+        nvc_testkit::skip!("no /bin/busybox for the test image (Debian package busybox-static)");
+        return None;
+    }
+    let host_dir = tempfile::tempdir().unwrap();
+    let host = Host::build(&Scenario::builtin("dgx").unwrap(), host_dir.path()).unwrap();
+    if !matches!(host.device_nodes_state(), DeviceNodes::Created) {
+        nvc_testkit::skip!("the simulated host's device nodes could not be made");
+        return None;
+    }
+    let cdi_dir = tempfile::tempdir().unwrap();
+    generate(host_dir.path(), &cdi_dir.path().join("nvidia.json"), &[]);
+    Some(Fixture {
+        host_dir,
+        _host: host,
+        cdi_dir,
+    })
+}
+
+/// `nvc-cdi generate` for the host at `root` into `out`, with nvc's hooks.
+fn generate(root: &Path, out: &Path, extra: &[&str]) {
+    let output = Command::new(env!("CARGO_BIN_EXE_nvc-cdi"))
+        .arg("generate")
+        .arg("--driver-root")
+        .arg(root)
+        .arg("--hook")
+        .arg(env!("CARGO_BIN_EXE_nvc-hook"))
+        .arg("--output")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A runtime on this machine: its path, or `None` (skipped, with the reason).
+fn runtime(name: &str) -> Option<PathBuf> {
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|c| c.join("bin"));
+    let found = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .chain(cargo_bin)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        nvc_testkit::skip!("{name} is not installed (.ci/run installs it)");
+    }
+    found
+}
+
+/// A fresh image: busybox, the host's static `ldconfig`, a Debian layout, no linker cache.
+fn image(at: &Path) {
+    nvc_testkit::debian_image(at, &["bin", "dev", "proc", "sys", "tmp"], true).unwrap();
+    std::fs::copy("/bin/busybox", at.join("bin/busybox")).unwrap();
+}
+
+/// A bundle made by the runtime's own `spec`, running [`SCRIPT`] with `env` added, and
+/// (for the legacy hook) the host's `/proc` in place of a new procfs: on the simulated host
+/// `/proc/driver/nvidia` exists only in `nvc-sim run`'s view of the host's procfs.
+fn bundle(runtime: &Path, env: &[&str], host_proc: bool) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    image(&dir.path().join("rootfs"));
+    let out = Command::new(runtime)
+        .arg("spec")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let path = dir.path().join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config["process"]["args"] = serde_json::json!(["/bin/busybox", "sh", "-c", SCRIPT]);
+    config["process"]["terminal"] = false.into();
+    config["root"] = serde_json::json!({ "path": "rootfs", "readonly": false });
+    for e in env {
+        config["process"]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push((*e).into());
+    }
+    if host_proc {
+        let mounts = config["mounts"].as_array_mut().unwrap();
+        mounts.retain(|m| m["destination"] != "/proc");
+        mounts.insert(
+            0,
+            serde_json::json!({ "destination": "/proc", "type": "bind", "source": "/proc",
+                "options": ["rbind", "nosuid", "nodev", "noexec"] }),
+        );
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    dir
+}
+
+/// Runs the bundle with `runtime` (its state under a directory of the test's own), under
+/// `nvc-sim run` when `sim` names the host, and deletes the container after.
+fn run(runtime: &Path, bundle: &Path, sim: Option<&Path>) -> String {
+    let state = tempfile::tempdir().unwrap();
+    // Unique per run: the tests run in parallel, and the id names the container's cgroup.
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    let n = RUNS.fetch_add(1, Ordering::Relaxed);
+    let id = format!("nvc-e2e-{}-{n}", std::process::id());
+    let rt = runtime.display();
+    let (st, b) = (state.path().display(), bundle.display());
+    // crun refuses hybrid cgroups while the unified hierarchy holds a controller: its
+    // private mount namespace goes without that hierarchy.
+    let script = format!(
+        "umount -l /sys/fs/cgroup/unified 2>/dev/null; \
+         {rt} --root {st} run --bundle {b} {id}; rc=$?; {rt} --root {st} delete -f {id} 2>/dev/null; exit $rc"
+    );
+    let mut cmd = match sim {
+        Some(host) => {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_nvc-cdi").replace("nvc-cdi", "nvc-sim"));
+            c.arg("run").arg(host).args(["--", "sh", "-c", &script]);
+            c
+        }
+        None => {
+            let mut c = Command::new("unshare");
+            c.args(["-m", "sh", "-c", &script]);
+            c
+        }
+    };
+    let out: Output = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{rt} failed: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// The lines of one section of [`SCRIPT`]'s output.
+fn section<'a>(out: &'a str, name: &str) -> Vec<&'a str> {
+    out.split(&format!("## {name}\n"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {name} section in:\n{out}"))
+        .lines()
+        .take_while(|l| !l.starts_with("## "))
+        .collect()
+}
+
+/// What every container given GPU 1 of the dgx host shows.
+fn check_gpu1(who: &str, out: &str) {
+    let nodes = section(out, "nodes");
+    assert!(
+        nodes.contains(&"nvidia1") && nodes.contains(&"nvidiactl"),
+        "{who}: {nodes:?}"
+    );
+    let gpus: Vec<&&str> = nodes
+        .iter()
+        .filter(|n| n.trim_start_matches("nvidia").parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(gpus, [&"nvidia1"], "{who}: only the selected GPU");
+    let mounts = section(out, "mounts");
+    assert!(!mounts.is_empty(), "{who}: libcuda is not mounted:\n{out}");
+    for m in &mounts {
+        let opts = m.split(' ').nth(5).unwrap();
+        assert!(
+            opts.split(',').any(|o| o == "ro") && opts.contains("nosuid"),
+            "{who}: {m}"
+        );
+    }
+    assert_eq!(section(out, "link"), ["libcuda.so.1"], "{who}");
+    assert!(
+        section(out, "cache").iter().any(|l| l
+            .trim_start()
+            .starts_with("libcuda.so.1 (libc6,x86-64) => ")),
+        "{who}: ldconfig -p does not list libcuda.so.1:\n{out}"
+    );
+}
+
+#[test]
+fn runc_crun_and_youki_run_a_container_with_the_spec_injected() {
+    let Some(f) = fixture() else { return };
+    for name in ["runc", "crun", "youki"] {
+        let Some(rt) = runtime(name) else { continue };
+        let b = bundle(&rt, &[], false);
+        let config = b.path().join("config.json");
+        let out = Command::new(env!("CARGO_BIN_EXE_nvc-cdi"))
+            .args(["inject", "--spec-dir"])
+            .arg(f.cdi_dir.path())
+            .args(["--device", "nvidia.com/gpu=1"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        check_gpu1(name, &run(&rt, b.path(), None));
+    }
+}
+
+#[test]
+fn runc_crun_and_youki_run_nvc_hook_as_create_runtime() {
+    let Some(f) = fixture() else { return };
+    let root = format!("--root={}", f.host_dir.path().display());
+    for name in ["runc", "crun", "youki"] {
+        let Some(rt) = runtime(name) else { continue };
+        let b = bundle(
+            &rt,
+            &[
+                "NVIDIA_VISIBLE_DEVICES=1",
+                "NVIDIA_DRIVER_CAPABILITIES=compute,utility",
+            ],
+            true,
+        );
+        let path = b.path().join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        config["hooks"] = serde_json::json!({ "createRuntime": [{
+            "path": env!("CARGO_BIN_EXE_nvc-hook"),
+            "args": ["nvc-hook", root, "createRuntime"],
+        }]});
+        std::fs::write(&path, config.to_string()).unwrap();
+        let out = run(&rt, b.path(), Some(f.host_dir.path()));
+        check_gpu1(name, &out);
+        // The hook path also gives the GPU's /proc directory (GPU 1 of dgx is at 2a:00.0).
+        assert_eq!(section(&out, "gpus"), ["0000:2a:00.0"], "{name}");
+    }
+}
+
+/// Removes a spec from a system CDI directory, also when the test fails.
+struct SystemSpec(PathBuf);
+
+impl Drop for SystemSpec {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Removes a cgroup tree of the test's own (podman's parent for its containers and
+/// conmon) from every hierarchy, children first, also when the test fails.
+struct CgroupTree(String);
+
+impl Drop for CgroupTree {
+    fn drop(&mut self) {
+        fn remove(dir: &Path) {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        remove(&e.path());
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
+        let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
+        if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+            roots.extend(entries.flatten().map(|e| e.path()));
+        }
+        for root in roots {
+            remove(&root.join(&self.0));
+        }
+    }
+}
+
+#[test]
+fn podman_reads_the_spec_from_the_cdi_directory() {
+    let Some(f) = fixture() else { return };
+    let Some(podman) = runtime("podman") else {
+        return;
+    };
+    // A vendor of the test's own, so no real spec is touched or shadowed.
+    let vendor = format!("nvc-e2e-{}.example", std::process::id());
+    std::fs::create_dir_all("/var/run/cdi").unwrap();
+    let spec = SystemSpec(PathBuf::from(format!("/var/run/cdi/{vendor}.json")));
+    generate(f.host_dir.path(), &spec.0, &["--vendor", &vendor]);
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    image(&rootfs);
+    let cgroup = CgroupTree(format!("nvc-e2e-podman-{}", std::process::id()));
+    for device in ["1", "all"] {
+        let _ = std::fs::remove_file(rootfs.join("etc/ld.so.cache"));
+        let _ = std::fs::remove_file(rootfs.join("usr/lib/x86_64-linux-gnu/libcuda.so"));
+        let out = Command::new(&podman)
+            .arg("--root")
+            .arg(dir.path().join("storage"))
+            .arg("--runroot")
+            .arg(dir.path().join("run"))
+            .args([
+                "--storage-driver=vfs",
+                "--cgroup-manager=cgroupfs",
+                "--events-backend=file",
+                "--runtime=runc",
+                "run",
+                "--rm",
+                "--network=none",
+                "--ulimit=nofile=1024:1024",
+                "--ulimit=nproc=1024:1024",
+            ])
+            .arg(format!("--cgroup-parent=/{}", cgroup.0))
+            .arg(format!("--device={vendor}/gpu={device}"))
+            .arg("--rootfs")
+            .arg(&rootfs)
+            .args(["/bin/busybox", "sh", "-c", SCRIPT])
+            .output()
+            .unwrap();
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "podman: {stdout}{}",
+            text(&out.stderr)
+        );
+        if device == "1" {
+            check_gpu1("podman", &stdout);
+        } else {
+            let nodes = section(&stdout, "nodes");
+            for i in 0..8 {
+                assert!(nodes.contains(&format!("nvidia{i}").as_str()), "{nodes:?}");
+            }
+        }
+    }
+}
