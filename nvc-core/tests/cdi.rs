@@ -78,10 +78,22 @@ fn a_dgx_spec_names_every_gpu_and_carries_the_driver() {
         .find(|m| m.container_path.ends_with("nvidia-persistenced/socket"))
         .unwrap();
     assert!(!socket.options.contains(&"ro".to_owned()));
-    assert_eq!(common.hooks.len(), 1);
-    assert_eq!(common.hooks[0].hook_name, "createRuntime");
+    // The development links first, then the linker cache; both before the image runs.
+    assert_eq!(common.hooks.len(), 2);
+    assert!(common.hooks.iter().all(|h| h.hook_name == "createRuntime"));
     assert_eq!(
         common.hooks[0].args,
+        [
+            "nvc-hook",
+            "create-symlinks",
+            "--link",
+            "libcuda.so.1::/usr/lib/x86_64-linux-gnu/libcuda.so",
+            "--link",
+            "libnvidia-opticalflow.so.1::/usr/lib/x86_64-linux-gnu/libnvidia-opticalflow.so"
+        ]
+    );
+    assert_eq!(
+        common.hooks[1].args,
         [
             "nvc-hook",
             "update-ldcache",
