@@ -79,7 +79,7 @@ fn configure(c: &mut Criterion) {
     let ld = LdconfigOptions {
         ldconfig: Ldconfig::Image("/sbin/ldconfig".into()),
         no_pivot: false,
-        extra_dir: None,
+        extra_dirs: Vec::new(),
         limits: Limits::default(),
     };
     g.bench_function("ldconfig", |b| {

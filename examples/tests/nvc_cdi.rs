@@ -1,5 +1,10 @@
 //! `nvc-cdi generate` and `list` on a simulated host (no privileges needed).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::process::Command;
 
@@ -60,4 +65,65 @@ fn a_generated_spec_is_written_and_listed() {
     let out = nvc_cdi(&["generate", "--driver-root", root, "--vendor", "nvidia..com"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid kind"));
+}
+
+#[test]
+fn the_library_search_path_adds_libraries_the_cache_misses() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::build(&Scenario::builtin("single").unwrap(), dir.path()).unwrap();
+    let file = format!(
+        "libnvidia-ptxjitcompiler.so.{}",
+        host.scenario().driver_version
+    );
+    let extra = dir.path().join("opt/nvidia/lib");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::rename(
+        dir.path().join("usr/lib/x86_64-linux-gnu").join(&file),
+        extra.join(&file),
+    )
+    .unwrap();
+    let root = dir.path().to_str().unwrap();
+    let moved = format!("\"/opt/nvidia/lib/{file}\"");
+
+    let out = nvc_cdi(&["generate", "--driver-root", root]);
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&moved));
+
+    let out = nvc_cdi(&[
+        "generate",
+        "--driver-root",
+        root,
+        "--library-search-path",
+        "/nonexistent:/opt/nvidia/lib",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Mounted at the same path in the container, as every driver library, and its directory
+    // is in the update-ldcache hook's folders with the usual one.
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!("\"containerPath\": {moved}")),
+        "{text}"
+    );
+    let spec =
+        nvc_core::cdi::Spec::from_bytes(text.as_bytes(), nvc_core::cdi::Format::Json).unwrap();
+    let update = spec
+        .container_edits
+        .hooks
+        .iter()
+        .find(|h| h.args.get(1).is_some_and(|a| a == "update-ldcache"))
+        .unwrap();
+    assert_eq!(
+        update.args[2..],
+        [
+            "--folder",
+            "/usr/lib/x86_64-linux-gnu",
+            "--folder",
+            "/opt/nvidia/lib"
+        ],
+        "{text}"
+    );
 }

@@ -105,6 +105,17 @@ impl ContextBuilder {
         self
     }
 
+    /// Adds a directory (inside the driver root) searched for the driver's libraries that its
+    /// `ld.so.cache` does not list, or, where the root has no cache, before the built-in
+    /// library directories (`nvc-cdi generate --library-search-path`, as `nvidia-ctk`'s).
+    /// Candidates are checked as the cache's are: ELF of the host's architecture, the
+    /// driver's version. None by default.
+    #[must_use]
+    pub fn library_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.discover.library_search_path.push(dir.into());
+        self
+    }
+
     /// Where MPS keeps its pipes (`CUDA_MPS_PIPE_DIRECTORY`), `/tmp/nvidia-mps` by default.
     #[must_use]
     pub fn mps_pipe_dir(mut self, dir: impl Into<PathBuf>) -> Self {

@@ -249,7 +249,7 @@ pub fn request(spec: &Spec) -> Result<Option<GpuRequest>, Error> {
 /// The CDI spec's `update-ldcache` hook ([`crate::cdi`]): refreshes the linker cache of the
 /// container `state` names with `ldconfig` (the host's by default, sandboxed as
 /// [`ContainerSetup::mount`](crate::ContainerSetup::mount) runs it) over the image's library
-/// directories and `folder` (where the spec mounted the driver's libraries). Run it as a
+/// directories and `folders` (where the spec mounted the driver's libraries). Run it as a
 /// `createRuntime` hook: the runtime has made the spec's mounts, `pivot_root` has not
 /// happened, and the hook gets the runtime's environment, not the image's. No driver probe.
 ///
@@ -261,7 +261,7 @@ pub fn update_ldcache(
     state: &State,
     spec: &Spec,
     ldconfig: Ldconfig,
-    folder: Option<&Path>,
+    folders: &[PathBuf],
 ) -> Result<(), Error> {
     let rootfs = rootfs(state.bundle(), spec)?;
     let container = nvc_mount::Container::from_pid(pid(state)?, &rootfs)
@@ -269,7 +269,7 @@ pub fn update_ldcache(
     let opts = nvc_mount::LdconfigOptions {
         ldconfig,
         no_pivot: false,
-        extra_dir: folder.map(Path::to_path_buf),
+        extra_dirs: folders.to_vec(),
         limits: nvc_mount::Limits::default(),
     };
     nvc_mount::run_ldconfig(&container, &opts)

@@ -27,6 +27,10 @@ pub struct DiscoverOptions {
     pub ldcache: PathBuf,
     /// The `PATH` binaries are searched in (inside the root).
     pub path: OsString,
+    /// Directories (inside the root) searched for the libraries the `ld.so.cache` does not
+    /// list, in order, before the built-in fallback directories of a root without a cache
+    /// (`nvidia-ctk cdi generate --library-search-path`). Empty by default.
+    pub library_search_path: Vec<PathBuf>,
     /// The MPS pipe directory (`CUDA_MPS_PIPE_DIRECTORY`), `/tmp/nvidia-mps` when `None`.
     pub mps_pipe_dir: Option<PathBuf>,
     /// Look for the persistence daemon's socket (driver option `no-persistenced` clears it).
@@ -51,6 +55,7 @@ impl DiscoverOptions {
             root: root.into(),
             ldcache: PathBuf::from(nvc_ldcache::DEFAULT_PATH),
             path: OsString::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+            library_search_path: Vec::new(),
             mps_pipe_dir: None,
             persistenced: true,
             fabricmanager: true,
@@ -186,12 +191,23 @@ pub(crate) fn discover_files_with(
     .collect();
     files.from_ldcache = cache.is_some();
     for (i, (arch, fallback, what)) in arches.into_iter().enumerate() {
-        let found = match cache {
+        let mut found = match cache {
             Some(cache) => {
                 from_ldcache(opts, cache, arch, &prefixes, version, &mut files.warnings)?
             }
-            None => from_dirs(opts, fallback, arch, &prefixes, version)?,
+            None => vec![None; prefixes.len()],
         };
+        from_dirs(
+            opts,
+            &opts.library_search_path,
+            arch,
+            &prefixes,
+            version,
+            &mut found,
+        )?;
+        if cache.is_none() {
+            from_dirs(opts, fallback, arch, &prefixes, version, &mut found)?;
+        }
         for (prefix, path) in prefixes.iter().zip(&found) {
             if path.is_none() {
                 files.warnings.push(format!("missing {what} {prefix}"));
@@ -320,16 +336,20 @@ fn from_ldcache(
 
 /// Without a cache: the first file in the fallback directories that starts with the prefix,
 /// is an object of `arch` and is named for the driver version.
+/// Fills the libraries still missing in `found` (one slot per prefix) from `dirs`, in order.
 fn from_dirs(
     opts: &DiscoverOptions,
-    dirs: &[&str],
+    dirs: &[impl AsRef<Path>],
     arch: Arch,
     prefixes: &[&str],
     version: &str,
-) -> Result<Vec<Option<PathBuf>>, Error> {
-    let mut found: Vec<Option<PathBuf>> = vec![None; prefixes.len()];
+    found: &mut [Option<PathBuf>],
+) -> Result<(), Error> {
     for dir in dirs {
-        let Some(dir) = resolve_in_root(&opts.root, Path::new(dir))? else {
+        if found.iter().all(Option::is_some) {
+            break;
+        }
+        let Some(dir) = resolve_in_root(&opts.root, dir.as_ref())? else {
             continue;
         };
         let host_dir = host_path(&opts.root, &dir);
@@ -363,7 +383,7 @@ fn from_dirs(
             }
         }
     }
-    Ok(found)
+    Ok(())
 }
 
 fn binaries(opts: &DiscoverOptions, warnings: &mut Vec<String>) -> Result<Vec<PathBuf>, Error> {

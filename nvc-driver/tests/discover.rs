@@ -307,3 +307,45 @@ fn a_corrupt_cache_is_an_error_naming_it() {
         "{source}"
     );
 }
+
+#[test]
+fn the_library_search_path_finds_what_the_cache_does_not_list() {
+    for name in ["single", "nocache"] {
+        let (_dir, host) = build(name);
+        let version = &host.scenario().driver_version;
+        // The cache (where there is one) still names the old place: a stale entry.
+        let file = format!("libnvidia-ptxjitcompiler.so.{version}");
+        let extra = host.root().join("opt/nvidia/lib");
+        fs::create_dir_all(&extra).unwrap();
+        fs::rename(host.root().join(LIB64_DIR).join(&file), extra.join(&file)).unwrap();
+        let moved = Path::new("/opt/nvidia/lib").join(&file);
+
+        let files = discover(&host);
+        assert!(!files.libraries.contains(&moved), "{name}");
+        assert!(
+            files
+                .warnings
+                .contains(&"missing library libnvidia-ptxjitcompiler.so".to_owned()),
+            "{name}: {:?}",
+            files.warnings
+        );
+
+        let mut opts = DiscoverOptions::new(host.root());
+        // Searched in order; a directory that does not exist is skipped.
+        opts.library_search_path = vec!["/nonexistent".into(), "/opt/nvidia/lib".into()];
+        let files = discover_files(&opts, version).unwrap();
+        assert!(
+            files.libraries.contains(&moved),
+            "{name}: {:?}",
+            files.libraries
+        );
+        // Everything else is found where it was.
+        let mut expected = expected_libs(host.scenario(), LIB64_DIR, false);
+        for lib in &mut expected {
+            if lib.file_name() == moved.file_name() {
+                lib.clone_from(&moved);
+            }
+        }
+        assert_eq!(files.libraries, expected, "{name}");
+    }
+}

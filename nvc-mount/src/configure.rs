@@ -79,11 +79,11 @@ impl Configuration {
             Vec::new()
         };
         let mut plan_opts = opts.plan.clone();
-        let mut extra_dir = None;
+        let mut extra_dirs = Vec::new();
         match opts.cuda_compat {
             CompatMode::Mount => plan_opts.compat_libs = compat,
             CompatMode::Ldconfig => {
-                extra_dir = compat_dir(&compat).map_err(|what| Error::Container { what })?;
+                extra_dirs.extend(compat_dir(&compat).map_err(|what| Error::Container { what })?);
             }
             CompatMode::Disabled => {}
         }
@@ -94,7 +94,7 @@ impl Configuration {
                 .clone()
                 .unwrap_or_else(|| Ldconfig::Image(dirs.ldconfig.clone())),
             no_pivot: opts.no_pivot,
-            extra_dir,
+            extra_dirs,
             limits: Limits::default(),
         });
         Ok(Configuration {
@@ -145,7 +145,7 @@ impl std::fmt::Display for Configuration {
                 self.dirs.libs.display(),
                 self.dirs.libs32.display()
             )?;
-            if let Some(extra) = &l.extra_dir {
+            for extra in &l.extra_dirs {
                 write!(f, " {}", extra.display())?;
             }
             writeln!(f)?;

@@ -88,9 +88,9 @@ pub struct LdconfigOptions {
     pub ldconfig: Ldconfig,
     /// Move the root instead of `pivot_root` (`--no-pivot`, for rootfs on a ramfs).
     pub no_pivot: bool,
-    /// Extra directory scanned after the library directories (CUDA compat in
-    /// `ldconfig` mode).
-    pub extra_dir: Option<PathBuf>,
+    /// Extra directories scanned after the library directories (CUDA compat in
+    /// `ldconfig` mode, the driver's library directories of a CDI spec).
+    pub extra_dirs: Vec<PathBuf>,
     /// Limits.
     pub limits: Limits,
 }
@@ -308,7 +308,7 @@ pub(crate) fn run_in_cgroup(
     }
     for dir in [&container.dirs.libs, &container.dirs.libs32]
         .into_iter()
-        .chain(&opts.extra_dir)
+        .chain(&opts.extra_dirs)
     {
         argv.push(cstring(dir)?);
     }

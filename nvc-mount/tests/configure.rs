@@ -86,7 +86,7 @@ fn a_failed_ldconfig_undoes_the_whole_configure() {
     let opts = LdconfigOptions {
         ldconfig: Ldconfig::Image("/sbin/ldconfig".into()),
         no_pivot: false,
-        extra_dir: None,
+        extra_dirs: Vec::new(),
         limits: Limits::default(),
     };
     let err = plan.configure(&container, Some(&opts)).unwrap_err();
@@ -168,7 +168,7 @@ fn cuda_compat_libraries_newer_than_the_driver_win() {
     let opts = LdconfigOptions {
         ldconfig: Ldconfig::Image("/sbin/ldconfig".into()),
         no_pivot: false,
-        extra_dir: None,
+        extra_dirs: Vec::new(),
         limits: Limits::default(),
     };
     plan.configure(&container, Some(&opts)).unwrap();

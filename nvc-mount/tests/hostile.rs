@@ -44,7 +44,7 @@ fn ldconfig(which: Ldconfig) -> LdconfigOptions {
     LdconfigOptions {
         ldconfig: which,
         no_pivot: false,
-        extra_dir: None,
+        extra_dirs: Vec::new(),
         limits: Limits::default(),
     }
 }

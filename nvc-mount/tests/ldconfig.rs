@@ -49,7 +49,7 @@ fn options(ldconfig: Ldconfig) -> LdconfigOptions {
     LdconfigOptions {
         ldconfig,
         no_pivot: false,
-        extra_dir: None,
+        extra_dirs: Vec::new(),
         limits: Limits::default(),
     }
 }

@@ -5,6 +5,7 @@
 //! ```text
 //! nvc-cdi generate [--output FILE] [--format json|yaml] [--device-name-strategy index|uuid|type-index]...
 //!                  [--driver-root DIR] [--dev-root DIR] [--ldcache FILE]
+//!                  [--library-search-path DIR[:DIR]...]...
 //!                  [--vendor VENDOR] [--class CLASS] [--hook PATH | --no-hook]
 //! nvc-cdi list [--spec-dir DIR]...
 //! nvc-cdi inject --device VENDOR/CLASS=NAME... [--spec-dir DIR]... CONFIG.json
@@ -34,6 +35,7 @@ fn generate(mut p: lexopt::Parser) -> Result<(), String> {
     let mut format: Option<Format> = None;
     let mut root = PathBuf::from("/");
     let mut ldcache: Option<OsString> = None;
+    let mut library_dirs: Vec<PathBuf> = Vec::new();
     let text = |p: &mut lexopt::Parser| -> Result<String, String> {
         p.value()
             .map_err(|e| e.to_string())?
@@ -56,6 +58,11 @@ fn generate(mut p: lexopt::Parser) -> Result<(), String> {
             Long("driver-root") => root = p.value().map_err(|e| e.to_string())?.into(),
             Long("dev-root") => opts.dev_root = Some(p.value().map_err(|e| e.to_string())?.into()),
             Long("ldcache") => ldcache = Some(p.value().map_err(|e| e.to_string())?),
+            Long("library-search-path") => {
+                library_dirs.extend(std::env::split_paths(
+                    &p.value().map_err(|e| e.to_string())?,
+                ));
+            }
             Long("vendor") => opts.vendor = text(&mut p)?,
             Long("class") => opts.class = text(&mut p)?,
             Long("hook") => opts.hook = Some(p.value().map_err(|e| e.to_string())?.into()),
@@ -69,6 +76,9 @@ fn generate(mut p: lexopt::Parser) -> Result<(), String> {
     let mut b = Context::builder().root(root);
     if let Some(l) = ldcache {
         b = b.ldcache(l);
+    }
+    for dir in library_dirs {
+        b = b.library_dir(dir);
     }
     let driver = b.build().and_then(Context::driver).map_err(chain)?;
     let spec = driver.cdi_spec(&opts).map_err(chain)?;

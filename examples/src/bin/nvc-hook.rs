@@ -6,7 +6,7 @@
 //! ```text
 //! nvc-hook [--root DIR] [--no-cgroups] [--ldconfig PATH|@PATH] [--no-ldconfig]
 //!          [--no-envvar-when-unprivileged] createRuntime|prestart
-//! nvc-hook update-ldcache [--folder DIR] [--ldconfig PATH|@PATH]
+//! nvc-hook update-ldcache [--folder DIR]... [--ldconfig PATH|@PATH]
 //! nvc-hook create-symlinks --link TARGET::PATH...
 //! ```
 //!
@@ -58,8 +58,8 @@ struct Args {
     root: std::ffi::OsString,
     hook: HookOptions,
     mode: Mode,
-    /// `--folder`: the driver's library directory, for `update-ldcache`.
-    folder: Option<std::path::PathBuf>,
+    /// `--folder DIR`...: the driver's library directories, for `update-ldcache`.
+    folders: Vec<std::path::PathBuf>,
     /// `--link TARGET::PATH`, for `create-symlinks`.
     links: Vec<oci::Symlink>,
 }
@@ -69,7 +69,7 @@ fn parse() -> Result<Args, String> {
         root: "/".into(),
         hook: HookOptions::default(),
         mode: Mode::Configure,
-        folder: None,
+        folders: Vec::new(),
         links: Vec::new(),
     };
     let mut hook = None;
@@ -84,7 +84,13 @@ fn parse() -> Result<Args, String> {
             Long("no-cgroups") => args.hook.no_cgroups = true,
             Long("no-ldconfig") => args.hook.ldconfig = None,
             Long("no-envvar-when-unprivileged") => args.hook.envvar_when_unprivileged = false,
-            Long("folder") => args.folder = Some(value(&mut parser)?.into()),
+            Long("folder") => {
+                let dir = std::path::PathBuf::from(value(&mut parser)?);
+                if !dir.is_absolute() {
+                    return Err(format!("--folder {}: not an absolute path", dir.display()));
+                }
+                args.folders.push(dir);
+            }
             Long("link") => {
                 let link = value(&mut parser)?;
                 let link = link
@@ -127,8 +133,7 @@ fn run() -> Result<(), String> {
                 .hook
                 .ldconfig
                 .unwrap_or_else(nvc_core::Ldconfig::host_default);
-            return oci::update_ldcache(&state, &spec, ldconfig, args.folder.as_deref())
-                .map_err(chain);
+            return oci::update_ldcache(&state, &spec, ldconfig, &args.folders).map_err(chain);
         }
         Mode::CreateSymlinks => {
             return oci::create_symlinks(&state, &spec, &args.links).map_err(chain);

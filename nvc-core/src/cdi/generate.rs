@@ -178,17 +178,14 @@ impl Driver {
             .map(|p| mount(p, &FILE_OPTIONS))
             .collect();
         mounts.extend(files.ipcs.iter().map(|p| mount(p, &IPC_OPTIONS)));
-        // The directory holding the driver's libraries (libcuda's, else the first one's),
-        // added to the container's ldconfig run.
-        let folder = files
-            .libraries
-            .iter()
-            .find(|l| {
-                l.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("libcuda.so"))
-            })
-            .or(files.libraries.first())
-            .and_then(|l| l.parent());
+        // The directories holding the driver's libraries (several where a library search
+        // path found some elsewhere), added to the container's ldconfig run.
+        let mut folders: Vec<&Path> = Vec::new();
+        for dir in files.libraries.iter().filter_map(|l| l.parent()) {
+            if !folders.contains(&dir) {
+                folders.push(dir);
+            }
+        }
         // The development links (`libcuda.so -> libcuda.so.1`) next to the mounted
         // libraries, as `configure` makes them.
         let links: Vec<String> = files
@@ -217,7 +214,7 @@ impl Driver {
                 hooks.push(hook(args));
             }
             let mut args = vec!["nvc-hook".to_owned(), "update-ldcache".to_owned()];
-            if let Some(folder) = folder {
+            for folder in folders {
                 args.push("--folder".into());
                 args.push(folder.display().to_string());
             }
