@@ -165,7 +165,9 @@ impl Driver {
         let mount = |path: &PathBuf, options: &[&str]| Mount {
             host_path: host_path(root, path),
             container_path: path.clone(),
-            kind: None,
+            // Bind mounts say so (CDI 0.4.0): every runtime then takes them as such, whether
+            // or not it reads the `bind` option.
+            kind: Some("bind".to_owned()),
             options: options.iter().map(|o| (*o).to_owned()).collect(),
         };
         let files = &info.files;

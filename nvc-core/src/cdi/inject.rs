@@ -15,11 +15,13 @@ use crate::Error;
 
 impl Registry {
     /// Gives the container `spec` describes the devices `names` (fully qualified,
-    /// `nvidia.com/gpu=all`), as a CDI-aware runtime does: the environment entries (replacing
-    /// a variable already set), the device nodes (created by the runtime, and allowed in the
-    /// device cgroup with the node's permissions, `rwm` by default), the mounts (replacing
-    /// one at the same destination; then all mounts ordered parents first), the hooks and
-    /// the supplementary groups. A node whose type or numbers the spec leaves out is
+    /// `nvidia.com/gpu=all`), as a CDI-aware runtime does, and as the Go reference library
+    /// (podman, containerd, CRI-O) does where the Rust `container-device-interface` crate
+    /// differs: the environment entries (replacing a variable already set, in place), the
+    /// device nodes (created by the runtime, and allowed in the device cgroup with the node's
+    /// permissions, `rwm` by default), the mounts (replacing one at the same destination,
+    /// their type as the spec gives it; then all mounts ordered parents first), the hooks
+    /// and the supplementary groups. A node whose type or numbers the spec leaves out is
     /// `stat`ed on the host (its `hostPath`, else its path).
     ///
     /// All or nothing: on error `spec` is unchanged.
@@ -50,10 +52,13 @@ fn depth(path: &Path) -> usize {
 fn apply(spec: &mut OciSpec, edits: &ContainerEdits) -> Result<(), Error> {
     let process = spec.process_mut().get_or_insert_with(Process::default);
     let env = process.env_mut().get_or_insert_with(Vec::new);
+    let key = |e: &str| e.split_once('=').map_or(e, |(k, _)| k).to_owned();
     for entry in &edits.env {
-        let key = entry.split_once('=').map_or(entry.as_str(), |(k, _)| k);
-        env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
-        env.push(entry.clone());
+        // In place, as the Go reference library does (podman, containerd, CRI-O).
+        match env.iter_mut().find(|e| key(e) == key(entry)) {
+            Some(old) => old.clone_from(entry),
+            None => env.push(entry.clone()),
+        }
     }
     let gids = process
         .user_mut()
@@ -166,8 +171,7 @@ fn mount(m: &Mount) -> OciMount {
     let mut o = OciMount::default();
     o.set_destination(m.container_path.clone());
     o.set_source(Some(m.host_path.clone()));
-    let bind = m.options.iter().any(|o| o == "bind" || o == "rbind");
-    o.set_typ(m.kind.clone().or_else(|| bind.then(|| "bind".to_owned())));
+    o.set_typ(m.kind.clone());
     o.set_options((!m.options.is_empty()).then(|| m.options.clone()));
     o
 }
