@@ -1,9 +1,10 @@
 //! End to end with real consumers on the simulated dgx host (tier d: root, the runtimes
-//! installed by `.ci/run`): podman reading nvc's CDI spec from a CDI directory; runc, crun
-//! and youki with the spec applied by `nvc-cdi inject`; and runc, crun and youki running
-//! `nvc-hook` as the legacy `createRuntime` hook. From inside each container: the nodes of
-//! the selected GPU only, the driver's libraries mounted read-only, the `libcuda.so`
-//! development link, and `ldconfig -p` listing `libcuda.so.1` (the hooks ran).
+//! installed by `.ci/run`): podman reading nvc's CDI spec from a CDI directory, as root and
+//! rootless (an unprivileged user with subordinate ids); runc, crun and youki with the spec
+//! applied by `nvc-cdi inject`; and runc, crun and youki running `nvc-hook` as the legacy
+//! `createRuntime` hook. From inside each container: the nodes of the selected GPU only,
+//! the driver's libraries mounted read-only, the `libcuda.so` development link, and
+//! `ldconfig -p` listing `libcuda.so.1` (the hooks ran).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -355,4 +356,143 @@ fn podman_reads_the_spec_from_the_cdi_directory() {
             }
         }
     }
+}
+
+/// The unprivileged user of the rootless test; `.ci/run` creates it (`useradd`, which gives
+/// it subordinate ids).
+const ROOTLESS_USER: &str = "nvc-rootless";
+
+/// Makes `path` and everything below it the user's (their rootless container's root).
+fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap();
+    if path.is_dir() && !path.is_symlink() {
+        for e in std::fs::read_dir(path).unwrap() {
+            chown_tree(&e.unwrap().path(), uid, gid);
+        }
+    }
+}
+
+/// Stops the user's rootless podman (the pause process holding its user namespace) and
+/// removes what it stored, also when the test fails.
+struct RootlessPodman(PathBuf);
+
+impl Drop for RootlessPodman {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.0.join("xdg/libpod/tmp/pause.pid"))
+            && let Ok(pid) = pid.trim().parse()
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+#[test]
+fn rootless_podman_reads_the_spec_from_the_cdi_directory() {
+    let Some(f) = fixture() else { return };
+    let Some(podman) = runtime("podman") else {
+        return;
+    };
+    let Ok(Some(user)) = nix::unistd::User::from_name(ROOTLESS_USER) else {
+        nvc_testkit::skip!("no user {ROOTLESS_USER} for rootless podman (.ci/run creates it)");
+        return;
+    };
+    let has_subids = |file: &str| {
+        std::fs::read_to_string(file).is_ok_and(|t| {
+            t.lines()
+                .any(|l| l.starts_with(&format!("{ROOTLESS_USER}:")))
+        })
+    };
+    if !has_subids("/etc/subuid") || !has_subids("/etc/subgid") {
+        nvc_testkit::skip!("{ROOTLESS_USER} has no subordinate ids in /etc/subuid, /etc/subgid");
+        return;
+    }
+    let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
+    // What the user reaches: the simulated host (read), the hook (run), a home, a runtime
+    // directory and a container root of their own.
+    let open = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    open(f.host_dir.path());
+    let dir = tempfile::tempdir().unwrap();
+    open(dir.path());
+    let podman_state = RootlessPodman(dir.path().to_path_buf());
+    let hook = dir.path().join("nvc-hook");
+    std::fs::copy(env!("CARGO_BIN_EXE_nvc-hook"), &hook).unwrap();
+    let vendor = format!("nvc-e2e-rootless-{}.example", std::process::id());
+    std::fs::create_dir_all("/var/run/cdi").unwrap();
+    let spec = SystemSpec(PathBuf::from(format!("/var/run/cdi/{vendor}.json")));
+    let out = Command::new(env!("CARGO_BIN_EXE_nvc-cdi"))
+        .arg("generate")
+        .arg("--driver-root")
+        .arg(f.host_dir.path())
+        .arg("--hook")
+        .arg(&hook)
+        .args(["--vendor", &vendor, "--output"])
+        .arg(&spec.0)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for sub in ["home", "xdg", "storage"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+    }
+    let rootfs = dir.path().join("rootfs");
+    image(&rootfs);
+    chown_tree(dir.path(), uid, gid);
+    std::fs::set_permissions(
+        dir.path().join("xdg"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let d = dir.path().display();
+    for device in ["1", "all"] {
+        let _ = std::fs::remove_file(rootfs.join("etc/ld.so.cache"));
+        let _ = std::fs::remove_file(rootfs.join("usr/lib/x86_64-linux-gnu/libcuda.so"));
+        // Under `nvc-sim run`, whose /dev has the simulated nodes (a rootless runtime
+        // bind-mounts a device from its container path on the host). Its /proc has the
+        // simulated driver's files over the kernel's, and a user namespace may not mount a
+        // procfs where part of one is covered: the container gets the host's, bound.
+        let out = Command::new(env!("CARGO_BIN_EXE_nvc-cdi").replace("nvc-cdi", "nvc-sim"))
+            .arg("run")
+            .arg(f.host_dir.path())
+            .args(["--", "runuser", "-u", ROOTLESS_USER, "--", "env"])
+            .arg(format!("HOME={d}/home"))
+            .arg(format!("XDG_RUNTIME_DIR={d}/xdg"))
+            .arg(&podman)
+            .arg(format!("--root={d}/storage"))
+            .args([
+                "--storage-driver=vfs",
+                "--cgroup-manager=cgroupfs",
+                "--events-backend=file",
+                "--runtime=runc",
+                "run",
+                "--rm",
+                "--network=none",
+                "--volume=/proc:/proc:rbind",
+            ])
+            .arg(format!("--device={vendor}/gpu={device}"))
+            .arg("--rootfs")
+            .arg(&rootfs)
+            .args(["/bin/busybox", "sh", "-c", SCRIPT])
+            .output()
+            .unwrap();
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "rootless podman: {stdout}{}",
+            text(&out.stderr)
+        );
+        if device == "1" {
+            check_gpu1("rootless podman", &stdout);
+        } else {
+            let nodes = section(&stdout, "nodes");
+            for i in 0..8 {
+                assert!(nodes.contains(&format!("nvidia{i}").as_str()), "{nodes:?}");
+            }
+        }
+    }
+    drop(podman_state);
 }

@@ -119,8 +119,9 @@ fn mig_devices_and_naming_strategies() {
         ..CdiOptions::default()
     };
     let spec = driver.cdi_spec(&opts).unwrap();
-    // No name starts with a digit, no host path, nothing newer: the oldest version.
-    assert_eq!(spec.cdi_version, "0.3.0");
+    // No name starts with a digit, no host path: the mounts' type (bind) is the newest
+    // thing, CDI 0.4.0.
+    assert_eq!(spec.cdi_version, "0.4.0");
     let n = names(&spec);
     assert_eq!(&n[..5], ["gpu0", "mig0:0", "mig0:1", "mig0:2", "gpu1"]);
     assert!(n.iter().any(|s| s.starts_with("GPU-")));

@@ -389,7 +389,9 @@ impl MountPlan {
         };
         // The cgroup found for the grant is the one the sandbox joins: not looked up again.
         let run = match &granted {
-            Some((cg, _)) => run_in_cgroup(container, opts, Some(cg)),
+            Some((cg, _)) => cg
+                .open_file("cgroup.procs", OFlag::O_WRONLY)
+                .and_then(|procs| run_in_cgroup(container, opts, Some(procs))),
             None => run_ldconfig(container, opts),
         };
         match run {

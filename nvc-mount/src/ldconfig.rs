@@ -285,16 +285,34 @@ fn cstring(p: &Path) -> Result<CString, Error> {
 /// seccomp filters (4.14); `mount_setattr` (5.12) for the `nodev` root.
 pub fn run_ldconfig(container: &Container, opts: &LdconfigOptions) -> Result<LdconfigRun, Error> {
     // The container's device cgroup, when it can be found (supervised: always; standalone:
-    // where the image's /proc and /sys are the kernel's): the sandbox lives under its rules.
-    let cgroup = DeviceCgroup::of_process(container.pid, &container.proc_root).ok();
-    run_in_cgroup(container, opts, cgroup.as_ref())
+    // where the image's /proc and /sys are the kernel's) and joined: the sandbox lives under
+    // its rules. A rootless container has no device cgroup of its own (it shares its user's,
+    // which the hook may not write to): its sandbox stays in the hook's cgroup, with no more
+    // device access than the user has.
+    let procs = match DeviceCgroup::of_process(container.pid, &container.proc_root) {
+        Ok(cg) => match cg.open_file("cgroup.procs", nix::fcntl::OFlag::O_WRONLY) {
+            Ok(file) => Some(file),
+            Err(Error::Cgroup { error: Some(e), .. })
+                if matches!(
+                    e.raw_os_error().map(Errno::from_raw),
+                    Some(Errno::EACCES | Errno::EPERM)
+                ) =>
+            {
+                None
+            }
+            Err(e) => return Err(e),
+        },
+        Err(_) => None,
+    };
+    run_in_cgroup(container, opts, procs)
 }
 
-/// [`run_ldconfig`] with the container's device cgroup already found (by `configure`).
+/// [`run_ldconfig`] with the container's device cgroup (its `cgroup.procs`, open for
+/// writing) already found (by `configure`).
 pub(crate) fn run_in_cgroup(
     container: &Container,
     opts: &LdconfigOptions,
-    cgroup: Option<&DeviceCgroup>,
+    cgroup: Option<File>,
 ) -> Result<LdconfigRun, Error> {
     let ns = container.mount_ns()?;
     let (shown, memfd) = match &opts.ldconfig {
@@ -321,9 +339,6 @@ pub(crate) fn run_in_cgroup(
     ];
     let masks = [Path::new("/proc"), Path::new("/sys"), Path::new("/dev")];
     let syscalls = allowed_syscalls();
-    let cgroup = cgroup
-        .map(|cg| cg.open_file("cgroup.procs", nix::fcntl::OFlag::O_WRONLY))
-        .transpose()?;
     let confinement = Confinement {
         mount_ns: Some(ns.as_fd()),
         cgroup: cgroup.as_ref().map(AsFd::as_fd),
