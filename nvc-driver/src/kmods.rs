@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 
-use crate::procfs::{cap_device_minor, char_major};
+use crate::procfs::{cap_device_minor, char_major, device_file_mode, mig_minors};
 
 /// The major of `/dev/nvidia*` (fixed by the driver).
 const NVIDIA_MAJOR: u32 = 195;
@@ -221,16 +221,7 @@ impl KmodReport {
         };
         let dir = opts.root.join("dev/nvidia-caps");
         let mut made_dir = false;
-        for line in table.lines() {
-            let Some((name, minor)) = line.split_once(' ') else {
-                continue;
-            };
-            let Ok(minor) = minor.trim().parse::<u32>() else {
-                continue;
-            };
-            let Some(cap) = capability_file(name, gpus) else {
-                continue;
-            };
+        for (cap, minor) in mig_minors(&table, gpus) {
             let Ok(text) = fs::read_to_string(proc.join("nvidia/capabilities").join(cap)) else {
                 continue;
             };
@@ -241,25 +232,8 @@ impl KmodReport {
                 self.dir(&dir);
                 made_dir = true;
             }
-            let mode = text
-                .lines()
-                .find_map(|l| l.strip_prefix("DeviceFileMode:")?.trim().parse().ok())
-                .unwrap_or(0o444);
+            let mode = device_file_mode(&text).unwrap_or(0o444);
             self.node(&dir.join(format!("nvidia-cap{minor}")), major, minor, mode);
-        }
-    }
-}
-
-/// The capability file (below `capabilities/`) of a `mig-minors` entry: `config` →
-/// `mig/config`, `gpu0/gi1/access` → `gpu0/mig/gi1/access`; `None` for a GPU at or past
-/// `gpus` or an entry of another shape.
-fn capability_file(name: &str, gpus: u32) -> Option<String> {
-    match name {
-        "config" | "monitor" => Some(format!("mig/{name}")),
-        _ => {
-            let (gpu, rest) = name.split_once('/')?;
-            let index: u32 = gpu.strip_prefix("gpu")?.parse().ok()?;
-            (index < gpus && rest.ends_with("/access")).then(|| format!("{gpu}/mig/{rest}"))
         }
     }
 }
@@ -283,22 +257,4 @@ fn nvidia_pci_functions(dir: &Path) -> io::Result<u32> {
 fn in_user_namespace() -> bool {
     fs::read_to_string("/proc/self/uid_map")
         .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mig_minors_entries_name_their_capability_files() {
-        assert_eq!(capability_file("config", 0).as_deref(), Some("mig/config"));
-        assert_eq!(
-            capability_file("gpu1/gi2/ci0/access", 2).as_deref(),
-            Some("gpu1/mig/gi2/ci0/access")
-        );
-        assert_eq!(capability_file("gpu2/gi2/access", 2), None);
-        assert_eq!(capability_file("gpux/gi2/access", 8), None);
-        assert_eq!(capability_file("gpu0/gi2/weird", 8), None);
-        assert_eq!(capability_file("fabric-imex-mgmt", 8), None);
-    }
 }

@@ -33,6 +33,52 @@ pub fn cap_device_minor(text: &str) -> Option<u32> {
         .find_map(|l| l.strip_prefix("DeviceFileMinor:")?.trim().parse().ok())
 }
 
+/// The `DeviceFileMode` of a capability file (`256`, decimal, as the driver writes it).
+#[must_use]
+pub fn device_file_mode(text: &str) -> Option<u32> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("DeviceFileMode:")?.trim().parse().ok())
+}
+
+/// The entries of `/proc/driver/nvidia-caps/mig-minors` (`gpu0/gi1/access 12`) for GPUs
+/// below `gpus`: each entry's capability file below `/proc/driver/nvidia/capabilities/`
+/// (`config` → `mig/config`, `gpu0/gi1/ci0/access` → `gpu0/mig/gi1/ci0/access`) and its
+/// minor. Only the shapes the driver writes are taken (`config`, `monitor`,
+/// `gpu<N>/gi<G>/access`, `gpu<N>/gi<G>/ci<C>/access`, numbers in decimal), so a path made
+/// from an entry never leaves the capabilities directory; anything else is skipped.
+#[must_use]
+pub fn mig_minors(text: &str, gpus: u32) -> Vec<(String, u32)> {
+    text.lines()
+        .filter_map(|line| {
+            let (name, minor) = line.split_once(' ')?;
+            let minor = decimal(minor.trim())?;
+            Some((capability_file(name, gpus)?, minor))
+        })
+        .collect()
+}
+
+fn decimal(s: &str) -> Option<u32> {
+    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
+fn capability_file(name: &str, gpus: u32) -> Option<String> {
+    if matches!(name, "config" | "monitor") {
+        return Some(format!("mig/{name}"));
+    }
+    let parts: Vec<&str> = name.split('/').collect();
+    let (gpu, rest) = parts.split_first()?;
+    let index = decimal(gpu.strip_prefix("gpu")?)?;
+    let numbered = |part: &str, prefix: &str| part.strip_prefix(prefix).and_then(decimal);
+    let shaped = match rest {
+        [gi, "access"] => numbered(gi, "gi").is_some(),
+        [gi, ci, "access"] => numbered(gi, "gi").is_some() && numbered(ci, "ci").is_some(),
+        _ => false,
+    };
+    (shaped && index < gpus).then(|| format!("{gpu}/mig/{}", rest.join("/")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,6 +93,25 @@ mod tests {
         assert_eq!(nvrm_version(open), Some("570.86.15"));
         assert_eq!(nvrm_version(""), None);
         assert_eq!(nvrm_version("NVRM version: garbage"), None);
+    }
+
+    #[test]
+    fn mig_minors_entries_name_their_capability_files() {
+        let table = "config 1\nmonitor 2\ngpu0/gi1/access 12\ngpu1/gi2/ci0/access 30\n\
+                     gpu2/gi2/access 40\ngpux/gi2/access 5\ngpu0/gi2/weird 6\n\
+                     fabric-imex-mgmt 7\ngpu0/../../../etc/access 8\ngpu0/gi1/../access 9\n\
+                     gpu0/gi+1/access 10\ngpu0/gi1/access -1\n";
+        let entries = mig_minors(table, 2);
+        let names: Vec<(&str, u32)> = entries.iter().map(|(f, m)| (f.as_str(), *m)).collect();
+        assert_eq!(
+            names,
+            [
+                ("mig/config", 1),
+                ("mig/monitor", 2),
+                ("gpu0/mig/gi1/access", 12),
+                ("gpu1/mig/gi2/ci0/access", 30),
+            ]
+        );
     }
 
     #[test]
