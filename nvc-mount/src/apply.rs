@@ -163,6 +163,19 @@ pub(crate) fn fail(op: &'static str, path: &Path) -> impl FnOnce(Errno) -> Error
     }
 }
 
+/// One system call of the executor, `op` on `path`: first a fault point of that name (where
+/// tests make the step fail with a chosen errno, as if the call had; nothing without the
+/// `fault-injection` feature), then the call; an error names the step and its path.
+pub(crate) fn at<T>(
+    op: &'static str,
+    path: &Path,
+    call: impl FnOnce() -> nix::Result<T>,
+) -> Result<T, Error> {
+    nvc_sys::fault::point(op, path)
+        .and_then(|()| call())
+        .map_err(fail(op, path))
+}
+
 impl Root {
     /// Opens the container's root; call inside its mount namespace.
     pub(crate) fn of(container: &Container) -> Result<Self, Error> {
@@ -197,14 +210,15 @@ impl Root {
     /// Symlinks on the way are followed as if the root were `/` (absolute targets restart
     /// at the root, `..` stops there), so an image whose `/usr/lib64` links to a host path
     /// gets that path created inside itself.
-    fn mkdir_all(&self, dir: &Path, done: &mut Mounted) -> Result<OwnedFd, Error> {
-        let root_dir = |at: &Path| {
-            self.open(at, OFlag::O_PATH | OFlag::O_DIRECTORY)
-                .map_err(fail("open", at))
+    fn mkdir_all(&self, path: &Path, done: &mut Mounted) -> Result<OwnedFd, Error> {
+        let root_dir = |dir: &Path| {
+            at("open", dir, || {
+                self.open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY)
+            })
         };
-        let mut at = PathBuf::from("/");
-        let mut fd = root_dir(&at)?;
-        let mut todo: Vec<PathBuf> = relative(dir)
+        let mut dir = PathBuf::from("/");
+        let mut fd = root_dir(&dir)?;
+        let mut todo: Vec<PathBuf> = relative(path)
             .components()
             .map(|c| PathBuf::from(c.as_os_str()))
             .rev()
@@ -212,14 +226,14 @@ impl Root {
         let mut links = 0;
         while let Some(name) = todo.pop() {
             if name == Path::new("..") {
-                at.pop();
-                fd = root_dir(&at)?;
+                dir.pop();
+                fd = root_dir(&dir)?;
                 continue;
             }
             if name == Path::new(".") {
                 continue;
             }
-            let here = at.join(&name);
+            let here = dir.join(&name);
             let dir_flags =
                 OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
             match fstatat(fd.as_fd(), &name, AtFlags::AT_SYMLINK_NOFOLLOW) {
@@ -230,12 +244,11 @@ impl Root {
                     if links > 40 {
                         return Err(fail("resolve", &here)(Errno::ELOOP));
                     }
-                    let target = PathBuf::from(
-                        readlinkat(fd.as_fd(), &name).map_err(fail("readlink", &here))?,
-                    );
+                    let target =
+                        PathBuf::from(at("readlink", &here, || readlinkat(fd.as_fd(), &name))?);
                     if target.is_absolute() {
-                        at = PathBuf::from("/");
-                        fd = root_dir(&at)?;
+                        dir = PathBuf::from("/");
+                        fd = root_dir(&dir)?;
                     }
                     let parts: Vec<PathBuf> = target
                         .components()
@@ -248,17 +261,20 @@ impl Root {
                     todo.extend(parts.into_iter().rev());
                 }
                 Ok(_) => {
-                    fd = openat(fd.as_fd(), &name, dir_flags, Mode::empty())
-                        .map_err(fail("open", &here))?;
-                    at = here;
+                    fd = at("open", &here, || {
+                        openat(fd.as_fd(), &name, dir_flags, Mode::empty())
+                    })?;
+                    dir = here;
                 }
                 Err(Errno::ENOENT) => {
-                    mkdirat(fd.as_fd(), &name, Mode::from_bits_truncate(0o755))
-                        .map_err(fail("mkdir", &here))?;
+                    at("mkdir", &here, || {
+                        mkdirat(fd.as_fd(), &name, Mode::from_bits_truncate(0o755))
+                    })?;
                     done.created(&fd, &name, &here)?;
-                    fd = openat(fd.as_fd(), &name, dir_flags, Mode::empty())
-                        .map_err(fail("open", &here))?;
-                    at = here;
+                    fd = at("open", &here, || {
+                        openat(fd.as_fd(), &name, dir_flags, Mode::empty())
+                    })?;
+                    dir = here;
                 }
                 Err(e) => return Err(fail("stat", &here)(e)),
             }
@@ -301,20 +317,22 @@ impl Root {
             }
             Err(Errno::ENOENT) => {
                 if is_dir {
-                    mkdirat(dir.as_fd(), name, mode).map_err(fail("mkdir", target))?;
+                    at("mkdir", target, || mkdirat(dir.as_fd(), name, mode))?;
                 } else {
                     let flags = OFlag::O_CREAT
                         | OFlag::O_EXCL
                         | OFlag::O_WRONLY
                         | OFlag::O_NOFOLLOW
                         | OFlag::O_CLOEXEC;
-                    drop(openat(dir.as_fd(), name, flags, mode).map_err(fail("create", target))?);
+                    drop(at("create", target, || {
+                        openat(dir.as_fd(), name, flags, mode)
+                    })?);
                 }
                 done.created(&dir, name, target)?;
             }
             Err(e) => return Err(fail("stat", target)(e)),
         }
-        let point = open_entry(&dir, name).map_err(fail("open", target))?;
+        let point = at("open", target, || open_entry(&dir, name))?;
         Ok((dir, name, point))
     }
 }
@@ -346,6 +364,7 @@ fn clone_source(path: &Path, api: MountApi) -> Result<Source, Error> {
     if api == MountApi::Legacy {
         return Ok(Source::Path(path.to_path_buf()));
     }
+    nvc_sys::fault::point("open_tree", path).map_err(fail("open_tree", path))?;
     match nvc_sys::mount::clone_tree(path) {
         Ok(tree) => Ok(Source::Tree(tree)),
         Err(nvc_sys::Error::Syscall {
@@ -377,6 +396,7 @@ impl Root {
         }
         let flags = kind.flags();
         let sys = |op| move |e: nvc_sys::Error| fail(op, target)(e.errno());
+        let point_at = |op| nvc_sys::fault::point(op, target).map_err(fail(op, target));
         // The attached tree, kept to detach it by descriptor if the check below fails.
         let mut attached = None;
         let remount = match source {
@@ -388,6 +408,7 @@ impl Root {
                     noexec: flags.noexec,
                 };
                 // Without mount_setattr (Linux < 5.12) the flags come from a remount.
+                point_at("mount_setattr")?;
                 let remount = match nvc_sys::mount::set_attrs(tree.as_fd(), attrs) {
                     Ok(()) => false,
                     Err(nvc_sys::Error::Syscall {
@@ -396,6 +417,7 @@ impl Root {
                     }) => true,
                     Err(e) => return Err(sys("mount_setattr")(e)),
                 };
+                point_at("move_mount")?;
                 nvc_sys::mount::attach(tree.as_fd(), point.as_fd()).map_err(sys("move_mount"))?;
                 attached = Some(tree);
                 remount
@@ -419,14 +441,15 @@ impl Root {
         };
         injected.map_err(fail("bind-mount", target))?;
         if remount {
-            mount(
-                None::<&str>,
-                proc_fd(&mounted).as_str(),
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | ms_flags(flags),
-                None::<&str>,
-            )
-            .map_err(fail("remount", target))?;
+            at("remount", target, || {
+                mount(
+                    None::<&str>,
+                    proc_fd(&mounted).as_str(),
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | ms_flags(flags),
+                    None::<&str>,
+                )
+            })?;
         }
         Ok(())
     }
@@ -434,14 +457,15 @@ impl Root {
 
 /// `mount(2)` bind of `source` onto the mountpoint `point`.
 fn legacy_bind(source: &std::ffi::OsStr, point: &OwnedFd, target: &Path) -> Result<(), Error> {
-    mount(
-        Some(source),
-        proc_fd(point).as_str(),
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(fail("bind-mount", target))
+    at("bind-mount", target, || {
+        mount(
+            Some(source),
+            proc_fd(point).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+    })
 }
 
 /// Detaches a mount nvc attached at `target` whose check failed (something else shows at
@@ -543,14 +567,15 @@ impl MountPlan {
                     }
                     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
                     let data = format!("mode={mode:o}");
-                    mount(
-                        Some("tmpfs"),
-                        proc_fd(&dir).as_str(),
-                        Some("tmpfs"),
-                        flags,
-                        Some(data.as_str()),
-                    )
-                    .map_err(fail("mount tmpfs on", target))?;
+                    at("mount tmpfs on", target, || {
+                        mount(
+                            Some("tmpfs"),
+                            proc_fd(&dir).as_str(),
+                            Some("tmpfs"),
+                            flags,
+                            Some(data.as_str()),
+                        )
+                    })?;
                     done.mounted(&parent, name, target, &dir, None)?;
                 }
                 Op::WriteFile {
@@ -564,19 +589,21 @@ impl MountPlan {
                         | OFlag::O_WRONLY
                         | OFlag::O_NOFOLLOW
                         | OFlag::O_CLOEXEC;
-                    let file =
-                        match openat(dir.as_fd(), name, flags, Mode::from_bits_truncate(*mode)) {
-                            Ok(file) => file,
-                            Err(Errno::EEXIST) => {
-                                done.already.push(target.clone());
-                                continue;
-                            }
-                            Err(e) => return Err(fail("create", target)(e)),
-                        };
+                    let mode = Mode::from_bits_truncate(*mode);
+                    let file = match nvc_sys::fault::point("create", target)
+                        .and_then(|()| openat(dir.as_fd(), name, flags, mode))
+                    {
+                        Ok(file) => file,
+                        Err(Errno::EEXIST) => {
+                            done.already.push(target.clone());
+                            continue;
+                        }
+                        Err(e) => return Err(fail("create", target)(e)),
+                    };
                     done.created(&dir, name, target)?;
                     let mut rest = contents.as_slice();
                     while !rest.is_empty() {
-                        let n = write(&file, rest).map_err(fail("write", target))?;
+                        let n = at("write", target, || write(&file, rest))?;
                         rest = rest.get(n..).unwrap_or_default();
                     }
                 }
@@ -592,9 +619,7 @@ impl MountPlan {
                 }
                 Op::BindFromImage { source, target } => {
                     // Opened inside the root: the image cannot swap in a link to the host.
-                    let src = root
-                        .open(source, OFlag::O_PATH)
-                        .map_err(fail("open", source))?;
+                    let src = at("open", source, || root.open(source, OFlag::O_PATH))?;
                     let tree = match self.mount_api {
                         MountApi::Auto => nvc_sys::mount::clone_tree_fd(src.as_fd()).ok(),
                         MountApi::Legacy => None,
@@ -611,8 +636,9 @@ impl MountPlan {
                     if let Err(Errno::ENOENT) =
                         fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
                     {
-                        symlinkat(target.as_path(), dir.as_fd(), name)
-                            .map_err(fail("symlink", path))?;
+                        at("symlink", path, || {
+                            symlinkat(target.as_path(), dir.as_fd(), name)
+                        })?;
                         done.created(&dir, name, path)?;
                     }
                 }

@@ -283,6 +283,7 @@ impl SavedCache {
             Err(Errno::ENOENT) => return Ok(SavedCache { etc, kept: None }),
             Err(e) => return Err(fail("stat", path)(e)),
         };
+        nvc_sys::fault::point("keep a link to", path).map_err(fail("keep a link to", path))?;
         for n in 0..16 {
             let link = format!(".ld.so.cache.nvc-{}-{n}", std::process::id());
             match linkat(
@@ -314,7 +315,15 @@ impl SavedCache {
         let etc = self.etc.as_fd();
         match &self.kept {
             Some((link, was)) if inode(&self.etc, link) == Ok(*was) => {
-                if let Err(e) = renameat(etc, link.as_str(), etc, CACHE) {
+                // Still in place (ldconfig failed before writing a new one): rename(2) of
+                // one hard link over another of the same file does nothing, so the kept
+                // link is removed instead.
+                let result = if inode(&self.etc, CACHE) == Ok(*was) {
+                    unlinkat(etc, link.as_str(), UnlinkatFlags::NoRemoveDir)
+                } else {
+                    renameat(etc, link.as_str(), etc, CACHE)
+                };
+                if let Err(e) = result {
                     left.push(format!("/etc/ld.so.cache not put back: {e}"));
                 }
             }

@@ -364,7 +364,10 @@ pub(crate) fn run_in_cgroup(
         output: String::from_utf8_lossy(output).trim_end().to_owned(),
         error,
     };
-    let done = match run_confined(&confinement) {
+    let run = nvc_sys::fault::point("ldconfig", &shown)
+        .map_err(|e| nvc_sys::Error::Exec { errno: e })
+        .and_then(|()| run_confined(&confinement));
+    let done = match run {
         Ok(done) => done,
         Err(nvc_sys::Error::Exec {
             errno: Errno::ENOENT,

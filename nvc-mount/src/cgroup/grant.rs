@@ -83,6 +83,15 @@ fn io_err(path: &Path, what: &str) -> impl FnOnce(std::io::Error) -> Error {
     }
 }
 
+/// A fault point of the grant (tests make it fail with a chosen errno), as a cgroup error.
+fn point(op: &str, path: &Path) -> Result<(), Error> {
+    nvc_sys::fault::point(op, path).map_err(|errno| Error::Cgroup {
+        path: path.to_path_buf(),
+        what: format!("cannot {op}"),
+        error: Some(crate::error::os(errno)),
+    })
+}
+
 fn bpf_err(path: &Path) -> impl FnOnce(nvc_sys::Error) -> Error {
     let path = path.to_path_buf();
     move |e| Error::Cgroup {
@@ -177,6 +186,7 @@ impl DeviceCgroup {
                 continue;
             }
             // One write per rule: the kernel parses one rule per write.
+            point("write devices.allow", &allow_path)?;
             self.open_file_in(&dir, "devices.allow", OFlag::O_WRONLY)?
                 .write_all(format!("c {major}:{minor} rw").as_bytes())
                 .map_err(io_err(
@@ -230,8 +240,10 @@ impl DeviceCgroup {
             if insns.starts_with(&prefix) {
                 continue;
             }
+            point("load a device program", path)?;
             let new = bpf::prog_load_cgroup_device(&program::prepend(&rules, &insns), LICENSE)
                 .map_err(bpf_err(path))?;
+            point("attach a device program", path)?;
             swap(&dir, &old, &new).map_err(bpf_err(path))?;
             grant.v2_path.clone_from(path);
             grant.v2_swaps.push((open_dir()?, new, old));

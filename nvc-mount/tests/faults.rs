@@ -1,0 +1,262 @@
+//! Tier c, fault injection: every system-call step of a dgx `configure` (each mountpoint,
+//! bind, remount, tmpfs, file, link, the device-cgroup writes, the linker-cache link, the
+//! ldconfig run) made to fail in turn, and after each failure the container exactly as
+//! before — its mounts, file tree, device cgroup and linker cache — the host's mount table
+//! unchanged, and no descriptor, thread or child process left behind. The v2 device-program
+//! steps, which a hybrid host's `configure` does not take, are walked on a cgroup2 directly.
+//!
+//! One test per binary on purpose: descriptors, threads and children are counted for the
+//! whole process, which other tests running in parallel would disturb.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use nix::errno::Errno;
+use nvc_driver::tables::Capability::{Compute, Utility};
+use nvc_mount::cgroup::program::{self, DeviceRule};
+use nvc_mount::cgroup::{CgroupVersion, DeviceCgroup};
+use nvc_mount::{Container, Ldconfig, LdconfigOptions, Limits, MountApi, MountPlan, PlanOptions};
+use nvc_sys::bpf;
+use nvc_testkit::TestCgroup;
+
+mod common;
+
+/// What the process holds: its descriptors, threads and children.
+fn process_state() -> (usize, usize, BTreeSet<String>) {
+    let count = |dir: &str| fs::read_dir(dir).unwrap().count();
+    let mut children = BTreeSet::new();
+    for task in fs::read_dir("/proc/self/task").unwrap() {
+        let list = fs::read_to_string(task.unwrap().path().join("children")).unwrap_or_default();
+        children.extend(list.split_whitespace().map(str::to_owned));
+    }
+    (count("/proc/self/fd"), count("/proc/self/task"), children)
+}
+
+/// The host's mount table, without the per-mount ids that differ between reads of the same
+/// table (none do; the whole lines are compared).
+fn host_mounts() -> String {
+    fs::read_to_string("/proc/self/mountinfo").unwrap()
+}
+
+/// The names and subjects of the fault points `work` passes, in order.
+fn points(work: impl FnOnce()) -> Vec<(String, PathBuf)> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    nvc_sys::fault::with_hook(
+        move |name, path| {
+            record
+                .lock()
+                .unwrap()
+                .push((name.to_owned(), path.to_path_buf()));
+            None
+        },
+        work,
+    );
+    Arc::try_unwrap(seen).unwrap().into_inner().unwrap()
+}
+
+/// Runs `work` with the `n`th fault point it passes failing with `errno`.
+fn failing_at<R>(n: usize, errno: Errno, work: impl FnOnce() -> R) -> R {
+    let count = AtomicUsize::new(0);
+    nvc_sys::fault::with_hook(
+        move |_, _| (count.fetch_add(1, Ordering::Relaxed) == n).then_some(errno),
+        work,
+    )
+}
+
+/// Everything of the container a failed configure must leave as it was.
+#[derive(Debug, PartialEq, Eq)]
+struct ContainerState {
+    mounts: Vec<String>,
+    files: Vec<(PathBuf, Option<PathBuf>)>,
+    devices: String,
+    cache: Vec<u8>,
+}
+
+/// The dgx fixture: every GPU, compute and utility, the host's ldconfig, in a runtime-like
+/// v1 device cgroup, an image with a linker cache of its own.
+struct Dgx {
+    sim: common::Sim,
+    cgroup: TestCgroup,
+}
+
+impl Dgx {
+    fn new() -> Option<Self> {
+        let sim = common::sim("dgx")?;
+        sim.mkdirs(&["sbin", "usr/lib/x86_64-linux-gnu", "usr/bin"]);
+        fs::write(
+            sim.rootfs.path().join("etc/ld.so.cache"),
+            "the image's cache",
+        )
+        .unwrap();
+        let cgroup = TestCgroup::v1_devices()?;
+        fs::write(cgroup.path().join("devices.deny"), "a").unwrap();
+        fs::write(cgroup.path().join("devices.allow"), "c 1:3 rwm").unwrap();
+        cgroup.add(sim.c.pid()).unwrap();
+        Some(Dgx { sim, cgroup })
+    }
+
+    fn plan(&self, container: &Container, api: MountApi) -> MountPlan {
+        let mut plan = self.sim.plan(
+            container,
+            &PlanOptions {
+                capabilities: vec![Compute, Utility],
+                devices: self.sim.select("all"),
+                ..PlanOptions::default()
+            },
+        );
+        plan.mount_api = api;
+        plan
+    }
+
+    fn state(&self) -> ContainerState {
+        ContainerState {
+            mounts: self.sim.mounts(),
+            files: self.sim.tree(),
+            devices: fs::read_to_string(self.cgroup.path().join("devices.list")).unwrap(),
+            cache: fs::read(self.sim.rootfs.path().join("etc/ld.so.cache")).unwrap(),
+        }
+    }
+}
+
+fn ldconfig() -> LdconfigOptions {
+    LdconfigOptions {
+        ldconfig: Ldconfig::Host("/sbin/ldconfig".into()),
+        no_pivot: false,
+        extra_dirs: Vec::new(),
+        limits: Limits::default(),
+    }
+}
+
+#[test]
+fn every_failing_step_leaves_container_host_and_process_as_they_were() {
+    for api in [MountApi::Auto, MountApi::Legacy] {
+        walk_configure(api);
+    }
+    walk_v2_grant();
+}
+
+fn walk_configure(api: MountApi) {
+    // The steps, from a configure that succeeds (on a container of its own).
+    let Some(probe) = Dgx::new() else { return };
+    let container = probe.sim.container();
+    let plan = probe.plan(&container, api);
+    let steps = points(|| {
+        plan.configure(&container, Some(&ldconfig())).unwrap();
+    });
+    let names: BTreeSet<&str> = steps.iter().map(|(n, _)| n.as_str()).collect();
+    for expected in [
+        "mkdir",
+        "create",
+        "write devices.allow",
+        "keep a link to",
+        "ldconfig",
+        "mount tmpfs on",
+    ] {
+        assert!(
+            names.contains(expected),
+            "{api:?}: no {expected} step in {names:?}"
+        );
+    }
+    let binds = ["move_mount", "bind-mount"];
+    assert!(binds.iter().any(|b| names.contains(b)), "{names:?}");
+    assert!(steps.len() > 100, "{api:?}: only {} steps", steps.len());
+    eprintln!("{api:?}: {} fault points, each failed in turn", steps.len());
+    drop(probe);
+
+    let Some(dgx) = Dgx::new() else { return };
+    let container = dgx.sim.container();
+    let plan = dgx.plan(&container, api);
+    let before = dgx.state();
+    let host = host_mounts();
+    let process = process_state();
+    for (n, (name, path)) in steps.iter().enumerate() {
+        let step = format!("{api:?} step {n} ({name} {})", path.display());
+        let err = failing_at(n, Errno::EIO, || {
+            plan.configure(&container, Some(&ldconfig()))
+        })
+        .err()
+        .unwrap_or_else(|| panic!("{step}: configure succeeded"));
+        let text = err.to_string();
+        assert!(!text.contains("undo left"), "{step}: {text}");
+        assert!(
+            text.contains(&Errno::EIO.desc().to_string())
+                || std::error::Error::source(&err).is_some(),
+            "{step}: {text}"
+        );
+        let after = dgx.state();
+        assert_eq!(
+            after.mounts, before.mounts,
+            "{step}: mounts changed ({text})"
+        );
+        assert_eq!(after.files, before.files, "{step}: files changed ({text})");
+        assert_eq!(
+            after.devices, before.devices,
+            "{step}: device cgroup changed ({text})"
+        );
+        assert_eq!(
+            after.cache, before.cache,
+            "{step}: linker cache changed ({text})"
+        );
+        assert_eq!(host_mounts(), host, "{step}: the host's mounts changed");
+        assert_eq!(
+            process_state(),
+            process,
+            "{step}: fds, threads or children left"
+        );
+    }
+    // And with nothing failing, the same container configures.
+    plan.configure(&container, Some(&ldconfig())).unwrap();
+    assert_ne!(dgx.state(), before);
+}
+
+/// The v2 grant's steps (loading the copy of the runtime's program, swapping it in) failing:
+/// the runtime's program stays attached alone.
+fn walk_v2_grant() {
+    let Some(cg) = TestCgroup::v2() else { return };
+    // A runtime's program: allow /dev/null, deny the rest.
+    let runtime = program::program(&[DeviceRule::allow_char_rw(1, 3)], false);
+    let runtime_fd = match bpf::prog_load_cgroup_device(&runtime, c"Apache") {
+        Ok(fd) => fd,
+        Err(e) => {
+            nvc_testkit::skip!("cannot load a device program: {e}");
+            return;
+        }
+    };
+    let dir = fs::File::open(cg.path()).unwrap();
+    bpf::prog_attach_cgroup_device(runtime_fd.as_fd(), dir.as_fd(), None).unwrap();
+    let attached = || -> Vec<Vec<bpf::Insn>> {
+        bpf::prog_query_cgroup_device(dir.as_fd())
+            .unwrap()
+            .into_iter()
+            .map(|id| {
+                let fd = bpf::prog_get_fd_by_id(id).unwrap();
+                bpf::prog_instructions(fd.as_fd()).unwrap()
+            })
+            .collect()
+    };
+    let device = DeviceCgroup::new(CgroupVersion::V2, cg.path().to_path_buf());
+    let devices = [(195, 0), (195, 255)];
+    let steps = points(|| drop(device.allow(&devices).unwrap().revoke()));
+    assert_eq!(
+        steps.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["load a device program", "attach a device program"]
+    );
+    let process = process_state();
+    for n in 0..steps.len() {
+        let err = failing_at(n, Errno::EPERM, || device.allow(&devices)).unwrap_err();
+        assert!(err.to_string().contains("cannot"), "{err}");
+        assert_eq!(attached(), std::slice::from_ref(&runtime), "step {n}");
+        assert_eq!(process_state(), process, "step {n}");
+    }
+}
