@@ -235,6 +235,7 @@ fn a_hanging_nvml_times_out_and_the_process_exits() {
     s.nvml_faults = NvmlFaults {
         init_result: 0,
         init_delay_ms: 30_000,
+        ..NvmlFaults::default()
     };
     let (dir, _host) = build(&s);
     let start = Instant::now();

@@ -85,14 +85,18 @@ impl Target {
 /// Everything of the process the configures must not leave changed.
 #[derive(Debug, PartialEq, Eq)]
 struct ProcessView {
-    fds: usize,
+    /// Open descriptors, each with what it refers to.
+    fds: Vec<String>,
     threads: usize,
     children: BTreeSet<String>,
-    host_mounts: String,
+    /// The host's mounts on the test's own directories (other processes of the machine,
+    /// such as a runtime cleaning up after another test, may change the rest meanwhile).
+    host_mounts: Vec<String>,
 }
 
 impl ProcessView {
-    fn now() -> Self {
+    /// The process now; host mounts on or below `dirs`.
+    fn now(dirs: &[&std::path::Path]) -> Self {
         let mut children = BTreeSet::new();
         for task in fs::read_dir("/proc/self/task").unwrap() {
             let list =
@@ -100,12 +104,35 @@ impl ProcessView {
             children.extend(list.split_whitespace().map(str::to_owned));
         }
         ProcessView {
-            fds: fs::read_dir("/proc/self/fd").unwrap().count(),
+            fds: fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| {
+                    let e = e.ok()?;
+                    let target = fs::read_link(e.path()).ok()?;
+                    Some(format!(
+                        "{} -> {}",
+                        e.file_name().to_string_lossy(),
+                        target.display()
+                    ))
+                })
+                .collect(),
             threads: fs::read_dir("/proc/self/task").unwrap().count(),
             children,
-            host_mounts: fs::read_to_string("/proc/self/mountinfo").unwrap(),
+            host_mounts: fs::read_to_string("/proc/self/mountinfo")
+                .unwrap()
+                .lines()
+                .filter(|l| dirs.iter().any(|d| l.contains(&*d.to_string_lossy())))
+                .map(str::to_owned)
+                .collect(),
         }
     }
+}
+
+/// The directories of the test: the simulated host and every container's rootfs.
+fn dirs<'a>(host: &'a std::path::Path, targets: &'a [Target]) -> Vec<&'a std::path::Path> {
+    std::iter::once(host)
+        .chain(targets.iter().map(|t| t.rootfs.path()))
+        .collect()
 }
 
 fn make_targets(rng: &mut Rng) -> Option<Vec<Target>> {
@@ -202,7 +229,7 @@ fn two_hundred_concurrent_configures_with_injected_failures_leak_nothing() {
         return;
     };
     let trees: Vec<Vec<PathBuf>> = targets.iter().map(Target::tree).collect();
-    let before = ProcessView::now();
+    let before = ProcessView::now(&dirs(dir.path(), &targets));
     let failed = Mutex::new(vec![false; targets.len()]);
     let next = AtomicUsize::new(0);
     let start = Instant::now();
@@ -220,7 +247,14 @@ fn two_hundred_concurrent_configures_with_injected_failures_leak_nothing() {
     });
     let secs = start.elapsed().as_secs_f64();
     let failed = failed.into_inner().unwrap();
-    assert_eq!(ProcessView::now(), before, "threads: the process changed");
+    let after = ProcessView::now(&dirs(dir.path(), &targets));
+    assert_eq!(after.fds, before.fds, "threads: descriptors left");
+    assert_eq!(after.threads, before.threads, "threads: threads left");
+    assert_eq!(after.children, before.children, "threads: children left");
+    assert_eq!(
+        after.host_mounts, before.host_mounts,
+        "threads: host mounts changed"
+    );
     check(&targets, &failed, &trees);
     report("threads", &targets, &failed, secs);
     drop(targets);
@@ -238,7 +272,7 @@ fn two_hundred_concurrent_configures_with_injected_failures_leak_nothing() {
         .unwrap();
     // The runtime's own threads are there before and after.
     runtime.block_on(async {});
-    let before = ProcessView::now();
+    let before = ProcessView::now(&dirs(dir.path(), &targets));
     let start = Instant::now();
     let failed: Vec<bool> = runtime.block_on(async {
         let tasks: Vec<_> = (0..targets.len())
@@ -256,7 +290,7 @@ fn two_hundred_concurrent_configures_with_injected_failures_leak_nothing() {
     let secs = start.elapsed().as_secs_f64();
     // Idle blocking threads linger for a while; the runtime's shutdown ends them.
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
-    let after = ProcessView::now();
+    let after = ProcessView::now(&dirs(dir.path(), &targets));
     assert_eq!(after.fds, before.fds, "async: descriptors left");
     assert_eq!(after.children, before.children, "async: children left");
     assert_eq!(

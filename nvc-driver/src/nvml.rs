@@ -11,7 +11,7 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use nvml_wrapper::Nvml;
@@ -146,29 +146,69 @@ pub fn probe(
             errno: nix::errno::Errno::EBADF,
         }));
     };
+    // The report so far, kept as it arrives: at a timeout it names the call the helper is
+    // stuck in, even where the pipe stays open (a child forked meanwhile by another thread
+    // of the caller holds its write end until it exits or execs).
+    let report = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = mpsc::channel();
+    let so_far = Arc::clone(&report);
     std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = output.read_to_string(&mut text);
-        let _ = tx.send(text);
-    });
-    match rx.recv_timeout(timeout) {
-        Ok(text) => {
-            child.wait();
-            decode(&text)
+        let mut chunk = [0u8; 4096];
+        loop {
+            match output.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if let Ok(mut r) = so_far.lock() {
+                        r.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                    }
+                }
+            }
         }
+        let _ = tx.send(());
+    });
+    let text = |report: &Mutex<Vec<u8>>| {
+        report
+            .lock()
+            .map(|r| String::from_utf8_lossy(&r).into_owned())
+            .unwrap_or_default()
+    };
+    match rx.recv_timeout(timeout) {
+        Ok(()) => match child.wait() {
+            // A crash inside the library (or the helper): named by the call it was in.
+            Some(nvc_sys::Ended::Signaled(signal)) => Err(Error::Nvml {
+                call: last_call(&text(&report)),
+                message: format!("the NVML helper was killed by {signal}"),
+            }),
+            _ => decode(&text(&report)),
+        },
         Err(_) => {
             child.kill();
-            let text = rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
-            let call = text
-                .lines()
-                .rev()
-                .find_map(|l| l.strip_prefix("call\t"))
-                .map_or("nvmlInit", static_call);
-            Err(Error::NvmlTimeout { call, timeout })
+            // What the helper wrote before it was killed is in the pipe: give the reader
+            // the moment it takes (it ends at once where nothing else holds the pipe).
+            let _ = rx.recv_timeout(Duration::from_millis(200));
+            Err(Error::NvmlTimeout {
+                call: last_call(&text(&report)),
+                timeout,
+            })
         }
     }
 }
+
+/// The call the helper entered last, from its report so far.
+fn last_call(report: &str) -> &'static str {
+    report
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("call\t"))
+        .map_or("nvmlInit", static_call)
+}
+
+/// The highest minor a GPU can have: 254 and 255 are `nvidia-modeset` and `nvidiactl`.
+const MAX_GPU_MINOR: u32 = 253;
+
+/// More MIG devices than a GPU can hold (7 on every part so far): a library that answers
+/// more is broken, and would have the helper ask for that many handles.
+const MAX_MIG_DEVICES: u32 = 64;
 
 /// The helper's side: confine itself, probe, report. Returns the exit code.
 fn helper(root: &Path, library: &Path, identity: Option<Identity>, out: &mut dyn Write) -> i32 {
@@ -354,6 +394,19 @@ fn probe_now(library: &Path, enter: &mut Progress<'_>) -> Result<NvmlInfo, Error
     for index in 0..count {
         gpus.push(gpu(&nvml, index, enter)?);
     }
+    // Devices are selected by UUID: two with the same one would make a selection ambiguous.
+    let mut seen = std::collections::HashSet::new();
+    for uuid in gpus
+        .iter()
+        .flat_map(|g| std::iter::once(&g.uuid).chain(g.mig_devices.iter().map(|m| &m.uuid)))
+    {
+        if !seen.insert(uuid.to_ascii_lowercase()) {
+            return Err(Error::Nvml {
+                call: "nvmlDeviceGetUUID",
+                message: format!("{uuid} is the UUID of two devices"),
+            });
+        }
+    }
     Ok(NvmlInfo {
         nvrm_version,
         cuda_version,
@@ -370,6 +423,12 @@ fn gpu(nvml: &Nvml, index: u32, enter: &mut Progress<'_>) -> Result<Gpu, Error> 
     let minor = d
         .minor_number()
         .map_err(nvml_err("nvmlDeviceGetMinorNumber"))?;
+    if minor > MAX_GPU_MINOR {
+        return Err(Error::Nvml {
+            call: "nvmlDeviceGetMinorNumber",
+            message: format!("minor {minor} of GPU {index} is out of range (0-{MAX_GPU_MINOR})"),
+        });
+    }
     enter("nvmlDeviceGetPciInfo");
     let pci = d.pci_info().map_err(nvml_err("nvmlDeviceGetPciInfo"))?;
     let byte = |v: u32, what: &'static str| {
@@ -415,6 +474,14 @@ fn gpu(nvml: &Nvml, index: u32, enter: &mut Progress<'_>) -> Result<Gpu, Error> 
         let max = d
             .mig_device_count()
             .map_err(nvml_err("nvmlDeviceGetMaxMigDeviceCount"))?;
+        if max > MAX_MIG_DEVICES {
+            return Err(Error::Nvml {
+                call: "nvmlDeviceGetMaxMigDeviceCount",
+                message: format!(
+                    "{max} MIG devices on GPU {index} is more than a GPU can hold ({MAX_MIG_DEVICES})"
+                ),
+            });
+        }
         for mig_index in 0..max {
             enter("nvmlDeviceGetMigDeviceHandleByIndex");
             let m = match d.mig_device_by_index(mig_index) {
@@ -423,8 +490,7 @@ fn gpu(nvml: &Nvml, index: u32, enter: &mut Progress<'_>) -> Result<Gpu, Error> 
                 Err(NvmlError::NotFound) => break,
                 Err(e) => return Err(nvml_err("nvmlDeviceGetMigDeviceHandleByIndex")(e)),
             };
-            enter("nvmlDeviceGetGpuInstanceId");
-            let (gi, ci) = instance_ids(nvml, &m)?;
+            let (gi, ci) = instance_ids(nvml, &m, enter)?;
             enter("nvmlDeviceGetUUID");
             mig_devices.push(MigDevice {
                 index: mig_index,
@@ -452,7 +518,11 @@ fn gpu(nvml: &Nvml, index: u32, enter: &mut Progress<'_>) -> Result<Gpu, Error> 
 /// GPU and compute instance ids of a MIG device, which nvml-wrapper does not wrap: the one
 /// raw NVML call of nvc.
 #[allow(unsafe_code)]
-fn instance_ids(nvml: &Nvml, mig: &nvml_wrapper::Device<'_>) -> Result<(u32, u32), Error> {
+fn instance_ids(
+    nvml: &Nvml,
+    mig: &nvml_wrapper::Device<'_>,
+    enter: &mut Progress<'_>,
+) -> Result<(u32, u32), Error> {
     let (mut gi, mut ci) = (0u32, 0u32);
     let lib = nvml.lib();
     let (Ok(gi_fn), Ok(ci_fn)) = (
@@ -464,19 +534,23 @@ fn instance_ids(nvml: &Nvml, mig: &nvml_wrapper::Device<'_>) -> Result<(u32, u32
             message: "the NVML library lacks the MIG instance calls".into(),
         });
     };
-    // SAFETY: `mig` is a live handle of `nvml` (it borrows it), the symbols were resolved
-    // from the same library, and both out pointers are valid, writable u32s.
-    let (r_gi, r_ci) = unsafe { (gi_fn(mig.handle(), &mut gi), ci_fn(mig.handle(), &mut ci)) };
-    for (call, code) in [
-        ("nvmlDeviceGetGpuInstanceId", r_gi),
-        ("nvmlDeviceGetComputeInstanceId", r_ci),
-    ] {
-        if code != 0 {
-            return Err(Error::Nvml {
-                call,
-                message: NvmlError::from(code).to_string(),
-            });
-        }
-    }
+    let check = |call: &'static str, code: u32| match code {
+        0 => Ok(()),
+        code => Err(Error::Nvml {
+            call,
+            message: NvmlError::from(code).to_string(),
+        }),
+    };
+    enter("nvmlDeviceGetGpuInstanceId");
+    // SAFETY: `mig` is a live handle of `nvml` (it borrows it), the symbol was resolved from
+    // the same library, and the out pointer is a valid, writable u32.
+    check("nvmlDeviceGetGpuInstanceId", unsafe {
+        gi_fn(mig.handle(), &mut gi)
+    })?;
+    enter("nvmlDeviceGetComputeInstanceId");
+    // SAFETY: as above.
+    check("nvmlDeviceGetComputeInstanceId", unsafe {
+        ci_fn(mig.handle(), &mut ci)
+    })?;
     Ok((gi, ci))
 }

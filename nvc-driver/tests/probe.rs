@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use nvc_driver::{DriverOptions, Error, probe_driver};
-use nvc_testkit::{BUILTIN, Host, NvmlFaults, Scenario};
+use nvc_testkit::{BUILTIN, Host, Misbehaviour, NvmlFaults, Scenario};
 
 fn build(s: &Scenario) -> (tempfile::TempDir, Host) {
     let dir = tempfile::tempdir().unwrap();
@@ -86,6 +86,7 @@ fn nvml_missing_failing_and_hanging() {
     s.nvml_faults = NvmlFaults {
         init_result: 9,
         init_delay_ms: 0,
+        ..NvmlFaults::default()
     };
     let (_dir, host) = build(&s);
     let err = probe_driver(&DriverOptions::new(host.root())).unwrap_err();
@@ -103,6 +104,7 @@ fn nvml_missing_failing_and_hanging() {
     s.nvml_faults = NvmlFaults {
         init_result: 0,
         init_delay_ms: 5_000,
+        ..NvmlFaults::default()
     };
     let (_dir, host) = build(&s);
     let mut opts = DriverOptions::new(host.root());
@@ -234,4 +236,120 @@ fn every_nvml_brand_reads_as_upstream_names_it() {
     assert_eq!(seen[14], "Nvidia");
     assert_eq!(seen[0], "Unknown");
     assert_eq!(seen[17], "Unknown");
+}
+
+/// Every NVML call the probe makes, in the order it first makes them on a MIG host.
+const CALLS: &[&str] = &[
+    "nvmlInit",
+    "nvmlSystemGetDriverVersion",
+    "nvmlSystemGetCudaDriverVersion",
+    "nvmlDeviceGetCount",
+    "nvmlDeviceGetHandleByIndex",
+    "nvmlDeviceGetMinorNumber",
+    "nvmlDeviceGetPciInfo",
+    "nvmlDeviceGetUUID",
+    "nvmlDeviceGetName",
+    "nvmlDeviceGetBrand",
+    "nvmlDeviceGetCudaComputeCapability",
+    "nvmlDeviceGetMigMode",
+    "nvmlDeviceGetMaxMigDeviceCount",
+    "nvmlDeviceGetMigDeviceHandleByIndex",
+    "nvmlDeviceGetGpuInstanceId",
+    "nvmlDeviceGetComputeInstanceId",
+];
+
+/// Waits until no child of this process is a zombie any more (other tests' children may
+/// be one for an instant).
+fn no_zombie_stays(before: usize) -> bool {
+    (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        zombies() <= before
+    })
+}
+
+#[test]
+fn every_nvml_call_hanging_or_crashing_is_an_error_naming_it() {
+    for &call in CALLS {
+        for how in [Misbehaviour::Hang, Misbehaviour::Crash] {
+            let mut s = Scenario::builtin("mig").unwrap();
+            s.nvml_faults.misbehave = Some((call, how));
+            let (_dir, host) = build(&s);
+            let mut opts = DriverOptions::new(host.root());
+            opts.nvml_timeout = Duration::from_millis(300);
+            let before = zombies();
+            let start = Instant::now();
+            let err = probe_driver(&opts).unwrap_err();
+            // nvml-wrapper's initialisation asks the driver version: nvc's nvmlInit step.
+            let step = match call {
+                "nvmlSystemGetDriverVersion" => "nvmlInit",
+                other => other,
+            };
+            match how {
+                Misbehaviour::Hang => assert!(
+                    matches!(err, Error::NvmlTimeout { call: c, .. } if c == step),
+                    "{call}: {err}"
+                ),
+                Misbehaviour::Crash => {
+                    assert!(
+                        matches!(err, Error::Nvml { call: c, .. } if c == step),
+                        "{call}: {err}"
+                    );
+                    assert!(err.to_string().contains("killed by SIGABRT"), "{err}");
+                }
+            }
+            assert!(start.elapsed() < Duration::from_secs(3), "{call}: {how:?}");
+            assert!(
+                no_zombie_stays(before),
+                "{call} {how:?}: the helper was not reaped"
+            );
+        }
+    }
+}
+
+#[test]
+fn garbage_answers_are_errors_naming_the_call() {
+    let probe = |s: &Scenario| {
+        let (_dir, host) = build(s);
+        probe_driver(&DriverOptions::new(host.root())).unwrap_err()
+    };
+    let call_of = |e: &Error| match e {
+        Error::Nvml { call, .. } => *call,
+        other => panic!("{other}"),
+    };
+
+    let mut s = Scenario::builtin("single").unwrap();
+    s.nvml_faults.garbage_names = true;
+    let err = probe(&s);
+    assert_eq!(call_of(&err), "nvmlDeviceGetName", "{err}");
+
+    let mut s = Scenario::builtin("dgx").unwrap();
+    s.gpus[3].minor = 300;
+    let err = probe(&s);
+    assert_eq!(call_of(&err), "nvmlDeviceGetMinorNumber", "{err}");
+    assert!(
+        err.to_string()
+            .contains("minor 300 of GPU 3 is out of range"),
+        "{err}"
+    );
+
+    let mut s = Scenario::builtin("dgx").unwrap();
+    s.gpus[5].uuid = s.gpus[2].uuid.to_lowercase();
+    let err = probe(&s);
+    assert_eq!(call_of(&err), "nvmlDeviceGetUUID", "{err}");
+    assert!(err.to_string().contains("the UUID of two devices"), "{err}");
+
+    let mut s = Scenario::builtin("mig").unwrap();
+    let migs = &mut s.gpus[0].mig_devices;
+    migs[1].uuid = migs[0].uuid.clone();
+    let err = probe(&s);
+    assert_eq!(call_of(&err), "nvmlDeviceGetUUID", "{err}");
+
+    let mut s = Scenario::builtin("mig").unwrap();
+    s.nvml_faults.max_mig_devices = Some(1_000_000);
+    let err = probe(&s);
+    assert_eq!(call_of(&err), "nvmlDeviceGetMaxMigDeviceCount", "{err}");
+    assert!(
+        err.to_string().contains("more than a GPU can hold"),
+        "{err}"
+    );
 }

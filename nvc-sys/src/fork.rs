@@ -11,6 +11,15 @@ use nix::unistd::{ForkResult, Pid, fork, pipe2};
 
 use crate::Error;
 
+/// How a [`Forked`] child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// It exited with this code.
+    Exited(i32),
+    /// It was killed by this signal (`SIGSEGV`).
+    Signaled(&'static str),
+}
+
 /// A child made by [`fork_with_pipe`]: read what it writes, then reap it.
 #[derive(Debug)]
 pub struct Forked {
@@ -33,8 +42,8 @@ impl Forked {
         }
     }
 
-    /// Reaps the child, returning its exit code (`None` if it died by a signal).
-    pub fn wait(&mut self) -> Option<i32> {
+    /// Reaps the child: how it ended (`None` when it was reaped already or cannot be).
+    pub fn wait(&mut self) -> Option<Ended> {
         if self.reaped {
             return None;
         }
@@ -43,9 +52,13 @@ impl Forked {
                 Err(Errno::EINTR) => continue,
                 Ok(WaitStatus::Exited(_, code)) => {
                     self.reaped = true;
-                    return Some(code);
+                    return Some(Ended::Exited(code));
                 }
-                Ok(WaitStatus::Signaled(..)) | Err(_) => {
+                Ok(WaitStatus::Signaled(_, signal, _)) => {
+                    self.reaped = true;
+                    return Some(Ended::Signaled(signal.as_str()));
+                }
+                Err(_) => {
                     self.reaped = true;
                     return None;
                 }

@@ -29,7 +29,7 @@ pub mod seccomp;
 
 pub use chroot::chrooted;
 pub use creds::set_fs_owner;
-pub use fork::{Forked, fork_with_pipe};
+pub use fork::{Ended, Forked, fork_with_pipe};
 pub use pidfd::{pidfd_alive, pidfd_open};
 
 use nix::errno::Errno;

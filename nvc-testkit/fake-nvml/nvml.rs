@@ -50,6 +50,12 @@ struct Config {
     gpus: Vec<Gpu>,
     init_result: nvmlReturn_t,
     init_delay_ms: u64,
+    /// A call that never returns (`hang`) or aborts the process (`crash`).
+    misbehave: Option<(String, String)>,
+    /// `nvmlDeviceGetName` answers bytes that are not UTF-8.
+    garbage_names: bool,
+    /// What `nvmlDeviceGetMaxMigDeviceCount` answers.
+    max_mig_devices: u32,
 }
 
 struct State {
@@ -93,6 +99,9 @@ fn parse_config(text: &str) -> Option<Config> {
         gpus: Vec::new(),
         init_result: SUCCESS,
         init_delay_ms: 0,
+        misbehave: None,
+        garbage_names: false,
+        max_mig_devices: 7,
     };
     for line in text.lines() {
         let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
@@ -108,6 +117,12 @@ fn parse_config(text: &str) -> Option<Config> {
             "cuda_version" => c.cuda_version = rest.parse().ok()?,
             "init_result" => c.init_result = rest.parse().ok()?,
             "init_delay_ms" => c.init_delay_ms = rest.parse().ok()?,
+            "misbehave" => {
+                let (call, how) = rest.split_once(' ')?;
+                c.misbehave = Some((call.to_owned(), how.to_owned()));
+            }
+            "garbage_names" => c.garbage_names = rest == "1",
+            "max_mig_devices" => c.max_mig_devices = rest.parse().ok()?,
             "gpu" => {
                 let (cc_major, cc_minor) = field("cc")?.split_once('.')?;
                 let mig = match field("mig")? {
@@ -176,6 +191,26 @@ fn load_config() -> Option<Config> {
     parse_config(&std::fs::read_to_string(dir.join("nvc-fake-nvml.conf")).ok()?)
 }
 
+/// Hangs or crashes in `call` when the configuration says so.
+fn misbehave(call: &str) {
+    let how = match STATE.lock() {
+        Ok(state) => state
+            .config
+            .as_ref()
+            .and_then(|c| c.misbehave.clone())
+            .filter(|(c, _)| c == call)
+            .map(|(_, how)| how),
+        Err(_) => None,
+    };
+    match how.as_deref() {
+        Some("hang") => loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        },
+        Some("crash") => std::process::abort(),
+        _ => {}
+    }
+}
+
 fn with<T>(f: impl FnOnce(&Config) -> Result<T, nvmlReturn_t>) -> Result<T, nvmlReturn_t> {
     let state = STATE.lock().map_err(|_| UNKNOWN)?;
     match (&state.config, state.refs) {
@@ -200,6 +235,11 @@ fn put<T>(out: *mut T, value: T) -> Result<(), nvmlReturn_t> {
 
 /// Copies `s` with its NUL into a caller buffer of `len` bytes.
 fn put_str(buf: *mut c_char, len: c_uint, s: &str) -> Result<(), nvmlReturn_t> {
+    put_bytes(buf, len, s.as_bytes())
+}
+
+/// Copies `s` with a NUL into a caller buffer of `len` bytes.
+fn put_bytes(buf: *mut c_char, len: c_uint, s: &[u8]) -> Result<(), nvmlReturn_t> {
     if buf.is_null() {
         return Err(INVALID_ARGUMENT);
     }
@@ -259,6 +299,8 @@ pub extern "C" fn nvmlInit_v2() -> nvmlReturn_t {
         state.config = Some(config);
     }
     state.refs += 1;
+    drop(state);
+    misbehave("nvmlInit");
     SUCCESS
 }
 
@@ -309,6 +351,7 @@ pub extern "C" fn nvmlErrorString(result: nvmlReturn_t) -> *const c_char {
 
 #[unsafe(no_mangle)]
 pub extern "C" fn nvmlSystemGetDriverVersion(buf: *mut c_char, len: c_uint) -> nvmlReturn_t {
+    misbehave("nvmlSystemGetDriverVersion");
     code(with(|c| put_str(buf, len, &c.driver_version)))
 }
 
@@ -319,21 +362,25 @@ pub extern "C" fn nvmlSystemGetNVMLVersion(buf: *mut c_char, len: c_uint) -> nvm
 
 #[unsafe(no_mangle)]
 pub extern "C" fn nvmlSystemGetCudaDriverVersion(out: *mut c_int) -> nvmlReturn_t {
+    misbehave("nvmlSystemGetCudaDriverVersion");
     code(with(|c| put(out, c.cuda_version)))
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn nvmlSystemGetCudaDriverVersion_v2(out: *mut c_int) -> nvmlReturn_t {
+    misbehave("nvmlSystemGetCudaDriverVersion");
     nvmlSystemGetCudaDriverVersion(out)
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn nvmlDeviceGetCount_v2(out: *mut c_uint) -> nvmlReturn_t {
+    misbehave("nvmlDeviceGetCount");
     code(with(|c| put(out, c.gpus.len() as c_uint)))
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn nvmlDeviceGetHandleByIndex_v2(index: c_uint, out: *mut nvmlDevice_t) -> nvmlReturn_t {
+    misbehave("nvmlDeviceGetHandleByIndex");
     code(with(|c| {
         let i = index as usize;
         if i >= c.gpus.len() {
@@ -379,6 +426,7 @@ pub extern "C" fn nvmlDeviceGetIndex(dev: nvmlDevice_t, out: *mut c_uint) -> nvm
 
 #[unsafe(no_mangle)]
 pub extern "C" fn nvmlDeviceGetUUID(dev: nvmlDevice_t, buf: *mut c_char, len: c_uint) -> nvmlReturn_t {
+    misbehave("nvmlDeviceGetUUID");
     code(with(|c| match decode(dev) {
         Some(Handle::Mig(..)) => put_str(buf, len, &mig_of(c, dev)?.1.uuid),
         _ => put_str(buf, len, &gpu_of(c, dev)?.1.uuid),
@@ -406,6 +454,7 @@ fn fixed<const N: usize>(s: &str) -> [c_char; N] {
 
 #[unsafe(no_mangle)]
 pub extern "C" fn nvmlDeviceGetPciInfo_v3(dev: nvmlDevice_t, out: *mut nvmlPciInfo_t) -> nvmlReturn_t {
+    misbehave("nvmlDeviceGetPciInfo");
     code(with(|c| {
         let g = gpu_of(c, dev)?.1;
         let id = bus_id(g);
@@ -426,21 +475,28 @@ pub extern "C" fn nvmlDeviceGetPciInfo_v3(dev: nvmlDevice_t, out: *mut nvmlPciIn
 
 #[unsafe(no_mangle)]
 pub extern "C" fn nvmlDeviceGetPciInfo_v2(dev: nvmlDevice_t, out: *mut nvmlPciInfo_t) -> nvmlReturn_t {
+    misbehave("nvmlDeviceGetPciInfo");
     nvmlDeviceGetPciInfo_v3(dev, out)
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn nvmlDeviceGetMinorNumber(dev: nvmlDevice_t, out: *mut c_uint) -> nvmlReturn_t {
+    misbehave("nvmlDeviceGetMinorNumber");
     code(with(|c| put(out, gpu_of(c, dev)?.1.minor)))
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn nvmlDeviceGetName(dev: nvmlDevice_t, buf: *mut c_char, len: c_uint) -> nvmlReturn_t {
+    misbehave("nvmlDeviceGetName");
     code(with(|c| match decode(dev) {
         Some(Handle::Mig(i, _)) => {
             let name = format!("{} MIG", c.gpus.get(i).ok_or(INVALID_ARGUMENT)?.name);
             mig_of(c, dev)?;
             put_str(buf, len, &name)
+        }
+        _ if c.garbage_names => {
+            gpu_of(c, dev)?;
+            put_bytes(buf, len, b"\xff\xfeA100")
         }
         _ => put_str(buf, len, &gpu_of(c, dev)?.1.name),
     }))
@@ -448,6 +504,7 @@ pub extern "C" fn nvmlDeviceGetName(dev: nvmlDevice_t, buf: *mut c_char, len: c_
 
 #[unsafe(no_mangle)]
 pub extern "C" fn nvmlDeviceGetBrand(dev: nvmlDevice_t, out: *mut c_uint) -> nvmlReturn_t {
+    misbehave("nvmlDeviceGetBrand");
     code(with(|c| put(out, gpu_of(c, dev)?.1.brand)))
 }
 
@@ -462,6 +519,7 @@ pub extern "C" fn nvmlDeviceGetCudaComputeCapability(
     major: *mut c_int,
     minor: *mut c_int,
 ) -> nvmlReturn_t {
+    misbehave("nvmlDeviceGetCudaComputeCapability");
     code(with(|c| {
         let g = gpu_of(c, dev)?.1;
         put(major, g.cc.0)?;
@@ -471,6 +529,7 @@ pub extern "C" fn nvmlDeviceGetCudaComputeCapability(
 
 #[unsafe(no_mangle)]
 pub extern "C" fn nvmlDeviceGetMigMode(dev: nvmlDevice_t, current: *mut c_uint, pending: *mut c_uint) -> nvmlReturn_t {
+    misbehave("nvmlDeviceGetMigMode");
     code(with(|c| {
         let (cur, pend) = gpu_of(c, dev)?.1.mig.ok_or(NOT_SUPPORTED)?;
         put(current, cur)?;
@@ -480,9 +539,10 @@ pub extern "C" fn nvmlDeviceGetMigMode(dev: nvmlDevice_t, current: *mut c_uint, 
 
 #[unsafe(no_mangle)]
 pub extern "C" fn nvmlDeviceGetMaxMigDeviceCount(dev: nvmlDevice_t, out: *mut c_uint) -> nvmlReturn_t {
+    misbehave("nvmlDeviceGetMaxMigDeviceCount");
     code(with(|c| {
         gpu_of(c, dev)?.1.mig.ok_or(NOT_SUPPORTED)?;
-        put(out, 7)
+        put(out, c.max_mig_devices)
     }))
 }
 
@@ -492,6 +552,7 @@ pub extern "C" fn nvmlDeviceGetMigDeviceHandleByIndex(
     index: c_uint,
     out: *mut nvmlDevice_t,
 ) -> nvmlReturn_t {
+    misbehave("nvmlDeviceGetMigDeviceHandleByIndex");
     code(with(|c| {
         let (i, g) = gpu_of(c, dev)?;
         match g.mig {
@@ -521,6 +582,7 @@ pub extern "C" fn nvmlDeviceGetDeviceHandleFromMigDeviceHandle(
 
 #[unsafe(no_mangle)]
 pub extern "C" fn nvmlDeviceGetGpuInstanceId(dev: nvmlDevice_t, out: *mut c_uint) -> nvmlReturn_t {
+    misbehave("nvmlDeviceGetGpuInstanceId");
     code(with(|c| match decode(dev) {
         Some(Handle::Gpu(_)) => gpu_of(c, dev).and(Err(NOT_SUPPORTED)),
         _ => put(out, mig_of(c, dev)?.1.gi),
@@ -529,6 +591,7 @@ pub extern "C" fn nvmlDeviceGetGpuInstanceId(dev: nvmlDevice_t, out: *mut c_uint
 
 #[unsafe(no_mangle)]
 pub extern "C" fn nvmlDeviceGetComputeInstanceId(dev: nvmlDevice_t, out: *mut c_uint) -> nvmlReturn_t {
+    misbehave("nvmlDeviceGetComputeInstanceId");
     code(with(|c| match decode(dev) {
         Some(Handle::Gpu(_)) => gpu_of(c, dev).and(Err(NOT_SUPPORTED)),
         _ => put(out, mig_of(c, dev)?.1.ci),

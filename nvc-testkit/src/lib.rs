@@ -34,7 +34,9 @@ pub use cgroup::TestCgroup;
 pub use host::{DeviceNode, DeviceNodes, Host};
 pub use image::debian_image;
 pub use paused::PausedContainer;
-pub use scenario::{BUILTIN, Files, Gpu, MigDevice, NvmlFaults, PciAddress, Scenario};
+pub use scenario::{
+    BUILTIN, Files, Gpu, MigDevice, Misbehaviour, NvmlFaults, PciAddress, Scenario,
+};
 pub use skip::{REQUIRE_PRIVILEGED, privileged_required, skip};
 
 /// The fake `libnvidia-ml.so.1` built from `fake-nvml/nvml.rs` by the build script.

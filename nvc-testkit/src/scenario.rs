@@ -98,6 +98,22 @@ pub struct NvmlFaults {
     pub init_result: u32,
     /// How long `nvmlInit` blocks before answering, in milliseconds.
     pub init_delay_ms: u64,
+    /// An NVML call (named without its `_v2` suffix, as nvc's errors name it) that never
+    /// returns or crashes the process.
+    pub misbehave: Option<(&'static str, Misbehaviour)>,
+    /// `nvmlDeviceGetName` answers bytes that are not UTF-8.
+    pub garbage_names: bool,
+    /// What `nvmlDeviceGetMaxMigDeviceCount` answers (7, as today's parts, by default).
+    pub max_mig_devices: Option<u32>,
+}
+
+/// How an NVML call misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Misbehaviour {
+    /// It never returns.
+    Hang,
+    /// It aborts the process (`SIGABRT`), as a crash inside the library would.
+    Crash,
 }
 
 /// A simulated host.
@@ -284,6 +300,20 @@ impl Scenario {
             self.nvml_faults.init_result,
             self.nvml_faults.init_delay_ms
         );
+        let faults = &self.nvml_faults;
+        if let Some((call, how)) = faults.misbehave {
+            let how = match how {
+                Misbehaviour::Hang => "hang",
+                Misbehaviour::Crash => "crash",
+            };
+            out.push_str(&format!("misbehave {call} {how}\n"));
+        }
+        if faults.garbage_names {
+            out.push_str("garbage_names 1\n");
+        }
+        if let Some(n) = faults.max_mig_devices {
+            out.push_str(&format!("max_mig_devices {n}\n"));
+        }
         for g in &self.gpus {
             let mig = g.mig_mode.map_or("none".to_owned(), |(c, p)| {
                 format!("{},{}", u8::from(c), u8::from(p))

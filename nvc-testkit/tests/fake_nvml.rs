@@ -188,6 +188,7 @@ fn init_failures_and_hangs_are_injected() {
     s.nvml_faults = NvmlFaults {
         init_result: 9, // NVML_ERROR_DRIVER_NOT_LOADED
         init_delay_ms: 0,
+        ..NvmlFaults::default()
     };
     let (_dir, _host, lib) = host(&s);
     assert!(matches!(init(&lib), Err(NvmlError::DriverNotLoaded)));
@@ -195,6 +196,7 @@ fn init_failures_and_hangs_are_injected() {
     s.nvml_faults = NvmlFaults {
         init_result: 0,
         init_delay_ms: 300,
+        ..NvmlFaults::default()
     };
     let (_dir, _host, lib) = host(&s);
     let start = Instant::now();
