@@ -234,15 +234,22 @@ fn two_hundred_concurrent_configures_with_injected_failures_leak_nothing() {
     let next = AtomicUsize::new(0);
     let start = Instant::now();
     std::thread::scope(|s| {
-        for _ in 0..8 {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(t) = targets.get(i) else { break };
-                    let f = configure(&driver, t);
-                    failed.lock().unwrap()[i] = f;
-                }
-            });
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(t) = targets.get(i) else { break };
+                        let f = configure(&driver, t);
+                        failed.lock().unwrap()[i] = f;
+                    }
+                })
+            })
+            .collect();
+        // Joined (not only waited for by the scope), so the threads are gone from the
+        // process when it is looked at.
+        for w in workers {
+            w.join().unwrap();
         }
     });
     let secs = start.elapsed().as_secs_f64();
