@@ -683,8 +683,12 @@ fn undo(done: &Mounted) -> Vec<String> {
             continue;
         };
         let outcome = match step {
-            Step::Mounted { id, dev, ino, .. } => unmount(dir, name, *id, (*dev, *ino)),
-            Step::Created { dev, ino, .. } => remove(dir, name, (*dev, *ino)),
+            Step::Mounted { id, dev, ino, .. } => nvc_sys::fault::point("undo: umount", path)
+                .map_err(|e| format!("not unmounted: {e}"))
+                .and_then(|()| unmount(dir, name, *id, (*dev, *ino))),
+            Step::Created { dev, ino, .. } => nvc_sys::fault::point("undo: remove", path)
+                .map_err(|e| format!("not removed: {e}"))
+                .and_then(|()| remove(dir, name, (*dev, *ino))),
         };
         if let Err(why) = outcome {
             left.push(format!("{}: {why}", path.display()));

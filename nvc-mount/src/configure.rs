@@ -313,6 +313,17 @@ impl SavedCache {
 
     fn put_back(&self, left: &mut Vec<String>) {
         let etc = self.etc.as_fd();
+        // What is left names where the image's cache is, for whoever repairs it.
+        let not_put_back = |link: &str, why: &dyn std::fmt::Display| {
+            format!("/etc/ld.so.cache not put back (the image's is kept as /etc/{link}): {why}")
+        };
+        if let Err(e) = nvc_sys::fault::point("undo: put back", Path::new("/etc/ld.so.cache")) {
+            left.push(match &self.kept {
+                Some((link, _)) => not_put_back(link, &e),
+                None => format!("/etc/ld.so.cache written by ldconfig: {e}"),
+            });
+            return;
+        }
         match &self.kept {
             Some((link, was)) if inode(&self.etc, link) == Ok(*was) => {
                 // Still in place (ldconfig failed before writing a new one): rename(2) of
@@ -324,7 +335,7 @@ impl SavedCache {
                     renameat(etc, link.as_str(), etc, CACHE)
                 };
                 if let Err(e) = result {
-                    left.push(format!("/etc/ld.so.cache not put back: {e}"));
+                    left.push(not_put_back(link, &e));
                 }
             }
             Some((link, _)) => left.push(format!(

@@ -92,7 +92,11 @@ struct Dgx {
 
 impl Dgx {
     fn new() -> Option<Self> {
-        let sim = common::sim("dgx")?;
+        Self::of("dgx")
+    }
+
+    fn of(scenario: &str) -> Option<Self> {
+        let sim = common::sim(scenario)?;
         sim.mkdirs(&["sbin", "usr/lib/x86_64-linux-gnu", "usr/bin"]);
         fs::write(
             sim.rootfs.path().join("etc/ld.so.cache"),
@@ -143,6 +147,7 @@ fn every_failing_step_leaves_container_host_and_process_as_they_were() {
     for api in [MountApi::Auto, MountApi::Legacy] {
         walk_configure(api);
     }
+    walk_undo();
     walk_v2_grant();
 }
 
@@ -218,6 +223,112 @@ fn walk_configure(api: MountApi) {
     // And with nothing failing, the same container configures.
     plan.configure(&container, Some(&ldconfig())).unwrap();
     assert_ne!(dgx.state(), before);
+}
+
+/// The undo's own steps failing: a configure of a single-GPU host fails at its last step
+/// (the ldconfig run), so that everything is undone, and one undo step — an unmount, a
+/// removal, the device-cgroup deny, putting the linker cache back — fails in turn. The
+/// error lists what was left, the undo goes on past the failed step, and whatever of the
+/// configure remains in the container is in that list; nothing of the process is left.
+fn walk_undo() {
+    let undoing = |n: Option<usize>| {
+        let count = AtomicUsize::new(0);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        let hook = move |name: &str, path: &std::path::Path| {
+            if name == "ldconfig" {
+                return Some(Errno::EIO);
+            }
+            if !name.starts_with("undo: ") {
+                return None;
+            }
+            record
+                .lock()
+                .unwrap()
+                .push((name.to_owned(), path.to_path_buf()));
+            (Some(count.fetch_add(1, Ordering::Relaxed)) == n).then_some(Errno::EIO)
+        };
+        (hook, seen)
+    };
+    let Some(probe) = Dgx::of("single") else {
+        return;
+    };
+    let container = probe.sim.container();
+    let plan = probe.plan(&container, MountApi::Auto);
+    let (hook, seen) = undoing(None);
+    let err = nvc_sys::fault::with_hook(hook, || {
+        plan.configure(&container, Some(&ldconfig())).unwrap_err()
+    });
+    assert!(!err.to_string().contains("undo left"), "{err}");
+    let steps = seen.lock().unwrap().clone();
+    let names: BTreeSet<&str> = steps.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "undo: put back",
+            "undo: remove",
+            "undo: umount",
+            "undo: write devices.deny"
+        ])
+    );
+    drop(probe);
+    eprintln!("undo: {} steps, each failed in turn", steps.len());
+
+    for (n, (name, path)) in steps.iter().enumerate() {
+        let Some(f) = Dgx::of("single") else { return };
+        let container = f.sim.container();
+        let plan = f.plan(&container, MountApi::Auto);
+        let before = f.state();
+        let process = process_state();
+        let (hook, _) = undoing(Some(n));
+        let err = nvc_sys::fault::with_hook(hook, || {
+            plan.configure(&container, Some(&ldconfig())).unwrap_err()
+        });
+        let text = err.to_string();
+        let step = format!("undo step {n} ({name} {})", path.display());
+        let Some((_, left)) = text.split_once("; undo left: ") else {
+            panic!("{step}: nothing said left: {text}")
+        };
+        let reported = |p: &std::path::Path| left.contains(&*p.to_string_lossy());
+        if name == "undo: write devices.deny" {
+            // The cgroup is the fixture's own: its path differs from the recording run's.
+            assert!(left.contains("device grant not revoked"), "{step}: {left}");
+        } else {
+            assert!(reported(path), "{step}: {left}");
+        }
+        let after = f.state();
+        let root = f.sim.rootfs.path();
+        for (file, _) in after.files.iter().filter(|e| !before.files.contains(e)) {
+            let inside = std::path::Path::new("/").join(file.strip_prefix(root).unwrap());
+            assert!(
+                reported(&inside),
+                "{step}: {} left unreported: {left}",
+                inside.display()
+            );
+        }
+        for m in after.mounts.iter().filter(|m| !before.mounts.contains(m)) {
+            let at = m.split(' ').nth(4).unwrap();
+            let inside = at.strip_prefix(&*root.to_string_lossy()).unwrap();
+            assert!(
+                left.contains(inside),
+                "{step}: mount {inside} left unreported: {left}"
+            );
+        }
+        if after.devices != before.devices {
+            assert!(left.contains("device grant not revoked"), "{step}: {left}");
+        }
+        if after.cache != before.cache {
+            assert!(
+                left.contains("/etc/ld.so.cache not put back"),
+                "{step}: {left}"
+            );
+        }
+        assert_eq!(
+            process_state(),
+            process,
+            "{step}: fds, threads or children left"
+        );
+    }
 }
 
 /// The v2 grant's steps (loading the copy of the runtime's program, swapping it in) failing:

@@ -87,7 +87,7 @@ fn io_err(path: &Path, what: &str) -> impl FnOnce(std::io::Error) -> Error {
 fn point(op: &str, path: &Path) -> Result<(), Error> {
     nvc_sys::fault::point(op, path).map_err(|errno| Error::Cgroup {
         path: path.to_path_buf(),
-        what: format!("cannot {op}"),
+        what: format!("cannot {}", op.trim_start_matches("undo: ")),
         error: Some(crate::error::os(errno)),
     })
 }
@@ -291,8 +291,8 @@ impl DeviceGrant {
                 Err(e) => first = first.or(Some(e)),
                 Ok(dir) => {
                     for &(major, minor) in &self.added {
-                        let r = cg
-                            .open_file_in(&dir, "devices.deny", OFlag::O_WRONLY)
+                        let r = point("undo: write devices.deny", &deny)
+                            .and_then(|()| cg.open_file_in(&dir, "devices.deny", OFlag::O_WRONLY))
                             .and_then(|mut f| {
                                 f.write_all(format!("c {major}:{minor} rw").as_bytes())
                                     .map_err(io_err(&deny, "cannot write"))
