@@ -3,6 +3,7 @@
 # and rootfs. Run as root inside the simulated host:
 #   nvc-sim create --scenario dgx /tmp/dgx
 #   nvc-sim run /tmp/dgx -- benches/configure.sh /tmp/dgx target/release/nvidia-container-cli [--no-ldconfig]
+# Global options of the CLI (e.g. `--no-nvml`) come from $NVC_GLOBAL_OPTS.
 set -euo pipefail
 driver_root=$1
 cli=$(realpath "$2")
@@ -20,7 +21,8 @@ for _ in $(seq 1 20); do
     pid=$!
     sleep 0.05
     start=$(date +%s%N)
-    "$cli" --root "$driver_root" configure --device=all --compute --utility "$@" --pid="$pid" "$rootfs"
+    # shellcheck disable=SC2086 # one word per option
+    "$cli" --root "$driver_root" ${NVC_GLOBAL_OPTS:-} configure --device=all --compute --utility "$@" --pid="$pid" "$rootfs"
     end=$(date +%s%N)
     echo $(((end - start) / 1000))
     kill "$pid"

@@ -110,7 +110,7 @@ impl Error {
             _ => None,
         };
         let driver = |e: &D| match e {
-            D::Nvml { .. } => ErrorKind::NoDriver,
+            D::Nvml { .. } | D::DriverProc { .. } => ErrorKind::NoDriver,
             D::NvmlTimeout { .. } => ErrorKind::Timeout,
             D::Unsatisfied { .. } => ErrorKind::Unsatisfied,
             D::UnknownDevice { .. }
@@ -118,6 +118,7 @@ impl Error {
             | D::InvalidRequirement { .. }
             | D::InvalidMigAccess { .. }
             | D::MigAccessWithMigDevices { .. }
+            | D::NeedsNvml { .. }
             | D::Ldcache { .. }
             | D::Elf { .. } => ErrorKind::BadInput,
             _ => by_errno().unwrap_or(ErrorKind::Other),

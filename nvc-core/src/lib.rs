@@ -66,6 +66,7 @@ pub struct ContextBuilder {
     discover: nvc_driver::DiscoverOptions,
     nvml_timeout: Duration,
     nvml_user: Option<Identity>,
+    nvml: bool,
     kmods: Option<(Vec<u32>, bool)>,
 }
 
@@ -77,6 +78,7 @@ impl Default for ContextBuilder {
             discover,
             nvml_timeout: nvc_driver::nvml::DEFAULT_TIMEOUT,
             nvml_user: None,
+            nvml: true,
             kmods: None,
         }
     }
@@ -136,6 +138,20 @@ impl ContextBuilder {
     #[must_use]
     pub fn fabricmanager(mut self, on: bool) -> Self {
         self.discover.fabricmanager = on;
+        self
+    }
+
+    /// Whether to ask NVML (on by default; `--no-nvml` turns it off). Off, no helper process
+    /// runs and NVML's initialisation — hundreds of milliseconds on hosts without the
+    /// persistence daemon — is skipped: the GPUs come from `/proc/driver/nvidia` (model,
+    /// UUID, bus id, minor: all that configuring a container by index, UUID or bus id
+    /// needs, with the same result as with NVML). Unknown then: the CUDA version, brands,
+    /// architectures and MIG devices — [`Context::driver`] fails on a GPU with MIG devices,
+    /// and a `cuda`, `arch` or `brand` requirement fails the configure
+    /// ([`ErrorKind::BadInput`], "... needs NVML").
+    #[must_use]
+    pub fn nvml(mut self, on: bool) -> Self {
+        self.nvml = on;
         self
     }
 
@@ -239,11 +255,12 @@ impl Context {
         opts.discover.clone_from(&self.options.discover);
         opts.nvml_timeout = self.options.nvml_timeout;
         opts.nvml_identity = self.options.nvml_user;
+        opts.nvml = self.options.nvml;
         let info = nvc_driver::probe_driver(&opts).map_err(|e| {
             let step = match e {
-                nvc_driver::Error::Nvml { .. } | nvc_driver::Error::NvmlTimeout { .. } => {
-                    Step::Initialization
-                }
+                nvc_driver::Error::Nvml { .. }
+                | nvc_driver::Error::NvmlTimeout { .. }
+                | nvc_driver::Error::DriverProc { .. } => Step::Initialization,
                 _ => Step::Detection,
             };
             Error::driver(step, e)

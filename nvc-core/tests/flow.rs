@@ -220,3 +220,82 @@ fn a_failed_step_names_itself_and_chains_down_to_the_errno() {
         nvc_testkit::chain(&err)
     );
 }
+
+/// Without NVML (`ContextBuilder::nvml(false)`), every scenario without MIG devices plans
+/// exactly as with it — by index, UUID and bus id, all devices — and no helper process
+/// runs; what only NVML knows fails, saying so.
+#[test]
+fn without_nvml_plans_are_the_same_and_nvml_facts_are_refused() {
+    use nvc_core::Capability::{Compute, Utility};
+    for name in ["single", "dgx", "nocache", "legacy32", "mig", "nogpu"] {
+        let (dir, host) = build(name);
+        let probe = |nvml: bool| {
+            Context::builder()
+                .root(dir.path())
+                .nvml(nvml)
+                .build()
+                .and_then(Context::driver)
+        };
+        let with = probe(true).unwrap();
+        if host
+            .scenario()
+            .gpus
+            .iter()
+            .any(|g| !g.mig_devices.is_empty())
+        {
+            let err = probe(false).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::BadInput, "{name}: {err}");
+            assert!(err.to_string().contains("MIG devices"), "{name}: {err}");
+            assert!(err.to_string().contains("needs NVML"), "{name}: {err}");
+            continue;
+        }
+        let without = probe(false).unwrap();
+        assert!(!without.info().from_nvml);
+        let (a, b) = (with.info(), without.info());
+        assert_eq!(a.nvrm_version, b.nvrm_version, "{name}");
+        assert_eq!(a.files, b.files, "{name}");
+        assert_eq!(a.gpus.len(), b.gpus.len(), "{name}");
+        for (x, y) in a.gpus.iter().zip(&b.gpus) {
+            assert_eq!(
+                (x.index, x.minor, &x.uuid, x.bus_id, &x.model, &x.proc_dir),
+                (y.index, y.minor, &y.uuid, y.bus_id, &y.model, &y.proc_dir),
+                "{name}"
+            );
+        }
+        let rootfs = tempfile::tempdir().unwrap();
+        nvc_testkit::debian_image(rootfs.path(), &[], true).unwrap();
+        let mut lists = vec!["all".to_owned()];
+        if let Some(g) = a.gpus.last() {
+            lists.extend([g.index.to_string(), g.uuid.clone(), g.bus_id.to_string()]);
+        }
+        for list in &lists {
+            let plan = |d: &nvc_core::Driver| {
+                d.image(rootfs.path())
+                    .unwrap()
+                    .devices(list.parse::<Devices>().unwrap())
+                    .capabilities(&[Compute, Utility])
+                    .plan()
+                    .unwrap()
+                    .to_string()
+            };
+            assert_eq!(plan(&without), plan(&with), "{name}: --device={list}");
+        }
+        // The driver version is known without NVML; the CUDA version, brand and
+        // architecture are not, so requirements on them are refused, not waved through.
+        let require = |expr: &str| {
+            without
+                .image(rootfs.path())
+                .unwrap()
+                .devices(Devices::all())
+                .require(expr.parse::<Requirement>().unwrap())
+                .plan()
+                .map(drop)
+        };
+        assert!(require("driver>=500").is_ok(), "{name}");
+        for expr in ["cuda>=12.0", "arch>=8.0", "brand=nvidia"] {
+            let err = require(expr).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::BadInput, "{name}: {expr}: {err}");
+            assert!(err.to_string().contains("needs NVML"), "{err}");
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! The whole probe: NVML facts plus the driver's files, as one owned value.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use nvc_ldcache::Arch;
 use crate::discover::{RootCache, discover_files_with};
 use crate::nvml::{self, DEFAULT_TIMEOUT};
 use crate::tables::FALLBACK_LIB_DIRS;
-use crate::{DiscoverOptions, DriverFiles, Error, Gpu, resolve_in_root};
+use crate::{DiscoverOptions, DriverFiles, Error, Gpu, PciBusId, resolve_in_root};
 
 /// Everything discovery learns about the host's driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +25,9 @@ pub struct DriverInfo {
     pub files: DriverFiles,
     /// The root-relative path of the `libnvidia-ml.so.1` that was loaded.
     pub nvml_library: PathBuf,
+    /// Whether NVML was asked ([`DriverOptions::nvml`]); without it `cuda_version`, each
+    /// GPU's brand and architecture are empty and MIG devices unknown.
+    pub from_nvml: bool,
 }
 
 /// How to probe.
@@ -36,6 +40,13 @@ pub struct DriverOptions {
     pub nvml_timeout: Duration,
     /// Who the NVML helper runs as when the caller is root (`--user`); 65534:65534 if `None`.
     pub nvml_identity: Option<nvml::Identity>,
+    /// Ask NVML (the default). Without it the GPUs are read from `/proc/driver/nvidia`
+    /// (model, UUID, bus id, minor — what configuring a container needs) and no helper
+    /// runs: NVML's initialisation, hundreds of milliseconds on hosts without the
+    /// persistence daemon, is skipped. The CUDA version, brands, architectures and MIG
+    /// devices are then unknown: a GPU with MIG devices is an error
+    /// ([`Error::NeedsNvml`]), and so are requirements on them.
+    pub nvml: bool,
 }
 
 impl DriverOptions {
@@ -45,6 +56,7 @@ impl DriverOptions {
             discover: DiscoverOptions::new(root),
             nvml_timeout: DEFAULT_TIMEOUT,
             nvml_identity: None,
+            nvml: true,
         }
     }
 }
@@ -95,7 +107,11 @@ pub fn probe_driver(opts: &DriverOptions) -> Result<DriverInfo, Error> {
     // The root's cache is read once, for NVML's library and for discovery.
     let cache = RootCache::load(&opts.discover)?;
     let nvml_library = find_nvml_with(&opts.discover, cache.as_ref())?;
-    let facts = nvml::probe(root, &nvml_library, opts.nvml_identity, opts.nvml_timeout)?;
+    let facts = if opts.nvml {
+        nvml::probe(root, &nvml_library, opts.nvml_identity, opts.nvml_timeout)?
+    } else {
+        probe_procfs(root)?
+    };
     let files = discover_files_with(&opts.discover, &facts.nvrm_version, cache.as_ref())?;
     let mut gpus = facts.gpus;
     for g in &mut gpus {
@@ -107,6 +123,77 @@ pub fn probe_driver(opts: &DriverOptions) -> Result<DriverInfo, Error> {
         gpus,
         files,
         nvml_library,
+        from_nvml: opts.nvml,
+    })
+}
+
+/// The driver version and GPUs from `/proc/driver/nvidia` inside `root`, without NVML:
+/// GPUs in PCI bus order (NVML's order), brand and architecture unknown (empty).
+fn probe_procfs(root: &Path) -> Result<nvml::NvmlInfo, Error> {
+    let proc = Path::new(crate::discover::PROC_DRIVER_DIR);
+    let bad = |path: &Path, what: String| Error::DriverProc {
+        path: path.to_path_buf(),
+        what,
+    };
+    // Kernel files of a few hundred bytes: read at most 64 KiB of each.
+    let read = |path: &Path| {
+        let mut text = String::new();
+        std::fs::File::open(crate::host_path(root, path))
+            .and_then(|f| f.take(64 * 1024).read_to_string(&mut text))
+            .map(|_| text)
+            .map_err(|e| bad(path, e.to_string()))
+    };
+    let version_file = proc.join("version");
+    let nvrm_version = crate::procfs::nvrm_version(&read(&version_file)?)
+        .ok_or_else(|| bad(&version_file, "no NVRM version".into()))?
+        .to_owned();
+    let gpus_dir = proc.join("gpus");
+    // A driver without GPUs has no `gpus` directory.
+    let entries = match std::fs::read_dir(crate::host_path(root, &gpus_dir)) {
+        Ok(entries) => entries.collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(bad(&gpus_dir, e.to_string())),
+    };
+    let mut gpus = Vec::new();
+    for entry in entries {
+        let name = entry
+            .map_err(|e| bad(&gpus_dir, e.to_string()))?
+            .file_name();
+        let file = gpus_dir.join(&name).join("information");
+        let info = crate::procfs::gpu_information(&read(&file)?)
+            .ok_or_else(|| bad(&file, "not a GPU information file".into()))?;
+        let bus_id: PciBusId = info.bus_location.parse()?;
+        let mig = proc.join(format!("capabilities/gpu{}/mig", info.minor));
+        let has_migs = std::fs::read_dir(crate::host_path(root, &mig)).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("gi"))
+        });
+        if has_migs {
+            return Err(Error::NeedsNvml {
+                what: format!("the MIG devices of GPU {bus_id}"),
+            });
+        }
+        gpus.push(Gpu {
+            index: 0,
+            minor: info.minor,
+            uuid: info.uuid,
+            bus_id,
+            model: info.model,
+            brand: String::new(),
+            architecture: String::new(),
+            mig_capable: false,
+            mig_devices: Vec::new(),
+            proc_dir: PathBuf::new(),
+        });
+    }
+    gpus.sort_by_key(|g| g.bus_id);
+    for (index, g) in (0u32..).zip(&mut gpus) {
+        g.index = index;
+    }
+    Ok(nvml::NvmlInfo {
+        nvrm_version,
+        cuda_version: String::new(),
+        gpus,
     })
 }
 

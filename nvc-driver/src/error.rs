@@ -86,6 +86,21 @@ pub enum Error {
         /// NVML's message.
         message: String,
     },
+    /// A driver file of `/proc/driver/nvidia` is missing or unreadable (probing without
+    /// NVML).
+    #[error("cannot read the driver's {}: {what}", path.display())]
+    DriverProc {
+        /// The file or directory, inside the driver root.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// What was asked needs NVML, and the driver was probed without it.
+    #[error("{what} needs NVML: probe the driver with NVML (without --no-nvml)")]
+    NeedsNvml {
+        /// What needs it (`a cuda requirement`, `the MIG devices of GPU 0000:07:00.0`).
+        what: String,
+    },
     /// NVML did not answer in time.
     #[error(
         "NVML timed out in {call} after {}s; raise the limit with --nvml-timeout=SECONDS or NVC_NVML_TIMEOUT",

@@ -33,6 +33,35 @@ pub fn cap_device_minor(text: &str) -> Option<u32> {
         .find_map(|l| l.strip_prefix("DeviceFileMinor:")?.trim().parse().ok())
 }
 
+/// A GPU as its `/proc/driver/nvidia/gpus/<bus>/information` file describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuInformation {
+    /// `Model:` (`NVIDIA A100-SXM4-40GB`).
+    pub model: String,
+    /// `GPU UUID:`.
+    pub uuid: String,
+    /// `Bus Location:` (`0000:07:00.0`).
+    pub bus_location: String,
+    /// `Device Minor:`, its `/dev/nvidia<minor>`.
+    pub minor: u32,
+}
+
+/// Parses a GPU's `information` file (`Key:` then tabs and spaces, then the value); `None`
+/// when one of the four fields is missing or the minor is not a number.
+#[must_use]
+pub fn gpu_information(text: &str) -> Option<GpuInformation> {
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':').map(str::trim))
+    };
+    Some(GpuInformation {
+        model: field("Model")?.to_owned(),
+        uuid: field("GPU UUID")?.to_owned(),
+        bus_location: field("Bus Location")?.to_owned(),
+        minor: decimal(field("Device Minor")?)?,
+    })
+}
+
 /// The `DeviceFileMode` of a capability file (`256`, decimal, as the driver writes it).
 #[must_use]
 pub fn device_file_mode(text: &str) -> Option<u32> {

@@ -177,6 +177,25 @@ impl Requirement {
     ///
     /// As [`Requirement::check`].
     pub fn check_selection(&self, info: &DriverInfo, selection: &Selection) -> Result<(), Error> {
+        // Probed without NVML, the CUDA version, brands and architectures are unknown: a
+        // requirement on them cannot be told to hold (unknown facts pass, as upstream).
+        if !info.from_nvml
+            && let Some(term) = self
+                .groups
+                .iter()
+                .flatten()
+                .find(|t| t.name != Name::Driver)
+        {
+            let name = match term.name {
+                Name::Cuda => "cuda",
+                Name::Arch => "arch",
+                Name::Brand => "brand",
+                Name::Driver => "driver",
+            };
+            return Err(Error::NeedsNvml {
+                what: format!("a {name} requirement"),
+            });
+        }
         let base = Facts {
             cuda: Some(&info.cuda_version),
             driver: Some(&info.nvrm_version),

@@ -20,6 +20,8 @@ pub struct Global {
     pub no_create_imex_channels: bool,
     /// `--no-pivot` given before the command (upstream's global spelling).
     pub no_pivot: bool,
+    /// `--no-nvml`: the GPUs from `/proc/driver/nvidia`, no NVML helper (nvc's own).
+    pub no_nvml: bool,
 }
 
 /// `configure` options.
@@ -167,6 +169,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(Global, Comman
         load_kmods: false,
         no_create_imex_channels: false,
         no_pivot: false,
+        no_nvml: false,
         nvml_timeout: match std::env::var(nvc_core::NVML_TIMEOUT_ENV) {
             Ok(v) => Some(seconds(&v)?),
             Err(_) => None,
@@ -197,6 +200,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(Global, Comman
             Short('k') | Long("load-kmods") => global.load_kmods = true,
             Long("no-create-imex-channels") => global.no_create_imex_channels = true,
             Short('n') | Long("no-pivot") => global.no_pivot = true,
+            Long("no-nvml") => global.no_nvml = true,
             Short('V') | Long("version") => break Command::Version,
             Short('h' | '?') | Long("help") => break Command::Help,
             Value(v) => match v.to_str() {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! nvidia-container-cli [--root=PATH] [--ldcache=FILE] [--user[=UID[:GID]]]
-//!                      [--nvml-timeout=SECONDS] COMMAND
+//!                      [--nvml-timeout=SECONDS] [--no-nvml] COMMAND
 //!   info [--csv]
 //!   list [--device=ID]... [--libraries] [--binaries] [--ipcs] [--firmwares] [--compat32]
 //!        [--mig-config=all] [--mig-monitor=all] [--imex-channel=LIST]
@@ -21,6 +21,9 @@
 //! standalone mode), grants its device cgroup and runs the container's `ldconfig` in a
 //! sandbox, or prints the plan (`--dry-run`). `--load-kmods` loads the kernel modules with
 //! the root's `modprobe` and makes missing device nodes first, as nvidia-modprobe does.
+//! `--no-nvml` (nvc's own) skips NVML: the GPUs come from `/proc/driver/nvidia`, enough to
+//! configure by index, UUID or bus id; `cuda`/`arch`/`brand` requirements and MIG devices
+//! then fail, saying they need NVML.
 
 mod args;
 
@@ -45,6 +48,7 @@ Options:
   -k, --load-kmods             Load kernel modules and make missing device nodes
       --no-create-imex-channels  With --load-kmods, make no IMEX channel nodes
       --nvml-timeout=SECONDS   How long NVML may take (default 10, or NVC_NVML_TIMEOUT)
+      --no-nvml                GPUs from /proc/driver/nvidia: no NVML start-up cost
   -n, --no-pivot               Move the rootfs instead of pivot_root for ldconfig
   -d, --debug=FILE             Accepted for compatibility (errors name what failed)
   -V, --version                Print program version
@@ -89,7 +93,7 @@ fn probe(global: &Global, sockets: (bool, bool), imex: &[u32]) -> Result<Driver,
     if global.load_kmods {
         b = b.load_kmods(imex, !global.no_create_imex_channels);
     }
-    b.build()?.driver()
+    b.nvml(!global.no_nvml).build()?.driver()
 }
 
 /// `configure`: prints the plan (`--dry-run`), or configures the container: mounts, device
