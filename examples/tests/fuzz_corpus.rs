@@ -80,7 +80,9 @@ fn proc_cgroup_and_mountinfo() {
 
 #[test]
 fn driver_proc_files() {
-    use nvc_driver::procfs::{cap_device_minor, char_major, mig_minors, nvrm_version};
+    use nvc_driver::procfs::{
+        cap_device_minor, char_major, gpu_information, mig_minors, nvrm_version,
+    };
     replay("procfs", bodies::procfs, |path, d| {
         let text = utf8(d);
         let name = path.file_name().unwrap().to_str().unwrap();
@@ -90,6 +92,7 @@ fn driver_proc_files() {
             "devices-this-machine" => char_major(text, "mem") == Some(1),
             n if n.starts_with("capability") => cap_device_minor(text).is_some(),
             "mig-minors" => !mig_minors(text, 8).is_empty(),
+            "information" => gpu_information(text).is_some(),
             other => panic!("a seed of unknown kind: {other}"),
         }
     });

@@ -11,7 +11,7 @@ use nvc_core::cdi::{Format, Registry, Spec};
 use nvc_core::oci;
 use nvc_core::oci::oci_spec::runtime::Spec as OciSpec;
 use nvc_driver::procfs::{
-    cap_device_minor, char_major, device_file_mode, mig_minors, nvrm_version,
+    cap_device_minor, char_major, device_file_mode, gpu_information, mig_minors, nvrm_version,
 };
 use nvc_driver::{DeviceRequest, DeviceSpec, Facts, Requirement};
 use nvc_mount::cgroup::DeviceCgroup;
@@ -79,7 +79,8 @@ pub fn proc_cgroup(data: &[u8]) {
     }
 }
 
-/// The driver's `/proc` files (`version`, `/proc/devices`, capability files, `mig-minors`):
+/// The driver's `/proc` files (`version`, `/proc/devices`, capability files, `mig-minors`,
+/// GPU `information`):
 /// what is read is well formed, and a capability file named by `mig-minors` stays inside the
 /// capabilities directory.
 pub fn procfs(data: &[u8]) {
@@ -92,6 +93,13 @@ pub fn procfs(data: &[u8]) {
     let _ = char_major(&text, "nvidia-caps-imex-channels");
     let _ = cap_device_minor(&text);
     let _ = device_file_mode(&text);
+    if let Some(gpu) = gpu_information(&text) {
+        // Values are trimmed, whole lines' ends: the probe without NVML uses them as is.
+        for v in [&gpu.model, &gpu.uuid, &gpu.bus_location] {
+            assert_eq!(v.trim(), v.as_str(), "{v:?}");
+            assert!(!v.contains('\n'), "{v:?}");
+        }
+    }
     for (file, _) in mig_minors(&text, 64) {
         assert!(
             Path::new(&file)
