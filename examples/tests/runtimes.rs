@@ -365,19 +365,23 @@ fn podman_reads_the_spec_from_the_cdi_directory() {
             .args(["/bin/busybox", "sh", "-c", SCRIPT])
             .output()
             .unwrap();
-        let stdout = text(&out.stdout);
-        assert!(
-            out.status.success(),
-            "podman: {stdout}{}",
-            text(&out.stderr)
-        );
-        if device == "1" {
-            check_gpu1("podman", &stdout);
-        } else {
-            let nodes = section(&stdout, "nodes");
-            for i in 0..8 {
-                assert!(nodes.contains(&format!("nvidia{i}").as_str()), "{nodes:?}");
-            }
+        check_podman("podman", device, &out);
+    }
+}
+
+/// What a podman run of [`SCRIPT`] with `--device .../gpu={device}` (`1` or `all`) shows.
+fn check_podman(who: &str, device: &str, out: &Output) {
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{who}: {stdout}{}", text(&out.stderr));
+    if device == "1" {
+        check_gpu1(who, &stdout);
+    } else {
+        let nodes = section(&stdout, "nodes");
+        for i in 0..8 {
+            assert!(
+                nodes.contains(&format!("nvidia{i}").as_str()),
+                "{who}: {nodes:?}"
+            );
         }
     }
 }
@@ -504,20 +508,7 @@ fn rootless_podman_reads_the_spec_from_the_cdi_directory() {
             .args(["/bin/busybox", "sh", "-c", SCRIPT])
             .output()
             .unwrap();
-        let stdout = text(&out.stdout);
-        assert!(
-            out.status.success(),
-            "rootless podman: {stdout}{}",
-            text(&out.stderr)
-        );
-        if device == "1" {
-            check_gpu1("rootless podman", &stdout);
-        } else {
-            let nodes = section(&stdout, "nodes");
-            for i in 0..8 {
-                assert!(nodes.contains(&format!("nvidia{i}").as_str()), "{nodes:?}");
-            }
-        }
+        check_podman("rootless podman", device, &out);
     }
     drop(podman_state);
 }

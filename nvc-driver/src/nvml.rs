@@ -39,8 +39,9 @@ pub struct NvmlInfo {
 /// Reports the NVML call a probe is about to make.
 type Progress<'a> = dyn FnMut(&'static str) + 'a;
 
-/// Every NVML call the probe makes, so names read back from the helper stay `'static`.
-const CALLS: &[&str] = &[
+/// Every NVML call the probe makes, in the order it first makes them on a host with MIG
+/// devices (errors name one of these; names read back from the helper stay `'static`).
+pub const CALLS: &[&str] = &[
     "nvmlInit",
     "nvmlSystemGetDriverVersion",
     "nvmlSystemGetCudaDriverVersion",

@@ -238,26 +238,6 @@ fn every_nvml_brand_reads_as_upstream_names_it() {
     assert_eq!(seen[17], "Unknown");
 }
 
-/// Every NVML call the probe makes, in the order it first makes them on a MIG host.
-const CALLS: &[&str] = &[
-    "nvmlInit",
-    "nvmlSystemGetDriverVersion",
-    "nvmlSystemGetCudaDriverVersion",
-    "nvmlDeviceGetCount",
-    "nvmlDeviceGetHandleByIndex",
-    "nvmlDeviceGetMinorNumber",
-    "nvmlDeviceGetPciInfo",
-    "nvmlDeviceGetUUID",
-    "nvmlDeviceGetName",
-    "nvmlDeviceGetBrand",
-    "nvmlDeviceGetCudaComputeCapability",
-    "nvmlDeviceGetMigMode",
-    "nvmlDeviceGetMaxMigDeviceCount",
-    "nvmlDeviceGetMigDeviceHandleByIndex",
-    "nvmlDeviceGetGpuInstanceId",
-    "nvmlDeviceGetComputeInstanceId",
-];
-
 /// Waits until no child of this process is a zombie any more (other tests' children may
 /// be one for an instant).
 fn no_zombie_stays(before: usize) -> bool {
@@ -269,7 +249,7 @@ fn no_zombie_stays(before: usize) -> bool {
 
 #[test]
 fn every_nvml_call_hanging_or_crashing_is_an_error_naming_it() {
-    for &call in CALLS {
+    for &call in nvc_driver::nvml::CALLS {
         for how in [Misbehaviour::Hang, Misbehaviour::Crash] {
             let mut s = Scenario::builtin("mig").unwrap();
             s.nvml_faults.misbehave = Some((call, how));

@@ -25,7 +25,7 @@ use nix::errno::Errno;
 use nvc_driver::tables::Capability::{Compute, Utility};
 use nvc_mount::cgroup::program::{self, DeviceRule};
 use nvc_mount::cgroup::{CgroupVersion, DeviceCgroup};
-use nvc_mount::{Container, Ldconfig, LdconfigOptions, Limits, MountApi, MountPlan, PlanOptions};
+use nvc_mount::{Container, MountApi, MountPlan, PlanOptions};
 use nvc_sys::bpf;
 use nvc_testkit::TestCgroup;
 
@@ -133,15 +133,6 @@ impl Dgx {
     }
 }
 
-fn ldconfig() -> LdconfigOptions {
-    LdconfigOptions {
-        ldconfig: Ldconfig::Host("/sbin/ldconfig".into()),
-        no_pivot: false,
-        extra_dirs: Vec::new(),
-        limits: Limits::default(),
-    }
-}
-
 #[test]
 fn every_failing_step_leaves_container_host_and_process_as_they_were() {
     for api in [MountApi::Auto, MountApi::Legacy] {
@@ -157,7 +148,8 @@ fn walk_configure(api: MountApi) {
     let container = probe.sim.container();
     let plan = probe.plan(&container, api);
     let steps = points(|| {
-        plan.configure(&container, Some(&ldconfig())).unwrap();
+        plan.configure(&container, Some(&common::host_ldconfig()))
+            .unwrap();
     });
     let names: BTreeSet<&str> = steps.iter().map(|(n, _)| n.as_str()).collect();
     for expected in [
@@ -188,7 +180,7 @@ fn walk_configure(api: MountApi) {
     for (n, (name, path)) in steps.iter().enumerate() {
         let step = format!("{api:?} step {n} ({name} {})", path.display());
         let err = failing_at(n, Errno::EIO, || {
-            plan.configure(&container, Some(&ldconfig()))
+            plan.configure(&container, Some(&common::host_ldconfig()))
         })
         .err()
         .unwrap_or_else(|| panic!("{step}: configure succeeded"));
@@ -221,7 +213,8 @@ fn walk_configure(api: MountApi) {
         );
     }
     // And with nothing failing, the same container configures.
-    plan.configure(&container, Some(&ldconfig())).unwrap();
+    plan.configure(&container, Some(&common::host_ldconfig()))
+        .unwrap();
     assert_ne!(dgx.state(), before);
 }
 
@@ -257,7 +250,8 @@ fn walk_undo() {
     let plan = probe.plan(&container, MountApi::Auto);
     let (hook, seen) = undoing(None);
     let err = nvc_sys::fault::with_hook(hook, || {
-        plan.configure(&container, Some(&ldconfig())).unwrap_err()
+        plan.configure(&container, Some(&common::host_ldconfig()))
+            .unwrap_err()
     });
     assert!(!err.to_string().contains("undo left"), "{err}");
     let steps = seen.lock().unwrap().clone();
@@ -282,7 +276,8 @@ fn walk_undo() {
         let process = process_state();
         let (hook, _) = undoing(Some(n));
         let err = nvc_sys::fault::with_hook(hook, || {
-            plan.configure(&container, Some(&ldconfig())).unwrap_err()
+            plan.configure(&container, Some(&common::host_ldconfig()))
+                .unwrap_err()
         });
         let text = err.to_string();
         let step = format!("undo step {n} ({name} {})", path.display());

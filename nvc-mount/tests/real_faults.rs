@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use nix::errno::Errno;
 use nvc_driver::tables::Capability::{Compute, Utility};
-use nvc_mount::{Container, Ldconfig, LdconfigOptions, Limits, MountPlan, PlanOptions};
+use nvc_mount::{Container, MountPlan, PlanOptions};
 use nvc_testkit::TestCgroup;
 
 mod common;
@@ -90,15 +90,6 @@ fn plan(sim: &common::Sim, container: &Container) -> MountPlan {
     )
 }
 
-fn ldconfig() -> LdconfigOptions {
-    LdconfigOptions {
-        ldconfig: Ldconfig::Host("/sbin/ldconfig".into()),
-        no_pivot: false,
-        extra_dirs: Vec::new(),
-        limits: Limits::default(),
-    }
-}
-
 /// Runs `script` in the container's mount namespace.
 fn in_container(sim: &common::Sim, script: &str) {
     let out = Command::new("nsenter")
@@ -118,7 +109,9 @@ fn fails_cleanly(sim: &common::Sim, errno: Errno) {
     let plan = plan(sim, &container);
     let before = view(sim);
     let open = fds();
-    let err = plan.configure(&container, Some(&ldconfig())).unwrap_err();
+    let err = plan
+        .configure(&container, Some(&common::host_ldconfig()))
+        .unwrap_err();
     assert_eq!(errno_of(&err), Some(errno), "{err}");
     assert!(!err.to_string().contains("undo left"), "{err}");
     assert_eq!(view(sim), before, "{err}");
@@ -249,7 +242,7 @@ fn a_container_exiting_mid_configure_ends_in_an_error() {
             }
             None
         },
-        || plan.configure(&container, Some(&ldconfig())),
+        || plan.configure(&container, Some(&common::host_ldconfig())),
     )
     .unwrap_err();
     // The mounts went on in the namespace nvc's thread still held; the ldconfig run (or a

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nvc_driver::{DriverInfo, DriverOptions, probe_driver};
-use nvc_mount::{Container, MountPlan, PlanOptions};
+use nvc_mount::{Container, Ldconfig, LdconfigOptions, Limits, MountPlan, PlanOptions};
 use nvc_testkit::{DeviceNodes, Host, PausedContainer, Scenario};
 
 pub struct Sim {
@@ -96,6 +96,16 @@ impl Sim {
     /// The plan for `container` with `opts`.
     pub fn plan(&self, container: &Container, opts: &PlanOptions) -> MountPlan {
         MountPlan::build(self.hostdir.path(), &self.info, &container.dirs, opts).unwrap()
+    }
+}
+
+/// The host's `ldconfig` with the default limits, as nvc-core runs it by default.
+pub fn host_ldconfig() -> LdconfigOptions {
+    LdconfigOptions {
+        ldconfig: Ldconfig::Host("/sbin/ldconfig".into()),
+        no_pivot: false,
+        extra_dirs: Vec::new(),
+        limits: Limits::default(),
     }
 }
 
