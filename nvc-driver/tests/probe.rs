@@ -19,7 +19,8 @@ fn build(s: &Scenario) -> (tempfile::TempDir, Host) {
 
 #[test]
 fn every_scenario_probes_to_its_description() {
-    for name in BUILTIN {
+    // The built-in scenarios and the scaled dgx hosts of the scaling benchmark.
+    for name in BUILTIN.iter().copied().chain(["dgx1", "dgx64"]) {
         let s = Scenario::builtin(name).unwrap();
         let (_dir, host) = build(&s);
         let info = probe_driver(&DriverOptions::new(host.root()))

@@ -181,7 +181,8 @@ const FULL: Files = Files {
 };
 
 impl Scenario {
-    /// A built-in scenario by name (see [`BUILTIN`]).
+    /// A built-in scenario by name (see [`BUILTIN`]), or `dgx<N>`: the dgx host with N GPUs
+    /// (1 to 200).
     #[must_use]
     pub fn builtin(name: &str) -> Option<Self> {
         let mut s = Scenario {
@@ -255,7 +256,23 @@ impl Scenario {
                 });
                 s.files.lib32 = true;
             }
-            _ => return None,
+            // `dgx<N>`: the dgx host with N H100s (1 to 200), for scaling measurements.
+            other => {
+                let n: u32 = other.strip_prefix("dgx")?.parse().ok()?;
+                if !(1..=200).contains(&n) {
+                    return None;
+                }
+                // Distinct PCI buses from 0x10 on (n is at most 200).
+                let bus = |i: u32| u8::try_from(0x10 + i).unwrap_or(u8::MAX);
+                s.gpus = (0..n)
+                    .map(|i| Gpu {
+                        mig_mode: Some((false, false)),
+                        ..gpu(i, "NVIDIA H100 80GB HBM3", bus(i), 9, (9, 0))
+                    })
+                    .collect();
+                s.files.fabricmanager = true;
+                s.files.graphics = false;
+            }
         }
         Some(s)
     }
