@@ -1,5 +1,7 @@
 //! Applying a [`MountPlan`] inside a container, confined to its root, undone on failure.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
@@ -149,9 +151,14 @@ fn open_entry(dir: &OwnedFd, name: impl AsRef<Path>) -> nix::Result<OwnedFd> {
     openat(dir.as_fd(), name.as_ref(), flags, Mode::empty())
 }
 
-/// The container's root, opened once.
+/// The container's root, opened once, and the directories already resolved in it.
 pub(crate) struct Root {
     fd: OwnedFd,
+    /// Directories [`Root::mkdir_all`] resolved without a symlink, by path: the next target
+    /// in the same directory (every `/dev/nvidia<N>`, every `gpus/<bus>`) starts from its
+    /// descriptor instead of walking from the root again. A mount made at or above one
+    /// drops it ([`Root::mounted_at`]): its descriptor names what the mount now covers.
+    dirs: RefCell<HashMap<PathBuf, OwnedFd>>,
 }
 
 pub(crate) fn fail(op: &'static str, path: &Path) -> impl FnOnce(Errno) -> Error {
@@ -185,7 +192,22 @@ impl Root {
             Mode::empty(),
         )
         .map_err(fail("open", &container.rootfs))?;
-        Ok(Root { fd })
+        Ok(Root {
+            fd,
+            dirs: RefCell::default(),
+        })
+    }
+
+    /// Forgets the resolved directories a mount just made at `target` may cover: those at
+    /// and below it where its parent was resolved without a symlink (it is kept, so the
+    /// mount is where `target` says), else all of them.
+    fn mounted_at(&self, target: &Path) {
+        let mut dirs = self.dirs.borrow_mut();
+        if target.parent().is_some_and(|p| dirs.contains_key(p)) {
+            dirs.retain(|dir, _| !dir.starts_with(target));
+        } else {
+            dirs.clear();
+        }
     }
 
     /// Opens `path` inside the root, symlinks resolved as if the root were `/`. The kernel
@@ -211,6 +233,16 @@ impl Root {
     /// at the root, `..` stops there), so an image whose `/usr/lib64` links to a host path
     /// gets that path created inside itself.
     fn mkdir_all(&self, path: &Path, done: &mut Mounted) -> Result<OwnedFd, Error> {
+        let dup = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map_err(|e| fail("dup", path)(Errno::from_raw(e.raw_os_error().unwrap_or(0))))
+        };
+        if let Some(fd) = self.dirs.borrow().get(path) {
+            return dup(fd);
+        }
+        let plain = path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
         let root_dir = |dir: &Path| {
             at("open", dir, || {
                 self.open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY)
@@ -278,6 +310,11 @@ impl Root {
                 }
                 Err(e) => return Err(fail("stat", &here)(e)),
             }
+        }
+        // Kept where the path named the directory itself: no symlink, `.` or `..` on the
+        // way, so a mount at or above it is seen by [`Root::mounted_at`].
+        if plain && links == 0 {
+            self.dirs.borrow_mut().insert(path.to_path_buf(), dup(&fd)?);
         }
         Ok(fd)
     }
@@ -576,6 +613,7 @@ impl MountPlan {
                             Some(data.as_str()),
                         )
                     })?;
+                    root.mounted_at(target);
                     done.mounted(&parent, name, target, &dir, None)?;
                 }
                 Op::WriteFile {
@@ -616,6 +654,7 @@ impl MountPlan {
                         .next()
                         .ok_or_else(|| fail("open_tree", source)(Errno::EINVAL))?;
                     root.bind(source, target, *kind, done)?;
+                    root.mounted_at(target);
                 }
                 Op::BindFromImage { source, target } => {
                     // Opened inside the root: the image cannot swap in a link to the host.
@@ -629,6 +668,7 @@ impl MountPlan {
                         None => Source::Fd(src),
                     };
                     root.bind(source, target, MountKind::File, done)?;
+                    root.mounted_at(target);
                 }
                 Op::Symlink { path, target } => {
                     let (dir, name) = root.parent(path, done)?;
