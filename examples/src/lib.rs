@@ -39,11 +39,20 @@ pub mod render {
     ///
     /// The writer's.
     pub fn info(info: &DriverInfo, csv: bool, out: &mut dyn Write) -> io::Result<()> {
+        // What only NVML knows reads `N/A` when it was not asked (`--no-nvml`).
+        let na = |s: &str| {
+            if s.is_empty() {
+                "N/A".to_owned()
+            } else {
+                s.to_owned()
+            }
+        };
+        let cuda = na(&info.cuda_version);
         if csv {
             writeln!(
                 out,
-                "NVRM version,CUDA version\n{},{}",
-                info.nvrm_version, info.cuda_version
+                "NVRM version,CUDA version\n{},{cuda}",
+                info.nvrm_version
             )?;
             writeln!(
                 out,
@@ -53,14 +62,19 @@ pub mod render {
                 writeln!(
                     out,
                     "{i},{},{},{},{},{},{}",
-                    g.minor, g.model, g.brand, g.uuid, g.bus_id, g.architecture
+                    g.minor,
+                    g.model,
+                    na(&g.brand),
+                    g.uuid,
+                    g.bus_id,
+                    na(&g.architecture)
                 )?;
             }
         } else {
             writeln!(
                 out,
                 "{:<15} {}\n{:<15} {}",
-                "NVRM version:", info.nvrm_version, "CUDA version:", info.cuda_version
+                "NVRM version:", info.nvrm_version, "CUDA version:", cuda
             )?;
             for (i, g) in info.gpus.iter().enumerate() {
                 writeln!(
@@ -72,13 +86,13 @@ pub mod render {
                     "Model:",
                     g.model,
                     "Brand:",
-                    g.brand,
+                    na(&g.brand),
                     "GPU UUID:",
                     g.uuid,
                     "Bus Location:",
                     g.bus_id,
                     "Architecture:",
-                    g.architecture
+                    na(&g.architecture)
                 )?;
             }
         }

@@ -119,6 +119,26 @@ fn info_prints_every_scenario_exactly() {
 }
 
 #[test]
+fn info_without_nvml_says_what_only_nvml_knows_is_not_known() {
+    let s = Scenario::builtin("dgx").unwrap();
+    let (dir, _host) = build(&s);
+    let root = dir.path().to_str().unwrap();
+    let out = cli(&["--root", root, "--no-nvml", "info"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    // The same report with N/A where NVML's answers were.
+    let expected = expected_info(&s)
+        .replace("CUDA version:   12.4", "CUDA version:   N/A")
+        .replace("Brand:          Nvidia", "Brand:          N/A")
+        .replace("Architecture:   9.0", "Architecture:   N/A");
+    assert_eq!(text, expected);
+}
+
+#[test]
 fn list_prints_devices_then_files_in_upstreams_order() {
     let s = Scenario::builtin("mig").unwrap();
     let (dir, host) = build(&s);
