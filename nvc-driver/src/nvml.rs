@@ -157,6 +157,7 @@ pub fn probe(
         let mut chunk = [0u8; 4096];
         loop {
             match output.read(&mut chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     if let Ok(mut r) = so_far.lock() {
@@ -167,7 +168,7 @@ pub fn probe(
         }
         let _ = tx.send(());
     });
-    let text = |report: &Mutex<Vec<u8>>| {
+    let text = || {
         report
             .lock()
             .map(|r| String::from_utf8_lossy(&r).into_owned())
@@ -177,10 +178,10 @@ pub fn probe(
         Ok(()) => match child.wait() {
             // A crash inside the library (or the helper): named by the call it was in.
             Some(nvc_sys::Ended::Signaled(signal)) => Err(Error::Nvml {
-                call: last_call(&text(&report)),
+                call: last_call(&text()),
                 message: format!("the NVML helper was killed by {signal}"),
             }),
-            _ => decode(&text(&report)),
+            _ => decode(&text()),
         },
         Err(_) => {
             child.kill();
@@ -188,7 +189,7 @@ pub fn probe(
             // the moment it takes (it ends at once where nothing else holds the pipe).
             let _ = rx.recv_timeout(Duration::from_millis(200));
             Err(Error::NvmlTimeout {
-                call: last_call(&text(&report)),
+                call: last_call(&text()),
                 timeout,
             })
         }
