@@ -40,13 +40,9 @@ pub mod render {
     /// The writer's.
     pub fn info(info: &DriverInfo, csv: bool, out: &mut dyn Write) -> io::Result<()> {
         // What only NVML knows reads `N/A` when it was not asked (`--no-nvml`).
-        let na = |s: &str| {
-            if s.is_empty() {
-                "N/A".to_owned()
-            } else {
-                s.to_owned()
-            }
-        };
+        fn na(s: &str) -> &str {
+            if s.is_empty() { "N/A" } else { s }
+        }
         let cuda = na(&info.cuda_version);
         if csv {
             writeln!(

@@ -347,17 +347,8 @@ fn podman_reads_the_spec_from_the_cdi_directory() {
             .arg(dir.path().join("storage"))
             .arg("--runroot")
             .arg(dir.path().join("run"))
-            .args([
-                "--storage-driver=vfs",
-                "--cgroup-manager=cgroupfs",
-                "--events-backend=file",
-                "--runtime=runc",
-                "run",
-                "--rm",
-                "--network=none",
-                "--ulimit=nofile=1024:1024",
-                "--ulimit=nproc=1024:1024",
-            ])
+            .args(PODMAN_RUN)
+            .args(["--ulimit=nofile=1024:1024", "--ulimit=nproc=1024:1024"])
             .arg(format!("--cgroup-parent=/{}", cgroup.0))
             .arg(format!("--device={vendor}/gpu={device}"))
             .arg("--rootfs")
@@ -368,6 +359,18 @@ fn podman_reads_the_spec_from_the_cdi_directory() {
         check_podman("podman", device, &out);
     }
 }
+
+/// `podman run` as the tests run it, rootful and rootless: storage and events in files of
+/// the test's own, cgroups without systemd, runc (crun refuses hybrid cgroups), no network.
+const PODMAN_RUN: &[&str] = &[
+    "--storage-driver=vfs",
+    "--cgroup-manager=cgroupfs",
+    "--events-backend=file",
+    "--runtime=runc",
+    "run",
+    "--rm",
+    "--network=none",
+];
 
 /// What a podman run of [`SCRIPT`] with `--device .../gpu={device}` (`1` or `all`) shows.
 fn check_podman(who: &str, device: &str, out: &Output) {
@@ -492,16 +495,8 @@ fn rootless_podman_reads_the_spec_from_the_cdi_directory() {
             .args(["timeout", "-k", "5", "120"])
             .arg(&podman)
             .arg(format!("--root={d}/storage"))
-            .args([
-                "--storage-driver=vfs",
-                "--cgroup-manager=cgroupfs",
-                "--events-backend=file",
-                "--runtime=runc",
-                "run",
-                "--rm",
-                "--network=none",
-                "--volume=/proc:/proc:rbind",
-            ])
+            .args(PODMAN_RUN)
+            .arg("--volume=/proc:/proc:rbind")
             .arg(format!("--device={vendor}/gpu={device}"))
             .arg("--rootfs")
             .arg(&rootfs)

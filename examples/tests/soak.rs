@@ -16,7 +16,6 @@
     clippy::cast_precision_loss
 )]
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,7 +25,7 @@ use std::time::Instant;
 use nix::errno::Errno;
 use nvc_core::Capability::{Compute, Utility};
 use nvc_core::{Context, Devices, Driver};
-use nvc_testkit::{DeviceNodes, Host, PausedContainer, Scenario, TestCgroup};
+use nvc_testkit::{DeviceNodes, Host, PausedContainer, ProcessState, Scenario, TestCgroup};
 
 const CONTAINERS: usize = 100;
 /// One configure in this many fails at a random step.
@@ -85,10 +84,7 @@ impl Target {
 /// Everything of the process the configures must not leave changed.
 #[derive(Debug, PartialEq, Eq)]
 struct ProcessView {
-    /// Open descriptors, each with what it refers to.
-    fds: Vec<String>,
-    threads: usize,
-    children: BTreeSet<String>,
+    process: ProcessState,
     /// The host's mounts on the test's own directories (other processes of the machine,
     /// such as a runtime cleaning up after another test, may change the rest meanwhile).
     host_mounts: Vec<String>,
@@ -97,27 +93,8 @@ struct ProcessView {
 impl ProcessView {
     /// The process now; host mounts on or below `dirs`.
     fn now(dirs: &[&std::path::Path]) -> Self {
-        let mut children = BTreeSet::new();
-        for task in fs::read_dir("/proc/self/task").unwrap() {
-            let list =
-                fs::read_to_string(task.unwrap().path().join("children")).unwrap_or_default();
-            children.extend(list.split_whitespace().map(str::to_owned));
-        }
         ProcessView {
-            fds: fs::read_dir("/proc/self/fd")
-                .unwrap()
-                .filter_map(|e| {
-                    let e = e.ok()?;
-                    let target = fs::read_link(e.path()).ok()?;
-                    Some(format!(
-                        "{} -> {}",
-                        e.file_name().to_string_lossy(),
-                        target.display()
-                    ))
-                })
-                .collect(),
-            threads: fs::read_dir("/proc/self/task").unwrap().count(),
-            children,
+            process: ProcessState::now(),
             host_mounts: fs::read_to_string("/proc/self/mountinfo")
                 .unwrap()
                 .lines()
@@ -255,9 +232,18 @@ fn two_hundred_concurrent_configures_with_injected_failures_leak_nothing() {
     let secs = start.elapsed().as_secs_f64();
     let failed = failed.into_inner().unwrap();
     let after = ProcessView::now(&dirs(dir.path(), &targets));
-    assert_eq!(after.fds, before.fds, "threads: descriptors left");
-    assert_eq!(after.threads, before.threads, "threads: threads left");
-    assert_eq!(after.children, before.children, "threads: children left");
+    assert_eq!(
+        after.process.fds, before.process.fds,
+        "threads: descriptors left"
+    );
+    assert_eq!(
+        after.process.threads, before.process.threads,
+        "threads: threads left"
+    );
+    assert_eq!(
+        after.process.children, before.process.children,
+        "threads: children left"
+    );
     assert_eq!(
         after.host_mounts, before.host_mounts,
         "threads: host mounts changed"
@@ -298,13 +284,22 @@ fn two_hundred_concurrent_configures_with_injected_failures_leak_nothing() {
     // Idle blocking threads linger for a while; the runtime's shutdown ends them.
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     let after = ProcessView::now(&dirs(dir.path(), &targets));
-    assert_eq!(after.fds, before.fds, "async: descriptors left");
-    assert_eq!(after.children, before.children, "async: children left");
+    assert_eq!(
+        after.process.fds, before.process.fds,
+        "async: descriptors left"
+    );
+    assert_eq!(
+        after.process.children, before.process.children,
+        "async: children left"
+    );
     assert_eq!(
         after.host_mounts, before.host_mounts,
         "async: host mounts changed"
     );
-    assert!(after.threads <= before.threads, "async: threads left");
+    assert!(
+        after.process.threads <= before.process.threads,
+        "async: threads left"
+    );
     check(&targets, &failed, &trees);
     report("async", &targets, &failed, secs);
 }

@@ -334,9 +334,9 @@ fn from_ldcache(
     Ok(real)
 }
 
-/// Without a cache: the first file in the fallback directories that starts with the prefix,
-/// is an object of `arch` and is named for the driver version.
-/// Fills the libraries still missing in `found` (one slot per prefix) from `dirs`, in order.
+/// Fills the libraries still missing in `found` (one slot per prefix) from `dirs`, in order:
+/// the first file that starts with the prefix, is an object of `arch` and is named for the
+/// driver version.
 fn from_dirs(
     opts: &DiscoverOptions,
     dirs: &[impl AsRef<Path>],

@@ -476,6 +476,7 @@ impl Root {
             Ok(mounted) => mounted,
             Err(e) => return Err(e.with_undo_left(detach_unrecorded(attached, target))),
         };
+        self.mounted_at(target);
         injected.map_err(fail("bind-mount", target))?;
         if remount {
             at("remount", target, || {
@@ -654,7 +655,6 @@ impl MountPlan {
                         .next()
                         .ok_or_else(|| fail("open_tree", source)(Errno::EINVAL))?;
                     root.bind(source, target, *kind, done)?;
-                    root.mounted_at(target);
                 }
                 Op::BindFromImage { source, target } => {
                     // Opened inside the root: the image cannot swap in a link to the host.
@@ -668,7 +668,6 @@ impl MountPlan {
                         None => Source::Fd(src),
                     };
                     root.bind(source, target, MountKind::File, done)?;
-                    root.mounted_at(target);
                 }
                 Op::Symlink { path, target } => {
                     let (dir, name) = root.parent(path, done)?;

@@ -27,20 +27,9 @@ use nvc_mount::cgroup::program::{self, DeviceRule};
 use nvc_mount::cgroup::{CgroupVersion, DeviceCgroup};
 use nvc_mount::{Container, MountApi, MountPlan, PlanOptions};
 use nvc_sys::bpf;
-use nvc_testkit::TestCgroup;
+use nvc_testkit::{ProcessState, TestCgroup};
 
 mod common;
-
-/// What the process holds: its descriptors, threads and children.
-fn process_state() -> (usize, usize, BTreeSet<String>) {
-    let count = |dir: &str| fs::read_dir(dir).unwrap().count();
-    let mut children = BTreeSet::new();
-    for task in fs::read_dir("/proc/self/task").unwrap() {
-        let list = fs::read_to_string(task.unwrap().path().join("children")).unwrap_or_default();
-        children.extend(list.split_whitespace().map(str::to_owned));
-    }
-    (count("/proc/self/fd"), count("/proc/self/task"), children)
-}
 
 /// The host's mount table, without the per-mount ids that differ between reads of the same
 /// table (none do; the whole lines are compared).
@@ -176,7 +165,7 @@ fn walk_configure(api: MountApi) {
     let plan = dgx.plan(&container, api);
     let before = dgx.state();
     let host = host_mounts();
-    let process = process_state();
+    let process = ProcessState::now();
     for (n, (name, path)) in steps.iter().enumerate() {
         let step = format!("{api:?} step {n} ({name} {})", path.display());
         let err = failing_at(n, Errno::EIO, || {
@@ -207,7 +196,7 @@ fn walk_configure(api: MountApi) {
         );
         assert_eq!(host_mounts(), host, "{step}: the host's mounts changed");
         assert_eq!(
-            process_state(),
+            ProcessState::now(),
             process,
             "{step}: fds, threads or children left"
         );
@@ -273,7 +262,7 @@ fn walk_undo() {
         let container = f.sim.container();
         let plan = f.plan(&container, MountApi::Auto);
         let before = f.state();
-        let process = process_state();
+        let process = ProcessState::now();
         let (hook, _) = undoing(Some(n));
         let err = nvc_sys::fault::with_hook(hook, || {
             plan.configure(&container, Some(&common::host_ldconfig()))
@@ -319,7 +308,7 @@ fn walk_undo() {
             );
         }
         assert_eq!(
-            process_state(),
+            ProcessState::now(),
             process,
             "{step}: fds, threads or children left"
         );
@@ -358,11 +347,11 @@ fn walk_v2_grant() {
         steps.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
         ["load a device program", "attach a device program"]
     );
-    let process = process_state();
+    let process = ProcessState::now();
     for n in 0..steps.len() {
         let err = failing_at(n, Errno::EPERM, || device.allow(&devices)).unwrap_err();
         assert!(err.to_string().contains("cannot"), "{err}");
         assert_eq!(attached(), std::slice::from_ref(&runtime), "step {n}");
-        assert_eq!(process_state(), process, "step {n}");
+        assert_eq!(ProcessState::now(), process, "step {n}");
     }
 }

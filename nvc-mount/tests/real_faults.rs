@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use nix::errno::Errno;
 use nvc_driver::tables::Capability::{Compute, Utility};
 use nvc_mount::{Container, MountPlan, PlanOptions};
-use nvc_testkit::TestCgroup;
+use nvc_testkit::{ProcessState, TestCgroup};
 
 mod common;
 
@@ -75,10 +75,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn fds() -> usize {
-    fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
 fn plan(sim: &common::Sim, container: &Container) -> MountPlan {
     sim.plan(
         container,
@@ -108,14 +104,14 @@ fn fails_cleanly(sim: &common::Sim, errno: Errno) {
     let container = sim.container();
     let plan = plan(sim, &container);
     let before = view(sim);
-    let open = fds();
+    let open = ProcessState::now().fds;
     let err = plan
         .configure(&container, Some(&common::host_ldconfig()))
         .unwrap_err();
     assert_eq!(errno_of(&err), Some(errno), "{err}");
     assert!(!err.to_string().contains("undo left"), "{err}");
     assert_eq!(view(sim), before, "{err}");
-    assert_eq!(fds(), open);
+    assert_eq!(ProcessState::now().fds, open);
 }
 
 /// The rootfs as a small tmpfs in the container's namespace, with the image's files.
@@ -228,7 +224,7 @@ fn a_container_exiting_mid_configure_ends_in_an_error() {
     };
     let container = sim.container();
     let plan = plan(&sim, &container);
-    let open = fds();
+    let open = ProcessState::now().fds;
     let pid = sim.c.pid();
     let count = AtomicUsize::new(0);
     let err = nvc_sys::fault::with_hook(
@@ -255,5 +251,5 @@ fn a_container_exiting_mid_configure_ends_in_an_error() {
         ) || err.to_string().contains("not found"),
         "{err}"
     );
-    assert_eq!(fds(), open, "{err}");
+    assert_eq!(ProcessState::now().fds, open, "{err}");
 }

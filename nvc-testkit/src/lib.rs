@@ -22,6 +22,7 @@ pub mod driver_files;
 mod host;
 mod image;
 mod paused;
+mod process;
 pub mod procfs;
 mod scenario;
 pub mod sim_ns;
@@ -34,6 +35,7 @@ pub use cgroup::TestCgroup;
 pub use host::{DeviceNode, DeviceNodes, Host};
 pub use image::debian_image;
 pub use paused::PausedContainer;
+pub use process::ProcessState;
 pub use scenario::{
     BUILTIN, Files, Gpu, MigDevice, Misbehaviour, NvmlFaults, PciAddress, Scenario,
 };
