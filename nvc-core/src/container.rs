@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use nvc_driver::tables::Capability;
 use nvc_mount::{
     CompatMode, Configuration, ConfigureOptions, Container, ContainerDirs, Ldconfig, LdconfigRun,
+    MigCapability,
 };
 
 use crate::error::{Error, Step};
@@ -26,6 +27,50 @@ pub struct ContainerSetup<'d> {
     requirements: Vec<Requirement>,
     mig_access: [Option<String>; 2],
     options: ConfigureOptions,
+    part: Option<Part>,
+    /// Directories set with [`ContainerSetup::dirs`] for a setup without a container.
+    chosen_dirs: Option<ContainerDirs>,
+}
+
+/// One part of a configure, as libnvidia-container's C API makes each a call of its own
+/// (`nvc_driver_mount`, `nvc_device_mount`, ...): [`ContainerSetup::only`] plans and mounts
+/// just that part, as its own transaction. GPUs and MIG devices are named by their NVML
+/// index ([`Gpu::index`](crate::Gpu), [`MigDevice::index`](crate::MigDevice)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Part {
+    /// The driver (`nvc_driver_mount`): `/proc/driver/nvidia`, the binaries and libraries
+    /// of the capabilities, the image's CUDA compat libraries, firmware, IPC, the
+    /// driver-wide device nodes.
+    Driver,
+    /// One GPU (`nvc_device_mount`): its node, its `/proc` directory, its cgroup rule.
+    Gpu {
+        /// NVML index.
+        index: u32,
+    },
+    /// One MIG device (`nvc_mig_device_access_caps_mount`): its access files and nodes.
+    MigAccess {
+        /// The parent GPU's NVML index.
+        gpu: u32,
+        /// The MIG device's index on its parent.
+        mig: u32,
+    },
+    /// The MIG configuration capability (`nvc_mig_config_global_caps_mount`).
+    MigConfig,
+    /// The MIG monitoring capability (`nvc_mig_monitor_global_caps_mount`).
+    MigMonitor,
+    /// Every MIG capability of one GPU (`nvc_device_mig_caps_mount`).
+    GpuMigCaps {
+        /// NVML index.
+        gpu: u32,
+    },
+    /// One IMEX channel (`nvc_imex_channel_mount`).
+    Imex {
+        /// The channel number.
+        channel: u32,
+    },
+    /// The linker cache update only (`nvc_ldcache_update`).
+    Ldcache,
 }
 
 impl<'d> ContainerSetup<'d> {
@@ -41,6 +86,8 @@ impl<'d> ContainerSetup<'d> {
                 ldconfig: Some(Ldconfig::host_default()),
                 ..ConfigureOptions::default()
             },
+            part: None,
+            chosen_dirs: None,
         }
     }
 
@@ -154,6 +201,84 @@ impl<'d> ContainerSetup<'d> {
         self
     }
 
+    /// Plan and mount only `part`, as its own transaction (the C API's calls). The devices,
+    /// requirements and MIG access set with the other methods are then ignored: the part
+    /// names what it mounts; capabilities, `compat32`, `no_devbind`, `no_cgroups`, CUDA
+    /// compat and `ldconfig` apply where the part uses them, and only [`Part::Ldcache`] runs
+    /// `ldconfig`.
+    #[must_use]
+    pub fn only(mut self, part: Part) -> Self {
+        self.part = Some(part);
+        self
+    }
+
+    /// The image's directories: detected from the image, or as set with
+    /// [`ContainerSetup::dirs`].
+    ///
+    /// # Errors
+    ///
+    /// A detection error in the image (`container error: ...`) for a setup made with
+    /// [`Driver::image`] (the others detected them when made).
+    pub fn image_dirs(&self) -> Result<ContainerDirs, Error> {
+        match (&self.container, &self.chosen_dirs) {
+            (Some(c), _) => Ok(c.dirs.clone()),
+            (None, Some(dirs)) => Ok(dirs.clone()),
+            (None, None) => {
+                ContainerDirs::detect(&self.rootfs).map_err(|e| Error::mount(Step::Container, e))
+            }
+        }
+    }
+
+    /// Use these directories of the image instead of the detected ones (upstream's
+    /// `nvc_container_config` `bins_dir`, `libs_dir`, `libs32_dir`, `cudart_dir` and
+    /// `ldconfig`). Every path is a container path, resolved inside the rootfs when used.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::BadInput`](crate::ErrorKind::BadInput) for a relative path.
+    pub fn dirs(mut self, dirs: ContainerDirs) -> Result<Self, Error> {
+        let all = [
+            &dirs.bins,
+            &dirs.libs,
+            &dirs.libs32,
+            &dirs.cudart,
+            &dirs.ldconfig,
+        ];
+        if let Some(relative) = all.into_iter().find(|p| !p.is_absolute()) {
+            return Err(Error::input(format!(
+                "invalid container directory: {} is not an absolute path",
+                relative.display()
+            )));
+        }
+        match &mut self.container {
+            Some(c) => c.dirs = dirs,
+            None => self.chosen_dirs = Some(dirs),
+        }
+        Ok(self)
+    }
+
+    /// The image's CUDA compat libraries that [`CompatMode::Mount`] would mount and
+    /// [`CompatMode::Ldconfig`] would add to the linker cache (container paths, found under
+    /// `<cudart>/compat` inside the rootfs, newer than the driver), whatever the mode.
+    ///
+    /// # Errors
+    ///
+    /// A resolution error inside the image (`container error: ...`).
+    pub fn compat_libraries(&self) -> Result<Vec<PathBuf>, Error> {
+        let dirs = self.image_dirs()?;
+        nvc_mount::compat_libraries(&self.rootfs, &dirs.cudart, &self.driver.info().nvrm_version)
+            .map_err(|e| Error::mount(Step::Container, e))
+    }
+
+    /// Use these CUDA compat libraries (container paths, as
+    /// [`ContainerSetup::compat_libraries`] gives them, possibly filtered further) instead of
+    /// looking for them.
+    #[must_use]
+    pub fn with_compat_libraries(mut self, libs: Vec<PathBuf>) -> Self {
+        self.options.compat_libs = Some(libs);
+        self
+    }
+
     /// What [`ContainerSetup::mount`] would do, changing nothing (printable: one
     /// operation a line). Selects the devices, checks the requirements, and reads the image
     /// (its directories and CUDA compat libraries, resolved inside the rootfs).
@@ -164,6 +289,26 @@ impl<'d> ContainerSetup<'d> {
     /// [`ErrorKind::Unsatisfied`](crate::ErrorKind::Unsatisfied) for a requirement the
     /// host does not meet, a detection error in the image (`container error: ...`).
     pub fn plan(&self) -> Result<Plan, Error> {
+        let (options, selection) = match self.part {
+            Some(part) => (self.part_options(part)?, Selection::default()),
+            None => self.whole_options()?,
+        };
+        let configuration = Configuration::prepare(
+            self.driver.root(),
+            self.driver.info(),
+            &self.rootfs,
+            &self.image_dirs()?,
+            &options,
+        )
+        .map_err(|e| Error::mount(Step::Container, e))?;
+        Ok(Plan {
+            configuration,
+            selection,
+        })
+    }
+
+    /// The options of a whole configure: devices selected, requirements checked.
+    fn whole_options(&self) -> Result<(ConfigureOptions, Selection), Error> {
         let selection = self.driver.select(&self.devices)?;
         for requirement in &self.requirements {
             self.driver.check(requirement, &selection)?;
@@ -183,27 +328,41 @@ impl<'d> ContainerSetup<'d> {
         } else {
             selection.clone().without_migs()
         };
-        let container_err = |e| Error::mount(Step::Container, e);
-        let detected;
-        let dirs = match &self.container {
-            Some(c) => &c.dirs,
-            None => {
-                detected = ContainerDirs::detect(&self.rootfs).map_err(container_err)?;
-                &detected
-            }
+        Ok((options, selection))
+    }
+
+    /// The options of one part: its GPU looked up, `ldconfig` only for [`Part::Ldcache`].
+    fn part_options(&self, part: Part) -> Result<ConfigureOptions, Error> {
+        let gpu = |index: u32| {
+            let found = self.driver.info().gpus.iter().find(|g| g.index == index);
+            found.ok_or_else(|| Error::input(format!("no GPU with index {index}")))
         };
-        let configuration = Configuration::prepare(
-            self.driver.root(),
-            self.driver.info(),
-            &self.rootfs,
-            dirs,
-            &options,
-        )
-        .map_err(container_err)?;
-        Ok(Plan {
-            configuration,
-            selection,
-        })
+        let mig = |gpu_index: u32, index: u32| {
+            let g = gpu(gpu_index)?;
+            let found = g.mig_devices.iter().find(|m| m.index == index);
+            let m =
+                found.ok_or_else(|| Error::input(format!("no MIG device {gpu_index}:{index}")))?;
+            Ok::<_, Error>((g.clone(), m.clone()))
+        };
+        let mut options = self.options.clone();
+        options.plan.part = Some(match part {
+            Part::Driver => nvc_mount::Part::Driver,
+            Part::Gpu { index } => nvc_mount::Part::Gpu(gpu(index)?.clone()),
+            Part::MigAccess { gpu, mig: m } => {
+                let (g, m) = mig(gpu, m)?;
+                nvc_mount::Part::MigAccess(g, m)
+            }
+            Part::MigConfig => nvc_mount::Part::MigGlobal(MigCapability::Config),
+            Part::MigMonitor => nvc_mount::Part::MigGlobal(MigCapability::Monitor),
+            Part::GpuMigCaps { gpu: index } => nvc_mount::Part::GpuMigCaps(gpu(index)?.clone()),
+            Part::Imex { channel } => nvc_mount::Part::Imex(channel),
+            Part::Ldcache => nvc_mount::Part::Ldcache,
+        });
+        if part != Part::Ldcache {
+            options.no_ldconfig = true;
+            options.ldconfig = None;
+        }
+        Ok(options)
     }
 
     /// Configures the container: mounts in its mount namespace, device cgroup grant,

@@ -150,6 +150,31 @@ impl Error {
         None
     }
 
+    /// The message without upstream's step prefix (`3: unknown device` for `device error:
+    /// 3: unknown device`): what libnvidia-container's `nvc_error` returns, its callers
+    /// adding the prefix of the step they ran.
+    #[must_use]
+    pub fn detail(&self) -> String {
+        const PREFIXES: [&str; 11] = [
+            "input error: ",
+            "initialization error: ",
+            "detection error: ",
+            "device error: ",
+            "requirement error: ",
+            "mig-monitor error: ",
+            "mig-config error: ",
+            "container error: ",
+            "mount error: ",
+            "cgroup error: ",
+            "ldcache error: ",
+        ];
+        let message = self.to_string();
+        match PREFIXES.iter().find_map(|p| message.strip_prefix(p)) {
+            Some(rest) => rest.to_owned(),
+            None => message,
+        }
+    }
+
     /// Whether the message already starts with upstream's prefix for its step (nvc-mount's
     /// mount, cgroup, ldcache, device and container errors carry their own).
     fn prefixed(&self) -> bool {

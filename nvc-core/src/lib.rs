@@ -42,7 +42,7 @@ mod list;
 #[cfg(feature = "oci")]
 pub mod oci;
 
-pub use container::{Configured, ContainerSetup, Plan};
+pub use container::{Configured, ContainerSetup, Part, Plan};
 pub use error::{Error, ErrorKind};
 pub use input::{Devices, Requirement};
 pub use list::ListOptions;
@@ -52,7 +52,7 @@ pub use nvc_driver::{
     DeviceNode, DriverFiles, DriverInfo, Gpu, MigDevice, PciBusId, Selection, nvml::Identity,
 };
 pub use nvc_mount::cgroup::Note;
-pub use nvc_mount::{CompatMode, Ldconfig};
+pub use nvc_mount::{CompatMode, ContainerDirs, Ldconfig};
 
 use error::Step;
 
@@ -138,6 +138,30 @@ impl ContextBuilder {
     #[must_use]
     pub fn fabricmanager(mut self, on: bool) -> Self {
         self.discover.fabricmanager = on;
+        self
+    }
+
+    /// Whether to give containers the MPS binaries and pipe directory (on by default;
+    /// upstream's driver option `no-mps` turns it off).
+    #[must_use]
+    pub fn mps(mut self, on: bool) -> Self {
+        self.discover.mps = on;
+        self
+    }
+
+    /// Whether to give containers the GSP firmware (on by default; `no-gsp-firmware`
+    /// turns it off).
+    #[must_use]
+    pub fn gsp_firmware(mut self, on: bool) -> Self {
+        self.discover.gsp_firmware = on;
+        self
+    }
+
+    /// Whether to use the GLVND vendor libraries for graphics (on by default; `no-glvnd`
+    /// selects the legacy GL set).
+    #[must_use]
+    pub fn glvnd(mut self, on: bool) -> Self {
+        self.discover.glvnd = on;
         self
     }
 

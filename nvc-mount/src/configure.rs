@@ -19,7 +19,7 @@ use crate::ldconfig::run_in_cgroup;
 use crate::ns::in_container_ns;
 use crate::{
     CompatMode, Container, ContainerDirs, Error, Ldconfig, LdconfigOptions, LdconfigRun, Limits,
-    MountPlan, Mounted, PlanOptions, compat_dir, compat_libraries, run_ldconfig,
+    MountPlan, Mounted, Part, PlanOptions, compat_dir, compat_libraries, run_ldconfig,
 };
 use nvc_driver::DriverInfo;
 use nvc_driver::tables::Capability;
@@ -37,6 +37,9 @@ pub struct ConfigureOptions {
     pub no_ldconfig: bool,
     /// `--no-pivot`.
     pub no_pivot: bool,
+    /// The image's CUDA compat libraries as the caller chose them (container paths, bound
+    /// from inside the rootfs); `None`: found with [`compat_libraries`].
+    pub compat_libs: Option<Vec<PathBuf>>,
 }
 
 /// A prepared `configure`: the mount plan and the `ldconfig` run, printable as a dry run.
@@ -73,10 +76,12 @@ impl Configuration {
     ) -> Result<Self, Error> {
         let dirs = dirs.clone();
         let compute = opts.plan.capabilities.contains(&Capability::Compute);
-        let compat = if compute && opts.cuda_compat != CompatMode::Disabled {
-            compat_libraries(rootfs, &dirs.cudart, &info.nvrm_version)?
-        } else {
-            Vec::new()
+        // Only the driver mount and the ldconfig step use them.
+        let wanted = matches!(opts.plan.part, None | Some(Part::Driver | Part::Ldcache));
+        let compat = match &opts.compat_libs {
+            _ if !compute || !wanted || opts.cuda_compat == CompatMode::Disabled => Vec::new(),
+            Some(given) => given.clone(),
+            None => compat_libraries(rootfs, &dirs.cudart, &info.nvrm_version)?,
         };
         let mut plan_opts = opts.plan.clone();
         let mut extra_dirs = Vec::new();

@@ -40,4 +40,4 @@ pub use container::{Container, ContainerDirs};
 pub use error::Error;
 pub use ldconfig::{Ldconfig, LdconfigOptions, LdconfigRun, Limits, run_ldconfig};
 pub use ns::in_mount_ns;
-pub use plan::{MountApi, MountFlags, MountKind, MountPlan, Op, PlanOptions};
+pub use plan::{MigCapability, MountApi, MountFlags, MountKind, MountPlan, Op, Part, PlanOptions};

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use nvc_driver::tables::{Capability, binary_wanted, development_link, library_wanted};
-use nvc_driver::{DriverInfo, Gpu, Selection, host_path};
+use nvc_driver::{DriverInfo, Gpu, MigDevice, Selection, host_path};
 
 use crate::{ContainerDirs, Error};
 
@@ -193,6 +193,46 @@ pub struct PlanOptions {
     /// CUDA compat libraries of the image to bind over the library directory (container
     /// paths, from [`compat_libraries`](crate::compat_libraries); `mount` mode only).
     pub compat_libs: Vec<PathBuf>,
+    /// Only this part of `configure` (`None`: all of it, in order). The device fields above
+    /// are then ignored: the part names what it mounts.
+    pub part: Option<Part>,
+}
+
+/// One part of `configure`, as upstream's C API makes each a call of its own (the C ABI
+/// drop-in, `nvc-capi`, plans and applies one part per call).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// `nvc_driver_mount`: `/proc/driver/nvidia`, binaries, libraries, compat libraries,
+    /// links, firmware, IPC, driver-wide device nodes.
+    Driver,
+    /// `nvc_device_mount`: one GPU's node, `/proc` directory and rule.
+    Gpu(Gpu),
+    /// `nvc_mig_device_access_caps_mount`: one MIG device (with its parent).
+    MigAccess(Gpu, MigDevice),
+    /// `nvc_mig_{config,monitor}_global_caps_mount`.
+    MigGlobal(MigCapability),
+    /// `nvc_device_mig_caps_mount`: every MIG capability of one GPU.
+    GpuMigCaps(Gpu),
+    /// `nvc_imex_channel_mount`.
+    Imex(u32),
+    /// `nvc_ldcache_update`: no mount, only the `ldconfig` step.
+    Ldcache,
+}
+
+/// A global MIG capability (`/proc/driver/nvidia/capabilities/mig/{config,monitor}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MigCapability {
+    /// `--mig-config`.
+    Config,
+    /// `--mig-monitor`.
+    Monitor,
+}
+
+/// What every step of [`MountPlan::build`] reads.
+struct Context<'a> {
+    root: &'a Path,
+    info: &'a DriverInfo,
+    opts: &'a PlanOptions,
 }
 
 /// The ordered operations of one `configure`, with what was skipped and why.
@@ -235,8 +275,9 @@ fn file_name(p: &Path) -> &str {
 impl MountPlan {
     /// Builds the plan for `info` (probed in `driver_root`) and a container with `dirs`,
     /// in the order of upstream's `nvc_driver_mount`, `nvc_device_mount`, MIG access and
-    /// IMEX mounts. Pure: no I/O — everything comes from `info` (a probe's result, which
-    /// may have been serialised on another machine with the `serde` feature).
+    /// IMEX mounts; with [`PlanOptions::part`] only that part. Pure: no I/O — everything
+    /// comes from `info` (a probe's result, which may have been serialised on another
+    /// machine with the `serde` feature).
     ///
     /// # Errors
     ///
@@ -249,12 +290,57 @@ impl MountPlan {
         opts: &PlanOptions,
     ) -> Result<Self, Error> {
         let mut plan = MountPlan::default();
+        let at = Context {
+            root: driver_root,
+            info,
+            opts,
+        };
+        if let Some(part) = &opts.part {
+            match part {
+                Part::Driver => plan.driver(&at, dirs),
+                Part::Gpu(g) => plan.gpu(&at, g),
+                Part::MigAccess(g, m) => plan.mig_access(&at, g, m),
+                Part::MigGlobal(cap) => plan.mig_global(&at, *cap),
+                Part::GpuMigCaps(g) => plan.gpu_mig_caps(&at, g),
+                Part::Imex(channel) => plan.imex(&at, *channel)?,
+                Part::Ldcache => {}
+            }
+            return Ok(plan);
+        }
+        plan.driver(&at, dirs);
+        for g in &opts.devices.gpus {
+            plan.gpu(&at, g);
+        }
+        for (g, m) in opts.devices.migs() {
+            plan.mig_access(&at, g, m);
+        }
+        let global = [
+            (MigCapability::Config, &opts.mig_config),
+            (MigCapability::Monitor, &opts.mig_monitor),
+        ];
+        for (cap, gpus) in global.into_iter().filter(|(_, g)| !g.is_empty()) {
+            plan.mig_global(&at, cap);
+            for g in gpus.iter() {
+                plan.gpu_mig_caps(&at, g);
+            }
+        }
+        for &channel in &opts.imex_channels {
+            plan.imex(&at, channel)?;
+        }
+        Ok(plan)
+    }
+
+    /// Steps 1-8, upstream's `nvc_driver_mount`: `/proc/driver/nvidia`, the application
+    /// profiles, binaries, libraries (and the image's compat libraries), links, firmware,
+    /// IPC and the driver-wide device nodes.
+    fn driver(&mut self, at: &Context<'_>, dirs: &ContainerDirs) {
+        let (info, opts) = (at.info, at.opts);
         let caps = &opts.capabilities;
         let has = |c| caps.contains(&c);
         let nv = Path::new("/proc/driver/nvidia");
 
         // 1. /proc/driver/nvidia: a tmpfs with copies; the driver must not touch device files.
-        plan.ops.push(Op::Tmpfs {
+        self.ops.push(Op::Tmpfs {
             target: nv.into(),
             mode: 0o555,
         });
@@ -268,20 +354,20 @@ impl MountPlan {
                     } else {
                         contents.clone()
                     };
-                    plan.ops.push(Op::WriteFile {
+                    self.ops.push(Op::WriteFile {
                         target: nv.join(name),
                         contents,
                         mode: 0o444,
                     });
                 }
-                None => plan
+                None => self
                     .warnings
                     .push(format!("missing file /proc/driver/nvidia/{name}")),
             }
         }
         // 2. The application-profile directory for graphics.
         if has(Capability::Graphics) || has(Capability::Display) {
-            plan.ops.push(Op::Tmpfs {
+            self.ops.push(Op::Tmpfs {
                 target: "/etc/nvidia/nvidia-application-profiles-rc.d".into(),
                 mode: 0o555,
             });
@@ -293,8 +379,8 @@ impl MountPlan {
             .iter()
             .filter(|b| binary_wanted(file_name(b), caps))
         {
-            plan.bind(
-                driver_root,
+            self.bind(
+                at.root,
                 bin,
                 &dirs.bins.join(file_name(bin)),
                 MountKind::File,
@@ -306,13 +392,13 @@ impl MountPlan {
         for (lib, dir) in libs.chain(libs32.filter(|_| opts.compat32)) {
             if library_wanted(file_name(lib), caps) {
                 let target = dir.join(file_name(lib));
-                plan.bind(driver_root, lib, &target, MountKind::File);
+                self.bind(at.root, lib, &target, MountKind::File);
                 mounted_libs.push(target);
             }
         }
         // The image's newer CUDA compat libraries over the driver's (forward compatibility).
         for lib in &opts.compat_libs {
-            plan.ops.push(Op::BindFromImage {
+            self.ops.push(Op::BindFromImage {
                 source: lib.clone(),
                 target: dirs.libs.join(file_name(lib)),
             });
@@ -323,7 +409,7 @@ impl MountPlan {
             let dir = target.parent().unwrap_or(Path::new("/"));
             let link = development_link(name);
             if let Some((path, to)) = link {
-                plan.ops.push(Op::Symlink {
+                self.ops.push(Op::Symlink {
                     path: dir.join(path),
                     target: to.into(),
                 });
@@ -331,13 +417,13 @@ impl MountPlan {
         }
         // 6. Firmware, whatever the capabilities.
         for fw in &info.files.firmwares {
-            plan.bind(driver_root, fw, fw, MountKind::File);
+            self.bind(at.root, fw, fw, MountKind::File);
         }
         // 7. IPC: the daemons' sockets with utility, the MPS directory with compute.
         for ipc in &info.files.ipcs {
             let socket = ipc.ends_with("socket");
             if (socket && has(Capability::Utility)) || (!socket && has(Capability::Compute)) {
-                plan.bind(driver_root, ipc, ipc, MountKind::Ipc);
+                self.bind(at.root, ipc, ipc, MountKind::Ipc);
             }
         }
         // 8. Driver-wide devices: uvm only with compute, modeset only with display.
@@ -349,86 +435,83 @@ impl MountPlan {
             {
                 continue;
             }
-            plan.device(driver_root, &dev.path, dev.major, dev.minor, opts);
+            self.device(at, &dev.path, dev.major, dev.minor);
         }
-        // 9. Per GPU: its node, its /proc directory, its cgroup rule.
-        for g in &opts.devices.gpus {
-            plan.device(
-                driver_root,
-                Path::new(&format!("/dev/nvidia{}", g.minor)),
-                195,
-                g.minor,
-                opts,
-            );
-            plan.bind(driver_root, &g.proc_dir, &g.proc_dir, MountKind::Proc);
-        }
-        // 10. MIG devices: their access files and capability nodes.
-        for (g, m) in opts.devices.migs() {
-            let (gi_minor, ci_minor) = m.access_minors;
-            for (caps_dir, minor) in [(g.gi_caps_path(m), gi_minor), (g.ci_caps_path(m), ci_minor)]
-            {
-                let access = PathBuf::from(caps_dir).join("access");
-                plan.bind(driver_root, &access, &access, MountKind::Proc);
-                if let (Some(major), Some(minor)) = (info.files.caps_major, minor) {
-                    let node = PathBuf::from(format!("/dev/nvidia-caps/nvidia-cap{minor}"));
-                    plan.device(driver_root, &node, major, minor, opts);
-                }
+    }
+
+    /// Step 9, upstream's `nvc_device_mount`: a GPU's node, its `/proc` directory, its
+    /// cgroup rule.
+    fn gpu(&mut self, at: &Context<'_>, g: &Gpu) {
+        let node = format!("/dev/nvidia{}", g.minor);
+        self.device(at, Path::new(&node), 195, g.minor);
+        self.bind(at.root, &g.proc_dir, &g.proc_dir, MountKind::Proc);
+    }
+
+    /// Step 10, upstream's `nvc_mig_device_access_caps_mount`: a MIG device's access files
+    /// and capability nodes.
+    fn mig_access(&mut self, at: &Context<'_>, g: &Gpu, m: &MigDevice) {
+        let (gi_minor, ci_minor) = m.access_minors;
+        for (caps_dir, minor) in [(g.gi_caps_path(m), gi_minor), (g.ci_caps_path(m), ci_minor)] {
+            let access = PathBuf::from(caps_dir).join("access");
+            self.bind(at.root, &access, &access, MountKind::Proc);
+            if let (Some(major), Some(minor)) = (at.info.files.caps_major, minor) {
+                let node = PathBuf::from(format!("/dev/nvidia-caps/nvidia-cap{minor}"));
+                self.device(at, &node, major, minor);
             }
         }
-        // 10b. MIG configuration and monitoring (upstream's `*_global_caps_mount` and
-        // `nvc_device_mig_caps_mount`): the capabilities tree and `/dev/nvidia-caps` once,
-        // the global capability's node, and every MIG capability of each GPU.
-        let global = [("config", &opts.mig_config), ("monitor", &opts.mig_monitor)];
-        let mut tree_bound = false;
-        for (file, gpus) in global.into_iter().filter(|(_, g)| !g.is_empty()) {
-            let caps = Path::new(nvc_driver::CAPS_DIR);
-            if !tree_bound {
-                plan.bind(driver_root, caps, caps, MountKind::Proc);
-                if info.files.caps_major.is_some() && !opts.no_devbind {
-                    let dir = Path::new("/dev/nvidia-caps");
-                    plan.bind(driver_root, dir, dir, MountKind::Device);
-                }
-                tree_bound = true;
-            }
-            let Some(major) = info.files.caps_major else {
-                continue;
-            };
-            let minor = |name: &str| {
-                info.files
-                    .mig_minors
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|&(_, m)| m)
-            };
-            let mut rules: Vec<u32> = minor(file).into_iter().collect();
-            for g in gpus.iter() {
-                let prefix = format!("gpu{}/", g.minor);
-                rules.extend(
-                    info.files
-                        .mig_minors
-                        .iter()
-                        .filter(|(n, _)| n.starts_with(&prefix))
-                        .map(|&(_, m)| m),
-                );
-            }
-            for minor in rules {
-                let op = Op::AllowDevice { major, minor };
-                if !opts.no_cgroups && !plan.ops.contains(&op) {
-                    plan.ops.push(op);
-                }
-            }
+    }
+
+    /// Step 10b, upstream's `nvc_mig_{config,monitor}_global_caps_mount`: the capabilities
+    /// tree and `/dev/nvidia-caps` (once per plan), the global capability's rule.
+    fn mig_global(&mut self, at: &Context<'_>, cap: MigCapability) {
+        let tree = Path::new(nvc_driver::CAPS_DIR);
+        self.push_new(Op::Bind {
+            source: host_path(at.root, tree),
+            target: tree.into(),
+            kind: MountKind::Proc,
+        });
+        let Some(major) = at.info.files.caps_major else {
+            return;
+        };
+        if !at.opts.no_devbind {
+            let dir = Path::new("/dev/nvidia-caps");
+            self.push_new(Op::Bind {
+                source: host_path(at.root, dir),
+                target: dir.into(),
+                kind: MountKind::Device,
+            });
         }
-        // 11. IMEX channels.
-        for &channel in &opts.imex_channels {
-            let major = info.files.imex_major.ok_or_else(|| Error::Device {
-                what: format!(
-                    "IMEX channel {channel} not found: no nvidia-caps-imex-channels device"
-                ),
-            })?;
-            let node = PathBuf::from(format!("/dev/nvidia-caps-imex-channels/channel{channel}"));
-            plan.device(driver_root, &node, major, channel, opts);
+        let file = match cap {
+            MigCapability::Config => "config",
+            MigCapability::Monitor => "monitor",
+        };
+        let global = at.info.files.mig_minors.iter().find(|(n, _)| n == file);
+        if let Some(&(_, minor)) = global {
+            self.allow_new(at, major, minor);
         }
-        Ok(plan)
+    }
+
+    /// Step 10b per GPU, upstream's `nvc_device_mig_caps_mount`: a rule for every MIG
+    /// capability of the GPU.
+    fn gpu_mig_caps(&mut self, at: &Context<'_>, g: &Gpu) {
+        let Some(major) = at.info.files.caps_major else {
+            return;
+        };
+        let prefix = format!("gpu{}/", g.minor);
+        let minors = at.info.files.mig_minors.iter();
+        for &(_, minor) in minors.filter(|(n, _)| n.starts_with(&prefix)) {
+            self.allow_new(at, major, minor);
+        }
+    }
+
+    /// Step 11, upstream's `nvc_imex_channel_mount`.
+    fn imex(&mut self, at: &Context<'_>, channel: u32) -> Result<(), Error> {
+        let major = at.info.files.imex_major.ok_or_else(|| Error::Device {
+            what: format!("IMEX channel {channel} not found: no nvidia-caps-imex-channels device"),
+        })?;
+        let node = PathBuf::from(format!("/dev/nvidia-caps-imex-channels/channel{channel}"));
+        self.device(at, &node, major, channel);
+        Ok(())
     }
 
     /// The device cgroup rules of the plan (`c major:minor rw` each), in order.
@@ -451,12 +534,25 @@ impl MountPlan {
         });
     }
 
-    fn device(&mut self, root: &Path, path: &Path, major: u32, minor: u32, opts: &PlanOptions) {
-        if !opts.no_devbind {
-            self.bind(root, path, path, MountKind::Device);
+    fn device(&mut self, at: &Context<'_>, path: &Path, major: u32, minor: u32) {
+        if !at.opts.no_devbind {
+            self.bind(at.root, path, path, MountKind::Device);
         }
-        if !opts.no_cgroups {
+        if !at.opts.no_cgroups {
             self.ops.push(Op::AllowDevice { major, minor });
+        }
+    }
+
+    /// A cgroup rule, unless the options say no cgroups or the plan has it already.
+    fn allow_new(&mut self, at: &Context<'_>, major: u32, minor: u32) {
+        if !at.opts.no_cgroups {
+            self.push_new(Op::AllowDevice { major, minor });
+        }
+    }
+
+    fn push_new(&mut self, op: Op) {
+        if !self.ops.contains(&op) {
+            self.ops.push(op);
         }
     }
 }

@@ -168,9 +168,7 @@ pub fn run_confined(c: &Confinement<'_>) -> Result<Finished, Error> {
     let child = match unsafe { fork() }.map_err(sys("fork"))? {
         ForkResult::Child => {
             drop((out_r, rep_r));
-            let code = intermediate(c, &env, out_w, File::from(rep_w), null);
-            // SAFETY: ends the child without unwinding into the parent's state.
-            unsafe { libc::_exit(code) }
+            crate::fork::child_exit(|| intermediate(c, &env, out_w, File::from(rep_w), null))
         }
         ForkResult::Parent { child } => child,
     };
@@ -296,14 +294,10 @@ fn intermediate(
     // and then execs or `_exit`s.
     match unsafe { fork() } {
         Err(e) => fail(&mut rep, "fork", e),
-        Ok(ForkResult::Child) => {
-            let code = match confined(c, env, out, null) {
-                Ok(never) => match never {},
-                Err((step, errno)) => fail(&mut rep, step, errno),
-            };
-            // SAFETY: ends the grandchild without unwinding.
-            unsafe { libc::_exit(code) }
-        }
+        Ok(ForkResult::Child) => crate::fork::child_exit(|| match confined(c, env, out, null) {
+            Ok(never) => match never {},
+            Err((step, errno)) => fail(&mut rep, step, errno),
+        }),
         Ok(ForkResult::Parent { child }) => {
             drop((out, null));
             report(&mut rep, TAG_PID, 0, child.as_raw());

@@ -99,10 +99,11 @@ pub unsafe fn fork_with_pipe(work: impl FnOnce(&mut File) -> i32) -> Result<Fork
         ForkResult::Child => {
             drop(read);
             let mut out = File::from(write);
-            let code = work(&mut out);
-            let _ = out.flush();
-            // SAFETY: `_exit` ends the child without unwinding into the parent's state.
-            unsafe { libc::_exit(code) }
+            child_exit(move || {
+                let code = work(&mut out);
+                let _ = out.flush();
+                code
+            })
         }
         ForkResult::Parent { child } => {
             drop(write);
@@ -113,4 +114,13 @@ pub unsafe fn fork_with_pipe(work: impl FnOnce(&mut File) -> i32) -> Result<Fork
             })
         }
     }
+}
+
+/// Runs a fork child's `work` and ends the child with its exit code: never returns, and a
+/// panic (the C ABI builds with unwinding) exits with 101 instead of unwinding into the
+/// parent's code that the child's stack still holds.
+pub(crate) fn child_exit(work: impl FnOnce() -> i32) -> ! {
+    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or(101);
+    // SAFETY: `_exit` ends the child without running the parent's exit handlers.
+    unsafe { libc::_exit(code) }
 }

@@ -1,0 +1,152 @@
+//! Every object handed to C is registered here until its `_free`: a pointer the library did
+//! not make (NULL, foreign, freed already) is refused instead of dereferenced, and the Rust
+//! state behind each object lives here rather than in memory the caller can write.
+
+use std::collections::{HashMap, HashSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+
+use nvc_core::{ContainerDirs, ContextBuilder, Driver, Ldconfig};
+
+use crate::types::nvc_context;
+use crate::{Failure, cmem, log};
+
+/// The live objects, by address.
+#[derive(Default)]
+pub(crate) struct Registry {
+    pub(crate) contexts: HashMap<usize, Arc<Mutex<ContextState>>>,
+    pub(crate) configs: HashSet<usize>,
+    pub(crate) container_configs: HashSet<usize>,
+    pub(crate) containers: HashMap<usize, Arc<ContainerState>>,
+    /// Each driver information with the probe it shows (driver options applied).
+    pub(crate) driver_infos: HashMap<usize, Arc<Driver>>,
+    pub(crate) device_infos: HashMap<usize, Arc<DeviceInfoState>>,
+}
+
+/// A context's Rust side.
+#[derive(Default)]
+pub(crate) struct ContextState {
+    pub(crate) init: Option<Initialized>,
+}
+
+/// What `nvc_init` set up.
+pub(crate) struct Initialized {
+    /// The options, to probe again with driver options.
+    pub(crate) builder: ContextBuilder,
+    /// The probe made at `nvc_init` (NVML's versions and GPUs, the default file sets).
+    pub(crate) driver: Arc<Driver>,
+}
+
+/// A container's Rust side, fixed at `nvc_container_new`.
+#[derive(Debug)]
+pub(crate) struct ContainerState {
+    pub(crate) pid: u32,
+    pub(crate) rootfs: PathBuf,
+    pub(crate) standalone: bool,
+    pub(crate) dirs: ContainerDirs,
+    pub(crate) ldconfig: Ldconfig,
+}
+
+/// A device information's Rust side: where its arrays are and which GPU each entry is.
+#[derive(Debug)]
+pub(crate) struct DeviceInfoState {
+    pub(crate) driver: Arc<Driver>,
+    /// Address of `gpus[0]` and each entry's NVML index.
+    pub(crate) gpus: (usize, Vec<u32>),
+    /// Per GPU: address of its `mig_devices.devices[0]` and each entry's MIG index.
+    pub(crate) migs: Vec<(usize, Vec<u32>)>,
+}
+
+impl DeviceInfoState {
+    /// The NVML index of the GPU at `p`, if `p` is one of this information's entries.
+    pub(crate) fn gpu_at(&self, p: usize) -> Option<u32> {
+        entry_at(
+            self.gpus.0,
+            &self.gpus.1,
+            p,
+            size_of::<crate::types::nvc_device>(),
+        )
+    }
+
+    /// (GPU index, MIG index) of the MIG device at `p`.
+    pub(crate) fn mig_at(&self, p: usize) -> Option<(u32, u32)> {
+        let size = size_of::<crate::types::nvc_mig_device>();
+        self.gpus
+            .1
+            .iter()
+            .zip(&self.migs)
+            .find_map(|(&gpu, (base, migs))| entry_at(*base, migs, p, size).map(|mig| (gpu, mig)))
+    }
+}
+
+/// `items[i]` when `p` is the address of element `i` of an array at `base`.
+fn entry_at(base: usize, items: &[u32], p: usize, size: usize) -> Option<u32> {
+    let offset = p.checked_sub(base)?;
+    if base == 0 || offset % size != 0 {
+        return None;
+    }
+    items.get(offset / size).copied()
+}
+
+static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
+
+/// The registry, locked (a panic elsewhere does not make it unusable).
+pub(crate) fn lock() -> MutexGuard<'static, Registry> {
+    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs a function without a context, `fallback` if it panics.
+pub(crate) fn guard<T>(fallback: T, body: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or(fallback)
+}
+
+/// Runs an entry point on the context at `ctx`: `None` without a message for a NULL or
+/// unknown context (upstream returns -1 for NULL); with `need_init`, "context
+/// uninitialized" before `nvc_init`; a failure or a panic is stored as the context's error
+/// (`nvc_error`) and logged.
+pub(crate) fn call<T>(
+    ctx: *mut nvc_context,
+    need_init: bool,
+    body: impl FnOnce(&mut ContextState) -> Result<T, Failure>,
+) -> Option<T> {
+    let state = lock().contexts.get(&(ctx as usize)).cloned()?;
+    let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+    let result = if need_init && state.init.is_none() {
+        Err(Failure::new("context uninitialized"))
+    } else {
+        catch_unwind(AssertUnwindSafe(|| body(&mut state))).unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(Failure::new(format!("internal error: {what}")))
+        })
+    };
+    match result {
+        Ok(v) => Some(v),
+        Err(failure) => {
+            log::error!("{}", failure.message);
+            // SAFETY: `ctx` is registered, so it is a live context this library allocated;
+            // its state's lock serialises the calls that write its error.
+            unsafe { set_error(ctx, &failure.message) };
+            None
+        }
+    }
+}
+
+/// Replaces the context's error (upstream's `error_setx`).
+///
+/// # Safety
+///
+/// `ctx` is a live context made by `nvc_context_new`, not written concurrently.
+unsafe fn set_error(ctx: *mut nvc_context, message: &str) {
+    // SAFETY: as the caller promises.
+    let err = unsafe { &mut (*ctx).err };
+    // SAFETY: `msg` is NULL or a string this library `malloc`ed.
+    unsafe { cmem::free(err.msg) };
+    let bytes: Vec<u8> = message.bytes().filter(|&b| b != 0).collect();
+    err.msg = cmem::string(&bytes).unwrap_or(std::ptr::null_mut());
+    err.code = -1;
+}
