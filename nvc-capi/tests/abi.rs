@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use nvidia_container::types::*;
 use nvc_testkit::{BUILTIN, Host, Scenario};
+use nvidia_container::types::*;
 
 /// `target/<profile>`, where cargo put the library and the workspace's binaries.
 fn target_dir() -> PathBuf {
@@ -164,7 +164,11 @@ fn exports_exactly_the_header_api_under_nvc_1_0() {
         .arg(lib_dir().join("libnvidia-container.so.1"))
         .output()
         .expect("readelf runs");
-    assert!(text(&dynamic).0.contains("Library soname: [libnvidia-container.so.1]"));
+    assert!(
+        text(&dynamic)
+            .0
+            .contains("Library soname: [libnvidia-container.so.1]")
+    );
 }
 
 fn build(s: &Scenario) -> (tempfile::TempDir, Host) {
@@ -175,7 +179,12 @@ fn build(s: &Scenario) -> (tempfile::TempDir, Host) {
 
 /// What nvc's `nvidia-container-cli info` prints for the driver root.
 fn cli_info(root: &Path) -> String {
-    let driver = nvc_core::Context::builder().root(root).build().unwrap().driver().unwrap();
+    let driver = nvc_core::Context::builder()
+        .root(root)
+        .build()
+        .unwrap()
+        .driver()
+        .unwrap();
     let mut out = Vec::new();
     nvc_examples::render::info(driver.info(), false, &mut out).unwrap();
     String::from_utf8(out).unwrap()
@@ -196,7 +205,11 @@ fn info_through_the_abi_equals_the_cli_on_every_scenario() {
     let empty = tempfile::tempdir().unwrap();
     let out = Command::new(&info).arg(empty.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).1.starts_with("initialization error: "), "{}", text(&out).1);
+    assert!(
+        text(&out).1.starts_with("initialization error: "),
+        "{}",
+        text(&out).1
+    );
 }
 
 #[test]
@@ -228,7 +241,10 @@ fn the_debug_log_records_the_calls() {
     assert!(out.status.success());
     let log = std::fs::read_to_string(log).unwrap();
     assert!(log.contains("-- WARNING, the following logs are for debugging purposes only --"));
-    let line = log.lines().find(|l| l.contains("initializing library context")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("initializing library context"))
+        .unwrap();
     // `I<MMDD> <HH:MM:SS>.<usec> <tid> <file>:<line>] <message>`
     let (head, _) = line.split_once("] ").unwrap();
     let fields: Vec<&str> = head.split(' ').collect();
@@ -247,20 +263,23 @@ fn mounts_under(mountinfo: &str, rootfs: &str) -> Vec<(String, String)> {
         .filter_map(|f| {
             let at = f[4].strip_prefix(rootfs)?;
             let parent = point(f[1]).unwrap_or_default();
-            Some((at.to_owned(), parent.strip_prefix(rootfs).unwrap_or(parent).to_owned()))
+            Some((
+                at.to_owned(),
+                parent.strip_prefix(rootfs).unwrap_or(parent).to_owned(),
+            ))
         })
         .collect();
     tree.sort();
     tree
 }
 
+/// A configure's result: the mount tree, the device cgroup's list, the linker cache.
+type Outcome = (Vec<(String, String)>, String, Vec<u8>);
+
 /// One configure on a fresh paused container, image and device cgroup: `run` gets the
 /// container's pid and rootfs and returns the program's output; then the container's
 /// mounts, its cgroup's device list and its linker cache.
-fn configure_one(
-    root: &Path,
-    run: impl FnOnce(u32, &str) -> Output,
-) -> Option<(Vec<(String, String)>, String, Vec<u8>)> {
+fn configure_one(root: &Path, run: impl FnOnce(u32, &str) -> Output) -> Option<Outcome> {
     let container = nvc_testkit::PausedContainer::start()?;
     let rootfs = tempfile::tempdir().unwrap();
     nvc_testkit::debian_image(rootfs.path(), &[], true).unwrap();
@@ -273,7 +292,11 @@ fn configure_one(
     let rfs = rootfs.path().to_str().unwrap();
     let out = run(container.pid(), rfs);
     let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stdout}{stderr} (root {})", root.display());
+    assert!(
+        out.status.success(),
+        "{stdout}{stderr} (root {})",
+        root.display()
+    );
     let mounts = mounts_under(&container.mountinfo(), rfs);
     let devices = cgroup
         .as_ref()
@@ -293,49 +316,84 @@ fn upstreams_configure_flow_through_the_abi_equals_the_cli() {
     let sim = target_dir().join("nvc-sim");
     let cli = target_dir().join("nvidia-container-cli");
     if !sim.is_file() || !cli.is_file() {
-        nvc_testkit::skip!("nvc-sim and nvidia-container-cli are not built (cargo test --workspace builds them)");
+        nvc_testkit::skip!(
+            "nvc-sim and nvidia-container-cli are not built (cargo test --workspace builds them)"
+        );
         return;
     }
     let flow = c_test("flow");
-    for name in ["dgx", "mig"] {
+    // (scenario, CLI global options, configure options, the flow's environment, IMEX
+    // channel)
+    let cases = [
+        ("dgx", None, vec![], None, None),
+        ("mig", None, vec![], None, None),
+        (
+            "mig",
+            Some("--load-kmods"),
+            vec!["--mig-config=all", "--mig-monitor=all", "--imex-channel=0"],
+            Some("FLOW_MIG_CAPS"),
+            Some("0"),
+        ),
+    ];
+    for (name, global, cli_opts, flow_env, imex) in cases {
         let (dir, host) = build(&Scenario::builtin(name).unwrap());
         if !matches!(host.device_nodes_state(), nvc_testkit::DeviceNodes::Created) {
             nvc_testkit::skip!("no device nodes");
             return;
         }
         let root = dir.path();
-        // `nvc-sim run ROOT -- PROGRAM ARGS... ROOTFS` (the simulated host as the host).
-        let sim_run = |program: &Path, args: Vec<String>, rfs: &str| {
-            Command::new(&sim)
-                .arg("run")
+        // `nvc-sim run ROOT -- PROGRAM ARGS... ROOTFS [TAIL]` (the simulated host as the host).
+        let sim_run = |program: &Path, args: Vec<String>, rfs: &str, tail: Option<&str>| {
+            let mut cmd = Command::new(&sim);
+            cmd.arg("run")
                 .arg(root)
                 .arg("--")
                 .arg(program)
                 .args(args)
-                .arg(rfs)
-                .output()
-                .unwrap()
+                .arg(rfs);
+            cmd.args(tail);
+            if let Some(var) = flow_env {
+                cmd.env(var, "1").env("FLOW_INIT_OPTS", "load-kmods");
+            }
+            cmd.output().unwrap()
         };
         let root_arg = root.display().to_string();
         let Some(abi) = configure_one(root, |pid, rfs| {
             let opts = "supervised compute utility".to_owned();
-            sim_run(&flow, vec![root_arg.clone(), pid.to_string(), opts], rfs)
+            sim_run(
+                &flow,
+                vec![root_arg.clone(), pid.to_string(), opts],
+                rfs,
+                imex,
+            )
         }) else {
             return;
         };
         let Some(cli_result) = configure_one(root, |pid, rfs| {
             let args = ["configure", "--device=all", "--compute", "--utility"];
             let mut argv = vec![format!("--root={root_arg}")];
+            argv.extend(global.map(str::to_owned));
             argv.extend(args.map(str::to_owned));
+            argv.extend(cli_opts.iter().map(|o| (*o).to_owned()));
             argv.push(format!("--pid={pid}"));
-            sim_run(&cli, argv, rfs)
+            sim_run(&cli, argv, rfs, None)
         }) else {
             return;
         };
         let libcuda = "/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14";
-        assert!(abi.0.iter().any(|(m, _)| m == libcuda), "{name}: {:?}", abi.0);
-        assert_eq!(abi.0, cli_result.0, "{name}: mounts");
-        assert_eq!(abi.1, cli_result.1, "{name}: device cgroup");
-        assert_eq!(abi.2, cli_result.2, "{name}: ld.so.cache");
+        assert!(
+            abi.0.iter().any(|(m, _)| m == libcuda),
+            "{name}: {:?}",
+            abi.0
+        );
+        assert_eq!(abi.0, cli_result.0, "{name} {cli_opts:?}: mounts");
+        assert_eq!(abi.1, cli_result.1, "{name} {cli_opts:?}: device cgroup");
+        assert_eq!(abi.2, cli_result.2, "{name} {cli_opts:?}: ld.so.cache");
+        if flow_env.is_some() {
+            let caps = "/proc/driver/nvidia/capabilities";
+            assert!(abi.0.iter().any(|(m, _)| m == caps), "{:?}", abi.0);
+            let channel = "/dev/nvidia-caps-imex-channels/channel0";
+            assert!(abi.0.iter().any(|(m, _)| m == channel), "{:?}", abi.0);
+        }
     }
 }

@@ -1,7 +1,9 @@
 /* The flow of upstream's `nvidia-container-cli configure`, through the C API:
  *   flow ROOT PID OPTS ROOTFS [IMEX_CHANNEL]
  * init, container, driver and device information, driver mount, every GPU, every MIG
- * device's access, the IMEX channel, the linker cache, shutdown. */
+ * device's access (or, with FLOW_MIG_CAPS set, MIG configuration and monitoring of every
+ * MIG-capable GPU), the IMEX channel, the linker cache, shutdown. FLOW_INIT_OPTS: the
+ * library options ("load-kmods" makes the IMEX channel's node). */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -22,8 +24,13 @@ int main(int argc, char **argv)
 
         if (argc < 5 || ctx == NULL || cfg == NULL)
                 return (2);
+        struct nvc_imex_channel chan = {argc > 5 ? atoi(argv[5]) : 0};
         cfg->root = argv[1];
-        TRY("initialization", nvc_init(ctx, cfg, NULL));
+        if (argc > 5) {
+                cfg->imex.chans = &chan;
+                cfg->imex.nchans = 1;
+        }
+        TRY("initialization", nvc_init(ctx, cfg, getenv("FLOW_INIT_OPTS")));
         if ((ccfg = nvc_container_config_new(atoi(argv[2]), argv[4])) == NULL)
                 goto fail;
         if ((cnt = nvc_container_new(ctx, ccfg, argv[3])) == NULL) {
@@ -38,15 +45,24 @@ int main(int argc, char **argv)
         TRY("mount", nvc_driver_mount(ctx, cnt, drv));
         for (size_t i = 0; i < dev->ngpus; ++i)
                 TRY("mount", nvc_device_mount(ctx, cnt, &dev->gpus[i]));
-        for (size_t i = 0; i < dev->ngpus; ++i) {
-                const struct nvc_mig_device_info *migs = &dev->gpus[i].mig_devices;
-                for (size_t j = 0; j < migs->ndevices; ++j)
-                        TRY("mount", nvc_mig_device_access_caps_mount(ctx, cnt, &migs->devices[j]));
+        if (getenv("FLOW_MIG_CAPS") != NULL) {
+                TRY("mount", nvc_mig_config_global_caps_mount(ctx, cnt));
+                for (size_t i = 0; i < dev->ngpus; ++i)
+                        if (dev->gpus[i].mig_capable)
+                                TRY("mount", nvc_device_mig_caps_mount(ctx, cnt, &dev->gpus[i]));
+                TRY("mount", nvc_mig_monitor_global_caps_mount(ctx, cnt));
+                for (size_t i = 0; i < dev->ngpus; ++i)
+                        if (dev->gpus[i].mig_capable)
+                                TRY("mount", nvc_device_mig_caps_mount(ctx, cnt, &dev->gpus[i]));
+        } else {
+                for (size_t i = 0; i < dev->ngpus; ++i) {
+                        const struct nvc_mig_device_info *migs = &dev->gpus[i].mig_devices;
+                        for (size_t j = 0; j < migs->ndevices; ++j)
+                                TRY("mount", nvc_mig_device_access_caps_mount(ctx, cnt, &migs->devices[j]));
+                }
         }
-        if (argc > 5) {
-                struct nvc_imex_channel chan = {atoi(argv[5])};
+        if (argc > 5)
                 TRY("mount", nvc_imex_channel_mount(ctx, cnt, &chan));
-        }
         TRY("ldcache", nvc_ldcache_update(ctx, cnt));
         rv = 0;
  fail:
