@@ -150,3 +150,25 @@ unsafe fn set_error(ctx: *mut nvc_context, message: &str) {
     err.msg = cmem::string(&bytes).unwrap_or(std::ptr::null_mut());
     err.code = -1;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::panic)]
+    fn a_panic_becomes_the_contexts_error() {
+        let ctx = crate::context::context_new();
+        let got: Option<()> = call(ctx, false, |_| panic!("boom"));
+        assert!(got.is_none());
+        let msg = crate::context::error(ctx);
+        // SAFETY: `nvc_error` returns NULL or the context's NUL-terminated message.
+        let msg = unsafe { cmem::read(msg) }.map(|b| String::from_utf8_lossy(b).into_owned());
+        assert_eq!(msg.as_deref(), Some("internal error: boom"));
+        // The context still works after it.
+        let got = call(ctx, false, |_| Ok(7));
+        assert_eq!(got, Some(7));
+        crate::context::context_free(ctx);
+        assert!(crate::context::error(ctx).is_null());
+    }
+}

@@ -50,6 +50,8 @@ fn compile(name: &str, source: &Path) -> PathBuf {
         .arg(&out)
         .arg("-I")
         .arg(manifest.join("include"))
+        .arg("-I")
+        .arg(manifest.join("tests/c"))
         .arg(source)
         .arg("-L")
         .arg(lib_dir())
@@ -110,16 +112,9 @@ fn structs_sit_where_c_expects_them() {
         nvc_container { flags, cfg, uid, gid, mnt_ns, dev_cg_version, dev_cg, libs, nlibs,
                         cuda_compat_dir }
     };
-    // Upstream's two "opaque" structs as its internal header (1.17) declares them, up to
-    // the last field its CLI touches (`no_pivot`; `libs`, `nlibs`, `cuda_compat_dir`).
+    // Upstream's two "opaque" structs as its CLI sees them (tests/c/nvc_internal.h).
     let source = format!(
-        "#include <stddef.h>\n#include <stdio.h>\n#include \"nvc.h\"\n\
-         struct error {{ char *msg; int code; }};\n\
-         struct nvc_context {{ bool initialized; struct error err; struct nvc_config cfg; \
-         int mnt_ns; bool no_pivot; }};\n\
-         struct nvc_container {{ int32_t flags; struct nvc_container_config cfg; uid_t uid; \
-         gid_t gid; char *mnt_ns; int dev_cg_version; char *dev_cg; char **libs; size_t nlibs; \
-         char *cuda_compat_dir; }};\n\
+        "#include <stddef.h>\n#include <stdio.h>\n#include \"nvc_internal.h\"\n\
          int main(void) {{\n{body}return 0;\n}}\n"
     );
     let file = lib_dir().join("layout.c");
@@ -212,6 +207,43 @@ fn info_through_the_abi_equals_the_cli_on_every_scenario() {
     );
 }
 
+/// An image with a CUDA compat `libcuda` newer than the simulated driver (550).
+fn image_with_compat(rootfs: &Path) {
+    nvc_testkit::debian_image(rootfs, &[], true).unwrap();
+    let compat = rootfs.join("usr/local/cuda/compat");
+    std::fs::create_dir_all(&compat).unwrap();
+    let so = nvc_ldcache::elf::SharedObject::x86(nvc_ldcache::elf::Class::Elf64, b"libcuda.so.1");
+    std::fs::write(
+        compat.join("libcuda.so.999.1"),
+        nvc_ldcache::elf::write_shared_object(&so),
+    )
+    .unwrap();
+}
+
+#[test]
+fn upstreams_cli_reaches_into_the_opaque_structs() {
+    let internals = c_test("internals");
+    let (dir, _host) = build(&Scenario::builtin("dgx").unwrap());
+    let rootfs = tempfile::tempdir().unwrap();
+    image_with_compat(rootfs.path());
+    let out = Command::new(internals)
+        .arg(dir.path())
+        .arg(rootfs.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    // supervised | compute (bins, libs) | utility (bins, libs) | cuda-compat-mode=mount
+    let flags = 1 | (1 << 12) | (1 << 6) | (1 << 11) | (1 << 5) | (1 << 16);
+    assert_eq!(
+        stdout,
+        format!(
+            "no_pivot 1\nflags {flags}\nrootfs {}\nlib /usr/local/cuda/compat/libcuda.so.999.1\n",
+            rootfs.path().display()
+        )
+    );
+}
+
 #[test]
 fn misuse_gets_errors_never_a_crash() {
     let misuse = c_test("misuse");
@@ -279,10 +311,14 @@ type Outcome = (Vec<(String, String)>, String, Vec<u8>);
 /// One configure on a fresh paused container, image and device cgroup: `run` gets the
 /// container's pid and rootfs and returns the program's output; then the container's
 /// mounts, its cgroup's device list and its linker cache.
-fn configure_one(root: &Path, run: impl FnOnce(u32, &str) -> Output) -> Option<Outcome> {
+fn configure_one(
+    root: &Path,
+    image: fn(&Path),
+    run: impl FnOnce(u32, &str) -> Output,
+) -> Option<Outcome> {
     let container = nvc_testkit::PausedContainer::start()?;
     let rootfs = tempfile::tempdir().unwrap();
-    nvc_testkit::debian_image(rootfs.path(), &[], true).unwrap();
+    image(rootfs.path());
     let cgroup = nvc_testkit::TestCgroup::v1_devices();
     if let Some(cg) = &cgroup {
         std::fs::write(cg.path().join("devices.deny"), "a").unwrap();
@@ -322,11 +358,14 @@ fn upstreams_configure_flow_through_the_abi_equals_the_cli() {
         return;
     }
     let flow = c_test("flow");
+    let plain = |rootfs: &Path| nvc_testkit::debian_image(rootfs, &[], true).unwrap();
     // (scenario, CLI global options, configure options, the flow's environment, IMEX
     // channel)
     let cases = [
         ("dgx", None, vec![], None, None),
         ("mig", None, vec![], None, None),
+        // The image's CUDA compat libcuda, bound over the driver's.
+        ("single", None, vec![], Some("FLOW_COMPAT"), None),
         (
             "mig",
             Some("--load-kmods"),
@@ -352,13 +391,19 @@ fn upstreams_configure_flow_through_the_abi_equals_the_cli() {
                 .args(args)
                 .arg(rfs);
             cmd.args(tail);
-            if let Some(var) = flow_env {
-                cmd.env(var, "1").env("FLOW_INIT_OPTS", "load-kmods");
+            if flow_env == Some("FLOW_MIG_CAPS") {
+                cmd.env("FLOW_MIG_CAPS", "1")
+                    .env("FLOW_INIT_OPTS", "load-kmods");
             }
             cmd.output().unwrap()
         };
         let root_arg = root.display().to_string();
-        let Some(abi) = configure_one(root, |pid, rfs| {
+        let image = if flow_env == Some("FLOW_COMPAT") {
+            image_with_compat
+        } else {
+            plain
+        };
+        let Some(abi) = configure_one(root, image, |pid, rfs| {
             let opts = "supervised compute utility".to_owned();
             sim_run(
                 &flow,
@@ -369,7 +414,7 @@ fn upstreams_configure_flow_through_the_abi_equals_the_cli() {
         }) else {
             return;
         };
-        let Some(cli_result) = configure_one(root, |pid, rfs| {
+        let Some(cli_result) = configure_one(root, image, |pid, rfs| {
             let args = ["configure", "--device=all", "--compute", "--utility"];
             let mut argv = vec![format!("--root={root_arg}")];
             argv.extend(global.map(str::to_owned));
@@ -389,11 +434,46 @@ fn upstreams_configure_flow_through_the_abi_equals_the_cli() {
         assert_eq!(abi.0, cli_result.0, "{name} {cli_opts:?}: mounts");
         assert_eq!(abi.1, cli_result.1, "{name} {cli_opts:?}: device cgroup");
         assert_eq!(abi.2, cli_result.2, "{name} {cli_opts:?}: ld.so.cache");
-        if flow_env.is_some() {
+        let compat = "/usr/lib/x86_64-linux-gnu/libcuda.so.999.1";
+        assert_eq!(
+            abi.0.iter().any(|(m, _)| m == compat),
+            flow_env == Some("FLOW_COMPAT")
+        );
+        if flow_env == Some("FLOW_MIG_CAPS") {
             let caps = "/proc/driver/nvidia/capabilities";
             assert!(abi.0.iter().any(|(m, _)| m == caps), "{:?}", abi.0);
             let channel = "/dev/nvidia-caps-imex-channels/channel0";
             assert!(abi.0.iter().any(|(m, _)| m == channel), "{:?}", abi.0);
         }
     }
+    // The caller's filter is honoured: a compat list emptied through the struct, as
+    // upstream's CLI filter does, mounts none.
+    let (dir, _host) = build(&Scenario::builtin("single").unwrap());
+    let root = dir.path();
+    let Some(dropped) = configure_one(root, image_with_compat, |pid, rfs| {
+        let opts = "supervised compute utility";
+        Command::new(&sim)
+            .arg("run")
+            .arg(root)
+            .arg("--")
+            .arg(&flow)
+            .args([&root.display().to_string(), &pid.to_string(), opts, rfs])
+            .env("FLOW_DROP_COMPAT", "1")
+            .output()
+            .unwrap()
+    }) else {
+        return;
+    };
+    assert!(
+        !dropped
+            .0
+            .iter()
+            .any(|(m, _)| m.ends_with("libcuda.so.999.1"))
+    );
+    assert!(
+        dropped
+            .0
+            .iter()
+            .any(|(m, _)| m.ends_with("libcuda.so.550.54.14"))
+    );
 }

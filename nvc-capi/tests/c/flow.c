@@ -3,11 +3,12 @@
  * init, container, driver and device information, driver mount, every GPU, every MIG
  * device's access (or, with FLOW_MIG_CAPS set, MIG configuration and monitoring of every
  * MIG-capable GPU), the IMEX channel, the linker cache, shutdown. FLOW_INIT_OPTS: the
- * library options ("load-kmods" makes the IMEX channel's node). */
+ * library options ("load-kmods" makes the IMEX channel's node). FLOW_DROP_COMPAT: empty the
+ * container's CUDA compat library list first, as upstream's CLI filter may. */
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "nvc.h"
+#include "nvc_internal.h"
 
 #define TRY(step, call) do { if ((call) < 0) { \
         fprintf(stderr, "%s error: %s\n", step, nvc_error(ctx)); goto fail; } } while (0)
@@ -41,6 +42,13 @@ int main(int argc, char **argv)
             (dev = nvc_device_info_new(ctx, NULL)) == NULL) {
                 fprintf(stderr, "detection error: %s\n", nvc_error(ctx));
                 goto fail;
+        }
+        if (getenv("FLOW_DROP_COMPAT") != NULL) {
+                for (size_t i = 0; i < cnt->nlibs; ++i)
+                        free(cnt->libs[i]);
+                free(cnt->libs);
+                cnt->libs = NULL;
+                cnt->nlibs = 0;
         }
         TRY("mount", nvc_driver_mount(ctx, cnt, drv));
         for (size_t i = 0; i < dev->ngpus; ++i)
