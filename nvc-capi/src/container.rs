@@ -3,7 +3,6 @@
 
 use std::ffi::{OsStr, c_char};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -150,14 +149,8 @@ pub(crate) extern "C" fn container_new(
         } else {
             Vec::new()
         };
-        let proc_root = if standalone {
-            cfg.rootfs.clone()
-        } else {
-            PathBuf::from("/")
-        };
-        let proc_pid = proc_root.join(format!("proc/{}", cfg.pid));
-        let owner = std::fs::metadata(&proc_pid)
-            .map_err(|e| Failure::new(format!("stat failed: {}: {e}", proc_pid.display())))?;
+        // As nvc-core looked it up (in standalone mode through the rootfs's checked `/proc`).
+        let (uid, gid) = setup.owner().ok_or_else(Failure::invalid_argument)?;
         let ldconfig_text = match &ldconfig {
             Ldconfig::Host(p) => format!("@{}", p.display()),
             Ldconfig::Image(p) => p.display().to_string(),
@@ -169,16 +162,10 @@ pub(crate) extern "C" fn container_new(
             dirs,
             ldconfig,
         };
-        let c = container(
-            flags,
-            &state,
-            (owner.uid(), owner.gid()),
-            &ldconfig_text,
-            &compat,
-        )?;
+        let c = container(flags, &state, (uid, gid), &ldconfig_text, &compat)?;
         log::info!("setting pid to {}", state.pid);
         log::info!("setting rootfs to {}", state.rootfs.display());
-        log::info!("setting owner to {}:{}", owner.uid(), owner.gid());
+        log::info!("setting owner to {uid}:{gid}");
         log::info!("setting bins directory to {}", state.dirs.bins.display());
         log::info!("setting libs directory to {}", state.dirs.libs.display());
         log::info!(

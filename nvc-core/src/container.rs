@@ -97,6 +97,13 @@ impl<'d> ContainerSetup<'d> {
         self.container.as_ref().map(|c| c.pid)
     }
 
+    /// The container's owner, uid and gid of its init process (`None` for
+    /// [`Driver::image`]): who owns the mountpoints nvc creates.
+    #[must_use]
+    pub fn owner(&self) -> Option<(u32, u32)> {
+        self.container.as_ref().map(|c| (c.uid, c.gid))
+    }
+
     /// The container's root filesystem (a host path).
     #[must_use]
     pub fn rootfs(&self) -> &Path {
