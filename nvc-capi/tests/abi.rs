@@ -9,12 +9,12 @@
     clippy::indexing_slicing
 )]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::mem::{offset_of, size_of};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use nvc_testkit::{BUILTIN, Host, Scenario};
 use nvidia_container::types::*;
@@ -63,9 +63,18 @@ fn compile(name: &str, source: &Path) -> PathBuf {
     out
 }
 
+/// `tests/c/<name>.c`, compiled once for all the tests that run it (in parallel: one
+/// compiling while another executes the half-written file would fail).
 fn c_test(name: &str) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
-    compile(name, &source)
+    static COMPILED: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut compiled = COMPILED.lock().unwrap();
+    compiled
+        .entry(name.to_owned())
+        .or_insert_with(|| {
+            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
+            compile(name, &source)
+        })
+        .clone()
 }
 
 fn text(out: &Output) -> (String, String) {
