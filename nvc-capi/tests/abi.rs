@@ -229,19 +229,26 @@ fn image_with_compat(rootfs: &Path) {
     .unwrap();
 }
 
-#[test]
-fn upstreams_cli_reaches_into_the_opaque_structs() {
-    let internals = c_test("internals");
+/// Runs the C test `name` as `name ROOT ROOTFS` on the dgx host and an image made by
+/// `image`; its standard output, and the rootfs.
+fn run_on_dgx(name: &str, image: fn(&Path)) -> (String, tempfile::TempDir) {
+    let program = c_test(name);
     let (dir, _host) = build(&Scenario::builtin("dgx").unwrap());
     let rootfs = tempfile::tempdir().unwrap();
-    image_with_compat(rootfs.path());
-    let out = Command::new(internals)
+    image(rootfs.path());
+    let out = Command::new(program)
         .arg(dir.path())
         .arg(rootfs.path())
         .output()
         .unwrap();
     let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
+    assert!(out.status.success(), "{name}: {stderr}");
+    (stdout, rootfs)
+}
+
+#[test]
+fn upstreams_cli_reaches_into_the_opaque_structs() {
+    let (stdout, rootfs) = run_on_dgx("internals", image_with_compat);
     // supervised | compute (bins, libs) | utility (bins, libs) | cuda-compat-mode=mount
     let flags = 1 | (1 << 12) | (1 << 6) | (1 << 11) | (1 << 5) | (1 << 16);
     assert_eq!(
@@ -255,18 +262,8 @@ fn upstreams_cli_reaches_into_the_opaque_structs() {
 
 #[test]
 fn misuse_gets_errors_never_a_crash() {
-    let misuse = c_test("misuse");
-    let (dir, _host) = build(&Scenario::builtin("dgx").unwrap());
-    let rootfs = tempfile::tempdir().unwrap();
-    nvc_testkit::debian_image(rootfs.path(), &[], true).unwrap();
-    let out = Command::new(misuse)
-        .arg(dir.path())
-        .arg(rootfs.path())
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
-    assert_eq!(stdout, "ok\n");
+    let plain = |rootfs: &Path| nvc_testkit::debian_image(rootfs, &[], true).unwrap();
+    assert_eq!(run_on_dgx("misuse", plain).0, "ok\n");
 }
 
 #[test]

@@ -299,3 +299,79 @@ fn without_nvml_plans_are_the_same_and_nvml_facts_are_refused() {
         }
     }
 }
+
+/// The C API's calls (`ContainerSetup::only`) together plan exactly what one configure plans:
+/// the driver, each GPU, each MIG device or the MIG capabilities, ldconfig.
+#[test]
+fn the_parts_of_a_configure_add_up_to_the_whole() {
+    use nvc_core::{Capability, Part};
+    let (dir, _host) = build("mig");
+    let driver = Context::builder()
+        .root(dir.path())
+        .build()
+        .unwrap()
+        .driver()
+        .unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    nvc_testkit::debian_image(rootfs.path(), &[], true).unwrap();
+    let caps = [Capability::Compute, Capability::Utility];
+    let setup = || driver.image(rootfs.path()).unwrap().capabilities(&caps);
+    let lines = |plan: nvc_core::Plan| -> Vec<String> {
+        plan.to_string().lines().map(str::to_owned).collect()
+    };
+    // With `once`, what an earlier call did already is left out: the MIG configuration and
+    // monitoring calls each bind the capabilities tree and allow their GPUs' capabilities,
+    // which one configure does once.
+    let parts = |parts: &[Part], once: bool| -> Vec<String> {
+        let mut all = Vec::new();
+        for &part in parts {
+            for line in lines(setup().only(part).plan().unwrap()) {
+                if !(once && all.contains(&line)) {
+                    all.push(line);
+                }
+            }
+        }
+        all
+    };
+    let gpus = &driver.info().gpus;
+    let mut each: Vec<Part> = vec![Part::Driver];
+    each.extend(gpus.iter().map(|g| Part::Gpu { index: g.index }));
+    for g in gpus {
+        each.extend(g.mig_devices.iter().map(|m| Part::MigAccess {
+            gpu: g.index,
+            mig: m.index,
+        }));
+    }
+    // (IMEX channels need the host's nvidia-caps-imex-channels major: nvc-capi's flow test
+    // covers them under `nvc-sim run`.)
+    each.push(Part::Ldcache);
+    let whole = setup().devices(Devices::all()).plan().unwrap();
+    assert!(gpus.iter().any(|g| !g.mig_devices.is_empty()));
+    assert_eq!(parts(&each, false), lines(whole));
+
+    // MIG configuration and monitoring instead of the devices' access files.
+    let mut global = vec![Part::Driver];
+    global.extend(gpus.iter().map(|g| Part::Gpu { index: g.index }));
+    global.push(Part::MigConfig);
+    let capable: Vec<u32> = gpus
+        .iter()
+        .filter(|g| g.mig_capable)
+        .map(|g| g.index)
+        .collect();
+    global.extend(capable.iter().map(|&gpu| Part::GpuMigCaps { gpu }));
+    global.push(Part::MigMonitor);
+    global.extend(capable.iter().map(|&gpu| Part::GpuMigCaps { gpu }));
+    global.push(Part::Ldcache);
+    let whole = setup()
+        .devices(Devices::all())
+        .mig_config(Some("all"))
+        .mig_monitor(Some("all"))
+        .plan()
+        .unwrap();
+    assert_eq!(parts(&global, true), lines(whole));
+
+    // A part naming what the host does not have is bad input.
+    let err = setup().only(Part::Gpu { index: 99 }).plan().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadInput);
+    assert_eq!(err.detail(), "no GPU with index 99");
+}
