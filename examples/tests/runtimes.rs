@@ -177,11 +177,17 @@ fn run_once(runtime: &Path, bundle: &Path, sim: Option<&Path>) -> Output {
     let rt = runtime.display();
     let (st, b) = (state.path().display(), bundle.display());
     // crun refuses hybrid cgroups while the unified hierarchy holds a controller: its
-    // private mount namespace goes without that hierarchy.
+    // private mount namespace goes without that hierarchy. A runtime killed on a hang may
+    // leave the container's processes and cgroups (youki's `:youki:ID` in each v1
+    // hierarchy) behind `delete -f`: they are killed and removed too.
     let script = format!(
         "umount -l /sys/fs/cgroup/unified 2>/dev/null; \
          timeout -k 5 60 {rt} --root {st} run --bundle {b} {id}; rc=$?; \
-         {rt} --root {st} delete -f {id} 2>/dev/null; exit $rc"
+         {rt} --root {st} delete -f {id} 2>/dev/null; \
+         for cg in /sys/fs/cgroup/*/:youki:{id} /sys/fs/cgroup/*/{id}; do \
+             [ -d \"$cg\" ] || continue; \
+             xargs -r kill -9 <\"$cg/cgroup.procs\" 2>/dev/null; sleep 0.2; rmdir \"$cg\"; \
+         done 2>/dev/null; exit $rc"
     );
     let mut cmd = match sim {
         Some(host) => {
