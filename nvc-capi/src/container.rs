@@ -132,8 +132,10 @@ pub(crate) extern "C" fn container_new(
                 *slot = dir;
             }
         }
-        // `@PATH` names the host's ldconfig, anything else one in the image.
+        // `@PATH` names the host's ldconfig, `builtin` nvc's in-process update, anything
+        // else one in the image.
         let ldconfig = match ldconfig {
+            Some(p) if p.as_os_str() == "builtin" => Ldconfig::Builtin,
             Some(p) => match p.as_os_str().as_bytes().strip_prefix(b"@") {
                 Some(host) => Ldconfig::Host(PathBuf::from(OsStr::from_bytes(host))),
                 None => {
@@ -154,6 +156,7 @@ pub(crate) extern "C" fn container_new(
         let ldconfig_text = match &ldconfig {
             Ldconfig::Host(p) => format!("@{}", p.display()),
             Ldconfig::Image(p) => p.display().to_string(),
+            Ldconfig::Builtin => "builtin".to_owned(),
         };
         let state = ContainerState {
             pid: cfg.pid,

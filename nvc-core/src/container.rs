@@ -483,7 +483,9 @@ impl Configured {
     #[must_use]
     pub fn ldconfig_output(&self) -> Option<&str> {
         match &self.done.ldconfig {
-            Some(LdconfigRun::Ran { output }) => Some(output),
+            Some(LdconfigRun::Ran { output } | LdconfigRun::Fallback { output, .. }) => {
+                Some(output)
+            }
             _ => None,
         }
     }

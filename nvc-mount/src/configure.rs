@@ -14,9 +14,11 @@ use nix::sys::stat::{Mode, SFlag, fstatat};
 use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
 use crate::apply::{Root, fail};
+use crate::builtin_ldconfig::{self, NewLibrary, NewLink, Outcome};
 use crate::cgroup::{DeviceCgroup, DeviceGrant};
 use crate::ldconfig::run_in_cgroup;
 use crate::ns::in_container_ns;
+use crate::plan::{MountKind, Op};
 use crate::{
     CompatMode, Container, ContainerDirs, Error, Ldconfig, LdconfigOptions, LdconfigRun, Limits,
     MountPlan, Mounted, Part, PlanOptions, compat_dir, compat_libraries, run_ldconfig,
@@ -140,8 +142,9 @@ impl std::fmt::Display for Configuration {
         write!(f, "{}", self.plan)?;
         if let Some(l) = &self.ldconfig {
             let (how, path) = match &l.ldconfig {
-                Ldconfig::Image(p) => ("container", p),
-                Ldconfig::Host(p) => ("host", p),
+                Ldconfig::Image(p) => ("container", p.as_path()),
+                Ldconfig::Host(p) => ("host", p.as_path()),
+                Ldconfig::Builtin => ("builtin", Path::new("-")),
             };
             write!(
                 f,
@@ -413,11 +416,22 @@ impl MountPlan {
             Err(e) => return Err(undo(container, &mounted, granted, e)),
         };
         // The cgroup found for the grant is the one the sandbox joins: not looked up again.
-        let run = match &granted {
+        let sandboxed = |opts: &LdconfigOptions| match &granted {
             Some((cg, _)) => cg
                 .open_file("cgroup.procs", OFlag::O_WRONLY)
                 .and_then(|procs| run_in_cgroup(container, opts, Some(procs))),
             None => run_ldconfig(container, opts),
+        };
+        let run = match opts.ldconfig {
+            Ldconfig::Builtin => match self.update_ldcache(container, opts) {
+                Ok(Outcome::Updated { added }) => Ok(LdconfigRun::Builtin { added }),
+                Ok(Outcome::Unsure(reason)) => sandboxed(opts).map(|run| match run {
+                    LdconfigRun::Ran { output } => LdconfigRun::Fallback { reason, output },
+                    other => other,
+                }),
+                Err(e) => Err(e),
+            },
+            _ => sandboxed(opts),
         };
         match run {
             Ok(run) => {
@@ -437,6 +451,52 @@ impl MountPlan {
                 Err(undo(container, &mounted, granted, e.with_undo_left(left)))
             }
         }
+    }
+}
+
+impl MountPlan {
+    /// [`Ldconfig::Builtin`]: the cache updated in process with the libraries this plan
+    /// binds into the library directories ([`crate::builtin_ldconfig`]), or why not.
+    fn update_ldcache(
+        &self,
+        container: &Container,
+        opts: &LdconfigOptions,
+    ) -> Result<Outcome, Error> {
+        if !opts.extra_dirs.is_empty() {
+            return Ok(Outcome::Unsure(
+                "CUDA compat libraries (ldconfig mode)".into(),
+            ));
+        }
+        let dirs = &container.dirs;
+        let in_lib_dir = |p: &Path| {
+            p.parent()
+                .is_some_and(|d| d == dirs.libs || d == dirs.libs32)
+        };
+        let (mut new, mut links) = (Vec::new(), Vec::new());
+        for op in &self.ops {
+            match op {
+                Op::BindFromImage { .. } => {
+                    return Ok(Outcome::Unsure("CUDA compat libraries of the image".into()));
+                }
+                Op::Bind {
+                    source,
+                    target,
+                    kind: MountKind::File,
+                } if in_lib_dir(target) => match NewLibrary::read(target, source) {
+                    Ok(lib) => new.push(lib),
+                    Err(why) => return Ok(Outcome::Unsure(why)),
+                },
+                Op::Symlink { path, target } if in_lib_dir(path) => links.push(NewLink {
+                    path: path.clone(),
+                    target: target.clone(),
+                }),
+                _ => {}
+            }
+        }
+        in_container_ns(container, || {
+            let root = Root::of(container)?;
+            builtin_ldconfig::update(&root, &[&dirs.libs, &dirs.libs32], &new, &links)
+        })
     }
 }
 

@@ -27,13 +27,21 @@ pub enum Ldconfig {
     /// sandbox is entered and executed from there, so neither the container nor a host
     /// upgrade can swap it mid-run.
     Host(PathBuf),
+    /// No program: `configure` updates the image's cache itself with the libraries it
+    /// mounted, where it can prove the result is what glibc's `ldconfig` would write (the
+    /// image's cache up to date, its configuration plain, the new libraries' names free);
+    /// elsewhere it runs [`Ldconfig::host_default`] as that would (`--ldconfig=builtin`).
+    /// Outside `configure` ([`run_ldconfig`]) it is [`Ldconfig::host_default`].
+    Builtin,
 }
 
 impl Ldconfig {
-    /// Parses upstream's `--ldconfig` value: a leading `@` names a host binary.
+    /// Parses upstream's `--ldconfig` value: a leading `@` names a host binary; `builtin`
+    /// (not a path upstream accepts: it is relative) is [`Ldconfig::Builtin`].
     pub fn parse(value: &str) -> Self {
         match value.strip_prefix('@') {
             Some(host) => Ldconfig::Host(host.into()),
+            None if value == "builtin" => Ldconfig::Builtin,
             None => Ldconfig::Image(value.into()),
         }
     }
@@ -44,12 +52,17 @@ impl Ldconfig {
     /// The CLI keeps upstream's default, the image's own, for drop-in compatibility.
     #[must_use]
     pub fn host_default() -> Self {
-        let real = Path::new("/sbin/ldconfig.real");
-        Ldconfig::Host(if real.exists() {
-            real.to_path_buf()
-        } else {
-            PathBuf::from("/sbin/ldconfig")
-        })
+        Ldconfig::Host(host_ldconfig())
+    }
+}
+
+/// The host's `ldconfig`: `/sbin/ldconfig.real` where it exists, else `/sbin/ldconfig`.
+fn host_ldconfig() -> PathBuf {
+    let real = Path::new("/sbin/ldconfig.real");
+    if real.exists() {
+        real.to_path_buf()
+    } else {
+        PathBuf::from("/sbin/ldconfig")
     }
 }
 
@@ -105,6 +118,18 @@ pub enum LdconfigRun {
     },
     /// The container has no such `ldconfig`: nothing to refresh (upstream: silent success).
     NotFound,
+    /// [`Ldconfig::Builtin`] updated the cache: `added` entries, no program ran.
+    Builtin {
+        /// The entries added.
+        added: usize,
+    },
+    /// [`Ldconfig::Builtin`] could not prove its result and ran the host's `ldconfig`.
+    Fallback {
+        /// Why the built-in update was not sure.
+        reason: String,
+        /// The program's stdout and stderr.
+        output: String,
+    },
 }
 
 /// The syscalls `ldconfig` may make: upstream's allow-list, plus the `*at` forms and `statx`
@@ -318,6 +343,11 @@ pub(crate) fn run_in_cgroup(
     let (shown, memfd) = match &opts.ldconfig {
         Ldconfig::Image(path) => (path.clone(), None),
         Ldconfig::Host(path) => (path.clone(), Some(sealed_copy(path)?)),
+        Ldconfig::Builtin => {
+            let path = host_ldconfig();
+            let memfd = sealed_copy(&path)?;
+            (path, Some(memfd))
+        }
     };
     let bin = cstring(&shown)?;
     let mut argv = vec![bin.clone()];

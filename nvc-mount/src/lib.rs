@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 mod apply;
+mod builtin_ldconfig;
 pub mod cgroup;
 mod compat;
 mod configure;

@@ -1,0 +1,666 @@
+//! The built-in linker cache update ([`Ldconfig::Builtin`](crate::Ldconfig::Builtin)): the
+//! image's `/etc/ld.so.cache` updated in process with the libraries just mounted — no program
+//! runs at all — when it can prove the result is what glibc's `ldconfig` would write.
+//!
+//! glibc's `ldconfig` rebuilds the cache from the directories it scans: those named on its
+//! command line (nvc passes the library directories), in `/etc/ld.so.conf` (and the files it
+//! includes), then glibc's trusted ones, each directory once (by inode, under the first name
+//! it was reached by). When the image's cache is exactly what that scan gave before nvc
+//! mounted anything, the new cache is the old entries (under the scan's spelling of their
+//! directories) plus one entry per new library, in glibc's order, and the SONAME links of the
+//! new libraries. The update proves the premise and otherwise answers [`Outcome::Unsure`]
+//! with the reason, and `configure` falls back to the host's `ldconfig` in its sandbox:
+//!
+//! - the cache exists, parses, is in the new or combined format, has no hwcap entries, and
+//!   its entries are in glibc's order;
+//! - `/etc/ld.so.conf` names plain directories and `include`s (no `hwcap` lines);
+//! - every entry's directory is one the scan reaches, and its file is there;
+//! - no scanned directory holds an ELF library the cache does not list, or a hwcap
+//!   subdirectory;
+//! - every new library has a SONAME and an architecture, a SONAME the cache does not have
+//!   yet, and its link name is free (or already the link).
+//!
+//! Everything in the image is read inside its root ([`Root`]), bounded; the new cache is
+//! written beside the old one and renamed over it. `configure` has kept the old cache and
+//! the directories' names, so a failure later undoes links and cache as for `ldconfig`.
+
+use std::cmp::Ordering;
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, readlinkat, renameat};
+use nix::sys::stat::{Mode, SFlag, fstat, fstatat};
+use nix::unistd::{UnlinkatFlags, symlinkat, unlinkat};
+use nvc_ldcache::elf::ElfInfo;
+use nvc_ldcache::{Arch, CacheEntry, Flags, Format, LdCache, write_cache};
+
+use crate::Error;
+use crate::apply::{Root, fail};
+use crate::ns::proc_fd;
+
+/// The largest cache read (glibc's for a whole distribution is well under 1 MiB).
+const CACHE_LIMIT: u64 = 16 << 20;
+/// The largest `ld.so.conf` (or included file) read, and how deep includes may nest.
+const CONF_LIMIT: u64 = 1 << 20;
+const INCLUDE_DEPTH: usize = 8;
+/// At most this many files are listed per directory before giving up (unsure).
+const DIR_LIMIT: usize = 1 << 16;
+/// glibc's trusted directories, scanned after the configured ones (Debian's and Ubuntu's
+/// multiarch build on this architecture, then the generic ones).
+#[cfg(target_arch = "x86_64")]
+const TRUSTED: &[&str] = &[
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib",
+    "/usr/lib",
+];
+#[cfg(target_arch = "aarch64")]
+const TRUSTED: &[&str] = &[
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/lib",
+    "/usr/lib",
+];
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const TRUSTED: &[&str] = &["/lib", "/usr/lib"];
+/// Subdirectories glibc 2.36's `ldconfig` descends into (hwcap names of x86 and aarch64).
+const HWCAP_DIRS: &[&str] = &[
+    "glibc-hwcaps",
+    "tls",
+    "x86_64",
+    "i386",
+    "i486",
+    "i586",
+    "i686",
+    "haswell",
+    "xeon_phi",
+    "avx512_1",
+    "sse2",
+    "aarch64",
+    "asimd",
+];
+
+/// A library the configure mounted: where it is in the container and its host file.
+#[derive(Debug, Clone)]
+pub(crate) struct NewLibrary {
+    /// The container path of the mount.
+    pub(crate) target: PathBuf,
+    /// Its SONAME and architecture ([`NewLibrary::read`]).
+    soname: Vec<u8>,
+    arch: Arch,
+}
+
+impl NewLibrary {
+    /// The library mounted at `target` from the host file `source` (the driver root's,
+    /// trusted; read in the caller's mount namespace): `Err(reason)` when it has no SONAME
+    /// or architecture, or an ABI note (whose OS version glibc would record).
+    pub(crate) fn read(target: &Path, source: &Path) -> Result<Self, String> {
+        let elf = ElfInfo::read(source).map_err(|e| format!("{}: {e}", source.display()))?;
+        match (elf.cache_arch(), elf.soname, elf.abi_tag) {
+            (Some(arch), Some(soname), None) => Ok(NewLibrary {
+                target: target.to_path_buf(),
+                soname,
+                arch,
+            }),
+            _ => Err(format!(
+                "{} has no SONAME or architecture, or an ABI note",
+                source.display()
+            )),
+        }
+    }
+}
+
+/// A link the configure made next to a new library (`libcuda.so -> libcuda.so.1`).
+#[derive(Debug, Clone)]
+pub(crate) struct NewLink {
+    /// The container path of the link.
+    pub(crate) path: PathBuf,
+    /// What it points to (a file name in the same directory).
+    pub(crate) target: PathBuf,
+}
+
+/// What the update did.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// The cache was rewritten with `added` entries more.
+    Updated { added: usize },
+    /// It could not prove the result equal to `ldconfig`'s: why.
+    Unsure(String),
+}
+
+/// A directory the scan reaches: the name it was reached by, its descriptor and inode, and
+/// the names in it that the new cache accounts for.
+struct Scanned {
+    name: PathBuf,
+    fd: OwnedFd,
+    inode: (u64, u64),
+    referenced: HashSet<OsString>,
+}
+
+/// The scanned directory `dir` (inside the root) is, by inode.
+fn scanned<'a>(root: &Root, scan: &'a mut [Scanned], dir: &Path) -> Option<&'a mut Scanned> {
+    let inode = inode_in(root, dir)?;
+    scan.iter_mut().find(|s| s.inode == inode)
+}
+
+macro_rules! unsure {
+    ($($arg:tt)*) => { return Ok(Outcome::Unsure(format!($($arg)*))) };
+}
+
+/// Updates the cache of the image at `root` for `new` libraries, the command-line directories
+/// being `cmdline` (libs, libs32, extra, in `ldconfig`'s order). Call inside the container's
+/// mount namespace, as its owner ([`crate::ns`]).
+///
+/// # Errors
+///
+/// A failure writing the new cache or a link (the old cache is then in place); everything
+/// that makes the result uncertain is [`Outcome::Unsure`] instead.
+pub(crate) fn update(
+    root: &Root,
+    cmdline: &[&Path],
+    new: &[NewLibrary],
+    new_links: &[NewLink],
+) -> Result<Outcome, Error> {
+    let etc = Path::new("/etc");
+    let Ok(bytes) = read_in(root, &etc.join("ld.so.cache"), CACHE_LIMIT) else {
+        unsure!("no readable /etc/ld.so.cache");
+    };
+    let Ok(cache) = LdCache::parse(&bytes) else {
+        unsure!("/etc/ld.so.cache does not parse");
+    };
+    if cache.format() == Format::Old {
+        unsure!("/etc/ld.so.cache is in the old format");
+    }
+    let mut conf = Vec::new();
+    if let Some(why) = read_conf(root, Path::new("/etc/ld.so.conf"), 0, &mut conf) {
+        return Ok(Outcome::Unsure(why));
+    }
+    let scan = scan_dirs(
+        root,
+        cmdline
+            .iter()
+            .copied()
+            .chain(conf.iter().map(PathBuf::as_path)),
+    );
+    let trusted = scan_dirs(root, TRUSTED.iter().map(Path::new));
+    let scan: Vec<Scanned> = scan.into_iter().fold(Vec::new(), |mut all, d| {
+        if !all.iter().any(|s: &Scanned| s.inode == d.inode) {
+            all.push(d);
+        }
+        all
+    });
+    let mut scan = scan;
+    for d in trusted {
+        if !scan.iter().any(|s| s.inode == d.inode) {
+            scan.push(d);
+        }
+    }
+
+    // The old entries, under the scan's names of their directories.
+    let mut entries = Vec::with_capacity(cache.len() + new.len());
+    for e in cache.entries() {
+        let Ok(e) = e else {
+            unsure!("an entry of /etc/ld.so.cache does not read");
+        };
+        if e.hwcap() != 0 || e.hwcaps_subdir().is_some() {
+            unsure!("/etc/ld.so.cache has hwcap entries");
+        }
+        let (Some(dir), Some(name)) = (e.path().parent(), e.path().file_name()) else {
+            unsure!("entry {} is no file path", e.path().display());
+        };
+        let Some(d) = scanned(root, &mut scan, dir) else {
+            unsure!(
+                "{} is in a directory ldconfig does not scan",
+                e.path().display()
+            );
+        };
+        if root.open(&d.name.join(name), OFlag::O_PATH).is_err() {
+            unsure!("stale cache: {} is gone", e.path().display());
+        }
+        d.referenced.insert(name.to_owned());
+        if let Ok(target) = readlinkat(d.fd.as_fd(), name) {
+            d.referenced.insert(target);
+        }
+        let mut entry = CacheEntry::new(
+            e.soname().as_bytes(),
+            d.name.join(name).as_os_str().as_bytes(),
+            e.arch(),
+        );
+        entry.flags = e.flags();
+        entry.osversion = e.osversion();
+        entries.push(entry);
+    }
+    let mut pairs = entries.iter().zip(entries.iter().skip(1));
+    if pairs.any(|(a, b)| glibc_order(a, b) == Ordering::Greater) {
+        unsure!("/etc/ld.so.cache is not in glibc's order");
+    }
+
+    // The new libraries: SONAME, architecture, link.
+    let mut links = Vec::new();
+    let mut linked_before = HashSet::new();
+    let mut added = Vec::new();
+    for lib in new {
+        let (Some(dir), Some(file)) = (lib.target.parent(), lib.target.file_name()) else {
+            unsure!("{} is no file path", lib.target.display());
+        };
+        let (soname, arch) = (lib.soname.clone(), lib.arch);
+        let Some(d) = scanned(root, &mut scan, dir) else {
+            unsure!("{} is in a directory ldconfig does not scan", dir.display());
+        };
+        let flags = Flags::libc6(arch);
+        if entries
+            .iter()
+            .chain(&added)
+            .any(|e: &CacheEntry| e.soname == soname && e.flags == flags)
+        {
+            unsure!(
+                "{} is in the cache already",
+                String::from_utf8_lossy(&soname)
+            );
+        }
+        let soname_os = OsStr::from_bytes(&soname);
+        d.referenced.insert(file.to_owned());
+        d.referenced.insert(soname_os.to_owned());
+        if soname_os != file {
+            match readlinkat(d.fd.as_fd(), soname_os) {
+                Ok(to) if to == file => {
+                    linked_before.insert(d.name.join(soname_os));
+                }
+                Err(Errno::ENOENT) => {
+                    links.push((d.name.clone(), soname_os.to_owned(), file.to_owned()))
+                }
+                _ => unsure!("{} exists", dir.join(soname_os).display()),
+            }
+        }
+        let mut entry = CacheEntry::new(
+            soname.clone(),
+            d.name.join(soname_os).as_os_str().as_bytes(),
+            arch,
+        );
+        entry.flags = flags;
+        added.push(entry);
+    }
+
+    // The development links: `ldconfig` lists a link `NAME.so` to a library whose SONAME
+    // starts with `NAME.so` under its own name — when the SONAME link it goes through was
+    // there before the run (the run makes it after reading the directory: a first run finds
+    // the development link dangling); other links it would weigh against the library itself
+    // (unsure).
+    for link in new_links {
+        let (Some(dir), Some(name), Some(to)) = (
+            link.path.parent(),
+            link.path.file_name(),
+            link.target.to_str(),
+        ) else {
+            unsure!("link {} is no file path", link.path.display());
+        };
+        let Some(d) = scanned(root, &mut scan, dir) else {
+            unsure!("{} is in a directory ldconfig does not scan", dir.display());
+        };
+        let to_path = d.name.join(to);
+        let target = added
+            .iter()
+            .find(|e| e.path == to_path.as_os_str().as_bytes());
+        let dev = name.as_bytes().ends_with(b".so");
+        let Some(target) = target.filter(|t| dev && t.soname.starts_with(name.as_bytes())) else {
+            unsure!("link {} -> {to}", link.path.display());
+        };
+        d.referenced.insert(name.to_owned());
+        if linked_before.contains(&to_path) {
+            let mut entry = CacheEntry::new(
+                name.as_bytes(),
+                d.name.join(name).as_os_str().as_bytes(),
+                target.flags.arch(),
+            );
+            entry.flags = target.flags;
+            added.push(entry);
+        }
+    }
+
+    // Nothing else ldconfig would pick up.
+    for d in &scan {
+        if let Some(why) = unlisted_library(root, d) {
+            return Ok(Outcome::Unsure(why));
+        }
+    }
+
+    let count = added.len();
+    for e in added {
+        let at = entries.partition_point(|x| glibc_order(x, &e) != Ordering::Greater);
+        entries.insert(at, e);
+    }
+    let bytes = write_cache(&entries, cache.format(), cache.generator());
+    write_cache_file(root, etc, &bytes)?;
+    for (dir, link, file) in &links {
+        let path = dir.join(link);
+        let d = root
+            .open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY)
+            .map_err(fail("open", dir))?;
+        symlinkat(file.as_os_str(), d.as_fd(), link.as_os_str()).map_err(fail("symlink", &path))?;
+    }
+    Ok(Outcome::Updated { added: count })
+}
+
+/// glibc's cache order (`ldconfig`'s `compare`): names by `_dl_cache_libcmp`, descending,
+/// then flags and OS version descending (no hwcap entries here).
+fn glibc_order(a: &CacheEntry, b: &CacheEntry) -> Ordering {
+    libcmp(&b.soname, &a.soname)
+        .then(b.flags.0.cmp(&a.flags.0))
+        .then(b.osversion.cmp(&a.osversion))
+}
+
+/// glibc's `_dl_cache_libcmp`: digit runs compare as numbers, a digit sorts after a
+/// non-digit, other bytes as bytes.
+fn libcmp(a: &[u8], b: &[u8]) -> Ordering {
+    let (mut i, mut j) = (0, 0);
+    loop {
+        match (a.get(i), b.get(j)) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let (n, di) = number(a.get(i..).unwrap_or_default());
+                let (m, dj) = number(b.get(j..).unwrap_or_default());
+                if n != m {
+                    return n.cmp(&m);
+                }
+                (i, j) = (i + di, j + dj);
+            }
+            (Some(x), Some(_)) if x.is_ascii_digit() => return Ordering::Greater,
+            (Some(_), Some(y)) if y.is_ascii_digit() => return Ordering::Less,
+            (Some(x), Some(y)) if x != y => return x.cmp(y),
+            _ => (i, j) = (i + 1, j + 1),
+        }
+    }
+}
+
+/// The number a digit run starts with (saturating) and its length.
+fn number(s: &[u8]) -> (u64, usize) {
+    let digits = s.iter().take_while(|c| c.is_ascii_digit());
+    let n = digits.clone().fold(0u64, |n, c| {
+        n.saturating_mul(10).saturating_add(u64::from(c - b'0'))
+    });
+    (n, digits.count())
+}
+
+/// Opens `path` inside the root for reading if it is a regular file — checked on an
+/// `O_PATH` descriptor first, so that no device node or FIFO the image placed there is ever
+/// opened — then reopened through that descriptor (the thread's working directory is
+/// `/proc/self/fd`, [`crate::ns`]).
+fn open_regular(root: &Root, path: &Path) -> Result<File, Errno> {
+    let fd = root.open(path, OFlag::O_PATH)?;
+    let st = fstat(fd.as_fd())?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return Err(Errno::EINVAL);
+    }
+    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let file = nix::fcntl::open(proc_fd(&fd).as_str(), flags, Mode::empty())?;
+    Ok(File::from(file))
+}
+
+/// At most `limit` bytes of the regular file `path` inside the root.
+fn read_in(root: &Root, path: &Path, limit: u64) -> Result<Vec<u8>, Errno> {
+    let mut bytes = Vec::new();
+    open_regular(root, path)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
+    if bytes.len() as u64 > limit {
+        return Err(Errno::EFBIG);
+    }
+    Ok(bytes)
+}
+
+/// Adds the directories of the configuration file `path` (and its includes) to `dirs`;
+/// `Some(reason)` where it is not sure to read it as glibc does. A missing file is empty.
+fn read_conf(root: &Root, path: &Path, depth: usize, dirs: &mut Vec<PathBuf>) -> Option<String> {
+    if depth > INCLUDE_DEPTH {
+        return Some(format!("{} nests includes too deep", path.display()));
+    }
+    let text = match read_in(root, path, CONF_LIMIT) {
+        Ok(bytes) => bytes,
+        Err(Errno::ENOENT) => return None,
+        Err(e) => return Some(format!("{} does not read: {e}", path.display())),
+    };
+    for line in text.split(|&b| b == b'\n') {
+        let line = line.split(|&b| b == b'#').next().unwrap_or_default();
+        let line = line.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(pattern) = line
+            .strip_prefix(b"include")
+            .filter(|r| r.starts_with(b" ") || r.starts_with(b"\t"))
+        {
+            let pattern = Path::new(OsStr::from_bytes(pattern.trim_ascii()));
+            let pattern = match pattern.is_absolute() {
+                true => pattern.to_path_buf(),
+                false => path.parent().unwrap_or(Path::new("/")).join(pattern),
+            };
+            match glob(root, &pattern) {
+                Ok(files) => {
+                    for file in files {
+                        if let Some(why) = read_conf(root, &file, depth + 1, dirs) {
+                            return Some(why);
+                        }
+                    }
+                }
+                Err(why) => return Some(why),
+            }
+        } else if line.starts_with(b"/")
+            && !line
+                .iter()
+                .any(|&b| b.is_ascii_whitespace() || b == b'=' || b == b':' || b == b',')
+        {
+            dirs.push(PathBuf::from(OsStr::from_bytes(line)));
+        } else {
+            return Some(format!(
+                "{}: a line nvc does not read as ldconfig: {}",
+                path.display(),
+                String::from_utf8_lossy(line)
+            ));
+        }
+    }
+    None
+}
+
+/// The files matching `pattern` (wildcards `*` and `?` in its last component only), sorted
+/// as glibc's `glob` sorts them.
+fn glob(root: &Root, pattern: &Path) -> Result<Vec<PathBuf>, String> {
+    let (Some(dir), Some(name)) = (pattern.parent(), pattern.file_name()) else {
+        return Err(format!("include {} is no file pattern", pattern.display()));
+    };
+    if dir
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .any(|b| b"*?[".contains(b))
+    {
+        return Err(format!(
+            "include {}: wildcards in a directory",
+            pattern.display()
+        ));
+    }
+    if name.as_bytes().contains(&b'[') {
+        return Err(format!("include {}: a bracket pattern", pattern.display()));
+    }
+    let Ok(fd) = root.open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY) else {
+        return Ok(Vec::new());
+    };
+    let mut found: Vec<PathBuf> = list(&fd)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .into_iter()
+        .filter(|n| !n.as_bytes().starts_with(b".") && wildcard(name.as_bytes(), n.as_bytes()))
+        .map(|n| dir.join(n))
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+/// Whether `name` matches `pattern` (`*` any run, `?` one byte).
+fn wildcard(pattern: &[u8], name: &[u8]) -> bool {
+    match (pattern.split_first(), name.split_first()) {
+        (None, None) => true,
+        (Some((b'*', rest)), _) => {
+            wildcard(rest, name)
+                || name
+                    .split_first()
+                    .is_some_and(|(_, n)| wildcard(pattern, n))
+        }
+        (Some((b'?', rest)), Some((_, n))) => wildcard(rest, n),
+        (Some((p, rest)), Some((c, n))) => p == c && wildcard(rest, n),
+        _ => false,
+    }
+}
+
+/// The directories that exist among `dirs` (inside the root), in order.
+fn scan_dirs<'a>(root: &Root, dirs: impl Iterator<Item = &'a Path>) -> Vec<Scanned> {
+    dirs.filter_map(|name| {
+        let fd = root.open(name, OFlag::O_RDONLY | OFlag::O_DIRECTORY).ok()?;
+        let st = fstat(fd.as_fd()).ok()?;
+        Some(Scanned {
+            name: name.to_path_buf(),
+            fd,
+            inode: (st.st_dev, st.st_ino),
+            referenced: HashSet::new(),
+        })
+    })
+    .collect()
+}
+
+/// The inode of directory `dir` inside the root.
+fn inode_in(root: &Root, dir: &Path) -> Option<(u64, u64)> {
+    let fd = root.open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY).ok()?;
+    let st = fstat(fd.as_fd()).ok()?;
+    Some((st.st_dev, st.st_ino))
+}
+
+/// The names in a directory (at most [`DIR_LIMIT`]).
+fn list(fd: &OwnedFd) -> Result<Vec<OsString>, Errno> {
+    let mut dir = Dir::openat(
+        fd.as_fd(),
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        Mode::empty(),
+    )?;
+    let mut names = Vec::new();
+    for e in dir.iter() {
+        let name = OsStr::from_bytes(e?.file_name().to_bytes()).to_owned();
+        if name != "." && name != ".." {
+            names.push(name);
+        }
+        if names.len() > DIR_LIMIT {
+            return Err(Errno::E2BIG);
+        }
+    }
+    Ok(names)
+}
+
+/// Why `ldconfig` might pick up something in `d` that the cache does not list: an ELF file
+/// with a library's name that is not referenced, or a hwcap subdirectory.
+fn unlisted_library(root: &Root, d: &Scanned) -> Option<String> {
+    let referenced = &d.referenced;
+    let names = match list(&d.fd) {
+        Ok(names) => names,
+        Err(e) => return Some(format!("{} does not list: {e}", d.name.display())),
+    };
+    for name in names {
+        let b = name.as_bytes();
+        let Ok(st) = fstatat(d.fd.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+        if kind == SFlag::S_IFDIR {
+            if HWCAP_DIRS.iter().any(|h| h.as_bytes() == b) {
+                return Some(format!(
+                    "{} has a hwcap directory {}",
+                    d.name.display(),
+                    name.display()
+                ));
+            }
+            continue;
+        }
+        let library =
+            (b.starts_with(b"lib") || b.starts_with(b"ld-")) && b.windows(3).any(|w| w == b".so");
+        if !library || referenced.contains(&name) {
+            continue;
+        }
+        // A link to a listed library adds nothing, unless it is a development link
+        // (`libz.so`), which ldconfig lists under its own name.
+        if kind == SFlag::S_IFLNK
+            && !b.ends_with(b".so")
+            && readlinkat(d.fd.as_fd(), name.as_os_str()).is_ok_and(|t| referenced.contains(&t))
+        {
+            continue;
+        }
+        // Not referenced: ldconfig skips it only if it is no ELF file (a linker script, a
+        // dangling link).
+        let mut magic = [0u8; 4];
+        let elf = open_regular(root, &d.name.join(&name))
+            .ok()
+            .and_then(|mut file| file.read_exact(&mut magic).ok())
+            .is_some_and(|()| magic == *b"\x7fELF");
+        if elf {
+            return Some(format!(
+                "{} is a library the cache does not list",
+                d.name.join(&name).display()
+            ));
+        }
+    }
+    None
+}
+
+/// Writes `bytes` as `/etc/ld.so.cache`: a new file beside it, renamed over it.
+fn write_cache_file(root: &Root, etc: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let dir = root
+        .open(etc, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+        .map_err(fail("open", etc))?;
+    let tmp = "ld.so.cache~nvc";
+    let _ = unlinkat(dir.as_fd(), tmp, UnlinkatFlags::NoRemoveDir);
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let path = etc.join(tmp);
+    let fd = nix::fcntl::openat(dir.as_fd(), tmp, flags, Mode::from_bits_truncate(0o644))
+        .map_err(fail("create", &path))?;
+    let written = File::from(fd).write_all(bytes);
+    if let Err(e) = written {
+        let _ = unlinkat(dir.as_fd(), tmp, UnlinkatFlags::NoRemoveDir);
+        return Err(fail("write", &path)(Errno::from_raw(
+            e.raw_os_error().unwrap_or(0),
+        )));
+    }
+    renameat(dir.as_fd(), tmp, dir.as_fd(), "ld.so.cache").map_err(|e| {
+        let _ = unlinkat(dir.as_fd(), tmp, UnlinkatFlags::NoRemoveDir);
+        fail("rename", &path)(e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libcmp_is_glibcs() {
+        use Ordering::*;
+        assert_eq!(libcmp(b"libc.so.6", b"libc.so.6"), Equal);
+        assert_eq!(libcmp(b"libfoo.so.10", b"libfoo.so.9"), Greater);
+        assert_eq!(libcmp(b"libfoo.so.1", b"libfoo.so"), Greater);
+        assert_eq!(libcmp(b"lib2", b"liba"), Greater);
+        assert_eq!(libcmp(b"libA", b"liba"), Less);
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard(b"*.conf", b"x86_64-linux-gnu.conf"));
+        assert!(!wildcard(b"*.conf", b"x.conf.bak"));
+        assert!(wildcard(b"a?c*", b"abcdef"));
+        assert!(!wildcard(b"a?c", b"ac"));
+    }
+}

@@ -1,0 +1,254 @@
+//! `Ldconfig::Builtin` against glibc's `ldconfig` as the oracle: the same image layout
+//! configured twice, once with the host's `ldconfig` in the sandbox and once with the
+//! built-in update, must end with the same linker cache (every entry, in order) and the same
+//! links; where the built-in update cannot prove that, it must fall back (and then equal the
+//! oracle by construction). As root (tier c).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::Command;
+
+use nvc_driver::tables::Capability::{Compute, Utility};
+use nvc_ldcache::LdCache;
+use nvc_ldcache::elf::{Class, SharedObject, write_shared_object};
+use nvc_mount::{Ldconfig, LdconfigOptions, LdconfigRun, PlanOptions};
+
+/// A shared object with `soname` at `dir/file` in the image, and its SONAME link.
+fn library(root: &Path, dir: &str, file: &str, soname: &str, class: Class) {
+    let dir = root.join(dir.trim_start_matches('/'));
+    fs::create_dir_all(&dir).unwrap();
+    let so = SharedObject::x86(class, soname.as_bytes());
+    fs::write(dir.join(file), write_shared_object(&so)).unwrap();
+}
+
+/// Debian 12's layout: merged /usr, the multiarch directories in ld.so.conf.d, a few
+/// libraries, a linker script and a development link.
+fn debian(root: &Path) {
+    fs::create_dir_all(root.join("usr/lib")).unwrap();
+    symlink("usr/lib", root.join("lib")).unwrap();
+    fs::create_dir_all(root.join("etc/ld.so.conf.d")).unwrap();
+    fs::write(
+        root.join("etc/ld.so.conf"),
+        "include /etc/ld.so.conf.d/*.conf\n\n",
+    )
+    .unwrap();
+    fs::write(
+        root.join("etc/ld.so.conf.d/x86_64-linux-gnu.conf"),
+        "# Multiarch support\n/usr/local/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu\n\
+         /usr/lib/x86_64-linux-gnu\n",
+    )
+    .unwrap();
+    fs::write(root.join("etc/ld.so.conf.d/libc.conf"), "/usr/local/lib\n").unwrap();
+    let multiarch = "/usr/lib/x86_64-linux-gnu";
+    library(
+        root,
+        multiarch,
+        "libfoo.so.1.2.3",
+        "libfoo.so.1",
+        Class::Elf64,
+    );
+    library(root, multiarch, "libbar.so.2", "libbar.so.2", Class::Elf64);
+    library(root, multiarch, "libz.so.1.2.13", "libz.so.1", Class::Elf64);
+    symlink("libz.so.1", root.join("usr/lib/x86_64-linux-gnu/libz.so")).unwrap();
+    fs::write(
+        root.join("usr/lib/x86_64-linux-gnu/libc.so"),
+        "/* GNU ld script */\nGROUP ( libc.so.6 )\n",
+    )
+    .unwrap();
+}
+
+/// Debian with an extra directory of a vendor, named in ld.so.conf.d.
+fn vendor(root: &Path) {
+    debian(root);
+    fs::write(
+        root.join("etc/ld.so.conf.d/vendor.conf"),
+        "/opt/vendor/lib\n",
+    )
+    .unwrap();
+    library(
+        root,
+        "/opt/vendor/lib",
+        "libvendor.so.7.0",
+        "libvendor.so.7",
+        Class::Elf64,
+    );
+}
+
+/// Debian with i386 libraries (the 32-bit directory named in ld.so.conf.d).
+fn i386(root: &Path) {
+    debian(root);
+    fs::write(
+        root.join("etc/ld.so.conf.d/i386-linux-gnu.conf"),
+        "/lib/i386-linux-gnu\n/usr/lib/i386-linux-gnu\n",
+    )
+    .unwrap();
+    library(
+        root,
+        "/usr/lib/i386-linux-gnu",
+        "libfoo.so.1.2.3",
+        "libfoo.so.1",
+        Class::Elf32,
+    );
+}
+
+/// A RHEL-like image: libraries in /usr/lib64 (no Debian marker, so nvc mounts there too).
+fn lib64(root: &Path) {
+    fs::remove_file(root.join("etc/debian_version")).unwrap();
+    fs::create_dir_all(root.join("etc/ld.so.conf.d")).unwrap();
+    fs::write(root.join("etc/ld.so.conf"), "include ld.so.conf.d/*.conf\n").unwrap();
+    library(
+        root,
+        "/usr/lib64",
+        "libfoo.so.1.2.3",
+        "libfoo.so.1",
+        Class::Elf64,
+    );
+    fs::create_dir_all(root.join("usr/lib")).unwrap();
+}
+
+/// Debian with what a hostile image might place where the update looks: a FIFO with a
+/// library's name (opening it would block), a link out of the image to a host library, a
+/// directory with a library's name.
+fn hostile(root: &Path) {
+    debian(root);
+    let dir = root.join("usr/lib/x86_64-linux-gnu");
+    nix::unistd::mkfifo(&dir.join("libfifo.so.1"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    symlink("/usr/lib/x86_64-linux-gnu/libz.so.1", dir.join("libescape.so.1")).unwrap();
+    fs::create_dir(dir.join("libdir.so.1")).unwrap();
+}
+
+/// Makes a Debian image's cache stale: a library installed after it was written.
+fn stale_after_cache(root: &Path) {
+    library(
+        root,
+        "/usr/lib/x86_64-linux-gnu",
+        "liblate.so.3",
+        "liblate.so.3",
+        Class::Elf64,
+    );
+}
+
+/// The cache as `(soname, flags, path)` in order, and every link in the library directories.
+type Result = (Vec<(String, i32, String)>, Vec<(String, String)>);
+
+fn outcome(root: &Path) -> Result {
+    let bytes = fs::read(root.join("etc/ld.so.cache")).unwrap();
+    let cache = LdCache::parse(&bytes).unwrap();
+    let entries = cache
+        .entries()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.soname().to_string_lossy().into_owned(),
+                e.flags().0,
+                e.path().display().to_string(),
+            )
+        })
+        .collect();
+    let mut links = Vec::new();
+    for dir in [
+        "usr/lib/x86_64-linux-gnu",
+        "usr/lib/i386-linux-gnu",
+        "usr/lib64",
+    ] {
+        let Ok(read) = fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        for e in read {
+            let p = e.unwrap().path();
+            if let Ok(to) = fs::read_link(&p) {
+                links.push((p.display().to_string(), to.display().to_string()));
+            }
+        }
+    }
+    links.sort();
+    let prefix = root.display().to_string();
+    let links = links
+        .into_iter()
+        .map(|(p, t)| (p.replacen(&prefix, "", 1), t))
+        .collect();
+    (entries, links)
+}
+
+/// Configures a fresh container and image laid out by `layout` (then `after` once the
+/// image's cache is written) with `ldconfig`; the run and the outcome.
+fn configure(
+    layout: fn(&Path),
+    after: fn(&Path),
+    compat32: bool,
+    ldconfig: Ldconfig,
+) -> Option<(LdconfigRun, Result)> {
+    let f = common::sim("legacy32")?;
+    let root = f.rootfs.path();
+    layout(root);
+    // The image's own cache, as its build left it (twice: the first run makes the SONAME
+    // links that development links point through, as installed packages ship them).
+    for _ in 0..2 {
+        let status = Command::new("/sbin/ldconfig")
+            .arg("-r")
+            .arg(root)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    after(root);
+    let container = f.container();
+    let opts = PlanOptions {
+        capabilities: vec![Compute, Utility],
+        compat32,
+        no_cgroups: true,
+        ..PlanOptions::default()
+    };
+    let plan = f.plan(&container, &opts);
+    let ldconfig = LdconfigOptions {
+        ldconfig,
+        ..common::host_ldconfig()
+    };
+    let done = plan.configure(&container, Some(&ldconfig)).unwrap();
+    let run = done.ldconfig.clone().unwrap();
+    let result = outcome(root);
+    drop(done);
+    Some((run, result))
+}
+
+#[test]
+fn the_builtin_update_writes_what_ldconfig_writes() {
+    let none = |_: &Path| {};
+    // (name, layout, after the cache, compat32, whether the built-in update must be sure)
+    type Layout = (&'static str, fn(&Path), fn(&Path), bool, bool);
+    let layouts: [Layout; 6] = [
+        ("debian", debian, none, false, true),
+        ("vendor", vendor, none, false, true),
+        ("i386", i386, none, true, true),
+        ("hostile", hostile, none, false, true),
+        ("lib64", lib64, none, false, false),
+        ("stale", debian, stale_after_cache, false, false),
+    ];
+    for (name, layout, after, compat32, sure) in layouts {
+        let oracle = Ldconfig::Host("/sbin/ldconfig".into());
+        let Some((_, want)) = configure(layout, after, compat32, oracle) else {
+            return;
+        };
+        let (run, got) = configure(layout, after, compat32, Ldconfig::Builtin).unwrap();
+        match (&run, sure) {
+            (LdconfigRun::Builtin { added }, true) => assert!(*added > 0, "{name}"),
+            (LdconfigRun::Fallback { .. }, false) => {}
+            _ => panic!("{name}: {run:?}"),
+        }
+        assert!(
+            want.0.iter().any(|(s, _, _)| s == "libcuda.so.1"),
+            "{name}: {want:?}"
+        );
+        assert_eq!(got.0, want.0, "{name}: cache entries");
+        assert_eq!(got.1, want.1, "{name}: links");
+    }
+}
