@@ -16,6 +16,8 @@ for _ in $(seq 1 20); do
     echo 12 >"$rootfs/etc/debian_version"
     : >"$rootfs/etc/ld.so.conf"
     cp /sbin/ldconfig "$rootfs/sbin/"
+    # The image's linker cache, as its build leaves it.
+    /sbin/ldconfig -r "$rootfs"
     # `unshare` execs `sleep` in its new mount namespace: $! is the container's pid.
     unshare --mount --propagation private sleep 60 &
     pid=$!

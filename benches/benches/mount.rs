@@ -10,7 +10,8 @@ use nvc_driver::tables::Capability::{Compute, Utility};
 use nvc_driver::{DeviceRequest, DriverOptions, probe_driver};
 use nvc_mount::cgroup::{CgroupVersion, DeviceCgroup};
 use nvc_mount::{
-    Container, Ldconfig, LdconfigOptions, Limits, MountApi, MountPlan, PlanOptions, run_ldconfig,
+    Container, Ldconfig, LdconfigOptions, LdconfigRun, Limits, MountApi, MountPlan, PlanOptions,
+    run_ldconfig,
 };
 use nvc_testkit::{DeviceNodes, Host, PausedContainer, Scenario, TestCgroup};
 
@@ -86,6 +87,62 @@ fn configure(c: &mut Criterion) {
         b.iter(|| run_ldconfig(&container, &ld).unwrap())
     });
     done.unapply(&container).unwrap();
+
+    // The whole configure with the linker cache update: the host's ldconfig in its sandbox
+    // against the built-in update, on an image with the cache its build left (untimed:
+    // the mounts taken down, the cache and links put back).
+    let libdir = rootfs.path().join("usr/lib/x86_64-linux-gnu");
+    std::fs::create_dir_all(&libdir).unwrap();
+    let status = std::process::Command::new("/sbin/ldconfig")
+        .arg("-r")
+        .arg(rootfs.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let cache_path = rootfs.path().join("etc/ld.so.cache");
+    let cache = std::fs::read(&cache_path).unwrap();
+    let no_cgroups = PlanOptions {
+        no_cgroups: true,
+        ..plan_opts.clone()
+    };
+    for (name, ldconfig) in [
+        (
+            "configure+ldconfig",
+            Ldconfig::Host("/sbin/ldconfig".into()),
+        ),
+        ("configure+builtin", Ldconfig::Builtin),
+    ] {
+        let opts = LdconfigOptions {
+            ldconfig,
+            ..ld.clone()
+        };
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let plan =
+                        MountPlan::build(hostdir.path(), &info, &container.dirs, &no_cgroups)
+                            .unwrap();
+                    let start = Instant::now();
+                    let done = plan.configure(&container, Some(&opts)).unwrap();
+                    total += start.elapsed();
+                    if opts.ldconfig == Ldconfig::Builtin {
+                        let run = done.ldconfig.as_ref().unwrap();
+                        assert!(matches!(run, LdconfigRun::Builtin { .. }), "{run:?}");
+                    }
+                    done.mounted.unapply(&container).unwrap();
+                    std::fs::write(&cache_path, &cache).unwrap();
+                    for e in std::fs::read_dir(&libdir).unwrap() {
+                        let p = e.unwrap().path();
+                        if p.is_symlink() {
+                            std::fs::remove_file(p).unwrap();
+                        }
+                    }
+                }
+                total
+            })
+        });
+    }
     g.finish();
 }
 

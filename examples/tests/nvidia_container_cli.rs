@@ -412,6 +412,22 @@ fn configure_dry_run_prints_the_plan_and_checks_requirements() {
     )));
     assert!(plan.contains("cgroup allow c 195:0 rw\n"));
     assert!(!plan.contains("libGLX_nvidia"));
+    // nvc's in-process linker cache update.
+    let builtin = cli(&[
+        "--root",
+        root,
+        "configure",
+        "--dry-run",
+        "--ldconfig=builtin",
+        "--pid=1",
+        rfs,
+    ]);
+    let builtin = String::from_utf8(builtin.stdout).unwrap();
+    assert!(
+        builtin
+            .ends_with("ldconfig (builtin) - /usr/lib/x86_64-linux-gnu /usr/lib/i386-linux-gnu\n"),
+        "{builtin}"
+    );
     // argp's other spellings of the same options give the same plan.
     let short = cli(&[
         "-r",

@@ -115,15 +115,23 @@ fn lib64(root: &Path) {
     fs::create_dir_all(root.join("usr/lib")).unwrap();
 }
 
-/// Debian with what a hostile image might place where the update looks: a FIFO with a
-/// library's name (opening it would block), a link out of the image to a host library, a
-/// directory with a library's name.
-fn hostile(root: &Path) {
-    debian(root);
+/// What a hostile image might place where the update looks, after its cache was written: a
+/// FIFO with a library's name (opening it would block) and a directory with one.
+fn hostile_after_cache(root: &Path) {
     let dir = root.join("usr/lib/x86_64-linux-gnu");
     nix::unistd::mkfifo(&dir.join("libfifo.so.1"), nix::sys::stat::Mode::S_IRWXU).unwrap();
-    symlink("/usr/lib/x86_64-linux-gnu/libz.so.1", dir.join("libescape.so.1")).unwrap();
     fs::create_dir(dir.join("libdir.so.1")).unwrap();
+}
+
+/// An absolute link with a library's name, after the cache was written: inside the image it
+/// names the image's libz (ldconfig, chrooted, would list it), never the host's.
+fn escape_after_cache(root: &Path) {
+    let dir = root.join("usr/lib/x86_64-linux-gnu");
+    symlink(
+        "/usr/lib/x86_64-linux-gnu/libz.so.1",
+        dir.join("libescape.so.1"),
+    )
+    .unwrap();
 }
 
 /// Makes a Debian image's cache stale: a library installed after it was written.
@@ -225,11 +233,12 @@ fn the_builtin_update_writes_what_ldconfig_writes() {
     let none = |_: &Path| {};
     // (name, layout, after the cache, compat32, whether the built-in update must be sure)
     type Layout = (&'static str, fn(&Path), fn(&Path), bool, bool);
-    let layouts: [Layout; 6] = [
+    let layouts: [Layout; 7] = [
         ("debian", debian, none, false, true),
         ("vendor", vendor, none, false, true),
         ("i386", i386, none, true, true),
-        ("hostile", hostile, none, false, true),
+        ("hostile", debian, hostile_after_cache, false, true),
+        ("escape", debian, escape_after_cache, false, false),
         ("lib64", lib64, none, false, false),
         ("stale", debian, stale_after_cache, false, false),
     ];

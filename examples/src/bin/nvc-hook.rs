@@ -4,7 +4,7 @@
 //! `nvc_core::oci` (feature `oci`), which a runtime can call in its own process instead.
 //!
 //! ```text
-//! nvc-hook [--root DIR] [--no-cgroups] [--ldconfig PATH|@PATH] [--no-ldconfig]
+//! nvc-hook [--root DIR] [--no-cgroups] [--ldconfig PATH|@PATH|builtin] [--no-ldconfig]
 //!          [--no-envvar-when-unprivileged] createRuntime|prestart
 //! nvc-hook update-ldcache [--folder DIR]... [--ldconfig PATH|@PATH]
 //! nvc-hook create-symlinks --link TARGET::PATH...

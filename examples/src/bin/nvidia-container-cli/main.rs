@@ -9,7 +9,7 @@
 //!        [--no-persistenced] [--no-fabricmanager]
 //!   configure [--pid=PID] [--device=ID]... [--require=EXPR]... [-c -u -v -g -D -n]
 //!             [--mig-config=all] [--mig-monitor=all] [--imex-channel=LIST]
-//!             [--ldconfig=[@]PATH] [--no-ldconfig] [--no-cgroups] [--no-devbind]
+//!             [--ldconfig=[@]PATH|builtin] [--no-ldconfig] [--no-cgroups] [--no-devbind]
 //!             [--cuda-compat-mode=MODE] [--dry-run] ROOTFS
 //! ```
 //!
@@ -60,7 +60,7 @@ Configure options (configure [OPTION...] ROOTFS):
   -c -u -v -g -D -n            --compute --utility --video --graphics --display --ngx
       --compat32 --no-devbind --no-cgroups --imex-channel=LIST
       --mig-config=all --mig-monitor=all  MIG configuration / monitoring capabilities
-  -l, --ldconfig=PATH          The container's ldconfig, or @PATH for the host's
+  -l, --ldconfig=PATH          The container's ldconfig, @PATH for the host's, or builtin
       --no-pivot               Move the rootfs instead of pivot_root for ldconfig
       --no-ldconfig            Do not refresh the container's linker cache
       --cuda-compat-mode=MODE  mount (default), ldconfig or disabled (--no-cntlibs)
