@@ -15,8 +15,9 @@
 //!   its entries are in glibc's order;
 //! - `/etc/ld.so.conf` names plain directories and `include`s (no `hwcap` lines);
 //! - every entry's directory is one the scan reaches, and its file is there;
-//! - no scanned directory holds an ELF library the cache does not list, or a hwcap
-//!   subdirectory;
+//! - no scanned directory holds an ELF library the cache does not list (through its name,
+//!   the links it leads through, or — for a second file of a listed SONAME — its SONAME),
+//!   or a hwcap subdirectory;
 //! - every new library has a SONAME and an architecture, a SONAME the cache does not have
 //!   yet, and its link name is free (or already the link).
 //!
@@ -50,6 +51,8 @@ const CACHE_LIMIT: u64 = 16 << 20;
 /// The largest `ld.so.conf` (or included file) read, and how deep includes may nest.
 const CONF_LIMIT: u64 = 1 << 20;
 const INCLUDE_DEPTH: usize = 8;
+/// How many links in a row are followed from a cache entry to the file it names.
+const LINK_HOPS: usize = 8;
 /// At most this many files are listed per directory before giving up (unsure).
 const DIR_LIMIT: usize = 1 << 16;
 /// glibc's trusted directories, scanned after the configured ones (Debian's and Ubuntu's
@@ -142,6 +145,8 @@ struct Scanned {
     fd: OwnedFd,
     inode: (u64, u64),
     referenced: HashSet<OsString>,
+    /// The SONAMEs (keys) the cache lists in it.
+    sonames: HashSet<OsString>,
 }
 
 /// The scanned directory `dir` (inside the root) is, by inode.
@@ -224,9 +229,17 @@ pub(crate) fn update(
         if root.open(&d.name.join(name), OFlag::O_PATH).is_err() {
             unsure!("stale cache: {} is gone", e.path().display());
         }
-        d.referenced.insert(name.to_owned());
-        if let Ok(target) = readlinkat(d.fd.as_fd(), name) {
-            d.referenced.insert(target);
+        d.sonames.insert(e.soname().to_owned());
+        // The entry's name and the files its links lead to in the same directory
+        // (`libXaw.so.7 -> libXaw7.so.7 -> libXaw7.so.7.0.0`).
+        let mut at = name.to_owned();
+        for _ in 0..LINK_HOPS {
+            let next = readlinkat(d.fd.as_fd(), at.as_os_str());
+            d.referenced.insert(at);
+            match next {
+                Ok(to) if !to.as_bytes().contains(&b'/') => at = to,
+                _ => break,
+            }
         }
         let mut entry = CacheEntry::new(
             e.soname().as_bytes(),
@@ -530,6 +543,7 @@ fn scan_dirs<'a>(root: &Root, dirs: impl Iterator<Item = &'a Path>) -> Vec<Scann
             fd,
             inode: (st.st_dev, st.st_ino),
             referenced: HashSet::new(),
+            sonames: HashSet::new(),
         })
     })
     .collect()
@@ -592,22 +606,25 @@ fn unlisted_library(root: &Root, d: &Scanned) -> Option<String> {
         if !library || referenced.contains(&name) {
             continue;
         }
-        // A link to a listed library adds nothing, unless it is a development link
-        // (`libz.so`), which ldconfig lists under its own name.
-        if kind == SFlag::S_IFLNK
-            && !b.ends_with(b".so")
-            && readlinkat(d.fd.as_fd(), name.as_os_str()).is_ok_and(|t| referenced.contains(&t))
-        {
+        // Not referenced: ldconfig skips it if it is no ELF file (a linker script, a dangling
+        // link). An ELF file with a SONAME the directory lists already adds nothing (ldconfig
+        // keeps one file per SONAME, the listed one here) — unless its name is a development
+        // name (`libz.so` for `libz.so.1`), which ldconfig lists under that name.
+        let Ok(mut file) = open_regular(root, &d.name.join(&name)) else {
+            continue;
+        };
+        let mut magic = [0u8; 4];
+        if file.read_exact(&mut magic).is_err() || magic != *b"\x7fELF" {
             continue;
         }
-        // Not referenced: ldconfig skips it only if it is no ELF file (a linker script, a
-        // dangling link).
-        let mut magic = [0u8; 4];
-        let elf = open_regular(root, &d.name.join(&name))
+        let soname = ElfInfo::read(proc_fd(&file))
             .ok()
-            .and_then(|mut file| file.read_exact(&mut magic).ok())
-            .is_some_and(|()| magic == *b"\x7fELF");
-        if elf {
+            .and_then(|elf| elf.soname);
+        let listed = soname.as_ref().is_some_and(|s| {
+            d.sonames.contains(OsStr::from_bytes(s))
+                && !(b.ends_with(b".so") && s.starts_with(b) && s.as_slice() != b)
+        });
+        if !listed {
             return Some(format!(
                 "{} is a library the cache does not list",
                 d.name.join(&name).display()
