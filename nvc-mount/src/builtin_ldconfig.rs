@@ -149,7 +149,7 @@ struct Scanned {
     sonames: HashSet<OsString>,
 }
 
-/// The scanned directory `dir` (inside the root) is, by inode.
+/// The scanned directory that `dir` (inside the root) is, by inode.
 fn scanned<'a>(root: &Root, scan: &'a mut [Scanned], dir: &Path) -> Option<&'a mut Scanned> {
     let inode = inode_in(root, dir)?;
     scan.iter_mut().find(|s| s.inode == inode)
@@ -187,22 +187,11 @@ pub(crate) fn update(
     if let Some(why) = read_conf(root, Path::new("/etc/ld.so.conf"), 0, &mut conf) {
         return Ok(Outcome::Unsure(why));
     }
-    let scan = scan_dirs(
-        root,
-        cmdline
-            .iter()
-            .copied()
-            .chain(conf.iter().map(PathBuf::as_path)),
-    );
-    let trusted = scan_dirs(root, TRUSTED.iter().map(Path::new));
-    let scan: Vec<Scanned> = scan.into_iter().fold(Vec::new(), |mut all, d| {
-        if !all.iter().any(|s: &Scanned| s.inode == d.inode) {
-            all.push(d);
-        }
-        all
-    });
-    let mut scan = scan;
-    for d in trusted {
+    // Command line, configuration, trusted directories: each once, by inode.
+    let order = cmdline.iter().copied();
+    let order = order.chain(conf.iter().map(PathBuf::as_path));
+    let mut scan: Vec<Scanned> = Vec::new();
+    for d in scan_dirs(root, order.chain(TRUSTED.iter().map(Path::new))) {
         if !scan.iter().any(|s| s.inode == d.inode) {
             scan.push(d);
         }
