@@ -1,18 +1,6 @@
 //! Shared pieces of the example binaries: error reports, rendering driver information the
-//! way `nvidia-container-cli` prints it, and upstream's `--ldconfig` spelling.
+//! way `nvidia-container-cli` prints it.
 #![forbid(unsafe_code)]
-
-/// Upstream's `--ldconfig` spelling: `@PATH` names a host binary, anything else a path in
-/// the container's image; nvc adds `builtin`, the in-process linker cache update.
-#[must_use]
-pub fn ldconfig_arg(value: &std::ffi::OsStr) -> nvc_core::Ldconfig {
-    use std::os::unix::ffi::OsStrExt;
-    match value.as_bytes().strip_prefix(b"@") {
-        Some(host) => nvc_core::Ldconfig::Host(std::ffi::OsStr::from_bytes(host).into()),
-        None if value == "builtin" => nvc_core::Ldconfig::Builtin,
-        None => nvc_core::Ldconfig::Image(value.into()),
-    }
-}
 
 /// An error and its sources, `: `-separated (`cannot read X: No such file or directory`).
 #[must_use]

@@ -132,17 +132,13 @@ pub(crate) extern "C" fn container_new(
                 *slot = dir;
             }
         }
-        // `@PATH` names the host's ldconfig, `builtin` nvc's in-process update, anything
-        // else one in the image.
-        let ldconfig = match ldconfig {
-            Some(p) if p.as_os_str() == "builtin" => Ldconfig::Builtin,
-            Some(p) => match p.as_os_str().as_bytes().strip_prefix(b"@") {
-                Some(host) => Ldconfig::Host(PathBuf::from(OsStr::from_bytes(host))),
-                None => {
-                    dirs.ldconfig.clone_from(&p);
-                    Ldconfig::Image(p)
-                }
-            },
+        // Upstream's spelling: `@PATH` the host's, else the image's (nvc adds `builtin`).
+        let ldconfig = match ldconfig.map(Ldconfig::parse) {
+            Some(Ldconfig::Image(p)) => {
+                dirs.ldconfig.clone_from(&p);
+                Ldconfig::Image(p)
+            }
+            Some(other) => other,
             None => Ldconfig::Image(dirs.ldconfig.clone()),
         };
         let setup = setup.dirs(dirs.clone())?;

@@ -1,7 +1,7 @@
 //! Refreshing the container's linker cache with its `ldconfig` (or the host's), run in a
 //! sandbox (upstream's `nvc_ldcache_update`, §8.4).
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -36,11 +36,14 @@ pub enum Ldconfig {
 }
 
 impl Ldconfig {
-    /// Parses upstream's `--ldconfig` value: a leading `@` names a host binary; `builtin`
-    /// (not a path upstream accepts: it is relative) is [`Ldconfig::Builtin`].
-    pub fn parse(value: &str) -> Self {
-        match value.strip_prefix('@') {
-            Some(host) => Ldconfig::Host(host.into()),
+    /// Parses upstream's `--ldconfig` value (a command-line argument or the C API's
+    /// `nvc_container_config.ldconfig`, not necessarily UTF-8): a leading `@` names a host
+    /// binary; `builtin` (not a path upstream accepts: it is relative) is
+    /// [`Ldconfig::Builtin`]; anything else is a path in the image.
+    pub fn parse(value: impl AsRef<OsStr>) -> Self {
+        let value = value.as_ref();
+        match value.as_bytes().strip_prefix(b"@") {
+            Some(host) => Ldconfig::Host(OsStr::from_bytes(host).into()),
             None if value == "builtin" => Ldconfig::Builtin,
             None => Ldconfig::Image(value.into()),
         }

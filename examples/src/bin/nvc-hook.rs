@@ -79,7 +79,7 @@ fn parse() -> Result<Args, String> {
         match arg {
             Long("root") => args.root = value(&mut parser)?,
             Long("ldconfig") => {
-                args.hook.ldconfig = Some(nvc_examples::ldconfig_arg(&value(&mut parser)?));
+                args.hook.ldconfig = Some(nvc_core::Ldconfig::parse(&value(&mut parser)?));
             }
             Long("no-cgroups") => args.hook.no_cgroups = true,
             Long("no-ldconfig") => args.hook.ldconfig = None,

@@ -305,7 +305,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(Global, Comman
                     Long("mig-monitor") => c.mig_monitor = Some(text(&mut p, "--mig-monitor")?),
                     Long("dry-run") => c.dry_run = true,
                     Short('l') | Long("ldconfig") => {
-                        c.ldconfig = Some(nvc_examples::ldconfig_arg(&p.value().map_err(usage)?))
+                        c.ldconfig = Some(Ldconfig::parse(&p.value().map_err(usage)?))
                     }
                     Long("no-pivot") => c.no_pivot = true,
                     Long("no-ldconfig") => c.no_ldconfig = true,
