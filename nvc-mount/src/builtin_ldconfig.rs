@@ -26,7 +26,7 @@
 //! the directories' names, so a failure later undoes links and cache as for `ldconfig`.
 
 use std::cmp::Ordering;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -149,10 +149,28 @@ struct Scanned {
     sonames: HashSet<OsString>,
 }
 
-/// The scanned directory that `dir` (inside the root) is, by inode.
-fn scanned<'a>(root: &Root, scan: &'a mut [Scanned], dir: &Path) -> Option<&'a mut Scanned> {
-    let inode = inode_in(root, dir)?;
-    scan.iter_mut().find(|s| s.inode == inode)
+/// The directories the scan reaches, in order, and which of them each directory path named
+/// by the cache or the plan is (by inode, looked up once per path: a cache names a few
+/// directories in thousands of entries).
+struct Scan {
+    dirs: Vec<Scanned>,
+    by_path: HashMap<PathBuf, Option<usize>>,
+}
+
+impl Scan {
+    /// The scanned directory that `dir` (inside the root) is.
+    fn get(&mut self, root: &Root, dir: &Path) -> Option<&mut Scanned> {
+        let at = match self.by_path.get(dir) {
+            Some(&at) => at,
+            None => {
+                let inode = inode_in(root, dir);
+                let at = self.dirs.iter().position(|s| Some(s.inode) == inode);
+                self.by_path.insert(dir.to_path_buf(), at);
+                at
+            }
+        };
+        self.dirs.get_mut(at?)
+    }
 }
 
 macro_rules! unsure {
@@ -190,10 +208,13 @@ pub(crate) fn update(
     // Command line, configuration, trusted directories: each once, by inode.
     let order = cmdline.iter().copied();
     let order = order.chain(conf.iter().map(PathBuf::as_path));
-    let mut scan: Vec<Scanned> = Vec::new();
+    let mut scan = Scan {
+        dirs: Vec::new(),
+        by_path: HashMap::new(),
+    };
     for d in scan_dirs(root, order.chain(TRUSTED.iter().map(Path::new))) {
-        if !scan.iter().any(|s| s.inode == d.inode) {
-            scan.push(d);
+        if !scan.dirs.iter().any(|s| s.inode == d.inode) {
+            scan.dirs.push(d);
         }
     }
 
@@ -209,7 +230,7 @@ pub(crate) fn update(
         let (Some(dir), Some(name)) = (e.path().parent(), e.path().file_name()) else {
             unsure!("entry {} is no file path", e.path().display());
         };
-        let Some(d) = scanned(root, &mut scan, dir) else {
+        let Some(d) = scan.get(root, dir) else {
             unsure!(
                 "{} is in a directory ldconfig does not scan",
                 e.path().display()
@@ -253,7 +274,7 @@ pub(crate) fn update(
             unsure!("{} is no file path", lib.target.display());
         };
         let (soname, arch) = (lib.soname.clone(), lib.arch);
-        let Some(d) = scanned(root, &mut scan, dir) else {
+        let Some(d) = scan.get(root, dir) else {
             unsure!("{} is in a directory ldconfig does not scan", dir.display());
         };
         let flags = Flags::libc6(arch);
@@ -303,7 +324,7 @@ pub(crate) fn update(
         ) else {
             unsure!("link {} is no file path", link.path.display());
         };
-        let Some(d) = scanned(root, &mut scan, dir) else {
+        let Some(d) = scan.get(root, dir) else {
             unsure!("{} is in a directory ldconfig does not scan", dir.display());
         };
         let to_path = d.name.join(to);
@@ -327,7 +348,7 @@ pub(crate) fn update(
     }
 
     // Nothing else ldconfig would pick up.
-    for d in &scan {
+    for d in &scan.dirs {
         if let Some(why) = unlisted_library(root, d) {
             return Ok(Outcome::Unsure(why));
         }
