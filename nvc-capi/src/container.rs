@@ -106,7 +106,7 @@ pub(crate) extern "C" fn container_new(
             "configuring container with '{}'",
             String::from_utf8_lossy(opts)
         );
-        let driver = context::driver(state)?;
+        let driver = &context::initialized(state)?.driver;
         let standalone = flags & STANDALONE != 0;
         let setup = if standalone {
             let parent = std::os::unix::process::parent_id();

@@ -15,6 +15,7 @@ use crate::{Failure, cmem, log};
 
 /// The version of libnvidia-container whose API this library implements.
 pub const VERSION: (u32, u32, u32) = (1, 17, 7);
+const VERSION_STRING: &std::ffi::CStr = c"1.17.7";
 
 struct Version(nvc_version);
 // SAFETY: the struct is never written and points to a static string.
@@ -24,7 +25,7 @@ static NVC_VERSION: Version = Version(nvc_version {
     major: VERSION.0,
     minor: VERSION.1,
     patch: VERSION.2,
-    string: c"1.17.7".as_ptr(),
+    string: VERSION_STRING.as_ptr(),
 });
 
 /// The most IMEX channels a configuration may name (a bound against a garbage count).
@@ -111,7 +112,7 @@ pub(crate) extern "C" fn init(
         log::open();
         log::info!(
             "initializing library context (version={}, build=nvc {})",
-            "1.17.7",
+            VERSION_STRING.to_string_lossy(),
             env!("CARGO_PKG_VERSION")
         );
         let (uid, gid) = (
@@ -277,11 +278,10 @@ unsafe fn release_config(cfg: &mut nvc_config) {
     cfg.imex.nchans = 0;
 }
 
-/// The driver of an initialised context (for the other modules).
-pub(crate) fn driver(state: &ContextState) -> Result<&Arc<nvc_core::Driver>, Failure> {
+/// What `nvc_init` set up (for the other modules).
+pub(crate) fn initialized(state: &ContextState) -> Result<&Initialized, Failure> {
     state
         .init
         .as_ref()
-        .map(|i| &i.driver)
         .ok_or_else(|| Failure::new("context uninitialized"))
 }

@@ -29,18 +29,16 @@ pub(crate) extern "C" fn driver_info_new(
 ) -> *mut nvc_driver_info {
     call(ctx, true, |state| {
         // SAFETY: NULL or a NUL-terminated string.
-        let flags = options::parse(unsafe { cmem::read(opts) }.unwrap_or_default(), DRIVER)?;
-        let init = state
-            .init
-            .as_ref()
-            .ok_or_else(|| Failure::new("context uninitialized"))?;
-        log::info!("requesting driver information with '{}'", flags_text(opts));
+        let opts = unsafe { cmem::read(opts) }.unwrap_or_default();
+        let flags = options::parse(opts, DRIVER)?;
+        let init = context::initialized(state)?;
+        log::info!(
+            "requesting driver information with '{}'",
+            String::from_utf8_lossy(opts)
+        );
         let mut info = init.driver.info().clone();
-        let discovery = DRIVER
-            .iter()
-            .filter(|(_, bit)| bit & !(NO_UVM | NO_MODESET) != 0)
-            .any(|(_, bit)| flags & bit != 0);
-        if discovery {
+        // Every option but those two filters changes what discovery looks for.
+        if flags & !(NO_UVM | NO_MODESET) != 0 {
             // The files again with these options; NVML's answers stay those of `nvc_init`.
             let mut b = init.builder.clone().nvml(false);
             b = b
@@ -66,11 +64,6 @@ pub(crate) extern "C" fn driver_info_new(
         Ok(c)
     })
     .unwrap_or(std::ptr::null_mut())
-}
-
-fn flags_text(opts: *const c_char) -> String {
-    // SAFETY: NULL or a NUL-terminated string (checked by the parse before).
-    String::from_utf8_lossy(unsafe { cmem::read(opts) }.unwrap_or_default()).into_owned()
 }
 
 /// The C view of `info`, every path relative to the driver root as upstream's.
@@ -153,7 +146,7 @@ pub(crate) extern "C" fn device_info_new(
     call(ctx, true, |state| {
         // SAFETY: NULL or a NUL-terminated string. Upstream has no device options.
         options::parse(unsafe { cmem::read(opts) }.unwrap_or_default(), &[])?;
-        let driver = context::driver(state)?;
+        let driver = &context::initialized(state)?.driver;
         log::info!("requesting device information with ''");
         let (c, state) = device_info(driver)?;
         lock().device_infos.insert(c as usize, Arc::new(state));
@@ -320,7 +313,7 @@ pub(crate) extern "C" fn nvcaps_device_from_proc_path(
         if node.is_null() {
             return Err(Failure::invalid_argument());
         }
-        let driver = context::driver(state)?;
+        let driver = &context::initialized(state)?.driver;
         let cap = String::from_utf8_lossy(cap).into_owned();
         let file = driver.root().join(cap.trim_start_matches('/'));
         let text = read_small(&file)

@@ -38,7 +38,7 @@ fn mount(
         };
         let driver = match driver {
             Some(d) => d,
-            None => Arc::clone(context::driver(state)?),
+            None => Arc::clone(&context::initialized(state)?.driver),
         };
         // SAFETY: `cnt` is registered, so a live container of this library; its `libs`
         // hold `nlibs` strings (upstream's CLI replaces them with an array of its own).
