@@ -31,8 +31,14 @@ fn lib_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let lib = target_dir().join("libnvidia_container.so");
-        assert!(lib.is_file(), "{} not built", lib.display());
+        // `cargo test` leaves the library it built for this test in `deps`, beside the test
+        // binary; only `cargo build` copies it up to `target/<profile>`.
+        let exe = std::env::current_exe().unwrap();
+        let lib = [exe.parent().unwrap().to_path_buf(), target_dir()]
+            .map(|dir| dir.join("libnvidia_container.so"))
+            .into_iter()
+            .find(|lib| lib.is_file())
+            .expect("libnvidia_container.so is built with this test (target/<profile>/deps)");
         for name in ["libnvidia-container.so", "libnvidia-container.so.1"] {
             std::os::unix::fs::symlink(&lib, dir.path().join(name)).unwrap();
         }
