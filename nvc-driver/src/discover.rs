@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 use nvc_ldcache::elf::ElfInfo;
 use nvc_ldcache::{Arch, LdCache, PrefixSet};
 
+use crate::root::Resolver;
 use crate::tables::{
     COMPUTE_BINS, FABRICMANAGER_SOCKET, FALLBACK_LIB_DIRS, FALLBACK_LIB32_DIRS, LEGACY_GL_LIBS,
     MPS_PIPE_DIR, PERSISTENCED_SOCKET, UTILITY_BINS, library_prefixes,
 };
-use crate::{Error, host_path, resolve_in_root};
+use crate::{Error, host_path};
 
 /// What to look for, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,7 +140,9 @@ impl DriverFiles {
 /// [`Error::Ldcache`] for a cache that exists but cannot be read or parsed (a corrupt cache
 /// is an error, not an empty result), [`Error::Resolve`] for an I/O error inside the root.
 pub fn discover_files(opts: &DiscoverOptions, version: &str) -> Result<DriverFiles, Error> {
-    discover_files_with(opts, version, RootCache::load(opts)?.as_ref())
+    let mut paths = Resolver::new(&opts.root);
+    let cache = RootCache::load(opts, &mut paths)?;
+    discover_files_with(opts, &mut paths, version, cache.as_ref())
 }
 
 /// The driver root's `ld.so.cache`, read once per probe.
@@ -152,8 +155,11 @@ pub(crate) struct RootCache {
 
 impl RootCache {
     /// Reads the cache of the root, or `None` when the root has none.
-    pub(crate) fn load(opts: &DiscoverOptions) -> Result<Option<Self>, Error> {
-        let Some(cache) = resolve_in_root(&opts.root, &opts.ldcache)? else {
+    pub(crate) fn load(
+        opts: &DiscoverOptions,
+        paths: &mut Resolver,
+    ) -> Result<Option<Self>, Error> {
+        let Some(cache) = paths.resolve(&opts.ldcache)? else {
             return Ok(None);
         };
         let host = host_path(&opts.root, &cache);
@@ -174,9 +180,11 @@ impl RootCache {
     }
 }
 
-/// [`discover_files`] with the root's cache already read.
+/// [`discover_files`] with the root's cache already read, resolving with `paths` (a resolver
+/// for `opts.root`).
 pub(crate) fn discover_files_with(
     opts: &DiscoverOptions,
+    paths: &mut Resolver,
     version: &str,
     cache: Option<&RootCache>,
 ) -> Result<DriverFiles, Error> {
@@ -192,13 +200,20 @@ pub(crate) fn discover_files_with(
     files.from_ldcache = cache.is_some();
     for (i, (arch, fallback, what)) in arches.into_iter().enumerate() {
         let mut found = match cache {
-            Some(cache) => {
-                from_ldcache(opts, cache, arch, &prefixes, version, &mut files.warnings)?
-            }
+            Some(cache) => from_ldcache(
+                opts,
+                paths,
+                cache,
+                arch,
+                &prefixes,
+                version,
+                &mut files.warnings,
+            )?,
             None => vec![None; prefixes.len()],
         };
         from_dirs(
             opts,
+            paths,
             &opts.library_search_path,
             arch,
             &prefixes,
@@ -206,7 +221,7 @@ pub(crate) fn discover_files_with(
             &mut found,
         )?;
         if cache.is_none() {
-            from_dirs(opts, fallback, arch, &prefixes, version, &mut found)?;
+            from_dirs(opts, paths, fallback, arch, &prefixes, version, &mut found)?;
         }
         for (prefix, path) in prefixes.iter().zip(&found) {
             if path.is_none() {
@@ -220,10 +235,10 @@ pub(crate) fn discover_files_with(
             files.libraries32 = found;
         }
     }
-    files.binaries = binaries(opts, &mut files.warnings)?;
-    files.ipcs = ipcs(opts, &mut files.warnings)?;
-    files.firmwares = firmwares(opts, version, &mut files.warnings)?;
-    files.devices = devices(opts, &mut files.warnings)?;
+    files.binaries = binaries(opts, paths, &mut files.warnings)?;
+    files.ipcs = ipcs(opts, paths, &mut files.warnings)?;
+    files.firmwares = firmwares(opts, paths, version, &mut files.warnings)?;
+    files.devices = devices(opts, paths, &mut files.warnings)?;
     files.proc_files = proc_files(opts);
     files.mig_minors = mig_minors(opts);
     let proc_devices = fs::read_to_string(&opts.proc_devices).unwrap_or_default();
@@ -300,6 +315,7 @@ fn acceptable(
 
 fn from_ldcache(
     opts: &DiscoverOptions,
+    paths: &mut Resolver,
     cache: &RootCache,
     arch: Arch,
     prefixes: &[&str],
@@ -311,7 +327,7 @@ fn from_ldcache(
     let mut real: Vec<Option<PathBuf>> = vec![None; set.len()];
     parsed
         .resolve_with(&set, arch, |slot, _, candidate| {
-            let Some(path) = resolve_in_root(&opts.root, candidate.path())? else {
+            let Some(path) = paths.resolve(candidate.path())? else {
                 return Ok(false);
             };
             let (Some(current), Some(prefix)) = (real.get_mut(slot), prefixes.get(slot)) else {
@@ -339,6 +355,7 @@ fn from_ldcache(
 /// driver version.
 fn from_dirs(
     opts: &DiscoverOptions,
+    paths: &mut Resolver,
     dirs: &[impl AsRef<Path>],
     arch: Arch,
     prefixes: &[&str],
@@ -349,7 +366,7 @@ fn from_dirs(
         if found.iter().all(Option::is_some) {
             break;
         }
-        let Some(dir) = resolve_in_root(&opts.root, dir.as_ref())? else {
+        let Some(dir) = paths.resolve(dir.as_ref())? else {
             continue;
         };
         let host_dir = host_path(&opts.root, &dir);
@@ -368,7 +385,7 @@ fn from_dirs(
                 .iter()
                 .filter(|n| n.as_bytes().starts_with(prefix.as_bytes()))
             {
-                let Some(real) = resolve_in_root(&opts.root, &dir.join(name))? else {
+                let Some(real) = paths.resolve(&dir.join(name))? else {
                     continue;
                 };
                 let host = host_path(&opts.root, &real);
@@ -386,7 +403,11 @@ fn from_dirs(
     Ok(())
 }
 
-fn binaries(opts: &DiscoverOptions, warnings: &mut Vec<String>) -> Result<Vec<PathBuf>, Error> {
+fn binaries(
+    opts: &DiscoverOptions,
+    paths: &mut Resolver,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<PathBuf>, Error> {
     let mut names: Vec<&str> = UTILITY_BINS.to_vec();
     if opts.mps {
         names.extend(COMPUTE_BINS);
@@ -407,7 +428,7 @@ fn binaries(opts: &DiscoverOptions, warnings: &mut Vec<String>) -> Result<Vec<Pa
     for name in names {
         let mut hit = None;
         for dir in &dirs {
-            if let Some(real) = resolve_in_root(&opts.root, &Path::new(dir).join(name))? {
+            if let Some(real) = paths.resolve(&Path::new(dir).join(name))? {
                 let host = host_path(&opts.root, &real);
                 if host.is_file() {
                     hit = Some(Path::new(dir).join(name));
@@ -423,7 +444,11 @@ fn binaries(opts: &DiscoverOptions, warnings: &mut Vec<String>) -> Result<Vec<Pa
     Ok(out)
 }
 
-fn ipcs(opts: &DiscoverOptions, warnings: &mut Vec<String>) -> Result<Vec<PathBuf>, Error> {
+fn ipcs(
+    opts: &DiscoverOptions,
+    paths: &mut Resolver,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<PathBuf>, Error> {
     let mut wanted: Vec<PathBuf> = Vec::new();
     if opts.persistenced {
         wanted.push(PERSISTENCED_SOCKET.into());
@@ -440,7 +465,7 @@ fn ipcs(opts: &DiscoverOptions, warnings: &mut Vec<String>) -> Result<Vec<PathBu
     }
     let mut out = Vec::new();
     for path in wanted {
-        match resolve_in_root(&opts.root, &path) {
+        match paths.resolve(&path) {
             Ok(Some(real)) => out.push(real),
             Ok(None) => warnings.push(format!("missing ipc path {}", path.display())),
             // Unprivileged `list`: a directory we may not search is as good as missing.
@@ -460,6 +485,7 @@ fn ipcs(opts: &DiscoverOptions, warnings: &mut Vec<String>) -> Result<Vec<PathBu
 
 fn firmwares(
     opts: &DiscoverOptions,
+    paths: &mut Resolver,
     version: &str,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<PathBuf>, Error> {
@@ -467,7 +493,7 @@ fn firmwares(
         return Ok(Vec::new());
     }
     let canonical = PathBuf::from(format!("/lib/firmware/nvidia/{version}"));
-    let mut out: Vec<PathBuf> = match resolve_in_root(&opts.root, &canonical)? {
+    let mut out: Vec<PathBuf> = match paths.resolve(&canonical)? {
         Some(dir) => fs::read_dir(host_path(&opts.root, &dir))
             .map(|entries| {
                 entries
@@ -496,7 +522,11 @@ fn split_dev(rdev: u64) -> (u32, u32) {
     )
 }
 
-fn devices(opts: &DiscoverOptions, warnings: &mut Vec<String>) -> Result<Vec<DeviceNode>, Error> {
+fn devices(
+    opts: &DiscoverOptions,
+    paths: &mut Resolver,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<DeviceNode>, Error> {
     let mut out = vec![DeviceNode {
         path: "/dev/nvidiactl".into(),
         major: 195,
@@ -507,7 +537,8 @@ fn devices(opts: &DiscoverOptions, warnings: &mut Vec<String>) -> Result<Vec<Dev
         "/dev/nvidia-uvm-tools",
         "/dev/nvidia-modeset",
     ] {
-        let node = resolve_in_root(&opts.root, Path::new(path))?
+        let node = paths
+            .resolve(Path::new(path))?
             .and_then(|real| fs::metadata(host_path(&opts.root, &real)).ok())
             .filter(|m| m.file_type().is_char_device());
         match node {

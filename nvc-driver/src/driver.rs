@@ -8,8 +8,9 @@ use nvc_ldcache::Arch;
 
 use crate::discover::{RootCache, discover_files_with};
 use crate::nvml::{self, DEFAULT_TIMEOUT};
+use crate::root::Resolver;
 use crate::tables::FALLBACK_LIB_DIRS;
-use crate::{DiscoverOptions, DriverFiles, Error, Gpu, PciBusId, resolve_in_root};
+use crate::{DiscoverOptions, DriverFiles, Error, Gpu, PciBusId};
 
 /// Everything discovery learns about the host's driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,11 +70,13 @@ impl DriverOptions {
 /// [`Error::Nvml`] (`nvmlInit`) when the library is nowhere, [`Error::Ldcache`] for a
 /// corrupt cache.
 pub fn find_nvml(opts: &DiscoverOptions) -> Result<PathBuf, Error> {
-    find_nvml_with(opts, RootCache::load(opts)?.as_ref())
+    let mut paths = Resolver::new(&opts.root);
+    let cache = RootCache::load(opts, &mut paths)?;
+    find_nvml_with(&mut paths, cache.as_ref())
 }
 
 /// [`find_nvml`] with the root's cache already read.
-fn find_nvml_with(opts: &DiscoverOptions, cache: Option<&RootCache>) -> Result<PathBuf, Error> {
+fn find_nvml_with(paths: &mut Resolver, cache: Option<&RootCache>) -> Result<PathBuf, Error> {
     const SONAME: &str = "libnvidia-ml.so.1";
     if let Some(cache) = cache {
         let found = cache
@@ -81,19 +84,19 @@ fn find_nvml_with(opts: &DiscoverOptions, cache: Option<&RootCache>) -> Result<P
             .find(SONAME.as_bytes(), Arch::native())
             .map_err(|e| cache.named(e))?;
         if let Some(entry) = found
-            && let Some(real) = resolve_in_root(&opts.root, entry.path())?
+            && let Some(real) = paths.resolve(entry.path())?
         {
             return Ok(real);
         }
     }
     for dir in FALLBACK_LIB_DIRS {
-        if let Some(real) = resolve_in_root(&opts.root, &Path::new(dir).join(SONAME))? {
+        if let Some(real) = paths.resolve(&Path::new(dir).join(SONAME))? {
             return Ok(real);
         }
     }
     Err(Error::Nvml {
         call: "nvmlInit",
-        message: format!("{SONAME} not found in {}", opts.root.display()),
+        message: format!("{SONAME} not found in {}", paths.root().display()),
     })
 }
 
@@ -104,15 +107,22 @@ fn find_nvml_with(opts: &DiscoverOptions, cache: Option<&RootCache>) -> Result<P
 /// NVML's failure or timeout, or a discovery error (see [`crate::discover_files`]).
 pub fn probe_driver(opts: &DriverOptions) -> Result<DriverInfo, Error> {
     let root = &opts.discover.root;
-    // The root's cache is read once, for NVML's library and for discovery.
-    let cache = RootCache::load(&opts.discover)?;
-    let nvml_library = find_nvml_with(&opts.discover, cache.as_ref())?;
+    // The root's cache is read once and each path in the root looked at once, for NVML's
+    // library and for discovery.
+    let mut paths = Resolver::new(root);
+    let cache = RootCache::load(&opts.discover, &mut paths)?;
+    let nvml_library = find_nvml_with(&mut paths, cache.as_ref())?;
     let facts = if opts.nvml {
         nvml::probe(root, &nvml_library, opts.nvml_identity, opts.nvml_timeout)?
     } else {
         probe_procfs(root)?
     };
-    let files = discover_files_with(&opts.discover, &facts.nvrm_version, cache.as_ref())?;
+    let files = discover_files_with(
+        &opts.discover,
+        &mut paths,
+        &facts.nvrm_version,
+        cache.as_ref(),
+    )?;
     let mut gpus = facts.gpus;
     for g in &mut gpus {
         locate_in_proc(root, g);

@@ -1,5 +1,6 @@
 //! Resolving paths inside a driver root, as if it were `/` (`RESOLVE_IN_ROOT` semantics).
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
@@ -24,46 +25,96 @@ const MAX_LINKS: usize = 40;
 /// [`Error::Resolve`] for an I/O error other than "not found" (permission denied included),
 /// or a symlink loop.
 pub fn resolve_in_root(root: &Path, path: &Path) -> Result<Option<PathBuf>, Error> {
-    let fail = |source: io::Error| Error::Resolve {
-        root: root.to_path_buf(),
-        path: path.to_path_buf(),
-        source,
-    };
-    // Components still to walk, last first; what has been resolved so far.
-    let mut todo: Vec<Vec<u8>> = components(path.as_os_str().as_bytes());
-    let mut done: Vec<Vec<u8>> = Vec::new();
-    let mut links = 0;
-    while let Some(c) = todo.pop() {
-        match c.as_slice() {
-            b"." => continue,
-            b".." => {
-                done.pop();
-                continue;
-            }
-            _ => {}
+    Resolver::new(root).resolve(path)
+}
+
+/// What `lstat` (and, for a link, `readlink`) found at one host path.
+#[derive(Debug, Clone)]
+enum Node {
+    Missing,
+    Plain,
+    Link(PathBuf),
+}
+
+/// [`resolve_in_root`] for many paths of one root: each host path is looked at once.
+///
+/// Discovery resolves some forty library paths that share their directories
+/// (`/usr/lib/x86_64-linux-gnu/...`, each one walked component by component) and often the
+/// same link twice (`libX.so` and `libX.so.1` both lead to `libX.so.<version>`). The root is
+/// the host's or a driver root the runtime trusts, so it does not change under one probe.
+#[derive(Debug)]
+pub(crate) struct Resolver<'r> {
+    root: &'r Path,
+    seen: HashMap<PathBuf, Node>,
+}
+
+impl<'r> Resolver<'r> {
+    pub(crate) fn new(root: &'r Path) -> Self {
+        Resolver {
+            root,
+            seen: HashMap::new(),
         }
-        done.push(c);
-        let here = join(root, &done);
-        let meta = match fs::symlink_metadata(&here) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(fail(e)),
-        };
-        if !meta.file_type().is_symlink() {
-            continue;
-        }
-        links += 1;
-        if links > MAX_LINKS {
-            return Err(fail(io::Error::from_raw_os_error(40))); // ELOOP
-        }
-        let target = fs::read_link(&here).map_err(fail)?;
-        done.pop();
-        if target.is_absolute() {
-            done.clear();
-        }
-        todo.extend(components(target.as_os_str().as_bytes()));
     }
-    Ok(Some(join(Path::new("/"), &done)))
+
+    /// The root this resolver resolves in.
+    pub(crate) fn root(&self) -> &'r Path {
+        self.root
+    }
+
+    /// [`resolve_in_root`] in this resolver's root.
+    pub(crate) fn resolve(&mut self, path: &Path) -> Result<Option<PathBuf>, Error> {
+        let root = self.root;
+        let fail = |source: io::Error| Error::Resolve {
+            root: root.to_path_buf(),
+            path: path.to_path_buf(),
+            source,
+        };
+        // Components still to walk, last first; what has been resolved so far.
+        let mut todo: Vec<Vec<u8>> = components(path.as_os_str().as_bytes());
+        let mut done: Vec<Vec<u8>> = Vec::new();
+        let mut links = 0;
+        while let Some(c) = todo.pop() {
+            match c.as_slice() {
+                b"." => continue,
+                b".." => {
+                    done.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            done.push(c);
+            let target = match self.look(join(root, &done)).map_err(fail)? {
+                Node::Missing => return Ok(None),
+                Node::Plain => continue,
+                Node::Link(target) => target,
+            };
+            links += 1;
+            if links > MAX_LINKS {
+                return Err(fail(io::Error::from_raw_os_error(40))); // ELOOP
+            }
+            done.pop();
+            if target.is_absolute() {
+                done.clear();
+            }
+            todo.extend(components(target.as_os_str().as_bytes()));
+        }
+        Ok(Some(join(Path::new("/"), &done)))
+    }
+
+    /// What is at host path `here` (every component before its last already resolved).
+    fn look(&mut self, here: PathBuf) -> io::Result<Node> {
+        if let Some(node) = self.seen.get(&here) {
+            return Ok(node.clone());
+        }
+        let node = match fs::symlink_metadata(&here) {
+            Ok(m) if m.file_type().is_symlink() => Node::Link(fs::read_link(&here)?),
+            Ok(_) => Node::Plain,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Node::Missing,
+            Err(e) => return Err(e),
+        };
+        self.seen.insert(here, node.clone());
+        Ok(node)
+    }
 }
 
 /// The host path of `path`, a path inside `root` (`/usr/lib` in root `/run/driver` is
@@ -114,7 +165,22 @@ mod tests {
         fs::write(root.join("etc/passwd"), b"root's own").unwrap();
         symlink("loop", root.join("loop")).unwrap();
 
-        let r = |p: &str| resolve_in_root(root, Path::new(p));
+        // Each path on its own, then all through one resolver that remembers what it saw
+        // (discovery's): the same answers, a cached link loop still a loop.
+        let mut shared = Resolver::new(root);
+        for fresh in [true, false] {
+            let mut r = |p: &str| {
+                if fresh {
+                    resolve_in_root(root, Path::new(p))
+                } else {
+                    shared.resolve(Path::new(p))
+                }
+            };
+            check(&mut r);
+        }
+    }
+
+    fn check(r: &mut impl FnMut(&str) -> Result<Option<PathBuf>, Error>) {
         assert_eq!(
             r("/lib64/libcuda.so.1").unwrap().unwrap(),
             Path::new("/usr/lib64/libcuda.so.550.54.14")
