@@ -16,12 +16,12 @@ use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 use crate::apply::{Root, fail};
 use crate::builtin_ldconfig::{self, NewLibrary, NewLink, Outcome};
 use crate::cgroup::{DeviceCgroup, DeviceGrant};
-use crate::ldconfig::run_in_cgroup;
+use crate::ldconfig::{Sandbox, sandbox_cgroup};
 use crate::ns::in_container_ns;
 use crate::plan::{MountKind, Op};
 use crate::{
     CompatMode, Container, ContainerDirs, Error, Ldconfig, LdconfigOptions, LdconfigRun, Limits,
-    MountPlan, Mounted, Part, PlanOptions, compat_dir, compat_libraries, run_ldconfig,
+    MountPlan, Mounted, Part, PlanOptions, compat_dir, compat_libraries,
 };
 use nvc_driver::DriverInfo;
 use nvc_driver::tables::Capability;
@@ -361,6 +361,18 @@ impl SavedCache {
     }
 }
 
+/// The `cgroup.procs` the sandboxed `ldconfig` joins: that of `cgroup`, the device cgroup
+/// found for the grant (not looked up again), else [`sandbox_cgroup`]'s.
+fn sandbox_procs(
+    container: &Container,
+    cgroup: Option<&DeviceCgroup>,
+) -> Result<Option<std::fs::File>, Error> {
+    match cgroup {
+        Some(cg) => cg.open_file("cgroup.procs", OFlag::O_WRONLY).map(Some),
+        None => sandbox_cgroup(container),
+    }
+}
+
 impl MountPlan {
     /// Configures `container` as upstream's `configure` does, as one transaction:
     ///
@@ -368,7 +380,9 @@ impl MountPlan {
     ///    change, so a bad cgroup changes nothing);
     /// 2. [`MountPlan::apply`];
     /// 3. grants the plan's devices in the cgroup ([`DeviceCgroup::allow`]);
-    /// 4. runs the sandboxed `ldconfig` unless `ldconfig` is `None` ([`run_ldconfig`]).
+    /// 4. runs the sandboxed `ldconfig` unless `ldconfig` is `None` ([`run_ldconfig`](crate::run_ldconfig)); its
+    ///    first process is forked before step 2 and joins the container's device cgroup
+    ///    while the mounts are made (a cgroup join waits for an RCU grace period).
     ///
     /// When step 3 or 4 fails, what the earlier steps did is undone: the grant revoked, the
     /// mounts and created files removed; after a failed `ldconfig`, the links it added to the
@@ -392,6 +406,17 @@ impl MountPlan {
                 &container.proc_root,
             )?)
         };
+        // The sandboxed ldconfig's first process is forked now and joins the container's
+        // device cgroup (the cgroup found for the grant, not looked up again) while the mounts
+        // are made: the join waits for an RCU grace period, as long as all the mounts here.
+        // The built-in update needs none (a fallback prepares one when it gets there).
+        let sandbox = match ldconfig {
+            Some(opts) if opts.ldconfig != Ldconfig::Builtin => {
+                let procs = sandbox_procs(container, cgroup.as_ref())?;
+                Some(Sandbox::prepare(container, opts, procs)?)
+            }
+            _ => None,
+        };
         let mounted = self.apply(container)?;
         let granted = match cgroup {
             Some(cg) => match cg.allow(&rules) {
@@ -400,7 +425,7 @@ impl MountPlan {
             },
             None => None,
         };
-        let Some(opts) = ldconfig else {
+        let (Some(opts), sandbox) = (ldconfig, sandbox) else {
             return Ok(Configured {
                 mounted,
                 cgroup: granted,
@@ -415,23 +440,21 @@ impl MountPlan {
             Ok(saved) => saved,
             Err(e) => return Err(undo(container, &mounted, granted, e)),
         };
-        // The cgroup found for the grant is the one the sandbox joins: not looked up again.
-        let sandboxed = |opts: &LdconfigOptions| match &granted {
-            Some((cg, _)) => cg
-                .open_file("cgroup.procs", OFlag::O_WRONLY)
-                .and_then(|procs| run_in_cgroup(container, opts, Some(procs))),
-            None => run_ldconfig(container, opts),
-        };
-        let run = match opts.ldconfig {
-            Ldconfig::Builtin => match self.update_ldcache(container, opts) {
+        let run = match sandbox {
+            Some(sandbox) => sandbox.run(),
+            None => match self.update_ldcache(container, opts) {
                 Ok(Outcome::Updated { added }) => Ok(LdconfigRun::Builtin { added }),
-                Ok(Outcome::Unsure(reason)) => sandboxed(opts).map(|run| match run {
-                    LdconfigRun::Ran { output } => LdconfigRun::Fallback { reason, output },
-                    other => other,
-                }),
+                Ok(Outcome::Unsure(reason)) => {
+                    sandbox_procs(container, granted.as_ref().map(|(cg, _)| cg))
+                        .and_then(|procs| Sandbox::prepare(container, opts, procs))
+                        .and_then(Sandbox::run)
+                        .map(|run| match run {
+                            LdconfigRun::Ran { output } => LdconfigRun::Fallback { reason, output },
+                            other => other,
+                        })
+                }
                 Err(e) => Err(e),
             },
-            _ => sandboxed(opts),
         };
         match run {
             Ok(run) => {

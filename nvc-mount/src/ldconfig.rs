@@ -13,7 +13,7 @@ use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::resource::Resource;
-use nvc_sys::confine::{Confinement, Program, Status, run_confined};
+use nvc_sys::confine::{Confinement, Program, Status, prepare_confined};
 
 use crate::cgroup::DeviceCgroup;
 use crate::{Container, Error};
@@ -312,119 +312,159 @@ fn cstring(p: &Path) -> Result<CString, Error> {
 /// Root; pid, IPC and mount namespaces; `memfd_create` (3.17) for a host `ldconfig`;
 /// seccomp filters (4.14); `mount_setattr` (5.12) for the `nodev` root.
 pub fn run_ldconfig(container: &Container, opts: &LdconfigOptions) -> Result<LdconfigRun, Error> {
-    // The container's device cgroup, when it can be found (supervised: always; standalone:
-    // where the image's /proc and /sys are the kernel's) and joined: the sandbox lives under
-    // its rules. A rootless container has no device cgroup of its own (it shares its user's,
-    // which the hook may not write to): its sandbox stays in the hook's cgroup, with no more
-    // device access than the user has.
-    let procs = match DeviceCgroup::of_process(container.pid, &container.proc_root) {
+    Sandbox::prepare(container, opts, sandbox_cgroup(container)?)?.run()
+}
+
+/// The container's device cgroup's `cgroup.procs`, open for writing, when it can be found
+/// (supervised: always; standalone: where the image's /proc and /sys are the kernel's) and
+/// joined: the sandbox lives under its rules. A rootless container has no device cgroup of
+/// its own (it shares its user's, which the hook may not write to): its sandbox stays in the
+/// hook's cgroup, with no more device access than the user has.
+pub(crate) fn sandbox_cgroup(container: &Container) -> Result<Option<File>, Error> {
+    match DeviceCgroup::of_process(container.pid, &container.proc_root) {
         Ok(cg) => match cg.open_file("cgroup.procs", nix::fcntl::OFlag::O_WRONLY) {
-            Ok(file) => Some(file),
+            Ok(file) => Ok(Some(file)),
             Err(Error::Cgroup { error: Some(e), .. })
                 if matches!(
                     e.raw_os_error().map(Errno::from_raw),
                     Some(Errno::EACCES | Errno::EPERM)
                 ) =>
             {
-                None
+                Ok(None)
             }
-            Err(e) => return Err(e),
+            Err(e) => Err(e),
         },
-        Err(_) => None,
-    };
-    run_in_cgroup(container, opts, procs)
+        Err(_) => Ok(None),
+    }
 }
 
-/// [`run_ldconfig`] with the container's device cgroup (its `cgroup.procs`, open for
-/// writing) already found (by `configure`).
-pub(crate) fn run_in_cgroup(
-    container: &Container,
-    opts: &LdconfigOptions,
-    cgroup: Option<File>,
-) -> Result<LdconfigRun, Error> {
-    let ns = container.mount_ns()?;
-    let (shown, memfd) = match &opts.ldconfig {
-        Ldconfig::Image(path) => (path.clone(), None),
-        Ldconfig::Host(path) => (path.clone(), Some(sealed_copy(path)?)),
-        Ldconfig::Builtin => {
-            let path = host_ldconfig();
-            let memfd = sealed_copy(&path)?;
-            (path, Some(memfd))
+/// A sandboxed `ldconfig` run of [`run_ldconfig`], prepared ahead of its start: its first
+/// process is forked and joins the container's device cgroup (`cgroup`, its `cgroup.procs`)
+/// while the caller goes on — joining a cgroup waits for an RCU grace period (8–13 ms on an
+/// idle host), which `configure` overlaps with its mounts. The namespaces, the new root and
+/// the program come at [`Sandbox::run`], after the mounts. Dropped without a run, the
+/// process is killed; nothing was changed.
+pub(crate) struct Sandbox {
+    prepared: nvc_sys::confine::Prepared,
+    shown: PathBuf,
+    /// A host `ldconfig` (a missing one is an error, a missing image one is not).
+    host: bool,
+    wall: Duration,
+}
+
+impl Sandbox {
+    /// Prepares the run of `opts` for `container` (see [`run_ldconfig`]).
+    pub(crate) fn prepare(
+        container: &Container,
+        opts: &LdconfigOptions,
+        cgroup: Option<File>,
+    ) -> Result<Self, Error> {
+        let ns = container.mount_ns()?;
+        let (shown, memfd) = match &opts.ldconfig {
+            Ldconfig::Image(path) => (path.clone(), None),
+            Ldconfig::Host(path) => (path.clone(), Some(sealed_copy(path)?)),
+            Ldconfig::Builtin => {
+                let path = host_ldconfig();
+                let memfd = sealed_copy(&path)?;
+                (path, Some(memfd))
+            }
+        };
+        let bin = cstring(&shown)?;
+        let mut argv = vec![bin.clone()];
+        for arg in ["-f", "/etc/ld.so.conf", "-C", "/etc/ld.so.cache"] {
+            argv.push(cstring(Path::new(arg))?);
         }
-    };
-    let bin = cstring(&shown)?;
-    let mut argv = vec![bin.clone()];
-    for arg in ["-f", "/etc/ld.so.conf", "-C", "/etc/ld.so.cache"] {
-        argv.push(cstring(Path::new(arg))?);
+        for dir in [&container.dirs.libs, &container.dirs.libs32]
+            .into_iter()
+            .chain(&opts.extra_dirs)
+        {
+            argv.push(cstring(dir)?);
+        }
+        let l = opts.limits;
+        let rlimits = [
+            (Resource::RLIMIT_CPU, l.cpu_seconds),
+            (Resource::RLIMIT_AS, l.address_space),
+            (Resource::RLIMIT_NOFILE, l.open_files),
+            (Resource::RLIMIT_FSIZE, l.file_size),
+        ];
+        let masks = [Path::new("/proc"), Path::new("/sys"), Path::new("/dev")];
+        let syscalls = allowed_syscalls();
+        let confinement = Confinement {
+            mount_ns: Some(ns.as_fd()),
+            cgroup: cgroup.as_ref().map(AsFd::as_fd),
+            rootfs: &container.rootfs,
+            pivot: !opts.no_pivot,
+            masks: &masks,
+            rlimits: &rlimits,
+            uid: container.uid,
+            gid: container.gid,
+            keep_dac_override: memfd.is_some(),
+            syscalls: &syscalls,
+            program: match &memfd {
+                Some(fd) => Program::Fd(fd.as_fd()),
+                None => Program::Path(&bin),
+            },
+            argv: &argv,
+            name: c"nvc:[ldconfig]",
+            timeout: l.wall,
+        };
+        let prepared = prepare_confined(&confinement).map_err(|e| Error::Ldconfig {
+            program: shown.clone(),
+            what: e.operation(),
+            output: String::new(),
+            error: Some(e.io_error()),
+        })?;
+        Ok(Sandbox {
+            prepared,
+            shown,
+            host: memfd.is_some(),
+            wall: l.wall,
+        })
     }
-    for dir in [&container.dirs.libs, &container.dirs.libs32]
-        .into_iter()
-        .chain(&opts.extra_dirs)
-    {
-        argv.push(cstring(dir)?);
-    }
-    let l = opts.limits;
-    let rlimits = [
-        (Resource::RLIMIT_CPU, l.cpu_seconds),
-        (Resource::RLIMIT_AS, l.address_space),
-        (Resource::RLIMIT_NOFILE, l.open_files),
-        (Resource::RLIMIT_FSIZE, l.file_size),
-    ];
-    let masks = [Path::new("/proc"), Path::new("/sys"), Path::new("/dev")];
-    let syscalls = allowed_syscalls();
-    let confinement = Confinement {
-        mount_ns: Some(ns.as_fd()),
-        cgroup: cgroup.as_ref().map(AsFd::as_fd),
-        rootfs: &container.rootfs,
-        pivot: !opts.no_pivot,
-        masks: &masks,
-        rlimits: &rlimits,
-        uid: container.uid,
-        gid: container.gid,
-        keep_dac_override: memfd.is_some(),
-        syscalls: &syscalls,
-        program: match &memfd {
-            Some(fd) => Program::Fd(fd.as_fd()),
-            None => Program::Path(&bin),
-        },
-        argv: &argv,
-        name: c"nvc:[ldconfig]",
-        timeout: l.wall,
-    };
-    let failed = |what: String, output: &[u8], error: Option<std::io::Error>| Error::Ldconfig {
-        program: shown.clone(),
-        what,
-        output: String::from_utf8_lossy(output).trim_end().to_owned(),
-        error,
-    };
-    let run = nvc_sys::fault::point("ldconfig", &shown)
-        .map_err(|e| nvc_sys::Error::Exec { errno: e })
-        .and_then(|()| run_confined(&confinement));
-    let done = match run {
-        Ok(done) => done,
-        Err(nvc_sys::Error::Exec {
-            errno: Errno::ENOENT,
-        }) if memfd.is_none() => return Ok(LdconfigRun::NotFound),
-        Err(e) => return Err(failed(e.operation(), &[], Some(e.io_error()))),
-    };
-    match done.status {
-        Status::Exited(0) => Ok(LdconfigRun::Ran {
-            output: String::from_utf8_lossy(&done.output).into_owned(),
-        }),
-        Status::Exited(code) => Err(failed(
-            format!("failed with error code: {code}"),
-            &done.output,
-            None,
-        )),
-        Status::Signaled(sig) => Err(failed(
-            format!("terminated with signal {sig}"),
-            &done.output,
-            None,
-        )),
-        Status::TimedOut => Err(failed(
-            format!("killed after {:?}", l.wall),
-            &done.output,
-            None,
-        )),
+
+    /// Runs the prepared `ldconfig` and waits for it.
+    ///
+    /// # Errors
+    ///
+    /// As [`run_ldconfig`].
+    pub(crate) fn run(self) -> Result<LdconfigRun, Error> {
+        let shown = self.shown;
+        let failed = |what: String, output: &[u8], error: Option<std::io::Error>| Error::Ldconfig {
+            program: shown.clone(),
+            what,
+            output: String::from_utf8_lossy(output).trim_end().to_owned(),
+            error,
+        };
+        let prepared = self.prepared;
+        let run = nvc_sys::fault::point("ldconfig", &shown)
+            .map_err(|e| nvc_sys::Error::Exec { errno: e })
+            .and_then(|()| prepared.run());
+        let done = match run {
+            Ok(done) => done,
+            Err(nvc_sys::Error::Exec {
+                errno: Errno::ENOENT,
+            }) if !self.host => return Ok(LdconfigRun::NotFound),
+            Err(e) => return Err(failed(e.operation(), &[], Some(e.io_error()))),
+        };
+        match done.status {
+            Status::Exited(0) => Ok(LdconfigRun::Ran {
+                output: String::from_utf8_lossy(&done.output).into_owned(),
+            }),
+            Status::Exited(code) => Err(failed(
+                format!("failed with error code: {code}"),
+                &done.output,
+                None,
+            )),
+            Status::Signaled(sig) => Err(failed(
+                format!("terminated with signal {sig}"),
+                &done.output,
+                None,
+            )),
+            Status::TimedOut => Err(failed(
+                format!("killed after {:?}", self.wall),
+                &done.output,
+                None,
+            )),
+        }
     }
 }

@@ -9,7 +9,7 @@
 use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::{Signal, kill};
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, send, socketpair};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{
     ForkResult, Gid, Pid, Uid, chdir, chroot, dup2_stderr, dup2_stdin, dup2_stdout, execve, fchdir,
@@ -138,7 +139,8 @@ fn step_index(name: &str) -> u8 {
         .unwrap_or(u8::MAX)
 }
 
-/// Runs `c.program` confined as `c` says and returns its exit and output.
+/// Runs `c.program` confined as `c` says and returns its exit and output:
+/// [`prepare_confined`] then [`Prepared::run`].
 ///
 /// # Errors
 ///
@@ -153,9 +155,48 @@ fn step_index(name: &str) -> u8 {
 /// (Linux 5.12) for the recursive `nodev` — on older kernels the run fails at step `nodev`
 /// rather than run without it.
 pub fn run_confined(c: &Confinement<'_>) -> Result<Finished, Error> {
+    prepare_confined(c)?.run()
+}
+
+/// A confined run forked ahead of its start ([`prepare_confined`]): its first process
+/// exists, has joined [`Confinement::cgroup`] and waits for [`Prepared::run`]. Dropped
+/// without a run, that process is killed and reaped; nothing of the confinement was made.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The first process; `None` once [`Prepared::run`] reaped it.
+    child: Option<Pid>,
+    /// One end of a socket pair: [`Prepared::run`] sends the start byte on it (a socket, not
+    /// a pipe: a send to a process that already exited fails with `EPIPE` instead of raising
+    /// `SIGPIPE` in a caller that did not ignore it, such as a C program).
+    go: OwnedFd,
+    out: OwnedFd,
+    reports: OwnedFd,
+    timeout: Duration,
+}
+
+/// Forks the first process of a confined run of `c` and has it join `c.cgroup`, then wait:
+/// everything else (namespaces, new root, the program's process) happens at
+/// [`Prepared::run`]. Joining a cgroup is the slow step of the confinement (moving a process
+/// between cgroups waits for an RCU grace period, 8–13 ms on an idle host), so a caller that
+/// knows it will run the program later (`configure`, before its mounts) prepares it first and
+/// the wait overlaps its own work. Every argument is copied into the child now: `c` can be
+/// dropped before the run.
+///
+/// # Errors
+///
+/// [`Error::Syscall`] for the pipes and the fork. The child's own failures (joining the
+/// cgroup included) are reported by [`Prepared::run`].
+pub fn prepare_confined(c: &Confinement<'_>) -> Result<Prepared, Error> {
     let sys = |call| move |errno| Error::Syscall { call, errno };
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
     let (rep_r, rep_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
+    let (go_w, go_r) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(sys("socketpair"))?;
     let null = nix::fcntl::open(
         "/dev/null",
         OFlag::O_RDONLY | OFlag::O_CLOEXEC,
@@ -167,30 +208,73 @@ pub fn run_confined(c: &Confinement<'_>) -> Result<Finished, Error> {
     // other threads beyond glibc's fork-safe malloc) and then `_exit`s.
     let child = match unsafe { fork() }.map_err(sys("fork"))? {
         ForkResult::Child => {
-            drop((out_r, rep_r));
-            crate::fork::child_exit(|| intermediate(c, &env, out_w, File::from(rep_w), null))
+            drop((out_r, rep_r, go_w));
+            crate::fork::child_exit(|| intermediate(c, &env, go_r, out_w, File::from(rep_w), null))
         }
         ForkResult::Parent { child } => child,
     };
-    drop((out_w, rep_w, null));
-    let deadline = Instant::now() + c.timeout;
-    let mut output = Vec::new();
-    let mut records = Vec::new();
-    // Output to its end, then the reports to theirs (the first child exits after the
-    // program): both within the deadline. A program that closes its output first still
-    // cannot outlast it.
-    let timed_out =
-        read_until(&out_r, deadline, &mut output) || read_until(&rep_r, deadline, &mut records);
-    if timed_out {
-        // The first child dies; the program (pid 1 of its namespace, with a parent-death
-        // signal) and everything it started die with it. Its pid is killed below as well.
-        let _ = kill(child, Signal::SIGKILL);
-        read_until(
-            &rep_r,
-            Instant::now() + Duration::from_secs(1),
-            &mut records,
-        );
+    drop((out_w, rep_w, go_r, null));
+    Ok(Prepared {
+        child: Some(child),
+        go: go_w,
+        out: out_r,
+        reports: rep_r,
+        timeout: c.timeout,
+    })
+}
+
+impl Prepared {
+    /// Starts the prepared run and returns the program's exit and output; the
+    /// [`Confinement::timeout`] counts from here.
+    ///
+    /// # Errors
+    ///
+    /// As [`run_confined`].
+    pub fn run(mut self) -> Result<Finished, Error> {
+        let Some(child) = self.child.take() else {
+            return Err(Error::Syscall {
+                call: "run",
+                errno: Errno::ECHILD,
+            });
+        };
+        // A first process that already failed (joining its cgroup) is gone: its report says
+        // why.
+        let _ = send(self.go.as_raw_fd(), b"g", MsgFlags::MSG_NOSIGNAL);
+        let deadline = Instant::now() + self.timeout;
+        let mut output = Vec::new();
+        let mut records = Vec::new();
+        // Output to its end, then the reports to theirs (the first child exits after the
+        // program): both within the deadline. A program that closes its output first still
+        // cannot outlast it.
+        let timed_out = read_until(&self.out, deadline, &mut output)
+            || read_until(&self.reports, deadline, &mut records);
+        if timed_out {
+            // The first child dies; the program (pid 1 of its namespace, with a parent-death
+            // signal) and everything it started die with it. Its pid is killed below as well.
+            let _ = kill(child, Signal::SIGKILL);
+            read_until(
+                &self.reports,
+                Instant::now() + Duration::from_secs(1),
+                &mut records,
+            );
+        }
+        finish(child, timed_out, output, &records)
     }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if let Some(child) = self.child {
+            // Never started: the first process has at most joined the cgroup.
+            let _ = kill(child, Signal::SIGKILL);
+            while let Err(Errno::EINTR) = waitpid(child, None) {}
+        }
+    }
+}
+
+/// Reaps the first child and reads its reports: how the program ended, or the step that
+/// failed.
+fn finish(child: Pid, timed_out: bool, output: Vec<u8>, records: &[u8]) -> Result<Finished, Error> {
     let mut status = None;
     let mut failure = None;
     for r in records.chunks_exact(6) {
@@ -263,6 +347,7 @@ fn read_until(from: &OwnedFd, deadline: Instant, into: &mut Vec<u8>) -> bool {
 fn intermediate(
     c: &Confinement<'_>,
     env: &[&CStr],
+    go: OwnedFd,
     out: OwnedFd,
     mut rep: File,
     null: OwnedFd,
@@ -277,6 +362,16 @@ fn intermediate(
     {
         return fail(&mut rep, "join cgroup", e);
     }
+    // Then nothing until the run starts (the other end closed: it never will).
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(&go, &mut byte) {
+            Ok(1) => break,
+            Err(Errno::EINTR) => {}
+            Ok(_) | Err(_) => return 0,
+        }
+    }
+    drop(go);
     if let Some(ns) = c.mount_ns
         && let Err(e) = setns(ns, CloneFlags::CLONE_NEWNS)
     {
