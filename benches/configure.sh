@@ -3,7 +3,8 @@
 # and rootfs. Run as root inside the simulated host:
 #   nvc-sim create --scenario dgx /tmp/dgx
 #   nvc-sim run /tmp/dgx -- benches/configure.sh /tmp/dgx target/release/nvidia-container-cli [--no-ldconfig]
-# Global options of the CLI (e.g. `--no-nvml`) come from $NVC_GLOBAL_OPTS.
+# Global options of the CLI (e.g. `--no-nvml`) come from $NVC_GLOBAL_OPTS; NVC_BENCH_DEV=dir
+# gives the container no /dev tmpfs (see below).
 set -euo pipefail
 driver_root=$1
 cli=$(realpath "$2")
@@ -18,10 +19,17 @@ for _ in $(seq 1 20); do
     cp /sbin/ldconfig "$rootfs/sbin/"
     # The image's linker cache, as its build leaves it.
     /sbin/ldconfig -r "$rootfs"
-    # `unshare` execs `sleep` in its new mount namespace: $! is the container's pid.
-    unshare --mount --propagation private sleep 60 &
+    # The container: `sleep` in a new mount namespace ($! is its pid) with a tmpfs on the
+    # rootfs's /dev, as every OCI runtime mounts one before the hooks run (device nodes are
+    # created there); NVC_BENCH_DEV=dir leaves /dev a directory of the image's filesystem.
+    if [ "${NVC_BENCH_DEV:-tmpfs}" = tmpfs ]; then
+        unshare --mount --propagation private \
+            sh -c 'mount -t tmpfs -o nosuid,mode=755 tmpfs "$1/dev" && exec sleep 60' sh "$rootfs" &
+    else
+        unshare --mount --propagation private sleep 60 &
+    fi
     pid=$!
-    sleep 0.05
+    until [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = sleep ]; do sleep 0.01; done
     start=$(date +%s%N)
     # shellcheck disable=SC2086 # one word per option
     "$cli" --root "$driver_root" ${NVC_GLOBAL_OPTS:-} configure --device=all --compute --utility "$@" --pid="$pid" "$rootfs"
