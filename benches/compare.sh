@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # nvc against upstream's nvidia-container-cli in the same run, on the simulated dgx host:
-# `info` and `list` (50 runs each, the CLIs alternating) and `configure --device=all --compute
-# --utility` with the image's ldconfig, with nvc's built-in update and without
-# (benches/configure.sh: every variant of both CLIs interleaved on fresh containers); median
-# and minimum in microseconds. As root, from the repository root:
+# `info` and `list` (50 runs each, the CLIs alternating), `configure --device=all --compute
+# --utility` (benches/configure.sh: upstream's and nvc's with the image's ldconfig, nvc's with
+# its built-in update and without, interleaved on fresh containers), median
+# and minimum in microseconds; then each CLI's peak RSS for `info` and `configure`
+# (/usr/bin/time). As root, from the repository root:
 #   cargo build --release --bin nvidia-container-cli --bin nvc-sim
 #   benches/compare.sh /path/to/upstream/nvidia-container-cli
-# Upstream 1.17.x built from NVIDIA/libnvidia-container loads the simulated host's fake NVML
-# like the real one. Without an argument only nvc is measured.
+# Upstream's CLI finds its libnvidia-container.so.1 through its rpath ($ORIGIN/../$LIB) or
+# LD_LIBRARY_PATH, and loads the simulated host's fake NVML like the real one. Without an
+# argument only nvc is measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sim=target/release/nvc-sim
@@ -18,18 +20,31 @@ host=$(mktemp -d)
 chmod 755 "$host" # the NVML helper runs as nobody inside it
 trap 'rm -rf "$host"' EXIT
 "$sim" create --scenario dgx "$host" >/dev/null
+# Upstream's driver helper chroots into the driver root, where glibc then loads libgcc_s for
+# its threads (a real root has it).
+cp /lib/x86_64-linux-gnu/libgcc_s.so.1 "$host/usr/lib/x86_64-linux-gnu/"
 
 for cmd in info list; do
     # shellcheck disable=SC2016 # expanded by the inner shell
-    "$sim" run "$host" -- sh -c 'host=$1 cmd=$2; shift 2
+    "$sim" run "$host" -- bash -c 'host=$1 cmd=$2; shift 2
         for _ in $(seq 1 50); do for cli in "$@"; do
-            s=$(date +%s%N); "$cli" --root "$host" "$cmd" >/dev/null; e=$(date +%s%N)
-            printf "%s %s\t%d\n" "$cli" "$cmd" $(((e - s) / 1000)); done; done' \
-        sh "$host" "$cmd" "${clis[@]}" | benches/stats.awk
+            s=${EPOCHREALTIME/./}; "$cli" --root "$host" "$cmd" >/dev/null; e=${EPOCHREALTIME/./}
+            printf "%s %s\t%d\n" "$cli" "$cmd" $((e - s)); done; done' \
+        bash "$host" "$cmd" "${clis[@]}" | benches/stats.awk
 done
-variants=()
-for cli in "${clis[@]}"; do
-    variants+=("$cli configure" "$cli configure --no-ldconfig")
-done
-variants+=("$nvc configure --ldconfig=builtin")
+# Upstream always updates the linker cache (it has no --no-ldconfig).
+variants=("$nvc configure" "$nvc configure --ldconfig=builtin" "$nvc configure --no-ldconfig")
+[ ${#clis[@]} -gt 1 ] && variants+=("${clis[1]} configure")
 "$sim" run "$host" -- benches/configure.sh "$host" "${variants[@]}" | benches/stats.awk
+
+# Peak RSS: the CLI run under /usr/bin/time by a wrapper (one configure of a fresh container).
+wrapper=$(mktemp)
+trap 'rm -rf "$host" "$wrapper"' EXIT
+chmod 755 "$wrapper"
+for cli in "${clis[@]}"; do
+    echo -n "$cli info: peak RSS "
+    "$sim" run "$host" -- /usr/bin/time -f "%M KiB" "$cli" --root "$host" info 2>&1 >/dev/null | awk 'END {print}'
+    printf '#!/bin/sh\nexec /usr/bin/time -f "%%M KiB" "%s" "$@"\n' "$cli" >"$wrapper"
+    echo -n "$cli configure: peak RSS "
+    ROUNDS=1 "$sim" run "$host" -- benches/configure.sh "$host" "$wrapper configure" 2>&1 | awk '/KiB/ {print $1, $2}'
+done

@@ -473,6 +473,38 @@ pub extern "C" fn nvmlDeviceGetPciInfo_v3(dev: nvmlDevice_t, out: *mut nvmlPciIn
     }))
 }
 
+/// `nvmlDeviceGetPciInfo`'s original structure: [`nvmlPciInfo_t`] without `busId`.
+#[repr(C)]
+pub struct nvmlPciInfoV1_t {
+    bus_id: [c_char; 16],
+    domain: c_uint,
+    bus: c_uint,
+    device: c_uint,
+    pci_device_id: c_uint,
+    pci_sub_system_id: c_uint,
+}
+
+/// The unversioned entry point, which upstream's libnvidia-container looks up by that name
+/// (its `call_nvml` stringifies the unexpanded macro) and reads domain, bus and device from.
+#[unsafe(no_mangle)]
+pub extern "C" fn nvmlDeviceGetPciInfo(dev: nvmlDevice_t, out: *mut nvmlPciInfoV1_t) -> nvmlReturn_t {
+    misbehave("nvmlDeviceGetPciInfo");
+    code(with(|c| {
+        let g = gpu_of(c, dev)?.1;
+        put(
+            out,
+            nvmlPciInfoV1_t {
+                bus_id: fixed(&bus_id(g)[4..]),
+                domain: g.domain,
+                bus: g.bus,
+                device: g.device,
+                pci_device_id: 0x20b0_10de,
+                pci_sub_system_id: 0x134f_10de,
+            },
+        )
+    }))
+}
+
 #[unsafe(no_mangle)]
 pub extern "C" fn nvmlDeviceGetPciInfo_v2(dev: nvmlDevice_t, out: *mut nvmlPciInfo_t) -> nvmlReturn_t {
     misbehave("nvmlDeviceGetPciInfo");
