@@ -24,6 +24,22 @@ trap 'rm -rf "$host"' EXIT
 # its threads (a real root has it).
 cp /lib/x86_64-linux-gnu/libgcc_s.so.1 "$host/usr/lib/x86_64-linux-gnu/"
 
+# The same work: both CLIs' configure leaves the same mounts, files and linker cache (and
+# nvc's built-in cache update the same cache as the image's ldconfig).
+if [ ${#clis[@]} -gt 1 ]; then
+    want=$("$sim" run "$host" -- benches/result.sh "$host" "${clis[1]}")
+    for opt in "" "--ldconfig=builtin"; do
+        # shellcheck disable=SC2086 # no option or one
+        got=$("$sim" run "$host" -- benches/result.sh "$host" "$nvc" $opt)
+        if [ "$got" = "$want" ]; then
+            echo "configure ${opt:-(image ldconfig)}: the same mounts, files and cache as upstream's"
+        else
+            echo "configure ${opt:-(image ldconfig)}: NOT the same result as upstream's:"
+            diff <(echo "$want") <(echo "$got") || true
+        fi
+    done
+fi
+
 for cmd in info list; do
     # shellcheck disable=SC2016 # expanded by the inner shell
     "$sim" run "$host" -- bash -c 'host=$1 cmd=$2; shift 2

@@ -96,9 +96,9 @@ pub struct DriverFiles {
     pub firmwares: Vec<PathBuf>,
     /// The driver-wide device nodes (control, uvm, uvm-tools, modeset).
     pub devices: Vec<DeviceNode>,
-    /// Copies of the driver's `/proc/driver/nvidia/{params,version,registry}` (name,
-    /// contents), read at discovery so that planning needs no I/O; missing files absent.
-    pub proc_files: Vec<(String, Vec<u8>)>,
+    /// Copies of the driver's `/proc/driver/nvidia/{params,version,registry}`, read at
+    /// discovery so that planning needs no I/O; missing files absent.
+    pub proc_files: Vec<ProcFile>,
     /// `/proc/driver/nvidia-caps/mig-minors`: each MIG capability (`config`, `monitor`,
     /// `gpu0/gi1/access`, ...) with the minor of its `/dev/nvidia-caps` node.
     pub mig_minors: Vec<(String, u32)>,
@@ -110,6 +110,19 @@ pub struct DriverFiles {
     pub from_ldcache: bool,
     /// What was looked for and not found (`missing library libnvidia-nscq.so`, ...).
     pub warnings: Vec<String>,
+}
+
+/// A copy of one of the driver's `/proc/driver/nvidia` files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ProcFile {
+    /// Its name in `/proc/driver/nvidia` (`params`, `version`, `registry`).
+    pub name: String,
+    /// Its contents (at most 1 MiB).
+    pub contents: Vec<u8>,
+    /// Its permission bits (`0o777` at most), which the container's copy gets (as upstream's; 0444 in the
+    /// kernel's procfs).
+    pub mode: u32,
 }
 
 impl DriverFiles {
@@ -249,17 +262,22 @@ pub(crate) fn discover_files_with(
 
 /// The driver's files containers get a copy of (`/proc/driver/nvidia/{params,version,registry}`
 /// in the root), each at most [`PROC_FILE_LIMIT`] bytes; missing ones are left out.
-fn proc_files(opts: &DiscoverOptions) -> Vec<(String, Vec<u8>)> {
+fn proc_files(opts: &DiscoverOptions) -> Vec<ProcFile> {
     use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
     ["params", "version", "registry"]
         .into_iter()
         .filter_map(|name| {
             let path = host_path(&opts.root, &Path::new(PROC_DRIVER_DIR).join(name));
+            let file = fs::File::open(path).ok()?;
+            let mode = file.metadata().ok()?.permissions().mode() & 0o777;
             let mut contents = Vec::new();
-            fs::File::open(path)
-                .and_then(|f| f.take(PROC_FILE_LIMIT).read_to_end(&mut contents))
-                .ok()?;
-            Some((name.to_owned(), contents))
+            file.take(PROC_FILE_LIMIT).read_to_end(&mut contents).ok()?;
+            Some(ProcFile {
+                name: name.to_owned(),
+                contents,
+                mode,
+            })
         })
         .collect()
 }

@@ -30,7 +30,7 @@ mod root;
 mod select;
 pub mod tables;
 
-pub use discover::{DeviceNode, DiscoverOptions, DriverFiles, discover_files};
+pub use discover::{DeviceNode, DiscoverOptions, DriverFiles, ProcFile, discover_files};
 pub use driver::{DriverInfo, DriverOptions, find_nvml, probe_driver};
 pub use error::Error;
 pub use gpu::{CAPS_DIR, Gpu, MigDevice, PciBusId};

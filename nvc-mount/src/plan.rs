@@ -345,19 +345,20 @@ impl MountPlan {
             mode: 0o555,
         });
         for name in ["params", "version", "registry"] {
-            match info.files.proc_files.iter().find(|(n, _)| n == name) {
-                Some((_, contents)) => {
+            match info.files.proc_files.iter().find(|f| f.name == name) {
+                Some(file) => {
                     let contents = if name == "params" {
-                        String::from_utf8_lossy(contents)
+                        String::from_utf8_lossy(&file.contents)
                             .replace("ModifyDeviceFiles: 1", "ModifyDeviceFiles: 0")
                             .into_bytes()
                     } else {
-                        contents.clone()
+                        file.contents.clone()
                     };
+                    // The driver's own mode, as upstream (0444 from the kernel's procfs).
                     self.ops.push(Op::WriteFile {
                         target: nv.join(name),
                         contents,
-                        mode: 0o444,
+                        mode: file.mode,
                     });
                 }
                 None => self

@@ -245,9 +245,17 @@ impl Host {
             &self.path("proc/devices"),
             procfs::devices(host_devices, self.majors).as_bytes(),
         )?;
-        write(&nv.join("version"), procfs::version(s).as_bytes())?;
-        write(&nv.join("params"), procfs::params().as_bytes())?;
-        write(&nv.join("registry"), procfs::registry().as_bytes())?;
+        // Read-only, as the kernel's procfs shows them (configure copies their mode).
+        for (name, text) in [
+            ("version", procfs::version(s)),
+            ("params", procfs::params()),
+            ("registry", procfs::registry()),
+        ] {
+            let path = nv.join(name);
+            write(&path, text.as_bytes())?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o444))
+                .map_err(|e| Error::io(&path, e))?;
+        }
         for g in &s.gpus {
             let dir = nv.join("gpus").join(g.pci.proc_name());
             mkdir(&dir)?;
