@@ -1,18 +1,32 @@
 #!/usr/bin/env bash
 # Whole-process `configure --device=all --compute --utility` of hosts with 1, 8 and 64 GPUs
 # (`dgx<N>` scenarios): median and minimum of 20 fresh containers each (benches/configure.sh),
-# with the container's linker cache update and without (`--no-ldconfig`), the two
-# interleaved. As root, from the repository root, after
+# with the container's linker cache update and without (`--no-ldconfig`). The hosts take
+# turns, 5 containers at a time, so that a drift of the VM's speed hits each alike. With an
+# upstream nvidia-container-cli as argument (benches/build-upstream.sh), its configure is
+# measured in the same rounds. As root, from the repository root, after
 #   cargo build --release --bin nvidia-container-cli --bin nvc-sim
+#   benches/scaling.sh [/path/to/upstream/nvidia-container-cli]
 set -euo pipefail
 sim=target/release/nvc-sim
 cli=$(realpath target/release/nvidia-container-cli)
-for n in 1 8 64; do
-    host=$(mktemp -d)
-    chmod 755 "$host" # the NVML helper runs as nobody inside it
-    "$sim" create --scenario "dgx$n" "$host" >/dev/null
-    echo "$n GPUs:"
-    "$sim" run "$host" -- benches/configure.sh "$host" "$cli configure" \
-        "$cli configure --no-ldconfig" | benches/stats.awk
-    rm -rf "$host"
+variants=("$cli configure" "$cli configure --no-ldconfig")
+[ $# -gt 0 ] && variants+=("$(realpath "$1") configure")
+sizes=(1 8 64)
+declare -A hosts
+times=$(mktemp)
+trap 'rm -rf "${hosts[@]}" "$times"' EXIT
+for n in "${sizes[@]}"; do
+    hosts[$n]=$(mktemp -d)
+    chmod 755 "${hosts[$n]}" # the NVML helper runs as nobody inside it
+    "$sim" create --scenario "dgx$n" "${hosts[$n]}" >/dev/null
+    # Upstream's driver helper chroots into the driver root and needs libgcc_s there.
+    cp /lib/x86_64-linux-gnu/libgcc_s.so.1 "${hosts[$n]}/usr/lib/x86_64-linux-gnu/"
 done
+for _ in 1 2 3 4; do
+    for n in "${sizes[@]}"; do
+        ROUNDS=5 "$sim" run "${hosts[$n]}" -- benches/configure.sh "${hosts[$n]}" \
+            "${variants[@]}" | sed "s/^/$n GPUs: /" >>"$times"
+    done
+done
+benches/stats.awk "$times"
