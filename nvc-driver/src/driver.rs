@@ -112,17 +112,27 @@ pub fn probe_driver(opts: &DriverOptions) -> Result<DriverInfo, Error> {
     let mut paths = Resolver::new(root);
     let cache = RootCache::load(&opts.discover, &mut paths)?;
     let nvml_library = find_nvml_with(&mut paths, cache.as_ref())?;
-    let facts = if opts.nvml {
-        nvml::probe(root, &nvml_library, opts.nvml_identity, opts.nvml_timeout)?
+    let mut discover =
+        |version: &str| discover_files_with(&opts.discover, &mut paths, version, cache.as_ref());
+    let (facts, files) = if opts.nvml {
+        // Discovery runs while the helper works, for the version the kernel module reports
+        // (NVML's is the same driver's; where it names another, discovery runs again). NVML's
+        // error comes first, as when discovery waited for it.
+        let pending = nvml::start(root, &nvml_library, opts.nvml_identity, opts.nvml_timeout)?;
+        let early = proc_nvrm_version(root)
+            .ok()
+            .map(|version| (discover(&version), version));
+        let facts = pending.wait()?;
+        let files = match early {
+            Some((files, version)) if version == facts.nvrm_version => files?,
+            _ => discover(&facts.nvrm_version)?,
+        };
+        (facts, files)
     } else {
-        probe_procfs(root)?
+        let facts = probe_procfs(root)?;
+        let files = discover(&facts.nvrm_version)?;
+        (facts, files)
     };
-    let files = discover_files_with(
-        &opts.discover,
-        &mut paths,
-        &facts.nvrm_version,
-        cache.as_ref(),
-    )?;
     let mut gpus = facts.gpus;
     for g in &mut gpus {
         locate_in_proc(root, g);
@@ -137,41 +147,50 @@ pub fn probe_driver(opts: &DriverOptions) -> Result<DriverInfo, Error> {
     })
 }
 
+/// `path`, a kernel file of a few hundred bytes inside `root`: at most 64 KiB of it.
+fn read_proc(root: &Path, path: &Path) -> Result<String, Error> {
+    let mut text = String::new();
+    std::fs::File::open(crate::host_path(root, path))
+        .and_then(|f| f.take(64 * 1024).read_to_string(&mut text))
+        .map(|_| text)
+        .map_err(|e| bad_proc(path, e.to_string()))
+}
+
+fn bad_proc(path: &Path, what: String) -> Error {
+    Error::DriverProc {
+        path: path.to_path_buf(),
+        what,
+    }
+}
+
+/// The NVRM version `/proc/driver/nvidia/version` inside `root` names.
+fn proc_nvrm_version(root: &Path) -> Result<String, Error> {
+    let file = Path::new(crate::discover::PROC_DRIVER_DIR).join("version");
+    crate::procfs::nvrm_version(&read_proc(root, &file)?)
+        .map(str::to_owned)
+        .ok_or_else(|| bad_proc(&file, "no NVRM version".into()))
+}
+
 /// The driver version and GPUs from `/proc/driver/nvidia` inside `root`, without NVML:
 /// GPUs in PCI bus order (NVML's order), brand and architecture unknown (empty).
 fn probe_procfs(root: &Path) -> Result<nvml::NvmlInfo, Error> {
     let proc = Path::new(crate::discover::PROC_DRIVER_DIR);
-    let bad = |path: &Path, what: String| Error::DriverProc {
-        path: path.to_path_buf(),
-        what,
-    };
-    // Kernel files of a few hundred bytes: read at most 64 KiB of each.
-    let read = |path: &Path| {
-        let mut text = String::new();
-        std::fs::File::open(crate::host_path(root, path))
-            .and_then(|f| f.take(64 * 1024).read_to_string(&mut text))
-            .map(|_| text)
-            .map_err(|e| bad(path, e.to_string()))
-    };
-    let version_file = proc.join("version");
-    let nvrm_version = crate::procfs::nvrm_version(&read(&version_file)?)
-        .ok_or_else(|| bad(&version_file, "no NVRM version".into()))?
-        .to_owned();
+    let nvrm_version = proc_nvrm_version(root)?;
     let gpus_dir = proc.join("gpus");
     // A driver without GPUs has no `gpus` directory.
     let entries = match std::fs::read_dir(crate::host_path(root, &gpus_dir)) {
         Ok(entries) => entries.collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(bad(&gpus_dir, e.to_string())),
+        Err(e) => return Err(bad_proc(&gpus_dir, e.to_string())),
     };
     let mut gpus = Vec::new();
     for entry in entries {
         let name = entry
-            .map_err(|e| bad(&gpus_dir, e.to_string()))?
+            .map_err(|e| bad_proc(&gpus_dir, e.to_string()))?
             .file_name();
         let file = gpus_dir.join(&name).join("information");
-        let info = crate::procfs::gpu_information(&read(&file)?)
-            .ok_or_else(|| bad(&file, "not a GPU information file".into()))?;
+        let info = crate::procfs::gpu_information(&read_proc(root, &file)?)
+            .ok_or_else(|| bad_proc(&file, "not a GPU information file".into()))?;
         let bus_id: PciBusId = info.bus_location.parse()?;
         let mig = proc.join(format!("capabilities/gpu{}/mig", info.minor));
         let has_migs = std::fs::read_dir(crate::host_path(root, &mig)).is_ok_and(|d| {

@@ -12,7 +12,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nvml_wrapper::Nvml;
 use nvml_wrapper::error::NvmlError;
@@ -115,7 +115,7 @@ pub const OVERFLOW: Identity = Identity {
 };
 
 /// Reads versions and GPUs from `library` (root-relative) of the driver at `root` in a helper
-/// process, giving up after `timeout`.
+/// process, giving up after `timeout`: [`start`], then [`Pending::wait`].
 ///
 /// As root, the helper chroots into `root` (unless it is `/`) and drops to `identity`
 /// ([`OVERFLOW`] when `None`); otherwise it keeps the caller's identity and loads the library
@@ -126,17 +126,45 @@ pub const OVERFLOW: Identity = Identity {
 /// [`Error::Nvml`] naming the failed call and NVML's message (a library that cannot be
 /// loaded or a helper that cannot confine itself fails `nvmlInit`), or
 /// [`Error::NvmlTimeout`] naming the call that did not return in time.
-#[allow(unsafe_code)]
 pub fn probe(
     root: &Path,
     library: &Path,
     identity: Option<Identity>,
     timeout: Duration,
 ) -> Result<NvmlInfo, Error> {
+    start(root, library, identity, timeout)?.wait()
+}
+
+/// The NVML helper of [`probe`], started: the caller can do other work (discovery) while it
+/// runs. Dropped before [`Pending::wait`], the helper is killed and reaped.
+#[derive(Debug)]
+pub struct Pending {
+    child: nvc_sys::Forked,
+    /// Signalled when the helper's output ends.
+    done: mpsc::Receiver<()>,
+    /// The helper's report so far.
+    report: Arc<Mutex<Vec<u8>>>,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+/// Starts [`probe`]'s helper; `timeout` counts from now.
+///
+/// # Errors
+///
+/// [`Error::Nvml`] (call `nvmlInit`) when the helper cannot be started.
+#[allow(unsafe_code)]
+pub fn start(
+    root: &Path,
+    library: &Path,
+    identity: Option<Identity>,
+    timeout: Duration,
+) -> Result<Pending, Error> {
     let spawn_err = |e: nvc_sys::Error| Error::Nvml {
         call: "nvmlInit",
         message: format!("cannot start the NVML helper: {e}"),
     };
+    let deadline = Instant::now() + timeout;
     // SAFETY: the child only chroots, changes its ids, loads NVML and writes to its pipe:
     // system calls, allocation, `dlopen` and file I/O, which glibc keeps usable after fork.
     let mut child = unsafe { nvc_sys::fork_with_pipe(|out| helper(root, library, identity, out)) }
@@ -151,7 +179,7 @@ pub fn probe(
     // stuck in, even where the pipe stays open (a child forked meanwhile by another thread
     // of the caller holds its write end until it exits or execs).
     let report = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = mpsc::channel();
+    let (tx, done) = mpsc::channel();
     let so_far = Arc::clone(&report);
     std::thread::spawn(move || {
         let mut chunk = [0u8; 4096];
@@ -168,30 +196,48 @@ pub fn probe(
         }
         let _ = tx.send(());
     });
-    let text = || {
-        report
-            .lock()
-            .map(|r| String::from_utf8_lossy(&r).into_owned())
-            .unwrap_or_default()
-    };
-    match rx.recv_timeout(timeout) {
-        Ok(()) => match child.wait() {
-            // A crash inside the library (or the helper): named by the call it was in.
-            Some(nvc_sys::Ended::Signaled(signal)) => Err(Error::Nvml {
-                call: last_call(&text()),
-                message: format!("the NVML helper was killed by {signal}"),
-            }),
-            _ => decode(&text()),
-        },
-        Err(_) => {
-            child.kill();
-            // What the helper wrote before it was killed is in the pipe: give the reader
-            // the moment it takes (it ends at once where nothing else holds the pipe).
-            let _ = rx.recv_timeout(Duration::from_millis(200));
-            Err(Error::NvmlTimeout {
-                call: last_call(&text()),
-                timeout,
-            })
+    Ok(Pending {
+        child,
+        done,
+        report,
+        deadline,
+        timeout,
+    })
+}
+
+impl Pending {
+    /// Waits for the helper (until the deadline [`start`] set) and decodes its report.
+    ///
+    /// # Errors
+    ///
+    /// As [`probe`].
+    pub fn wait(mut self) -> Result<NvmlInfo, Error> {
+        let text = || {
+            self.report
+                .lock()
+                .map(|r| String::from_utf8_lossy(&r).into_owned())
+                .unwrap_or_default()
+        };
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        match self.done.recv_timeout(left) {
+            Ok(()) => match self.child.wait() {
+                // A crash inside the library (or the helper): named by the call it was in.
+                Some(nvc_sys::Ended::Signaled(signal)) => Err(Error::Nvml {
+                    call: last_call(&text()),
+                    message: format!("the NVML helper was killed by {signal}"),
+                }),
+                _ => decode(&text()),
+            },
+            Err(_) => {
+                self.child.kill();
+                // What the helper wrote before it was killed is in the pipe: give the reader
+                // the moment it takes (it ends at once where nothing else holds the pipe).
+                let _ = self.done.recv_timeout(Duration::from_millis(200));
+                Err(Error::NvmlTimeout {
+                    call: last_call(&text()),
+                    timeout: self.timeout,
+                })
+            }
         }
     }
 }

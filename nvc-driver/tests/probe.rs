@@ -334,3 +334,34 @@ fn garbage_answers_are_errors_naming_the_call() {
         "{err}"
     );
 }
+
+/// Discovery runs while the NVML helper works, for the version `/proc/driver/nvidia/version`
+/// names; NVML's answer decides: where the file names another version, or is missing, the
+/// files found are still those of NVML's version.
+#[test]
+fn discovery_follows_nvmls_version_whatever_proc_says() {
+    let s = Scenario::builtin("dgx").unwrap();
+    let (_dir, host) = build(&s);
+    let want = probe_driver(&DriverOptions::new(host.root())).unwrap();
+    assert!(!want.files.libraries.is_empty());
+    let version = host.root().join("proc/driver/nvidia/version");
+    let text = std::fs::read_to_string(&version).unwrap();
+    for replaced in [Some(text.replace("550.54.14", "999.99.99")), None] {
+        std::fs::remove_file(&version).unwrap();
+        if let Some(text) = &replaced {
+            std::fs::write(&version, text).unwrap();
+        }
+        let got = probe_driver(&DriverOptions::new(host.root())).unwrap();
+        assert_eq!(got.nvrm_version, "550.54.14");
+        // Everything found for the driver's version (the copied /proc files aside).
+        let found = |f: &nvc_driver::DriverFiles| {
+            (
+                f.libraries.clone(),
+                f.libraries32.clone(),
+                f.firmwares.clone(),
+                f.warnings.clone(),
+            )
+        };
+        assert_eq!(found(&got.files), found(&want.files), "/proc: {replaced:?}");
+    }
+}

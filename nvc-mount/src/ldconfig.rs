@@ -340,8 +340,8 @@ pub(crate) fn sandbox_cgroup(container: &Container) -> Result<Option<File>, Erro
 
 /// A sandboxed `ldconfig` run of [`run_ldconfig`], prepared ahead of its start: its first
 /// process is forked and joins the container's device cgroup (`cgroup`, its `cgroup.procs`)
-/// while the caller goes on — joining a cgroup waits for an RCU grace period (8–13 ms on an
-/// idle host), which `configure` overlaps with its mounts. The namespaces, the new root and
+/// while the caller goes on — joining a cgroup waits for an RCU grace period (6–13 ms on an
+/// idle VM), which `configure` overlaps with its mounts. The namespaces, the new root and
 /// the program come at [`Sandbox::run`], after the mounts. Dropped without a run, the
 /// process is killed; nothing was changed.
 pub(crate) struct Sandbox {
