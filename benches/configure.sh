@@ -16,6 +16,10 @@ driver_root=$1
 shift
 variants=("$@")
 n=${#variants[@]}
+# A failing run stops the script: its container and rootfs go with it.
+pid=
+rootfs=
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; [ -n "$rootfs" ] && rm -rf "$rootfs"' EXIT
 for round in $(seq 0 $((${ROUNDS:-20} - 1))); do
     for i in $(seq 0 $((n - 1))); do
         variant=${variants[$(((round + i) % n))]}
@@ -54,5 +58,6 @@ for round in $(seq 0 $((${ROUNDS:-20} - 1))); do
         kill "$pid"
         wait "$pid" || true
         rm -rf "$rootfs"
+        pid= rootfs=
     done
 done
