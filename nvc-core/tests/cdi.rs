@@ -11,18 +11,15 @@
 use std::path::Path;
 
 use nvc_core::cdi::{self, CdiOptions, DeviceNameStrategy, Spec};
-use nvc_core::{Context, Driver, ErrorKind};
+use nvc_core::{Driver, ErrorKind};
 use nvc_testkit::{Host, Scenario};
+
+mod common;
 
 fn driver(name: &str) -> (tempfile::TempDir, Host, Driver) {
     let dir = tempfile::tempdir().unwrap();
     let host = Host::build(&Scenario::builtin(name).unwrap(), dir.path()).unwrap();
-    let driver = Context::builder()
-        .root(dir.path())
-        .build()
-        .unwrap()
-        .driver()
-        .unwrap();
+    let driver = common::driver(dir.path());
     (dir, host, driver)
 }
 

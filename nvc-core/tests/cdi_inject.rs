@@ -10,22 +10,19 @@
 
 use std::path::{Path, PathBuf};
 
+use nvc_core::ErrorKind;
 use nvc_core::cdi::{self, CdiOptions, Format, Registry, Spec};
 use nvc_core::oci::oci_spec::runtime::{LinuxDeviceType, Spec as OciSpec};
-use nvc_core::{Context, ErrorKind};
 use nvc_testkit::{Host, Scenario};
+
+mod common;
 
 /// The spec nvc generates for a scenario, with explicit node numbers (as the simulated
 /// host's nodes exist only where the test may create them).
 fn spec(scenario: &str) -> (tempfile::TempDir, Host, Spec) {
     let dir = tempfile::tempdir().unwrap();
     let host = Host::build(&Scenario::builtin(scenario).unwrap(), dir.path()).unwrap();
-    let driver = Context::builder()
-        .root(dir.path())
-        .build()
-        .unwrap()
-        .driver()
-        .unwrap();
+    let driver = common::driver(dir.path());
     let mut spec = driver.cdi_spec(&CdiOptions::default()).unwrap();
     let numbered = |n: &mut cdi::DeviceNode| {
         let name = n.path.file_name().unwrap().to_str().unwrap().to_owned();

@@ -9,6 +9,8 @@
 use nvc_core::{Context, Devices, ErrorKind, Requirement};
 use nvc_testkit::{Host, Scenario};
 
+mod common;
+
 fn build(name: &str) -> (tempfile::TempDir, Host) {
     let dir = tempfile::tempdir().unwrap();
     let host = Host::build(&Scenario::builtin(name).unwrap(), dir.path()).unwrap();
@@ -18,12 +20,7 @@ fn build(name: &str) -> (tempfile::TempDir, Host) {
 #[test]
 fn the_flow_reaches_the_driver_and_selects_and_checks() {
     let (dir, host) = build("legacy32");
-    let driver = Context::builder()
-        .root(dir.path())
-        .build()
-        .unwrap()
-        .driver()
-        .unwrap();
+    let driver = common::driver(dir.path());
     assert_eq!(driver.info().gpus.len(), host.scenario().gpus.len());
     assert_eq!(driver.root(), dir.path());
     let sel = driver.select(&Devices::all()).unwrap();
@@ -102,12 +99,7 @@ fn the_flow_configures_a_paused_container() {
     }
     let rootfs = tempfile::tempdir().unwrap();
     nvc_testkit::debian_image(rootfs.path(), &[], true).unwrap();
-    let driver = Context::builder()
-        .root(dir.path())
-        .build()
-        .unwrap()
-        .driver()
-        .unwrap();
+    let driver = common::driver(dir.path());
     let err = driver.container(paused.pid(), "relative").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::BadInput);
     let err = driver.container(u32::MAX - 3, rootfs.path()).unwrap_err();
@@ -193,12 +185,7 @@ fn a_failed_step_names_itself_and_chains_down_to_the_errno() {
         .status()
         .unwrap();
     assert!(status.success());
-    let driver = Context::builder()
-        .root(dir.path())
-        .build()
-        .unwrap()
-        .driver()
-        .unwrap();
+    let driver = common::driver(dir.path());
     let err = driver
         .container(paused.pid(), rootfs.path())
         .unwrap()
@@ -306,12 +293,7 @@ fn without_nvml_plans_are_the_same_and_nvml_facts_are_refused() {
 fn the_parts_of_a_configure_add_up_to_the_whole() {
     use nvc_core::{Capability, Part};
     let (dir, _host) = build("mig");
-    let driver = Context::builder()
-        .root(dir.path())
-        .build()
-        .unwrap()
-        .driver()
-        .unwrap();
+    let driver = common::driver(dir.path());
     let rootfs = tempfile::tempdir().unwrap();
     nvc_testkit::debian_image(rootfs.path(), &[], true).unwrap();
     let caps = [Capability::Compute, Capability::Utility];

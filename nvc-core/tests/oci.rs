@@ -12,7 +12,9 @@ use std::path::Path;
 
 use nvc_core::Capability::{Compute, Graphics, Utility};
 use nvc_core::oci::{self, GpuRequest, HookOptions};
-use nvc_core::{Context, Devices, ErrorKind};
+use nvc_core::{Devices, ErrorKind};
+
+mod common;
 
 /// A bundle whose `config.json` has `root.path` = `root` and `process.env` = `env`.
 fn bundle(root: &str, env: &[&str]) -> tempfile::TempDir {
@@ -169,12 +171,7 @@ fn unprivileged_images_can_be_denied_the_environment() {
         dir.path(),
     )
     .unwrap();
-    let driver = Context::builder()
-        .root(dir.path())
-        .build()
-        .unwrap()
-        .driver()
-        .unwrap();
+    let driver = common::driver(dir.path());
     let st = oci::read_state(state(i64::from(i32::MAX), unprivileged.path()).as_bytes()).unwrap();
     let opts = HookOptions {
         envvar_when_unprivileged: false,
