@@ -16,13 +16,10 @@ sim=target/release/nvc-sim
 nvc=$(realpath target/release/nvidia-container-cli)
 clis=("$nvc")
 [ $# -gt 0 ] && clis+=("$(realpath "$1")")
-host=$(mktemp -d)
-chmod 755 "$host" # the NVML helper runs as nobody inside it
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+host=$(sim_host "$sim" dgx)
 trap 'rm -rf "$host"' EXIT
-"$sim" create --scenario dgx "$host" >/dev/null
-# Upstream's driver helper chroots into the driver root, where glibc then loads libgcc_s for
-# its threads (a real root has it).
-cp /lib/x86_64-linux-gnu/libgcc_s.so.1 "$host/usr/lib/x86_64-linux-gnu/"
 
 # The same work: both CLIs' configure leaves the same mounts, files and linker cache (and
 # nvc's built-in cache update the same cache as the image's ldconfig).

@@ -4,12 +4,12 @@
 # containers each (benches/configure.sh). As root, from the repository root, after
 #   cargo build --release --bin nvidia-container-cli --bin nvc-sim
 set -euo pipefail
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 sim=target/release/nvc-sim
 cli=$(realpath target/release/nvidia-container-cli)
 for delay in 0 200; do
-    host=$(mktemp -d)
-    chmod 755 "$host" # the NVML helper runs as nobody inside it
-    "$sim" create --scenario dgx "$host" >/dev/null
+    host=$(sim_host "$sim" dgx)
     sed -i "s/^init_delay_ms .*/init_delay_ms $delay/" "$(find "$host" -name nvc-fake-nvml.conf)"
     echo "NVML initialisation ${delay} ms:"
     "$sim" run "$host" -- benches/configure.sh "$host" "$cli configure" \

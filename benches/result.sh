@@ -9,18 +9,12 @@ set -euo pipefail
 driver_root=$1
 cli=$2
 shift 2
-rootfs=$(mktemp -d)
-mkdir -p "$rootfs"/proc/driver/nvidia "$rootfs"/{etc,sbin,dev,sys,tmp,run,var,usr/bin,usr/lib/x86_64-linux-gnu,usr/lib/i386-linux-gnu,lib/firmware}
-ln -s /run "$rootfs/var/run"
-echo 12 >"$rootfs/etc/debian_version"
-: >"$rootfs/etc/ld.so.conf"
-cp /sbin/ldconfig "$rootfs/sbin/"
-/sbin/ldconfig -r "$rootfs"
-unshare --mount --propagation private \
-    sh -c 'mount -t tmpfs -o nosuid,mode=755 tmpfs "$1/dev" && exec sleep 60' sh "$rootfs" &
-pid=$!
-trap 'kill $pid; wait $pid || true; rm -rf "$rootfs"' EXIT
-until [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = sleep ]; do sleep 0.01; done
+# shellcheck source=benches/lib.sh
+. "$(dirname "$0")/lib.sh"
+rootfs=$(make_rootfs)
+pid=
+trap '[ -n "$pid" ] && { kill "$pid"; wait "$pid" || true; }; rm -rf "$rootfs"' EXIT
+start_container "$rootfs"
 "$cli" --root "$driver_root" configure --device=all --compute --utility "$@" --pid="$pid" "$rootfs"
 echo "# mounts"
 # mountinfo: the mount point is field 5, its options field 6, the filesystem type the field

@@ -8,6 +8,8 @@
 #   cargo build --release --bin nvidia-container-cli --bin nvc-sim
 #   benches/scaling.sh [/path/to/upstream/nvidia-container-cli]
 set -euo pipefail
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 sim=target/release/nvc-sim
 cli=$(realpath target/release/nvidia-container-cli)
 variants=("$cli configure" "$cli configure --no-ldconfig")
@@ -17,11 +19,7 @@ declare -A hosts
 times=$(mktemp)
 trap 'rm -rf "${hosts[@]}" "$times"' EXIT
 for n in "${sizes[@]}"; do
-    hosts[$n]=$(mktemp -d)
-    chmod 755 "${hosts[$n]}" # the NVML helper runs as nobody inside it
-    "$sim" create --scenario "dgx$n" "${hosts[$n]}" >/dev/null
-    # Upstream's driver helper chroots into the driver root and needs libgcc_s there.
-    cp /lib/x86_64-linux-gnu/libgcc_s.so.1 "${hosts[$n]}/usr/lib/x86_64-linux-gnu/"
+    hosts[$n]=$(sim_host "$sim" "dgx$n")
 done
 for _ in 1 2 3 4; do
     for n in "${sizes[@]}"; do

@@ -11,17 +11,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 upstream=$(realpath "$1")
 sim=target/release/nvc-sim
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+host=$(sim_host "$sim" dgx)
 work=$(mktemp -d)
-chmod 755 "$work" # the NVML helper runs as nobody inside the host
-trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/host" "$work/nvc/bin" "$work/nvc/lib/x86_64-linux-gnu"
+trap 'rm -rf "$work" "$host"' EXIT
+mkdir -p "$work/nvc/bin" "$work/nvc/lib/x86_64-linux-gnu"
 cp "$upstream" "$work/nvc/bin/"
 cp target/release/libnvidia_container.so "$work/nvc/lib/x86_64-linux-gnu/libnvidia-container.so.1"
 ondrop=$work/nvc/bin/nvidia-container-cli
-host=$work/host
-"$sim" create --scenario dgx "$host" >/dev/null
-# Upstream's library chroots its NVML helper into the driver root, where glibc loads libgcc_s.
-cp /lib/x86_64-linux-gnu/libgcc_s.so.1 "$host/usr/lib/x86_64-linux-gnu/"
 # The copy of the CLI loads nvc's library (its rpath), not an installed one.
 LD_DEBUG=libs "$ondrop" --version 2>&1 | grep -q "calling init: $work/nvc/bin/../lib/x86_64-linux-gnu/libnvidia-container.so.1" ||
     { echo "the CLI does not load nvc's library from $work/nvc/lib"; exit 1; }

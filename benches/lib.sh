@@ -1,0 +1,45 @@
+# Shared by the whole-process benchmark scripts (sourced, not run).
+
+# sim_host SIM SCENARIO: a new simulated host of SCENARIO (its path on stdout), ready for both
+# CLIs: readable by the NVML helper, which runs as nobody inside it, and with libgcc_s in the
+# driver root, where upstream's helper chroots and glibc then loads it for its threads.
+sim_host() {
+    local host
+    host=$(mktemp -d)
+    chmod 755 "$host"
+    "$1" create --scenario "$2" "$host" >/dev/null
+    cp /lib/x86_64-linux-gnu/libgcc_s.so.1 "$host/usr/lib/x86_64-linux-gnu/"
+    echo "$host"
+}
+
+# make_rootfs: a new rootfs with the directories a real image has (Debian layout), the
+# `/proc/driver/nvidia` a container's procfs shows on a host with the driver loaded
+# (upstream's CLI mounts over it and fails without it), glibc's static ldconfig and the linker
+# cache the image's build leaves. Its path on stdout.
+make_rootfs() {
+    local rootfs
+    rootfs=$(mktemp -d)
+    mkdir -p "$rootfs"/proc/driver/nvidia \
+        "$rootfs"/{etc,sbin,dev,sys,tmp,run,var,usr/bin,usr/lib/x86_64-linux-gnu,usr/lib/i386-linux-gnu,lib/firmware}
+    ln -s /run "$rootfs/var/run"
+    echo 12 >"$rootfs/etc/debian_version"
+    : >"$rootfs/etc/ld.so.conf"
+    cp /sbin/ldconfig "$rootfs/sbin/"
+    /sbin/ldconfig -r "$rootfs"
+    echo "$rootfs"
+}
+
+# start_container ROOTFS: sets `pid` to a container for ROOTFS — `sleep` in a new mount
+# namespace with a tmpfs on the rootfs's /dev, as every OCI runtime mounts one before the
+# hooks run (device nodes are created there); NVC_BENCH_DEV=dir leaves /dev a directory of
+# the image's filesystem. Returns once the container is in place.
+start_container() {
+    if [ "${NVC_BENCH_DEV:-tmpfs}" = tmpfs ]; then
+        unshare --mount --propagation private \
+            sh -c 'mount -t tmpfs -o nosuid,mode=755 tmpfs "$1/dev" && exec sleep 60' sh "$1" &
+    else
+        unshare --mount --propagation private sleep 60 &
+    fi
+    pid=$!
+    until [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = sleep ]; do sleep 0.01; done
+}
