@@ -88,12 +88,18 @@ pub struct DriverFiles {
     pub libraries: Vec<PathBuf>,
     /// 32-bit libraries.
     pub libraries32: Vec<PathBuf>,
-    /// Binaries.
+    /// Binaries, resolved inside the root as upstream lists them (containers get each under
+    /// its file name in their binary directory).
     pub binaries: Vec<PathBuf>,
     /// IPC endpoints (sockets, the MPS pipe directory).
     pub ipcs: Vec<PathBuf>,
-    /// GSP firmware, at its canonical path (`/lib/firmware/nvidia/<version>/gsp_*.bin`).
+    /// GSP firmware, at its canonical path (`/lib/firmware/nvidia/<version>/gsp_*.bin`),
+    /// which is where containers get it and what `list` prints (as upstream); the file
+    /// itself is in [`firmware_dir`](Self::firmware_dir).
     pub firmwares: Vec<PathBuf>,
+    /// The canonical firmware directory resolved inside the root (`/usr/lib/firmware/...`
+    /// where `/lib` is a link to `usr/lib`); `None` where the root has none.
+    pub firmware_dir: Option<PathBuf>,
     /// The driver-wide device nodes (control, uvm, uvm-tools, modeset).
     pub devices: Vec<DeviceNode>,
     /// Copies of the driver's `/proc/driver/nvidia/{params,version,registry}`, read at
@@ -126,6 +132,17 @@ pub struct ProcFile {
 }
 
 impl DriverFiles {
+    /// Where firmware `fw` (one of [`firmwares`](Self::firmwares)) really is inside the
+    /// root: every component resolved, so that opening it from the host follows no link of
+    /// the root.
+    #[must_use]
+    pub fn firmware_source(&self, fw: &Path) -> PathBuf {
+        match (&self.firmware_dir, fw.file_name()) {
+            (Some(dir), Some(name)) => dir.join(name),
+            _ => fw.to_path_buf(),
+        }
+    }
+
     /// The libraries a container with `caps` gets (upstream filters at mount time, by file
     /// name): the 64-bit set, then the 32-bit set with `compat32`.
     #[must_use]
@@ -250,7 +267,7 @@ pub(crate) fn discover_files_with(
     }
     files.binaries = binaries(opts, paths, &mut files.warnings)?;
     files.ipcs = ipcs(opts, paths, &mut files.warnings)?;
-    files.firmwares = firmwares(opts, paths, version, &mut files.warnings)?;
+    (files.firmware_dir, files.firmwares) = firmwares(opts, paths, version, &mut files.warnings)?;
     files.devices = devices(opts, paths, &mut files.warnings)?;
     files.proc_files = proc_files(opts);
     files.mig_minors = mig_minors(opts);
@@ -446,10 +463,13 @@ fn binaries(
     for name in names {
         let mut hit = None;
         for dir in &dirs {
+            // Resolved in the root, as upstream lists it (`/usr/bin/nvidia-smi ->
+            // /etc/alternatives/... -> /usr/lib/nvidia/current/nvidia-smi` on Debian):
+            // the absolute links mean the root's paths, not the host's.
             if let Some(real) = paths.resolve(&Path::new(dir).join(name))? {
                 let host = host_path(&opts.root, &real);
                 if host.is_file() {
-                    hit = Some(Path::new(dir).join(name));
+                    hit = Some(real);
                     break;
                 }
             }
@@ -501,18 +521,21 @@ fn ipcs(
     Ok(out)
 }
 
+/// The canonical firmware directory resolved in the root, and the GSP firmware files in it
+/// at their canonical paths.
 fn firmwares(
     opts: &DiscoverOptions,
     paths: &mut Resolver,
     version: &str,
     warnings: &mut Vec<String>,
-) -> Result<Vec<PathBuf>, Error> {
+) -> Result<(Option<PathBuf>, Vec<PathBuf>), Error> {
     if !opts.gsp_firmware {
-        return Ok(Vec::new());
+        return Ok((None, Vec::new()));
     }
     let canonical = PathBuf::from(format!("/lib/firmware/nvidia/{version}"));
-    let mut out: Vec<PathBuf> = match paths.resolve(&canonical)? {
-        Some(dir) => fs::read_dir(host_path(&opts.root, &dir))
+    let dir = paths.resolve(&canonical)?;
+    let mut out: Vec<PathBuf> = match &dir {
+        Some(dir) => fs::read_dir(host_path(&opts.root, dir))
             .map(|entries| {
                 entries
                     .filter_map(Result::ok)
@@ -528,7 +551,7 @@ fn firmwares(
     if out.is_empty() {
         warnings.push("missing firmware path".into());
     }
-    Ok(out)
+    Ok((dir, out))
 }
 
 /// `rdev` split as glibc's `gnu_dev_major`/`gnu_dev_minor` (nix's `major`/`minor`).

@@ -187,7 +187,11 @@ fn load_config() -> Option<Config> {
     }
     // SAFETY: dladdr returned a NUL-terminated path that lives as long as the mapping.
     let path = unsafe { CStr::from_ptr(info.dli_fname) }.to_str().ok()?;
-    let dir = std::path::Path::new(path).parent()?;
+    // The name it was loaded by may be a link elsewhere (Debian's
+    // /lib/x86_64-linux-gnu/libnvidia-ml.so.1 -> /etc/alternatives/... ->
+    // nvidia/current/...): the configuration is beside the file itself.
+    let path = std::fs::canonicalize(path).ok()?;
+    let dir = path.parent()?;
     parse_config(&std::fs::read_to_string(dir.join("nvc-fake-nvml.conf")).ok()?)
 }
 

@@ -13,6 +13,7 @@ use nvc_ldcache::elf::{Class, SharedObject, write_shared_object};
 
 use crate::driver_files::{BINARIES, FIRMWARE, LIB32_DIR, LIB64_DIR, LIBRARIES};
 use crate::procfs::{self, CAP_CONFIG, CAP_MONITOR, Majors, NVIDIA_MAJOR};
+use crate::real_driver::{self, Layout, PackageArch, RealDriver};
 use crate::{Error, Scenario};
 
 /// Whether the device nodes could be made.
@@ -58,6 +59,51 @@ impl Host {
     /// [`Error::Io`] naming the path that could not be written, [`Error::Ldconfig`] when
     /// glibc's `ldconfig` fails.
     pub fn build(scenario: &Scenario, root: &Path) -> Result<Self, Error> {
+        Self::build_with(scenario, root, |host| {
+            host.libraries()?;
+            host.binaries()?;
+            host.firmware()
+        })
+    }
+
+    /// Lays out `scenario`'s kernel side (`/proc`, `/dev`, PCI functions, IPC endpoints) in
+    /// `root` as [`Host::build`] does, with NVIDIA's real driver files for `arch` in place of
+    /// the simulated ones, installed as `layout` installs them; the scenario's driver
+    /// version becomes the real one. With `fake_nvml` the real `libnvidia-ml` is replaced by
+    /// the fake one answering from the scenario; without it NVIDIA's NVML stays (and, with no
+    /// kernel module, fails `nvmlInit` with "driver not loaded").
+    ///
+    /// # Errors
+    ///
+    /// As [`Host::build`], naming the path that could not be written.
+    pub fn build_real(
+        scenario: &Scenario,
+        root: &Path,
+        driver: &RealDriver,
+        arch: PackageArch,
+        layout: Layout,
+        fake_nvml: bool,
+    ) -> Result<Self, Error> {
+        let mut scenario = scenario.clone();
+        scenario.driver_version = driver.version().to_owned();
+        scenario.cuda_version = real_driver::CUDA_VERSION;
+        scenario.files.ldcache = layout.has_ldcache();
+        scenario.files.nvml = fake_nvml;
+        Self::build_with(&scenario, root, |host| {
+            real_driver::lay_out(driver, arch, layout, root)?;
+            if fake_nvml {
+                let dir = root.join(layout.library_dir(driver, arch).trim_start_matches('/'));
+                host.fake_nvml_in(&dir)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn build_with(
+        scenario: &Scenario,
+        root: &Path,
+        driver_files: impl FnOnce(&Host) -> Result<(), Error>,
+    ) -> Result<Self, Error> {
         let host_devices = fs::read_to_string("/proc/devices").unwrap_or_default();
         let majors = Majors::unused_in(&host_devices);
         let mut host = Host {
@@ -67,9 +113,7 @@ impl Host {
             devices: DeviceNodes::Created,
             sockets: Vec::new(),
         };
-        host.libraries()?;
-        host.binaries()?;
-        host.firmware()?;
+        driver_files(&host)?;
         host.ipc()?;
         host.proc(&host_devices)?;
         host.sys()?;
@@ -140,7 +184,7 @@ impl Host {
                 link(&soname, &dir.join(format!("{}.so", lib.stem)))?;
             }
         }
-        self.fake_nvml()?;
+        self.fake_nvml_in(&self.path(LIB64_DIR))?;
         write(
             &self.path("etc/ld.so.conf"),
             format!("/{LIB64_DIR}\n/{LIB32_DIR}\n").as_bytes(),
@@ -149,8 +193,7 @@ impl Host {
 
     /// Replaces the 64-bit `libnvidia-ml` stub by the fake NVML and writes its configuration
     /// next to it (or removes the library, for a host without NVML).
-    fn fake_nvml(&self) -> Result<(), Error> {
-        let dir = self.path(LIB64_DIR);
+    fn fake_nvml_in(&self, dir: &Path) -> Result<(), Error> {
         let lib = dir.join(format!("libnvidia-ml.so.{}", self.scenario.driver_version));
         if !self.scenario.files.nvml {
             return remove_if_exists(&lib);
@@ -387,11 +430,11 @@ impl Host {
     }
 }
 
-fn mkdir(path: &Path) -> Result<(), Error> {
+pub(crate) fn mkdir(path: &Path) -> Result<(), Error> {
     fs::create_dir_all(path).map_err(|e| Error::io(path, e))
 }
 
-fn write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+pub(crate) fn write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     if let Some(parent) = path.parent() {
         mkdir(parent)?;
     }
@@ -399,12 +442,12 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     fs::write(path, bytes).map_err(|e| Error::io(path, e))
 }
 
-fn link(target: &str, path: &Path) -> Result<(), Error> {
+pub(crate) fn link(target: &str, path: &Path) -> Result<(), Error> {
     remove_if_exists(path)?;
     symlink(target, path).map_err(|e| Error::io(path, e))
 }
 
-fn remove_if_exists(path: &Path) -> Result<(), Error> {
+pub(crate) fn remove_if_exists(path: &Path) -> Result<(), Error> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io(path, e)),
         _ => Ok(()),

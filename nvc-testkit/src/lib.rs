@@ -24,6 +24,7 @@ mod image;
 mod paused;
 mod process;
 pub mod procfs;
+pub mod real_driver;
 mod scenario;
 pub mod sim_ns;
 mod skip;
@@ -36,6 +37,7 @@ pub use host::{DeviceNode, DeviceNodes, Host};
 pub use image::debian_image;
 pub use paused::PausedContainer;
 pub use process::ProcessState;
+pub use real_driver::{Layout, PackageArch, RealDriver};
 pub use scenario::{
     BUILTIN, Files, Gpu, MigDevice, Misbehaviour, NvmlFaults, PciAddress, Scenario,
 };

@@ -89,6 +89,8 @@ impl Default for CdiOptions {
 /// binds of its IPC endpoints.
 const FILE_OPTIONS: [&str; 4] = ["ro", "nosuid", "nodev", "bind"];
 const IPC_OPTIONS: [&str; 4] = ["nosuid", "nodev", "noexec", "bind"];
+/// Where containers find the driver's binaries (nvidia-ctk's and `configure`'s choice).
+const CONTAINER_BIN_DIR: &str = "/usr/bin";
 
 impl Driver {
     /// The CDI spec of this driver: one device per GPU and MIG device under each naming
@@ -162,9 +164,9 @@ impl Driver {
         }
 
         let root = self.root();
-        let mount = |path: &PathBuf, options: &[&str]| Mount {
-            host_path: host_path(root, path),
-            container_path: path.clone(),
+        let mount = |source: &Path, path: &Path, options: &[&str]| Mount {
+            host_path: host_path(root, source),
+            container_path: path.to_path_buf(),
             // Bind mounts say so (CDI 0.4.0): every runtime then takes them as such, whether
             // or not it reads the `bind` option.
             kind: Some("bind".to_owned()),
@@ -175,11 +177,19 @@ impl Driver {
             .libraries
             .iter()
             .chain(&files.libraries32)
-            .chain(&files.binaries)
-            .chain(&files.firmwares)
-            .map(|p| mount(p, &FILE_OPTIONS))
+            .map(|p| mount(p, p, &FILE_OPTIONS))
             .collect();
-        mounts.extend(files.ipcs.iter().map(|p| mount(p, &IPC_OPTIONS)));
+        // Binaries where a container's PATH finds them (they are resolved in the driver
+        // root: Debian's nvidia-smi is /usr/lib/nvidia/current/nvidia-smi), firmware from
+        // its resolved directory to its canonical path.
+        for bin in &files.binaries {
+            let Some(name) = bin.file_name() else { continue };
+            mounts.push(mount(bin, &Path::new(CONTAINER_BIN_DIR).join(name), &FILE_OPTIONS));
+        }
+        for fw in &files.firmwares {
+            mounts.push(mount(&files.firmware_source(fw), fw, &FILE_OPTIONS));
+        }
+        mounts.extend(files.ipcs.iter().map(|p| mount(p, p, &IPC_OPTIONS)));
         // The directories holding the driver's libraries (several where a library search
         // path found some elsewhere), added to the container's ldconfig run.
         let mut folders: Vec<&Path> = Vec::new();

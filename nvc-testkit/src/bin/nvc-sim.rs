@@ -2,6 +2,9 @@
 //!
 //! ```text
 //! nvc-sim create --scenario NAME DIR    lay out scenario NAME in DIR
+//!     [--real LAYOUT [--real-nvml]]      with NVIDIA's real files (real-driver/fetch.sh)
+//!                                        installed as LAYOUT does (debian, run, rpm,
+//!                                        driver-container, nixos); NVIDIA's NVML too
 //! nvc-sim run DIR -- CMD [ARGS...]      run CMD where DIR is the host's driver
 //! nvc-sim list                          the built-in scenarios
 //! ```
@@ -15,13 +18,13 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-use nvc_testkit::{BUILTIN, DeviceNodes, Host, Scenario, sim_ns};
+use nvc_testkit::{BUILTIN, DeviceNodes, Host, Layout, PackageArch, RealDriver, Scenario, sim_ns};
 
-const USAGE: &str =
-    "usage: nvc-sim create --scenario NAME DIR | nvc-sim run DIR -- CMD [ARGS...] | nvc-sim list";
+const USAGE: &str = "usage: nvc-sim create --scenario NAME [--real LAYOUT [--real-nvml]] DIR | nvc-sim run DIR -- CMD [ARGS...] | nvc-sim list";
 
 fn create(args: &[OsString]) -> Result<(), String> {
-    let [flag, name, dir] = args else {
+    let (real, args) = real_options(args)?;
+    let [flag, name, dir] = args.as_slice() else {
         return Err(USAGE.into());
     };
     if flag != "--scenario" {
@@ -35,17 +38,55 @@ fn create(args: &[OsString]) -> Result<(), String> {
         )
     })?;
     let dir = PathBuf::from(dir);
-    let host = Host::build(&scenario, &dir).map_err(|e| e.to_string())?;
+    let host = match real {
+        None => Host::build(&scenario, &dir),
+        Some((layout, fake_nvml)) => {
+            let driver = RealDriver::find()?;
+            Host::build_real(&scenario, &dir, &driver, PackageArch::Amd64, layout, fake_nvml)
+        }
+    }
+    .map_err(|e| e.to_string())?;
     println!(
-        "created scenario {name} in {} ({} GPUs, driver {})",
+        "created scenario {name} in {} ({} GPUs, driver {}{})",
         dir.display(),
         scenario.gpus.len(),
-        scenario.driver_version
+        host.scenario().driver_version,
+        real.map_or(String::new(), |(l, fake)| format!(
+            ", NVIDIA's files laid out as {}{}",
+            l.name(),
+            if fake { "" } else { ", NVIDIA's NVML" }
+        ))
     );
     if let DeviceNodes::Skipped(reason) = host.device_nodes_state() {
         eprintln!("nvc-sim: device nodes not created: {reason}");
     }
     Ok(())
+}
+
+/// `--real LAYOUT` and `--real-nvml` taken out of `args`: the layout of NVIDIA's real files,
+/// and whether NVML is the fake one.
+fn real_options(args: &[OsString]) -> Result<(Option<(Layout, bool)>, Vec<OsString>), String> {
+    let mut layout = None;
+    let mut fake_nvml = true;
+    let mut rest = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--real" {
+            let name = args.next().ok_or(USAGE)?.to_string_lossy();
+            let names: Vec<&str> = Layout::ALL.iter().map(|l| l.name()).collect();
+            layout = Some(Layout::parse(&name).ok_or_else(|| {
+                format!("unknown layout {name:?} (one of: {})", names.join(", "))
+            })?);
+        } else if arg == "--real-nvml" {
+            fake_nvml = false;
+        } else {
+            rest.push(arg.clone());
+        }
+    }
+    if layout.is_none() && !fake_nvml {
+        return Err("--real-nvml needs --real LAYOUT".into());
+    }
+    Ok((layout.map(|l| (l, fake_nvml)), rest))
 }
 
 fn run(args: &[OsString]) -> Result<(), String> {

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Fetches NVIDIA's real driver userspace (Debian bookworm's non-free 535 branch) and unpacks it
+# into a cache outside the repository, for nvc-testkit's real-driver hosts (RealDriver).
+#
+#   nvc-testkit/real-driver/fetch.sh [CACHE]
+#
+# CACHE defaults to $NVC_REAL_DRIVER_CACHE, else ${XDG_CACHE_HOME:-$HOME/.cache}/nvc-testkit.
+# Afterwards CACHE/nvidia/amd64 and CACHE/nvidia/arm64 hold the unpacked packages (dpkg -x,
+# nothing installed) and CACHE/nvidia/VERSION the driver version. A second run reuses what is
+# there. Uses a private apt state under CACHE: the system's sources are untouched. Needs
+# apt-get, dpkg-deb and the network to Debian's archive; any failure exits non-zero saying
+# what failed.
+set -euo pipefail
+
+CACHE=${1:-${NVC_REAL_DRIVER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nvc-testkit}}
+OUT=$CACHE/nvidia
+if [ -s "$OUT/VERSION" ] && [ -d "$OUT/amd64" ] && [ -d "$OUT/arm64" ]; then
+    echo "real driver: $(cat "$OUT/VERSION") already in $OUT"
+    exit 0
+fi
+
+die() { echo "real-driver/fetch.sh: $*" >&2; exit 1; }
+command -v apt-get >/dev/null || die "apt-get not found (a Debian-family host is needed)"
+
+# The archive the system already uses (deb822 or one-line sources), bookworm's non-free parts.
+uri=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1)
+[ -n "$uri" ] || uri=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }' \
+    /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | head -n1)
+[ -n "$uri" ] || uri=http://deb.debian.org/debian
+
+A=$CACHE/apt
+mkdir -p "$A"/etc/sources.list.d "$A"/etc/preferences.d "$A"/lists/partial "$A"/cache/archives/partial "$CACHE"/debs
+echo "deb [arch=amd64,arm64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri bookworm main non-free non-free-firmware" \
+    >"$A/etc/sources.list"
+OPTS=(-o "Dir::Etc::SourceList=$A/etc/sources.list" -o "Dir::Etc::SourceParts=$A/etc/sources.list.d"
+      -o "Dir::State::Lists=$A/lists" -o "Dir::Cache=$A/cache"
+      -o "Dir::Etc::Preferences=$A/etc/preferences" -o "Dir::Etc::PreferencesParts=$A/etc/preferences.d"
+      -o "APT::Architectures::=amd64" -o "APT::Architectures::=arm64" -o "Debug::NoLocking=1")
+apt-get "${OPTS[@]}" -q update >"$CACHE/apt-update.log" 2>&1 ||
+    die "apt-get update of $uri bookworm non-free failed (log: $CACHE/apt-update.log)"
+
+# What a compute host has (the libraries upstream's tables name, nvidia-smi, GSP firmware),
+# plus the graphics stack upstream mounts for `graphics`/`display` and CDI specs name.
+AMD64=(libcuda1 libnvidia-ml1 nvidia-smi libnvidia-ptxjitcompiler1 libnvidia-pkcs11-openssl3
+       libnvidia-nvvm4 libnvidia-encode1 libnvcuvid1 libnvidia-opticalflow1 libnvidia-cfg1
+       libnvidia-allocator1 libnvidia-glcore libnvidia-eglcore libnvidia-glvkspirv
+       libnvidia-rtcore libnvoptix1 libnvidia-fbc1 libnvidia-api1 firmware-nvidia-gsp
+       libglx-nvidia0 libegl-nvidia0 libgles-nvidia1 libgles-nvidia2 nvidia-egl-icd
+       nvidia-vulkan-icd libcudadebugger1)
+# aarch64: the ELF files the per-architecture tables are checked against.
+ARM64=(libcuda1:arm64 libnvidia-ml1:arm64 nvidia-smi:arm64 libnvidia-ptxjitcompiler1:arm64)
+
+version=$(apt-cache "${OPTS[@]}" show libcuda1:amd64 | sed -n 's/^Version: *\(.*\)-.*/\1/p' | head -n1)
+[ -n "$version" ] || die "libcuda1 not found in bookworm non-free at $uri"
+case $version in 535.*) ;; *) die "libcuda1 is $version in the archive; the real-driver hosts expect the 535 branch" ;; esac
+
+fetch() { # ARCH PACKAGE...
+    local arch=$1; shift
+    local dir=$CACHE/debs/$arch
+    mkdir -p "$dir"
+    (cd "$dir" && apt-get "${OPTS[@]}" -q download "$@" >"$CACHE/download-$arch.log" 2>&1) ||
+        die "apt-get download failed for $arch (log: $CACHE/download-$arch.log)"
+    rm -rf "$OUT.tmp/$arch"
+    mkdir -p "$OUT.tmp/$arch"
+    for deb in "$dir"/*.deb; do
+        dpkg-deb -x "$deb" "$OUT.tmp/$arch" || die "dpkg-deb -x $deb failed"
+    done
+}
+fetch amd64 "${AMD64[@]}"
+fetch arm64 "${ARM64[@]}"
+echo "$version" >"$OUT.tmp/VERSION"
+rm -rf "$OUT"
+mv "$OUT.tmp" "$OUT"
+echo "real driver: $version unpacked in $OUT"
