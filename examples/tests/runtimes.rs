@@ -12,10 +12,12 @@
     clippy::indexing_slicing
 )]
 
+mod e2e;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
 
+use e2e::{CgroupTree, PODMAN_RUN, SystemSpec, bundle, generate, run, runtime, section, text};
 use nvc_testkit::{DeviceNodes, Host, Scenario};
 
 /// What the container prints, section by section.
@@ -58,160 +60,10 @@ fn fixture() -> Option<Fixture> {
     })
 }
 
-/// `nvc-cdi generate` for the host at `root` into `out`, with nvc's hooks.
-fn generate(root: &Path, out: &Path, extra: &[&str]) {
-    let output = Command::new(env!("CARGO_BIN_EXE_nvc-cdi"))
-        .arg("generate")
-        .arg("--driver-root")
-        .arg(root)
-        .arg("--hook")
-        .arg(env!("CARGO_BIN_EXE_nvc-hook"))
-        .arg("--output")
-        .arg(out)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", text(&output.stderr));
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A runtime on this machine: its path, or `None` (skipped, with the reason).
-fn runtime(name: &str) -> Option<PathBuf> {
-    let cargo_bin = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .map(|c| c.join("bin"));
-    let found = std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .chain(cargo_bin)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        nvc_testkit::skip!("{name} is not installed (.ci/run installs it)");
-    }
-    found
-}
-
 /// A fresh image: busybox, the host's static `ldconfig`, a Debian layout, no linker cache.
 fn image(at: &Path) {
     nvc_testkit::debian_image(at, &["bin", "dev", "proc", "sys", "tmp"], true).unwrap();
     std::fs::copy("/bin/busybox", at.join("bin/busybox")).unwrap();
-}
-
-/// A bundle made by the runtime's own `spec`, running [`SCRIPT`] with `env` added, and
-/// (for the legacy hook) the host's `/proc` in place of a new procfs: on the simulated host
-/// `/proc/driver/nvidia` exists only in `nvc-sim run`'s view of the host's procfs.
-fn bundle(runtime: &Path, env: &[&str], host_proc: bool) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    image(&dir.path().join("rootfs"));
-    let out = Command::new(runtime)
-        .arg("spec")
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let path = dir.path().join("config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    config["process"]["args"] = serde_json::json!(["/bin/busybox", "sh", "-c", SCRIPT]);
-    config["process"]["terminal"] = false.into();
-    config["root"] = serde_json::json!({ "path": "rootfs", "readonly": false });
-    for e in env {
-        config["process"]["env"]
-            .as_array_mut()
-            .unwrap()
-            .push((*e).into());
-    }
-    if host_proc {
-        let mounts = config["mounts"].as_array_mut().unwrap();
-        mounts.retain(|m| m["destination"] != "/proc");
-        mounts.insert(
-            0,
-            serde_json::json!({ "destination": "/proc", "type": "bind", "source": "/proc",
-                "options": ["rbind", "nosuid", "nodev", "noexec"] }),
-        );
-    }
-    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-    dir
-}
-
-/// Runs the bundle with `runtime` (its state under a directory of the test's own), under
-/// `nvc-sim run` when `sim` names the host, and deletes the container after.
-fn run(runtime: &Path, bundle: &Path, sim: Option<&Path>) -> String {
-    // A runtime that hangs (youki 0.7 now and then misses its container's exit and waits
-    // for ever, the container a zombie) is stopped after a minute and run once more; a
-    // second hang fails the test.
-    for attempt in 0..2 {
-        let out = run_once(runtime, bundle, sim);
-        let timed_out = matches!(out.status.code(), Some(124 | 137));
-        if timed_out && attempt == 0 {
-            eprintln!(
-                "{} hung (killed after 60 s), running it again: {}",
-                runtime.display(),
-                text(&out.stdout)
-            );
-            continue;
-        }
-        assert!(
-            out.status.success(),
-            "{} failed: {}{}",
-            runtime.display(),
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        return text(&out.stdout);
-    }
-    unreachable!("the second attempt returns or fails")
-}
-
-fn run_once(runtime: &Path, bundle: &Path, sim: Option<&Path>) -> Output {
-    let state = tempfile::tempdir().unwrap();
-    // Unique per run: the tests run in parallel, and the id names the container's cgroup.
-    static RUNS: AtomicU32 = AtomicU32::new(0);
-    let n = RUNS.fetch_add(1, Ordering::Relaxed);
-    let id = format!("nvc-e2e-{}-{n}", std::process::id());
-    let rt = runtime.display();
-    let (st, b) = (state.path().display(), bundle.display());
-    // crun refuses hybrid cgroups while the unified hierarchy holds a controller: its
-    // private mount namespace goes without that hierarchy. A runtime killed on a hang may
-    // leave the container's processes and cgroups (youki's `:youki:ID` in each v1
-    // hierarchy) behind `delete -f`: they are killed and removed too.
-    let script = format!(
-        "umount -l /sys/fs/cgroup/unified 2>/dev/null; \
-         timeout -k 5 60 {rt} --root {st} run --bundle {b} {id}; rc=$?; \
-         {rt} --root {st} delete -f {id} 2>/dev/null; \
-         for cg in /sys/fs/cgroup/*/:youki:{id} /sys/fs/cgroup/*/{id}; do \
-             [ -d \"$cg\" ] || continue; \
-             xargs -r kill -9 <\"$cg/cgroup.procs\" 2>/dev/null; sleep 0.2; rmdir \"$cg\"; \
-         done 2>/dev/null; exit $rc"
-    );
-    let mut cmd = match sim {
-        Some(host) => {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_nvc-cdi").replace("nvc-cdi", "nvc-sim"));
-            c.arg("run").arg(host).args(["--", "sh", "-c", &script]);
-            c
-        }
-        None => {
-            let mut c = Command::new("unshare");
-            c.args(["-m", "sh", "-c", &script]);
-            c
-        }
-    };
-    cmd.output().unwrap()
-}
-
-/// The lines of one section of [`SCRIPT`]'s output.
-fn section<'a>(out: &'a str, name: &str) -> Vec<&'a str> {
-    out.split(&format!("## {name}\n"))
-        .nth(1)
-        .unwrap_or_else(|| panic!("no {name} section in:\n{out}"))
-        .lines()
-        .take_while(|l| !l.starts_with("## "))
-        .collect()
 }
 
 /// What every container given GPU 1 of the dgx host shows.
@@ -249,7 +101,7 @@ fn runc_crun_and_youki_run_a_container_with_the_spec_injected() {
     let Some(f) = fixture() else { return };
     for name in ["runc", "crun", "youki"] {
         let Some(rt) = runtime(name) else { continue };
-        let b = bundle(&rt, &[], false);
+        let b = bundle(&rt, image, SCRIPT, &[], false);
         let config = b.path().join("config.json");
         let out = Command::new(env!("CARGO_BIN_EXE_nvc-cdi"))
             .args(["inject", "--spec-dir"])
@@ -271,6 +123,8 @@ fn runc_crun_and_youki_run_nvc_hook_as_create_runtime() {
         let Some(rt) = runtime(name) else { continue };
         let b = bundle(
             &rt,
+            image,
+            SCRIPT,
             &[
                 "NVIDIA_VISIBLE_DEVICES=1",
                 "NVIDIA_DRIVER_CAPABILITIES=compute,utility",
@@ -292,41 +146,6 @@ fn runc_crun_and_youki_run_nvc_hook_as_create_runtime() {
     }
 }
 
-/// Removes a spec from a system CDI directory, also when the test fails.
-struct SystemSpec(PathBuf);
-
-impl Drop for SystemSpec {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Removes a cgroup tree of the test's own (podman's parent for its containers and
-/// conmon) from every hierarchy, children first, also when the test fails.
-struct CgroupTree(String);
-
-impl Drop for CgroupTree {
-    fn drop(&mut self) {
-        fn remove(dir: &Path) {
-            if let Ok(entries) = std::fs::read_dir(dir) {
-                for e in entries.flatten() {
-                    if e.file_type().is_ok_and(|t| t.is_dir()) {
-                        remove(&e.path());
-                    }
-                }
-            }
-            let _ = std::fs::remove_dir(dir);
-        }
-        let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
-        if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
-            roots.extend(entries.flatten().map(|e| e.path()));
-        }
-        for root in roots {
-            remove(&root.join(&self.0));
-        }
-    }
-}
-
 #[test]
 fn podman_reads_the_spec_from_the_cdi_directory() {
     let Some(f) = fixture() else { return };
@@ -345,38 +164,11 @@ fn podman_reads_the_spec_from_the_cdi_directory() {
     for device in ["1", "all"] {
         let _ = std::fs::remove_file(rootfs.join("etc/ld.so.cache"));
         let _ = std::fs::remove_file(rootfs.join("usr/lib/x86_64-linux-gnu/libcuda.so"));
-        // A hang fails the test after two minutes instead of holding CI.
-        let out = Command::new("timeout")
-            .args(["-k", "5", "120"])
-            .arg(&podman)
-            .arg("--root")
-            .arg(dir.path().join("storage"))
-            .arg("--runroot")
-            .arg(dir.path().join("run"))
-            .args(PODMAN_RUN)
-            .args(["--ulimit=nofile=1024:1024", "--ulimit=nproc=1024:1024"])
-            .arg(format!("--cgroup-parent=/{}", cgroup.0))
-            .arg(format!("--device={vendor}/gpu={device}"))
-            .arg("--rootfs")
-            .arg(&rootfs)
-            .args(["/bin/busybox", "sh", "-c", SCRIPT])
-            .output()
-            .unwrap();
+        let name = format!("{vendor}/gpu={device}");
+        let out = e2e::podman_run(&podman, dir.path(), &cgroup, &name, &rootfs, SCRIPT);
         check_podman("podman", device, &out);
     }
 }
-
-/// `podman run` as the tests run it, rootful and rootless: storage and events in files of
-/// the test's own, cgroups without systemd, runc (crun refuses hybrid cgroups), no network.
-const PODMAN_RUN: &[&str] = &[
-    "--storage-driver=vfs",
-    "--cgroup-manager=cgroupfs",
-    "--events-backend=file",
-    "--runtime=runc",
-    "run",
-    "--rm",
-    "--network=none",
-];
 
 /// What a podman run of [`SCRIPT`] with `--device .../gpu={device}` (`1` or `all`) shows.
 fn check_podman(who: &str, device: &str, out: &Output) {

@@ -69,11 +69,21 @@ fn static_call(name: &str) -> &'static str {
 }
 
 fn nvml_err(call: &'static str) -> impl Fn(NvmlError) -> Error {
-    move |e| Error::Nvml {
-        call,
-        message: e.to_string(),
+    move |e| {
+        let mut message = e.to_string();
+        if matches!(e, NvmlError::DriverNotLoaded) {
+            // NVIDIA's own library on a host whose kernel module is not loaded (a driver
+            // root prepared before the module, a host without a GPU): what still works.
+            message.push_str(NOT_LOADED_HINT);
+        }
+        Error::Nvml { call, message }
     }
 }
+
+/// Added to NVML's "driver is not loaded": probing without NVML reads the GPUs from the
+/// driver's `/proc` files instead, and finds the driver's files without it.
+const NOT_LOADED_HINT: &str = " (the NVIDIA kernel module is not loaded here; \
+     --no-nvml, Builder::nvml(false) in nvc-core, probes without NVML)";
 
 /// Upstream's brand names, by `nvmlBrandType_t` value (libnvidia-container 1.17
 /// `nvc_info.c`); what `brand=...` requirements compare with.

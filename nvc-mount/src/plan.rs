@@ -418,7 +418,12 @@ impl MountPlan {
         }
         // 6. Firmware, whatever the capabilities.
         for fw in &info.files.firmwares {
-            self.bind(at.root, &info.files.firmware_source(fw), fw, MountKind::File);
+            self.bind(
+                at.root,
+                &info.files.firmware_source(fw),
+                fw,
+                MountKind::File,
+            );
         }
         // 7. IPC: the daemons' sockets with utility, the MPS directory with compute.
         for ipc in &info.files.ipcs {

@@ -73,7 +73,9 @@ impl RealDriver {
     pub fn find() -> Result<Self, String> {
         let cache = std::env::var_os(CACHE_VAR)
             .map(PathBuf::from)
-            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("nvc-testkit")))
+            .or_else(|| {
+                std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("nvc-testkit"))
+            })
             .or_else(|| {
                 std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/nvc-testkit"))
             })
@@ -115,7 +117,10 @@ impl RealDriver {
     /// file's path in the cache, or a link's target.
     fn libraries(&self, arch: PackageArch) -> Result<Vec<(String, Dir, Entry)>, Error> {
         let current = self.current(arch);
-        let plain = current.parent().and_then(Path::parent).map(Path::to_path_buf);
+        let plain = current
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf);
         let dirs = [(Dir::Current, Some(current)), (Dir::Plain, plain)];
         let mut out = Vec::new();
         for (which, dir) in dirs.into_iter().filter_map(|(w, d)| Some((w, d?))) {
@@ -329,7 +334,9 @@ pub(crate) fn lay_out(
         }
     }
     // nvidia-smi.
-    let smi_from = driver.unpacked(arch).join("usr/lib/nvidia/current/nvidia-smi");
+    let smi_from = driver
+        .unpacked(arch)
+        .join("usr/lib/nvidia/current/nvidia-smi");
     let smi = layout.nvidia_smi(driver);
     place(&smi_from, &at(&smi))?;
     match layout {
@@ -345,7 +352,9 @@ pub(crate) fn lay_out(
         _ => {}
     }
     // GSP firmware.
-    let fw_from = driver.unpacked(arch).join(format!("lib/firmware/nvidia/{version}"));
+    let fw_from = driver
+        .unpacked(arch)
+        .join(format!("lib/firmware/nvidia/{version}"));
     let fw_dir = match layout {
         Layout::NixOs => at(&format!("run/current-system/firmware/nvidia/{version}")),
         _ => at(&format!("usr/lib/firmware/nvidia/{version}")),
@@ -403,7 +412,12 @@ mod tests {
 
     #[test]
     fn alternatives_are_the_soname_links_and_libcuda_so() {
-        for name in ["libcuda.so.1", "libnvidia-nvvm.so.4", "libGLX_nvidia.so.0", "libcuda.so"] {
+        for name in [
+            "libcuda.so.1",
+            "libnvidia-nvvm.so.4",
+            "libGLX_nvidia.so.0",
+            "libcuda.so",
+        ] {
             assert!(is_alternative(name), "{name}");
         }
         for name in ["libcuda.so.535.261.03", "libnvidia-ml.so", "nvoptix.bin"] {

@@ -6,12 +6,14 @@
 //! nvc-cdi generate [--output FILE] [--format json|yaml] [--device-name-strategy index|uuid|type-index]...
 //!                  [--driver-root DIR] [--dev-root DIR] [--ldcache FILE]
 //!                  [--library-search-path DIR[:DIR]...]...
-//!                  [--vendor VENDOR] [--class CLASS] [--hook PATH | --no-hook]
+//!                  [--vendor VENDOR] [--class CLASS] [--hook PATH | --no-hook] [--no-nvml]
 //! nvc-cdi list [--spec-dir DIR]...
 //! nvc-cdi inject --device VENDOR/CLASS=NAME... [--spec-dir DIR]... CONFIG.json
 //! ```
 //!
-//! `generate` probes the driver (NVML in a helper process) and prints the spec (JSON unless
+//! `generate` probes the driver (NVML in a helper process; with `--no-nvml` the GPUs come
+//! from `/proc/driver/nvidia`, e.g. when the spec is made before NVML can answer; binaries
+//! are searched for in `PATH`, inside the driver root) and prints the spec (JSON unless
 //! `--format yaml`), or writes it atomically to `--output` (e.g. `/etc/cdi/nvidia.yaml`; the
 //! format follows the extension unless `--format` says otherwise); the CDI version is the
 //! lowest the content needs. `list` prints the devices (`vendor/class=name`) of the specs in
@@ -36,6 +38,7 @@ fn generate(mut p: lexopt::Parser) -> Result<(), String> {
     let mut root = PathBuf::from("/");
     let mut ldcache: Option<OsString> = None;
     let mut library_dirs: Vec<PathBuf> = Vec::new();
+    let mut nvml = true;
     let text = |p: &mut lexopt::Parser| -> Result<String, String> {
         p.value()
             .map_err(|e| e.to_string())?
@@ -67,13 +70,17 @@ fn generate(mut p: lexopt::Parser) -> Result<(), String> {
             Long("class") => opts.class = text(&mut p)?,
             Long("hook") => opts.hook = Some(p.value().map_err(|e| e.to_string())?.into()),
             Long("no-hook") => opts.hook = None,
+            Long("no-nvml") => nvml = false,
             other => return Err(other.unexpected().to_string()),
         }
     }
     if !names.is_empty() {
         opts.names = names;
     }
-    let mut b = Context::builder().root(root);
+    let mut b = Context::builder().root(root).nvml(nvml);
+    if let Some(path) = std::env::var_os("PATH") {
+        b = b.search_path(path);
+    }
     if let Some(l) = ldcache {
         b = b.ldcache(l);
     }

@@ -4,7 +4,7 @@
 //! `nvc_core::oci` (feature `oci`), which a runtime can call in its own process instead.
 //!
 //! ```text
-//! nvc-hook [--root DIR] [--no-cgroups] [--ldconfig PATH|@PATH|builtin] [--no-ldconfig]
+//! nvc-hook [--root DIR] [--no-nvml] [--no-cgroups] [--ldconfig PATH|@PATH|builtin] [--no-ldconfig]
 //!          [--no-envvar-when-unprivileged] createRuntime|prestart
 //! nvc-hook update-ldcache [--folder DIR]... [--ldconfig PATH|@PATH]
 //! nvc-hook create-symlinks --link TARGET::PATH...
@@ -30,7 +30,9 @@
 //! `--no-envvar-when-unprivileged` (the toolkit's
 //! `accept-nvidia-visible-devices-envvar-when-unprivileged = false`), an unprivileged
 //! container (no `CAP_SYS_ADMIN` in its bounding set) gets nothing from its environment.
-//! The default ldconfig is the host's (`@/sbin/ldconfig.real` where it exists, else
+//! The driver's binaries are searched for in the hook's `PATH` where the runtime gives it
+//! one (the hook entry's `env`), else in upstream's list. The default ldconfig is the
+//! host's (`@/sbin/ldconfig.real` where it exists, else
 //! `@/sbin/ldconfig`): no program of the image runs. In a youki `config.json`:
 //!
 //! ```json
@@ -62,6 +64,9 @@ struct Args {
     folders: Vec<std::path::PathBuf>,
     /// `--link TARGET::PATH`, for `create-symlinks`.
     links: Vec<oci::Symlink>,
+    /// Probe the driver with NVML (`--no-nvml` clears it: the GPUs from
+    /// `/proc/driver/nvidia`).
+    nvml: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -71,6 +76,7 @@ fn parse() -> Result<Args, String> {
         mode: Mode::Configure,
         folders: Vec::new(),
         links: Vec::new(),
+        nvml: true,
     };
     let mut hook = None;
     let mut parser = lexopt::Parser::from_env();
@@ -82,6 +88,7 @@ fn parse() -> Result<Args, String> {
                 args.hook.ldconfig = Some(nvc_core::Ldconfig::parse(&value(&mut parser)?));
             }
             Long("no-cgroups") => args.hook.no_cgroups = true,
+            Long("no-nvml") => args.nvml = false,
             Long("no-ldconfig") => args.hook.ldconfig = None,
             Long("no-envvar-when-unprivileged") => args.hook.envvar_when_unprivileged = false,
             Long("folder") => {
@@ -146,11 +153,13 @@ fn run() -> Result<(), String> {
     {
         return Ok(());
     }
-    let driver = Context::builder()
-        .root(args.root)
-        .build()
-        .and_then(Context::driver)
-        .map_err(chain)?;
+    let mut builder = Context::builder().root(args.root).nvml(args.nvml);
+    // The hook's own environment (the runtime's `hooks` entry, not the image's): where the
+    // driver's binaries are on hosts whose PATH is not upstream's list (NixOS).
+    if let Some(path) = std::env::var_os("PATH") {
+        builder = builder.search_path(path);
+    }
+    let driver = builder.build().and_then(Context::driver).map_err(chain)?;
     if let Some(done) = driver
         .configure_oci(&state, &spec, &args.hook)
         .map_err(chain)?

@@ -183,8 +183,14 @@ impl Driver {
         // root: Debian's nvidia-smi is /usr/lib/nvidia/current/nvidia-smi), firmware from
         // its resolved directory to its canonical path.
         for bin in &files.binaries {
-            let Some(name) = bin.file_name() else { continue };
-            mounts.push(mount(bin, &Path::new(CONTAINER_BIN_DIR).join(name), &FILE_OPTIONS));
+            let Some(name) = bin.file_name() else {
+                continue;
+            };
+            mounts.push(mount(
+                bin,
+                &Path::new(CONTAINER_BIN_DIR).join(name),
+                &FILE_OPTIONS,
+            ));
         }
         for fw in &files.firmwares {
             mounts.push(mount(&files.firmware_source(fw), fw, &FILE_OPTIONS));

@@ -42,7 +42,14 @@ fn create(args: &[OsString]) -> Result<(), String> {
         None => Host::build(&scenario, &dir),
         Some((layout, fake_nvml)) => {
             let driver = RealDriver::find()?;
-            Host::build_real(&scenario, &dir, &driver, PackageArch::Amd64, layout, fake_nvml)
+            Host::build_real(
+                &scenario,
+                &dir,
+                &driver,
+                PackageArch::Amd64,
+                layout,
+                fake_nvml,
+            )
         }
     }
     .map_err(|e| e.to_string())?;
