@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What one `configure --device=all --compute --utility` leaves in a fresh container (the same
-# rootfs and container as benches/configure.sh): its mounts (point, options, filesystem), the
+# rootfs and container as benches/configure.sh; DEVICE=ID for another selection): its mounts (point, options, filesystem), the
 # files of its rootfs (path, type, mode) and its linker cache as `ldconfig -p` lists it. As
 # root inside the simulated host:
 #   benches/result.sh DRIVER_ROOT CLI [OPTION...]
@@ -15,7 +15,7 @@ rootfs=$(make_rootfs)
 pid=
 trap '[ -n "$pid" ] && { kill "$pid"; wait "$pid" || true; }; rm -rf "$rootfs"' EXIT
 start_container "$rootfs"
-"$cli" --root "$driver_root" configure --device=all --compute --utility "$@" --pid="$pid" "$rootfs"
+"$cli" --root "$driver_root" configure --device="${DEVICE:-all}" --compute --utility "$@" --pid="$pid" "$rootfs"
 echo "# mounts"
 # mountinfo: the mount point is field 5, its options field 6, the filesystem type the field
 # after the " - " separator.

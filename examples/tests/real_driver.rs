@@ -389,3 +389,36 @@ fn nvidias_programs_run_in_podman_with_nvc_cdi_specs() {
         );
     }
 }
+
+#[test]
+fn mig_listings_with_capability_nodes_equal_upstreams() {
+    let Some((driver, _)) = prerequisites() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("host");
+    let scenario = Scenario::builtin("mig").unwrap();
+    // The fake NVML reporting the real version: MIG devices are NVML's to enumerate.
+    let layout = Layout::RunInstaller;
+    Host::build_real(&scenario, &root, &driver, PackageArch::Amd64, layout, true).unwrap();
+    let listings =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../nvc-testkit/real-driver/upstream");
+    let mut compared = 0;
+    for i in 0.. {
+        let Ok(theirs) = std::fs::read_to_string(listings.join(format!("mig-{i}.list"))) else {
+            break;
+        };
+        let (args, theirs) = theirs.split_once('\n').unwrap();
+        let args: Vec<&str> = ["list"].into_iter().chain(args.split(' ')).collect();
+        let out = cli(&root, layout, &args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        let theirs = theirs.replace("@VERSION@", driver.version());
+        assert_eq!(
+            text(&out.stdout),
+            theirs,
+            "list {args:?}: nvc's, upstream's"
+        );
+        compared += 1;
+    }
+    assert_eq!(compared, 6, "the committed MIG listings");
+}

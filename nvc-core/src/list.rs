@@ -7,6 +7,9 @@ use nvc_driver::{CAPS_DIR, Gpu, select_mig_access};
 use crate::error::{Error, Step};
 use crate::{Devices, Driver};
 
+/// Where the MIG capability nodes are.
+const CAPS_DEV_DIR: &str = "/dev/nvidia-caps";
+
 /// What [`Driver::list`] lists (`nvidia-container-cli list`'s options).
 #[derive(Debug, Clone, Default)]
 pub struct ListOptions {
@@ -49,9 +52,10 @@ impl ListOptions {
 impl Driver {
     /// The host paths (relative to the driver root) a container configured with `opts`
     /// would get, in upstream's order: device nodes of the driver and of the selected
-    /// GPUs, the selected MIG devices' access files (unless MIG config or monitor is on),
-    /// IMEX channels, MIG config and monitor files, then binaries, libraries, IPC
-    /// endpoints and firmware. No I/O: everything comes from the probe.
+    /// GPUs, the selected MIG devices' access files and their capability nodes (unless MIG
+    /// config or monitor is on), IMEX channels, MIG config and monitor files with their
+    /// nodes, then binaries, libraries, IPC endpoints and firmware. Capability nodes are
+    /// listed where `/proc/devices` has the `nvidia-caps` major, as upstream lists them. No I/O: everything comes from the probe.
     ///
     /// # Errors
     ///
@@ -72,6 +76,16 @@ impl Driver {
         };
         let config = access("mig-config", &opts.mig_config)?;
         let monitor = access("mig-monitor", &opts.mig_monitor)?;
+        // The capability nodes are listed where the kernel has them (the `nvidia-caps`
+        // major in /proc/devices; upstream's "dev" capability style).
+        let caps_nodes = info.files.caps_major.is_some();
+        let cap_node = |minor: u32| -> Option<PathBuf> {
+            caps_nodes.then(|| format!("{CAPS_DEV_DIR}/nvidia-cap{minor}").into())
+        };
+        let minor_of = |name: &str| {
+            let minors = info.files.mig_minors.iter();
+            minors.filter(|(n, _)| n == name).map(|&(_, m)| m).next()
+        };
         let mut paths: Vec<PathBuf> = Vec::new();
         if opts.devices.is_some() {
             paths.extend(info.files.devices.iter().map(|d| d.path.clone()));
@@ -85,6 +99,8 @@ impl Driver {
                 for (g, m) in selection.migs() {
                     paths.push(format!("{}/access", g.gi_caps_path(m)).into());
                     paths.push(format!("{}/access", g.ci_caps_path(m)).into());
+                    let (gi, ci) = m.access_minors;
+                    paths.extend([gi, ci].into_iter().filter_map(|minor| cap_node(minor?)));
                 }
             }
         }
@@ -96,7 +112,18 @@ impl Driver {
         for (file, gpus) in [("config", &config), ("monitor", &monitor)] {
             if let Some(gpus) = gpus {
                 paths.push(format!("{CAPS_DIR}/mig/{file}").into());
-                paths.extend(gpus.iter().map(|g| Gpu::mig_caps_path(g).into()));
+                paths.extend(minor_of(file).and_then(cap_node));
+                for g in gpus {
+                    paths.push(Gpu::mig_caps_path(g).into());
+                    if caps_nodes {
+                        // The GPU's every MIG capability node, in mig-minors order.
+                        paths.push(CAPS_DEV_DIR.into());
+                        let prefix = format!("gpu{}/", g.minor);
+                        let mine = info.files.mig_minors.iter();
+                        let mine = mine.filter(|(name, _)| name.starts_with(&prefix));
+                        paths.extend(mine.filter_map(|&(_, minor)| cap_node(minor)));
+                    }
+                }
             }
         }
         let files = &info.files;

@@ -7,6 +7,10 @@
 #
 #   nvc-testkit/real-driver/upstream-listings.sh UPSTREAM_CLI
 #
+# And mig-<n>.list: upstream's list on the `mig` scenario (MIG devices with the capability
+# files, mig-minors and nvidia-caps major the kernel module writes) with the installer's
+# layout, for the option sets of MIG_ARGS (the first line of each file).
+#
 # UPSTREAM_CLI: upstream's CLI built by benches/build-upstream.sh (1.17.0 made these). Needs
 # root (nvc-sim run) and the unpacked driver (real-driver/fetch.sh). Upstream cannot list the
 # NixOS layout (it loads NVML through the linker cache, which NixOS does not have): no file.
@@ -26,3 +30,16 @@ for layout in debian run rpm driver-container; do
     rm -rf "$host"
     echo "$out/$layout.list"
 done
+MIG_ARGS=("--device=all" "--device=0:1" "--device=0:0,1"
+          "--mig-config=all --device=all" "--mig-monitor=all --device=0"
+          "--mig-config=all --mig-monitor=all --device=all")
+host=$(mktemp -d)
+chmod 755 "$host"
+"$sim" create --scenario mig --real run "$host" >/dev/null
+for i in "${!MIG_ARGS[@]}"; do
+    # shellcheck disable=SC2086
+    { echo "${MIG_ARGS[$i]}"; "$sim" run "$host" -- "$upstream" --root "$host" list ${MIG_ARGS[$i]} |
+        sed "s/$version/@VERSION@/g"; } >"$out/mig-$i.list"
+    echo "$out/mig-$i.list"
+done
+rm -rf "$host"
