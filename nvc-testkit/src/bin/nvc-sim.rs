@@ -70,9 +70,12 @@ fn create(args: &[OsString]) -> Result<(), String> {
     Ok(())
 }
 
-/// `--real LAYOUT` and `--real-nvml` taken out of `args`: the layout of NVIDIA's real files,
-/// and whether NVML is the fake one.
-fn real_options(args: &[OsString]) -> Result<(Option<(Layout, bool)>, Vec<OsString>), String> {
+/// What `--real LAYOUT [--real-nvml]` asks for: the layout of NVIDIA's real files, and
+/// whether NVML is the fake one.
+type Real = Option<(Layout, bool)>;
+
+/// `--real LAYOUT` and `--real-nvml` taken out of `args`, and the other arguments.
+fn real_options(args: &[OsString]) -> Result<(Real, Vec<OsString>), String> {
     let mut layout = None;
     let mut fake_nvml = true;
     let mut rest = Vec::new();
