@@ -55,7 +55,8 @@ impl Driver {
     /// GPUs, the selected MIG devices' access files and their capability nodes (unless MIG
     /// config or monitor is on), IMEX channels, MIG config and monitor files with their
     /// nodes, then binaries, libraries, IPC endpoints and firmware. Capability nodes are
-    /// listed where `/proc/devices` has the `nvidia-caps` major, as upstream lists them. No I/O: everything comes from the probe.
+    /// listed where `/proc/devices` has the `nvidia-caps` major, as upstream lists
+    /// them. No I/O: everything comes from the probe.
     ///
     /// # Errors
     ///

@@ -94,12 +94,13 @@ pub struct DriverFiles {
     /// IPC endpoints (sockets, the MPS pipe directory).
     pub ipcs: Vec<PathBuf>,
     /// GSP firmware, at its canonical path (`/lib/firmware/nvidia/<version>/gsp_*.bin`),
-    /// which is where containers get it and what `list` prints (as upstream); the file
-    /// itself is in [`firmware_dir`](Self::firmware_dir).
+    /// which is where containers get it and what `list` prints (as upstream); each file
+    /// itself is in [`firmware_sources`](Self::firmware_sources).
     pub firmwares: Vec<PathBuf>,
-    /// The canonical firmware directory resolved inside the root (`/usr/lib/firmware/...`
-    /// where `/lib` is a link to `usr/lib`); `None` where the root has none.
-    pub firmware_dir: Option<PathBuf>,
+    /// Each of [`firmwares`](Self::firmwares), in the same order, resolved inside the root
+    /// (`/usr/lib/firmware/...` where `/lib` is a link to `usr/lib`; a file a link farm
+    /// points at): the mount sources.
+    pub firmware_sources: Vec<PathBuf>,
     /// The driver-wide device nodes (control, uvm, uvm-tools, modeset).
     pub devices: Vec<DeviceNode>,
     /// Copies of the driver's `/proc/driver/nvidia/{params,version,registry}`, read at
@@ -134,13 +135,13 @@ pub struct ProcFile {
 impl DriverFiles {
     /// Where firmware `fw` (one of [`firmwares`](Self::firmwares)) really is inside the
     /// root: every component resolved, so that opening it from the host follows no link of
-    /// the root.
+    /// the root. `fw` itself for a value without sources (built by hand, or serialised by
+    /// an nvc that did not record them).
     #[must_use]
     pub fn firmware_source(&self, fw: &Path) -> PathBuf {
-        match (&self.firmware_dir, fw.file_name()) {
-            (Some(dir), Some(name)) => dir.join(name),
-            _ => fw.to_path_buf(),
-        }
+        let i = self.firmwares.iter().position(|f| f == fw);
+        i.and_then(|i| self.firmware_sources.get(i))
+            .map_or_else(|| fw.to_path_buf(), Clone::clone)
     }
 
     /// The libraries a container with `caps` gets (upstream filters at mount time, by file
@@ -267,7 +268,10 @@ pub(crate) fn discover_files_with(
     }
     files.binaries = binaries(opts, paths, &mut files.warnings)?;
     files.ipcs = ipcs(opts, paths, &mut files.warnings)?;
-    (files.firmware_dir, files.firmwares) = firmwares(opts, paths, version, &mut files.warnings)?;
+    (files.firmwares, files.firmware_sources) =
+        firmwares(opts, paths, version, &mut files.warnings)?
+            .into_iter()
+            .unzip();
     files.devices = devices(opts, paths, &mut files.warnings)?;
     files.proc_files = proc_files(opts);
     files.mig_minors = mig_minors(opts);
@@ -521,37 +525,44 @@ fn ipcs(
     Ok(out)
 }
 
-/// The canonical firmware directory resolved in the root, and the GSP firmware files in it
-/// at their canonical paths.
+/// The GSP firmware files of the canonical firmware directory: each canonical path with the
+/// regular file it resolves to inside the root, in name order.
 fn firmwares(
     opts: &DiscoverOptions,
     paths: &mut Resolver,
     version: &str,
     warnings: &mut Vec<String>,
-) -> Result<(Option<PathBuf>, Vec<PathBuf>), Error> {
+) -> Result<Vec<(PathBuf, PathBuf)>, Error> {
     if !opts.gsp_firmware {
-        return Ok((None, Vec::new()));
+        return Ok(Vec::new());
     }
     let canonical = PathBuf::from(format!("/lib/firmware/nvidia/{version}"));
-    let dir = paths.resolve(&canonical)?;
-    let mut out: Vec<PathBuf> = match &dir {
-        Some(dir) => fs::read_dir(host_path(&opts.root, dir))
+    let mut names: Vec<OsString> = match paths.resolve(&canonical)? {
+        Some(dir) => fs::read_dir(host_path(&opts.root, &dir))
             .map(|entries| {
                 entries
                     .filter_map(Result::ok)
                     .map(|e| e.file_name())
                     .filter(|n| n.as_bytes().starts_with(b"gsp") && n.as_bytes().ends_with(b".bin"))
-                    .map(|n| canonical.join(n))
                     .collect()
             })
             .unwrap_or_default(),
         None => Vec::new(),
     };
-    out.sort();
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        let path = canonical.join(name);
+        if let Some(real) = paths.resolve(&path)?
+            && host_path(&opts.root, &real).is_file()
+        {
+            out.push((path, real));
+        }
+    }
     if out.is_empty() {
         warnings.push("missing firmware path".into());
     }
-    Ok((dir, out))
+    Ok(out)
 }
 
 /// `rdev` split as glibc's `gnu_dev_major`/`gnu_dev_minor` (nix's `major`/`minor`).

@@ -83,7 +83,7 @@ fn nvml_err(call: &'static str) -> impl Fn(NvmlError) -> Error {
 /// Added to NVML's "driver is not loaded": probing without NVML reads the GPUs from the
 /// driver's `/proc` files instead, and finds the driver's files without it.
 const NOT_LOADED_HINT: &str = " (the NVIDIA kernel module is not loaded here; \
-     --no-nvml, Builder::nvml(false) in nvc-core, probes without NVML)";
+     probing without NVML (the CLI's --no-nvml) needs no module for the driver's files)";
 
 /// Upstream's brand names, by `nvmlBrandType_t` value (libnvidia-container 1.17
 /// `nvc_info.c`); what `brand=...` requirements compare with.

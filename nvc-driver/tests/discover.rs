@@ -349,3 +349,63 @@ fn the_library_search_path_finds_what_the_cache_does_not_list() {
         assert_eq!(files.libraries, expected, "{name}");
     }
 }
+
+#[test]
+fn absolute_links_in_a_driver_root_mean_the_roots_files() {
+    // Debian's alternatives for a binary, a merged /usr with an absolute /lib link, and a
+    // firmware file reached through a link farm: each resolves inside the root.
+    let (dir, host) = build("single");
+    let root = host.root();
+    let version = &host.scenario().driver_version;
+    fs::create_dir_all(root.join("usr/lib/nvidia/current")).unwrap();
+    fs::rename(
+        root.join("usr/bin/nvidia-smi"),
+        root.join("usr/lib/nvidia/current/nvidia-smi"),
+    )
+    .unwrap();
+    fs::create_dir_all(root.join("etc/alternatives")).unwrap();
+    symlink(
+        "/usr/lib/nvidia/current/nvidia-smi",
+        root.join("etc/alternatives/nvidia--nvidia-smi"),
+    )
+    .unwrap();
+    symlink(
+        "/etc/alternatives/nvidia--nvidia-smi",
+        root.join("usr/bin/nvidia-smi"),
+    )
+    .unwrap();
+    let fw = format!("lib/firmware/nvidia/{version}");
+    fs::create_dir_all(root.join("usr/lib/firmware/nvidia")).unwrap();
+    fs::rename(root.join(&fw), root.join("usr").join(&fw)).unwrap();
+    fs::remove_dir_all(root.join("lib")).unwrap();
+    symlink("/usr/lib", root.join("lib")).unwrap();
+    let farm = root.join("store/gsp_ga10x.bin");
+    fs::create_dir_all(farm.parent().unwrap()).unwrap();
+    let ga10x = root.join("usr").join(&fw).join("gsp_ga10x.bin");
+    fs::rename(&ga10x, &farm).unwrap();
+    symlink("/store/gsp_ga10x.bin", &ga10x).unwrap();
+
+    let files = discover(&host);
+    let smi = Path::new("/usr/lib/nvidia/current/nvidia-smi");
+    assert!(
+        files.binaries.iter().any(|b| b == smi),
+        "{:?}",
+        files.binaries
+    );
+    let canonical = Path::new("/").join(&fw).join("gsp_ga10x.bin");
+    assert!(
+        files.firmwares.contains(&canonical),
+        "{:?}",
+        files.firmwares
+    );
+    assert_eq!(
+        files.firmware_source(&canonical),
+        Path::new("/store/gsp_ga10x.bin")
+    );
+    let tu10x = Path::new("/").join(&fw).join("gsp_tu10x.bin");
+    assert_eq!(
+        files.firmware_source(&tu10x),
+        Path::new("/usr").join(&fw).join("gsp_tu10x.bin")
+    );
+    drop(dir);
+}

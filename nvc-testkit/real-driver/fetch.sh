@@ -57,6 +57,7 @@ case $version in 535.*) ;; *) die "libcuda1 is $version in the archive; the real
 fetch() { # ARCH PACKAGE...
     local arch=$1; shift
     local dir=$CACHE/debs/$arch
+    rm -rf "$dir" # no package of an earlier version unpacked beside this one
     mkdir -p "$dir"
     (cd "$dir" && apt-get "${OPTS[@]}" -q download "$@" >"$CACHE/download-$arch.log" 2>&1) ||
         die "apt-get download failed for $arch (log: $CACHE/download-$arch.log)"

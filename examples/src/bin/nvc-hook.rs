@@ -30,8 +30,8 @@
 //! `--no-envvar-when-unprivileged` (the toolkit's
 //! `accept-nvidia-visible-devices-envvar-when-unprivileged = false`), an unprivileged
 //! container (no `CAP_SYS_ADMIN` in its bounding set) gets nothing from its environment.
-//! The driver's binaries are searched for in the hook's `PATH` where the runtime gives it
-//! one (the hook entry's `env`), else in upstream's list. The default ldconfig is the
+//! The driver's binaries are searched for in the hook's own `PATH` (the hook entry's `env`,
+//! or what runc inherits; never the image's), else in upstream's list. The default ldconfig is the
 //! host's (`@/sbin/ldconfig.real` where it exists, else
 //! `@/sbin/ldconfig`): no program of the image runs. In a youki `config.json`:
 //!
