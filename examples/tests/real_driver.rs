@@ -130,14 +130,7 @@ fn image(at: &Path, client: &Path) {
     std::fs::copy(client, at.join("cuda-version")).unwrap();
     let libs = at.join("lib/x86_64-linux-gnu");
     std::fs::create_dir_all(&libs).unwrap();
-    for lib in [
-        "libc.so.6",
-        "libm.so.6",
-        "libdl.so.2",
-        "libpthread.so.0",
-        "librt.so.1",
-        "libgcc_s.so.1",
-    ] {
+    for lib in nvc_testkit::real_driver::GLIBC {
         std::fs::copy(Path::new("/lib/x86_64-linux-gnu").join(lib), libs.join(lib)).unwrap();
     }
     std::fs::copy(

@@ -263,8 +263,9 @@ fn nix_store(driver: &RealDriver) -> String {
 }
 
 /// The glibc files a host has beside the driver (NVIDIA's NVML helper and upstream's
-/// chroot into the driver root and load these there), copied from this machine.
-const GLIBC: &[&str] = &[
+/// chroot into the driver root and load these there), copied from this machine; also what
+/// a glibc test image needs besides the loader.
+pub const GLIBC: &[&str] = &[
     "libc.so.6",
     "libm.so.6",
     "libdl.so.2",
