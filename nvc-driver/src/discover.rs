@@ -9,12 +9,12 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use nvc_ldcache::elf::ElfInfo;
-use nvc_ldcache::{Arch, LdCache, PrefixSet};
+use nvc_ldcache::{Arch, LdCache, Platform, PrefixSet};
 
 use crate::root::Resolver;
 use crate::tables::{
-    COMPUTE_BINS, FABRICMANAGER_SOCKET, FALLBACK_LIB_DIRS, FALLBACK_LIB32_DIRS, LEGACY_GL_LIBS,
-    MPS_PIPE_DIR, PERSISTENCED_SOCKET, UTILITY_BINS, library_prefixes,
+    COMPUTE_BINS, FABRICMANAGER_SOCKET, LEGACY_GL_LIBS, MPS_PIPE_DIR, PERSISTENCED_SOCKET,
+    UTILITY_BINS, library_prefixes,
 };
 use crate::{Error, host_path};
 
@@ -28,6 +28,10 @@ pub struct DiscoverOptions {
     pub ldcache: PathBuf,
     /// The `PATH` binaries are searched in (inside the root).
     pub path: OsString,
+    /// The architecture whose libraries are looked for (their ELF machine and cache flag,
+    /// the directories searched without a cache): [`Platform::host`] by default; another
+    /// row only to inspect a root of another architecture's files.
+    pub platform: &'static Platform,
     /// Directories (inside the root) searched for the libraries the `ld.so.cache` does not
     /// list, in order, before the built-in fallback directories of a root without a cache
     /// (`nvidia-ctk cdi generate --library-search-path`). Empty by default.
@@ -56,6 +60,7 @@ impl DiscoverOptions {
             root: root.into(),
             ldcache: PathBuf::from(nvc_ldcache::DEFAULT_PATH),
             path: OsString::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+            platform: Platform::host(),
             library_search_path: Vec::new(),
             mps_pipe_dir: None,
             persistenced: true,
@@ -221,9 +226,12 @@ pub(crate) fn discover_files_with(
 ) -> Result<DriverFiles, Error> {
     let mut files = DriverFiles::default();
     let prefixes = library_prefixes(opts.glvnd);
+    let platform = opts.platform;
     let arches: Vec<(Arch, &[&str], &str)> = [
-        Some((Arch::native(), FALLBACK_LIB_DIRS, "library")),
-        Arch::native32().map(|a| (a, FALLBACK_LIB32_DIRS, "compat32 library")),
+        Some((platform.arch, platform.fallback_lib_dirs, "library")),
+        platform
+            .compat32
+            .map(|c| (c.arch, c.fallback_lib_dirs, "compat32 library")),
     ]
     .into_iter()
     .flatten()

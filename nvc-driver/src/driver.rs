@@ -4,12 +4,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nvc_ldcache::Arch;
-
 use crate::discover::{RootCache, discover_files_with};
 use crate::nvml::{self, DEFAULT_TIMEOUT};
 use crate::root::Resolver;
-use crate::tables::FALLBACK_LIB_DIRS;
 use crate::{DiscoverOptions, DriverFiles, Error, Gpu, PciBusId};
 
 /// Everything discovery learns about the host's driver.
@@ -72,16 +69,20 @@ impl DriverOptions {
 pub fn find_nvml(opts: &DiscoverOptions) -> Result<PathBuf, Error> {
     let mut paths = Resolver::new(&opts.root);
     let cache = RootCache::load(opts, &mut paths)?;
-    find_nvml_with(&mut paths, cache.as_ref())
+    find_nvml_with(opts, &mut paths, cache.as_ref())
 }
 
 /// [`find_nvml`] with the root's cache already read.
-fn find_nvml_with(paths: &mut Resolver, cache: Option<&RootCache>) -> Result<PathBuf, Error> {
+fn find_nvml_with(
+    opts: &DiscoverOptions,
+    paths: &mut Resolver,
+    cache: Option<&RootCache>,
+) -> Result<PathBuf, Error> {
     const SONAME: &str = "libnvidia-ml.so.1";
     if let Some(cache) = cache {
         let found = cache
             .parse()?
-            .find(SONAME.as_bytes(), Arch::native())
+            .find(SONAME.as_bytes(), opts.platform.arch)
             .map_err(|e| cache.named(e))?;
         if let Some(entry) = found
             && let Some(real) = paths.resolve(entry.path())?
@@ -89,7 +90,7 @@ fn find_nvml_with(paths: &mut Resolver, cache: Option<&RootCache>) -> Result<Pat
             return Ok(real);
         }
     }
-    for dir in FALLBACK_LIB_DIRS {
+    for dir in opts.platform.fallback_lib_dirs {
         if let Some(real) = paths.resolve(&Path::new(dir).join(SONAME))? {
             return Ok(real);
         }
@@ -111,7 +112,7 @@ pub fn probe_driver(opts: &DriverOptions) -> Result<DriverInfo, Error> {
     // library and for discovery.
     let mut paths = Resolver::new(root);
     let cache = RootCache::load(&opts.discover, &mut paths)?;
-    let nvml_library = find_nvml_with(&mut paths, cache.as_ref())?;
+    let nvml_library = find_nvml_with(&opts.discover, &mut paths, cache.as_ref())?;
     let mut discover =
         |version: &str| discover_files_with(&opts.discover, &mut paths, version, cache.as_ref());
     let (facts, files) = if opts.nvml {

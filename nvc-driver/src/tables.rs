@@ -110,31 +110,6 @@ pub const FABRICMANAGER_SOCKET: &str = "/var/run/nvidia-fabricmanager/socket";
 /// The MPS pipe directory when `CUDA_MPS_PIPE_DIRECTORY` is unset.
 pub const MPS_PIPE_DIR: &str = "/tmp/nvidia-mps";
 
-/// Where libraries are searched when the driver root has no `ld.so.cache` (NixOS and other
-/// hosts without one; upstream cannot discover anything there), 64-bit.
-pub const FALLBACK_LIB_DIRS: &[&str] = &[
-    "/usr/lib/x86_64-linux-gnu",
-    "/usr/lib64",
-    "/lib/x86_64-linux-gnu",
-    "/lib64",
-    "/usr/lib/aarch64-linux-gnu",
-    "/usr/lib/powerpc64le-linux-gnu",
-    "/usr/lib",
-    "/lib",
-    "/usr/local/lib",
-    "/run/opengl-driver/lib",
-];
-
-/// The 32-bit counterpart of [`FALLBACK_LIB_DIRS`].
-pub const FALLBACK_LIB32_DIRS: &[&str] = &[
-    "/usr/lib/i386-linux-gnu",
-    "/usr/lib32",
-    "/lib/i386-linux-gnu",
-    "/lib32",
-    "/usr/lib",
-    "/run/opengl-driver-32/lib",
-];
-
 /// A driver capability a container asks for (`NVIDIA_DRIVER_CAPABILITIES`, `--compute`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Capability {

@@ -182,36 +182,6 @@ arches! {
     LoongArchDoubleFloat = 0x1200, "loongarch", None;
 }
 
-impl Arch {
-    /// The architecture of this build's 64-bit (native) libraries, as libnvidia-container's
-    /// `LIB_ARCH`.
-    #[must_use]
-    pub fn native() -> Self {
-        if cfg!(target_arch = "x86_64") {
-            Arch::X86_64
-        } else if cfg!(target_arch = "aarch64") {
-            Arch::Aarch64
-        } else if cfg!(target_arch = "powerpc64") {
-            Arch::PowerPc64
-        } else if cfg!(target_arch = "s390x") {
-            Arch::S390x
-        } else if cfg!(target_arch = "riscv64") {
-            Arch::RiscvDoubleFloat
-        } else if cfg!(target_arch = "loongarch64") {
-            Arch::LoongArchDoubleFloat
-        } else {
-            Arch::I386
-        }
-    }
-
-    /// The architecture of this build's 32-bit compatibility libraries (`LIB32_ARCH`), or
-    /// `None` where libnvidia-container has no compat32 set (everything but x86-64).
-    #[must_use]
-    pub fn native32() -> Option<Self> {
-        cfg!(target_arch = "x86_64").then_some(Arch::I386)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,9 +42,9 @@ use nix::unistd::{UnlinkatFlags, symlinkat, unlinkat};
 use nvc_ldcache::elf::ElfInfo;
 use nvc_ldcache::{Arch, CacheEntry, Flags, Format, LdCache, write_cache};
 
-use crate::Error;
 use crate::apply::{Root, fail};
 use crate::ns::proc_fd;
+use crate::{ContainerDirs, Error};
 
 /// The largest cache read (glibc's for a whole distribution is well under 1 MiB).
 const CACHE_LIMIT: u64 = 16 << 20;
@@ -55,40 +55,6 @@ const INCLUDE_DEPTH: usize = 8;
 const LINK_HOPS: usize = 8;
 /// At most this many files are listed per directory before giving up (unsure).
 const DIR_LIMIT: usize = 1 << 16;
-/// glibc's trusted directories, scanned after the configured ones (Debian's and Ubuntu's
-/// multiarch build on this architecture, then the generic ones).
-#[cfg(target_arch = "x86_64")]
-const TRUSTED: &[&str] = &[
-    "/lib/x86_64-linux-gnu",
-    "/usr/lib/x86_64-linux-gnu",
-    "/lib",
-    "/usr/lib",
-];
-#[cfg(target_arch = "aarch64")]
-const TRUSTED: &[&str] = &[
-    "/lib/aarch64-linux-gnu",
-    "/usr/lib/aarch64-linux-gnu",
-    "/lib",
-    "/usr/lib",
-];
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-const TRUSTED: &[&str] = &["/lib", "/usr/lib"];
-/// Subdirectories glibc 2.36's `ldconfig` descends into (hwcap names of x86 and aarch64).
-const HWCAP_DIRS: &[&str] = &[
-    "glibc-hwcaps",
-    "tls",
-    "x86_64",
-    "i386",
-    "i486",
-    "i586",
-    "i686",
-    "haswell",
-    "xeon_phi",
-    "avx512_1",
-    "sse2",
-    "aarch64",
-    "asimd",
-];
 
 /// A library the configure mounted: where it is in the container and its host file.
 #[derive(Debug, Clone)]
@@ -177,8 +143,9 @@ macro_rules! unsure {
     ($($arg:tt)*) => { return Ok(Outcome::Unsure(format!($($arg)*))) };
 }
 
-/// Updates the cache of the image at `root` for `new` libraries, the command-line directories
-/// being `cmdline` (libs, libs32, extra, in `ldconfig`'s order). Call inside the container's
+/// Updates the cache of the image at `root` for `new` libraries, scanning as `ldconfig` run
+/// with the image's `dirs.libs` and `dirs.libs32` on its command line: those, the configured
+/// directories, then glibc's trusted directories of `dirs.platform`. Call inside the container's
 /// mount namespace, as its owner ([`crate::ns`]).
 ///
 /// # Errors
@@ -187,7 +154,7 @@ macro_rules! unsure {
 /// that makes the result uncertain is [`Outcome::Unsure`] instead.
 pub(crate) fn update(
     root: &Root,
-    cmdline: &[&Path],
+    dirs: &ContainerDirs,
     new: &[NewLibrary],
     new_links: &[NewLink],
 ) -> Result<Outcome, Error> {
@@ -206,13 +173,14 @@ pub(crate) fn update(
         return Ok(Outcome::Unsure(why));
     }
     // Command line, configuration, trusted directories: each once, by inode.
-    let order = cmdline.iter().copied();
+    let order = [dirs.libs.as_path(), dirs.libs32.as_path()].into_iter();
     let order = order.chain(conf.iter().map(PathBuf::as_path));
+    let trusted = dirs.platform.trusted_dirs.iter().map(Path::new);
     let mut scan = Scan {
         dirs: Vec::new(),
         by_path: HashMap::new(),
     };
-    for d in scan_dirs(root, order.chain(TRUSTED.iter().map(Path::new))) {
+    for d in scan_dirs(root, order.chain(trusted)) {
         if !scan.dirs.iter().any(|s| s.inode == d.inode) {
             scan.dirs.push(d);
         }
@@ -349,7 +317,7 @@ pub(crate) fn update(
 
     // Nothing else ldconfig would pick up.
     for d in &scan.dirs {
-        if let Some(why) = unlisted_library(root, d) {
+        if let Some(why) = unlisted_library(root, d, dirs.platform.hwcap_dirs) {
             return Ok(Outcome::Unsure(why));
         }
     }
@@ -589,7 +557,7 @@ fn list(fd: &OwnedFd) -> Result<Vec<OsString>, Errno> {
 
 /// Why `ldconfig` might pick up something in `d` that the cache does not list: an ELF file
 /// with a library's name that is not referenced, or a hwcap subdirectory.
-fn unlisted_library(root: &Root, d: &Scanned) -> Option<String> {
+fn unlisted_library(root: &Root, d: &Scanned, hwcap_dirs: &[&str]) -> Option<String> {
     let referenced = &d.referenced;
     let names = match list(&d.fd) {
         Ok(names) => names,
@@ -602,7 +570,7 @@ fn unlisted_library(root: &Root, d: &Scanned) -> Option<String> {
         };
         let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
         if kind == SFlag::S_IFDIR {
-            if HWCAP_DIRS.iter().any(|h| h.as_bytes() == b) {
+            if hwcap_dirs.iter().any(|h| h.as_bytes() == b) {
                 return Some(format!(
                     "{} has a hwcap directory {}",
                     d.name.display(),

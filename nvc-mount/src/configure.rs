@@ -518,7 +518,7 @@ impl MountPlan {
         }
         in_container_ns(container, || {
             let root = Root::of(container)?;
-            builtin_ldconfig::update(&root, &[&dirs.libs, &dirs.libs32], &new, &links)
+            builtin_ldconfig::update(&root, dirs, &new, &links)
         })
     }
 }

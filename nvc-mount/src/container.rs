@@ -10,6 +10,7 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::fstatat;
 use nix::sys::statfs::{NSFS_MAGIC, fstatfs};
 use nvc_driver::resolve_in_root;
+use nvc_ldcache::Platform;
 
 use crate::Error;
 use crate::kernfs::{OpenError, open_beneath, proc_dir};
@@ -19,34 +20,54 @@ use crate::kernfs::{OpenError, open_beneath, proc_dir};
 pub struct ContainerDirs {
     /// Binaries (`/usr/bin`).
     pub bins: PathBuf,
-    /// 64-bit libraries: `/usr/lib/x86_64-linux-gnu` on Debian-like images, else `/usr/lib64`.
+    /// Native libraries: `/usr/lib/<multiarch>` (`/usr/lib/x86_64-linux-gnu`) on
+    /// Debian-like images, else `/usr/lib64`.
     pub libs: PathBuf,
-    /// 32-bit libraries: `/usr/lib/i386-linux-gnu`, or `/usr/lib32`, or `/usr/lib` when it
-    /// exists and is not the 64-bit directory.
+    /// 32-bit libraries: `/usr/lib/<compat32 multiarch>` (`/usr/lib/i386-linux-gnu`) on
+    /// Debian-like images, else `/usr/lib32`, or `/usr/lib` when it exists and is not the
+    /// 64-bit directory; `/var/empty` on a Debian image of an architecture without a 32-bit
+    /// set (as upstream).
     pub libs32: PathBuf,
     /// The CUDA runtime directory (`/usr/local/cuda`), for forward compatibility.
     pub cudart: PathBuf,
     /// The container's ldconfig: `/sbin/ldconfig.real` when the image has it (Debian's
     /// `/sbin/ldconfig` is a shell wrapper), else `/sbin/ldconfig`.
     pub ldconfig: PathBuf,
+    /// The image's architecture (its glibc's trusted directories, for the built-in linker
+    /// cache update): this build's, [`Platform::host`], unless detected for another.
+    pub platform: &'static Platform,
 }
 
 impl ContainerDirs {
-    /// Detects the directories of the image at `rootfs` (a host path), resolving every probe
-    /// inside it so that the image's links cannot point the detection at the host.
+    /// Detects the directories of the image at `rootfs` (a host path) for this build's
+    /// architecture, resolving every probe inside it so that the image's links cannot point
+    /// the detection at the host.
     ///
     /// # Errors
     ///
     /// A resolution error other than "not found" (permission, link loop), naming the path.
     pub fn detect(rootfs: &Path) -> Result<Self, Error> {
+        Self::detect_for(rootfs, Platform::host())
+    }
+
+    /// [`ContainerDirs::detect`] for an image of `platform`'s architecture.
+    ///
+    /// # Errors
+    ///
+    /// As [`ContainerDirs::detect`].
+    pub fn detect_for(rootfs: &Path, platform: &'static Platform) -> Result<Self, Error> {
         let exists = |p: &str| -> Result<Option<PathBuf>, Error> {
             Ok(resolve_in_root(rootfs, Path::new(p))?)
         };
         let debian = exists("/etc/debian_version")?.is_some();
         let (libs, libs32) = if debian {
+            let libs32 = platform.compat32.map_or_else(
+                || "/var/empty".into(),
+                |c| format!("/usr/lib/{}", c.multiarch),
+            );
             (
-                PathBuf::from("/usr/lib/x86_64-linux-gnu"),
-                PathBuf::from("/usr/lib/i386-linux-gnu"),
+                PathBuf::from(format!("/usr/lib/{}", platform.multiarch)),
+                PathBuf::from(libs32),
             )
         } else {
             let libs = PathBuf::from("/usr/lib64");
@@ -71,6 +92,7 @@ impl ContainerDirs {
             libs32,
             cudart: "/usr/local/cuda".into(),
             ldconfig: ldconfig.into(),
+            platform,
         })
     }
 }

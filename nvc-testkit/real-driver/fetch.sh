@@ -6,7 +6,9 @@
 #
 # CACHE defaults to $NVC_REAL_DRIVER_CACHE, else ${XDG_CACHE_HOME:-$HOME/.cache}/nvc-testkit.
 # Afterwards CACHE/nvidia/amd64 and CACHE/nvidia/arm64 hold the unpacked packages (dpkg -x,
-# nothing installed) and CACHE/nvidia/VERSION the driver version. A second run reuses what is
+# nothing installed), CACHE/nvidia/VERSION the driver version and, on amd64 machines,
+# CACHE/nvidia/qemu/qemu-aarch64-static qemu's user-mode emulator (from qemu-user-static), which
+# runs arm64's static glibc ldconfig (CACHE/nvidia/arm64/sbin/ldconfig) here. A second run reuses what is
 # there. Uses a private apt state under CACHE: the system's sources are untouched. Needs
 # apt-get, dpkg-deb and the network to Debian's archive; any failure exits non-zero saying
 # what failed.
@@ -14,7 +16,11 @@ set -euo pipefail
 
 CACHE=${1:-${NVC_REAL_DRIVER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nvc-testkit}}
 OUT=$CACHE/nvidia
-if [ -s "$OUT/VERSION" ] && [ -d "$OUT/amd64" ] && [ -d "$OUT/arm64" ]; then
+# The aarch64 cache oracle (arm64's static ldconfig under qemu) runs on amd64 machines only.
+QEMU=
+[ "$(dpkg --print-architecture 2>/dev/null)" = amd64 ] && QEMU=$OUT/qemu/qemu-aarch64-static
+if [ -s "$OUT/VERSION" ] && [ -d "$OUT/amd64" ] && [ -x "$OUT/arm64/sbin/ldconfig" ] &&
+    { [ -z "$QEMU" ] || [ -x "$QEMU" ]; }; then
     echo "real driver: $(cat "$OUT/VERSION") already in $OUT"
     exit 0
 fi
@@ -47,8 +53,10 @@ AMD64=(libcuda1 libnvidia-ml1 nvidia-smi libnvidia-ptxjitcompiler1 libnvidia-pkc
        libnvidia-rtcore libnvoptix1 libnvidia-fbc1 libnvidia-api1 firmware-nvidia-gsp
        libglx-nvidia0 libegl-nvidia0 libgles-nvidia1 libgles-nvidia2 nvidia-egl-icd
        nvidia-vulkan-icd libcudadebugger1)
-# aarch64: the ELF files the per-architecture tables are checked against.
-ARM64=(libcuda1:arm64 libnvidia-ml1:arm64 nvidia-smi:arm64 libnvidia-ptxjitcompiler1:arm64)
+# aarch64: the ELF files the per-architecture table is checked against, with the aarch64 glibc
+# (an image's libraries, and its static ldconfig as the oracle of an aarch64 host's cache).
+ARM64=(libcuda1:arm64 libnvidia-ml1:arm64 nvidia-smi:arm64 libnvidia-ptxjitcompiler1:arm64
+       libc6:arm64 libc-bin:arm64)
 
 version=$(apt-cache "${OPTS[@]}" show libcuda1:amd64 | sed -n 's/^Version: *\(.*\)-.*/\1/p' | head -n1)
 [ -n "$version" ] || die "libcuda1 not found in bookworm non-free at $uri"
@@ -69,6 +77,18 @@ fetch() { # ARCH PACKAGE...
 }
 fetch amd64 "${AMD64[@]}"
 fetch arm64 "${ARM64[@]}"
+if [ -n "$QEMU" ]; then
+    # Only the one emulator of the package's 380 MB.
+    dir=$CACHE/debs/qemu
+    rm -rf "$dir" && mkdir -p "$dir" "$OUT.tmp/qemu"
+    (cd "$dir" && apt-get "${OPTS[@]}" -q download qemu-user-static:amd64 >"$CACHE/download-qemu.log" 2>&1) ||
+        die "apt-get download of qemu-user-static failed (log: $CACHE/download-qemu.log)"
+    dpkg-deb --fsys-tarfile "$dir"/qemu-user-static_*.deb |
+        tar -xO ./usr/bin/qemu-aarch64-static >"$OUT.tmp/qemu/qemu-aarch64-static" ||
+        die "qemu-aarch64-static not found in $(ls "$dir")"
+    chmod 755 "$OUT.tmp/qemu/qemu-aarch64-static"
+    rm -rf "$dir"
+fi
 echo "$version" >"$OUT.tmp/VERSION"
 rm -rf "$OUT"
 mv "$OUT.tmp" "$OUT"

@@ -59,7 +59,15 @@ impl Host {
     /// [`Error::Io`] naming the path that could not be written, [`Error::Ldconfig`] when
     /// glibc's `ldconfig` fails.
     pub fn build(scenario: &Scenario, root: &Path) -> Result<Self, Error> {
-        Self::build_with(scenario, root, |host| {
+        let ldconfig = ["/sbin/ldconfig", "/usr/sbin/ldconfig"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .ok_or_else(|| Error::Ldconfig {
+                root: root.to_path_buf(),
+                detail: "glibc's ldconfig is not installed".into(),
+            })?;
+        Self::build_with(scenario, root, &[ldconfig], |host| {
             host.libraries()?;
             host.binaries()?;
             host.firmware()
@@ -89,7 +97,11 @@ impl Host {
         scenario.cuda_version = real_driver::CUDA_VERSION;
         scenario.files.ldcache = layout.has_ldcache();
         scenario.files.nvml = fake_nvml;
-        Self::build_with(&scenario, root, |host| {
+        let ldconfig = driver.ldconfig(arch).map_err(|detail| Error::Ldconfig {
+            root: root.to_path_buf(),
+            detail,
+        })?;
+        Self::build_with(&scenario, root, &ldconfig, |host| {
             real_driver::lay_out(driver, arch, layout, root)?;
             if fake_nvml {
                 let dir = root.join(layout.library_dir(driver, arch).trim_start_matches('/'));
@@ -102,6 +114,7 @@ impl Host {
     fn build_with(
         scenario: &Scenario,
         root: &Path,
+        ldconfig: &[PathBuf],
         driver_files: impl FnOnce(&Host) -> Result<(), Error>,
     ) -> Result<Self, Error> {
         let host_devices = fs::read_to_string("/proc/devices").unwrap_or_default();
@@ -119,7 +132,7 @@ impl Host {
         host.sys()?;
         host.devices = host.device_nodes_create()?;
         if scenario.files.ldcache {
-            host.ldconfig()?;
+            host.ldconfig(ldconfig)?;
         }
         Ok(host)
     }
@@ -398,21 +411,21 @@ impl Host {
     }
 
     /// Runs glibc's `ldconfig -r` on the root (as root, or in a user namespace where
-    /// `unshare -r` works), writing `etc/ld.so.cache`.
-    fn ldconfig(&self) -> Result<(), Error> {
-        let ldconfig = ["/sbin/ldconfig", "/usr/sbin/ldconfig"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .ok_or_else(|| Error::Ldconfig {
-                root: self.root.clone(),
-                detail: "glibc's ldconfig is not installed".into(),
-            })?;
-        let run = |cmd: &mut Command| cmd.output().map_err(|e| Error::io(Path::new(ldconfig), e));
-        let mut out = run(Command::new(ldconfig).arg("-r").arg(&self.root))?;
+    /// `unshare -r` works), writing `etc/ld.so.cache`; `ldconfig` is the command (the
+    /// program, or an emulator and the program).
+    fn ldconfig(&self, ldconfig: &[PathBuf]) -> Result<(), Error> {
+        let (program, args) = ldconfig.split_first().ok_or_else(|| Error::Ldconfig {
+            root: self.root.clone(),
+            detail: "no ldconfig command".into(),
+        })?;
+        let run = |cmd: &mut Command| cmd.output().map_err(|e| Error::io(program, e));
+        let mut out = run(Command::new(program).args(args).arg("-r").arg(&self.root))?;
         if !out.status.success() && !nix::unistd::geteuid().is_root() {
             // ldconfig -r chroots: without root, do it as root of a user namespace.
             out = run(Command::new("unshare")
-                .args(["-r", ldconfig, "-r"])
+                .arg("-r")
+                .args(ldconfig)
+                .arg("-r")
                 .arg(&self.root))?;
         }
         if out.status.success() {

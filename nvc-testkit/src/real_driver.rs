@@ -15,6 +15,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use nvc_ldcache::Platform;
+
 use crate::Error;
 use crate::host::{mkdir, remove_if_exists, write};
 
@@ -53,13 +55,25 @@ impl PackageArch {
         }
     }
 
+    /// Its row of nvc's per-architecture table.
+    #[must_use]
+    pub fn platform(self) -> &'static Platform {
+        match self {
+            PackageArch::Amd64 => &Platform::X86_64,
+            PackageArch::Arm64 => &Platform::AARCH64,
+        }
+    }
+
     /// The multiarch tuple (`x86_64-linux-gnu`).
     #[must_use]
     pub fn tuple(self) -> &'static str {
-        match self {
-            PackageArch::Amd64 => "x86_64-linux-gnu",
-            PackageArch::Arm64 => "aarch64-linux-gnu",
-        }
+        self.platform().multiarch
+    }
+
+    /// Whether it is this machine's architecture.
+    #[must_use]
+    pub fn is_host(self) -> bool {
+        self.platform() == Platform::host()
     }
 }
 
@@ -102,6 +116,37 @@ impl RealDriver {
     #[must_use]
     pub fn unpacked(&self, arch: PackageArch) -> PathBuf {
         self.dir.join(arch.debian())
+    }
+
+    /// glibc's `ldconfig` for `arch`'s libraries, as a command (program and arguments before
+    /// `ldconfig`'s own): this machine's for its own architecture; for arm64 on an x86-64
+    /// machine, Debian's static arm64 `ldconfig` (`libc-bin:arm64`) under qemu's user-mode
+    /// emulator, both unpacked by `fetch.sh` — the aarch64 glibc's own cache writer.
+    ///
+    /// # Errors
+    ///
+    /// A sentence naming what is missing.
+    pub fn ldconfig(&self, arch: PackageArch) -> Result<Vec<PathBuf>, String> {
+        if arch.is_host() {
+            return ["/sbin/ldconfig", "/usr/sbin/ldconfig"]
+                .into_iter()
+                .map(PathBuf::from)
+                .find(|p| p.exists())
+                .map(|p| vec![p])
+                .ok_or_else(|| "glibc's ldconfig is not installed".to_owned());
+        }
+        let qemu = self
+            .dir
+            .join(format!("qemu/qemu-{}-static", arch.platform().name));
+        let ldconfig = self.unpacked(arch).join("sbin/ldconfig");
+        match (qemu.exists(), ldconfig.exists()) {
+            (true, true) => Ok(vec![qemu, ldconfig]),
+            _ => Err(format!(
+                "{} or {} is missing: run nvc-testkit/real-driver/fetch.sh (on an amd64 machine)",
+                qemu.display(),
+                ldconfig.display()
+            )),
+        }
     }
 
     /// The libraries' directory of the unpacked `arch` packages (most libraries; a few are
@@ -324,9 +369,15 @@ pub(crate) fn lay_out(
             link(&store, &at(&format!("{NIX_DRIVERS}/lib/{name}")))?;
         }
     }
+    // This machine's glibc for its own architecture, Debian's arm64 libc6 for arm64.
+    let glibc = if arch.is_host() {
+        PathBuf::from("/lib")
+    } else {
+        driver.unpacked(arch).join("lib")
+    };
     for lib in GLIBC {
-        let from = Path::new("/lib").join(tuple).join(lib);
-        if arch == PackageArch::Amd64 && cfg!(target_arch = "x86_64") && from.exists() {
+        let from = glibc.join(tuple).join(lib);
+        if from.exists() {
             let to = match layout {
                 Layout::Debian => at(&format!("usr/lib/{tuple}/{lib}")),
                 _ => lib_dir.join(lib),

@@ -119,12 +119,8 @@ fn configure(driver: &Driver, real: bool, out: &mut dyn Write) -> Result<(), Str
         .prefix("nvc-demo-rootfs-")
         .tempdir()
         .map_err(w)?;
-    nvc_testkit::debian_image(
-        image.path(),
-        &["usr/bin", "usr/lib/x86_64-linux-gnu"],
-        false,
-    )
-    .map_err(w)?;
+    let libs = format!("usr/lib/{}", nvc_ldcache::Platform::host().multiarch);
+    nvc_testkit::debian_image(image.path(), &["usr/bin", &libs], false).map_err(w)?;
     let as_root = nix::unistd::geteuid().is_root() && !real;
     fn setup(s: nvc_core::ContainerSetup<'_>, as_root: bool) -> nvc_core::ContainerSetup<'_> {
         s.devices(Devices::all())

@@ -15,7 +15,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use nvc_ldcache::{Arch, LdCache, PrefixSet};
+use nvc_ldcache::{Arch, LdCache, Platform, PrefixSet};
 
 const USAGE: &str = "usage: nvc-ldcache [--cache FILE] [--arch ARCH] [--resolve PREFIX...]";
 
@@ -87,10 +87,7 @@ fn run(args: &Args, out: &mut dyn Write) -> Result<(), String> {
             let set = PrefixSet::new(prefixes.iter().map(|p| p.as_encoded_bytes()));
             let arches: Vec<Arch> = match arch {
                 Some(a) => vec![a],
-                None => [Some(Arch::native()), Arch::native32()]
-                    .into_iter()
-                    .flatten()
-                    .collect(),
+                None => Platform::host().arches().collect(),
             };
             for arch in arches {
                 let found = cache
