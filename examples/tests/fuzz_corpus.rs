@@ -114,6 +114,13 @@ fn oci_configs() {
 }
 
 #[test]
+fn ld_so_confs() {
+    replay("ld_so_conf", bodies::ld_so_conf, |_, d| {
+        nvc_mount::ldconf::parse(d).is_ok()
+    });
+}
+
+#[test]
 fn cdi_specs() {
     replay("cdi_spec", bodies::cdi_spec, |path, d| {
         Spec::from_bytes(d, Format::of(path)).is_ok()

@@ -148,3 +148,51 @@ pub fn cdi_spec(data: &[u8]) {
         }
     }
 }
+
+/// An image's `ld.so.conf` (or an included file): every directory line is absolute, and
+/// each `include` pattern matches names (and, split at its first NUL, the input itself)
+/// exactly as a table-driven reference matcher does.
+pub fn ld_so_conf(data: &[u8]) {
+    use nvc_mount::ldconf::{Line, parse, wildcard};
+    let (text, name) = match data.iter().position(|b| *b == 0) {
+        Some(at) => (&data[..at], &data[at + 1..]),
+        None => (data, &b"x86_64-linux-gnu.conf"[..]),
+    };
+    let Ok(lines) = parse(text) else { return };
+    for line in lines {
+        match line {
+            Line::Dir(dir) => assert!(dir.starts_with(b"/"), "{dir:?}"),
+            Line::Include(pattern) => {
+                let last = pattern.rsplit(|&b| b == b'/').next().unwrap_or_default();
+                for name in [name, b"libc.conf", b"", b"aaaaaaaaaaaaaaaaaaaaaaaab"] {
+                    if last.len() * name.len() <= 1 << 16 {
+                        assert_eq!(
+                            wildcard(last, name),
+                            reference_wildcard(last, name),
+                            "{last:?} {name:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `*` and `?` matching by dynamic programming over (pattern, name) prefixes.
+fn reference_wildcard(pattern: &[u8], name: &[u8]) -> bool {
+    // matched[j]: the pattern prefix so far matches name[..j].
+    let mut matched = vec![false; name.len() + 1];
+    matched[0] = true;
+    for &p in pattern {
+        let mut next = vec![false; name.len() + 1];
+        for j in 0..=name.len() {
+            next[j] = match p {
+                b'*' => matched[j] || (j > 0 && next[j - 1]),
+                b'?' => j > 0 && matched[j - 1],
+                c => j > 0 && matched[j - 1] && name[j - 1] == c,
+            };
+        }
+        matched = next;
+    }
+    matched[name.len()]
+}

@@ -233,6 +233,45 @@ fn hostile_headers_are_typed_errors() {
     );
 }
 
+/// 4096 program headers, each a 1 MiB `PT_NOTE` over the same bytes: 4 GiB of reads for
+/// one file before notes were bounded; now refused after the first MiB.
+#[test]
+fn many_large_notes_are_refused_not_read() {
+    const NOTES: u16 = 4096;
+    let mut elf = Vec::new();
+    elf.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+    elf.extend_from_slice(&3u16.to_le_bytes()); // ET_DYN
+    elf.extend_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&0u64.to_le_bytes()); // entry
+    elf.extend_from_slice(&64u64.to_le_bytes()); // phoff
+    elf.extend_from_slice(&0u64.to_le_bytes()); // shoff
+    elf.extend_from_slice(&0u32.to_le_bytes());
+    for half in [64u16, 56, NOTES, 0, 0, 0] {
+        elf.extend_from_slice(&half.to_le_bytes());
+    }
+    for _ in 0..NOTES {
+        elf.extend_from_slice(&4u32.to_le_bytes()); // PT_NOTE
+        elf.extend_from_slice(&4u32.to_le_bytes());
+        for field in [0u64, 0, 0, 1 << 20, 1 << 20, 4] {
+            elf.extend_from_slice(&field.to_le_bytes());
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("libnotes.so");
+    fs::write(&path, &elf).unwrap();
+    File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(2 << 20)
+        .unwrap();
+    let start = Instant::now();
+    let err = ElfInfo::read(&path).unwrap_err();
+    assert!(err.to_string().contains("PT_NOTE"), "{err}");
+    assert!(start.elapsed().as_millis() < 500, "{:?}", start.elapsed());
+}
+
 #[test]
 fn header_parse_needs_only_the_header() {
     let bytes = write_shared_object(&object(Class::Elf32, Endian::Big));

@@ -33,6 +33,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::dir::Dir;
 use nix::errno::Errno;
@@ -43,6 +44,7 @@ use nvc_ldcache::elf::ElfInfo;
 use nvc_ldcache::{Arch, CacheEntry, Flags, Format, LdCache, write_cache};
 
 use crate::apply::{Root, fail};
+use crate::ldconf::{self, Line};
 use crate::ns::proc_fd;
 use crate::{ContainerDirs, Error};
 
@@ -55,6 +57,89 @@ const INCLUDE_DEPTH: usize = 8;
 const LINK_HOPS: usize = 8;
 /// At most this many files are listed per directory before giving up (unsure).
 const DIR_LIMIT: usize = 1 << 16;
+
+/// What one update may spend on the image, which it reads in nvc's own process: a hostile
+/// `ld.so.conf` (includes that fan out, globs over huge directories) must neither hang nor
+/// exhaust the process that embeds nvc. Real images use a tiny fraction (Debian's
+/// configuration is 4 files and 6 lines; a distribution's library directory a few thousand
+/// names). Past any of these the update refuses the image: `configure` fails, naming the
+/// budget, with the container unchanged.
+struct Budget {
+    deadline: Instant,
+    /// Configuration files still to read.
+    files: usize,
+    /// Configuration lines still to read.
+    lines: usize,
+    /// Directory entries still to look at (`include` globs and the scan).
+    names: usize,
+}
+
+/// The image was refused: the budget it exceeded.
+struct Refused(String);
+
+impl Budget {
+    const TIME: Duration = Duration::from_secs(1);
+    const FILES: usize = 256;
+    const LINES: usize = 1 << 16;
+    const NAMES: usize = 1 << 18;
+
+    fn new() -> Self {
+        Budget {
+            deadline: Instant::now() + Self::TIME,
+            files: Self::FILES,
+            lines: Self::LINES,
+            names: Self::NAMES,
+        }
+    }
+
+    /// Takes `n` from `left`, or refuses naming `what` and its limit; refuses past the
+    /// deadline too.
+    fn take(left: &mut usize, n: usize, what: &str, limit: usize) -> Result<(), Refused> {
+        *left = left
+            .checked_sub(n)
+            .ok_or_else(|| Refused(format!("more than {limit} {what}")))?;
+        Ok(())
+    }
+
+    fn file(&mut self) -> Result<(), Refused> {
+        self.time()?;
+        Self::take(&mut self.files, 1, "configuration files", Self::FILES)
+    }
+
+    fn lines(&mut self, n: usize) -> Result<(), Refused> {
+        Self::take(&mut self.lines, n, "configuration lines", Self::LINES)
+    }
+
+    fn name(&mut self) -> Result<(), Refused> {
+        if self.names.is_multiple_of(1024) {
+            self.time()?;
+        }
+        Self::take(&mut self.names, 1, "directory entries", Self::NAMES)
+    }
+
+    fn time(&self) -> Result<(), Refused> {
+        if Instant::now() > self.deadline {
+            return Err(Refused(format!(
+                "reading it took more than {} s",
+                Self::TIME.as_secs()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl From<Refused> for Error {
+    fn from(Refused(why): Refused) -> Self {
+        Error::Ldconfig {
+            program: "built-in cache update".into(),
+            what: format!(
+                "refused the image's linker configuration: {why} (a hostile or broken image)"
+            ),
+            output: String::new(),
+            error: None,
+        }
+    }
+}
 
 /// A library the configure mounted: where it is in the container and its host file.
 #[derive(Debug, Clone)]
@@ -168,8 +253,10 @@ pub(crate) fn update(
     if cache.format() == Format::Old {
         unsure!("/etc/ld.so.cache is in the old format");
     }
+    let mut budget = Budget::new();
     let mut conf = Vec::new();
-    if let Some(why) = read_conf(root, Path::new("/etc/ld.so.conf"), 0, &mut conf) {
+    let conf_file = Path::new("/etc/ld.so.conf");
+    if let Some(why) = read_conf(root, conf_file, 0, &mut conf, &mut budget)? {
         return Ok(Outcome::Unsure(why));
     }
     // Command line, configuration, trusted directories: each once, by inode.
@@ -317,7 +404,7 @@ pub(crate) fn update(
 
     // Nothing else ldconfig would pick up.
     for d in &scan.dirs {
-        if let Some(why) = unlisted_library(root, d, dirs.platform.hwcap_dirs) {
+        if let Some(why) = unlisted_library(root, d, dirs.platform.hwcap_dirs, &mut budget)? {
             return Ok(Outcome::Unsure(why));
         }
     }
@@ -411,62 +498,63 @@ fn read_in(root: &Root, path: &Path, limit: u64) -> Result<Vec<u8>, Errno> {
 
 /// Adds the directories of the configuration file `path` (and its includes) to `dirs`;
 /// `Some(reason)` where it is not sure to read it as glibc does. A missing file is empty.
-fn read_conf(root: &Root, path: &Path, depth: usize, dirs: &mut Vec<PathBuf>) -> Option<String> {
+fn read_conf(
+    root: &Root,
+    path: &Path,
+    depth: usize,
+    dirs: &mut Vec<PathBuf>,
+    budget: &mut Budget,
+) -> Result<Option<String>, Refused> {
     if depth > INCLUDE_DEPTH {
-        return Some(format!("{} nests includes too deep", path.display()));
+        return Ok(Some(format!("{} nests includes too deep", path.display())));
     }
+    budget.file()?;
     let text = match read_in(root, path, CONF_LIMIT) {
         Ok(bytes) => bytes,
-        Err(Errno::ENOENT) => return None,
-        Err(e) => return Some(format!("{} does not read: {e}", path.display())),
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(e) => return Ok(Some(format!("{} does not read: {e}", path.display()))),
     };
-    for line in text.split(|&b| b == b'\n') {
-        let line = line.split(|&b| b == b'#').next().unwrap_or_default();
-        let line = line.trim_ascii();
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(pattern) = line
-            .strip_prefix(b"include")
-            .filter(|r| r.starts_with(b" ") || r.starts_with(b"\t"))
-        {
-            let pattern = Path::new(OsStr::from_bytes(pattern.trim_ascii()));
-            let pattern = match pattern.is_absolute() {
-                true => pattern.to_path_buf(),
-                false => path.parent().unwrap_or(Path::new("/")).join(pattern),
-            };
-            match glob(root, &pattern) {
-                Ok(files) => {
-                    for file in files {
-                        if let Some(why) = read_conf(root, &file, depth + 1, dirs) {
-                            return Some(why);
-                        }
+    let lines = match ldconf::parse(&text) {
+        Ok(lines) => lines,
+        Err(why) => return Ok(Some(format!("{}: {why}", path.display()))),
+    };
+    budget.lines(lines.len())?;
+    for line in lines {
+        match line {
+            Line::Dir(dir) => dirs.push(PathBuf::from(OsStr::from_bytes(dir))),
+            Line::Include(pattern) => {
+                let pattern = Path::new(OsStr::from_bytes(pattern));
+                let pattern = match pattern.is_absolute() {
+                    true => pattern.to_path_buf(),
+                    false => path.parent().unwrap_or(Path::new("/")).join(pattern),
+                };
+                let files = match glob(root, &pattern, budget)? {
+                    Ok(files) => files,
+                    Err(why) => return Ok(Some(why)),
+                };
+                for file in files {
+                    if let Some(why) = read_conf(root, &file, depth + 1, dirs, budget)? {
+                        return Ok(Some(why));
                     }
                 }
-                Err(why) => return Some(why),
             }
-        } else if line.starts_with(b"/")
-            && !line
-                .iter()
-                .any(|&b| b.is_ascii_whitespace() || b == b'=' || b == b':' || b == b',')
-        {
-            dirs.push(PathBuf::from(OsStr::from_bytes(line)));
-        } else {
-            return Some(format!(
-                "{}: a line nvc does not read as ldconfig: {}",
-                path.display(),
-                String::from_utf8_lossy(line)
-            ));
         }
     }
-    None
+    Ok(None)
 }
 
 /// The files matching `pattern` (wildcards `*` and `?` in its last component only), sorted
-/// as glibc's `glob` sorts them.
-fn glob(root: &Root, pattern: &Path) -> Result<Vec<PathBuf>, String> {
+/// as glibc's `glob` sorts them; `Err(reason)` where nvc would not match it as glibc does.
+fn glob(
+    root: &Root,
+    pattern: &Path,
+    budget: &mut Budget,
+) -> Result<Result<Vec<PathBuf>, String>, Refused> {
     let (Some(dir), Some(name)) = (pattern.parent(), pattern.file_name()) else {
-        return Err(format!("include {} is no file pattern", pattern.display()));
+        return Ok(Err(format!(
+            "include {} is no file pattern",
+            pattern.display()
+        )));
     };
     if dir
         .as_os_str()
@@ -474,41 +562,33 @@ fn glob(root: &Root, pattern: &Path) -> Result<Vec<PathBuf>, String> {
         .iter()
         .any(|b| b"*?[".contains(b))
     {
-        return Err(format!(
+        return Ok(Err(format!(
             "include {}: wildcards in a directory",
             pattern.display()
-        ));
+        )));
     }
     if name.as_bytes().contains(&b'[') {
-        return Err(format!("include {}: a bracket pattern", pattern.display()));
+        return Ok(Err(format!(
+            "include {}: a bracket pattern",
+            pattern.display()
+        )));
     }
     let Ok(fd) = root.open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY) else {
-        return Ok(Vec::new());
+        return Ok(Ok(Vec::new()));
     };
-    let mut found: Vec<PathBuf> = list(&fd)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
+    let names = match list(&fd, budget)? {
+        Ok(names) => names,
+        Err(e) => return Ok(Err(format!("{}: {e}", dir.display()))),
+    };
+    let mut found: Vec<PathBuf> = names
         .into_iter()
-        .filter(|n| !n.as_bytes().starts_with(b".") && wildcard(name.as_bytes(), n.as_bytes()))
+        .filter(|n| {
+            !n.as_bytes().starts_with(b".") && ldconf::wildcard(name.as_bytes(), n.as_bytes())
+        })
         .map(|n| dir.join(n))
         .collect();
     found.sort();
-    Ok(found)
-}
-
-/// Whether `name` matches `pattern` (`*` any run, `?` one byte).
-fn wildcard(pattern: &[u8], name: &[u8]) -> bool {
-    match (pattern.split_first(), name.split_first()) {
-        (None, None) => true,
-        (Some((b'*', rest)), _) => {
-            wildcard(rest, name)
-                || name
-                    .split_first()
-                    .is_some_and(|(_, n)| wildcard(pattern, n))
-        }
-        (Some((b'?', rest)), Some((_, n))) => wildcard(rest, n),
-        (Some((p, rest)), Some((c, n))) => p == c && wildcard(rest, n),
-        _ => false,
-    }
+    Ok(Ok(found))
 }
 
 /// The directories that exist among `dirs` (inside the root), in order.
@@ -534,36 +614,50 @@ fn inode_in(root: &Root, dir: &Path) -> Option<(u64, u64)> {
     Some((st.st_dev, st.st_ino))
 }
 
-/// The names in a directory (at most [`DIR_LIMIT`]).
-fn list(fd: &OwnedFd) -> Result<Vec<OsString>, Errno> {
-    let mut dir = Dir::openat(
+/// The names in a directory (at most [`DIR_LIMIT`], each taken from the budget).
+fn list(fd: &OwnedFd, budget: &mut Budget) -> Result<Result<Vec<OsString>, Errno>, Refused> {
+    let mut dir = match Dir::openat(
         fd.as_fd(),
         ".",
         OFlag::O_RDONLY | OFlag::O_DIRECTORY,
         Mode::empty(),
-    )?;
+    ) {
+        Ok(dir) => dir,
+        Err(e) => return Ok(Err(e)),
+    };
     let mut names = Vec::new();
     for e in dir.iter() {
-        let name = OsStr::from_bytes(e?.file_name().to_bytes()).to_owned();
+        budget.name()?;
+        let e = match e {
+            Ok(e) => e,
+            Err(e) => return Ok(Err(e)),
+        };
+        let name = OsStr::from_bytes(e.file_name().to_bytes()).to_owned();
         if name != "." && name != ".." {
             names.push(name);
         }
         if names.len() > DIR_LIMIT {
-            return Err(Errno::E2BIG);
+            return Ok(Err(Errno::E2BIG));
         }
     }
-    Ok(names)
+    Ok(Ok(names))
 }
 
 /// Why `ldconfig` might pick up something in `d` that the cache does not list: an ELF file
 /// with a library's name that is not referenced, or a hwcap subdirectory.
-fn unlisted_library(root: &Root, d: &Scanned, hwcap_dirs: &[&str]) -> Option<String> {
+fn unlisted_library(
+    root: &Root,
+    d: &Scanned,
+    hwcap_dirs: &[&str],
+    budget: &mut Budget,
+) -> Result<Option<String>, Refused> {
     let referenced = &d.referenced;
-    let names = match list(&d.fd) {
+    let names = match list(&d.fd, budget)? {
         Ok(names) => names,
-        Err(e) => return Some(format!("{} does not list: {e}", d.name.display())),
+        Err(e) => return Ok(Some(format!("{} does not list: {e}", d.name.display()))),
     };
     for name in names {
+        budget.time()?;
         let b = name.as_bytes();
         let Ok(st) = fstatat(d.fd.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
             continue;
@@ -571,11 +665,11 @@ fn unlisted_library(root: &Root, d: &Scanned, hwcap_dirs: &[&str]) -> Option<Str
         let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
         if kind == SFlag::S_IFDIR {
             if hwcap_dirs.iter().any(|h| h.as_bytes() == b) {
-                return Some(format!(
+                return Ok(Some(format!(
                     "{} has a hwcap directory {}",
                     d.name.display(),
                     name.display()
-                ));
+                )));
             }
             continue;
         }
@@ -603,13 +697,13 @@ fn unlisted_library(root: &Root, d: &Scanned, hwcap_dirs: &[&str]) -> Option<Str
                 && !(b.ends_with(b".so") && s.starts_with(b) && s.as_slice() != b)
         });
         if !listed {
-            return Some(format!(
+            return Ok(Some(format!(
                 "{} is a library the cache does not list",
                 d.name.join(&name).display()
-            ));
+            )));
         }
     }
-    None
+    Ok(None)
 }
 
 /// Writes `bytes` as `/etc/ld.so.cache`: a new file beside it, renamed over it.
@@ -649,13 +743,5 @@ mod tests {
         assert_eq!(libcmp(b"libfoo.so.1", b"libfoo.so"), Greater);
         assert_eq!(libcmp(b"lib2", b"liba"), Greater);
         assert_eq!(libcmp(b"libA", b"liba"), Less);
-    }
-
-    #[test]
-    fn wildcards() {
-        assert!(wildcard(b"*.conf", b"x86_64-linux-gnu.conf"));
-        assert!(!wildcard(b"*.conf", b"x.conf.bak"));
-        assert!(wildcard(b"a?c*", b"abcdef"));
-        assert!(!wildcard(b"a?c", b"ac"));
     }
 }

@@ -30,6 +30,7 @@ mod configure;
 mod container;
 mod error;
 mod kernfs;
+pub mod ldconf;
 mod ldconfig;
 mod ns;
 mod plan;

@@ -567,3 +567,82 @@ fn a_failure_right_after_a_bind_undoes_it_with_the_rest() {
         assert_eq!(sim.tree(), before, "{api:?}");
     }
 }
+
+/// What the image's `ld.so.conf` holds for the built-in cache update, which reads it in
+/// nvc's own process.
+#[derive(Debug, Clone, Copy)]
+enum Conf {
+    /// A glob that backtracked exponentially in a recursive matcher, beside twenty files
+    /// whose names it nearly matches.
+    BacktrackingGlob,
+    /// A million `*`, which overflowed a recursive matcher's stack (an abort).
+    MillionStars,
+    /// Eight nested files of 20,000 lines, each line including the next file.
+    FanOut,
+}
+
+impl Conf {
+    fn plant(self, etc: &Path) {
+        let conf = match self {
+            Conf::BacktrackingGlob => format!("include /etc/{}*b\n", "*a".repeat(14)),
+            Conf::MillionStars => format!("include /etc/{}b\n", "*".repeat(1_000_000)),
+            Conf::FanOut => {
+                for n in 1..=8 {
+                    let line = format!("include /etc/L{}\n", n + 1);
+                    fs::write(etc.join(format!("L{n}")), line.repeat(20_000)).unwrap();
+                }
+                "include /etc/L1\n".to_owned()
+            }
+        };
+        for i in 0..20 {
+            fs::write(etc.join(format!("{}{i}", "a".repeat(60))), "").unwrap();
+        }
+        fs::write(etc.join("ld.so.conf"), conf).unwrap();
+    }
+}
+
+#[test]
+fn a_hostile_ld_so_conf_ends_the_builtin_update_within_a_second() {
+    for conf in [Conf::BacktrackingGlob, Conf::MillionStars, Conf::FanOut] {
+        let Some(sim) = fixture() else { return };
+        let etc = sim.rootfs.path().join("etc");
+        // The image's own cache, as its build left it (else the update falls back at once).
+        let status = Command::new("/sbin/ldconfig")
+            .arg("-r")
+            .arg(sim.rootfs.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        conf.plant(&etc);
+        let container = sim.container();
+        let plan = plan(&sim, MountApi::Auto);
+        let (tree, mounts) = (sim.tree(), sim.mounts());
+        let start = Instant::now();
+        let result = plan.configure(&container, Some(&ldconfig(Ldconfig::Builtin)));
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(1), "{conf:?}: {took:?}");
+        match (conf, result) {
+            // The globs match nothing: the configuration names no directory, and the
+            // update is sure.
+            (Conf::BacktrackingGlob | Conf::MillionStars, Ok(done)) => {
+                assert!(
+                    matches!(done.ldconfig, Some(nvc_mount::LdconfigRun::Builtin { .. })),
+                    "{conf:?}: {:?}",
+                    done.ldconfig
+                );
+                done.mounted.unapply(&container).unwrap();
+            }
+            // Past the budget of configuration lines: refused, the container unchanged.
+            (Conf::FanOut, Err(err)) => {
+                let text = err.to_string();
+                assert!(
+                    text.contains("refused the image's linker configuration: more than 65536 configuration lines"),
+                    "{conf:?}: {text}"
+                );
+                assert_eq!(sim.tree(), tree, "{conf:?}: files left behind");
+                assert_eq!(sim.mounts(), mounts, "{conf:?}: mounts left behind");
+            }
+            (_, result) => panic!("{conf:?}: {:?}", result.map(|d| d.ldconfig)),
+        }
+    }
+}

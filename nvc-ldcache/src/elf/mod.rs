@@ -70,6 +70,9 @@ pub const MAX_PIECE: u64 = 1 << 20;
 /// Upper bound on `DT_NEEDED` entries read (each costs a read of its name).
 pub const MAX_NEEDED: usize = 1024;
 
+/// The most `PT_NOTE` segments read from one object (together at most [`MAX_PIECE`] bytes).
+pub const MAX_NOTES: usize = 16;
+
 /// What nvc needs to know about a shared object.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ElfInfo {

@@ -1,6 +1,6 @@
 //! Pure parsers for the ELF pieces nvc reads.
 
-use super::{Class, ElfInfo, Endian, MAX_NEEDED, MAX_PIECE};
+use super::{Class, ElfInfo, Endian, MAX_NEEDED, MAX_NOTES, MAX_PIECE};
 use crate::Error;
 use crate::bytes::array_at;
 
@@ -351,12 +351,17 @@ pub(super) fn collect(fetch: &mut Fetch<'_>) -> Result<ElfInfo, Error> {
         needed: Vec::new(),
         abi_tag: None,
     };
-    for note in phdrs.iter().filter(|p| p.kind == PT_NOTE) {
-        let bytes = fetch(
-            note.offset,
-            bounded(note.filesz, "PT_NOTE is too large")?,
-            "PT_NOTE",
-        )?;
+    // A real object has a few notes (build id, GNU properties, ABI tag); a hostile one may
+    // have 65535 program headers of 1 MiB notes: the count and the bytes read are bounded.
+    let mut note_bytes = 0u64;
+    for (i, note) in phdrs.iter().filter(|p| p.kind == PT_NOTE).enumerate() {
+        note_bytes = note_bytes.saturating_add(note.filesz);
+        if i >= MAX_NOTES || note_bytes > MAX_PIECE {
+            return Err(Error::UnsupportedElf {
+                reason: "more PT_NOTE segments or bytes than MAX_NOTES or MAX_PIECE",
+            });
+        }
+        let bytes = fetch(note.offset, note.filesz, "PT_NOTE")?;
         if let Some(tag) = abi_tag(r, &bytes) {
             info.abi_tag = Some(tag);
             break;
