@@ -174,7 +174,7 @@ pub fn start(
         call: "nvmlInit",
         message: format!("cannot start the NVML helper: {e}"),
     };
-    let deadline = Instant::now() + timeout;
+    let deadline = nvc_sys::deadline(timeout);
     // SAFETY: the child only chroots, changes its ids, loads NVML and writes to its pipe:
     // system calls, allocation, `dlopen` and file I/O, which glibc keeps usable after fork.
     let mut child = unsafe { nvc_sys::fork_with_pipe(|out| helper(root, library, identity, out)) }

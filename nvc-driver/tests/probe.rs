@@ -365,3 +365,17 @@ fn discovery_follows_nvmls_version_whatever_proc_says() {
         assert_eq!(found(&got.files), found(&want.files), "/proc: {replaced:?}");
     }
 }
+
+/// `--nvml-timeout=1e19` (or `NVC_NVML_TIMEOUT`, or a C caller's value) is a duration the
+/// clock cannot add: it panicked computing the deadline; it means "no practical limit".
+#[test]
+fn a_timeout_beyond_the_clock_is_no_limit_not_a_panic() {
+    let s = Scenario::builtin("single").unwrap();
+    let (_dir, host) = build(&s);
+    for timeout in [Duration::from_secs_f64(1e19), Duration::MAX] {
+        let mut opts = DriverOptions::new(host.root());
+        opts.nvml_timeout = timeout;
+        let info = probe_driver(&opts).unwrap();
+        assert_eq!(info.gpus.len(), 1);
+    }
+}

@@ -8,7 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, readlinkat};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, symlinkat, unlinkat, write};
@@ -210,21 +210,13 @@ impl Root {
         }
     }
 
-    /// Opens `path` inside the root, symlinks resolved as if the root were `/`. The kernel
-    /// answers `EAGAIN` when a mount or rename anywhere raced with a `..` step; that is
-    /// retried.
+    /// Opens `path` inside the root, symlinks resolved as if the root were `/` (`EAGAIN`
+    /// retried, [`crate::kernfs::openat2_retrying`]).
     pub(crate) fn open(&self, path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
         let how = OpenHow::new()
             .flags(flags | OFlag::O_CLOEXEC)
             .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        let path = relative(path);
-        let mut tries = 0;
-        loop {
-            match openat2(self.fd.as_fd(), &path, how) {
-                Err(Errno::EAGAIN) if tries < 64 => tries += 1,
-                other => return other,
-            }
-        }
+        crate::kernfs::openat2_retrying(self.fd.as_fd(), &relative(path), how)
     }
 
     /// Opens directory `dir`, creating missing components (0755; owned by the container's

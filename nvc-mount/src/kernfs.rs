@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
@@ -76,7 +76,24 @@ pub(crate) fn open_in_root(root: &Path, path: &Path, flags: OFlag) -> Result<Own
     let how = OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    openat2(base.as_fd(), &relative(path), how)
+    openat2_retrying(base.as_fd(), &relative(path), how)
+}
+
+/// `openat2`, retried when the kernel answers `EAGAIN`: with `RESOLVE_IN_ROOT` or
+/// `RESOLVE_BENEATH` it does so when a rename or mount anywhere on the system raced with a
+/// `..` step (a container's processes can cause that at will); 64 tries.
+pub(crate) fn openat2_retrying(
+    dir: BorrowedFd<'_>,
+    path: &Path,
+    how: OpenHow,
+) -> Result<OwnedFd, Errno> {
+    let mut tries = 0;
+    loop {
+        match openat2(dir, path, how) {
+            Err(Errno::EAGAIN) if tries < 64 => tries += 1,
+            other => return other,
+        }
+    }
 }
 
 /// Opens directory `dir` inside `root` ([`open_in_root`]) and checks that it is on a
@@ -98,7 +115,7 @@ pub(crate) fn open_beneath(dir: &OwnedFd, name: &Path, flags: OFlag) -> Result<O
             | ResolveFlag::RESOLVE_NO_MAGICLINKS
             | ResolveFlag::RESOLVE_NO_XDEV,
     );
-    openat2(dir.as_fd(), name, how)
+    openat2_retrying(dir.as_fd(), name, how)
 }
 
 /// Reads `name` below `dir` ([`open_beneath`]), at most [`READ_LIMIT`] bytes.
@@ -117,4 +134,46 @@ pub(crate) fn proc_dir(proc_root: &Path) -> Result<OwnedFd, OpenError> {
         Path::new("/proc"),
         nix::sys::statfs::PROC_SUPER_MAGIC,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// Renames anywhere make the kernel answer `EAGAIN` to an in-root resolution with `..`
+    /// steps it raced with; a container's processes can rename at will, so every in-root
+    /// open retries.
+    #[test]
+    fn dot_dot_steps_racing_renames_are_retried_not_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        std::fs::create_dir_all(root.join("a/b/c")).unwrap();
+        std::fs::create_dir(root.join("x")).unwrap();
+        // `..` reaches the kernel through a link's target (paths are made relative first).
+        std::os::unix::fs::symlink("../a/b/c/../../b/c/../../b/c/../..", root.join("a/l")).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let renamer = {
+            let (stop, root) = (Arc::clone(&stop), root.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = std::fs::rename(root.join("x"), root.join("y"));
+                    let _ = std::fs::rename(root.join("y"), root.join("x"));
+                }
+            })
+        };
+        let path = Path::new("a/l/b/c");
+        // Without the retry, an EAGAIN came within a quarter of a second here.
+        let start = std::time::Instant::now();
+        let opened = std::iter::repeat_with(|| {
+            open_in_root(&root, path, OFlag::O_PATH | OFlag::O_DIRECTORY)
+        })
+        .take_while(|_| start.elapsed() < std::time::Duration::from_secs(2))
+        .find(Result::is_err);
+        stop.store(true, Ordering::Relaxed);
+        renamer.join().unwrap();
+        assert_eq!(opened.map(|r| r.map(drop)), None);
+    }
 }

@@ -114,7 +114,13 @@ fn v2_grant_splices_into_the_runtime_program_and_revokes() {
     assert!(probe.opens("/dev/zero"), "the runtime allows 1:5");
 
     let target = DeviceCgroup::new(CgroupVersion::V2, cg.path().to_path_buf());
+    let memlock = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK);
     let grant = target.allow(&[NULL]).unwrap();
+    // The embedding process keeps its own RLIMIT_MEMLOCK (it was left unlimited).
+    assert_eq!(
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK),
+        memlock
+    );
     assert_eq!(grant.added, [NULL]);
     assert!(probe.opens("/dev/null"), "granted");
     assert!(probe.opens("/dev/zero"), "the runtime's rule still applies");

@@ -238,7 +238,7 @@ impl Prepared {
         // A first process that already failed (joining its cgroup) is gone: its report says
         // why.
         let _ = send(self.go.as_raw_fd(), b"g", MsgFlags::MSG_NOSIGNAL);
-        let deadline = Instant::now() + self.timeout;
+        let deadline = crate::deadline(self.timeout);
         let mut output = Vec::new();
         let mut records = Vec::new();
         // Output to its end, then the reports to theirs (the first child exits after the
@@ -462,7 +462,9 @@ fn confined(
             crate::creds::no_setuid_fixup().map_err(|e| ("capabilities", e))?;
         }
     }
-    for cap in caps::all() {
+    // Only the capabilities this kernel knows: dropping one it does not (a newer
+    // capability on an older kernel, e.g. CAP_PERFMON before 5.8) is EINVAL.
+    for cap in caps::runtime::thread_all_supported() {
         caps_step(caps::drop(None, CapSet::Bounding, cap))?;
     }
     let (uid, gid) = (Uid::from_raw(c.uid), Gid::from_raw(c.gid));

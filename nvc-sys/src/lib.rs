@@ -21,6 +21,7 @@ pub mod bpf;
 mod chroot;
 pub mod confine;
 mod creds;
+mod deadline;
 pub mod fault;
 mod fork;
 pub mod mount;
@@ -29,6 +30,7 @@ pub mod seccomp;
 
 pub use chroot::chrooted;
 pub use creds::set_fs_owner;
+pub use deadline::deadline;
 pub use fork::{Ended, Forked, fork_with_pipe};
 pub use pidfd::{pidfd_alive, pidfd_open};
 

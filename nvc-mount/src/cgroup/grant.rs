@@ -6,7 +6,7 @@ use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
 use nvc_sys::bpf;
 
 use super::program::{self, DeviceRule};
@@ -203,8 +203,7 @@ impl DeviceCgroup {
         let path = &self.path;
         let open_dir = || self.open_dir();
         let dir = open_dir()?;
-        // Before Linux 5.11 BPF memory counts against RLIMIT_MEMLOCK.
-        let _ = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY);
+        let _memlock = Memlock::raise();
         let rules: Vec<DeviceRule> = devices
             .iter()
             .map(|&(major, minor)| DeviceRule::allow_char_rw(major, minor))
@@ -308,5 +307,61 @@ impl DeviceGrant {
             }
         }
         first.map_or(Ok(()), Err)
+    }
+}
+
+/// Before Linux 5.11 a BPF program's memory counts against `RLIMIT_MEMLOCK` (since, against
+/// the memory cgroup): on those kernels the limit is raised while nvc loads its program and
+/// put back when this is dropped, so the process that embeds nvc keeps its own limit; newer
+/// kernels are left alone.
+struct Memlock(Option<(u64, u64)>);
+
+impl Memlock {
+    fn raise() -> Self {
+        let release = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if release_at_least(&release, (5, 11)) {
+            return Memlock(None);
+        }
+        let old = getrlimit(Resource::RLIMIT_MEMLOCK).ok();
+        if old.is_some() {
+            let _ = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY);
+        }
+        Memlock(old)
+    }
+}
+
+impl Drop for Memlock {
+    fn drop(&mut self) {
+        if let Some((soft, hard)) = self.0 {
+            let _ = setrlimit(Resource::RLIMIT_MEMLOCK, soft, hard);
+        }
+    }
+}
+
+/// Whether a kernel release (`6.1.0-28-amd64`) is at least `(major, minor)`; an unreadable
+/// one is not.
+fn release_at_least(release: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::release_at_least;
+
+    #[test]
+    fn kernel_releases_compare_by_major_and_minor() {
+        assert!(release_at_least("6.1.0-28-amd64", (5, 11)));
+        assert!(release_at_least("5.11.0", (5, 11)));
+        assert!(!release_at_least("5.10.226-1", (5, 11)));
+        assert!(!release_at_least("4.19.0", (5, 11)));
+        assert!(!release_at_least("", (5, 11)));
     }
 }
