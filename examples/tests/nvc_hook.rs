@@ -38,6 +38,8 @@ fn hook(dir: &Path, state: &str) -> std::process::Output {
     let sim = bin.replace("nvc-hook", "nvc-sim");
     let root = format!("--root={}", dir.display());
     let mut child = Command::new(sim)
+        // Cargo sets it for tests; nvc-hook refuses any LD_* variable.
+        .env_remove("LD_LIBRARY_PATH")
         .args([
             "run",
             dir.to_str().unwrap(),
@@ -133,6 +135,8 @@ fn a_create_runtime_hook_gives_the_container_its_gpus() {
 /// Runs the hook binary itself (no simulated host) with `args` and `stdin`.
 fn hook_direct(args: &[&str], stdin: &[u8]) -> (Option<i32>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nvc-hook"))
+        // Cargo sets it for tests; nvc-hook refuses any LD_* variable.
+        .env_remove("LD_LIBRARY_PATH")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -207,10 +211,14 @@ fn unprivileged_images_can_be_denied_the_environment() {
     // With the opt-out, the unprivileged image's request is ignored: nothing is probed, the
     // hook succeeds without a driver. Without it, the request is honoured (and fails here,
     // on a root without a driver).
+    // A process in a mount namespace of its own: the hook refuses to run in the container's.
+    let Some(container) = nvc_testkit::PausedContainer::start() else {
+        return;
+    };
     let unprivileged = bundle("rootfs", &["NVIDIA_VISIBLE_DEVICES=all"]);
     let empty = tempfile::tempdir().unwrap();
     let root = empty.path().to_str().unwrap();
-    let st = state(42, unprivileged.path());
+    let st = state(container.pid(), unprivileged.path());
     let args = [
         "--root",
         root,
@@ -250,6 +258,8 @@ fn update_ldcache_refreshes_the_cache_over_the_cdi_mounted_folder() {
         &["LD_PRELOAD=/tmp/evil.so"],
     );
     let mut child = Command::new(env!("CARGO_BIN_EXE_nvc-hook"))
+        // Cargo sets it for tests; nvc-hook refuses any LD_* variable.
+        .env_remove("LD_LIBRARY_PATH")
         .args(["update-ldcache", "--folder", "/opt/nvidia/lib"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -277,4 +287,77 @@ fn update_ldcache_refreshes_the_cache_over_the_cdi_mounted_folder() {
         }),
         "libcuda.so.1 not in the container's cache"
     );
+}
+
+/// Runs the hook binary with `args`, the state on stdin, `env` added to its environment and
+/// `cwd` as its working directory: as a runtime that lists it under the wrong hook would.
+fn hook_misplaced(args: &[&str], state: &str, env: &[(&str, &str)], cwd: &Path) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nvc-hook"))
+        // Cargo sets it for tests; nvc-hook refuses any LD_* variable.
+        .env_remove("LD_LIBRARY_PATH")
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(state.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{args:?} {env:?}: {out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Every subcommand checks where it runs, not only the name in argv: the image's
+/// environment (`LD_*`), the container's mount namespace (a `createContainer` hook), the
+/// container's rootfs as working directory.
+#[test]
+fn every_subcommand_refuses_to_run_where_the_image_reaches_it() {
+    let rootfs = tempfile::tempdir().unwrap();
+    let b = bundle(
+        rootfs.path().to_str().unwrap(),
+        &["NVIDIA_VISIBLE_DEVICES=all"],
+    );
+    let subcommands: [&[&str]; 3] = [
+        &["createRuntime"],
+        &["update-ldcache", "--folder", "/usr/lib/x86_64-linux-gnu"],
+        &[
+            "create-symlinks",
+            "--link",
+            "libcuda.so.1::/usr/lib/libcuda.so",
+        ],
+    ];
+    let elsewhere = tempfile::tempdir().unwrap();
+    // The test's own process shares the hook's mount namespace: as a container process does
+    // for a hook the runtime runs in the container's namespace.
+    let same_ns = state(std::process::id(), b.path());
+    for args in subcommands {
+        let err = hook_misplaced(
+            args,
+            &same_ns,
+            &[("LD_PRELOAD", "/nonexistent/libx.so")],
+            elsewhere.path(),
+        );
+        assert!(
+            err.contains("refusing to run: LD_PRELOAD is set"),
+            "{args:?}: {err}"
+        );
+        let err = hook_misplaced(args, &same_ns, &[], elsewhere.path());
+        assert!(
+            err.contains("refusing to run: it runs in the mount namespace of the container"),
+            "{args:?}: {err}"
+        );
+    }
+    let Some(container) = nvc_testkit::PausedContainer::start() else {
+        return;
+    };
+    let other_ns = state(container.pid(), b.path());
+    for args in subcommands {
+        let err = hook_misplaced(args, &other_ns, &[], rootfs.path());
+        assert!(
+            err.contains("refusing to run: its working directory is the container's rootfs"),
+            "{args:?}: {err}"
+        );
+    }
 }

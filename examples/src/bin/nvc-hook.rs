@@ -21,7 +21,10 @@
 //! Options take their value as `--opt VALUE` or `--opt=VALUE`. The hook's name is required,
 //! as runtimes pass it (the first argument after the program's name in `args`), and must be
 //! `createRuntime` or `prestart`: run at `createContainer` or later, the runtime would hand
-//! the hook the image's environment (`LD_PRELOAD` included, the CVE-2025-23266 class).
+//! the hook the image's environment (`LD_PRELOAD` included, the CVE-2025-23266 class). Every
+//! subcommand also checks where it runs: no `LD_*` variable in its environment, a mount
+//! namespace other than the container process's, a working directory other than the
+//! container's rootfs.
 //!
 //! The runtime writes the container's state (`{"pid": ..., "bundle": ...}`, at most 1 MiB)
 //! to stdin, as the OCI runtime spec says. The image's `NVIDIA_VISIBLE_DEVICES`,
@@ -129,11 +132,57 @@ fn parse() -> Result<Args, String> {
     }
 }
 
+/// Refuses to run where a `createRuntime` or `prestart` hook does not: in the container's
+/// mount namespace, with an `LD_*` variable in its environment, or with the container's
+/// rootfs as its working directory. A runtime that lists the hook under `createContainer`,
+/// `startContainer` or `poststart` runs it there, with the image's environment and files
+/// within reach (CVE-2025-23266); the name in argv alone does not show it.
+fn where_it_runs(
+    state: &oci::oci_spec::runtime::State,
+    spec: &oci::oci_spec::runtime::Spec,
+) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: String| {
+        Err(format!(
+            "refusing to run: {why}; nvc-hook must be a createRuntime or prestart hook"
+        ))
+    };
+    if let Some((name, _)) =
+        std::env::vars_os().find(|(k, _)| k.as_encoded_bytes().starts_with(b"LD_"))
+    {
+        return refuse(format!(
+            "{} is set in its environment",
+            name.to_string_lossy()
+        ));
+    }
+    let id = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .map(|m| (m.dev(), m.ino()))
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let pid = state.pid().unwrap_or_default();
+    let theirs = std::path::PathBuf::from(format!("/proc/{pid}/ns/mnt"));
+    if id("/proc/self/ns/mnt".as_ref())? == id(&theirs)? {
+        return refuse(format!(
+            "it runs in the mount namespace of the container (process {pid})"
+        ));
+    }
+    let rootfs = oci::rootfs(state.bundle(), spec).map_err(|e| nvc_examples::error_chain(&e))?;
+    if id(".".as_ref()).ok() == id(&rootfs).ok() {
+        return refuse(format!(
+            "its working directory is the container's rootfs {}",
+            rootfs.display()
+        ));
+    }
+    Ok(())
+}
+
 fn run() -> Result<(), String> {
     let args = parse()?;
     let chain = |e: nvc_core::Error| nvc_examples::error_chain(&e);
     let state = oci::read_state(std::io::stdin()).map_err(chain)?;
     let spec = oci::read_spec(state.bundle()).map_err(chain)?;
+    where_it_runs(&state, &spec)?;
     match args.mode {
         Mode::UpdateLdcache => {
             let ldconfig = args

@@ -58,6 +58,8 @@ pub fn bundle(
     let dir = tempfile::tempdir().unwrap();
     image(&dir.path().join("rootfs"));
     let out = Command::new(runtime)
+        // Cargo sets it for tests; nvc-hook refuses any LD_* variable.
+        .env_remove("LD_LIBRARY_PATH")
         .arg("spec")
         .current_dir(dir.path())
         .output()
@@ -150,7 +152,8 @@ fn run_once(runtime: &Path, bundle: &Path, sim: Option<&Path>) -> Output {
             c
         }
     };
-    cmd.output().unwrap()
+    // Cargo sets it for tests; nvc-hook refuses any LD_* variable.
+    cmd.env_remove("LD_LIBRARY_PATH").output().unwrap()
 }
 
 /// The lines of one `## name` section of a container script's output.
@@ -222,6 +225,8 @@ pub fn podman_run(
     script: &str,
 ) -> Output {
     Command::new("timeout")
+        // Cargo sets it for tests; nvc-hook refuses any LD_* variable.
+        .env_remove("LD_LIBRARY_PATH")
         .args(["-k", "5", "120"])
         .arg(podman)
         .arg("--root")
