@@ -184,3 +184,23 @@ fn unprivileged_images_can_be_denied_the_environment() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NoContainer, "{e}");
 }
+
+/// `nvc-cdi inject` (and any `write_spec`) replaces `config.json` atomically and keeps its
+/// mode and owner: a bundle private to its runtime's user stays private.
+#[test]
+fn a_rewritten_config_keeps_its_mode_and_owner() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let b = bundle("rootfs", &["PATH=/bin"]);
+    let config = b.path().join("config.json");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Another owner where the test may set one (root).
+    let root = std::os::unix::fs::chown(&config, Some(1234), Some(5678)).is_ok();
+    let spec = oci::read_spec(b.path()).unwrap();
+    oci::write_spec(b.path(), &spec).unwrap();
+    let meta = std::fs::metadata(&config).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o600);
+    if root {
+        assert_eq!((meta.uid(), meta.gid()), (1234, 5678));
+    }
+    assert_eq!(oci::read_spec(b.path()).unwrap(), spec);
+}

@@ -584,6 +584,16 @@ impl MountPlan {
                 Op::Tmpfs { target, mode } => {
                     let (parent, name) = root.parent(target, done)?;
                     let dir = root.mkdir_all(target, done)?;
+                    // Never through a link the image placed (`/proc/driver/nvidia -> /x`): the
+                    // tmpfs would land where the journal does not look.
+                    let entry = fstatat(parent.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                        .map_err(fail("stat", target))?;
+                    if SFlag::from_bits_truncate(entry.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
+                        return Err(fail(
+                            "mount tmpfs on (not a directory in the image)",
+                            target,
+                        )(Errno::ENOTDIR));
+                    }
                     // Already a tmpfs mounted here (a second configure): keep it.
                     let dev = |fd: &OwnedFd| fstat(fd.as_fd()).map(|st| st.st_dev);
                     let is_tmpfs = nix::sys::statfs::fstatfs(dir.as_fd())

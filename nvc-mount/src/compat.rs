@@ -81,6 +81,11 @@ pub fn compat_libraries(
     let Some(dir) = resolve_in_root(rootfs, &cudart.join("compat"))? else {
         return Ok(Vec::new());
     };
+    let too_many = |dir: PathBuf, what: &str| Error::Apply {
+        op: "list CUDA compat directory",
+        path: dir,
+        error: std::io::Error::other(format!("{what}: refused (a hostile or broken image)")),
+    };
     let mut names: Vec<String> = match list_in_root(rootfs, &dir) {
         Ok(names) => names
             .into_iter()
@@ -88,6 +93,9 @@ pub fn compat_libraries(
             .collect(),
         // Gone, or not a directory (any more): no compat libraries, as upstream.
         Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(Vec::new()),
+        Err(Errno::E2BIG) => {
+            return Err(too_many(dir, &format!("more than {LIST_LIMIT} entries")));
+        }
         Err(e) => {
             return Err(Error::Apply {
                 op: "list CUDA compat directory",
@@ -96,6 +104,13 @@ pub fn compat_libraries(
             });
         }
     };
+    // Each name costs a resolution of up to 40 links.
+    if names.len() > LIBRARY_LIMIT {
+        return Err(too_many(
+            dir,
+            &format!("more than {LIBRARY_LIMIT} libraries"),
+        ));
+    }
     names.sort();
     let mut libs: Vec<PathBuf> = Vec::new();
     for name in names {
@@ -113,7 +128,12 @@ pub fn compat_libraries(
     Ok(libs)
 }
 
-/// The UTF-8 names in directory `dir` of the image, opened inside `rootfs`
+/// The most entries of the image's compat directory listed (a CUDA image has about ten).
+const LIST_LIMIT: usize = 1 << 16;
+/// The most compat library names resolved.
+const LIBRARY_LIMIT: usize = 1024;
+
+/// The UTF-8 names (at most [`LIST_LIMIT`] entries, else `E2BIG`) in directory `dir` of the image, opened inside `rootfs`
 /// (`RESOLVE_IN_ROOT`) so that a link swapped in after [`resolve_in_root`] cannot make
 /// nvc list a host directory.
 fn list_in_root(rootfs: &Path, dir: &Path) -> Result<Vec<String>, Errno> {
@@ -124,7 +144,10 @@ fn list_in_root(rootfs: &Path, dir: &Path) -> Result<Vec<String>, Errno> {
     )?;
     let mut listing = Dir::from_fd(fd)?;
     let mut names = Vec::new();
-    for entry in listing.iter() {
+    for (i, entry) in listing.iter().enumerate() {
+        if i >= LIST_LIMIT {
+            return Err(Errno::E2BIG);
+        }
         if let Ok(name) = entry?.file_name().to_str() {
             names.push(name.to_owned());
         }
@@ -234,6 +257,32 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// Thousands of compat names, each a chain of 39 links: each name costs a 40-link
+    /// resolution, so the count is bounded and the configure refused at once.
+    #[test]
+    fn a_compat_directory_of_link_chains_is_refused_at_once() {
+        let root = tempfile::tempdir().unwrap();
+        let compat = root.path().join("usr/local/cuda/compat");
+        std::fs::create_dir_all(&compat).unwrap();
+        for hop in 0..39 {
+            symlink(format!("l{}", hop + 1), compat.join(format!("l{hop}"))).unwrap();
+        }
+        std::fs::write(compat.join("l39"), b"").unwrap();
+        for i in 0..=LIBRARY_LIMIT {
+            symlink("l0", compat.join(format!("libcuda.so.999.{i}"))).unwrap();
+        }
+        let start = std::time::Instant::now();
+        let err =
+            compat_libraries(root.path(), Path::new("/usr/local/cuda"), "550.54.14").unwrap_err();
+        let why = std::error::Error::source(&err).map(ToString::to_string);
+        assert_eq!(
+            why.as_deref(),
+            Some("more than 1024 libraries: refused (a hostile or broken image)"),
+            "{err}"
+        );
+        assert!(start.elapsed() < std::time::Duration::from_millis(200));
     }
 
     #[test]

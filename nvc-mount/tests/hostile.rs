@@ -646,3 +646,24 @@ fn a_hostile_ld_so_conf_ends_the_builtin_update_within_a_second() {
         }
     }
 }
+
+/// An image whose `/proc/driver/nvidia` is a link to a directory of its own: the tmpfs was
+/// mounted at the link's target, which the journal did not record, and left mounted when
+/// the check after the mount failed. Now nothing is mounted through the link: the configure
+/// fails naming the path, the container as it was.
+#[test]
+fn a_linked_proc_driver_nvidia_gets_no_tmpfs_and_nothing_is_left() {
+    let Some(sim) = fixture() else { return };
+    let root = sim.rootfs.path();
+    fs::create_dir_all(root.join("elsewhere")).unwrap();
+    fs::remove_dir_all(root.join("proc/driver")).unwrap();
+    fs::create_dir_all(root.join("proc/driver")).unwrap();
+    symlink("/elsewhere", root.join("proc/driver/nvidia")).unwrap();
+    let container = sim.container();
+    let plan = plan(&sim, MountApi::Auto);
+    let (tree, mounts) = (sim.tree(), sim.mounts());
+    let err = plan.configure(&container, None).unwrap_err();
+    assert!(err.to_string().contains("/proc/driver/nvidia"), "{err}");
+    assert_eq!(sim.mounts(), mounts, "mounts left behind: {err}");
+    assert_eq!(sim.tree(), tree, "files left behind");
+}
