@@ -1,7 +1,7 @@
 //! Applying a [`MountPlan`] inside a container, confined to its root, undone on failure.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
@@ -159,6 +159,9 @@ pub(crate) struct Root {
     /// descriptor instead of walking from the root again. A mount made at or above one
     /// drops it ([`Root::mounted_at`]): its descriptor names what the mount now covers.
     dirs: RefCell<HashMap<PathBuf, OwnedFd>>,
+    /// The shared mounts of the container's namespace, read at the first mount
+    /// ([`crate::propagation`]).
+    shared: RefCell<Option<HashSet<u64>>>,
 }
 
 pub(crate) fn fail(op: &'static str, path: &Path) -> impl FnOnce(Errno) -> Error {
@@ -195,7 +198,18 @@ impl Root {
         Ok(Root {
             fd,
             dirs: RefCell::default(),
+            shared: RefCell::default(),
         })
+    }
+
+    /// Refuses `target` when a mount at `point` would propagate out of the container.
+    fn not_shared(&self, point: &OwnedFd, target: &Path) -> Result<(), Error> {
+        let mut shared = self.shared.borrow_mut();
+        let shared = match &mut *shared {
+            Some(shared) => shared,
+            none => none.insert(crate::propagation::shared_here()?),
+        };
+        crate::propagation::refuse_shared(shared, point, target)
     }
 
     /// Forgets the resolved directories a mount just made at `target` may cover: those at
@@ -418,6 +432,7 @@ impl Root {
     ) -> Result<(), Error> {
         let meta = source.stat()?;
         let (dir, name, point) = self.mountpoint(&meta, target, done)?;
+        self.not_shared(&point, target)?;
         let st = fstat(point.as_fd()).map_err(fail("stat", target))?;
         if st.st_dev == meta.st_dev && st.st_ino == meta.st_ino {
             done.already.push(target.to_path_buf());
@@ -594,6 +609,7 @@ impl MountPlan {
                             target,
                         )(Errno::ENOTDIR));
                     }
+                    root.not_shared(&dir, target)?;
                     // Already a tmpfs mounted here (a second configure): keep it.
                     let dev = |fd: &OwnedFd| fstat(fd.as_fd()).map(|st| st.st_dev);
                     let is_tmpfs = nix::sys::statfs::fstatfs(dir.as_fd())

@@ -34,6 +34,7 @@ pub mod ldconf;
 mod ldconfig;
 mod ns;
 mod plan;
+mod propagation;
 
 pub use apply::Mounted;
 pub use compat::{CompatMode, compat_dir, compat_libraries};

@@ -667,3 +667,94 @@ fn a_linked_proc_driver_nvidia_gets_no_tmpfs_and_nothing_is_left() {
     assert_eq!(sim.mounts(), mounts, "mounts left behind: {err}");
     assert_eq!(sim.tree(), tree, "files left behind");
 }
+
+/// A volume the runtime mounted `rshared` (Kubernetes' `Bidirectional`) and an image whose
+/// library directory links into it: a bind there would be copied to the host's side of the
+/// volume and outlive the container. The target is refused, naming it, and neither the host
+/// nor the container gets a mount.
+#[test]
+fn nothing_is_mounted_where_it_would_propagate_out_of_the_container() {
+    let Some(sim) = fixture() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let (vol, rootfs) = (t.path().join("vol"), t.path().join("rootfs"));
+    fs::create_dir_all(&vol).unwrap();
+    nvc_testkit::debian_image(&rootfs, &["proc/driver", "data", "usr/lib"], false).unwrap();
+    symlink("/data", rootfs.join("usr/lib/x86_64-linux-gnu")).unwrap();
+    // "host": a namespace where the volume is shared, its bind into the rootfs a peer; the
+    // container: a namespace copied from it (its mounts peers of the host's).
+    let pidfile = t.path().join("unshare.pid");
+    let script = format!(
+        "mount --bind {vol} {vol} && mount --make-shared {vol} && \
+         mount --bind {vol} {rootfs}/data && \
+         {{ unshare --mount --propagation unchanged --pid --fork --kill-child sleep 600 & \
+         echo $! > {pidfile}; wait; }}",
+        vol = vol.display(),
+        rootfs = rootfs.display(),
+        pidfile = pidfile.display(),
+    );
+    /// Kills the container's unshare (its child dies with it: `--kill-child`), then the
+    /// host's sh, also when an assertion fails.
+    struct Namespaces(std::process::Child, std::path::PathBuf);
+    impl Drop for Namespaces {
+        fn drop(&mut self) {
+            if let Ok(unshare) = fs::read_to_string(&self.1) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", unshare.trim()])
+                    .status();
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let host = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    let host = Namespaces(host, pidfile.clone());
+    let container_pid = (0..500)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            let unshare = fs::read_to_string(&pidfile).ok()?;
+            let unshare = unshare.trim();
+            let children =
+                fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")).ok()?;
+            children.split_whitespace().next()?.parse::<u32>().ok()
+        })
+        .expect("the container process");
+    let under_vol = |pid: u32| -> Vec<String> {
+        let table = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+        table
+            .lines()
+            .filter(|l| l.contains(&format!("{}/", vol.display())) || l.contains("/data/"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let (host_before, container_before) = (under_vol(host.0.id()), under_vol(container_pid));
+
+    let container = nvc_mount::Container::from_pid(container_pid, &rootfs).unwrap();
+    let plan = sim.plan(
+        &container,
+        &PlanOptions {
+            capabilities: vec![Compute, Utility],
+            devices: sim.select("0"),
+            no_cgroups: true,
+            ..PlanOptions::default()
+        },
+    );
+    let result = plan.configure(&container, None);
+    let (host_after, container_after) = (under_vol(host.0.id()), under_vol(container_pid));
+    drop(host);
+    let err = result
+        .map(|done| done.mounted.mounts)
+        .expect_err("configure under a shared mount");
+    assert!(
+        err.to_string()
+            .contains("refuse to mount under a shared mount (it would propagate out of the container) at /usr/lib/x86_64-linux-gnu/"),
+        "{err}"
+    );
+    assert_eq!(host_after, host_before, "a mount reached the host's volume");
+    assert_eq!(
+        container_after, container_before,
+        "mounts left in the container"
+    );
+}
