@@ -222,14 +222,18 @@ fn container(
     // SAFETY: `c` was just allocated and is not shared yet.
     if let Err(e) = fill(unsafe { &mut *c }) {
         // SAFETY: partially filled by this library, not shared.
-        unsafe { release(c) };
+        unsafe {
+            release(c);
+            cmem::free(c);
+        }
         return Err(e);
     }
     Ok(c)
 }
 
-/// Frees a container as upstream's `nvc_container_free`: `libs` as an array of `nlibs`
-/// `malloc`ed strings (the caller may have replaced it with its own), `cuda_compat_dir`.
+/// Frees what a container holds as upstream's `nvc_container_free`: `libs` as an array of
+/// `nlibs` `malloc`ed strings (the caller may have replaced it with its own),
+/// `cuda_compat_dir`; not the container itself (retired, or freed by the caller).
 ///
 /// # Safety
 ///
@@ -252,15 +256,19 @@ unsafe fn release(c: *mut nvc_container) {
             cmem::free(p);
         }
         cmem::free_strings(k.libs, k.nlibs);
-        cmem::free(c);
     }
 }
 
 pub(crate) extern "C" fn container_free(cnt: *mut nvc_container) {
     guard((), || {
-        if lock().containers.remove(&(cnt as usize)).is_some() {
-            // SAFETY: registered, so made by `container` and live; unregistered now.
-            unsafe { release(cnt) };
+        let mut registry = lock();
+        if registry.containers.remove(&(cnt as usize)).is_some() {
+            // SAFETY: registered, so made by `container` and live; unregistered now, and
+            // released under the registry's lock, under which calls read it.
+            unsafe {
+                release(cnt);
+                registry.retire(cnt);
+            }
         }
     });
 }

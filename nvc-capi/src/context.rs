@@ -54,15 +54,17 @@ pub(crate) extern "C" fn context_free(ctx: *mut nvc_context) {
         let Some(state) = lock().contexts.remove(&(ctx as usize)) else {
             return;
         };
-        let _state = state
+        let mut state = state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A call that found it before it was unregistered sees this once it has the lock.
+        state.freed = true;
         // SAFETY: `ctx` was registered, so this library allocated it and it is still live;
-        // it is unregistered now, so no other call reaches it.
+        // it is unregistered and marked freed under its lock, so no other call reaches it.
         unsafe {
             release_config(&mut (*ctx).cfg);
             cmem::free((*ctx).err.msg);
-            cmem::free(ctx);
+            lock().retire(ctx);
         }
     });
 }
@@ -167,10 +169,14 @@ pub(crate) extern "C" fn error(ctx: *mut nvc_context) -> *const c_char {
         let Some(state) = lock().contexts.get(&(ctx as usize)).cloned() else {
             return std::ptr::null();
         };
-        let _held = state
+        let held = state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // SAFETY: registered, so a live context of this library; its lock is held.
+        if held.freed {
+            return std::ptr::null();
+        }
+        // SAFETY: registered and not freed (checked under its lock, which is held), so a
+        // live context of this library.
         let err = unsafe { &(*ctx).err };
         if err.code != 0 && err.msg.is_null() {
             return c"unknown error".as_ptr();

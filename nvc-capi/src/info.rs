@@ -77,7 +77,10 @@ fn driver_info(info: &DriverInfo) -> Result<*mut nvc_driver_info, Failure> {
     let fill = unsafe { fill_driver_info(&mut *c, info) };
     if let Err(e) = fill {
         // SAFETY: partially filled by this library, not shared.
-        unsafe { release_driver_info(c) };
+        unsafe {
+            release_driver_info(c);
+            cmem::free(c);
+        }
         return Err(e);
     }
     Ok(c)
@@ -104,7 +107,8 @@ fn fill_driver_info(c: &mut nvc_driver_info, info: &DriverInfo) -> Result<(), Fa
     Ok(())
 }
 
-/// Frees a driver information and everything it holds.
+/// Frees everything a driver information holds (not the object itself: retired, or freed by
+/// the caller).
 ///
 /// # Safety
 ///
@@ -126,15 +130,18 @@ unsafe fn release_driver_info(c: *mut nvc_driver_info) {
             }
         }
         cmem::free(i.devs);
-        cmem::free(c);
     }
 }
 
 pub(crate) extern "C" fn driver_info_free(info: *mut nvc_driver_info) {
     guard((), || {
-        if lock().driver_infos.remove(&(info as usize)).is_some() {
+        let mut registry = lock();
+        if registry.driver_infos.remove(&(info as usize)).is_some() {
             // SAFETY: registered, so made by `driver_info` and live; unregistered now.
-            unsafe { release_driver_info(info) };
+            unsafe {
+                release_driver_info(info);
+                registry.retire(info);
+            }
         }
     });
 }
@@ -195,7 +202,10 @@ fn device_info(
         Ok(state) => Ok((c, state)),
         Err(e) => {
             // SAFETY: partially filled by this library, not shared.
-            unsafe { release_device_info(c) };
+            unsafe {
+                release_device_info(c);
+                cmem::free(c);
+            }
             Err(e)
         }
     }
@@ -236,7 +246,8 @@ fn fill_device(
     Ok(())
 }
 
-/// Frees a device information and everything it holds.
+/// Frees everything a device information holds (not the object itself: retired, or freed by
+/// the caller).
 ///
 /// # Safety
 ///
@@ -272,15 +283,18 @@ unsafe fn release_device_info(c: *mut nvc_device_info) {
             cmem::free(migs.devices);
         }
         cmem::free(info.gpus);
-        cmem::free(c);
     }
 }
 
 pub(crate) extern "C" fn device_info_free(info: *mut nvc_device_info) {
     guard((), || {
-        if lock().device_infos.remove(&(info as usize)).is_some() {
+        let mut registry = lock();
+        if registry.device_infos.remove(&(info as usize)).is_some() {
             // SAFETY: registered, so made by `device_info` and live; unregistered now.
-            unsafe { release_device_info(info) };
+            unsafe {
+                release_device_info(info);
+                registry.retire(info);
+            }
         }
     });
 }

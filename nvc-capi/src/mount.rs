@@ -28,21 +28,25 @@ fn mount(
     find: impl FnOnce(&Registry) -> Option<(Option<Arc<Driver>>, Part)>,
 ) -> c_int {
     let done = call(ctx, true, |state| {
-        let (container, found) = {
+        // The container's memory is read under the registry's lock, under which
+        // `nvc_container_free` releases it: a free racing this call cannot pull it away.
+        let (container, found, read) = {
             let registry = lock();
             let container = registry.containers.get(&(cnt as usize)).cloned();
-            (container, find(&registry))
+            // SAFETY: `cnt` is registered (checked under the lock held), so a live
+            // container of this library; its `libs` hold `nlibs` strings (upstream's CLI
+            // replaces them with an array of its own).
+            let read = container.as_ref().map(|_| unsafe { read_container(cnt) });
+            (container, find(&registry), read)
         };
-        let (Some(container), Some((driver, part))) = (container, found) else {
+        let (Some(container), Some((driver, part)), Some(read)) = (container, found, read) else {
             return Err(Failure::invalid_argument());
         };
+        let (flags, libs) = read?;
         let driver = match driver {
             Some(d) => d,
             None => Arc::clone(&context::initialized(state)?.driver),
         };
-        // SAFETY: `cnt` is registered, so a live container of this library; its `libs`
-        // hold `nlibs` strings (upstream's CLI replaces them with an array of its own).
-        let (flags, libs) = unsafe { read_container(cnt) }?;
         // SAFETY: `ctx` is registered and its lock is held (`call`).
         let no_pivot = unsafe { (*ctx).no_pivot };
         log::info!("{what} for pid {}", container.pid);

@@ -2,7 +2,7 @@
 //! not make (NULL, foreign, freed already) is refused instead of dereferenced, and the Rust
 //! state behind each object lives here rather than in memory the caller can write.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
@@ -22,12 +22,40 @@ pub(crate) struct Registry {
     /// Each driver information with the probe it shows (driver options applied).
     pub(crate) driver_infos: HashMap<usize, Arc<Driver>>,
     pub(crate) device_infos: HashMap<usize, Arc<DeviceInfoState>>,
+    /// The memory of objects freed last, still allocated ([`Registry::retire`]).
+    quarantine: VecDeque<usize>,
+}
+
+/// How many freed objects' memory is kept allocated.
+const QUARANTINE: usize = 1024;
+
+impl Registry {
+    /// Takes the memory of an object just unregistered instead of freeing it: it stays
+    /// allocated until [`QUARANTINE`] later objects were freed, so no object made meanwhile
+    /// gets its address and a stale handle (freed by another thread, or freed twice) is
+    /// refused as unknown instead of taken for a new object.
+    ///
+    /// # Safety
+    ///
+    /// `p` is a `malloc`ed object of this library, unregistered, not used afterwards.
+    pub(crate) unsafe fn retire<T>(&mut self, p: *mut T) {
+        self.quarantine.push_back(p as usize);
+        while self.quarantine.len() > QUARANTINE {
+            if let Some(old) = self.quarantine.pop_front() {
+                // SAFETY: retired earlier by the caller's promise, and never handed out since.
+                unsafe { cmem::free(old as *mut u8) };
+            }
+        }
+    }
 }
 
 /// A context's Rust side.
 #[derive(Default)]
 pub(crate) struct ContextState {
     pub(crate) init: Option<Initialized>,
+    /// Set by `nvc_context_free` under this state's lock: a call that found the context
+    /// before it was unregistered and waited for the lock must not touch its memory.
+    pub(crate) freed: bool,
 }
 
 /// What `nvc_init` set up.
@@ -112,6 +140,9 @@ pub(crate) fn call<T>(
 ) -> Option<T> {
     let state = lock().contexts.get(&(ctx as usize)).cloned()?;
     let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+    if state.freed {
+        return None;
+    }
     let result = if need_init && state.init.is_none() {
         Err(Failure::new("context uninitialized"))
     } else {
@@ -128,8 +159,9 @@ pub(crate) fn call<T>(
         Ok(v) => Some(v),
         Err(failure) => {
             log::error!("{}", failure.message);
-            // SAFETY: `ctx` is registered, so it is a live context this library allocated;
-            // its state's lock serialises the calls that write its error.
+            // SAFETY: `ctx` was registered and is not freed (checked under its state's lock,
+            // which `nvc_context_free` takes too), so it is a live context this library
+            // allocated; the lock serialises the calls that write its error.
             unsafe { set_error(ctx, &failure.message) };
             None
         }
@@ -170,5 +202,46 @@ mod tests {
         assert_eq!(got, Some(7));
         crate::context::context_free(ctx);
         assert!(crate::context::error(ctx).is_null());
+    }
+
+    /// Threads calling on a context (each call writes its error) while another frees it:
+    /// a call that found the context before the free and waited for its lock wrote into
+    /// freed memory (and freed its message twice). Now every call either runs before the
+    /// free or is refused, and a freed handle stays refused: no new object takes its
+    /// address while it is quarantined.
+    #[test]
+    fn a_free_racing_every_call_is_refused_not_a_use_after_free() {
+        let mut freed = HashSet::new();
+        for _ in 0..100 {
+            let ctx = crate::context::context_new() as usize;
+            let callers: Vec<_> = (0..4)
+                .map(|_| {
+                    std::thread::spawn(move || {
+                        let ctx = ctx as *mut nvc_context;
+                        for _ in 0..200 {
+                            let _: Option<()> = call(ctx, false, |_| Err(Failure::new("busy")));
+                            let _ = crate::context::error(ctx);
+                        }
+                    })
+                })
+                .collect();
+            std::thread::yield_now();
+            crate::context::context_free(ctx as *mut nvc_context);
+            for c in callers {
+                c.join().unwrap();
+            }
+            let stale = ctx as *mut nvc_context;
+            assert_eq!(call(stale, false, |_| Ok(1)), None);
+            assert!(crate::context::error(stale).is_null());
+            crate::context::context_free(stale); // twice: nothing
+            freed.insert(ctx);
+        }
+        let fresh: Vec<usize> = (0..100)
+            .map(|_| crate::context::context_new() as usize)
+            .collect();
+        assert!(fresh.iter().all(|c| !freed.contains(c)));
+        for c in fresh {
+            crate::context::context_free(c as *mut nvc_context);
+        }
     }
 }
