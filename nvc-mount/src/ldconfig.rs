@@ -13,6 +13,7 @@ use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::resource::Resource;
+use nix::sys::statfs::PROC_SUPER_MAGIC;
 use nvc_sys::confine::{Confinement, Program, Status, prepare_confined};
 
 use crate::cgroup::DeviceCgroup;
@@ -316,8 +317,9 @@ pub fn run_ldconfig(container: &Container, opts: &LdconfigOptions) -> Result<Ldc
 }
 
 /// The container's device cgroup's `cgroup.procs`, open for writing, when it can be found
-/// (supervised: always; standalone: where the image's /proc and /sys are the kernel's) and
-/// joined: the sandbox lives under its rules. A rootless container has no device cgroup of
+/// (supervised: always, else the error; standalone: where the image's /proc and /sys are the
+/// kernel's, else none — nvc's own cgroup is the container's there) and joined: the sandbox
+/// lives under its rules. A rootless container has no device cgroup of
 /// its own (it shares its user's, which the hook may not write to): its sandbox stays in the
 /// hook's cgroup, with no more device access than the user has.
 pub(crate) fn sandbox_cgroup(container: &Container) -> Result<Option<File>, Error> {
@@ -334,7 +336,11 @@ pub(crate) fn sandbox_cgroup(container: &Container) -> Result<Option<File>, Erro
             }
             Err(e) => Err(e),
         },
-        Err(_) => Ok(None),
+        // Standalone, nvc runs inside the container: its own cgroup is the container's.
+        Err(_) if container.proc_root != Path::new("/") => Ok(None),
+        // Supervised, the sandbox would stay in the caller's cgroup, outside the
+        // container's device rules: fail closed.
+        Err(e) => Err(e),
     }
 }
 
@@ -388,6 +394,12 @@ impl Sandbox {
             (Resource::RLIMIT_FSIZE, l.file_size),
         ];
         let masks = [Path::new("/proc"), Path::new("/sys"), Path::new("/dev")];
+        let proc = crate::kernfs::open_dir_in(Path::new("/"), Path::new("/proc"), PROC_SUPER_MAGIC)
+            .map_err(|e| Error::Namespace {
+                step: "open",
+                path: "/proc".into(),
+                error: e.into_io(),
+            })?;
         let syscalls = allowed_syscalls();
         let confinement = Confinement {
             mount_ns: Some(ns.as_fd()),
@@ -395,6 +407,7 @@ impl Sandbox {
             rootfs: &container.rootfs,
             pivot: !opts.no_pivot,
             masks: &masks,
+            proc: Some(proc.as_fd()),
             rlimits: &rlimits,
             uid: container.uid,
             gid: container.gid,

@@ -200,6 +200,70 @@ fn a_hostile_ldconfig_is_contained() {
     assert_eq!(fs::read_dir(canary.path()).unwrap().count(), 0);
 }
 
+/// An image `ldconfig` run as the container's root tries the host's sysctls and sysfs
+/// through kernel filesystems mounted elsewhere than `/proc` and `/sys` in the container's
+/// namespace: `/proc/sys/kernel/core_pattern` names a program the host kernel runs as root.
+const KERNEL_FS_PROBE: &str = r#"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+static void say(const char *what, const char *path) {
+    int ok = open(path, O_WRONLY) >= 0;
+    printf("%s: %s\n", what, ok ? "opened" : strerror(errno));
+}
+int main(void) {
+    say("second procfs", "/opt/p/sys/kernel/core_pattern");
+    say("proc", "/proc/sys/kernel/core_pattern");
+    say("second sysfs", "/opt/s/kernel/uevent_helper");
+    say("cgroupfs", "/opt/c/cgroup.procs");
+    return 0;
+}
+"#;
+
+#[test]
+fn kernel_filesystems_anywhere_in_the_image_are_out_of_reach_of_a_root_ldconfig() {
+    let Some(mut f) = configured() else { return };
+    if !common::build_static(KERNEL_FS_PROBE, &f.rootfs.join("sbin/ldconfig"), &[]) {
+        return;
+    }
+    // The container's root owns it: uid 0, as most containers' processes are.
+    f.container.uid = 0;
+    f.container.gid = 0;
+    let pid = f.container.pid.to_string();
+    for (kind, dir) in [("proc", "opt/p"), ("sysfs", "opt/s"), ("cgroup2", "opt/c")] {
+        let at = f.rootfs.join(dir);
+        fs::create_dir_all(&at).unwrap();
+        // In the container's namespace (dies with it): as a runtime or an earlier hook might.
+        let status = Command::new("nsenter")
+            .arg(format!("--mount=/proc/{pid}/ns/mnt"))
+            .args(["mount", "-t", kind, kind])
+            .arg(&at)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount {kind}");
+    }
+    let run = run_ldconfig(
+        &f.container,
+        &options(Ldconfig::Image("/sbin/ldconfig".into())),
+    )
+    .unwrap();
+    let LdconfigRun::Ran { output } = run else {
+        panic!("{run:?}")
+    };
+    for line in [
+        "second procfs: No such file or directory",
+        "proc: No such file or directory",
+        "second sysfs: No such file or directory",
+        "cgroupfs: No such file or directory",
+    ] {
+        assert!(
+            output.lines().any(|l| l == line),
+            "{line:?} not in {output}"
+        );
+    }
+}
+
 #[test]
 fn the_wall_clock_limit_kills_a_spinning_ldconfig() {
     let Some((f, _canary)) = hostile() else {

@@ -57,6 +57,12 @@ pub struct Confinement<'a> {
     /// Directories of the new root covered with an empty read-only tmpfs when they exist
     /// (`/proc`, `/sys`, `/dev`).
     pub masks: &'a [&'a Path],
+    /// The host's procfs (its root directory, checked by the caller): through it the
+    /// sandbox reads its own mount table once in its new root and detaches every kernel
+    /// filesystem mounted anywhere there ([`crate::kernel_mounts::KERNEL_FILESYSTEMS`]: a
+    /// procfs the image or runtime mounted at `/opt/p` reaches `core_pattern` as well as one
+    /// at `/proc`); the step fails when one stays. `None` skips it.
+    pub proc: Option<BorrowedFd<'a>>,
     /// Resource limits (soft = hard).
     pub rlimits: &'a [(Resource, u64)],
     /// User to run as.
@@ -439,6 +445,9 @@ fn confined(
     close_inherited_on_exec()?;
 
     change_root(c)?;
+    if let Some(proc) = c.proc {
+        step("mask", crate::kernel_mounts::detach_all(proc))?;
+    }
     for &dir in c.masks {
         if std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
             let flags =

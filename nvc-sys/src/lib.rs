@@ -24,6 +24,7 @@ mod creds;
 mod deadline;
 pub mod fault;
 mod fork;
+pub mod kernel_mounts;
 pub mod mount;
 mod pidfd;
 pub mod seccomp;
