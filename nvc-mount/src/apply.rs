@@ -162,6 +162,8 @@ pub(crate) struct Root {
     /// The shared mounts of the container's namespace, read at the first mount
     /// ([`crate::propagation`]).
     shared: RefCell<Option<HashSet<u64>>>,
+    /// A user-namespaced container's maps: what its user could create ([`crate::userns`]).
+    userns: Option<crate::userns::UserNs>,
 }
 
 pub(crate) fn fail(op: &'static str, path: &Path) -> impl FnOnce(Errno) -> Error {
@@ -199,7 +201,24 @@ impl Root {
             fd,
             dirs: RefCell::default(),
             shared: RefCell::default(),
+            userns: container.userns().cloned(),
         })
+    }
+
+    /// Refuses to create `path` in directory `dir` where the container's own user could
+    /// not (a user-namespaced container only; [`crate::userns`]).
+    pub(crate) fn may_create(&self, dir: &OwnedFd, path: &Path) -> Result<(), Error> {
+        let Some(userns) = &self.userns else {
+            return Ok(());
+        };
+        let st = fstat(dir.as_fd()).map_err(fail("stat the directory of", path))?;
+        if userns.may_create(&st) {
+            return Ok(());
+        }
+        Err(fail(
+            "create (the container's user may not write its directory)",
+            path,
+        )(Errno::EACCES))
     }
 
     /// Refuses `target` when a mount at `point` would propagate out of the container.
@@ -305,6 +324,7 @@ impl Root {
                     dir = here;
                 }
                 Err(Errno::ENOENT) => {
+                    self.may_create(&fd, &here)?;
                     at("mkdir", &here, || {
                         mkdirat(fd.as_fd(), &name, Mode::from_bits_truncate(0o755))
                     })?;
@@ -359,6 +379,7 @@ impl Root {
                 }
             }
             Err(Errno::ENOENT) => {
+                self.may_create(&dir, target)?;
                 if is_dir {
                     at("mkdir", target, || mkdirat(dir.as_fd(), name, mode))?;
                 } else {
@@ -693,6 +714,7 @@ impl MountPlan {
                     if let Err(Errno::ENOENT) =
                         fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
                     {
+                        root.may_create(&dir, path)?;
                         at("symlink", path, || {
                             symlinkat(target.as_path(), dir.as_fd(), name)
                         })?;

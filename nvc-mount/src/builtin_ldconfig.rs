@@ -421,6 +421,7 @@ pub(crate) fn update(
         let d = root
             .open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY)
             .map_err(fail("open", dir))?;
+        root.may_create(&d, &path)?;
         symlinkat(file.as_os_str(), d.as_fd(), link.as_os_str()).map_err(fail("symlink", &path))?;
     }
     Ok(Outcome::Updated { added: count })
@@ -712,6 +713,7 @@ fn write_cache_file(root: &Root, etc: &Path, bytes: &[u8]) -> Result<(), Error> 
         .open(etc, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
         .map_err(fail("open", etc))?;
     let tmp = "ld.so.cache~nvc";
+    root.may_create(&dir, &etc.join(tmp))?;
     let _ = unlinkat(dir.as_fd(), tmp, UnlinkatFlags::NoRemoveDir);
     let flags =
         OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;

@@ -113,6 +113,8 @@ pub struct Container {
     /// Where `/proc` is found: `/` when supervised, the rootfs in standalone mode.
     pub proc_root: PathBuf,
     process: Process,
+    /// Its user namespace's id maps, where it is not the caller's (supervised mode).
+    userns: Option<crate::userns::UserNs>,
 }
 
 /// A pidfd on the container process, when the kernel has them (Linux 5.3): it lets every
@@ -174,6 +176,18 @@ impl Container {
             pid,
             source: crate::error::os(e),
         })?;
+        // Standalone, nvc runs in the container's own user namespace already.
+        let userns = if proc_root == Path::new("/") {
+            crate::userns::UserNs::of(pid, (meta.st_uid, meta.st_gid)).map_err(|e| {
+                Error::Namespace {
+                    step: "read the user namespace of",
+                    path: format!("/proc/{pid}/ns/user").into(),
+                    error: e,
+                }
+            })?
+        } else {
+            None
+        };
         Ok(Container {
             pid,
             rootfs: rootfs.into(),
@@ -182,7 +196,13 @@ impl Container {
             dirs: ContainerDirs::detect(rootfs)?,
             proc_root: proc_root.into(),
             process,
+            userns,
         })
+    }
+
+    /// Its user namespace's maps, where it is not the caller's.
+    pub(crate) fn userns(&self) -> Option<&crate::userns::UserNs> {
+        self.userns.as_ref()
     }
 
     /// Where the container's mount namespace is: `<proc_root>/proc/<pid>/ns/mnt`.

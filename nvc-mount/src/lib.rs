@@ -35,6 +35,7 @@ mod ldconfig;
 mod ns;
 mod plan;
 mod propagation;
+mod userns;
 
 pub use apply::Mounted;
 pub use compat::{CompatMode, compat_dir, compat_libraries};

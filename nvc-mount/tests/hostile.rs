@@ -758,3 +758,90 @@ fn nothing_is_mounted_where_it_would_propagate_out_of_the_container() {
         "mounts left in the container"
     );
 }
+
+/// A user-namespaced container (its root is host uid 100000) whose image links its library
+/// directory into a directory of the host's root, as a volume would be: nvc, root with every
+/// capability, could create the mountpoints there; the container's own root could not. The
+/// configure is refused, nothing is created there; with the image's own directory it works.
+#[test]
+fn a_user_namespaced_container_gets_nothing_created_where_its_user_could_not() {
+    let Some(sim) = fixture() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let rootfs = t.path().join("rootfs");
+    nvc_testkit::debian_image(&rootfs, &["proc/driver", "usr/lib", "data", "dev"], false).unwrap();
+    let libs = rootfs.join("usr/lib/x86_64-linux-gnu");
+    symlink("/data", &libs).unwrap();
+    let chown = |path: &Path, recursive: bool, owner: &str| {
+        let mut cmd = Command::new("chown");
+        if recursive {
+            cmd.arg("-hR");
+        }
+        assert!(cmd.arg(owner).arg(path).status().unwrap().success());
+    };
+    chown(&rootfs, true, "100000:100000");
+    chown(&rootfs.join("data"), false, "0:0");
+    // A user namespace whose root is host uid 100000, made by that user (as rootless
+    // runtimes make theirs): `0 100000 1`.
+    let unshare = Command::new("setpriv")
+        .args(["--reuid=100000", "--regid=100000", "--clear-groups"])
+        .args([
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "--propagation",
+            "private",
+        ])
+        .args(["--pid", "--fork", "--kill-child", "sleep", "600"])
+        .spawn();
+    let Ok(mut unshare) = unshare else {
+        nvc_testkit::skip!("setpriv/unshare --user do not run");
+        return;
+    };
+    let unshare_pid = unshare.id();
+    let pid = (0..500).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        let children =
+            fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare_pid)).ok()?;
+        let pid: u32 = children.split_whitespace().next()?.parse().ok()?;
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim() == "sleep").then_some(pid)
+    });
+    let outcome = pid.map(|pid| {
+        let container = nvc_mount::Container::from_pid(pid, &rootfs).unwrap();
+        assert_eq!((container.uid, container.gid), (100000, 100000));
+        let opts = PlanOptions {
+            capabilities: vec![Compute, Utility],
+            devices: sim.select("0"),
+            no_cgroups: true,
+            ..PlanOptions::default()
+        };
+        let refused = sim
+            .plan(&container, &opts)
+            .configure(&container, None)
+            .map(|_| ());
+        let in_volume = fs::read_dir(rootfs.join("data")).unwrap().count();
+        // The image's own directory instead: configured.
+        fs::remove_file(&libs).unwrap();
+        fs::create_dir(&libs).unwrap();
+        chown(&libs, false, "100000:100000");
+        let container = nvc_mount::Container::from_pid(pid, &rootfs).unwrap();
+        let done = sim
+            .plan(&container, &opts)
+            .configure(&container, None)
+            .map(|done| done.mounted.mounts.len());
+        (refused, in_volume, done)
+    });
+    let _ = unshare.kill();
+    let _ = unshare.wait();
+    let (refused, in_volume, done) = outcome.expect("the user-namespaced container");
+    let err = refused.expect_err("a configure into the host's directory");
+    assert!(
+        err.to_string().contains(
+            "create (the container's user may not write its directory) /usr/lib/x86_64-linux-gnu/"
+        ),
+        "{err}"
+    );
+    assert_eq!(in_volume, 0, "entries created in the host's directory");
+    assert!(done.as_ref().is_ok_and(|&mounts| mounts > 0), "{done:?}");
+}
