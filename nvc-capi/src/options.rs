@@ -1,4 +1,4 @@
-//! Upstream's option strings (`nvc.h` §1.4): space-separated tokens, each setting bits.
+//! Upstream's option strings (upstream's `nvc.h`): space-separated tokens, each setting bits.
 
 use crate::Failure;
 

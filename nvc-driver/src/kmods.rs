@@ -1,5 +1,5 @@
 //! `--load-kmods`: loading the NVIDIA kernel modules and creating their device nodes, as
-//! libnvidia-container does through nvidia-modprobe (upstream §8.6).
+//! libnvidia-container does through nvidia-modprobe (upstream's `nvc_init` with `load-kmods`).
 //!
 //! Everything here is best effort, as upstream: a module that does not load or a node that
 //! cannot be made is a warning in the [`KmodReport`], never an error — the driver probe that

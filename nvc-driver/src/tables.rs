@@ -1,4 +1,5 @@
-//! What libnvidia-container looks for, per capability (spec §3.1–§3.3).
+//! What libnvidia-container looks for, per capability (upstream's `nvc_info.c` library and
+//! binary tables).
 
 /// Library name prefixes of the utility capability.
 pub const UTILITY_LIBS: &[&str] = &["libnvidia-ml.so", "libnvidia-cfg.so", "libnvidia-nscq.so"];

@@ -1,4 +1,4 @@
-//! CUDA forward compatibility (upstream §9.1): the image's own newer `libcuda` and friends
+//! CUDA forward compatibility (upstream's `cuda_compat_mode`): the image's own newer `libcuda` and friends
 //! from `<cudart>/compat`, used when they are newer than the host's driver.
 
 use std::fmt;

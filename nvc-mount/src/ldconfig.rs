@@ -1,5 +1,5 @@
 //! Refreshing the container's linker cache with its `ldconfig` (or the host's), run in a
-//! sandbox (upstream's `nvc_ldcache_update`, §8.4).
+//! sandbox (upstream's `nvc_ldcache_update`).
 
 use std::ffi::{CString, OsStr};
 use std::fs::File;

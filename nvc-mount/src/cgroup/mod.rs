@@ -1,5 +1,6 @@
-//! Device cgroups: granting a container access to device nodes (upstream §7), v1 through
-//! `devices.allow`, v2 by splicing allow rules in front of the runtime's eBPF program.
+//! Device cgroups: granting a container access to device nodes (upstream's cgroup step of
+//! `nvc_device_mount`), v1 through `devices.allow`, v2 by splicing allow rules in front of
+//! the runtime's eBPF program.
 
 mod discover;
 mod grant;
