@@ -35,10 +35,11 @@ fn a_dgx_spec_names_every_gpu_and_carries_the_driver() {
     // still reads.
     assert_eq!(spec.cdi_version, "0.5.0");
     assert_eq!(spec.kind, "nvidia.com/gpu");
-    assert_eq!(
-        names(&spec),
-        ["0", "1", "2", "3", "4", "5", "6", "7", "all"]
-    );
+    // By index and by UUID (nvidia-ctk 1.17's default), then `all`.
+    let mut want: Vec<String> = (0..8).map(|i| i.to_string()).collect();
+    want.extend(host.scenario().gpus.iter().map(|g| g.uuid.clone()));
+    want.push("all".into());
+    assert_eq!(names(&spec), want);
     let root = dir.path();
     for (i, g) in host.scenario().gpus.iter().enumerate() {
         let nodes = &spec.devices[i].container_edits.device_nodes;
@@ -49,7 +50,12 @@ fn a_dgx_spec_names_every_gpu_and_carries_the_driver() {
             Some(root.join(format!("dev/nvidia{}", g.minor)).as_path())
         );
     }
-    assert_eq!(spec.devices[8].container_edits.device_nodes.len(), 8);
+    assert_eq!(spec.devices[16].container_edits.device_nodes.len(), 8);
+    // A UUID name carries the same node as its index name.
+    assert_eq!(
+        spec.devices[8].container_edits,
+        spec.devices[0].container_edits
+    );
     let common = &spec.container_edits;
     assert_eq!(common.env, ["NVIDIA_VISIBLE_DEVICES=void"]);
     let paths: Vec<&Path> = common

@@ -59,8 +59,18 @@ fn env(oci: &OciSpec) -> Vec<String> {
 fn one_gpu_gets_its_node_the_driver_and_the_hook() {
     let (_d, _h, spec) = spec("dgx");
     let (_c, registry) = registry_of(&spec, "nvidia.json");
-    assert_eq!(registry.devices().len(), 9);
-    assert_eq!(registry.devices()[8], "nvidia.com/gpu=all");
+    // Eight by index, eight by UUID (nvidia-ctk's default names), and `all`.
+    assert_eq!(registry.devices().len(), 17);
+    assert!(registry.devices().iter().any(|d| d == "nvidia.com/gpu=all"));
+    let uuid = &_h.scenario().gpus[3].uuid;
+    let (mut by_index, mut by_uuid) = (OciSpec::default(), OciSpec::default());
+    registry
+        .inject(&mut by_index, &["nvidia.com/gpu=3"])
+        .unwrap();
+    registry
+        .inject(&mut by_uuid, &[format!("nvidia.com/gpu={uuid}").as_str()])
+        .unwrap();
+    assert_eq!(by_uuid, by_index);
     let mut oci = OciSpec::default();
     let before_mounts = oci.mounts().as_ref().unwrap().len();
     registry.inject(&mut oci, &["nvidia.com/gpu=3"]).unwrap();

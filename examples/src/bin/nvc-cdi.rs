@@ -16,7 +16,8 @@
 //! are searched for in `PATH`, inside the driver root) and prints the spec (JSON unless
 //! `--format yaml`), or writes it atomically to `--output` (e.g. `/etc/cdi/nvidia.yaml`; the
 //! format follows the extension unless `--format` says otherwise); the CDI version is the
-//! lowest the content needs. `list` prints the devices (`vendor/class=name`) of the specs in
+//! lowest the content needs. Devices are named by index and by UUID unless
+//! `--device-name-strategy` says otherwise (nvidia-ctk's default). `list` prints the devices (`vendor/class=name`) of the specs in
 //! the CDI directories (`/etc/cdi`, then `/var/run/cdi`, by default). `inject` applies the
 //! devices' edits to a bundle's `config.json` (rewritten atomically), as a CDI-aware runtime
 //! would: environment, device nodes with their cgroup rules, mounts, hooks, groups.

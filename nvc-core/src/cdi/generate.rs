@@ -61,7 +61,8 @@ pub struct CdiOptions {
     pub vendor: String,
     /// The device class (`gpu`).
     pub class: String,
-    /// How devices are named; at least one.
+    /// How devices are named; at least one. By default by index and by UUID, as
+    /// `nvidia-ctk cdi generate` 1.17 (`--device-name-strategy index --device-name-strategy uuid`).
     pub names: Vec<DeviceNameStrategy>,
     /// Where the device nodes are on the host (`--dev-root`); the driver root when `None`
     /// (as nvidia-ctk). Nodes under another root than `/` get a `hostPath`.
@@ -78,7 +79,7 @@ impl Default for CdiOptions {
         CdiOptions {
             vendor: "nvidia.com".into(),
             class: "gpu".into(),
-            names: vec![DeviceNameStrategy::Index],
+            names: vec![DeviceNameStrategy::Index, DeviceNameStrategy::Uuid],
             dev_root: None,
             hook: Some("/usr/local/bin/nvc-hook".into()),
         }
