@@ -516,6 +516,18 @@ impl Root {
                     None::<&str>,
                 )
             })?;
+            // A bind of a mount shared on the host joins the host's peer group: what the
+            // container mounted on it would appear on the host. (A cloned tree was made
+            // private before it was attached.)
+            at("make private", target, || {
+                mount(
+                    None::<&str>,
+                    proc_fd(&mounted).as_str(),
+                    None::<&str>,
+                    MsFlags::MS_PRIVATE,
+                    None::<&str>,
+                )
+            })?;
         }
         Ok(())
     }

@@ -845,3 +845,71 @@ fn a_user_namespaced_container_gets_nothing_created_where_its_user_could_not() {
     assert_eq!(in_volume, 0, "entries created in the host's directory");
     assert!(done.as_ref().is_ok_and(|&mounts| mounts > 0), "{done:?}");
 }
+
+/// The driver root on a mount that is shared on the host (systemd makes `/` shared): a
+/// clone or bind of it joins the host's peer group, so a container that mounts its own file
+/// over a library nvc bound would replace that library on the host. nvc's binds are private.
+#[test]
+fn a_mount_over_a_bound_library_stays_in_the_container() {
+    let Some(sim) = fixture() else { return };
+    let host = sim.hostdir.path().to_path_buf();
+    let lib = "usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14";
+    let original = fs::read(host.join(lib)).unwrap();
+    // The "host": a thread with a mount namespace of its own, where the driver root is a
+    // shared mount (the test process's namespace is left alone).
+    let seen_on_host = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+                let none = None::<&str>;
+                let private = nix::mount::MsFlags::MS_PRIVATE | nix::mount::MsFlags::MS_REC;
+                nix::mount::mount(none, "/", none, private, none).unwrap();
+                let bind = nix::mount::MsFlags::MS_BIND;
+                nix::mount::mount(Some(&host), &host, none, bind, none).unwrap();
+                let shared = nix::mount::MsFlags::MS_SHARED;
+                nix::mount::mount(none, &host, none, shared, none).unwrap();
+                let container = sim.container();
+                for api in [MountApi::Auto, MountApi::Legacy] {
+                    let done = plan(&sim, api).configure(&container, None).unwrap();
+                    let table = sim.c.mountinfo();
+                    let ours: Vec<&str> = table
+                        .lines()
+                        .filter(|l| l.contains(&sim.rootfs.path().display().to_string()))
+                        .collect();
+                    assert!(!ours.is_empty());
+                    assert!(
+                        ours.iter().all(|l| !l.contains(" shared:")),
+                        "{api:?}: {ours:#?}"
+                    );
+                    // The container mounts its own file over the library.
+                    let evil = sim.rootfs.path().join("evil");
+                    fs::write(&evil, b"EVIL").unwrap();
+                    let over = Command::new("nsenter")
+                        .arg(format!("--mount=/proc/{}/ns/mnt", sim.c.pid()))
+                        .args(["mount", "--bind"])
+                        .arg(&evil)
+                        .arg(sim.rootfs.path().join(lib))
+                        .status()
+                        .unwrap();
+                    assert!(over.success());
+                    let seen = fs::read(host.join(lib)).unwrap();
+                    let _ = Command::new("nsenter")
+                        .arg(format!("--mount=/proc/{}/ns/mnt", sim.c.pid()))
+                        .arg("umount")
+                        .arg(sim.rootfs.path().join(lib))
+                        .status();
+                    done.mounted.unapply(&container).unwrap();
+                    if seen != original {
+                        return Some(api);
+                    }
+                }
+                None
+            })
+            .join()
+            .unwrap()
+    });
+    assert_eq!(
+        seen_on_host, None,
+        "the container's mount reached the host's library"
+    );
+}

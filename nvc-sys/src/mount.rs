@@ -65,8 +65,10 @@ pub fn clone_tree_fd(fd: BorrowedFd<'_>) -> Result<OwnedFd, Error> {
     open_tree(fd.as_raw_fd(), &CString::default(), flags)
 }
 
-/// Sets `attrs` on the detached mount `tree` (flags not in `attrs` are cleared), before it is
-/// attached anywhere.
+/// Sets `attrs` on the detached mount `tree` (flags not in `attrs` are cleared) and makes it
+/// private, before it is attached anywhere: a clone of a mount that is shared on the host
+/// is in the host's peer group, so whatever the container later mounts on it would appear
+/// on the host.
 ///
 /// # Errors
 ///
@@ -87,21 +89,30 @@ pub fn set_attrs(tree: BorrowedFd<'_>, attrs: MountAttrs) -> Result<(), Error> {
         | libc::MOUNT_ATTR_NOSUID
         | libc::MOUNT_ATTR_NODEV
         | libc::MOUNT_ATTR_NOEXEC;
-    mount_setattr(tree.as_raw_fd(), c"", libc::AT_EMPTY_PATH, set, all & !set)
+    let private = libc::MS_PRIVATE;
+    mount_setattr(
+        tree.as_raw_fd(),
+        c"",
+        libc::AT_EMPTY_PATH,
+        set,
+        all & !set,
+        private,
+    )
 }
 
-/// `mount_setattr(dirfd, path, flags, {set, clear})`.
+/// `mount_setattr(dirfd, path, flags, {set, clear, propagation})` (0: propagation unchanged).
 fn mount_setattr(
     dirfd: libc::c_int,
     path: &std::ffi::CStr,
     flags: libc::c_int,
     set: u64,
     clear: u64,
+    propagation: libc::c_ulong,
 ) -> Result<(), Error> {
     let attr = libc::mount_attr {
         attr_set: set,
         attr_clr: clear,
-        propagation: 0,
+        propagation: u64::from(propagation),
         userns_fd: 0,
     };
     // SAFETY: `attr` is a live `mount_attr` of the size passed; `path` is NUL-terminated and
@@ -203,6 +214,7 @@ pub fn set_nodev_recursive(path: &Path) -> Result<(), Error> {
         &path,
         libc::AT_RECURSIVE,
         libc::MOUNT_ATTR_NODEV,
+        0,
         0,
     )
 }
