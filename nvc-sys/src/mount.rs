@@ -107,12 +107,12 @@ fn mount_setattr(
     flags: libc::c_int,
     set: u64,
     clear: u64,
-    propagation: libc::c_ulong,
+    propagation: u64,
 ) -> Result<(), Error> {
     let attr = libc::mount_attr {
         attr_set: set,
         attr_clr: clear,
-        propagation: u64::from(propagation),
+        propagation,
         userns_fd: 0,
     };
     // SAFETY: `attr` is a live `mount_attr` of the size passed; `path` is NUL-terminated and
