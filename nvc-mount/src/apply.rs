@@ -636,7 +636,10 @@ impl MountPlan {
                     // tmpfs would land where the journal does not look.
                     let entry = fstatat(parent.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
                         .map_err(fail("stat", target))?;
-                    if SFlag::from_bits_truncate(entry.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
+                    let here = fstat(dir.as_fd()).map_err(fail("stat", target))?;
+                    if SFlag::from_bits_truncate(entry.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR
+                        || (entry.st_dev, entry.st_ino) != (here.st_dev, here.st_ino)
+                    {
                         return Err(fail(
                             "mount tmpfs on (not a directory in the image)",
                             target,

@@ -62,8 +62,9 @@ const DIR_LIMIT: usize = 1 << 16;
 /// `ld.so.conf` (includes that fan out, globs over huge directories) must neither hang nor
 /// exhaust the process that embeds nvc. Real images use a tiny fraction (Debian's
 /// configuration is 4 files and 6 lines; a distribution's library directory a few thousand
-/// names). Past any of these the update refuses the image: `configure` fails, naming the
-/// budget, with the container unchanged.
+/// names). Past a count the update refuses the image: `configure` fails, naming the
+/// budget, with the container unchanged. Past the time (a slow, lazily pulled image) it is
+/// unsure, and `configure` falls back to `ldconfig` in its sandbox, which has its own limits.
 struct Budget {
     deadline: Instant,
     /// Configuration files still to read.
@@ -74,8 +75,36 @@ struct Budget {
     names: usize,
 }
 
-/// The image was refused: the budget it exceeded.
-struct Refused(String);
+/// The update stops: the count the image exceeded, or the time.
+enum Refused {
+    /// A count: the image is refused.
+    Count(String),
+    /// The time: unsure.
+    Time(String),
+}
+
+/// At most this many directories are scanned (each holds a descriptor) before giving up
+/// (unsure).
+const SCAN_LIMIT: usize = 4096;
+/// The longest `include` file name pattern matched (`NAME_MAX`: no longer name exists, and
+/// each name costs name × pattern steps).
+const PATTERN_LIMIT: usize = 255;
+
+/// `r`, with the time running out made an unsure reason and a count a refusal.
+fn settle(r: Result<Option<String>, Refused>) -> Result<Option<String>, Error> {
+    match r {
+        Ok(unsure) => Ok(unsure),
+        Err(Refused::Time(why)) => Ok(Some(why)),
+        Err(Refused::Count(why)) => Err(Error::Ldconfig {
+            program: "built-in cache update".into(),
+            what: format!(
+                "refused the image's linker configuration: {why} (a hostile or broken image)"
+            ),
+            output: String::new(),
+            error: None,
+        }),
+    }
+}
 
 impl Budget {
     const TIME: Duration = Duration::from_secs(1);
@@ -97,7 +126,7 @@ impl Budget {
     fn take(left: &mut usize, n: usize, what: &str, limit: usize) -> Result<(), Refused> {
         *left = left
             .checked_sub(n)
-            .ok_or_else(|| Refused(format!("more than {limit} {what}")))?;
+            .ok_or_else(|| Refused::Count(format!("more than {limit} {what}")))?;
         Ok(())
     }
 
@@ -119,25 +148,12 @@ impl Budget {
 
     fn time(&self) -> Result<(), Refused> {
         if Instant::now() > self.deadline {
-            return Err(Refused(format!(
-                "reading it took more than {} s",
+            return Err(Refused::Time(format!(
+                "reading the image took more than {} s",
                 Self::TIME.as_secs()
             )));
         }
         Ok(())
-    }
-}
-
-impl From<Refused> for Error {
-    fn from(Refused(why): Refused) -> Self {
-        Error::Ldconfig {
-            program: "built-in cache update".into(),
-            what: format!(
-                "refused the image's linker configuration: {why} (a hostile or broken image)"
-            ),
-            output: String::new(),
-            error: None,
-        }
     }
 }
 
@@ -256,7 +272,7 @@ pub(crate) fn update(
     let mut budget = Budget::new();
     let mut conf = Vec::new();
     let conf_file = Path::new("/etc/ld.so.conf");
-    if let Some(why) = read_conf(root, conf_file, 0, &mut conf, &mut budget)? {
+    if let Some(why) = settle(read_conf(root, conf_file, 0, &mut conf, &mut budget))? {
         return Ok(Outcome::Unsure(why));
     }
     // Command line, configuration, trusted directories: each once, by inode.
@@ -267,9 +283,13 @@ pub(crate) fn update(
         dirs: Vec::new(),
         by_path: HashMap::new(),
     };
+    let mut seen = HashSet::new();
     for d in scan_dirs(root, order.chain(trusted)) {
-        if !scan.dirs.iter().any(|s| s.inode == d.inode) {
+        if seen.insert(d.inode) {
             scan.dirs.push(d);
+        }
+        if scan.dirs.len() > SCAN_LIMIT {
+            unsure!("more than {SCAN_LIMIT} directories to scan");
         }
     }
 
@@ -404,7 +424,12 @@ pub(crate) fn update(
 
     // Nothing else ldconfig would pick up.
     for d in &scan.dirs {
-        if let Some(why) = unlisted_library(root, d, dirs.platform.hwcap_dirs, &mut budget)? {
+        if let Some(why) = settle(unlisted_library(
+            root,
+            d,
+            dirs.platform.hwcap_dirs,
+            &mut budget,
+        ))? {
             return Ok(Outcome::Unsure(why));
         }
     }
@@ -568,9 +593,16 @@ fn glob(
             pattern.display()
         )));
     }
-    if name.as_bytes().contains(&b'[') {
+    if name.len() > PATTERN_LIMIT {
         return Ok(Err(format!(
-            "include {}: a bracket pattern",
+            "include {}/...: a file name pattern of {} bytes (longer than {PATTERN_LIMIT})",
+            dir.display(),
+            name.len()
+        )));
+    }
+    if name.as_bytes().iter().any(|b| b"[\\".contains(b)) {
+        return Ok(Err(format!(
+            "include {}: a bracket or escape pattern",
             pattern.display()
         )));
     }
@@ -581,13 +613,13 @@ fn glob(
         Ok(names) => names,
         Err(e) => return Ok(Err(format!("{}: {e}", dir.display()))),
     };
-    let mut found: Vec<PathBuf> = names
-        .into_iter()
-        .filter(|n| {
-            !n.as_bytes().starts_with(b".") && ldconf::wildcard(name.as_bytes(), n.as_bytes())
-        })
-        .map(|n| dir.join(n))
-        .collect();
+    let mut found = Vec::new();
+    for n in names {
+        budget.time()?;
+        if !n.as_bytes().starts_with(b".") && ldconf::wildcard(name.as_bytes(), n.as_bytes()) {
+            found.push(dir.join(n));
+        }
+    }
     found.sort();
     Ok(Ok(found))
 }

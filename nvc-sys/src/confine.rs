@@ -445,18 +445,17 @@ fn confined(
     close_inherited_on_exec()?;
 
     change_root(c)?;
+    let masks: Vec<&Path> = c
+        .masks
+        .iter()
+        .copied()
+        .filter(|dir| std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()))
+        .collect();
     if let Some(proc) = c.proc {
-        step("mask", crate::kernel_mounts::detach_all(proc))?;
+        step("mask", crate::kernel_mounts::detach_all(proc, &masks))?;
     }
-    for &dir in c.masks {
-        if std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
-            let flags =
-                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-            step(
-                "mask",
-                mount(Some("tmpfs"), dir, Some("tmpfs"), flags, Some("mode=0555")),
-            )?;
-        }
+    for dir in masks {
+        step("mask", crate::kernel_mounts::cover(dir))?;
     }
     for &(resource, limit) in c.rlimits {
         step("setrlimit", setrlimit(resource, limit, limit))?;

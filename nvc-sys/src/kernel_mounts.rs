@@ -6,16 +6,17 @@ use std::ffi::OsStr;
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::mount::{MntFlags, umount2};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::Mode;
 
 /// Filesystem types through which a process reaches the kernel or the host: procfs (sysctls
 /// such as `core_pattern`, other processes), sysfs, device filesystems, cgroup hierarchies,
-/// tracing and debugging, security modules, BPF objects, binfmt handlers, namespaces.
+/// tracing and debugging, security modules, BPF objects, binfmt handlers, namespaces, IPC
+/// and the host's huge pages, RPC and NFS servers, hypervisor and automounter interfaces.
 pub const KERNEL_FILESYSTEMS: &[&[u8]] = &[
     b"proc",
     b"sysfs",
@@ -33,6 +34,15 @@ pub const KERNEL_FILESYSTEMS: &[&[u8]] = &[
     b"fusectl",
     b"binfmt_misc",
     b"nsfs",
+    b"selinuxfs",
+    b"smackfs",
+    b"apparmorfs",
+    b"mqueue",
+    b"hugetlbfs",
+    b"rpc_pipefs",
+    b"nfsd",
+    b"xenfs",
+    b"autofs",
 ];
 
 /// The mount points of kernel filesystems ([`KERNEL_FILESYSTEMS`]) in a `mountinfo` table,
@@ -80,20 +90,41 @@ fn unescape(field: &[u8]) -> Vec<u8> {
 }
 
 /// Detaches every kernel filesystem of the calling thread's mount namespace (within its
-/// root), reading the table through `proc` (a procfs root directory); fails with `EBUSY`
-/// when one is still there after a few rounds.
-pub(crate) fn detach_all(proc: BorrowedFd<'_>) -> Result<(), Errno> {
+/// root), reading the table through `proc` (a procfs root directory). A mount the kernel
+/// locked (copied from a user namespace less privileged than the caller's: a user-namespaced
+/// container's) cannot be detached: a directory is covered with an empty read-only tmpfs
+/// instead; under one of `masks` (covered the same way right after) it is left. Fails with
+/// `EBUSY` when one stays within reach after a few rounds.
+pub(crate) fn detach_all(proc: BorrowedFd<'_>, masks: &[&Path]) -> Result<(), Errno> {
+    let mut covered: Vec<PathBuf> = masks.iter().map(|m| m.to_path_buf()).collect();
     for _ in 0..8 {
-        let points = kernel_mount_points(&mount_table(proc)?);
+        let points: Vec<PathBuf> = kernel_mount_points(&mount_table(proc)?)
+            .into_iter()
+            .filter(|p| !covered.iter().any(|c| p.starts_with(c)))
+            .collect();
         if points.is_empty() {
             return Ok(());
         }
         for point in points {
             // A point the image swapped meanwhile: the next round reads the table again.
-            let _ = umount2(&point, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW);
+            match umount2(&point, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
+                Err(Errno::EINVAL)
+                    if std::fs::symlink_metadata(&point).is_ok_and(|m| m.is_dir()) =>
+                {
+                    cover(&point)?;
+                    covered.push(point);
+                }
+                _ => {}
+            }
         }
     }
     Err(Errno::EBUSY)
+}
+
+/// An empty read-only tmpfs over directory `dir`.
+pub(crate) fn cover(dir: &Path) -> Result<(), Errno> {
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(Some("tmpfs"), dir, Some("tmpfs"), flags, Some("mode=0555"))
 }
 
 fn mount_table(proc: BorrowedFd<'_>) -> Result<Vec<u8>, Errno> {

@@ -168,7 +168,9 @@ fn where_it_runs(
         ));
     }
     let rootfs = oci::rootfs(state.bundle(), spec).map_err(|e| nvc_examples::error_chain(&e))?;
-    if id(".".as_ref()).ok() == id(&rootfs).ok() {
+    if let (Ok(cwd), Ok(root)) = (id(".".as_ref()), id(&rootfs))
+        && cwd == root
+    {
         return refuse(format!(
             "its working directory is the container's rootfs {}",
             rootfs.display()
