@@ -38,9 +38,11 @@ pub(crate) extern "C" fn config_new(
 /// Frees the configuration only: its strings belong to the caller.
 pub(crate) extern "C" fn config_free(cfg: *mut nvc_container_config) {
     guard((), || {
-        if lock().container_configs.remove(&(cfg as usize)) {
-            // SAFETY: registered, so allocated here and live; unregistered now.
-            unsafe { cmem::free(cfg) };
+        let mut registry = lock();
+        if registry.container_configs.remove(&(cfg as usize)) {
+            // SAFETY: registered, so allocated here and live; unregistered now (under the
+            // registry's lock, which readers of a configuration hold).
+            unsafe { registry.retire(cfg) };
         }
     });
 }
@@ -97,8 +99,12 @@ pub(crate) extern "C" fn container_new(
     opts: *const c_char,
 ) -> *mut nvc_container {
     call(ctx, true, |state| {
-        // SAFETY: the caller passes NULL or a configuration (upstream's contract).
-        let cfg = unsafe { read_config(cfg) }?;
+        // Read under the registry's lock, which `nvc_container_config_free` takes.
+        let cfg = {
+            let _registry = lock();
+            // SAFETY: the caller passes NULL or a configuration (upstream's contract).
+            unsafe { read_config(cfg) }
+        }?;
         // SAFETY: NULL or a NUL-terminated string.
         let opts = unsafe { cmem::read(opts) }.unwrap_or(DEFAULT_CONTAINER);
         let flags = options::container_flags(options::parse(opts, CONTAINER)?)?;

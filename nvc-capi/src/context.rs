@@ -89,9 +89,11 @@ pub(crate) extern "C" fn config_new() -> *mut nvc_config {
 /// them at its own arguments).
 pub(crate) extern "C" fn config_free(cfg: *mut nvc_config) {
     guard((), || {
-        if lock().configs.remove(&(cfg as usize)) {
-            // SAFETY: registered, so allocated here and live; unregistered now.
-            unsafe { cmem::free(cfg) };
+        let mut registry = lock();
+        if registry.configs.remove(&(cfg as usize)) {
+            // SAFETY: registered, so allocated here and live; unregistered now (under the
+            // registry's lock, which readers of a configuration hold).
+            unsafe { registry.retire(cfg) };
         }
     });
 }
@@ -105,9 +107,14 @@ pub(crate) extern "C" fn init(
         if state.init.is_some() {
             return Ok(());
         }
-        // SAFETY: the caller passes NULL or a configuration (upstream's contract); the
-        // strings it names are NUL-terminated.
-        let (root, ldcache, uid, gid, chans) = unsafe { read_config(cfg) }?;
+        // Read under the registry's lock, which `nvc_config_free` takes: a free racing this
+        // call cannot pull the configuration away mid-read.
+        let (root, ldcache, uid, gid, chans) = {
+            let _registry = lock();
+            // SAFETY: the caller passes NULL or a configuration (upstream's contract); the
+            // strings it names are NUL-terminated.
+            unsafe { read_config(cfg) }
+        }?;
         // SAFETY: NULL or a NUL-terminated string.
         let opts = unsafe { cmem::read(opts) }.unwrap_or_default();
         let flags = options::parse(opts, LIBRARY)?;
