@@ -66,8 +66,10 @@ pub fn kernel_mount_points(mountinfo: &[u8]) -> Vec<PathBuf> {
     points
 }
 
-/// `mountinfo`'s octal escapes decoded.
-fn unescape(field: &[u8]) -> Vec<u8> {
+/// A `mountinfo` field with its octal escapes decoded (`\040` for a space, `\011`, `\012`,
+/// `\134`).
+#[must_use]
+pub fn unescape(field: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
     while let Some(&b) = field.get(i) {

@@ -43,28 +43,9 @@ fn membership(cgroup: &[u8]) -> Result<Membership, String> {
     Ok(m)
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space, `\011`, `\012`, `\134`).
+/// Undoes mountinfo's octal escapes ([`nvc_sys::kernel_mounts::unescape`]).
 fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| b == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match octal {
-            Some(d) => {
-                let v = d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
-                out.push(u8::try_from(v).unwrap_or(b'?'));
-                i += 4;
-            }
-            None => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8_lossy(&nvc_sys::kernel_mounts::unescape(field.as_bytes())).into_owned()
 }
 
 /// A mount of a cgroup hierarchy: its root inside the hierarchy and where it is mounted.
