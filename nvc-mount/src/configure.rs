@@ -236,7 +236,11 @@ impl LinkerState {
                 .collect();
             let etc = Path::new("/etc");
             let cache = match root.open(etc, flags) {
-                Ok(etc) => Some(SavedCache::keep(etc)?),
+                Ok(etc) => {
+                    // The hidden link is an entry nvc creates in the image's /etc.
+                    root.may_create(&etc, Path::new("/etc/.ld.so.cache.nvc-*"))?;
+                    Some(SavedCache::keep(etc)?)
+                }
                 Err(_) => None,
             };
             Ok(LinkerState { dirs, cache })
