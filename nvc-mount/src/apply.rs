@@ -159,9 +159,10 @@ pub(crate) struct Root {
     /// descriptor instead of walking from the root again. A mount made at or above one
     /// drops it ([`Root::mounted_at`]): its descriptor names what the mount now covers.
     dirs: RefCell<HashMap<PathBuf, OwnedFd>>,
-    /// The shared mounts of the container's namespace, read at the first mount
-    /// ([`crate::propagation`]).
-    shared: RefCell<Option<HashSet<u64>>>,
+    /// The peer groups that reach the caller's namespace ([`Root::watching`]) and, read at
+    /// the first mount, the container's mounts in them ([`crate::propagation`]).
+    outside: Option<HashSet<u64>>,
+    escaping: RefCell<Option<HashSet<u64>>>,
     /// A user-namespaced container's maps: what its user could create ([`crate::userns`]).
     userns: Option<crate::userns::UserNs>,
 }
@@ -200,7 +201,8 @@ impl Root {
         Ok(Root {
             fd,
             dirs: RefCell::default(),
-            shared: RefCell::default(),
+            outside: None,
+            escaping: RefCell::default(),
             userns: container.userns().cloned(),
         })
     }
@@ -221,14 +223,24 @@ impl Root {
         )(Errno::EACCES))
     }
 
+    /// This root, refusing mounts that would propagate to the namespace reached through
+    /// `outside` peer groups ([`crate::propagation::caller_groups`]).
+    fn watching(mut self, outside: HashSet<u64>) -> Self {
+        self.outside = Some(outside);
+        self
+    }
+
     /// Refuses `target` when a mount at `point` would propagate out of the container.
     fn not_shared(&self, point: &OwnedFd, target: &Path) -> Result<(), Error> {
-        let mut shared = self.shared.borrow_mut();
-        let shared = match &mut *shared {
-            Some(shared) => shared,
-            none => none.insert(crate::propagation::shared_here()?),
+        let Some(outside) = &self.outside else {
+            return Ok(());
         };
-        crate::propagation::refuse_shared(shared, point, target)
+        let mut escaping = self.escaping.borrow_mut();
+        let escaping = match &mut *escaping {
+            Some(escaping) => escaping,
+            none => none.insert(crate::propagation::escaping_here(outside)?),
+        };
+        crate::propagation::refuse_escaping(escaping, point, target)
     }
 
     /// Forgets the resolved directories a mount just made at `target` may cover: those at
@@ -610,8 +622,10 @@ impl MountPlan {
                 sources.push(clone_source(source, self.mount_api)?);
             }
         }
+        // What reaches the caller's namespace, read in it.
+        let outside = crate::propagation::caller_groups()?;
         in_container_ns(container, move || {
-            let root = Root::of(container)?;
+            let root = Root::of(container)?.watching(outside);
             let mut done = Mounted::default();
             match self.apply_all(&root, &mut done, sources) {
                 Ok(()) => Ok(done),

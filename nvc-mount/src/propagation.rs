@@ -1,10 +1,12 @@
 //! Mount propagation: a mount made under a *shared* mount is copied to every peer of it, so
 //! a bind nvc makes below a volume the runtime mounted `rshared` (Kubernetes'
 //! `mountPropagation: Bidirectional`) would appear in the host's copy of the volume and
-//! outlive the container. nvc mounts nothing where the new mount would propagate: the target
-//! is refused, naming the shared mount, before anything is mounted there.
+//! outlive the container. nvc mounts nothing where the new mount would reach the caller's
+//! namespace: a target on a mount whose peer group has a member (or a slave) there is refused,
+//! naming it, before anything is mounted. A mount shared only among the container's own
+//! mounts (Docker's `rshared` rootfs propagation) propagates nowhere outside and is used.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
@@ -17,40 +19,54 @@ use nix::sys::stat::Mode;
 use crate::Error;
 use crate::kernfs::READ_LIMIT;
 
-/// The ids of the mounts in a `mountinfo` table that are shared (a `shared:N` optional
-/// field: they have peers that receive what is mounted under them).
-#[must_use]
-pub(crate) fn shared_mounts(mountinfo: &[u8]) -> HashSet<u64> {
-    mountinfo
-        .split(|&b| b == b'\n')
-        .filter_map(|line| {
-            let mut fields = line.split(|&b| b == b' ');
-            let id = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
-            // Mount id, parent id, dev, root, mount point, options, then the optional
-            // fields up to "-".
-            let optional = fields.skip(5).take_while(|f| *f != b"-");
-            let shared = optional.into_iter().any(|f| f.starts_with(b"shared:"));
-            shared.then_some(id)
+/// The optional fields of each mount of a `mountinfo` table: (mount id, fields).
+fn optional_fields(mountinfo: &[u8]) -> impl Iterator<Item = (u64, Vec<&[u8]>)> {
+    mountinfo.split(|&b| b == b'\n').filter_map(|line| {
+        let mut fields = line.split(|&b| b == b' ');
+        let id = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
+        // Mount id, parent id, dev, root, mount point, options, then the optional fields
+        // up to "-".
+        Some((id, fields.skip(5).take_while(|f| *f != b"-").collect()))
+    })
+}
+
+/// The number after `tag` (`shared:`, `master:`) in an optional field.
+fn group(field: &[u8], tag: &[u8]) -> Option<u64> {
+    std::str::from_utf8(field.strip_prefix(tag)?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Each shared mount of a `mountinfo` table: mount id → its peer group.
+pub(crate) fn shared_mounts(mountinfo: &[u8]) -> HashMap<u64, u64> {
+    optional_fields(mountinfo)
+        .filter_map(|(id, fields)| Some((id, fields.iter().find_map(|f| group(f, b"shared:"))?)))
+        .collect()
+}
+
+/// The peer groups a `mountinfo` table's mounts are members of (`shared:N`) or receive
+/// from (`master:N`): a mount made in such a group shows up in that table's namespace.
+pub(crate) fn reached_groups(mountinfo: &[u8]) -> HashSet<u64> {
+    optional_fields(mountinfo)
+        .flat_map(|(_, fields)| {
+            fields
+                .into_iter()
+                .filter_map(|f| group(f, b"shared:").or_else(|| group(f, b"master:")))
+                .collect::<Vec<_>>()
         })
         .collect()
 }
 
-/// The shared mounts of the calling thread's mount namespace, read from the host's procfs
-/// (the namespace thread's working directory is its `/proc/self/fd`, [`crate::ns`]).
-pub(crate) fn shared_here() -> Result<HashSet<u64>, Error> {
-    let tid = nix::unistd::gettid();
-    let path = format!("../task/{tid}/mountinfo");
+/// Reads a `mountinfo` file (at most [`READ_LIMIT`] bytes); `shown` names it in errors.
+fn read_table(path: &str, shown: &str) -> Result<Vec<u8>, Error> {
     let fail = |errno: Errno| Error::Apply {
         op: "read",
-        path: format!("/proc/self/task/{tid}/mountinfo").into(),
+        path: shown.into(),
         error: crate::error::os(errno),
     };
-    let fd = nix::fcntl::open(
-        path.as_str(),
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(fail)?;
+    let fd =
+        nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(fail)?;
     let mut bytes = Vec::new();
     File::from(fd)
         .take(READ_LIMIT + 1)
@@ -59,18 +75,41 @@ pub(crate) fn shared_here() -> Result<HashSet<u64>, Error> {
     if bytes.len() as u64 > READ_LIMIT {
         return Err(fail(Errno::EFBIG));
     }
-    Ok(shared_mounts(&bytes))
+    Ok(bytes)
+}
+
+/// The peer groups the calling thread's mount namespace (the caller's, before it enters the
+/// container's) is reached through.
+pub(crate) fn caller_groups() -> Result<HashSet<u64>, Error> {
+    let table = read_table("/proc/thread-self/mountinfo", "/proc/thread-self/mountinfo")?;
+    Ok(reached_groups(&table))
+}
+
+/// The mounts of the calling thread's mount namespace (the container's, on the namespace
+/// thread whose working directory is the host's `/proc/self/fd`, [`crate::ns`]) whose peer
+/// group reaches the caller's namespace (`outside`, [`caller_groups`]).
+pub(crate) fn escaping_here(outside: &HashSet<u64>) -> Result<HashSet<u64>, Error> {
+    let tid = nix::unistd::gettid();
+    let table = read_table(
+        &format!("../task/{tid}/mountinfo"),
+        &format!("/proc/self/task/{tid}/mountinfo"),
+    )?;
+    Ok(shared_mounts(&table)
+        .into_iter()
+        .filter(|(_, group)| outside.contains(group))
+        .map(|(id, _)| id)
+        .collect())
 }
 
 /// Refuses `target` (whose mountpoint is `point`) when what would be mounted there lands on
-/// a shared mount. Kernels without `STATX_MNT_ID` (before 5.8) are not checked.
-pub(crate) fn refuse_shared(
-    shared: &HashSet<u64>,
+/// one of the `escaping` mounts. Kernels without `STATX_MNT_ID` (before 5.8) are not checked.
+pub(crate) fn refuse_escaping(
+    escaping: &HashSet<u64>,
     point: &OwnedFd,
     target: &Path,
 ) -> Result<(), Error> {
     match nvc_sys::mount::mount_id(point.as_fd()) {
-        Ok(id) if shared.contains(&id) => Err(Error::Apply {
+        Ok(id) if escaping.contains(&id) => Err(Error::Apply {
             op: "refuse to mount under a shared mount (it would propagate out of the container) at",
             path: target.to_path_buf(),
             error: std::io::Error::from_raw_os_error(Errno::EXDEV as i32),
@@ -81,10 +120,10 @@ pub(crate) fn refuse_shared(
 
 #[cfg(test)]
 mod tests {
-    use super::shared_mounts;
+    use super::*;
 
     #[test]
-    fn shared_peer_groups_are_read_from_the_optional_fields() {
+    fn peer_groups_are_read_from_the_optional_fields() {
         let table = b"\
 22 1 0:21 / /proc rw,nosuid - proc proc rw
 36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw
@@ -92,8 +131,9 @@ mod tests {
 41 40 0:41 / /data/x rw shared:9 master:7 - tmpfs tmpfs rw
 42 40 0:42 / /y rw - tmpfs shared:3 rw
 ";
-        let mut ids: Vec<u64> = shared_mounts(table).into_iter().collect();
-        ids.sort();
-        assert_eq!(ids, [40, 41]);
+        let shared = shared_mounts(table);
+        assert_eq!(shared, HashMap::from([(40, 7), (41, 9)]));
+        let reached = reached_groups(table);
+        assert_eq!(reached, HashSet::from([1, 7, 9]));
     }
 }

@@ -742,22 +742,48 @@ fn nothing_is_mounted_where_it_would_propagate_out_of_the_container() {
     };
     let (host_before, container_before) = (under_vol(host.0.id()), under_vol(container_pid));
 
-    let container = nvc_mount::Container::from_pid(container_pid, &rootfs).unwrap();
-    let plan = sim.plan(
-        &container,
-        &PlanOptions {
-            capabilities: vec![Compute, Utility],
-            devices: sim.select("0"),
-            no_cgroups: true,
-            ..PlanOptions::default()
-        },
-    );
-    let result = plan.configure(&container, None);
+    // nvc runs in the "host" namespace, as a runtime's hook does: a thread of its own there.
+    let host_ns = fs::File::open(format!("/proc/{}/ns/mnt", host.0.id())).unwrap();
+    let configure = || {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).unwrap();
+                    nix::sched::setns(&host_ns, nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+                    let container = nvc_mount::Container::from_pid(container_pid, &rootfs).unwrap();
+                    let opts = PlanOptions {
+                        capabilities: vec![Compute, Utility],
+                        devices: sim.select("0"),
+                        no_cgroups: true,
+                        ..PlanOptions::default()
+                    };
+                    sim.plan(&container, &opts)
+                        .configure(&container, None)
+                        .map(|done| done.mounted.mounts.len())
+                })
+                .join()
+                .unwrap()
+        })
+    };
+    let result = configure();
     let (host_after, container_after) = (under_vol(host.0.id()), under_vol(container_pid));
+    // The container makes its copy of the volume a peer group of its own (as Docker makes a
+    // rootfs `rshared`): shared, but with nothing outside; configured.
+    let in_container = |args: &[&str]| {
+        Command::new("nsenter")
+            .arg(format!("--mount=/proc/{container_pid}/ns/mnt"))
+            .args(args)
+            .status()
+            .unwrap()
+            .success()
+    };
+    let data = rootfs.join("data").display().to_string();
+    assert!(in_container(&["mount", "--make-private", &data]));
+    assert!(in_container(&["mount", "--make-shared", &data]));
+    let own_group = configure();
+    let host_last = under_vol(host.0.id());
     drop(host);
-    let err = result
-        .map(|done| done.mounted.mounts)
-        .expect_err("configure under a shared mount");
+    let err = result.expect_err("configure under a shared mount");
     assert!(
         err.to_string()
             .contains("refuse to mount under a shared mount (it would propagate out of the container) at /usr/lib/x86_64-linux-gnu/"),
@@ -768,6 +794,8 @@ fn nothing_is_mounted_where_it_would_propagate_out_of_the_container() {
         container_after, container_before,
         "mounts left in the container"
     );
+    assert!(own_group.as_ref().is_ok_and(|&n| n > 0), "{own_group:?}");
+    assert_eq!(host_last, host_before, "a mount reached the host's volume");
 }
 
 /// A user-namespaced container (its root is host uid 100000) whose image links its library
