@@ -159,9 +159,10 @@ pub(crate) struct Root {
     /// descriptor instead of walking from the root again. A mount made at or above one
     /// drops it ([`Root::mounted_at`]): its descriptor names what the mount now covers.
     dirs: RefCell<HashMap<PathBuf, OwnedFd>>,
-    /// The peer groups that reach the caller's namespace ([`Root::watching`]) and, read at
-    /// the first mount, the container's mounts in them ([`crate::propagation`]).
-    outside: Option<HashSet<u64>>,
+    /// The host's procfs and the peer groups that reach the caller's namespace
+    /// ([`Root::watching`]) and, read at the first mount, the container's mounts in them
+    /// ([`crate::propagation`]).
+    outside: Option<(OwnedFd, HashSet<u64>)>,
     escaping: RefCell<Option<HashSet<u64>>>,
     /// A user-namespaced container's maps: what its user could create ([`crate::userns`]).
     userns: Option<crate::userns::UserNs>,
@@ -224,21 +225,22 @@ impl Root {
     }
 
     /// This root, refusing mounts that would propagate to the namespace reached through
-    /// `outside` peer groups ([`crate::propagation::caller_groups`]).
-    fn watching(mut self, outside: HashSet<u64>) -> Self {
-        self.outside = Some(outside);
+    /// `outside` peer groups ([`crate::propagation::caller_groups`]); `proc` is the host's
+    /// procfs, through which the container's mount table is read.
+    fn watching(mut self, proc: OwnedFd, outside: HashSet<u64>) -> Self {
+        self.outside = Some((proc, outside));
         self
     }
 
     /// Refuses `target` when a mount at `point` would propagate out of the container.
     fn not_shared(&self, point: &OwnedFd, target: &Path) -> Result<(), Error> {
-        let Some(outside) = &self.outside else {
+        let Some((proc, outside)) = &self.outside else {
             return Ok(());
         };
         let mut escaping = self.escaping.borrow_mut();
         let escaping = match &mut *escaping {
             Some(escaping) => escaping,
-            none => none.insert(crate::propagation::escaping_here(outside)?),
+            none => none.insert(crate::propagation::escaping_here(proc, outside)?),
         };
         crate::propagation::refuse_escaping(escaping, point, target)
     }
@@ -623,9 +625,10 @@ impl MountPlan {
             }
         }
         // What reaches the caller's namespace, read in it.
-        let outside = crate::propagation::caller_groups()?;
+        let proc = crate::kernfs::host_procfs()?;
+        let outside = crate::propagation::caller_groups(&proc)?;
         in_container_ns(container, move || {
-            let root = Root::of(container)?.watching(outside);
+            let root = Root::of(container)?.watching(proc, outside);
             let mut done = Mounted::default();
             match self.apply_all(&root, &mut done, sources) {
                 Ok(()) => Ok(done),

@@ -121,8 +121,7 @@ impl Budget {
         }
     }
 
-    /// Takes `n` from `left`, or refuses naming `what` and its limit; refuses past the
-    /// deadline too.
+    /// Takes `n` from `left`, or refuses naming `what` and its limit.
     fn take(left: &mut usize, n: usize, what: &str, limit: usize) -> Result<(), Refused> {
         *left = left
             .checked_sub(n)

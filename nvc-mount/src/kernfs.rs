@@ -107,6 +107,18 @@ pub(crate) fn open_dir_in(root: &Path, dir: &Path, magic: FsType) -> Result<Owne
     Ok(fd)
 }
 
+/// The host's procfs root (`/proc`, checked to be procfs).
+pub(crate) fn host_procfs() -> Result<OwnedFd, crate::Error> {
+    let path = Path::new("/proc");
+    open_dir_in(Path::new("/"), path, nix::sys::statfs::PROC_SUPER_MAGIC).map_err(|e| {
+        crate::Error::Namespace {
+            step: "open",
+            path: path.to_path_buf(),
+            error: e.into_io(),
+        }
+    })
+}
+
 /// Opens `name` below `dir` following no link and crossing no mount.
 pub(crate) fn open_beneath(dir: &OwnedFd, name: &Path, flags: OFlag) -> Result<OwnedFd, Errno> {
     let how = OpenHow::new().flags(flags | OFlag::O_CLOEXEC).resolve(

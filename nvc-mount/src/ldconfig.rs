@@ -13,7 +13,6 @@ use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::resource::Resource;
-use nix::sys::statfs::PROC_SUPER_MAGIC;
 use nvc_sys::confine::{Confinement, Program, Status, prepare_confined};
 
 use crate::cgroup::DeviceCgroup;
@@ -394,12 +393,7 @@ impl Sandbox {
             (Resource::RLIMIT_FSIZE, l.file_size),
         ];
         let masks = [Path::new("/proc"), Path::new("/sys"), Path::new("/dev")];
-        let proc = crate::kernfs::open_dir_in(Path::new("/"), Path::new("/proc"), PROC_SUPER_MAGIC)
-            .map_err(|e| Error::Namespace {
-                step: "open",
-                path: "/proc".into(),
-                error: e.into_io(),
-            })?;
+        let proc = crate::kernfs::host_procfs()?;
         let syscalls = allowed_syscalls();
         let confinement = Confinement {
             mount_ns: Some(ns.as_fd()),

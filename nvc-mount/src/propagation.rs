@@ -7,14 +7,10 @@
 //! mounts (Docker's `rshared` rootfs propagation) propagates nowhere outside and is used.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
 
 use crate::Error;
 use crate::kernfs::READ_LIMIT;
@@ -58,43 +54,28 @@ pub(crate) fn reached_groups(mountinfo: &[u8]) -> HashSet<u64> {
         .collect()
 }
 
-/// Reads a `mountinfo` file (at most [`READ_LIMIT`] bytes); `shown` names it in errors.
-fn read_table(path: &str, shown: &str) -> Result<Vec<u8>, Error> {
-    let fail = |errno: Errno| Error::Apply {
-        op: "read",
-        path: shown.into(),
-        error: crate::error::os(errno),
-    };
-    let fd =
-        nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(fail)?;
-    let mut bytes = Vec::new();
-    File::from(fd)
-        .take(READ_LIMIT + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| fail(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
-    if bytes.len() as u64 > READ_LIMIT {
-        return Err(fail(Errno::EFBIG));
-    }
-    Ok(bytes)
+/// The calling thread's `mountinfo`, through `proc` (the host's procfs root, checked),
+/// at most [`READ_LIMIT`] bytes.
+fn read_table(proc: &OwnedFd) -> Result<Vec<u8>, Error> {
+    nvc_sys::kernel_mounts::read_mount_table(proc.as_fd(), READ_LIMIT).map_err(|errno| {
+        Error::Apply {
+            op: "read",
+            path: "/proc/thread-self/mountinfo".into(),
+            error: crate::error::os(errno),
+        }
+    })
 }
 
 /// The peer groups the calling thread's mount namespace (the caller's, before it enters the
 /// container's) is reached through.
-pub(crate) fn caller_groups() -> Result<HashSet<u64>, Error> {
-    let table = read_table("/proc/thread-self/mountinfo", "/proc/thread-self/mountinfo")?;
-    Ok(reached_groups(&table))
+pub(crate) fn caller_groups(proc: &OwnedFd) -> Result<HashSet<u64>, Error> {
+    Ok(reached_groups(&read_table(proc)?))
 }
 
 /// The mounts of the calling thread's mount namespace (the container's, on the namespace
-/// thread whose working directory is the host's `/proc/self/fd`, [`crate::ns`]) whose peer
-/// group reaches the caller's namespace (`outside`, [`caller_groups`]).
-pub(crate) fn escaping_here(outside: &HashSet<u64>) -> Result<HashSet<u64>, Error> {
-    let tid = nix::unistd::gettid();
-    let table = read_table(
-        &format!("../task/{tid}/mountinfo"),
-        &format!("/proc/self/task/{tid}/mountinfo"),
-    )?;
-    Ok(shared_mounts(&table)
+/// thread) whose peer group reaches the caller's namespace (`outside`, [`caller_groups`]).
+pub(crate) fn escaping_here(proc: &OwnedFd, outside: &HashSet<u64>) -> Result<HashSet<u64>, Error> {
+    Ok(shared_mounts(&read_table(proc)?)
         .into_iter()
         .filter(|(_, group)| outside.contains(group))
         .map(|(id, _)| id)

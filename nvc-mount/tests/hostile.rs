@@ -568,6 +568,20 @@ fn a_failure_right_after_a_bind_undoes_it_with_the_rest() {
     }
 }
 
+/// The container an `unshare ... --fork sleep` started: the first child of the `unshare`
+/// process (`unshare()` says which, once known), once it runs `sleep`; `None` after 5 s.
+fn container_of(unshare: impl Fn() -> Option<u32>) -> Option<u32> {
+    (0..500).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        let unshare = unshare()?;
+        let children =
+            fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")).ok()?;
+        let pid: u32 = children.split_whitespace().next()?.parse().ok()?;
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim() == "sleep").then_some(pid)
+    })
+}
+
 /// What the image's `ld.so.conf` holds for the built-in cache update, which reads it in
 /// nvc's own process.
 #[derive(Debug, Clone, Copy)]
@@ -722,15 +736,7 @@ fn nothing_is_mounted_where_it_would_propagate_out_of_the_container() {
         .spawn()
         .unwrap();
     let host = Namespaces(host, pidfile.clone());
-    let container_pid = (0..500)
-        .find_map(|_| {
-            std::thread::sleep(Duration::from_millis(10));
-            let unshare = fs::read_to_string(&pidfile).ok()?;
-            let unshare = unshare.trim();
-            let children =
-                fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")).ok()?;
-            children.split_whitespace().next()?.parse::<u32>().ok()
-        })
+    let container_pid = container_of(|| fs::read_to_string(&pidfile).ok()?.trim().parse().ok())
         .expect("the container process");
     let under_vol = |pid: u32| -> Vec<String> {
         let table = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
@@ -838,14 +844,7 @@ fn a_user_namespaced_container_gets_nothing_created_where_its_user_could_not() {
         return;
     };
     let unshare_pid = unshare.id();
-    let pid = (0..500).find_map(|_| {
-        std::thread::sleep(Duration::from_millis(10));
-        let children =
-            fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare_pid)).ok()?;
-        let pid: u32 = children.split_whitespace().next()?.parse().ok()?;
-        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-        (comm.trim() == "sleep").then_some(pid)
-    });
+    let pid = container_of(|| Some(unshare_pid));
     let outcome = pid.map(|pid| {
         let container = nvc_mount::Container::from_pid(pid, &rootfs).unwrap();
         assert_eq!((container.uid, container.gid), (100000, 100000));

@@ -100,7 +100,7 @@ pub fn unescape(field: &[u8]) -> Vec<u8> {
 pub(crate) fn detach_all(proc: BorrowedFd<'_>, masks: &[&Path]) -> Result<(), Errno> {
     let mut covered: Vec<PathBuf> = masks.iter().map(|m| m.to_path_buf()).collect();
     for _ in 0..8 {
-        let points: Vec<PathBuf> = kernel_mount_points(&mount_table(proc)?)
+        let points: Vec<PathBuf> = kernel_mount_points(&read_mount_table(proc, 16 << 20)?)
             .into_iter()
             .filter(|p| !covered.iter().any(|c| p.starts_with(c)))
             .collect();
@@ -129,7 +129,14 @@ pub(crate) fn cover(dir: &Path) -> Result<(), Errno> {
     mount(Some("tmpfs"), dir, Some("tmpfs"), flags, Some("mode=0555"))
 }
 
-fn mount_table(proc: BorrowedFd<'_>) -> Result<Vec<u8>, Errno> {
+/// The calling thread's mount table (`thread-self/mountinfo` below `proc`, a procfs root
+/// directory: read after `setns`, the namespace entered), at most `limit` bytes; `EFBIG`
+/// beyond, so that no caller works on part of a table.
+///
+/// # Errors
+///
+/// The errno of opening or reading it, `EFBIG` past `limit`.
+pub fn read_mount_table(proc: BorrowedFd<'_>, limit: u64) -> Result<Vec<u8>, Errno> {
     let fd = nix::fcntl::openat(
         proc.as_fd(),
         "thread-self/mountinfo",
@@ -138,9 +145,12 @@ fn mount_table(proc: BorrowedFd<'_>) -> Result<Vec<u8>, Errno> {
     )?;
     let mut table = Vec::new();
     std::fs::File::from(fd)
-        .take(16 << 20)
+        .take(limit.saturating_add(1))
         .read_to_end(&mut table)
         .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
+    if table.len() as u64 > limit {
+        return Err(Errno::EFBIG);
+    }
     Ok(table)
 }
 

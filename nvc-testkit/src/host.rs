@@ -59,14 +59,10 @@ impl Host {
     /// [`Error::Io`] naming the path that could not be written, [`Error::Ldconfig`] when
     /// glibc's `ldconfig` fails.
     pub fn build(scenario: &Scenario, root: &Path) -> Result<Self, Error> {
-        let ldconfig = ["/sbin/ldconfig", "/usr/sbin/ldconfig"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-            .ok_or_else(|| Error::Ldconfig {
-                root: root.to_path_buf(),
-                detail: "glibc's ldconfig is not installed".into(),
-            })?;
+        let ldconfig = system_ldconfig().ok_or_else(|| Error::Ldconfig {
+            root: root.to_path_buf(),
+            detail: "glibc's ldconfig is not installed".into(),
+        })?;
         Self::build_with(scenario, root, &[ldconfig], |host| {
             host.libraries()?;
             host.binaries()?;
@@ -441,6 +437,14 @@ impl Host {
             })
         }
     }
+}
+
+/// This machine's glibc `ldconfig`.
+pub(crate) fn system_ldconfig() -> Option<PathBuf> {
+    ["/sbin/ldconfig", "/usr/sbin/ldconfig"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
 }
 
 pub(crate) fn mkdir(path: &Path) -> Result<(), Error> {

@@ -128,10 +128,7 @@ impl RealDriver {
     /// A sentence naming what is missing.
     pub fn ldconfig(&self, arch: PackageArch) -> Result<Vec<PathBuf>, String> {
         if arch.is_host() {
-            return ["/sbin/ldconfig", "/usr/sbin/ldconfig"]
-                .into_iter()
-                .map(PathBuf::from)
-                .find(|p| p.exists())
+            return crate::host::system_ldconfig()
                 .map(|p| vec![p])
                 .ok_or_else(|| "glibc's ldconfig is not installed".to_owned());
         }
