@@ -9,7 +9,7 @@
 )]
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// A bundle whose `config.json` has `root.path` = `root` and `process.env` = `env`.
@@ -34,20 +34,21 @@ fn state(pid: u32, bundle: &Path) -> String {
 
 /// Runs the hook under `nvc-sim run DIR` with `state` on stdin.
 fn hook(dir: &Path, state: &str) -> std::process::Output {
-    let bin = env!("CARGO_BIN_EXE_nvc-hook");
-    let sim = bin.replace("nvc-hook", "nvc-sim");
+    hook_bin(Path::new(env!("CARGO_BIN_EXE_nvc-hook")), &[], dir, state)
+}
+
+/// Runs the hook program `bin` with `options` under `nvc-sim run DIR`, `state` on stdin.
+fn hook_bin(bin: &Path, options: &[&str], dir: &Path, state: &str) -> std::process::Output {
+    let sim = env!("CARGO_BIN_EXE_nvc-hook").replace("nvc-hook", "nvc-sim");
     let root = format!("--root={}", dir.display());
     let mut child = Command::new(sim)
         // Cargo sets it for tests; nvc-hook refuses any LD_* variable.
         .env_remove("LD_LIBRARY_PATH")
-        .args([
-            "run",
-            dir.to_str().unwrap(),
-            "--",
-            bin,
-            &root,
-            "createRuntime",
-        ])
+        .args(["run", dir.to_str().unwrap(), "--"])
+        .arg(bin)
+        .arg(&root)
+        .args(options)
+        .arg("createRuntime")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -292,7 +293,25 @@ fn update_ldcache_refreshes_the_cache_over_the_cdi_mounted_folder() {
 /// Runs the hook binary with `args`, the state on stdin, `env` added to its environment and
 /// `cwd` as its working directory: as a runtime that lists it under the wrong hook would.
 fn hook_misplaced(args: &[&str], state: &str, env: &[(&str, &str)], cwd: &Path) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nvc-hook"))
+    hook_misplaced_bin(
+        Path::new(env!("CARGO_BIN_EXE_nvc-hook")),
+        args,
+        state,
+        env,
+        cwd,
+    )
+}
+
+/// Runs the hook program `bin` with `args`, `env` and working directory `cwd`; it must
+/// refuse. Returns its error output.
+fn hook_misplaced_bin(
+    bin: &Path,
+    args: &[&str],
+    state: &str,
+    env: &[(&str, &str)],
+    cwd: &Path,
+) -> String {
+    let mut child = Command::new(bin)
         // Cargo sets it for tests; nvc-hook refuses any LD_* variable.
         .env_remove("LD_LIBRARY_PATH")
         .args(args)
@@ -360,4 +379,185 @@ fn every_subcommand_refuses_to_run_where_the_image_reaches_it() {
             "{args:?}: {err}"
         );
     }
+}
+
+/// The release hook as `examples/static-hook.sh` builds it, from `NVC_STATIC_HOOK` (which
+/// `.ci/run` sets); `None`, saying why, where it was not built.
+fn static_hook() -> Option<PathBuf> {
+    let Some(path) = std::env::var_os("NVC_STATIC_HOOK") else {
+        nvc_testkit::skip!("NVC_STATIC_HOOK is not set (build it with examples/static-hook.sh)");
+        return None;
+    };
+    let path = PathBuf::from(path);
+    assert!(
+        path.is_file(),
+        "NVC_STATIC_HOOK={}: no such file",
+        path.display()
+    );
+    Some(path)
+}
+
+/// Whether an ELF file asks for a program interpreter (`PT_INTERP`: the dynamic loader).
+fn has_interpreter(elf: &[u8]) -> bool {
+    let field = |at: usize, len: usize| -> u64 {
+        let bytes = &elf[at..at + len];
+        bytes.iter().rev().fold(0, |n, b| (n << 8) | u64::from(*b))
+    };
+    assert_eq!(&elf[..5], b"\x7fELF\x02", "not a 64-bit ELF file");
+    let (phoff, phentsize, phnum) = (field(0x20, 8), field(0x36, 2), field(0x38, 2));
+    (0..phnum).any(|i| {
+        let at = usize::try_from(phoff + i * phentsize).unwrap();
+        field(at, 4) == 3
+    })
+}
+
+/// A shared object whose constructor creates `marker`, `None` without a C compiler.
+fn preload_marker(dir: &Path, marker: &Path) -> Option<PathBuf> {
+    let src = dir.join("marker.c");
+    std::fs::write(
+        &src,
+        format!(
+            "#include <fcntl.h>\n__attribute__((constructor)) static void mark(void) \
+             {{ open(\"{}\", O_CREAT | O_WRONLY, 0600); }}\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let so = dir.join("marker.so");
+    match Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&so)
+        .arg(&src)
+        .output()
+    {
+        Ok(o) if o.status.success() => Some(so),
+        Ok(o) => panic!("cc failed: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => {
+            nvc_testkit::skip!("no C compiler for the preloaded library: {e}");
+            None
+        }
+    }
+}
+
+/// CVE-2025-23266 as the image plays it: a hook run with the image's `LD_PRELOAD=./x.so`
+/// and the rootfs as its working directory. A dynamically linked hook loads the image's
+/// library before its first line runs — its own check comes too late; the static release
+/// build has no loader to do it.
+#[test]
+fn the_static_hook_loads_nothing_an_image_preloads() {
+    let Some(bin) = static_hook() else {
+        return;
+    };
+    assert!(
+        !has_interpreter(&std::fs::read(&bin).unwrap()),
+        "{} asks for a dynamic loader",
+        bin.display()
+    );
+    assert!(has_interpreter(
+        &std::fs::read(env!("CARGO_BIN_EXE_nvc-hook")).unwrap()
+    ));
+    let rootfs = tempfile::tempdir().unwrap();
+    let marker = rootfs.path().join("preloaded");
+    if preload_marker(rootfs.path(), &marker).is_none() {
+        return;
+    }
+    let b = bundle(
+        rootfs.path().to_str().unwrap(),
+        &["NVIDIA_VISIBLE_DEVICES=all"],
+    );
+    let st = state(std::process::id(), b.path());
+    let preload = [("LD_PRELOAD", "./marker.so")];
+    // The control: the debug build is dynamically linked; the image's code runs in it.
+    let err = hook_misplaced(&["createRuntime"], &st, &preload, rootfs.path());
+    assert!(err.contains("refusing to run: LD_PRELOAD is set"), "{err}");
+    assert!(marker.exists(), "the control did not load the library");
+    std::fs::remove_file(&marker).unwrap();
+    for args in [
+        &["createRuntime"][..],
+        &["update-ldcache", "--folder", "/usr/lib/x86_64-linux-gnu"],
+    ] {
+        let err = hook_misplaced_bin(&bin, args, &st, &preload, rootfs.path());
+        assert!(err.contains("refusing to run: LD_PRELOAD is set"), "{err}");
+        assert!(
+            !marker.exists(),
+            "{args:?}: the static hook ran the image's library"
+        );
+    }
+}
+
+/// The static hook probes NVML through `nvc-nvml`, executed with an empty environment: the
+/// CUDA version it reports decides a `cuda>=` requirement both ways, and a missing helper is
+/// an error naming it, with nothing configured.
+#[test]
+fn the_static_hook_gives_the_container_its_gpus_through_its_nvml_helper() {
+    let Some(bin) = static_hook() else {
+        return;
+    };
+    let Some(container) = nvc_testkit::PausedContainer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let _host = nvc_testkit::Host::build(
+        &nvc_testkit::Scenario::builtin("single").unwrap(),
+        dir.path(),
+    )
+    .unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    nvc_testkit::debian_image(rootfs.path(), &[], false).unwrap();
+    let rfs = rootfs.path().to_str().unwrap();
+    let mounted = || {
+        container
+            .mountinfo()
+            .contains(&format!("{rfs}/dev/nvidia0 "))
+    };
+    let asks = |cuda: &str| {
+        bundle(
+            rfs,
+            &[
+                "NVIDIA_VISIBLE_DEVICES=all",
+                "NVIDIA_DRIVER_CAPABILITIES=compute,utility",
+                &format!("NVIDIA_REQUIRE_CUDA=cuda>={cuda}"),
+            ],
+        )
+    };
+    let helper = format!("--nvml-helper={}", env!("CARGO_BIN_EXE_nvc-nvml"));
+
+    // Without --nvml-helper: nvc-nvml beside the hook, which this build directory lacks.
+    let (too_new, fits) = (asks("99.0"), asks("12.0"));
+    let beside = bin.with_file_name("nvc-nvml");
+    if !beside.exists() {
+        let out = hook_bin(&bin, &[], dir.path(), &state(container.pid(), fits.path()));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!(
+                "cannot start the NVML helper {}",
+                beside.display()
+            )),
+            "{err}"
+        );
+        assert!(!mounted());
+    }
+    let out = hook_bin(
+        &bin,
+        &[&helper],
+        dir.path(),
+        &state(container.pid(), too_new.path()),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("unsatisfied condition: cuda>=99.0"), "{err}");
+    assert!(!mounted());
+    let out = hook_bin(
+        &bin,
+        &[&helper],
+        dir.path(),
+        &state(container.pid(), fits.path()),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(mounted());
 }

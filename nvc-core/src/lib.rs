@@ -60,6 +60,17 @@ use error::Step;
 /// (`NVC_NVML_TIMEOUT`; [`ContextBuilder::nvml_timeout`] sets it in code).
 pub const NVML_TIMEOUT_ENV: &str = nvc_driver::nvml::TIMEOUT_ENV;
 
+/// The `main` of an NVML helper program ([`ContextBuilder::nvml_helper`]): reads
+/// `ROOT LIBRARY UID:GID|-` from the process's arguments, confines itself (as root: chroot
+/// into `ROOT` unless it is `/`, drop to `UID:GID`, 65534:65534 for `-`), loads `LIBRARY`
+/// and writes what NVML says to standard output in the helper's line format. Returns the
+/// process's exit code (2 for bad arguments). The program must be dynamically linked.
+#[must_use]
+pub fn nvml_helper_main() -> i32 {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    nvc_driver::nvml::helper_main(&args)
+}
+
 /// Options of a [`Context`].
 #[derive(Debug, Clone)]
 pub struct ContextBuilder {
@@ -67,6 +78,7 @@ pub struct ContextBuilder {
     nvml_timeout: Duration,
     nvml_user: Option<Identity>,
     nvml: bool,
+    nvml_helper: Option<PathBuf>,
     kmods: Option<(Vec<u32>, bool)>,
 }
 
@@ -79,6 +91,7 @@ impl Default for ContextBuilder {
             nvml_timeout: nvc_driver::nvml::DEFAULT_TIMEOUT,
             nvml_user: None,
             nvml: true,
+            nvml_helper: None,
             kmods: None,
         }
     }
@@ -194,6 +207,19 @@ impl ContextBuilder {
         self
     }
 
+    /// Executes `program` as the NVML helper process — with an empty environment, `/` as its
+    /// working directory, then chrooted and dropped as the forked helper is — instead of
+    /// forking the caller. `program` is a dynamically linked build of
+    /// `nvc_driver::nvml::helper_main` (the workspace's `nvc-nvml`) at a path the image
+    /// cannot reach. A statically linked caller needs it: it cannot load NVML's shared
+    /// library (`nvc-hook`'s release build runs `nvc-nvml` from beside itself). Forking by
+    /// default. A program that cannot be started fails [`Context::driver`] naming it.
+    #[must_use]
+    pub fn nvml_helper(mut self, program: impl Into<PathBuf>) -> Self {
+        self.nvml_helper = Some(program.into());
+        self
+    }
+
     /// Load the NVIDIA kernel modules and make their missing device nodes before probing
     /// (`--load-kmods`, the toolkit's default `load-kmods = true`): see [`KmodReport`] and
     /// [`Driver::kmods`]. `imex_channels` are the IMEX channel nodes to make, when
@@ -280,6 +306,7 @@ impl Context {
         opts.nvml_timeout = self.options.nvml_timeout;
         opts.nvml_identity = self.options.nvml_user;
         opts.nvml = self.options.nvml;
+        opts.nvml_helper.clone_from(&self.options.nvml_helper);
         let info = nvc_driver::probe_driver(&opts).map_err(|e| {
             let step = match e {
                 nvc_driver::Error::Nvml { .. }

@@ -45,6 +45,9 @@ pub struct DriverOptions {
     /// devices are then unknown: a GPU with MIG devices is an error
     /// ([`Error::NeedsNvml`]), and so are requirements on them.
     pub nvml: bool,
+    /// The program to execute as the NVML helper ([`nvml::Launch::Exec`]) instead of
+    /// forking the caller: needed by statically linked callers. `None` (the default) forks.
+    pub nvml_helper: Option<PathBuf>,
 }
 
 impl DriverOptions {
@@ -55,6 +58,7 @@ impl DriverOptions {
             nvml_timeout: DEFAULT_TIMEOUT,
             nvml_identity: None,
             nvml: true,
+            nvml_helper: None,
         }
     }
 }
@@ -119,7 +123,17 @@ pub fn probe_driver(opts: &DriverOptions) -> Result<DriverInfo, Error> {
         // Discovery runs while the helper works, for the version the kernel module reports
         // (NVML's is the same driver's; where it names another, discovery runs again). NVML's
         // error comes first, as when discovery waited for it.
-        let pending = nvml::start(root, &nvml_library, opts.nvml_identity, opts.nvml_timeout)?;
+        let launch = opts
+            .nvml_helper
+            .as_deref()
+            .map_or(nvml::Launch::Fork, nvml::Launch::Exec);
+        let pending = nvml::start(
+            root,
+            &nvml_library,
+            opts.nvml_identity,
+            launch,
+            opts.nvml_timeout,
+        )?;
         let early = proc_nvrm_version(root)
             .ok()
             .map(|version| (discover(&version), version));

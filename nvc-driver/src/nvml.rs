@@ -140,9 +140,22 @@ pub fn probe(
     root: &Path,
     library: &Path,
     identity: Option<Identity>,
+    launch: Launch<'_>,
     timeout: Duration,
 ) -> Result<NvmlInfo, Error> {
-    start(root, library, identity, timeout)?.wait()
+    start(root, library, identity, launch, timeout)?.wait()
+}
+
+/// How [`start`] makes the helper process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launch<'a> {
+    /// Fork the caller (the default): the child runs the probe, no program is executed.
+    Fork,
+    /// Execute this program — a build of [`helper_main`], such as the workspace's `nvc-nvml`
+    /// — with an empty environment, `/` as its working directory and standard input from
+    /// `/dev/null`. For callers that cannot load NVML's shared library themselves: a
+    /// statically linked program (the release build of `nvc-hook`) has no dynamic loader.
+    Exec(&'a Path),
 }
 
 /// The NVML helper of [`probe`], started: the caller can do other work (discovery) while it
@@ -168,17 +181,41 @@ pub fn start(
     root: &Path,
     library: &Path,
     identity: Option<Identity>,
+    launch: Launch<'_>,
     timeout: Duration,
 ) -> Result<Pending, Error> {
     let spawn_err = |e: nvc_sys::Error| Error::Nvml {
         call: "nvmlInit",
-        message: format!("cannot start the NVML helper: {e}"),
+        message: match launch {
+            Launch::Fork => format!("cannot start the NVML helper: {e}"),
+            Launch::Exec(program) => {
+                format!("cannot start the NVML helper {}: {e}", program.display())
+            }
+        },
     };
     let deadline = nvc_sys::deadline(timeout);
-    // SAFETY: the child only chroots, changes its ids, loads NVML and writes to its pipe:
-    // system calls, allocation, `dlopen` and file I/O, which glibc keeps usable after fork.
-    let mut child = unsafe { nvc_sys::fork_with_pipe(|out| helper(root, library, identity, out)) }
-        .map_err(spawn_err)?;
+    let mut child = match launch {
+        // SAFETY: the child only chroots, changes its ids, loads NVML and writes to its
+        // pipe: system calls, allocation, `dlopen` and file I/O, which glibc keeps usable
+        // after fork.
+        Launch::Fork => unsafe {
+            nvc_sys::fork_with_pipe(|out| helper(root, library, identity, out))
+        },
+        Launch::Exec(program) => {
+            let identity =
+                identity.map_or_else(|| "-".to_owned(), |i| format!("{}:{}", i.uid, i.gid));
+            nvc_sys::Forked::spawn(
+                std::process::Command::new(program)
+                    .arg(root)
+                    .arg(library)
+                    .arg(identity)
+                    .env_clear()
+                    .current_dir("/")
+                    .stdin(std::process::Stdio::null()),
+            )
+        }
+    }
+    .map_err(spawn_err)?;
     let Some(mut output) = child.take_output() else {
         return Err(spawn_err(nvc_sys::Error::Syscall {
             call: "pipe2",
@@ -267,6 +304,42 @@ const MAX_GPU_MINOR: u32 = 253;
 /// More MIG devices than a GPU can hold (7 on every part so far): a library that answers
 /// more is broken, and would have the helper ask for that many handles.
 const MAX_MIG_DEVICES: u32 = 64;
+
+/// The NVML helper as a program of its own: `PROGRAM ROOT LIBRARY UID:GID|-`, what
+/// [`Launch::Exec`] runs. Confines itself as the forked helper does (as root: chroot into
+/// `ROOT` unless it is `/`, then drop to `UID:GID`, or [`OVERFLOW`] for `-`), loads
+/// `LIBRARY` (root-relative), and writes its report to standard output. Returns the exit
+/// code: 0 once a report (a failure included) is written, 2 for bad arguments.
+///
+/// A `main` of two lines makes the program; it must be dynamically linked, and is meant to be
+/// executed by [`start`] only — with an empty environment, from a trusted host path.
+pub fn helper_main(args: &[std::ffi::OsString]) -> i32 {
+    let usage = || {
+        eprintln!("usage: nvc-nvml ROOT LIBRARY UID:GID|-");
+        2
+    };
+    let [root, library, identity] = args else {
+        return usage();
+    };
+    let identity = match identity.to_str() {
+        Some("-") => None,
+        Some(text) => match text.split_once(':').and_then(|(u, g)| {
+            Some(Identity {
+                uid: u.parse().ok()?,
+                gid: g.parse().ok()?,
+            })
+        }) {
+            Some(id) => Some(id),
+            None => return usage(),
+        },
+        None => return usage(),
+    };
+    let (root, library) = (Path::new(root), Path::new(library));
+    if !root.is_absolute() || !library.is_absolute() {
+        return usage();
+    }
+    helper(root, library, identity, &mut std::io::stdout().lock())
+}
 
 /// The helper's side: confine itself, probe, report. Returns the exit code.
 fn helper(root: &Path, library: &Path, identity: Option<Identity>, out: &mut dyn Write) -> i32 {

@@ -29,6 +29,44 @@ pub struct Forked {
 }
 
 impl Forked {
+    /// Starts `cmd` with its standard output on a pipe: a [`Forked`] child that executes a
+    /// program rather than running a closure (the caller sets the program's arguments,
+    /// environment and working directory on `cmd`). Its other standard streams are as `cmd`
+    /// sets them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Syscall`] (`execve`) with the errno the program could not be started with
+    /// (`ENOENT`, `EACCES`, ...).
+    pub fn spawn(cmd: &mut std::process::Command) -> Result<Forked, Error> {
+        let failed = |e: std::io::Error| Error::Syscall {
+            call: "execve",
+            errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        };
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(failed)?;
+        let output = child
+            .stdout
+            .take()
+            .map(|out| File::from(std::os::fd::OwnedFd::from(out)));
+        let Ok(pid) = i32::try_from(child.id()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Syscall {
+                call: "execve",
+                errno: Errno::ERANGE,
+            });
+        };
+        // `std`'s handle neither kills nor reaps on drop: the pid is this handle's alone.
+        Ok(Forked {
+            pid: Pid::from_raw(pid),
+            output,
+            reaped: false,
+        })
+    }
+
     /// The read end of the child's pipe (once).
     pub fn take_output(&mut self) -> Option<File> {
         self.output.take()

@@ -4,7 +4,7 @@
 //! `nvc_core::oci` (feature `oci`), which a runtime can call in its own process instead.
 //!
 //! ```text
-//! nvc-hook [--root DIR] [--no-nvml] [--no-cgroups] [--ldconfig PATH|@PATH|builtin] [--no-ldconfig]
+//! nvc-hook [--root DIR] [--no-nvml] [--nvml-helper PATH] [--no-cgroups] [--ldconfig PATH|@PATH|builtin] [--no-ldconfig]
 //!          [--no-envvar-when-unprivileged] createRuntime|prestart
 //! nvc-hook update-ldcache [--folder DIR]... [--ldconfig PATH|@PATH]
 //! nvc-hook create-symlinks --link TARGET::PATH...
@@ -17,6 +17,12 @@
 //! makes the development links (`libcuda.so.1::/usr/lib/x86_64-linux-gnu/libcuda.so`)
 //! where nothing is yet, resolved inside the rootfs. They read the same state, probe no
 //! driver, and trust nothing of the image's environment.
+//!
+//! The release build is statically linked (`examples/static-hook.sh`): with no dynamic
+//! loader, nothing of its environment (`LD_PRELOAD`, `LD_LIBRARY_PATH`) runs before its own
+//! checks. NVML, a shared library, is then loaded by a helper program executed with an empty
+//! environment: `nvc-nvml` from beside the hook's executable, or `--nvml-helper PATH`. A
+//! dynamically linked build forks its NVML helper unless `--nvml-helper` is given.
 //!
 //! Options take their value as `--opt VALUE` or `--opt=VALUE`. The hook's name is required,
 //! as runtimes pass it (the first argument after the program's name in `args`), and must be
@@ -70,6 +76,8 @@ struct Args {
     /// Probe the driver with NVML (`--no-nvml` clears it: the GPUs from
     /// `/proc/driver/nvidia`).
     nvml: bool,
+    /// `--nvml-helper PATH`: the NVML helper program to execute instead of forking.
+    nvml_helper: Option<std::path::PathBuf>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -80,6 +88,7 @@ fn parse() -> Result<Args, String> {
         folders: Vec::new(),
         links: Vec::new(),
         nvml: true,
+        nvml_helper: None,
     };
     let mut hook = None;
     let mut parser = lexopt::Parser::from_env();
@@ -92,6 +101,16 @@ fn parse() -> Result<Args, String> {
             }
             Long("no-cgroups") => args.hook.no_cgroups = true,
             Long("no-nvml") => args.nvml = false,
+            Long("nvml-helper") => {
+                let program = std::path::PathBuf::from(value(&mut parser)?);
+                if !program.is_absolute() {
+                    return Err(format!(
+                        "--nvml-helper {}: not an absolute path",
+                        program.display()
+                    ));
+                }
+                args.nvml_helper = Some(program);
+            }
             Long("no-ldconfig") => args.hook.ldconfig = None,
             Long("no-envvar-when-unprivileged") => args.hook.envvar_when_unprivileged = false,
             Long("folder") => {
@@ -205,6 +224,9 @@ fn run() -> Result<(), String> {
         return Ok(());
     }
     let mut builder = Context::builder().root(args.root).nvml(args.nvml);
+    if let Some(program) = args.nvml_helper.or_else(static_nvml_helper) {
+        builder = builder.nvml_helper(program);
+    }
     // The hook's own environment (the runtime's `hooks` entry, not the image's): where the
     // driver's binaries are on hosts whose PATH is not upstream's list (NixOS).
     if let Some(path) = std::env::var_os("PATH") {
@@ -220,6 +242,16 @@ fn run() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A statically linked hook cannot load NVML: its helper program is `nvc-nvml` beside the
+/// hook's own executable (the kernel's `/proc/self/exe`, not `argv[0]`).
+fn static_nvml_helper() -> Option<std::path::PathBuf> {
+    if !cfg!(target_feature = "crt-static") {
+        return None;
+    }
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.join("nvc-nvml"))
 }
 
 fn main() -> ExitCode {
