@@ -117,6 +117,13 @@ pub struct Container {
     userns: Option<crate::userns::UserNs>,
 }
 
+/// A user-namespaced container's user namespace, open, and its owner's ids inside it.
+pub(crate) struct ContainerUserNs {
+    pub(crate) fd: OwnedFd,
+    /// uid and gid.
+    pub(crate) owner: (u32, u32),
+}
+
 /// A pidfd on the container process, when the kernel has them (Linux 5.3): it lets every
 /// later step check that `/proc/<pid>` still means the process looked up.
 #[derive(Debug, Clone)]
@@ -223,9 +230,38 @@ impl Container {
     /// [`Error::Namespace`] when the file cannot be opened, [`Error::NoProcess`] when the
     /// container process has exited.
     pub fn mount_ns(&self) -> Result<OwnedFd, Error> {
+        self.namespace("mnt")
+    }
+
+    /// The container's user namespace and its owner's ids inside it, where that namespace
+    /// is not the caller's (supervised mode; see [`crate::userns`]): opened as
+    /// [`Container::mount_ns`] opens the mount namespace.
+    ///
+    /// # Errors
+    ///
+    /// As [`Container::mount_ns`]; [`Error::Namespace`] (`EOVERFLOW`) when the owner is not
+    /// mapped into the namespace.
+    pub(crate) fn user_ns(&self) -> Result<Option<ContainerUserNs>, Error> {
+        let Some(userns) = &self.userns else {
+            return Ok(None);
+        };
+        let path = || self.proc_root.join(format!("proc/{}/ns/user", self.pid));
+        let owner = userns.owner_inside().ok_or_else(|| Error::Namespace {
+            step: "map the container's owner into",
+            path: path(),
+            error: std::io::Error::from_raw_os_error(Errno::EOVERFLOW as i32),
+        })?;
+        Ok(Some(ContainerUserNs {
+            fd: self.namespace("user")?,
+            owner,
+        }))
+    }
+
+    /// Opens the container process's namespace file `ns/<name>` (see [`Container::mount_ns`]).
+    fn namespace(&self, name: &str) -> Result<OwnedFd, Error> {
         let fail = |e: OpenError| Error::Namespace {
             step: "open",
-            path: self.mount_ns_path(),
+            path: self.proc_root.join(format!("proc/{}/ns/{name}", self.pid)),
             error: e.into_io(),
         };
         let proc = proc_dir(&self.proc_root).map_err(fail)?;
@@ -235,10 +271,10 @@ impl Container {
             OFlag::O_PATH | OFlag::O_DIRECTORY,
         )
         .map_err(|e| fail(e.into()))?;
-        // `mnt` is procfs's own link to the namespace, in a directory checked above.
+        // `<name>` is procfs's own link to the namespace, in a directory checked above.
         let ns = nix::fcntl::openat(
             dir.as_fd(),
-            "mnt",
+            name,
             OFlag::O_RDONLY | OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         )

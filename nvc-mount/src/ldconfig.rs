@@ -298,7 +298,8 @@ fn cstring(p: &Path) -> Result<CString, Error> {
 /// `chroot` with `no_pivot`), every mount of it `nodev` (no device node the image ships
 /// can be opened); read-only empty tmpfs over `/proc`, `/sys` and `/dev`; the [`Limits`]; no capabilities
 /// (a host `ldconfig` keeps `CAP_DAC_OVERRIDE`, as upstream); the container owner's uid/gid
-/// with no-new-privs; a seccomp allow-list; an empty environment. A host `ldconfig` that is a
+/// with no-new-privs — for a user-namespaced container, inside its user namespace, so that
+/// `CAP_DAC_OVERRIDE` reaches only files whose owner and group are mapped there; a seccomp allow-list; an empty environment. A host `ldconfig` that is a
 /// script or dynamically linked is refused (it would run the image's interpreter or `ld.so`
 /// with privileges). A missing container `ldconfig` is success ([`LdconfigRun::NotFound`]).
 ///
@@ -365,6 +366,7 @@ impl Sandbox {
         cgroup: Option<File>,
     ) -> Result<Self, Error> {
         let ns = container.mount_ns()?;
+        let user_ns = container.user_ns()?;
         let (shown, memfd) = match &opts.ldconfig {
             Ldconfig::Image(path) => (path.clone(), None),
             Ldconfig::Host(path) => (path.clone(), Some(sealed_copy(path)?)),
@@ -395,7 +397,13 @@ impl Sandbox {
         let masks = [Path::new("/proc"), Path::new("/sys"), Path::new("/dev")];
         let proc = crate::kernfs::host_procfs()?;
         let syscalls = allowed_syscalls();
+        // In a user-namespaced container's own namespace, as its owner there: what the
+        // program may write is what the container's user may.
+        let (uid, gid) = user_ns
+            .as_ref()
+            .map_or((container.uid, container.gid), |ns| ns.owner);
         let confinement = Confinement {
+            user_ns: user_ns.as_ref().map(|ns| ns.fd.as_fd()),
             mount_ns: Some(ns.as_fd()),
             cgroup: cgroup.as_ref().map(AsFd::as_fd),
             rootfs: &container.rootfs,
@@ -403,8 +411,8 @@ impl Sandbox {
             masks: &masks,
             proc: Some(proc.as_fd()),
             rlimits: &rlimits,
-            uid: container.uid,
-            gid: container.gid,
+            uid,
+            gid,
             keep_dac_override: memfd.is_some(),
             syscalls: &syscalls,
             program: match &memfd {

@@ -36,6 +36,14 @@ impl UserNs {
         }))
     }
 
+    /// The owner's uid and gid inside the namespace, where both are mapped.
+    pub(crate) fn owner_inside(&self) -> Option<(u32, u32)> {
+        Some((
+            inside(&self.uids, self.owner.0)?,
+            inside(&self.gids, self.owner.1)?,
+        ))
+    }
+
     /// Whether the container's owner could create an entry in the directory `dir`.
     pub(crate) fn may_create(&self, dir: &FileStat) -> bool {
         let root_inside = inside(&self.uids, self.owner.0) == Some(0);

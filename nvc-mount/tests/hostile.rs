@@ -804,29 +804,18 @@ fn nothing_is_mounted_where_it_would_propagate_out_of_the_container() {
     assert_eq!(host_last, host_before, "a mount reached the host's volume");
 }
 
-/// A user-namespaced container (its root is host uid 100000) whose image links its library
-/// directory into a directory of the host's root, as a volume would be: nvc, root with every
-/// capability, could create the mountpoints there; the container's own root could not. The
-/// configure is refused, nothing is created there; with the image's own directory it works.
-#[test]
-fn a_user_namespaced_container_gets_nothing_created_where_its_user_could_not() {
-    let Some(sim) = fixture() else { return };
-    let t = tempfile::tempdir().unwrap();
-    let rootfs = t.path().join("rootfs");
-    nvc_testkit::debian_image(&rootfs, &["proc/driver", "usr/lib", "data", "dev"], false).unwrap();
-    let libs = rootfs.join("usr/lib/x86_64-linux-gnu");
-    symlink("/data", &libs).unwrap();
-    let chown = |path: &Path, recursive: bool, owner: &str| {
-        let mut cmd = Command::new("chown");
-        if recursive {
-            cmd.arg("-hR");
-        }
-        assert!(cmd.arg(owner).arg(path).status().unwrap().success());
-    };
-    chown(&rootfs, true, "100000:100000");
-    chown(&rootfs.join("data"), false, "0:0");
-    // A user namespace whose root is host uid 100000, made by that user (as rootless
-    // runtimes make theirs): `0 100000 1`.
+fn chown(path: &Path, recursive: bool, owner: &str) {
+    let mut cmd = Command::new("chown");
+    if recursive {
+        cmd.arg("-hR");
+    }
+    assert!(cmd.arg(owner).arg(path).status().unwrap().success());
+}
+
+/// A user namespace whose root is host uid 100000, made by that user (as rootless runtimes
+/// make theirs: `0 100000 1`), with a mount and pid namespace: the `unshare` process, whose
+/// child `sleep` is the container ([`container_of`]). `None`, saying why, where it cannot run.
+fn userns_container() -> Option<std::process::Child> {
     let unshare = Command::new("setpriv")
         .args(["--reuid=100000", "--regid=100000", "--clear-groups"])
         .args([
@@ -839,8 +828,94 @@ fn a_user_namespaced_container_gets_nothing_created_where_its_user_could_not() {
         ])
         .args(["--pid", "--fork", "--kill-child", "sleep", "600"])
         .spawn();
-    let Ok(mut unshare) = unshare else {
-        nvc_testkit::skip!("setpriv/unshare --user do not run");
+    match unshare {
+        Ok(child) => Some(child),
+        Err(e) => {
+            nvc_testkit::skip!("setpriv/unshare --user do not run: {e}");
+            None
+        }
+    }
+}
+
+/// The host's `ldconfig` runs in a user-namespaced container's own user namespace: its
+/// `CAP_DAC_OVERRIDE` reaches the image's files only. The image's `ld.so.conf` names a
+/// directory of the host's root (a volume) holding a library without its soname link; in the
+/// host's namespace, the sandboxed `ldconfig` made `libz.so.1` there. Now nothing is made
+/// there, and the image's own cache is still written, by the container's root.
+#[test]
+fn a_user_namespaced_containers_ldconfig_writes_nothing_its_user_could_not() {
+    let Some(sim) = fixture() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let rootfs = t.path().join("rootfs");
+    nvc_testkit::debian_image(&rootfs, &["proc/driver", "usr/lib", "volume", "dev"], false)
+        .unwrap();
+    fs::create_dir_all(rootfs.join("usr/lib/x86_64-linux-gnu")).unwrap();
+    fs::write(rootfs.join("etc/ld.so.conf"), "/volume\n").unwrap();
+    let zlib = fs::read_link("/lib/x86_64-linux-gnu/libz.so.1").unwrap();
+    fs::copy(
+        Path::new("/lib/x86_64-linux-gnu").join(&zlib),
+        rootfs.join("volume").join(&zlib),
+    )
+    .unwrap();
+    chown(&rootfs, true, "100000:100000");
+    chown(&rootfs.join("volume"), true, "0:0");
+    let Some(mut unshare) = userns_container() else {
+        return;
+    };
+    let unshare_pid = unshare.id();
+    let done = container_of(|| Some(unshare_pid)).map(|pid| {
+        let container = nvc_mount::Container::from_pid(pid, &rootfs).unwrap();
+        let opts = PlanOptions {
+            capabilities: vec![Compute, Utility],
+            devices: sim.select("0"),
+            no_cgroups: true,
+            ..PlanOptions::default()
+        };
+        sim.plan(&container, &opts)
+            .configure(
+                &container,
+                Some(&ldconfig(Ldconfig::Host("/sbin/ldconfig".into()))),
+            )
+            .map(|_| ())
+    });
+    let _ = unshare.kill();
+    let _ = unshare.wait();
+    done.expect("the user-namespaced container").unwrap();
+    let volume: Vec<_> = fs::read_dir(rootfs.join("volume"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        volume,
+        [zlib.as_os_str()],
+        "ldconfig wrote into the host's directory"
+    );
+    let cache = rootfs.join("etc/ld.so.cache");
+    assert_eq!(fs::metadata(&cache).unwrap().uid(), 100000);
+    let cache = fs::read(&cache).unwrap();
+    let cache = nvc_ldcache::LdCache::parse(&cache).unwrap();
+    assert!(
+        cache
+            .entries()
+            .any(|e| e.unwrap().soname() == "libcuda.so.1")
+    );
+}
+
+/// A user-namespaced container (its root is host uid 100000) whose image links its library
+/// directory into a directory of the host's root, as a volume would be: nvc, root with every
+/// capability, could create the mountpoints there; the container's own root could not. The
+/// configure is refused, nothing is created there; with the image's own directory it works.
+#[test]
+fn a_user_namespaced_container_gets_nothing_created_where_its_user_could_not() {
+    let Some(sim) = fixture() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let rootfs = t.path().join("rootfs");
+    nvc_testkit::debian_image(&rootfs, &["proc/driver", "usr/lib", "data", "dev"], false).unwrap();
+    let libs = rootfs.join("usr/lib/x86_64-linux-gnu");
+    symlink("/data", &libs).unwrap();
+    chown(&rootfs, true, "100000:100000");
+    chown(&rootfs.join("data"), false, "0:0");
+    let Some(mut unshare) = userns_container() else {
         return;
     };
     let unshare_pid = unshare.id();

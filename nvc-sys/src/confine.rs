@@ -19,7 +19,7 @@ use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::{CloneFlags, setns, unshare};
-use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, send, socketpair};
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -42,6 +42,13 @@ pub enum Program<'a> {
 /// How to confine the program. Every field is plain data, read in the child.
 #[derive(Debug, Clone)]
 pub struct Confinement<'a> {
+    /// User namespace to enter before the mount namespace (a user-namespaced container's);
+    /// `None` keeps the caller's. Inside it, the program's capabilities reach only files
+    /// whose owner and group are mapped there: a host `ldconfig`'s `CAP_DAC_OVERRIDE` cannot
+    /// write a host-owned directory the image links to. [`Confinement::uid`] and
+    /// [`Confinement::gid`] are then ids in that namespace, and the supplementary groups are
+    /// cleared before entering it (the namespace may deny `setgroups`).
+    pub user_ns: Option<BorrowedFd<'a>>,
     /// Mount namespace to enter first (the container's); `None` keeps the caller's.
     pub mount_ns: Option<BorrowedFd<'a>>,
     /// A cgroup's `cgroup.procs`, open for writing (the container's device cgroup): the
@@ -105,8 +112,9 @@ pub struct Finished {
 }
 
 /// Steps of the child, named in [`Error::Confinement`]; a report carries the index.
-const STEPS: [&str; 19] = [
+const STEPS: [&str; 20] = [
     "join cgroup",
+    "setns(CLONE_NEWUSER)",
     "setns(CLONE_NEWNS)",
     "unshare(CLONE_NEWNS|CLONE_NEWPID|CLONE_NEWIPC)",
     "fork",
@@ -377,6 +385,14 @@ fn intermediate(
         }
     }
     drop(go);
+    if let Some(ns) = c.user_ns {
+        if let Err(e) = setgroups(&[]) {
+            return fail(&mut rep, "setgroups/setresgid/setresuid", e);
+        }
+        if let Err(e) = setns(ns, CloneFlags::CLONE_NEWUSER) {
+            return fail(&mut rep, "setns(CLONE_NEWUSER)", e);
+        }
+    }
     if let Some(ns) = c.mount_ns
         && let Err(e) = setns(ns, CloneFlags::CLONE_NEWNS)
     {
@@ -458,6 +474,10 @@ fn confined(
         step("mask", crate::kernel_mounts::cover(dir))?;
     }
     for &(resource, limit) in c.rlimits {
+        // Never above the current hard limit: only lowering needs no privilege in the
+        // caller's (or the container's) user namespace.
+        let (_, hard) = step("setrlimit", getrlimit(resource))?;
+        let limit = limit.min(hard);
         step("setrlimit", setrlimit(resource, limit, limit))?;
     }
 
@@ -477,7 +497,9 @@ fn confined(
     }
     let (uid, gid) = (Uid::from_raw(c.uid), Gid::from_raw(c.gid));
     let ids = "setgroups/setresgid/setresuid";
-    step(ids, setgroups(&[gid]))?;
+    if c.user_ns.is_none() {
+        step(ids, setgroups(&[gid]))?;
+    }
     step(ids, setresgid(gid, gid, gid))?;
     step(ids, setresuid(uid, uid, uid))?;
     if c.keep_dac_override && c.uid != 0 {
@@ -526,7 +548,7 @@ fn close_inherited_on_exec() -> StepResult<()> {
         return Ok(());
     }
     // Before Linux 5.11: one by one, up to the descriptor limit the caller had.
-    let limit = nix::sys::resource::getrlimit(Resource::RLIMIT_NOFILE)
+    let limit = getrlimit(Resource::RLIMIT_NOFILE)
         .map(|(_, hard)| hard.min(1 << 20))
         .unwrap_or(1 << 16);
     for fd in 3..i32::try_from(limit).unwrap_or(i32::MAX) {
