@@ -573,6 +573,55 @@ fn configure_mounts_into_a_paused_container_under_nvc_sim_run() {
     drop(container);
 }
 
+/// A supervised `ldconfig` whose container's device cgroup cannot be found (here: nvc's mount
+/// namespace has no cgroup filesystem) fails the configure rather than run in nvc's own
+/// cgroup, outside the container's device rules; the container is left as it was.
+#[test]
+fn a_sandbox_whose_device_cgroup_cannot_be_found_fails_closed() {
+    let Some(container) = nvc_testkit::PausedContainer::start() else {
+        return;
+    };
+    let (dir, _host) = build(&Scenario::builtin("single").unwrap());
+    let root = dir.path().to_str().unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    nvc_testkit::debian_image(rootfs.path(), &[], true).unwrap();
+    let rfs = rootfs.path().to_str().unwrap();
+    let configure = |unmount: &str| {
+        sh_in_own_namespace(
+            root,
+            &format!(
+                "{unmount} exec {} --root {root} configure --device=all --compute --no-cgroups \
+                 --pid={} {rfs}",
+                env!("CARGO_BIN_EXE_nvidia-container-cli"),
+                container.pid()
+            ),
+        )
+    };
+    let out = configure("umount -R /sys/fs/cgroup &&");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cgroup"), "{err}");
+    assert!(
+        !container
+            .mountinfo()
+            .contains(&format!("{rfs}/dev/nvidia0 "))
+    );
+    assert!(!rootfs.path().join("etc/ld.so.cache").exists());
+    // The control: with the hierarchy there, the same configure runs its ldconfig.
+    let out = configure("");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        container
+            .mountinfo()
+            .contains(&format!("{rfs}/dev/nvidia0 "))
+    );
+    assert!(rootfs.path().join("etc/ld.so.cache").exists());
+}
+
 /// Runs `script` with `sh` in a mount namespace of its own, under `nvc-sim run ROOT` (as a
 /// container's process would run a hook in standalone mode).
 fn sh_in_own_namespace(root: &str, script: &str) -> Output {
