@@ -101,7 +101,10 @@ pub(crate) extern "C" fn container_new(
     call(ctx, true, |state| {
         // Read under the registry's lock, which `nvc_container_config_free` takes.
         let cfg = {
-            let _registry = lock();
+            let registry = lock();
+            if registry.retired(cfg as usize) {
+                return Err(Failure::invalid_argument());
+            }
             // SAFETY: the caller passes NULL or a configuration (upstream's contract).
             unsafe { read_config(cfg) }
         }?;

@@ -110,7 +110,10 @@ pub(crate) extern "C" fn init(
         // Read under the registry's lock, which `nvc_config_free` takes: a free racing this
         // call cannot pull the configuration away mid-read.
         let (root, ldcache, uid, gid, chans) = {
-            let _registry = lock();
+            let registry = lock();
+            if registry.retired(cfg as usize) {
+                return Err(Failure::invalid_argument());
+            }
             // SAFETY: the caller passes NULL or a configuration (upstream's contract); the
             // strings it names are NUL-terminated.
             unsafe { read_config(cfg) }

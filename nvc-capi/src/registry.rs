@@ -30,6 +30,13 @@ pub(crate) struct Registry {
 const QUARANTINE: usize = 1024;
 
 impl Registry {
+    /// Whether `p` is an object freed by its `_free` and still quarantined ([`Registry::retire`]):
+    /// a stale handle (a configuration freed by another thread, or before this call), refused
+    /// rather than read.
+    pub(crate) fn retired(&self, p: usize) -> bool {
+        self.quarantine.contains(&p)
+    }
+
     /// Takes the memory of an object just unregistered instead of freeing it: it stays
     /// allocated until [`QUARANTINE`] later objects were freed, so no object made meanwhile
     /// gets its address and a stale handle (freed by another thread, or freed twice) is
@@ -242,6 +249,58 @@ mod tests {
         assert!(fresh.iter().all(|c| !freed.contains(c)));
         for c in fresh {
             crate::context::context_free(c as *mut nvc_context);
+        }
+    }
+
+    /// Threads making `nvc_init` read a configuration while another thread frees it: each
+    /// read comes before the free (and fails on the configuration's relative driver root) or
+    /// is refused as an invalid argument — never a read of freed memory — and the freed
+    /// handle stays refused.
+    #[test]
+    fn a_configuration_freed_while_read_is_refused_not_read() {
+        const RELATIVE: &str = "invalid driver root: relative is not an absolute path";
+        let message = |ctx: *mut nvc_context| {
+            // SAFETY: `nvc_error` returns NULL or the context's NUL-terminated message.
+            unsafe { cmem::read(crate::context::error(ctx)) }
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+        };
+        for _ in 0..50 {
+            let cfg = crate::context::config_new();
+            // SAFETY: just made, not shared yet; the string is static.
+            unsafe { (*cfg).root = c"relative".as_ptr().cast_mut() };
+            let cfg = cfg as usize;
+            let readers: Vec<_> = (0..4)
+                .map(|_| {
+                    std::thread::spawn(move || {
+                        let mut seen = HashSet::new();
+                        for _ in 0..50 {
+                            let ctx = crate::context::context_new();
+                            let rc = crate::context::init(ctx, cfg as *const _, std::ptr::null());
+                            assert_eq!(rc, -1);
+                            seen.insert(message(ctx).unwrap_or_default());
+                            crate::context::context_free(ctx);
+                        }
+                        seen
+                    })
+                })
+                .collect();
+            std::thread::yield_now();
+            crate::context::config_free(cfg as *mut _);
+            for r in readers {
+                let seen = r.join().unwrap();
+                assert!(
+                    seen.iter()
+                        .all(|m| m == RELATIVE || m == "invalid argument"),
+                    "{seen:?}"
+                );
+            }
+            let ctx = crate::context::context_new();
+            assert_eq!(
+                crate::context::init(ctx, cfg as *const _, std::ptr::null()),
+                -1
+            );
+            assert_eq!(message(ctx).as_deref(), Some("invalid argument"));
+            crate::context::context_free(ctx);
         }
     }
 }

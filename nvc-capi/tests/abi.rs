@@ -272,6 +272,14 @@ fn misuse_gets_errors_never_a_crash() {
     assert_eq!(run_on_dgx("misuse", plain).0, "ok\n");
 }
 
+/// Frees racing calls on the same configuration or container from other threads
+/// (`tests/c/race.c`): every call runs before the free or is refused, never a crash.
+#[test]
+fn frees_racing_calls_on_configurations_and_containers_are_refused_not_a_crash() {
+    let plain = |rootfs: &Path| nvc_testkit::debian_image(rootfs, &[], true).unwrap();
+    assert_eq!(run_on_dgx("race", plain).0, "ok\n");
+}
+
 #[test]
 fn the_debug_log_records_the_calls() {
     let info = c_test("info");
