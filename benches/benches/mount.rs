@@ -81,6 +81,7 @@ fn configure(c: &mut Criterion) {
         ldconfig: Ldconfig::Image("/sbin/ldconfig".into()),
         no_pivot: false,
         extra_dirs: Vec::new(),
+        cuda_compat_dir: None,
         limits: Limits::default(),
     };
     g.bench_function("ldconfig", |b| {

@@ -117,7 +117,7 @@ fn the_library_search_path_adds_libraries_the_cache_misses() {
         .find(|h| h.args.get(1).is_some_and(|a| a == "update-ldcache"))
         .unwrap();
     assert_eq!(
-        update.args[2..],
+        update.args[3..],
         [
             "--folder",
             "/usr/lib/x86_64-linux-gnu",

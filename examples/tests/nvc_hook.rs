@@ -288,6 +288,47 @@ fn update_ldcache_refreshes_the_cache_over_the_cdi_mounted_folder() {
         }),
         "libcuda.so.1 not in the container's cache"
     );
+
+    // CUDA forward compatibility: an image whose compat libcuda (999) is newer than the
+    // driver gets it first in its cache with --host-driver-version, as nvc-cdi's spec runs
+    // the hook; not without it, nor when the driver is the newer one.
+    let compat = nvc_testkit::add_cuda_compat(rootfs.path(), "999.1").unwrap();
+    let first_libcuda = |version: Option<&str>| {
+        let mut args = vec!["update-ldcache", "--folder", "/opt/nvidia/lib"];
+        let flag = version.map(|v| format!("--host-driver-version={v}"));
+        args.extend(flag.as_deref());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nvc-hook"))
+            .env_remove("LD_LIBRARY_PATH")
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let st = state(container.pid(), b.path());
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(st.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        nvc_testkit::cached_paths(rootfs.path(), "libcuda.so.1").unwrap()[0].clone()
+    };
+    let compat_link = compat.with_file_name("libcuda.so.1");
+    assert_eq!(
+        first_libcuda(Some("550.54.14")),
+        compat_link.to_str().unwrap()
+    );
+    assert_eq!(first_libcuda(None), "/opt/nvidia/lib/libcuda.so.1");
+    assert_eq!(
+        first_libcuda(Some("1000.1")),
+        "/opt/nvidia/lib/libcuda.so.1"
+    );
 }
 
 /// Runs the hook binary with `args`, the state on stdin, `env` added to its environment and

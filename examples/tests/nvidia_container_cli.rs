@@ -573,6 +573,60 @@ fn configure_mounts_into_a_paused_container_under_nvc_sim_run() {
     drop(container);
 }
 
+/// `--cuda-compat-mode=ldconfig` on an image whose compat `libcuda` is newer than the driver:
+/// the compat directory is scanned before the library directories, so glibc's cache lists
+/// the compat `libcuda.so.1` first and the image's programs load it (before, it came after
+/// the driver's and was never loaded).
+#[test]
+fn cuda_compat_in_ldconfig_mode_puts_the_compat_libcuda_first() {
+    let Some(container) = nvc_testkit::PausedContainer::start() else {
+        return;
+    };
+    let (dir, _host) = build(&Scenario::builtin("single").unwrap());
+    let root = dir.path().to_str().unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    nvc_testkit::debian_image(rootfs.path(), &[], false).unwrap();
+    let compat = nvc_testkit::add_cuda_compat(rootfs.path(), "999.1").unwrap();
+    let rfs = rootfs.path().to_str().unwrap();
+    let pid = format!("--pid={}", container.pid());
+    let out = Command::new(sim_bin())
+        .args([
+            "run",
+            root,
+            "--",
+            env!("CARGO_BIN_EXE_nvidia-container-cli"),
+        ])
+        .args([
+            "--root",
+            root,
+            "configure",
+            "--device=0",
+            "--compute",
+            "--utility",
+        ])
+        .args([
+            "--no-cgroups",
+            "--cuda-compat-mode=ldconfig",
+            "--ldconfig=@/sbin/ldconfig",
+        ])
+        .args([&pid, rfs])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found = nvc_testkit::cached_paths(rootfs.path(), "libcuda.so.1").unwrap();
+    assert_eq!(
+        found,
+        [
+            compat.with_file_name("libcuda.so.1").to_str().unwrap(),
+            "/usr/lib/x86_64-linux-gnu/libcuda.so.1"
+        ]
+    );
+}
+
 /// A supervised `ldconfig` whose container's device cgroup cannot be found (here: nvc's mount
 /// namespace has no cgroup filesystem) fails the configure rather than run in nvc's own
 /// cgroup, outside the container's device rules; the container is left as it was.

@@ -168,6 +168,25 @@ fn podman_reads_the_spec_from_the_cdi_directory() {
         let out = e2e::podman_run(&podman, dir.path(), &cgroup, &name, &rootfs, SCRIPT);
         check_podman("podman", device, &out);
     }
+    // CUDA forward compatibility through the spec's hook: with a compat libcuda newer than
+    // the driver in the image, the container's loader finds it first.
+    nvc_testkit::add_cuda_compat(&rootfs, "999.1").unwrap();
+    let name = format!("{vendor}/gpu=1");
+    let out = e2e::podman_run(&podman, dir.path(), &cgroup, &name, &rootfs, SCRIPT);
+    check_podman("podman", "1", &out);
+    let stdout = text(&out.stdout);
+    let libcuda: Vec<&str> = section(&stdout, "cache")
+        .into_iter()
+        .filter_map(|l| l.trim_start().strip_prefix("libcuda.so.1 (libc6,x86-64) => "))
+        .collect();
+    assert_eq!(
+        libcuda,
+        [
+            "/usr/local/cuda/compat/libcuda.so.1",
+            "/usr/lib/x86_64-linux-gnu/libcuda.so.1"
+        ],
+        "{stdout}"
+    );
 }
 
 /// What a podman run of [`SCRIPT`] with `--device .../gpu={device}` (`1` or `all`) shows.

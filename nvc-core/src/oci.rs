@@ -253,23 +253,40 @@ pub fn request(spec: &Spec) -> Result<Option<GpuRequest>, Error> {
 /// `createRuntime` hook: the runtime has made the spec's mounts, `pivot_root` has not
 /// happened, and the hook gets the runtime's environment, not the image's. No driver probe.
 ///
+/// With `host_driver_version` (the spec's driver, `550.54.14`), CUDA forward compatibility as
+/// `configure --cuda-compat-mode=ldconfig` does it: where the image's
+/// `/usr/local/cuda/compat` holds a `libcuda` of a newer major version than the driver
+/// ([`compat_libraries`](nvc_mount::compat_libraries)), that directory is scanned first,
+/// so the image's compat `libcuda.so.1` is the one its programs load.
+///
 /// # Errors
 ///
 /// [`ErrorKind::NoContainer`](crate::ErrorKind::NoContainer), the rootfs errors of
-/// [`Driver::container`], or the `ldconfig` run's (`ldcache error: ...`).
+/// [`Driver::container`], compat libraries in several directories, or the `ldconfig`
+/// run's (`ldcache error: ...`).
 pub fn update_ldcache(
     state: &State,
     spec: &Spec,
     ldconfig: Ldconfig,
     folders: &[PathBuf],
+    host_driver_version: Option<&str>,
 ) -> Result<(), Error> {
     let rootfs = rootfs(state.bundle(), spec)?;
     let container = nvc_mount::Container::from_pid(pid(state)?, &rootfs)
         .map_err(|e| Error::mount(crate::error::Step::Container, e))?;
+    let cuda_compat_dir = match host_driver_version {
+        Some(version) => {
+            let libs = nvc_mount::compat_libraries(&rootfs, &container.dirs.cudart, version)
+                .map_err(|e| Error::mount(crate::error::Step::Container, e))?;
+            nvc_mount::compat_dir(&libs).map_err(Error::input)?
+        }
+        None => None,
+    };
     let opts = nvc_mount::LdconfigOptions {
         ldconfig,
         no_pivot: false,
         extra_dirs: folders.to_vec(),
+        cuda_compat_dir,
         limits: nvc_mount::Limits::default(),
     };
     nvc_mount::run_ldconfig(&container, &opts)

@@ -100,6 +100,7 @@ fn a_dgx_spec_names_every_gpu_and_carries_the_driver() {
         [
             "nvc-hook",
             "update-ldcache",
+            "--host-driver-version=550.54.14",
             "--folder",
             "/usr/lib/x86_64-linux-gnu"
         ]

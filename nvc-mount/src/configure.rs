@@ -86,11 +86,11 @@ impl Configuration {
             None => compat_libraries(rootfs, &dirs.cudart, &info.nvrm_version)?,
         };
         let mut plan_opts = opts.plan.clone();
-        let mut extra_dirs = Vec::new();
+        let mut cuda_compat_dir = None;
         match opts.cuda_compat {
             CompatMode::Mount => plan_opts.compat_libs = compat,
             CompatMode::Ldconfig => {
-                extra_dirs.extend(compat_dir(&compat).map_err(|what| Error::Container { what })?);
+                cuda_compat_dir = compat_dir(&compat).map_err(|what| Error::Container { what })?;
             }
             CompatMode::Disabled => {}
         }
@@ -101,7 +101,8 @@ impl Configuration {
                 .clone()
                 .unwrap_or_else(|| Ldconfig::Image(dirs.ldconfig.clone())),
             no_pivot: opts.no_pivot,
-            extra_dirs,
+            extra_dirs: Vec::new(),
+            cuda_compat_dir,
             limits: Limits::default(),
         });
         Ok(Configuration {
@@ -146,13 +147,14 @@ impl std::fmt::Display for Configuration {
                 Ldconfig::Host(p) => ("host", p.as_path()),
                 Ldconfig::Builtin => ("builtin", Path::new("-")),
             };
-            write!(
-                f,
-                "ldconfig ({how}) {} {} {}",
-                path.display(),
-                self.dirs.libs.display(),
-                self.dirs.libs32.display()
-            )?;
+            write!(f, "ldconfig ({how}) {}", path.display())?;
+            for dir in l
+                .cuda_compat_dir
+                .iter()
+                .chain([&self.dirs.libs, &self.dirs.libs32])
+            {
+                write!(f, " {}", dir.display())?;
+            }
             for extra in &l.extra_dirs {
                 write!(f, " {}", extra.display())?;
             }
@@ -489,7 +491,7 @@ impl MountPlan {
         container: &Container,
         opts: &LdconfigOptions,
     ) -> Result<Outcome, Error> {
-        if !opts.extra_dirs.is_empty() {
+        if opts.cuda_compat_dir.is_some() || !opts.extra_dirs.is_empty() {
             return Ok(Outcome::Unsure(
                 "CUDA compat libraries (ldconfig mode)".into(),
             ));

@@ -104,9 +104,15 @@ pub struct LdconfigOptions {
     pub ldconfig: Ldconfig,
     /// Move the root instead of `pivot_root` (`--no-pivot`, for rootfs on a ramfs).
     pub no_pivot: bool,
-    /// Extra directories scanned after the library directories (CUDA compat in
-    /// `ldconfig` mode, the driver's library directories of a CDI spec).
+    /// Extra directories scanned after the library directories (the driver's library
+    /// directories of a CDI spec).
     pub extra_dirs: Vec<PathBuf>,
+    /// The image's CUDA compat directory (`/usr/local/cuda/compat`) when its libraries are
+    /// used in `ldconfig` mode: scanned before the library directories. glibc's `ldconfig`
+    /// lists a name found in several directories in the order they were named, and the
+    /// loader takes the first: the compat `libcuda.so.1` is then the one loaded, not the
+    /// driver's.
+    pub cuda_compat_dir: Option<PathBuf>,
     /// Limits.
     pub limits: Limits,
 }
@@ -381,8 +387,10 @@ impl Sandbox {
         for arg in ["-f", "/etc/ld.so.conf", "-C", "/etc/ld.so.cache"] {
             argv.push(cstring(Path::new(arg))?);
         }
-        for dir in [&container.dirs.libs, &container.dirs.libs32]
-            .into_iter()
+        for dir in opts
+            .cuda_compat_dir
+            .iter()
+            .chain([&container.dirs.libs, &container.dirs.libs32])
             .chain(&opts.extra_dirs)
         {
             argv.push(cstring(dir)?);

@@ -228,6 +228,7 @@ fn configure(
         ldconfig: Ldconfig::Builtin,
         no_pivot: false,
         extra_dirs: Vec::new(),
+        cuda_compat_dir: None,
         limits: nvc_mount::Limits::default(),
     };
     let done = plan

@@ -87,6 +87,7 @@ fn a_failed_ldconfig_undoes_the_whole_configure() {
         ldconfig: Ldconfig::Image("/sbin/ldconfig".into()),
         no_pivot: false,
         extra_dirs: Vec::new(),
+        cuda_compat_dir: None,
         limits: Limits::default(),
     };
     let err = plan.configure(&container, Some(&opts)).unwrap_err();
@@ -169,6 +170,7 @@ fn cuda_compat_libraries_newer_than_the_driver_win() {
         ldconfig: Ldconfig::Image("/sbin/ldconfig".into()),
         no_pivot: false,
         extra_dirs: Vec::new(),
+        cuda_compat_dir: None,
         limits: Limits::default(),
     };
     plan.configure(&container, Some(&opts)).unwrap();

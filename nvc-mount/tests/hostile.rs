@@ -45,6 +45,7 @@ fn ldconfig(which: Ldconfig) -> LdconfigOptions {
         ldconfig: which,
         no_pivot: false,
         extra_dirs: Vec::new(),
+        cuda_compat_dir: None,
         limits: Limits::default(),
     }
 }

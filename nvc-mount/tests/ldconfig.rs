@@ -50,6 +50,7 @@ fn options(ldconfig: Ldconfig) -> LdconfigOptions {
         ldconfig,
         no_pivot: false,
         extra_dirs: Vec::new(),
+        cuda_compat_dir: None,
         limits: Limits::default(),
     }
 }

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 
 pub use cgroup::TestCgroup;
 pub use host::{DeviceNode, DeviceNodes, Host};
-pub use image::debian_image;
+pub use image::{add_cuda_compat, cached_paths, debian_image};
 pub use paused::PausedContainer;
 pub use process::ProcessState;
 pub use real_driver::{Layout, PackageArch, RealDriver};

@@ -6,14 +6,16 @@
 //! ```text
 //! nvc-hook [--root DIR] [--no-nvml] [--nvml-helper PATH] [--no-cgroups] [--ldconfig PATH|@PATH|builtin] [--no-ldconfig]
 //!          [--no-envvar-when-unprivileged] createRuntime|prestart
-//! nvc-hook update-ldcache [--folder DIR]... [--ldconfig PATH|@PATH]
+//! nvc-hook update-ldcache [--folder DIR]... [--host-driver-version VERSION] [--ldconfig PATH|@PATH]
 //! nvc-hook create-symlinks --link TARGET::PATH...
 //! ```
 //!
 //! `update-ldcache` and `create-symlinks` are the hooks of nvc's CDI specs (`nvc-cdi
 //! generate`), run as `createRuntime` after the runtime made the spec's mounts:
 //! `update-ldcache` refreshes the container's linker cache over the image's library
-//! directories and `--folder` with the host's `ldconfig`, sandboxed; `create-symlinks`
+//! directories and `--folder` with the host's `ldconfig`, sandboxed — with
+//! `--host-driver-version`, the image's CUDA compat directory first where its `libcuda` is
+//! newer than that driver (CUDA forward compatibility); `create-symlinks`
 //! makes the development links (`libcuda.so.1::/usr/lib/x86_64-linux-gnu/libcuda.so`)
 //! where nothing is yet, resolved inside the rootfs. They read the same state, probe no
 //! driver, and trust nothing of the image's environment.
@@ -71,6 +73,8 @@ struct Args {
     mode: Mode,
     /// `--folder DIR`...: the driver's library directories, for `update-ldcache`.
     folders: Vec<std::path::PathBuf>,
+    /// `--host-driver-version VERSION`, for `update-ldcache`: CUDA forward compatibility.
+    host_driver_version: Option<String>,
     /// `--link TARGET::PATH`, for `create-symlinks`.
     links: Vec<oci::Symlink>,
     /// Probe the driver with NVML (`--no-nvml` clears it: the GPUs from
@@ -86,6 +90,7 @@ fn parse() -> Result<Args, String> {
         hook: HookOptions::default(),
         mode: Mode::Configure,
         folders: Vec::new(),
+        host_driver_version: None,
         links: Vec::new(),
         nvml: true,
         nvml_helper: None,
@@ -119,6 +124,19 @@ fn parse() -> Result<Args, String> {
                     return Err(format!("--folder {}: not an absolute path", dir.display()));
                 }
                 args.folders.push(dir);
+            }
+            Long("host-driver-version") => {
+                let version = value(&mut parser)?;
+                let version = version
+                    .to_str()
+                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+                    .ok_or_else(|| {
+                        format!(
+                            "--host-driver-version {}: not a driver version",
+                            version.to_string_lossy()
+                        )
+                    })?;
+                args.host_driver_version = Some(version.to_owned());
             }
             Long("link") => {
                 let link = value(&mut parser)?;
@@ -210,7 +228,14 @@ fn run() -> Result<(), String> {
                 .hook
                 .ldconfig
                 .unwrap_or_else(nvc_core::Ldconfig::host_default);
-            return oci::update_ldcache(&state, &spec, ldconfig, &args.folders).map_err(chain);
+            return oci::update_ldcache(
+                &state,
+                &spec,
+                ldconfig,
+                &args.folders,
+                args.host_driver_version.as_deref(),
+            )
+            .map_err(chain);
         }
         Mode::CreateSymlinks => {
             return oci::create_symlinks(&state, &spec, &args.links).map_err(chain);

@@ -233,6 +233,16 @@ impl Driver {
                 hooks.push(hook(args));
             }
             let mut args = vec!["nvc-hook".to_owned(), "update-ldcache".to_owned()];
+            let libcuda = files.libraries.iter().any(|l| {
+                l.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("libcuda.so"))
+            });
+            if libcuda {
+                // CUDA forward compatibility, as `configure` gives it with compute: the
+                // image's compat libcuda first where it is newer than this driver
+                // (nvidia-ctk's `enable-cuda-compat` hook).
+                args.push(format!("--host-driver-version={}", info.nvrm_version));
+            }
             for folder in folders {
                 args.push("--folder".into());
                 args.push(folder.display().to_string());

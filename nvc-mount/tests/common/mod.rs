@@ -105,6 +105,7 @@ pub fn host_ldconfig() -> LdconfigOptions {
         ldconfig: Ldconfig::Host("/sbin/ldconfig".into()),
         no_pivot: false,
         extra_dirs: Vec::new(),
+        cuda_compat_dir: None,
         limits: Limits::default(),
     }
 }
