@@ -177,7 +177,10 @@ fn podman_reads_the_spec_from_the_cdi_directory() {
     let stdout = text(&out.stdout);
     let libcuda: Vec<&str> = section(&stdout, "cache")
         .into_iter()
-        .filter_map(|l| l.trim_start().strip_prefix("libcuda.so.1 (libc6,x86-64) => "))
+        .filter_map(|l| {
+            l.trim_start()
+                .strip_prefix("libcuda.so.1 (libc6,x86-64) => ")
+        })
         .collect();
     assert_eq!(
         libcuda,

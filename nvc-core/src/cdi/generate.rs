@@ -207,7 +207,7 @@ impl Driver {
         }
         // The development links (`libcuda.so -> libcuda.so.1`) next to the mounted
         // libraries, as `configure` makes them.
-        let links: Vec<String> = files
+        let mut links: Vec<String> = files
             .libraries
             .iter()
             .filter_map(|lib| {
@@ -215,6 +215,17 @@ impl Driver {
                 Some(format!("{target}::{}", lib.with_file_name(link).display()))
             })
             .collect();
+        // GBM's backend for the NVIDIA DRM driver, as nvidia-ctk links it: Mesa's GBM loads
+        // `<libdir>/gbm/nvidia-drm_gbm.so`, which is the driver's allocator.
+        links.extend(files.libraries.iter().filter_map(|lib| {
+            let name = lib.file_name()?.to_string_lossy();
+            name.starts_with("libnvidia-allocator.so.").then(|| {
+                format!(
+                    "../libnvidia-allocator.so.1::{}",
+                    lib.with_file_name("gbm/nvidia-drm_gbm.so").display()
+                )
+            })
+        }));
         let mut hooks = Vec::new();
         if let Some(path) = &opts.hook {
             let hook = |args: Vec<String>| Hook {
