@@ -63,19 +63,42 @@ fn hook_bin(bin: &Path, options: &[&str], dir: &Path, state: &str) -> std::proce
     child.wait_with_output().unwrap()
 }
 
+/// A paused container, the simulated single-GPU host and a Debian image for it.
+struct Gpu {
+    container: nvc_testkit::PausedContainer,
+    dir: tempfile::TempDir,
+    _host: nvc_testkit::Host,
+    rootfs: tempfile::TempDir,
+}
+
+impl Gpu {
+    fn start() -> Option<Self> {
+        let container = nvc_testkit::PausedContainer::start()?;
+        let dir = tempfile::tempdir().unwrap();
+        let scenario = nvc_testkit::Scenario::builtin("single").unwrap();
+        let _host = nvc_testkit::Host::build(&scenario, dir.path()).unwrap();
+        let rootfs = tempfile::tempdir().unwrap();
+        nvc_testkit::debian_image(rootfs.path(), &[], false).unwrap();
+        Some(Gpu {
+            container,
+            dir,
+            _host,
+            rootfs,
+        })
+    }
+}
+
 #[test]
 fn a_create_runtime_hook_gives_the_container_its_gpus() {
-    let Some(container) = nvc_testkit::PausedContainer::start() else {
+    let Some(Gpu {
+        container,
+        dir,
+        _host,
+        rootfs,
+    }) = Gpu::start()
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let _host = nvc_testkit::Host::build(
-        &nvc_testkit::Scenario::builtin("single").unwrap(),
-        dir.path(),
-    )
-    .unwrap();
-    let rootfs = tempfile::tempdir().unwrap();
-    nvc_testkit::debian_image(rootfs.path(), &[], false).unwrap();
     let rfs = rootfs.path().to_str().unwrap();
     let mounted = || {
         container
@@ -534,17 +557,15 @@ fn the_static_hook_gives_the_container_its_gpus_through_its_nvml_helper() {
     let Some(bin) = static_hook() else {
         return;
     };
-    let Some(container) = nvc_testkit::PausedContainer::start() else {
+    let Some(Gpu {
+        container,
+        dir,
+        _host,
+        rootfs,
+    }) = Gpu::start()
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let _host = nvc_testkit::Host::build(
-        &nvc_testkit::Scenario::builtin("single").unwrap(),
-        dir.path(),
-    )
-    .unwrap();
-    let rootfs = tempfile::tempdir().unwrap();
-    nvc_testkit::debian_image(rootfs.path(), &[], false).unwrap();
     let rfs = rootfs.path().to_str().unwrap();
     let mounted = || {
         container

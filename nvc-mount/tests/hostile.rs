@@ -27,17 +27,19 @@ fn fixture() -> Option<Sim> {
 }
 
 fn plan(sim: &Sim, api: MountApi) -> MountPlan {
-    let mut plan = sim.plan(
-        &sim.container(),
-        &PlanOptions {
-            capabilities: vec![Compute, Utility],
-            devices: sim.select("0"),
-            no_cgroups: true,
-            ..PlanOptions::default()
-        },
-    );
+    let mut plan = sim.plan(&sim.container(), &gpu0(sim));
     plan.mount_api = api;
     plan
+}
+
+/// GPU 0 with compute and utility, no device cgroup: what most of these attacks configure.
+fn gpu0(sim: &Sim) -> PlanOptions {
+    PlanOptions {
+        capabilities: vec![Compute, Utility],
+        devices: sim.select("0"),
+        no_cgroups: true,
+        ..PlanOptions::default()
+    }
 }
 
 fn ldconfig(which: Ldconfig) -> LdconfigOptions {
@@ -758,12 +760,7 @@ fn nothing_is_mounted_where_it_would_propagate_out_of_the_container() {
                     nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).unwrap();
                     nix::sched::setns(&host_ns, nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
                     let container = nvc_mount::Container::from_pid(container_pid, &rootfs).unwrap();
-                    let opts = PlanOptions {
-                        capabilities: vec![Compute, Utility],
-                        devices: sim.select("0"),
-                        no_cgroups: true,
-                        ..PlanOptions::default()
-                    };
+                    let opts = gpu0(&sim);
                     sim.plan(&container, &opts)
                         .configure(&container, None)
                         .map(|done| done.mounted.mounts.len())
@@ -866,12 +863,7 @@ fn a_user_namespaced_containers_ldconfig_writes_nothing_its_user_could_not() {
     let unshare_pid = unshare.id();
     let done = container_of(|| Some(unshare_pid)).map(|pid| {
         let container = nvc_mount::Container::from_pid(pid, &rootfs).unwrap();
-        let opts = PlanOptions {
-            capabilities: vec![Compute, Utility],
-            devices: sim.select("0"),
-            no_cgroups: true,
-            ..PlanOptions::default()
-        };
+        let opts = gpu0(&sim);
         sim.plan(&container, &opts)
             .configure(
                 &container,
@@ -924,12 +916,7 @@ fn a_user_namespaced_container_gets_nothing_created_where_its_user_could_not() {
     let outcome = pid.map(|pid| {
         let container = nvc_mount::Container::from_pid(pid, &rootfs).unwrap();
         assert_eq!((container.uid, container.gid), (100000, 100000));
-        let opts = PlanOptions {
-            capabilities: vec![Compute, Utility],
-            devices: sim.select("0"),
-            no_cgroups: true,
-            ..PlanOptions::default()
-        };
+        let opts = gpu0(&sim);
         let refused = sim
             .plan(&container, &opts)
             .configure(&container, None)
