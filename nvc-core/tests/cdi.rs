@@ -92,7 +92,9 @@ fn a_dgx_spec_names_every_gpu_and_carries_the_driver() {
             "--link",
             "libcuda.so.1::/usr/lib/x86_64-linux-gnu/libcuda.so",
             "--link",
-            "libnvidia-opticalflow.so.1::/usr/lib/x86_64-linux-gnu/libnvidia-opticalflow.so"
+            "libnvidia-opticalflow.so.1::/usr/lib/x86_64-linux-gnu/libnvidia-opticalflow.so",
+            "--link",
+            "../libnvidia-allocator.so.1::/usr/lib/x86_64-linux-gnu/gbm/nvidia-drm_gbm.so"
         ]
     );
     assert_eq!(
