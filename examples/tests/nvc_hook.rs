@@ -86,25 +86,23 @@ impl Gpu {
             rootfs,
         })
     }
+
+    /// Whether the container has its GPU's node mounted.
+    fn mounted(&self) -> bool {
+        let rfs = self.rootfs.path().display();
+        self.container
+            .mountinfo()
+            .contains(&format!("{rfs}/dev/nvidia0 "))
+    }
 }
 
 #[test]
 fn a_create_runtime_hook_gives_the_container_its_gpus() {
-    let Some(Gpu {
-        container,
-        dir,
-        _host,
-        rootfs,
-    }) = Gpu::start()
-    else {
+    let Some(g) = Gpu::start() else {
         return;
     };
+    let (container, dir, rootfs) = (&g.container, &g.dir, &g.rootfs);
     let rfs = rootfs.path().to_str().unwrap();
-    let mounted = || {
-        container
-            .mountinfo()
-            .contains(&format!("{rfs}/dev/nvidia0 "))
-    };
 
     // An image that asks for nothing is left alone; one whose requirement fails is refused
     // with nothing changed.
@@ -115,7 +113,7 @@ fn a_create_runtime_hook_gives_the_container_its_gpus() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!mounted());
+    assert!(!g.mounted());
     let too_new = bundle(
         rfs,
         &[
@@ -126,7 +124,7 @@ fn a_create_runtime_hook_gives_the_container_its_gpus() {
     let out = hook(dir.path(), &state(container.pid(), too_new.path()));
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unsatisfied condition: cuda>=99.0"));
-    assert!(!mounted());
+    assert!(!g.mounted());
 
     let gpu = bundle(
         rfs,
@@ -142,7 +140,7 @@ fn a_create_runtime_hook_gives_the_container_its_gpus() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(mounted());
+    assert!(g.mounted());
     assert!(container.mountinfo().contains(&format!(
         "{rfs}/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14 "
     )));
@@ -557,21 +555,11 @@ fn the_static_hook_gives_the_container_its_gpus_through_its_nvml_helper() {
     let Some(bin) = static_hook() else {
         return;
     };
-    let Some(Gpu {
-        container,
-        dir,
-        _host,
-        rootfs,
-    }) = Gpu::start()
-    else {
+    let Some(g) = Gpu::start() else {
         return;
     };
+    let (container, dir, rootfs) = (&g.container, &g.dir, &g.rootfs);
     let rfs = rootfs.path().to_str().unwrap();
-    let mounted = || {
-        container
-            .mountinfo()
-            .contains(&format!("{rfs}/dev/nvidia0 "))
-    };
     let asks = |cuda: &str| {
         bundle(
             rfs,
@@ -598,7 +586,7 @@ fn the_static_hook_gives_the_container_its_gpus_through_its_nvml_helper() {
             )),
             "{err}"
         );
-        assert!(!mounted());
+        assert!(!g.mounted());
     }
     let out = hook_bin(
         &bin,
@@ -609,7 +597,7 @@ fn the_static_hook_gives_the_container_its_gpus_through_its_nvml_helper() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("unsatisfied condition: cuda>=99.0"), "{err}");
-    assert!(!mounted());
+    assert!(!g.mounted());
     let out = hook_bin(
         &bin,
         &[&helper],
@@ -621,5 +609,5 @@ fn the_static_hook_gives_the_container_its_gpus_through_its_nvml_helper() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(mounted());
+    assert!(g.mounted());
 }
