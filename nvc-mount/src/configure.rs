@@ -148,15 +148,8 @@ impl std::fmt::Display for Configuration {
                 Ldconfig::Builtin => ("builtin", Path::new("-")),
             };
             write!(f, "ldconfig ({how}) {}", path.display())?;
-            for dir in l
-                .cuda_compat_dir
-                .iter()
-                .chain([&self.dirs.libs, &self.dirs.libs32])
-            {
+            for dir in l.scanned(&self.dirs) {
                 write!(f, " {}", dir.display())?;
-            }
-            for extra in &l.extra_dirs {
-                write!(f, " {}", extra.display())?;
             }
             writeln!(f)?;
         }

@@ -117,6 +117,20 @@ pub struct LdconfigOptions {
     pub limits: Limits,
 }
 
+impl LdconfigOptions {
+    /// The directories `ldconfig` is given for an image with `dirs`, in the order it scans
+    /// them: the compat directory, the image's library directories, the extra ones.
+    pub(crate) fn scanned<'a>(
+        &'a self,
+        dirs: &'a crate::ContainerDirs,
+    ) -> impl Iterator<Item = &'a PathBuf> {
+        self.cuda_compat_dir
+            .iter()
+            .chain([&dirs.libs, &dirs.libs32])
+            .chain(&self.extra_dirs)
+    }
+}
+
 /// What the run did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LdconfigRun {
@@ -387,12 +401,7 @@ impl Sandbox {
         for arg in ["-f", "/etc/ld.so.conf", "-C", "/etc/ld.so.cache"] {
             argv.push(cstring(Path::new(arg))?);
         }
-        for dir in opts
-            .cuda_compat_dir
-            .iter()
-            .chain([&container.dirs.libs, &container.dirs.libs32])
-            .chain(&opts.extra_dirs)
-        {
+        for dir in opts.scanned(&container.dirs) {
             argv.push(cstring(dir)?);
         }
         let l = opts.limits;
