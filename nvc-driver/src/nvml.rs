@@ -321,18 +321,19 @@ pub fn helper_main(args: &[std::ffi::OsString]) -> i32 {
     let [root, library, identity] = args else {
         return usage();
     };
+    // `-`: the default identity; `UID:GID`: that one; anything else: a usage error.
     let identity = match identity.to_str() {
-        Some("-") => None,
-        Some(text) => match text.split_once(':').and_then(|(u, g)| {
-            Some(Identity {
+        Some("-") => Some(None),
+        Some(text) => text.split_once(':').and_then(|(u, g)| {
+            Some(Some(Identity {
                 uid: u.parse().ok()?,
                 gid: g.parse().ok()?,
-            })
-        }) {
-            Some(id) => Some(id),
-            None => return usage(),
-        },
-        None => return usage(),
+            }))
+        }),
+        None => None,
+    };
+    let Some(identity) = identity else {
+        return usage();
     };
     let (root, library) = (Path::new(root), Path::new(library));
     if !root.is_absolute() || !library.is_absolute() {

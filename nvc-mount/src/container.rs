@@ -215,7 +215,12 @@ impl Container {
     /// Where the container's mount namespace is: `<proc_root>/proc/<pid>/ns/mnt`.
     #[must_use]
     pub fn mount_ns_path(&self) -> PathBuf {
-        self.proc_root.join(format!("proc/{}/ns/mnt", self.pid))
+        self.ns_path("mnt")
+    }
+
+    /// `<proc_root>/proc/<pid>/ns/<name>`.
+    fn ns_path(&self, name: &str) -> PathBuf {
+        self.proc_root.join(format!("proc/{}/ns/{name}", self.pid))
     }
 
     /// Opens the container's mount namespace (`<proc_root>/proc/<pid>/ns/mnt`): `/proc`
@@ -245,10 +250,9 @@ impl Container {
         let Some(userns) = &self.userns else {
             return Ok(None);
         };
-        let path = || self.proc_root.join(format!("proc/{}/ns/user", self.pid));
         let owner = userns.owner_inside().ok_or_else(|| Error::Namespace {
             step: "map the container's owner into",
-            path: path(),
+            path: self.ns_path("user"),
             error: std::io::Error::from_raw_os_error(Errno::EOVERFLOW as i32),
         })?;
         Ok(Some(ContainerUserNs {
@@ -261,7 +265,7 @@ impl Container {
     fn namespace(&self, name: &str) -> Result<OwnedFd, Error> {
         let fail = |e: OpenError| Error::Namespace {
             step: "open",
-            path: self.proc_root.join(format!("proc/{}/ns/{name}", self.pid)),
+            path: self.ns_path(name),
             error: e.into_io(),
         };
         let proc = proc_dir(&self.proc_root).map_err(fail)?;
