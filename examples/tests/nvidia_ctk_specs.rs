@@ -14,9 +14,10 @@
     clippy::indexing_slicing
 )]
 
+mod e2e;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use nvc_core::cdi::{Format, Spec};
 use nvc_testkit::{DeviceNodes, Host, Layout, PackageArch, RealDriver, Scenario};
@@ -42,19 +43,12 @@ fn oracle(name: &str, root: &Path) -> Spec {
     Spec::from_bytes(text.as_bytes(), Format::Yaml).unwrap()
 }
 
+/// nvc-cdi's spec for the driver at `root` (through the e2e tests' `generate`).
 fn nvc_spec(root: &Path) -> Spec {
-    let out = Command::new(env!("CARGO_BIN_EXE_nvc-cdi"))
-        .arg("generate")
-        .arg("--driver-root")
-        .arg(root)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Spec::from_bytes(&out.stdout, Format::Json).unwrap()
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("nvidia.json");
+    e2e::generate(root, &path, &[]);
+    Spec::from_bytes(&std::fs::read(&path).unwrap(), Format::Json).unwrap()
 }
 
 /// The arguments of the hooks whose second argument is `name`, all together.
