@@ -14,6 +14,22 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     msg
 }
 
+/// Prints what a configure's caller should know to stderr, each line prefixed `prog:
+/// warning:`: device programs left alone, procfs directories not masked.
+pub fn warn(prog: &str, done: &nvc_core::Configured) {
+    for note in done.notes() {
+        eprintln!("{prog}: warning: {note}");
+    }
+    for dir in done.skipped() {
+        eprintln!(
+            "{prog}: warning: the container's procfs has no {} (made where the NVIDIA module is not loaded): nothing to mask there",
+            dir.display()
+        );
+    }
+}
+
+pub mod toolkit;
+
 pub mod render {
     //! `info` and `list` output, byte for byte as upstream's CLI.
 

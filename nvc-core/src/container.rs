@@ -460,6 +460,14 @@ impl Configured {
         &self.done.mounted.already
     }
 
+    /// Directories of the container's procfs it does not have, and so were not masked:
+    /// `/proc/driver/nvidia` in a procfs made where the NVIDIA module is not loaded (a new
+    /// procfs, as Docker gives each container, on a host whose driver is only simulated).
+    #[must_use]
+    pub fn skipped(&self) -> &[PathBuf] {
+        &self.done.mounted.skipped
+    }
+
     /// Character devices (major, minor) granted in the device cgroup now.
     #[must_use]
     pub fn granted(&self) -> &[(u32, u32)] {

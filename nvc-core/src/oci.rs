@@ -26,7 +26,7 @@ pub use oci_spec;
 use oci_spec::runtime::{Capability as OciCapability, Spec, State};
 
 use crate::error::Error;
-use crate::{Capability, Configured, Devices, Driver, Ldconfig, Requirement};
+use crate::{Capability, CompatMode, Configured, Devices, Driver, Ldconfig, Requirement};
 
 /// The most bytes of OCI state read.
 pub const STATE_LIMIT: u64 = 1 << 20;
@@ -46,6 +46,19 @@ pub struct HookOptions {
     /// the bounding set); the toolkit's
     /// `accept-nvidia-visible-devices-envvar-when-unprivileged`, on by default.
     pub envvar_when_unprivileged: bool,
+    /// Ignore the image's `NVIDIA_REQUIRE_*` (and `CUDA_VERSION`'s implied requirement): the
+    /// toolkit's `disable-require`.
+    pub disable_require: bool,
+    /// The driver capabilities given at most: an image's request is cut to these (`all`
+    /// means these). The toolkit's `supported-driver-capabilities`; all by default.
+    pub supported_capabilities: Vec<Capability>,
+    /// Give the 32-bit libraries to an image that asks (`compat32` in
+    /// `supported-driver-capabilities`); on by default.
+    pub compat32: bool,
+    /// How the image's CUDA forward-compatibility libraries are used: the toolkit's
+    /// `nvidia-container-runtime.modes.legacy.cuda-compat-mode`, `ldconfig` by default as in
+    /// its 1.17.8.
+    pub cuda_compat: CompatMode,
 }
 
 impl Default for HookOptions {
@@ -54,6 +67,10 @@ impl Default for HookOptions {
             ldconfig: Some(Ldconfig::host_default()),
             no_cgroups: false,
             envvar_when_unprivileged: true,
+            disable_require: false,
+            supported_capabilities: Capability::ALL.to_vec(),
+            compat32: true,
+            cuda_compat: CompatMode::Ldconfig,
         }
     }
 }
@@ -65,6 +82,8 @@ pub struct GpuRequest {
     pub devices: Devices,
     /// The driver capabilities.
     pub capabilities: Vec<Capability>,
+    /// The 32-bit libraries too (`compat32` in `NVIDIA_DRIVER_CAPABILITIES`, or `all`).
+    pub compat32: bool,
     /// The requirements to check.
     pub requirements: Vec<Requirement>,
 }
@@ -172,7 +191,7 @@ pub fn privileged(spec: &Spec) -> bool {
 
 /// The container process's environment (`process.env`), `KEY=VALUE` split at the first
 /// `=` (a bare `KEY` is empty).
-fn environment(spec: &Spec) -> BTreeMap<&str, &str> {
+pub(crate) fn environment(spec: &Spec) -> BTreeMap<&str, &str> {
     spec.process()
         .as_ref()
         .and_then(|p| p.env().as_ref())
@@ -205,12 +224,20 @@ pub fn request(spec: &Spec) -> Result<Option<GpuRequest>, Error> {
         // `none`: the driver, no device.
         (Some(list), _) => list.parse()?,
     };
+    let mut compat32 = false;
     let capabilities = match var("NVIDIA_DRIVER_CAPABILITIES").unwrap_or("") {
         "" => vec![Capability::Utility, Capability::Compute],
-        "all" => Capability::ALL.to_vec(),
+        "all" => {
+            compat32 = true;
+            Capability::ALL.to_vec()
+        }
         list => list
             .split(',')
-            .filter(|c| !c.is_empty())
+            .filter(|&c| {
+                let is_compat32 = c == "compat32";
+                compat32 |= is_compat32;
+                !c.is_empty() && !is_compat32
+            })
             .map(|c| {
                 Capability::from_name(c).ok_or_else(|| {
                     Error::input(format!(
@@ -242,6 +269,7 @@ pub fn request(spec: &Spec) -> Result<Option<GpuRequest>, Error> {
     Ok(Some(GpuRequest {
         devices,
         capabilities,
+        compat32,
         requirements,
     }))
 }
@@ -380,15 +408,23 @@ impl Driver {
         if !opts.envvar_when_unprivileged && !privileged(spec) {
             return Ok(None);
         }
-        let Some(request) = request(spec)? else {
+        let Some(mut request) = request(spec)? else {
             return Ok(None);
         };
+        if opts.disable_require {
+            request.requirements.clear();
+        }
+        request
+            .capabilities
+            .retain(|c| opts.supported_capabilities.contains(c));
         let rootfs = rootfs(state.bundle(), spec)?;
         let setup = request.requirements.into_iter().fold(
             self.container(pid(state)?, &rootfs)?
                 .devices(request.devices)
                 .capabilities(&request.capabilities)
+                .compat32(request.compat32 && opts.compat32)
                 .no_cgroups(opts.no_cgroups)
+                .cuda_compat(opts.cuda_compat)
                 .ldconfig(opts.ldconfig.clone()),
             crate::ContainerSetup::require,
         );

@@ -107,7 +107,7 @@ fn the_image_environment_is_read_as_the_toolkit_does() {
     let r = request(&["NVIDIA_VISIBLE_DEVICES=all"]).unwrap().unwrap();
     assert_eq!(r.devices, Devices::all());
     assert_eq!(r.capabilities, [Utility, Compute]);
-    assert!(r.requirements.is_empty());
+    assert!(r.requirements.is_empty() && !r.compat32);
     // Legacy CUDA image: all devices, a cuda>= requirement from CUDA_VERSION.
     let r = request(&["CUDA_VERSION=12.4.1"]).unwrap().unwrap();
     assert_eq!(r.devices, Devices::all());
@@ -133,6 +133,17 @@ fn the_image_environment_is_read_as_the_toolkit_does() {
     .unwrap();
     assert_eq!(r.capabilities.len(), 6);
     assert!(r.requirements.is_empty());
+    // `all` includes the 32-bit libraries, as the toolkit's list does.
+    assert!(r.compat32);
+    // `compat32` is a capability of the toolkit's, nvc's `compat32` switch.
+    let r = request(&[
+        "NVIDIA_VISIBLE_DEVICES=0",
+        "NVIDIA_DRIVER_CAPABILITIES=compute,compat32",
+    ])
+    .unwrap()
+    .unwrap();
+    assert_eq!(r.capabilities, [Compute]);
+    assert!(r.compat32);
     let e = request(&[
         "NVIDIA_VISIBLE_DEVICES=0",
         "NVIDIA_DRIVER_CAPABILITIES=compute,warp",

@@ -28,6 +28,11 @@ pub struct Mounted {
     /// Steps skipped because they were done before (a second `configure`): binds whose
     /// target already shows the source, a tmpfs already mounted, files already written.
     pub already: Vec<PathBuf>,
+    /// Directories of the container's procfs that it does not have (`/proc/driver/nvidia`
+    /// where the procfs was made without the NVIDIA module loaded, as Docker's new procfs
+    /// on a host without the module): nothing there to mask, so neither the tmpfs nor the
+    /// files planned in it were made.
+    pub skipped: Vec<PathBuf>,
     /// What identifies each mount and created entry, for undoing exactly those.
     journal: Journal,
 }
@@ -359,6 +364,25 @@ impl Root {
         Ok(fd)
     }
 
+    /// Whether `target` is missing from a procfs (its parent is on one): the kernel makes
+    /// those directories, nvc cannot, and one the kernel did not make has nothing to mask.
+    fn absent_from_procfs(&self, target: &Path) -> Result<bool, Error> {
+        let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
+            return Ok(false);
+        };
+        let dir = match self.open(parent, OFlag::O_PATH | OFlag::O_DIRECTORY) {
+            Ok(dir) => dir,
+            Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(false),
+            Err(e) => return Err(fail("open", parent)(e)),
+        };
+        let on_procfs = nix::sys::statfs::fstatfs(dir.as_fd())
+            .map_err(fail("statfs", parent))?
+            .filesystem_type()
+            == nix::sys::statfs::PROC_SUPER_MAGIC;
+        Ok(on_procfs
+            && fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) == Err(Errno::ENOENT))
+    }
+
     /// The parent directory of `target` (created as needed) and the final name.
     fn parent<'t>(
         &self,
@@ -645,8 +669,17 @@ impl MountPlan {
     ) -> Result<(), Error> {
         let mut sources = sources.into_iter();
         for op in &self.ops {
+            if let Op::WriteFile { target, .. } = op
+                && done.skipped.iter().any(|dir| target.starts_with(dir))
+            {
+                continue;
+            }
             match op {
                 Op::Tmpfs { target, mode } => {
+                    if root.absent_from_procfs(target)? {
+                        done.skipped.push(target.clone());
+                        continue;
+                    }
                     let (parent, name) = root.parent(target, done)?;
                     let dir = root.mkdir_all(target, done)?;
                     // Never through a link the image placed (`/proc/driver/nvidia -> /x`): the

@@ -362,8 +362,10 @@ fn an_image_ldconfig_cannot_reach_a_block_device_the_image_ships() {
         fs::copy(&prog, root.join(path.trim_start_matches('/'))).unwrap();
         let procs = cg.path().join("cgroup.procs");
         let watcher = std::thread::spawn(move || {
-            // The sandboxed program shows up in the container's device cgroup.
-            let deadline = Instant::now() + Duration::from_secs(5);
+            // The sandboxed program shows up in the container's device cgroup. The deadline
+            // is generous: on a loaded machine (the whole suite on 2 cores) the configure
+            // before the sandbox has taken more than 5 s; the wait ends when it is seen.
+            let deadline = Instant::now() + Duration::from_secs(60);
             while Instant::now() < deadline {
                 let pids = fs::read_to_string(&procs).unwrap_or_default();
                 if pids.lines().any(|pid| {

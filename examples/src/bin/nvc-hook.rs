@@ -20,6 +20,18 @@
 //! where nothing is yet, resolved inside the rootfs. They read the same state, probe no
 //! driver, and trust nothing of the image's environment.
 //!
+//! Installed (or linked) as `nvidia-container-runtime-hook` — the name Docker's `--gpus`
+//! looks up in its `PATH` and the toolkit's runtime adds — it takes that hook's command line,
+//! `nvidia-container-runtime-hook [-config FILE] [-debug] prestart|poststart|poststop`
+//! (`poststart` and `poststop` do nothing, as the toolkit's), and reads the toolkit's
+//! `config.toml` (`nvc_examples::toolkit`; `/etc/nvidia-container-runtime/config.toml`) for
+//! what its keys change: `nvidia-container-cli.root`, `.ldconfig`, `.no-cgroups`,
+//! `.load-kmods`, `disable-require`, `supported-driver-capabilities`,
+//! `accept-nvidia-visible-devices-envvar-when-unprivileged` and
+//! `nvidia-container-runtime.modes.legacy.cuda-compat-mode`. With
+//! `nvidia-container-runtime.mode` `cdi` or `csv` it refuses, as the toolkit's hook does:
+//! such a host gives GPUs through the runtime (`nvc-runtime`), not the hook.
+//!
 //! The release build is statically linked (`examples/static-hook.sh`): with no dynamic
 //! loader, nothing of its environment (`LD_PRELOAD`, `LD_LIBRARY_PATH`) runs before its own
 //! checks. NVML, a shared library, is then loaded by a helper program executed with an empty
@@ -82,9 +94,85 @@ struct Args {
     nvml: bool,
     /// `--nvml-helper PATH`: the NVML helper program to execute instead of forking.
     nvml_helper: Option<std::path::PathBuf>,
+    /// Load the kernel modules first (the toolkit's `load-kmods`).
+    load_kmods: bool,
 }
 
-fn parse() -> Result<Args, String> {
+/// The name the NVIDIA container toolkit's hook has, which Docker's `--gpus` runs.
+const TOOLKIT_HOOK: &str = "nvidia-container-runtime-hook";
+
+/// Installed as the toolkit's hook: its command line (Go's flags: `-config FILE`, `-debug`,
+/// also with two dashes or `=`) and its `config.toml`. `None` when nothing is to be done
+/// (`poststart`, `poststop`, `-version`).
+fn parse_toolkit(argv: Vec<std::ffi::OsString>) -> Result<Option<Args>, String> {
+    use nvc_examples::toolkit::{Config, default_path};
+    let mut config_path = None;
+    let mut hook = None;
+    let mut argv = argv.into_iter();
+    while let Some(arg) = argv.next() {
+        let text = arg.to_string_lossy();
+        let flag = text.trim_start_matches('-');
+        let (name, attached) = match flag.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_owned())),
+            None => (flag, None),
+        };
+        match (text.starts_with('-'), name) {
+            (true, "config") => {
+                let value = attached
+                    .map(std::ffi::OsString::from)
+                    .or_else(|| argv.next())
+                    .ok_or("-config needs a file")?;
+                config_path = Some(std::path::PathBuf::from(value));
+            }
+            (true, "debug" | "force") => {}
+            (true, "version") => {
+                println!("{TOOLKIT_HOOK} (nvc-hook {})", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            (false, _) if hook.is_none() => hook = Some(text.into_owned()),
+            _ => return Err(format!("unexpected argument {text:?}")),
+        }
+    }
+    match hook.as_deref() {
+        Some("prestart") => {}
+        Some("poststart" | "poststop") => return Ok(None),
+        Some(other) => return Err(format!("unknown hook {other:?} (prestart, poststart or poststop)")),
+        None => return Err("missing the hook's name (prestart)".into()),
+    }
+    let config = Config::load(&config_path.unwrap_or_else(default_path))?;
+    let runtime = &config.nvidia_container_runtime;
+    if matches!(runtime.mode.as_str(), "cdi" | "csv")
+        && !config.nvidia_container_runtime_hook.skip_mode_detection
+    {
+        return Err(format!(
+            "nvidia-container-runtime.mode is {:?}: this host gives GPUs through the runtime (nvc-runtime, e.g. docker --runtime), not the hook (docker --gpus)",
+            runtime.mode
+        ));
+    }
+    let cli = &config.nvidia_container_cli;
+    Ok(Some(Args {
+        root: cli.root.clone().unwrap_or_else(|| "/".into()).into(),
+        hook: config.hook_options()?,
+        mode: Mode::Configure,
+        folders: Vec::new(),
+        host_driver_version: None,
+        links: Vec::new(),
+        nvml: true,
+        nvml_helper: None,
+        load_kmods: cli.load_kmods,
+    }))
+}
+
+fn parse() -> Result<Option<Args>, String> {
+    let mut argv = std::env::args_os();
+    let name = argv.next().map(std::path::PathBuf::from);
+    if name.as_ref().and_then(|n| n.file_name()) == Some(TOOLKIT_HOOK.as_ref()) {
+        return parse_toolkit(argv.collect());
+    }
+    parse_nvc(argv).map(Some)
+}
+
+fn parse_nvc(argv: std::env::ArgsOs) -> Result<Args, String> {
     let mut args = Args {
         root: "/".into(),
         hook: HookOptions::default(),
@@ -94,9 +182,10 @@ fn parse() -> Result<Args, String> {
         links: Vec::new(),
         nvml: true,
         nvml_helper: None,
+        load_kmods: false,
     };
     let mut hook = None;
-    let mut parser = lexopt::Parser::from_env();
+    let mut parser = lexopt::Parser::from_args(argv);
     let value = |p: &mut lexopt::Parser| p.value().map_err(|e| e.to_string());
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         match arg {
@@ -217,7 +306,9 @@ fn where_it_runs(
 }
 
 fn run() -> Result<(), String> {
-    let args = parse()?;
+    let Some(args) = parse()? else {
+        return Ok(());
+    };
     let chain = |e: nvc_core::Error| nvc_examples::error_chain(&e);
     let state = oci::read_state(std::io::stdin()).map_err(chain)?;
     let spec = oci::read_spec(state.bundle()).map_err(chain)?;
@@ -249,6 +340,9 @@ fn run() -> Result<(), String> {
         return Ok(());
     }
     let mut builder = Context::builder().root(args.root).nvml(args.nvml);
+    if args.load_kmods {
+        builder = builder.load_kmods(&[], true);
+    }
     if let Some(program) = args.nvml_helper.or_else(static_nvml_helper) {
         builder = builder.nvml_helper(program);
     }
@@ -262,9 +356,7 @@ fn run() -> Result<(), String> {
         .configure_oci(&state, &spec, &args.hook)
         .map_err(chain)?
     {
-        for note in done.notes() {
-            eprintln!("nvc-hook: warning: {note}");
-        }
+        nvc_examples::warn("nvc-hook", &done);
     }
     Ok(())
 }

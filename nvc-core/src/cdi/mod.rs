@@ -20,8 +20,12 @@ mod generate;
 #[cfg(feature = "oci")]
 mod inject;
 mod registry;
+#[cfg(feature = "oci")]
+mod request;
 mod spec;
 
 pub use generate::{CdiOptions, DeviceNameStrategy};
+#[cfg(feature = "oci")]
+pub use request::{RequestOptions, requested_devices};
 pub use registry::{Format, Registry, SPEC_DIRS, SPEC_LIMIT, write};
 pub use spec::{ContainerEdits, Device, DeviceNode, Hook, Invalid, Mount, Spec};

@@ -203,6 +203,12 @@ fn valid_kind(kind: &str) -> bool {
             .all(|c| alnum(c) || matches!(c, '-' | '_' | '.'))
 }
 
+/// A fully qualified device name, `vendor/class=name` (`nvidia.com/gpu=0`), each part valid.
+pub(crate) fn qualified_name(name: &str) -> bool {
+    name.split_once('=')
+        .is_some_and(|(kind, device)| valid_kind(kind) && valid_device_name(device))
+}
+
 impl Spec {
     /// The lowest CDI version whose consumers understand this content, as the reference
     /// Go library decides it: 0.7.0 for additional GIDs, 0.6.0 for annotations or a dot in

@@ -134,9 +134,7 @@ fn configure(global: &Global, c: &args::Configure, out: &mut dyn Write) -> Resul
         return write!(out, "{plan}").map_err(|e| e.to_string());
     }
     let done = setup.mount().map_err(chain)?;
-    for note in done.notes() {
-        eprintln!("nvidia-container-cli: warning: {note}");
-    }
+    nvc_examples::warn("nvidia-container-cli", &done);
     Ok(())
 }
 
