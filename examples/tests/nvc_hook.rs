@@ -42,7 +42,7 @@ fn hook_bin(bin: &Path, options: &[&str], dir: &Path, state: &str) -> std::proce
     let sim = env!("CARGO_BIN_EXE_nvc-hook").replace("nvc-hook", "nvc-sim");
     let root = format!("--root={}", dir.display());
     let mut child = Command::new(sim)
-        // Cargo sets it for tests; nvc-hook refuses any LD_* variable.
+        // Cargo sets it for tests; the hooks run without it, as runtimes run them.
         .env_remove("LD_LIBRARY_PATH")
         .args(["run", dir.to_str().unwrap(), "--"])
         .arg(bin)
@@ -157,7 +157,7 @@ fn a_create_runtime_hook_gives_the_container_its_gpus() {
 /// Runs the hook binary itself (no simulated host) with `args` and `stdin`.
 fn hook_direct(args: &[&str], stdin: &[u8]) -> (Option<i32>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nvc-hook"))
-        // Cargo sets it for tests; nvc-hook refuses any LD_* variable.
+        // Cargo sets it for tests; the hooks run without it, as runtimes run them.
         .env_remove("LD_LIBRARY_PATH")
         .args(args)
         .stdin(Stdio::piped())
@@ -280,7 +280,7 @@ fn update_ldcache_refreshes_the_cache_over_the_cdi_mounted_folder() {
         &["LD_PRELOAD=/tmp/evil.so"],
     );
     let mut child = Command::new(env!("CARGO_BIN_EXE_nvc-hook"))
-        // Cargo sets it for tests; nvc-hook refuses any LD_* variable.
+        // Cargo sets it for tests; the hooks run without it, as runtimes run them.
         .env_remove("LD_LIBRARY_PATH")
         .args(["update-ldcache", "--folder", "/opt/nvidia/lib"])
         .stdin(Stdio::piped())
@@ -374,7 +374,7 @@ fn hook_misplaced_bin(
     cwd: &Path,
 ) -> String {
     let mut child = Command::new(bin)
-        // Cargo sets it for tests; nvc-hook refuses any LD_* variable.
+        // Cargo sets it for tests; the hooks run without it, as runtimes run them.
         .env_remove("LD_LIBRARY_PATH")
         .args(args)
         .envs(env.iter().copied())
@@ -437,10 +437,59 @@ fn every_subcommand_refuses_to_run_where_the_image_reaches_it() {
     for args in subcommands {
         let err = hook_misplaced(args, &other_ns, &[], rootfs.path());
         assert!(
-            err.contains("refusing to run: its working directory is the container's rootfs"),
+            err.contains("refusing to run: its working directory is in the container's rootfs"),
             "{args:?}: {err}"
         );
+        std::fs::create_dir_all(rootfs.path().join("lib")).unwrap();
+        let err = hook_misplaced(args, &other_ns, &[], &rootfs.path().join("lib"));
+        assert!(
+            err.contains("refusing to run: its working directory is in the container's rootfs"),
+            "{args:?}: {err}"
+        );
+        // The image's library directory, through a path that reaches it by a link.
+        let link = elsewhere.path().join("to-rootfs");
+        let _ = std::os::unix::fs::symlink(rootfs.path(), &link);
+        for value in [
+            format!("/opt/containerd/lib:{}/lib", link.display()),
+            "lib".to_owned(),
+        ] {
+            let env = [("LD_LIBRARY_PATH", value.as_str())];
+            let err = hook_misplaced(args, &other_ns, &env, elsewhere.path());
+            assert!(
+                err.contains("refusing to run: LD_LIBRARY_PATH names"),
+                "{args:?} {value}: {err}"
+            );
+        }
     }
+}
+
+/// containerd (its `opt` plugin) runs shims, runc and so every hook with
+/// `LD_LIBRARY_PATH=/opt/containerd/lib:` — as Docker's `--gpus` and every CDI hook under
+/// containerd see it: the runtime's environment, not the image's, and accepted.
+#[test]
+fn containerds_library_path_is_the_runtimes_and_accepted() {
+    let rootfs = tempfile::tempdir().unwrap();
+    let b = bundle(rootfs.path().to_str().unwrap(), &["NVIDIA_VISIBLE_DEVICES=void"]);
+    let Some(container) = nvc_testkit::PausedContainer::start() else {
+        return;
+    };
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nvc-hook"))
+        .env("LD_LIBRARY_PATH", "/opt/containerd/lib:")
+        .arg("createRuntime")
+        .current_dir(elsewhere.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            let state = state(container.pid(), b.path());
+            child.stdin.take().unwrap().write_all(state.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    // `void`: nothing asked, so nothing probed; the checks passed.
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// The release hook as `examples/static-hook.sh` builds it, from `NVC_STATIC_HOOK` (which

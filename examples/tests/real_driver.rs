@@ -148,7 +148,7 @@ fn sim_bin() -> String {
 /// `nvidia-container-cli --root ROOT ARGS` under `nvc-sim run ROOT`, with the layout's PATH.
 fn cli(root: &Path, layout: Layout, args: &[&str]) -> Output {
     Command::new(sim_bin())
-        // Cargo sets it for tests; nvc-hook refuses any LD_* variable.
+        // Cargo sets it for tests; the hooks run without it, as runtimes run them.
         .env_remove("LD_LIBRARY_PATH")
         .arg("run")
         .arg(root)
@@ -287,7 +287,7 @@ fn nvidias_programs_run_in_containers_the_cli_configured() {
             text(&out.stderr)
         );
         let run = Command::new("nsenter")
-            // Cargo sets it for tests; nvc-hook refuses any LD_* variable.
+            // Cargo sets it for tests; the hooks run without it, as runtimes run them.
             .env_remove("LD_LIBRARY_PATH")
             .arg(format!("--target={}", container.pid()))
             .args(["--mount", "chroot", rfs, "/bin/busybox", "sh", "-c", SCRIPT])

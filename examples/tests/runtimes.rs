@@ -308,7 +308,7 @@ fn rootless_podman_reads_the_spec_from_the_cdi_directory() {
         // procfs where part of one is covered: the container gets the host's, bound.
         let run = || {
             Command::new(env!("CARGO_BIN_EXE_nvc-cdi").replace("nvc-cdi", "nvc-sim"))
-                // Cargo sets it for tests; nvc-hook refuses any LD_* variable.
+                // Cargo sets it for tests; the hooks run without it, as runtimes run them.
                 .env_remove("LD_LIBRARY_PATH")
                 .arg("run")
                 .arg(f.host_dir.path())

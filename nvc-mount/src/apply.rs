@@ -669,9 +669,13 @@ impl MountPlan {
     ) -> Result<(), Error> {
         let mut sources = sources.into_iter();
         for op in &self.ops {
-            if let Op::WriteFile { target, .. } = op
-                && done.skipped.iter().any(|dir| target.starts_with(dir))
+            // Under a procfs directory the container does not have: nothing to make there.
+            if let Some(path) = op.container_path()
+                && done.skipped.iter().any(|dir| path.starts_with(dir))
             {
+                if let Op::Bind { .. } = op {
+                    sources.next();
+                }
                 continue;
             }
             match op {

@@ -125,6 +125,21 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The container path the step makes or changes (`None` for a cgroup rule).
+    #[must_use]
+    pub fn container_path(&self) -> Option<&Path> {
+        match self {
+            Op::Tmpfs { target, .. }
+            | Op::WriteFile { target, .. }
+            | Op::Bind { target, .. }
+            | Op::BindFromImage { target, .. } => Some(target),
+            Op::Symlink { path, .. } => Some(path),
+            Op::AllowDevice { .. } => None,
+        }
+    }
+}
+
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -259,33 +259,56 @@ fn parse_nvc(argv: std::env::ArgsOs) -> Result<Args, String> {
 }
 
 /// Refuses to run where a `createRuntime` or `prestart` hook does not: in the container's
-/// mount namespace, with an `LD_*` variable in its environment, or with the container's
-/// rootfs as its working directory. A runtime that lists the hook under `createContainer`,
-/// `startContainer` or `poststart` runs it there, with the image's environment and files
-/// within reach (CVE-2025-23266); the name in argv alone does not show it.
+/// mount namespace, with the image's environment, or inside the container's rootfs. A
+/// runtime that lists the hook under `createContainer`, `startContainer` or `poststart` runs
+/// it there, with the image's environment and files within reach (CVE-2025-23266); the name
+/// in argv alone does not show it.
+///
+/// The runtime's own environment is the host's, and reaches hooks: containerd (its `opt`
+/// plugin) runs its shims, runc and so every hook with `LD_LIBRARY_PATH=/opt/containerd/lib:`.
+/// So `LD_PRELOAD`, `LD_AUDIT` and every other `LD_*` variable are refused, and
+/// `LD_LIBRARY_PATH` only where an entry is relative or inside the rootfs (an empty entry,
+/// the working directory, is checked as the working directory is).
 fn where_it_runs(
     state: &oci::oci_spec::runtime::State,
     spec: &oci::oci_spec::runtime::Spec,
 ) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
     let refuse = |why: String| {
         Err(format!(
             "refusing to run: {why}; nvc-hook must be a createRuntime or prestart hook"
         ))
     };
-    if let Some((name, _)) =
-        std::env::vars_os().find(|(k, _)| k.as_encoded_bytes().starts_with(b"LD_"))
-    {
-        return refuse(format!(
-            "{} is set in its environment",
-            name.to_string_lossy()
-        ));
-    }
-    let id = |path: &std::path::Path| {
+    let id = |path: &Path| {
         std::fs::metadata(path)
             .map(|m| (m.dev(), m.ino()))
             .map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
+    let rootfs = oci::rootfs(state.bundle(), spec).map_err(|e| nvc_examples::error_chain(&e))?;
+    let root = id(&rootfs).ok();
+    // Whether `path` (resolved as far as it exists) is the rootfs or below it.
+    let inside = |path: &Path| {
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        root.is_some() && path.ancestors().any(|a| id(a).ok() == root)
+    };
+    for (name, value) in std::env::vars_os() {
+        if !name.as_encoded_bytes().starts_with(b"LD_") {
+            continue;
+        }
+        let name = name.to_string_lossy();
+        if name != "LD_LIBRARY_PATH" {
+            return refuse(format!("{name} is set in its environment"));
+        }
+        if let Some(dir) = std::env::split_paths(&value)
+            .find(|d| !d.as_os_str().is_empty() && (d.is_relative() || inside(d)))
+        {
+            return refuse(format!(
+                "LD_LIBRARY_PATH names {}, in the container's rootfs or relative",
+                dir.display()
+            ));
+        }
+    }
     let pid = state.pid().unwrap_or_default();
     let theirs = std::path::PathBuf::from(format!("/proc/{pid}/ns/mnt"));
     if id("/proc/self/ns/mnt".as_ref())? == id(&theirs)? {
@@ -293,12 +316,9 @@ fn where_it_runs(
             "it runs in the mount namespace of the container (process {pid})"
         ));
     }
-    let rootfs = oci::rootfs(state.bundle(), spec).map_err(|e| nvc_examples::error_chain(&e))?;
-    if let (Ok(cwd), Ok(root)) = (id(".".as_ref()), id(&rootfs))
-        && cwd == root
-    {
+    if std::env::current_dir().is_ok_and(|cwd| inside(&cwd)) {
         return refuse(format!(
-            "its working directory is the container's rootfs {}",
+            "its working directory is in the container's rootfs {}",
             rootfs.display()
         ));
     }

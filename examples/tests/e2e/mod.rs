@@ -58,7 +58,7 @@ pub fn bundle(
     let dir = tempfile::tempdir().unwrap();
     image(&dir.path().join("rootfs"));
     let out = Command::new(runtime)
-        // Cargo sets it for tests; nvc-hook refuses any LD_* variable.
+        // Cargo sets it for tests; the hooks run without it, as runtimes run them.
         .env_remove("LD_LIBRARY_PATH")
         .arg("spec")
         .current_dir(dir.path())
@@ -152,7 +152,7 @@ fn run_once(runtime: &Path, bundle: &Path, sim: Option<&Path>) -> Output {
             c
         }
     };
-    // Cargo sets it for tests; nvc-hook refuses any LD_* variable.
+    // Cargo sets it for tests; the hooks run without it, as runtimes run them.
     cmd.env_remove("LD_LIBRARY_PATH").output().unwrap()
 }
 
@@ -225,7 +225,7 @@ pub fn podman_run(
     script: &str,
 ) -> Output {
     Command::new("timeout")
-        // Cargo sets it for tests; nvc-hook refuses any LD_* variable.
+        // Cargo sets it for tests; the hooks run without it, as runtimes run them.
         .env_remove("LD_LIBRARY_PATH")
         .args(["-k", "5", "120"])
         .arg(podman)
