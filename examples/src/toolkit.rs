@@ -328,7 +328,10 @@ cuda-compat-mode = "disabled"
         assert!(e.to_string().contains("disable-require"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let missing = Config::load(&dir.path().join("config.toml")).unwrap();
-        assert_eq!(missing.nvidia_container_runtime.runtimes, ["docker-runc", "runc", "crun"]);
+        assert_eq!(
+            missing.nvidia_container_runtime.runtimes,
+            ["docker-runc", "runc", "crun"]
+        );
         std::fs::write(dir.path().join("bad.toml"), "[x").unwrap();
         let e = Config::load(&dir.path().join("bad.toml")).unwrap_err();
         assert!(e.contains("bad.toml"), "{e}");

@@ -469,7 +469,10 @@ fn every_subcommand_refuses_to_run_where_the_image_reaches_it() {
 #[test]
 fn containerds_library_path_is_the_runtimes_and_accepted() {
     let rootfs = tempfile::tempdir().unwrap();
-    let b = bundle(rootfs.path().to_str().unwrap(), &["NVIDIA_VISIBLE_DEVICES=void"]);
+    let b = bundle(
+        rootfs.path().to_str().unwrap(),
+        &["NVIDIA_VISIBLE_DEVICES=void"],
+    );
     let Some(container) = nvc_testkit::PausedContainer::start() else {
         return;
     };
@@ -489,7 +492,11 @@ fn containerds_library_path_is_the_runtimes_and_accepted() {
         })
         .unwrap();
     // `void`: nothing asked, so nothing probed; the checks passed.
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The release hook as `examples/static-hook.sh` builds it, from `NVC_STATIC_HOOK` (which

@@ -17,17 +17,11 @@ mod e2e;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use e2e::{CgroupTree, PODMAN_RUN, SystemSpec, bundle, generate, run, runtime, section, text};
+use e2e::{
+    CgroupTree, PODMAN_RUN, SCRIPT, SystemSpec, bundle, check_gpu, generate, image, run, runtime,
+    section, text,
+};
 use nvc_testkit::{DeviceNodes, Host, Scenario};
-
-/// What the container prints, section by section.
-const SCRIPT: &str = "\
-echo '## nodes'; /bin/busybox ls /dev | /bin/busybox grep nvidia; \
-echo '## mounts'; /bin/busybox grep ' /usr/lib/x86_64-linux-gnu/libcuda.so.' /proc/self/mountinfo; \
-echo '## link'; /bin/busybox readlink /usr/lib/x86_64-linux-gnu/libcuda.so; \
-echo '## cache'; /sbin/ldconfig -p; \
-echo '## gpus'; /bin/busybox ls /proc/driver/nvidia/gpus 2>/dev/null; \
-echo '## end'";
 
 /// The simulated dgx host and nvc's CDI spec for it.
 struct Fixture {
@@ -60,42 +54,6 @@ fn fixture() -> Option<Fixture> {
     })
 }
 
-/// A fresh image: busybox, the host's static `ldconfig`, a Debian layout, no linker cache.
-fn image(at: &Path) {
-    nvc_testkit::debian_image(at, &["bin", "dev", "proc", "sys", "tmp"], true).unwrap();
-    std::fs::copy("/bin/busybox", at.join("bin/busybox")).unwrap();
-}
-
-/// What every container given GPU 1 of the dgx host shows.
-fn check_gpu1(who: &str, out: &str) {
-    let nodes = section(out, "nodes");
-    assert!(
-        nodes.contains(&"nvidia1") && nodes.contains(&"nvidiactl"),
-        "{who}: {nodes:?}"
-    );
-    let gpus: Vec<&&str> = nodes
-        .iter()
-        .filter(|n| n.trim_start_matches("nvidia").parse::<u32>().is_ok())
-        .collect();
-    assert_eq!(gpus, [&"nvidia1"], "{who}: only the selected GPU");
-    let mounts = section(out, "mounts");
-    assert!(!mounts.is_empty(), "{who}: libcuda is not mounted:\n{out}");
-    for m in &mounts {
-        let opts = m.split(' ').nth(5).unwrap();
-        assert!(
-            opts.split(',').any(|o| o == "ro") && opts.contains("nosuid"),
-            "{who}: {m}"
-        );
-    }
-    assert_eq!(section(out, "link"), ["libcuda.so.1"], "{who}");
-    assert!(
-        section(out, "cache").iter().any(|l| l
-            .trim_start()
-            .starts_with("libcuda.so.1 (libc6,x86-64) => ")),
-        "{who}: ldconfig -p does not list libcuda.so.1:\n{out}"
-    );
-}
-
 #[test]
 fn runc_crun_and_youki_run_a_container_with_the_spec_injected() {
     let Some(f) = fixture() else { return };
@@ -111,7 +69,7 @@ fn runc_crun_and_youki_run_a_container_with_the_spec_injected() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", text(&out.stderr));
-        check_gpu1(name, &run(&rt, b.path(), None));
+        check_gpu(name, 1, &run(&rt, b.path(), None));
     }
 }
 
@@ -140,7 +98,7 @@ fn runc_crun_and_youki_run_nvc_hook_as_create_runtime() {
         }]});
         std::fs::write(&path, config.to_string()).unwrap();
         let out = run(&rt, b.path(), Some(f.host_dir.path()));
-        check_gpu1(name, &out);
+        check_gpu(name, 1, &out);
         // The hook path also gives the GPU's /proc directory (GPU 1 of dgx is at 2a:00.0).
         assert_eq!(section(&out, "gpus"), ["0000:2a:00.0"], "{name}");
     }
@@ -175,15 +133,8 @@ fn podman_reads_the_spec_from_the_cdi_directory() {
     let out = e2e::podman_run(&podman, dir.path(), &cgroup, &name, &rootfs, SCRIPT);
     check_podman("podman", "1", &out);
     let stdout = text(&out.stdout);
-    let libcuda: Vec<&str> = section(&stdout, "cache")
-        .into_iter()
-        .filter_map(|l| {
-            l.trim_start()
-                .strip_prefix("libcuda.so.1 (libc6,x86-64) => ")
-        })
-        .collect();
     assert_eq!(
-        libcuda,
+        e2e::libcuda_paths(&stdout),
         [
             "/usr/local/cuda/compat/libcuda.so.1",
             "/usr/lib/x86_64-linux-gnu/libcuda.so.1"
@@ -197,7 +148,7 @@ fn check_podman(who: &str, device: &str, out: &Output) {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{who}: {stdout}{}", text(&out.stderr));
     if device == "1" {
-        check_gpu1(who, &stdout);
+        check_gpu(who, 1, &stdout);
     } else {
         let nodes = section(&stdout, "nodes");
         for i in 0..8 {

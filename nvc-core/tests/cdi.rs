@@ -213,8 +213,15 @@ fn specs_are_written_whole_or_not_at_all() {
         serde_json::from_slice::<Spec>(&std::fs::read(&path).unwrap()).unwrap(),
         spec
     );
-    // A directory that does not exist: an error naming the file, nothing left behind.
-    let err = cdi::write(&spec, &out.path().join("missing/nvidia.json")).unwrap_err();
-    assert!(err.to_string().contains("missing"), "{err}");
-    assert_eq!(err.os_error(), Some(libc::ENOENT));
+    // A directory that does not exist yet (`/var/run/cdi` after boot) is made.
+    let nested = out.path().join("run/cdi/nvidia.json");
+    cdi::write(&spec, &nested).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Spec>(&std::fs::read(&nested).unwrap()).unwrap(),
+        spec
+    );
+    // One that cannot be made: an error naming it, nothing left behind.
+    let err = cdi::write(&spec, &path.join("cdi/nvidia.json")).unwrap_err();
+    assert!(err.to_string().contains("nvidia.json/cdi"), "{err}");
+    assert_eq!(err.os_error(), Some(libc::ENOTDIR));
 }

@@ -136,7 +136,11 @@ fn parse_toolkit(argv: Vec<std::ffi::OsString>) -> Result<Option<Args>, String> 
     match hook.as_deref() {
         Some("prestart") => {}
         Some("poststart" | "poststop") => return Ok(None),
-        Some(other) => return Err(format!("unknown hook {other:?} (prestart, poststart or poststop)")),
+        Some(other) => {
+            return Err(format!(
+                "unknown hook {other:?} (prestart, poststart or poststop)"
+            ));
+        }
         None => return Err("missing the hook's name (prestart)".into()),
     }
     let config = Config::load(&config_path.unwrap_or_else(default_path))?;

@@ -51,13 +51,8 @@ const GLOBAL_VALUE_OPTIONS: &[&str] = &[
 ];
 
 /// The options of `create` and `run` that take a value as the next argument.
-const CREATE_VALUE_OPTIONS: &[&str] = &[
-    "bundle",
-    "b",
-    "console-socket",
-    "pid-file",
-    "preserve-fds",
-];
+const CREATE_VALUE_OPTIONS: &[&str] =
+    &["bundle", "b", "console-socket", "pid-file", "preserve-fds"];
 
 /// The hooks of the NVIDIA container toolkit that Docker's `--gpus` adds, by file name.
 const TOOLKIT_HOOKS: &[&str] = &["nvidia-container-runtime-hook", "nvidia-container-toolkit"];
@@ -82,7 +77,11 @@ fn command_at(args: &[OsString]) -> Option<usize> {
         }
         match option(arg) {
             Some((name, attached)) => {
-                i += if !attached && GLOBAL_VALUE_OPTIONS.contains(&name) { 2 } else { 1 };
+                i += if !attached && GLOBAL_VALUE_OPTIONS.contains(&name) {
+                    2
+                } else {
+                    1
+                };
             }
             None => return Some(i),
         }
@@ -96,7 +95,10 @@ fn create_bundle(args: &[OsString]) -> Result<Option<PathBuf>, String> {
     let Some(at) = command_at(args) else {
         return Ok(None);
     };
-    if !matches!(args.get(at).and_then(|c| c.to_str()), Some("create" | "run")) {
+    if !matches!(
+        args.get(at).and_then(|c| c.to_str()),
+        Some("create" | "run")
+    ) {
         return Ok(None);
     }
     let mut bundle = None;
@@ -164,7 +166,8 @@ fn modify(bundle: &Path, config: &Config) -> Result<(), String> {
     let cdi = &runtime.modes.cdi;
     let mut opts = RequestOptions::default();
     opts.default_kind.clone_from(&cdi.default_kind);
-    opts.annotation_prefixes.clone_from(&cdi.annotation_prefixes);
+    opts.annotation_prefixes
+        .clone_from(&cdi.annotation_prefixes);
     opts.envvar_when_unprivileged = config.accept_nvidia_visible_devices_envvar_when_unprivileged;
     let devices = requested_devices(&spec, &opts).map_err(chain)?;
     if devices.is_empty() {
@@ -177,10 +180,16 @@ fn modify(bundle: &Path, config: &Config) -> Result<(), String> {
         "auto" | "" => {
             let default_kind = format!("{}=", cdi.default_kind);
             let asked_cdi = devices.iter().any(|d| !d.starts_with(&default_kind))
-                || spec.annotations().iter().flatten().any(|(k, _)| {
-                    cdi.annotation_prefixes.iter().any(|p| k.starts_with(p))
-                });
-            asked_cdi || registry.devices().iter().any(|d| d.starts_with(&default_kind))
+                || spec
+                    .annotations()
+                    .iter()
+                    .flatten()
+                    .any(|(k, _)| cdi.annotation_prefixes.iter().any(|p| k.starts_with(p)));
+            asked_cdi
+                || registry
+                    .devices()
+                    .iter()
+                    .any(|d| d.starts_with(&default_kind))
         }
         other => {
             return Err(format!(
@@ -232,7 +241,10 @@ fn log_json(args: &[OsString], msg: &str) {
         while let Some(arg) = it.next() {
             match option(arg) {
                 Some((n, true)) if n == name => {
-                    return arg.to_str()?.split_once('=').map(|(_, v)| OsString::from(v));
+                    return arg
+                        .to_str()?
+                        .split_once('=')
+                        .map(|(_, v)| OsString::from(v));
                 }
                 Some((n, false)) if n == name => return it.next().cloned(),
                 _ => {}
@@ -245,7 +257,11 @@ fn log_json(args: &[OsString], msg: &str) {
     {
         use std::io::Write;
         let line = serde_json::json!({ "level": "error", "msg": msg });
-        if let Ok(mut file) = std::fs::OpenOptions::new().append(true).create(true).open(log) {
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(log)
+        {
             let _ = writeln!(file, "{line}");
         }
     }
@@ -289,7 +305,9 @@ mod tests {
         let bundle = |line| create_bundle(&args(line)).ok().flatten();
         // containerd's shim.
         assert_eq!(
-            bundle("--root /run/containerd/runc/k8s.io --log /b/log.json --log-format json create --bundle /b --pid-file /b/init.pid abc"),
+            bundle(
+                "--root /run/containerd/runc/k8s.io --log /b/log.json --log-format json create --bundle /b --pid-file /b/init.pid abc"
+            ),
             Some(PathBuf::from("/b"))
         );
         assert_eq!(bundle("--root=/r run -b=/x id"), Some(PathBuf::from("/x")));

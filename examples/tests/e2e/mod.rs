@@ -243,3 +243,61 @@ pub fn podman_run(
         .output()
         .unwrap()
 }
+
+/// What the container prints, section by section.
+pub const SCRIPT: &str = "\
+echo '## nodes'; /bin/busybox ls /dev | /bin/busybox grep nvidia; \
+echo '## mounts'; /bin/busybox grep ' /usr/lib/x86_64-linux-gnu/libcuda.so.' /proc/self/mountinfo; \
+echo '## link'; /bin/busybox readlink /usr/lib/x86_64-linux-gnu/libcuda.so; \
+echo '## cache'; /sbin/ldconfig -p; \
+echo '## gpus'; /bin/busybox ls /proc/driver/nvidia/gpus 2>/dev/null; \
+echo '## end'";
+
+/// A fresh image: busybox, the host's static `ldconfig`, a Debian layout, no linker cache.
+pub fn image(at: &Path) {
+    nvc_testkit::debian_image(at, &["bin", "dev", "proc", "sys", "tmp"], true).unwrap();
+    std::fs::copy("/bin/busybox", at.join("bin/busybox")).unwrap();
+}
+
+/// What a container given GPU `gpu` (alone) of the dgx host shows running [`SCRIPT`]: that
+/// GPU's node and no other, libcuda mounted read-only and `nosuid`, the `libcuda.so`
+/// development link, `libcuda.so.1` in `ldconfig -p`.
+pub fn check_gpu(who: &str, gpu: u32, out: &str) {
+    let nodes = section(out, "nodes");
+    let node = format!("nvidia{gpu}");
+    assert!(
+        nodes.contains(&node.as_str()) && nodes.contains(&"nvidiactl"),
+        "{who}: {nodes:?}"
+    );
+    let gpus: Vec<&&str> = nodes
+        .iter()
+        .filter(|n| n.trim_start_matches("nvidia").parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(gpus, [&node.as_str()], "{who}: only the selected GPU");
+    let mounts = section(out, "mounts");
+    assert!(!mounts.is_empty(), "{who}: libcuda is not mounted:\n{out}");
+    for m in &mounts {
+        let opts = m.split(' ').nth(5).unwrap();
+        assert!(
+            opts.split(',').any(|o| o == "ro") && opts.contains("nosuid"),
+            "{who}: {m}"
+        );
+    }
+    assert_eq!(section(out, "link"), ["libcuda.so.1"], "{who}");
+    assert!(
+        !libcuda_paths(out).is_empty(),
+        "{who}: ldconfig -p does not list libcuda.so.1:\n{out}"
+    );
+}
+
+/// The paths `ldconfig -p` lists for `libcuda.so.1` in [`SCRIPT`]'s output, in its order
+/// (the loader takes the first).
+pub fn libcuda_paths(out: &str) -> Vec<&str> {
+    section(out, "cache")
+        .into_iter()
+        .filter_map(|l| {
+            l.trim_start()
+                .strip_prefix("libcuda.so.1 (libc6,x86-64) => ")
+        })
+        .collect()
+}

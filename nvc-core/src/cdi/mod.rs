@@ -25,7 +25,7 @@ mod request;
 mod spec;
 
 pub use generate::{CdiOptions, DeviceNameStrategy};
+pub use registry::{Format, Registry, SPEC_DIRS, SPEC_LIMIT, write};
 #[cfg(feature = "oci")]
 pub use request::{RequestOptions, requested_devices};
-pub use registry::{Format, Registry, SPEC_DIRS, SPEC_LIMIT, write};
 pub use spec::{ContainerEdits, Device, DeviceNode, Hook, Invalid, Mount, Spec};

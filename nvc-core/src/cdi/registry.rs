@@ -113,16 +113,21 @@ impl Spec {
 /// Writes `spec` to `path` (JSON, or YAML for a `.yaml`/`.yml` name), atomically:
 /// validated first, then written to a temporary file beside it, synced and renamed over
 /// `path`, so a runtime reading the CDI directory sees the old spec or the new one, never
-/// half of one.
+/// half of one. A missing directory is made (`/var/run/cdi` is a tmpfs directory that
+/// exists only once something made it after boot), as `nvidia-ctk cdi generate` does.
 ///
 /// # Errors
 ///
 /// [`ErrorKind::BadInput`](crate::ErrorKind::BadInput) for a spec that breaks a CDI rule
-/// or YAML without feature `yaml`; the I/O error naming the file.
+/// or YAML without feature `yaml`; the I/O error naming the file or directory.
 pub fn write(spec: &Spec, path: &Path) -> Result<(), Error> {
     spec.validate()
         .map_err(|e| Error::input(format!("invalid CDI spec: {e}")))?;
     let bytes = spec.to_bytes(Format::of(path))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    }
     crate::atomic::write(path, &bytes)
 }
 

@@ -148,7 +148,11 @@ mod tests {
         );
         assert_eq!(
             devices(&s),
-            ["nvidia.com/gpu=0", "nvidia.com/gpu=GPU-8a1b", "vendor.com/x=y"]
+            [
+                "nvidia.com/gpu=0",
+                "nvidia.com/gpu=GPU-8a1b",
+                "vendor.com/x=y"
+            ]
         );
         let all = spec(&["NVIDIA_VISIBLE_DEVICES=all"], &[], false);
         assert_eq!(devices(&all), ["nvidia.com/gpu=all"]);
@@ -193,7 +197,11 @@ mod tests {
         assert_eq!(devices(&s), ["nvidia.com/gpu=0", "nvidia.com/gpu=1"]);
         let bad = spec(&[], &[("cdi.k8s.io/x", "0")], false);
         let e = requested_devices(&bad, &RequestOptions::default()).unwrap_err();
-        assert!(e.to_string().contains(r#""0" in annotation "cdi.k8s.io/x""#), "{e}");
+        assert!(
+            e.to_string()
+                .contains(r#""0" in annotation "cdi.k8s.io/x""#),
+            "{e}"
+        );
     }
 
     #[test]
