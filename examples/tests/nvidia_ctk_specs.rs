@@ -6,7 +6,7 @@
 //! link of NVIDIA's `create-symlinks` hooks, every folder of its `update-ldcache` hook, its
 //! environment, and the CUDA forward compatibility of its `enable-cuda-compat` hook. What nvc
 //! adds (`/tmp/nvidia-mps`, `nv-fabricmanager`, libraries NVIDIA's discovery misses) is
-//! allowed; what it lacks is listed in [`NOT_YET`], nothing else.
+//! allowed; nothing may lack.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -21,18 +21,6 @@ use std::path::{Path, PathBuf};
 
 use nvc_core::cdi::{Format, Spec};
 use nvc_testkit::{DeviceNodes, Host, Layout, PackageArch, RealDriver, Scenario};
-
-/// What nvc's spec does not give yet that NVIDIA's does (container paths or link names, by
-/// file name prefix): Vulkan's producer library and its development link.
-const NOT_YET: &[&str] = &["libnvidia-vulkan-producer.so"];
-
-fn missing_is_known(path: &str) -> bool {
-    let name = Path::new(path.rsplit("::").next().unwrap_or(path))
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    NOT_YET.iter().any(|p| name.starts_with(p))
-}
 
 fn oracle(name: &str, root: &Path) -> Spec {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -111,18 +99,14 @@ fn lacking(theirs: &Spec, ours: &Spec) -> Vec<String> {
             .collect()
     };
     for (path, host) in mounts(t).difference(&mounts(o)) {
-        if !missing_is_known(&path.to_string_lossy()) {
-            lack.push(format!("mount {} from {}", path.display(), host.display()));
-        }
+        lack.push(format!("mount {} from {}", path.display(), host.display()));
     }
     let (their_links, our_links) = (
         values(&hook_args(theirs, "create-symlinks"), "--link"),
         values(&hook_args(ours, "create-symlinks"), "--link"),
     );
     for link in their_links.difference(&our_links) {
-        if !missing_is_known(link) {
-            lack.push(format!("link {link}"));
-        }
+        lack.push(format!("link {link}"));
     }
     let (their_dirs, our_dirs) = (
         values(&hook_args(theirs, "update-ldcache"), "--folder"),

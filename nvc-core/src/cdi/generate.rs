@@ -100,7 +100,10 @@ impl Driver {
     /// libraries, binaries, firmware and IPC endpoints bound read-only (IPC writable), the
     /// `create-symlinks` and `update-ldcache` hooks, and `NVIDIA_VISIBLE_DEVICES=void` (so a legacy hook in the same
     /// runtime does nothing). The version is the lowest the content needs; the spec is
-    /// validated. No I/O: everything comes from the probe.
+    /// validated. Everything comes from the probe but one `stat`: whether Vulkan's producer
+    /// library (`libnvidia-vulkan-producer.so.<version>`, which nvidia-ctk gives and
+    /// upstream's tables do not name) is beside the driver's libraries in the driver root;
+    /// planning for another machine ([`Context::with_info`](crate::Context)) leaves it out.
     ///
     /// # Errors
     ///
@@ -205,6 +208,16 @@ impl Driver {
                 folders.push(dir);
             }
         }
+        // Vulkan's producer library (drivers up to 535 ship it), which nvidia-ctk mounts with
+        // its development link and upstream's tables (so `list` and `configure`) do not
+        // name: looked up beside the driver's libraries, under this driver's version.
+        let producer = format!("libnvidia-vulkan-producer.so.{}", info.nvrm_version);
+        let producers: Vec<PathBuf> = folders
+            .iter()
+            .map(|dir| dir.join(&producer))
+            .filter(|lib| std::fs::metadata(host_path(root, lib)).is_ok_and(|m| m.is_file()))
+            .collect();
+        mounts.extend(producers.iter().map(|p| mount(p, p, &FILE_OPTIONS)));
         // The development links (`libcuda.so -> libcuda.so.1`) next to the mounted
         // libraries, as `configure` makes them.
         let mut links: Vec<String> = files
@@ -225,6 +238,13 @@ impl Driver {
                     lib.with_file_name("gbm/nvidia-drm_gbm.so").display()
                 )
             })
+        }));
+        // The producer's unversioned name, as nvidia-ctk links it.
+        links.extend(producers.iter().map(|lib| {
+            format!(
+                "{producer}::{}",
+                lib.with_file_name("libnvidia-vulkan-producer.so").display()
+            )
         }));
         let mut hooks = Vec::new();
         if let Some(path) = &opts.hook {
