@@ -103,7 +103,7 @@ impl Driver {
     /// validated. Everything comes from the probe but one `stat`: whether Vulkan's producer
     /// library (`libnvidia-vulkan-producer.so.<version>`, which nvidia-ctk gives and
     /// upstream's tables do not name) is beside the driver's libraries in the driver root;
-    /// planning for another machine ([`Context::with_info`](crate::Context)) leaves it out.
+    /// planning for another machine ([`Context::with_info`](crate::Context::with_info)) leaves it out.
     ///
     /// # Errors
     ///
