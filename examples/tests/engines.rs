@@ -4,7 +4,8 @@
 //! `nvidia-container-runtime-hook` (`--gpus`), and with `nvc-runtime` as a runtime of its
 //! own (`--runtime=nvc -e NVIDIA_VISIBLE_DEVICES=N`); containerd 1.7 running containers
 //! through `nvc-runtime` (`ctr run --runc-binary`), from `NVIDIA_VISIBLE_DEVICES` and from a
-//! `cdi.k8s.io/` annotation as Kubernetes' device plugins set them. Each container sees its
+//! `cdi.k8s.io/` annotation as Kubernetes' device plugins set them; podman 5.4 (with trixie's
+//! glibc, as `fetch.sh` patches it) reading nvc's spec from `/var/run/cdi`. Each container sees its
 //! GPU's node alone, the driver's libraries read-only, `libcuda.so.1` in its linker cache; an
 //! image with a newer CUDA compat `libcuda` loads that one first.
 //!
@@ -310,6 +311,62 @@ fn containerd_runs_gpu_containers_through_nvc_runtime() {
         out.contains("unresolvable CDI device nvidia.com/gpu=GPU-nonesuch"),
         "{out}"
     );
+}
+
+#[test]
+fn podman_5_runs_gpu_containers_from_nvcs_spec() {
+    let Some(f) = Fixture::new() else { return };
+    let cgroup = CgroupTree(format!("nvc-e2e-podman5-{}", std::process::id()));
+    // Its helper (netavark) from the engines, conmon from the system's PATH.
+    let conf = f.dir.path().join("containers.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[engine]\nhelper_binaries_dir = [{:?}]\n",
+            f.engines.join("usr/lib/podman")
+        ),
+    )
+    .unwrap();
+    let (plain, compat) = (f.image("plain", false), f.image("compat", true));
+    let script = format!(
+        r#"mkdir -p /var/run/cdi && mount -t tmpfs tmpfs /var/run/cdi || exit 1
+           cp {cdi}/nvidia.json /var/run/cdi/ || exit 1
+           export CONTAINERS_CONF={conf} PODMAN_IGNORE_CGROUPSV1_WARNING=1
+           P="podman --root $ST/podman/storage --runroot $ST/podman/run {args}                --ulimit=nofile=1024:1024 --ulimit=nproc=1024:1024 --cgroup-parent=/{cg}"
+           run plain $P --device nvidia.com/gpu=1 --rootfs {plain} /bin/busybox sh -c "$NVC_SCRIPT"
+           run compat $P --device nvidia.com/gpu=GPU-{uuid} --rootfs {compat} /bin/busybox sh -c "$NVC_SCRIPT"
+           podman --version"#,
+        cdi = f.cdi_dir().display(),
+        conf = conf.display(),
+        args = e2e::PODMAN_RUN.join(" "),
+        cg = cgroup.0,
+        plain = plain.display(),
+        compat = compat.display(),
+        uuid = gpu1_uuid(&f),
+    );
+    let runs = f.session(&script);
+    check_gpu("podman 5", 1, ok(&runs, "plain"));
+    let out = ok(&runs, "compat");
+    check_gpu("podman 5 by UUID", 1, out);
+    check_compat("podman 5", out);
+}
+
+/// GPU 1's UUID on the simulated dgx host, as nvc's spec names it.
+fn gpu1_uuid(f: &Fixture) -> String {
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.cdi_dir().join("nvidia.json")).unwrap()).unwrap();
+    let devices = spec["devices"].as_array().unwrap();
+    let node_of = |d: &serde_json::Value| d["containerEdits"]["deviceNodes"][0]["path"].clone();
+    let gpu1 = devices.iter().find(|d| d["name"] == "1").unwrap();
+    let by_uuid = devices
+        .iter()
+        .find(|d| d["name"].as_str().unwrap().starts_with("GPU-") && node_of(d) == node_of(gpu1))
+        .unwrap();
+    by_uuid["name"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("GPU-")
+        .to_owned()
 }
 
 /// `nvc-runtime` fails a `create` it cannot serve before the runtime runs: the bundle's
