@@ -104,6 +104,32 @@ fn runc_crun_and_youki_run_nvc_hook_as_create_runtime() {
     }
 }
 
+/// `nvc-runtime` in front of each runtime: the GPU `NVIDIA_VISIBLE_DEVICES` names, applied
+/// from nvc's spec, then the runtime executed with runc's command line as it was.
+#[test]
+fn nvc_runtime_gives_runc_crun_and_youki_the_gpu_the_environment_names() {
+    let Some(f) = fixture() else { return };
+    for name in ["runc", "crun", "youki"] {
+        let Some(rt) = runtime(name) else { continue };
+        let xdg = tempfile::tempdir().unwrap();
+        let conf = xdg.path().join("nvidia-container-runtime");
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::write(
+            conf.join("config.toml"),
+            format!(
+                "[nvidia-container-runtime]\nruntimes = [{rt:?}]\nmode = \"cdi\"\n\
+                 [nvidia-container-runtime.modes.cdi]\nspec-dirs = [{:?}]\n",
+                f.cdi_dir.path()
+            ),
+        )
+        .unwrap();
+        let b = bundle(&rt, image, SCRIPT, &["NVIDIA_VISIBLE_DEVICES=1"], false);
+        let shim = Path::new(env!("CARGO_BIN_EXE_nvc-runtime"));
+        let out = e2e::run_with(shim, b.path(), None, &[("XDG_CONFIG_HOME", xdg.path())]);
+        check_gpu(&format!("nvc-runtime over {name}"), 1, &out);
+    }
+}
+
 #[test]
 fn podman_reads_the_spec_from_the_cdi_directory() {
     let Some(f) = fixture() else { return };

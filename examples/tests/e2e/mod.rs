@@ -93,11 +93,21 @@ pub fn bundle(
 /// Runs the bundle with `runtime` (its state under a directory of the test's own), under
 /// `nvc-sim run` when `sim` names the host, and deletes the container after.
 pub fn run(runtime: &Path, bundle: &Path, sim: Option<&Path>) -> String {
+    run_with(runtime, bundle, sim, &[])
+}
+
+/// [`run`] with `env` added to the runtime's environment.
+pub fn run_with(
+    runtime: &Path,
+    bundle: &Path,
+    sim: Option<&Path>,
+    env: &[(&str, &Path)],
+) -> String {
     // A runtime that hangs (youki 0.7 now and then misses its container's exit and waits
     // for ever, the container a zombie) is stopped after a minute and run once more; a
     // second hang fails the test.
     for attempt in 0..2 {
-        let out = run_once(runtime, bundle, sim);
+        let out = run_once(runtime, bundle, sim, env);
         let timed_out = matches!(out.status.code(), Some(124 | 137));
         if timed_out && attempt == 0 {
             eprintln!(
@@ -119,7 +129,7 @@ pub fn run(runtime: &Path, bundle: &Path, sim: Option<&Path>) -> String {
     unreachable!("the second attempt returns or fails")
 }
 
-fn run_once(runtime: &Path, bundle: &Path, sim: Option<&Path>) -> Output {
+fn run_once(runtime: &Path, bundle: &Path, sim: Option<&Path>, env: &[(&str, &Path)]) -> Output {
     let state = tempfile::tempdir().unwrap();
     // Unique per run: the tests run in parallel, and the id names the container's cgroup.
     static RUNS: AtomicU32 = AtomicU32::new(0);
@@ -153,7 +163,10 @@ fn run_once(runtime: &Path, bundle: &Path, sim: Option<&Path>) -> Output {
         }
     };
     // Cargo sets it for tests; the hooks run without it, as runtimes run them.
-    cmd.env_remove("LD_LIBRARY_PATH").output().unwrap()
+    cmd.env_remove("LD_LIBRARY_PATH")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
 }
 
 /// The lines of one `## name` section of a container script's output.
