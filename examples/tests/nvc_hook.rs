@@ -452,6 +452,7 @@ fn every_subcommand_refuses_to_run_where_the_image_reaches_it() {
         for value in [
             format!("/opt/containerd/lib:{}/lib", link.display()),
             "lib".to_owned(),
+            format!("/proc/{}/root/lib", container.pid()),
         ] {
             let env = [("LD_LIBRARY_PATH", value.as_str())];
             let err = hook_misplaced(args, &other_ns, &env, elsewhere.path());

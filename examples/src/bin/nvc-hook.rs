@@ -271,7 +271,8 @@ fn parse_nvc(argv: std::env::ArgsOs) -> Result<Args, String> {
 /// The runtime's own environment is the host's, and reaches hooks: containerd (its `opt`
 /// plugin) runs its shims, runc and so every hook with `LD_LIBRARY_PATH=/opt/containerd/lib:`.
 /// So `LD_PRELOAD`, `LD_AUDIT` and every other `LD_*` variable are refused, and
-/// `LD_LIBRARY_PATH` only where an entry is relative or inside the rootfs (an empty entry,
+/// `LD_LIBRARY_PATH` only where an entry is relative, under `/proc` (`/proc/PID/root/...`
+/// reaches a container's files whatever its text says) or inside the rootfs (an empty entry,
 /// the working directory, is checked as the working directory is).
 fn where_it_runs(
     state: &oci::oci_spec::runtime::State,
@@ -304,11 +305,11 @@ fn where_it_runs(
         if name != "LD_LIBRARY_PATH" {
             return refuse(format!("{name} is set in its environment"));
         }
-        if let Some(dir) = std::env::split_paths(&value)
-            .find(|d| !d.as_os_str().is_empty() && (d.is_relative() || inside(d)))
-        {
+        if let Some(dir) = std::env::split_paths(&value).find(|d| {
+            !d.as_os_str().is_empty() && (d.is_relative() || d.starts_with("/proc") || inside(d))
+        }) {
             return refuse(format!(
-                "LD_LIBRARY_PATH names {}, in the container's rootfs or relative",
+                "LD_LIBRARY_PATH names {}, in the container's rootfs, under /proc or relative",
                 dir.display()
             ));
         }

@@ -44,15 +44,17 @@ impl Default for RequestOptions {
 ///    comma-separated list, each entry a qualified name or a device of
 ///    [`RequestOptions::default_kind`] (`0` → `nvidia.com/gpu=0`, `all` →
 ///    `nvidia.com/gpu=all`); unset on an image with `CUDA_VERSION` (a legacy CUDA image)
-///    means `all`; `void`, `none` or empty ask for nothing.
+///    means `all`; `void`, `none` or empty ask for nothing. The environment is the image's:
+///    it names devices of the default kind's vendor (`nvidia.com/...`) only, where the NVIDIA
+///    toolkit passes any qualified name on (another vendor's spec may mount host paths).
 ///
 /// An empty list asks for nothing: the spec is to be left as it is.
 ///
 /// # Errors
 ///
 /// [`ErrorKind::BadInput`](crate::ErrorKind::BadInput): an annotation entry that is not a
-/// qualified name, or a list entry that is no valid device name, each named with where it
-/// came from.
+/// qualified name, a list entry that is no valid device name or names another vendor's
+/// device, each named with where it came from.
 pub fn requested_devices(spec: &OciSpec, opts: &RequestOptions) -> Result<Vec<String>, Error> {
     let mut devices: Vec<String> = Vec::new();
     let mut add = |name: String| {
@@ -93,6 +95,12 @@ pub fn requested_devices(spec: &OciSpec, opts: &RequestOptions) -> Result<Vec<St
     if !opts.envvar_when_unprivileged && !crate::oci::privileged(spec) {
         return Ok(devices);
     }
+    // The image's environment names devices of the default kind's vendor only: another
+    // vendor's spec on the host (its mounts, its hooks) is not the image's to ask for.
+    let vendor = opts
+        .default_kind
+        .split_once('/')
+        .map_or(opts.default_kind.as_str(), |(v, _)| v);
     for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let name = if entry.contains('=') {
             entry.to_owned()
@@ -102,6 +110,11 @@ pub fn requested_devices(spec: &OciSpec, opts: &RequestOptions) -> Result<Vec<St
         if !qualified_name(&name) {
             return Err(Error::input(format!(
                 "invalid CDI device name {name:?} from NVIDIA_VISIBLE_DEVICES={list:?}"
+            )));
+        }
+        if name.split_once('/').map(|(v, _)| v) != Some(vendor) {
+            return Err(Error::input(format!(
+                "CDI device {name:?} from NVIDIA_VISIBLE_DEVICES: the container's environment names devices of {vendor} only"
             )));
         }
         add(name);
@@ -142,7 +155,7 @@ mod tests {
     #[test]
     fn visible_devices_name_devices_of_the_default_kind_each_once() {
         let s = spec(
-            &["NVIDIA_VISIBLE_DEVICES=0, GPU-8a1b,nvidia.com/gpu=0,vendor.com/x=y,0"],
+            &["NVIDIA_VISIBLE_DEVICES=0, GPU-8a1b,nvidia.com/gpu=0,nvidia.com/mig=1:0,0"],
             &[],
             false,
         );
@@ -151,9 +164,16 @@ mod tests {
             [
                 "nvidia.com/gpu=0",
                 "nvidia.com/gpu=GPU-8a1b",
-                "vendor.com/x=y"
+                "nvidia.com/mig=1:0"
             ]
         );
+        // Another vendor's device is not the image's to ask for; the orchestrator's
+        // annotation may name it.
+        let other = spec(&["NVIDIA_VISIBLE_DEVICES=0,vendor.com/x=y"], &[], true);
+        let e = requested_devices(&other, &RequestOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("\"vendor.com/x=y\""), "{e}");
+        let annotated = spec(&[], &[("cdi.k8s.io/x", "vendor.com/x=y")], false);
+        assert_eq!(devices(&annotated), ["vendor.com/x=y"]);
         let all = spec(&["NVIDIA_VISIBLE_DEVICES=all"], &[], false);
         assert_eq!(devices(&all), ["nvidia.com/gpu=all"]);
         let opts = RequestOptions {
