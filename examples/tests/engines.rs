@@ -524,6 +524,29 @@ fn nvc_runtime_adds_the_hook_in_legacy_mode_and_removes_it_in_cdi_mode() {
         );
         serde_json::from_slice(&std::fs::read(d.join("seen.json")).unwrap()).unwrap()
     };
+    // A container that asks for nothing passes through whatever its spec holds: fields and
+    // values nvc's OCI types do not know, its bytes unchanged.
+    std::fs::write(
+        conf.join("config.toml"),
+        format!("[nvidia-container-runtime]\nruntimes = [{fake:?}]\n"),
+    )
+    .unwrap();
+    let unknown = r#"{"ociVersion": "1.2.0", "process": {"cwd": "/", "args": ["true"],
+        "user": {"uid": 0, "gid": 0}, "capabilities": {"bounding": ["CAP_FUTURE"]}},
+        "root": {"path": "rootfs"}, "linux": {"netDevices": {"eth9": {}}}, "x-new": 1}"#;
+    std::fs::write(bundle.join("config.json"), unknown).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nvc-runtime"))
+        .env("XDG_CONFIG_HOME", d)
+        .args(["create", "--bundle"])
+        .arg(&bundle)
+        .arg("c0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(d.join("seen.json")).unwrap(),
+        unknown
+    );
     let toolkit_hook = serde_json::json!({
         "path": hook, "args": ["nvidia-container-runtime-hook", "prestart"],
     });

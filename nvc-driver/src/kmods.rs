@@ -150,7 +150,11 @@ pub fn load_kernel_modules(opts: &KmodOptions) -> KmodReport {
 impl KmodReport {
     fn modprobe(&mut self, opts: &KmodOptions, module: &'static str) {
         let mut cmd = Command::new(&opts.modprobe);
+        // Nothing of the caller's environment (a hook's may carry the runtime's
+        // `LD_LIBRARY_PATH`): modprobe finds what it needs in the driver root.
         cmd.arg(module)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -155,7 +155,13 @@ fn parse_toolkit(argv: Vec<std::ffi::OsString>) -> Result<Option<Args>, String> 
     }
     let cli = &config.nvidia_container_cli;
     Ok(Some(Args {
-        root: cli.root.clone().unwrap_or_else(|| "/".into()).into(),
+        // Empty is unset, as the toolkit reads it.
+        root: cli
+            .root
+            .clone()
+            .filter(|r| !r.as_os_str().is_empty())
+            .unwrap_or_else(|| "/".into())
+            .into(),
         hook: config.hook_options()?,
         mode: Mode::Configure,
         folders: Vec::new(),
@@ -321,7 +327,8 @@ fn where_it_runs(
             "it runs in the mount namespace of the container (process {pid})"
         ));
     }
-    if std::env::current_dir().is_ok_and(|cwd| inside(&cwd)) {
+    // Unreadable (a directory outside the hook's root): refused, not assumed elsewhere.
+    if std::env::current_dir().map_or(true, |cwd| inside(&cwd)) {
         return refuse(format!(
             "its working directory is in the container's rootfs {}",
             rootfs.display()

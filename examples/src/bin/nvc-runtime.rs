@@ -32,6 +32,7 @@
 //! alone.
 
 use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -48,24 +49,39 @@ const GLOBAL_VALUE_OPTIONS: &[&str] = &[
     "criu",
     "rootless",
     "cgroup-manager",
+    "log-level",
 ];
 
 /// The options of `create` and `run` that take a value as the next argument.
-const CREATE_VALUE_OPTIONS: &[&str] =
-    &["bundle", "b", "console-socket", "pid-file", "preserve-fds"];
+const CREATE_VALUE_OPTIONS: &[&str] = &[
+    "bundle",
+    "b",
+    "console-socket",
+    "pid-file",
+    "preserve-fds",
+    "pidfd-socket",
+];
 
 /// The hooks of the NVIDIA container toolkit that Docker's `--gpus` adds, by file name.
 const TOOLKIT_HOOKS: &[&str] = &["nvidia-container-runtime-hook", "nvidia-container-toolkit"];
 
-/// An option's name without its dashes and `=VALUE`, and whether a value is attached.
+/// An option's name without its dashes and `=VALUE`, and whether a value is attached (the
+/// value may be any bytes; a name that is not UTF-8 is no option of ours).
 fn option(arg: &OsStr) -> Option<(&str, bool)> {
-    let arg = arg.to_str()?;
-    let name = arg.strip_prefix('-')?;
-    let name = name.strip_prefix('-').unwrap_or(name);
-    Some(match name.split_once('=') {
-        Some((name, _)) => (name, true),
-        None => (name, false),
-    })
+    let bytes = arg.as_bytes().strip_prefix(b"-")?;
+    let bytes = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    let (name, attached) = match bytes.iter().position(|&b| b == b'=') {
+        Some(at) => (bytes.get(..at)?, true),
+        None => (bytes, false),
+    };
+    Some((std::str::from_utf8(name).ok()?, attached))
+}
+
+/// The value of `--name=VALUE`, whatever its bytes.
+fn attached_value(arg: &OsStr) -> Option<OsString> {
+    let bytes = arg.as_bytes();
+    let at = bytes.iter().position(|&b| b == b'=')?;
+    Some(OsStr::from_bytes(bytes.get(at + 1..)?).to_owned())
 }
 
 /// Where the command is in `args` (after the global options), if any.
@@ -111,9 +127,7 @@ fn create_bundle(args: &[OsString]) -> Result<Option<PathBuf>, String> {
             continue;
         };
         let value = if attached {
-            arg.to_str()
-                .and_then(|a| a.split_once('='))
-                .map(|(_, v)| OsString::from(v))
+            attached_value(arg)
         } else if CREATE_VALUE_OPTIONS.contains(&name) {
             rest.next().cloned()
         } else {
@@ -123,7 +137,7 @@ fn create_bundle(args: &[OsString]) -> Result<Option<PathBuf>, String> {
             bundle = Some(
                 value
                     .map(PathBuf::from)
-                    .ok_or_else(|| format!("--{name} needs a value"))?,
+                    .ok_or_else(|| format!("{} needs a value", arg.to_string_lossy()))?,
             );
         }
     }
@@ -161,7 +175,7 @@ fn runtime(candidates: &[String]) -> Result<PathBuf, String> {
 /// rewritten only when something changed.
 fn modify(bundle: &Path, config: &Config) -> Result<(), String> {
     let chain = |e: nvc_core::Error| nvc_examples::error_chain(&e);
-    let mut spec = oci::read_spec(bundle).map_err(chain)?;
+    let spec = request_view(bundle)?;
     let runtime = &config.nvidia_container_runtime;
     let cdi = &runtime.modes.cdi;
     let mut opts = RequestOptions::default();
@@ -173,6 +187,7 @@ fn modify(bundle: &Path, config: &Config) -> Result<(), String> {
     if devices.is_empty() {
         return Ok(());
     }
+    let mut spec = oci::read_spec(bundle).map_err(chain)?;
     let registry = Registry::load(&cdi.spec_dirs).map_err(chain)?;
     let use_cdi = match runtime.mode.as_str() {
         "cdi" => true,
@@ -226,6 +241,43 @@ fn modify(bundle: &Path, config: &Config) -> Result<(), String> {
     oci::write_spec(bundle, &spec).map_err(chain)
 }
 
+/// What of `config.json` says whether the container asks for devices — its environment, its
+/// bounding capabilities, its annotations — read without the rest, so that a container that
+/// asks for nothing passes through whatever else its spec holds (fields or values this
+/// program's OCI types do not know).
+fn request_view(bundle: &Path) -> Result<oci::oci_spec::runtime::Spec, String> {
+    use std::io::Read;
+    let path = bundle.join("config.json");
+    let mut bytes = Vec::new();
+    std::fs::File::open(&path)
+        .and_then(|f| f.take(oci::CONFIG_LIMIT + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if bytes.len() as u64 > oci::CONFIG_LIMIT {
+        return Err(format!(
+            "{} is larger than {} bytes",
+            path.display(),
+            oci::CONFIG_LIMIT
+        ));
+    }
+    let full: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("invalid {}: {e}", path.display()))?;
+    let view = serde_json::json!({
+        "ociVersion": full["ociVersion"],
+        "process": {
+            "cwd": "/",
+            "user": { "uid": 0, "gid": 0 },
+            "env": full["process"]["env"],
+            // All that counts is CAP_SYS_ADMIN (privileged); a capability newer than
+            // these types is no reason to fail.
+            "capabilities": { "bounding": full["process"]["capabilities"]["bounding"]
+                .as_array()
+                .map(|caps| caps.iter().filter(|c| *c == "CAP_SYS_ADMIN").collect::<Vec<_>>()) },
+        },
+        "annotations": full["annotations"],
+    });
+    serde_json::from_value(view).map_err(|e| format!("invalid {}: {e}", path.display()))
+}
+
 fn is_toolkit_hook(hook: &Hook) -> bool {
     hook.path()
         .file_name()
@@ -240,12 +292,7 @@ fn log_json(args: &[OsString], msg: &str) {
         let mut it = args.iter().take(command_at(args).unwrap_or(args.len()));
         while let Some(arg) = it.next() {
             match option(arg) {
-                Some((n, true)) if n == name => {
-                    return arg
-                        .to_str()?
-                        .split_once('=')
-                        .map(|(_, v)| OsString::from(v));
-                }
+                Some((n, true)) if n == name => return attached_value(arg),
                 Some((n, false)) if n == name => return it.next().cloned(),
                 _ => {}
             }
@@ -320,5 +367,22 @@ mod tests {
         assert_eq!(bundle("--version"), None);
         let e = create_bundle(&args("create --bundle")).unwrap_err();
         assert!(e.contains("--bundle needs a value"), "{e}");
+        let e = create_bundle(&args("create -b")).unwrap_err();
+        assert!(e.contains("-b needs a value"), "{e}");
+        // crun's --log-level takes a value; runc's --pidfd-socket too.
+        assert_eq!(
+            bundle("--log-level debug create --pidfd-socket /s -b /x id"),
+            Some(PathBuf::from("/x"))
+        );
+        // A bundle path that is not UTF-8 is still the bundle.
+        let raw = vec![
+            OsString::from("create"),
+            OsString::from(OsStr::from_bytes(b"--bundle=/b\xff")),
+            OsString::from("id"),
+        ];
+        assert_eq!(
+            create_bundle(&raw).unwrap(),
+            Some(PathBuf::from(OsStr::from_bytes(b"/b\xff")))
+        );
     }
 }

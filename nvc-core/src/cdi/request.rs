@@ -44,9 +44,12 @@ impl Default for RequestOptions {
 ///    comma-separated list, each entry a qualified name or a device of
 ///    [`RequestOptions::default_kind`] (`0` → `nvidia.com/gpu=0`, `all` →
 ///    `nvidia.com/gpu=all`); unset on an image with `CUDA_VERSION` (a legacy CUDA image)
-///    means `all`; `void`, `none` or empty ask for nothing. The environment is the image's:
-///    it names devices of the default kind's vendor (`nvidia.com/...`) only, where the NVIDIA
-///    toolkit passes any qualified name on (another vendor's spec may mount host paths).
+///    means `all`; `void`, `none` or empty ask for nothing.
+///
+/// Either way a container names devices of the default kind's vendor or its subdomains
+/// (`nvidia.com/...`, `k8s.device-plugin.nvidia.com/...`) only, where the NVIDIA toolkit
+/// passes any qualified name on: the environment is the image's, annotations are the pod
+/// author's as much as the device plugin's, and another vendor's spec may mount host paths.
 ///
 /// An empty list asks for nothing: the spec is to be left as it is.
 ///
@@ -69,12 +72,28 @@ pub fn requested_devices(spec: &OciSpec, opts: &RequestOptions) -> Result<Vec<St
         .filter(|(key, _)| opts.annotation_prefixes.iter().any(|p| key.starts_with(p)))
         .collect();
     annotated.sort();
+    // The container's spec names devices of the default kind's vendor (or its subdomains:
+    // `k8s.device-plugin.nvidia.com/gpu`) only: another vendor's spec on the host (its mounts,
+    // its hooks) is not the container's to ask for.
+    let vendor = opts
+        .default_kind
+        .split_once('/')
+        .map_or(opts.default_kind.as_str(), |(v, _)| v);
+    let ours = |name: &str| {
+        name.split_once('/')
+            .is_some_and(|(v, _)| v == vendor || v.ends_with(&format!(".{vendor}")))
+    };
     if !annotated.is_empty() {
         for (key, value) in annotated {
             for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
                 if !qualified_name(name) {
                     return Err(Error::input(format!(
                         "invalid CDI device name {name:?} in annotation {key:?}"
+                    )));
+                }
+                if !ours(name) {
+                    return Err(Error::input(format!(
+                        "CDI device {name:?} in annotation {key:?}: a container names devices of {vendor} only"
                     )));
                 }
                 add(name.to_owned());
@@ -95,12 +114,6 @@ pub fn requested_devices(spec: &OciSpec, opts: &RequestOptions) -> Result<Vec<St
     if !opts.envvar_when_unprivileged && !crate::oci::privileged(spec) {
         return Ok(devices);
     }
-    // The image's environment names devices of the default kind's vendor only: another
-    // vendor's spec on the host (its mounts, its hooks) is not the image's to ask for.
-    let vendor = opts
-        .default_kind
-        .split_once('/')
-        .map_or(opts.default_kind.as_str(), |(v, _)| v);
     for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let name = if entry.contains('=') {
             entry.to_owned()
@@ -112,9 +125,9 @@ pub fn requested_devices(spec: &OciSpec, opts: &RequestOptions) -> Result<Vec<St
                 "invalid CDI device name {name:?} from NVIDIA_VISIBLE_DEVICES={list:?}"
             )));
         }
-        if name.split_once('/').map(|(v, _)| v) != Some(vendor) {
+        if !ours(&name) {
             return Err(Error::input(format!(
-                "CDI device {name:?} from NVIDIA_VISIBLE_DEVICES: the container's environment names devices of {vendor} only"
+                "CDI device {name:?} from NVIDIA_VISIBLE_DEVICES: a container names devices of {vendor} only"
             )));
         }
         add(name);
@@ -167,13 +180,22 @@ mod tests {
                 "nvidia.com/mig=1:0"
             ]
         );
-        // Another vendor's device is not the image's to ask for; the orchestrator's
-        // annotation may name it.
+        // Another vendor's device is not the container's to ask for, from its environment
+        // or its annotations; NVIDIA's device plugin's own kind is.
         let other = spec(&["NVIDIA_VISIBLE_DEVICES=0,vendor.com/x=y"], &[], true);
         let e = requested_devices(&other, &RequestOptions::default()).unwrap_err();
         assert!(e.to_string().contains("\"vendor.com/x=y\""), "{e}");
         let annotated = spec(&[], &[("cdi.k8s.io/x", "vendor.com/x=y")], false);
-        assert_eq!(devices(&annotated), ["vendor.com/x=y"]);
+        let e = requested_devices(&annotated, &RequestOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("annotation \"cdi.k8s.io/x\""), "{e}");
+        let plugin = spec(
+            &[],
+            &[("cdi.k8s.io/p", "k8s.device-plugin.nvidia.com/gpu=GPU-1")],
+            false,
+        );
+        assert_eq!(devices(&plugin), ["k8s.device-plugin.nvidia.com/gpu=GPU-1"]);
+        let lookalike = spec(&[], &[("cdi.k8s.io/p", "evilnvidia.com/gpu=0")], false);
+        requested_devices(&lookalike, &RequestOptions::default()).unwrap_err();
         let all = spec(&["NVIDIA_VISIBLE_DEVICES=all"], &[], false);
         assert_eq!(devices(&all), ["nvidia.com/gpu=all"]);
         let opts = RequestOptions {
