@@ -261,19 +261,27 @@ fn request_view(bundle: &Path) -> Result<oci::oci_spec::runtime::Spec, String> {
     }
     let full: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| format!("invalid {}: {e}", path.display()))?;
+    let at = |pointer: &str| full.pointer(pointer).cloned().unwrap_or_default();
+    // All that counts of the capabilities is CAP_SYS_ADMIN (privileged); one newer than
+    // these types is no reason to fail.
+    let admin: Option<Vec<&str>> = full
+        .pointer("/process/capabilities/bounding")
+        .and_then(serde_json::Value::as_array)
+        .map(|caps| {
+            caps.iter()
+                .filter_map(serde_json::Value::as_str)
+                .filter(|c| *c == "CAP_SYS_ADMIN")
+                .collect()
+        });
     let view = serde_json::json!({
-        "ociVersion": full["ociVersion"],
+        "ociVersion": at("/ociVersion"),
         "process": {
             "cwd": "/",
             "user": { "uid": 0, "gid": 0 },
-            "env": full["process"]["env"],
-            // All that counts is CAP_SYS_ADMIN (privileged); a capability newer than
-            // these types is no reason to fail.
-            "capabilities": { "bounding": full["process"]["capabilities"]["bounding"]
-                .as_array()
-                .map(|caps| caps.iter().filter(|c| *c == "CAP_SYS_ADMIN").collect::<Vec<_>>()) },
+            "env": at("/process/env"),
+            "capabilities": { "bounding": admin },
         },
-        "annotations": full["annotations"],
+        "annotations": at("/annotations"),
     });
     serde_json::from_value(view).map_err(|e| format!("invalid {}: {e}", path.display()))
 }

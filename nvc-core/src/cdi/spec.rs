@@ -204,6 +204,7 @@ fn valid_kind(kind: &str) -> bool {
 }
 
 /// A fully qualified device name, `vendor/class=name` (`nvidia.com/gpu=0`), each part valid.
+#[cfg(feature = "oci")]
 pub(crate) fn qualified_name(name: &str) -> bool {
     name.split_once('=')
         .is_some_and(|(kind, device)| valid_kind(kind) && valid_device_name(device))
