@@ -364,23 +364,29 @@ impl Root {
         Ok(fd)
     }
 
-    /// Whether `target` is missing from a procfs (its parent is on one): the kernel makes
+    /// Whether `target` is missing from a procfs (its nearest existing ancestor is on one:
+    /// `/proc/driver` may be missing too, in a procfs mounted `subset=pid`): the kernel makes
     /// those directories, nvc cannot, and one the kernel did not make has nothing to mask.
     fn absent_from_procfs(&self, target: &Path) -> Result<bool, Error> {
-        let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
-            return Ok(false);
-        };
-        let dir = match self.open(parent, OFlag::O_PATH | OFlag::O_DIRECTORY) {
-            Ok(dir) => dir,
-            Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(false),
-            Err(e) => return Err(fail("open", parent)(e)),
-        };
-        let on_procfs = nix::sys::statfs::fstatfs(dir.as_fd())
-            .map_err(fail("statfs", parent))?
-            .filesystem_type()
-            == nix::sys::statfs::PROC_SUPER_MAGIC;
-        Ok(on_procfs
-            && fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) == Err(Errno::ENOENT))
+        let mut child = target;
+        for dir in target.ancestors().skip(1) {
+            match self.open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY) {
+                Ok(fd) => {
+                    let on_procfs = nix::sys::statfs::fstatfs(fd.as_fd())
+                        .map_err(fail("statfs", dir))?
+                        .filesystem_type()
+                        == nix::sys::statfs::PROC_SUPER_MAGIC;
+                    let name = child.file_name().unwrap_or_default();
+                    return Ok(on_procfs
+                        && fstatat(fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                            == Err(Errno::ENOENT));
+                }
+                Err(Errno::ENOENT) => child = dir,
+                Err(Errno::ENOTDIR) => return Ok(false),
+                Err(e) => return Err(fail("open", dir)(e)),
+            }
+        }
+        Ok(false)
     }
 
     /// The parent directory of `target` (created as needed) and the final name.

@@ -387,3 +387,52 @@ fn every_scenario_is_configured_with_exact_flags_and_nothing_else_changes() {
         );
     }
 }
+
+/// A container whose procfs has no `/proc/driver/nvidia` (made where the NVIDIA module is not
+/// loaded — Docker's new procfs on the simulated host — or mounted `subset=pid`, without even
+/// `/proc/driver`): nothing there to mask, so neither the tmpfs nor anything planned under it
+/// is made, and the rest of the plan is.
+#[test]
+fn a_procfs_without_the_nvidia_directory_is_left_unmasked() {
+    let Some((c, _hd, _host, rootfs, plan, container)) = setup() else {
+        return;
+    };
+    let pid = c.pid().to_string();
+    let proc_dir = rootfs.path().join("proc");
+    fs::create_dir_all(&proc_dir).unwrap();
+    // In the container's mount namespace, as its runtime mounts it.
+    let out = std::process::Command::new("nsenter")
+        .args([
+            "-t",
+            &pid,
+            "-m",
+            "mount",
+            "-t",
+            "proc",
+            "-o",
+            "subset=pid",
+            "proc",
+        ])
+        .arg(&proc_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        plan.ops
+            .iter()
+            .any(|op| matches!(op, Op::Tmpfs { target, .. }
+        if target == Path::new("/proc/driver/nvidia")))
+    );
+    let done = plan.apply(&container).unwrap();
+    assert_eq!(done.skipped, [PathBuf::from("/proc/driver/nvidia")]);
+    let m = mounts(c.pid(), rootfs.path());
+    assert!(
+        !m.iter().any(|(p, _)| p.starts_with("/proc/")),
+        "nothing under the procfs: {m:?}"
+    );
+    assert!(m.iter().any(|(p, _)| p == "/dev/nvidia0"), "{m:?}");
+}
