@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates the oracle specs in specs/: NVIDIA's `nvidia-ctk cdi generate` 1.17.8 on the
-# simulated dgx host and on the single-GPU host with NVIDIA's real 535 files in the run, debian
+# Regenerates the oracle specs in specs/: NVIDIA's `nvidia-ctk cdi generate` 1.17.8 on every
+# simulated scenario it takes (single, dgx, mig, nocache, legacy32; on nogpu it refuses,
+# "empty device edits") and on the single-GPU host with NVIDIA's real 535 files in the run, debian
 # and rpm layouts (the fake NVML reporting the real version: NVIDIA's needs a kernel module).
 # examples/tests/nvidia_ctk_specs.rs checks nvc-cdi's spec for the same hosts against them.
 #
@@ -47,7 +48,9 @@ spec() { # NAME HOSTDIR DRIVER_ROOT CREATE_ARGS...
     sed "s|$root|{ROOT}|g" "$work/$name.yaml" > "$here/specs/$name.yaml"
     echo "specs/$name.yaml"
 }
-spec dgx "$work/dgx" "$work/dgx" --scenario dgx
+for scenario in single dgx mig nocache legacy32; do
+    spec "$scenario" "$work/$scenario" "$work/$scenario" --scenario "$scenario"
+done
 for layout in run debian rpm; do
     spec "real-$layout" "$work/$layout" "$work/$layout" --scenario single --real "$layout"
 done
