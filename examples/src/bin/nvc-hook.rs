@@ -163,13 +163,8 @@ fn parse_toolkit(argv: Vec<std::ffi::OsString>) -> Result<Option<Args>, String> 
             .unwrap_or_else(|| "/".into())
             .into(),
         hook: config.hook_options()?,
-        mode: Mode::Configure,
-        folders: Vec::new(),
-        host_driver_version: None,
-        links: Vec::new(),
-        nvml: true,
-        nvml_helper: None,
         load_kmods: cli.load_kmods,
+        ..Args::default()
     }))
 }
 
@@ -182,18 +177,24 @@ fn parse() -> Result<Option<Args>, String> {
     parse_nvc(argv).map(Some)
 }
 
+impl Default for Args {
+    fn default() -> Self {
+        Args {
+            root: "/".into(),
+            hook: HookOptions::default(),
+            mode: Mode::Configure,
+            folders: Vec::new(),
+            host_driver_version: None,
+            links: Vec::new(),
+            nvml: true,
+            nvml_helper: None,
+            load_kmods: false,
+        }
+    }
+}
+
 fn parse_nvc(argv: std::env::ArgsOs) -> Result<Args, String> {
-    let mut args = Args {
-        root: "/".into(),
-        hook: HookOptions::default(),
-        mode: Mode::Configure,
-        folders: Vec::new(),
-        host_driver_version: None,
-        links: Vec::new(),
-        nvml: true,
-        nvml_helper: None,
-        load_kmods: false,
-    };
+    let mut args = Args::default();
     let mut hook = None;
     let mut parser = lexopt::Parser::from_args(argv);
     let value = |p: &mut lexopt::Parser| p.value().map_err(|e| e.to_string());
