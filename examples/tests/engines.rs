@@ -308,7 +308,9 @@ fn containerd_runs_gpu_containers_through_nvc_runtime() {
     let (_, rc, out) = runs.iter().find(|(n, _, _)| n == "unknown").unwrap();
     assert_ne!(*rc, 0, "{out}");
     assert!(
-        out.contains("unresolvable CDI device nvidia.com/gpu=GPU-nonesuch"),
+        out.contains(
+            "unresolvable CDI device nvidia.com/gpu=GPU-nonesuch (asked by NVIDIA_VISIBLE_DEVICES)"
+        ),
         "{out}"
     );
 }

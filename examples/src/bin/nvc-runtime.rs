@@ -187,19 +187,28 @@ fn modify(bundle: &Path, config: &Config) -> Result<(), String> {
     if devices.is_empty() {
         return Ok(());
     }
-    let mut spec = oci::read_spec(bundle).map_err(chain)?;
+    // Where the request came from, for `auto` and for errors: the annotations when any.
+    let annotations: Vec<&String> = spec
+        .annotations()
+        .iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .filter(|k| cdi.annotation_prefixes.iter().any(|p| k.starts_with(p)))
+        .collect();
+    let asked_by = if annotations.is_empty() {
+        "NVIDIA_VISIBLE_DEVICES".to_owned()
+    } else {
+        format!("annotations {annotations:?}")
+    };
+    let mut full = oci::read_spec(bundle).map_err(chain)?;
     let registry = Registry::load(&cdi.spec_dirs).map_err(chain)?;
     let use_cdi = match runtime.mode.as_str() {
         "cdi" => true,
         "legacy" => false,
         "auto" | "" => {
             let default_kind = format!("{}=", cdi.default_kind);
-            let asked_cdi = devices.iter().any(|d| !d.starts_with(&default_kind))
-                || spec
-                    .annotations()
-                    .iter()
-                    .flatten()
-                    .any(|(k, _)| cdi.annotation_prefixes.iter().any(|p| k.starts_with(p)));
+            let asked_cdi =
+                devices.iter().any(|d| !d.starts_with(&default_kind)) || !annotations.is_empty();
             asked_cdi
                 || registry
                     .devices()
@@ -213,8 +222,10 @@ fn modify(bundle: &Path, config: &Config) -> Result<(), String> {
         }
     };
     if use_cdi {
-        registry.inject(&mut spec, &devices).map_err(chain)?;
-        if let Some(hooks) = spec.hooks_mut()
+        registry
+            .inject(&mut full, &devices)
+            .map_err(|e| format!("{} (asked by {asked_by})", chain(e)))?;
+        if let Some(hooks) = full.hooks_mut()
             && let Some(prestart) = hooks.prestart_mut()
         {
             prestart.retain(|h| !is_toolkit_hook(h));
@@ -227,7 +238,7 @@ fn modify(bundle: &Path, config: &Config) -> Result<(), String> {
                 path.display()
             )
         })?;
-        let hooks = spec.hooks_mut().get_or_insert_with(Default::default);
+        let hooks = full.hooks_mut().get_or_insert_with(Default::default);
         let prestart = hooks.prestart_mut().get_or_insert_with(Vec::new);
         if !prestart.iter().any(is_toolkit_hook) {
             let mut entry = Hook::default();
@@ -238,7 +249,7 @@ fn modify(bundle: &Path, config: &Config) -> Result<(), String> {
             prestart.push(entry);
         }
     }
-    oci::write_spec(bundle, &spec).map_err(chain)
+    oci::write_spec(bundle, &full).map_err(chain)
 }
 
 /// What of `config.json` says whether the container asks for devices — its environment, its
