@@ -130,17 +130,53 @@ pub fn read_spec(bundle: &Path) -> Result<Spec, Error> {
 }
 
 /// Replaces `<bundle>/config.json` with `spec`, atomically (a temporary file renamed over
-/// it), e.g. after [`Registry::inject`](crate::cdi::Registry::inject).
+/// it), e.g. after [`Registry::inject`](crate::cdi::Registry::inject). What the file holds
+/// that `oci-spec`'s types do not know (a newer runtime-spec's fields, an engine's
+/// extensions) is kept: `spec` is merged into the file's JSON, every key `spec` has replacing
+/// the file's, objects merged key by key.
 ///
 /// # Errors
 ///
 /// The I/O error naming the file; a serialiser error as
 /// [`ErrorKind::BadInput`](crate::ErrorKind::BadInput).
 pub fn write_spec(bundle: &Path, spec: &Spec) -> Result<(), Error> {
-    let mut bytes = serde_json::to_vec_pretty(spec)
+    let path = bundle.join("config.json");
+    let ours = serde_json::to_value(spec)
+        .map_err(|e| Error::input(format!("cannot serialise the OCI spec: {e}")))?;
+    // The file as it is, where it is JSON (a missing or unreadable one: `spec` alone).
+    let merged = match std::fs::File::open(&path)
+        .ok()
+        .and_then(|f| read_capped(f, CONFIG_LIMIT, &path.display().to_string()).ok())
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+    {
+        Some(mut theirs) => {
+            merge(&mut theirs, ours);
+            theirs
+        }
+        None => ours,
+    };
+    let mut bytes = serde_json::to_vec_pretty(&merged)
         .map_err(|e| Error::input(format!("cannot serialise the OCI spec: {e}")))?;
     bytes.push(b'\n');
-    crate::atomic::write(&bundle.join("config.json"), &bytes)
+    crate::atomic::write(&path, &bytes)
+}
+
+/// `ours` over `theirs`: each key of `ours` replaces `theirs`'s, objects merged key by key;
+/// keys only `theirs` has stay.
+fn merge(theirs: &mut serde_json::Value, ours: serde_json::Value) {
+    match (theirs, ours) {
+        (serde_json::Value::Object(theirs), serde_json::Value::Object(ours)) => {
+            for (key, value) in ours {
+                match theirs.get_mut(&key) {
+                    Some(slot) => merge(slot, value),
+                    None => {
+                        theirs.insert(key, value);
+                    }
+                }
+            }
+        }
+        (slot, value) => *slot = value,
+    }
 }
 
 fn pid(state: &State) -> Result<u32, Error> {

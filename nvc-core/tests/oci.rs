@@ -215,3 +215,31 @@ fn a_rewritten_config_keeps_its_mode_and_owner() {
     }
     assert_eq!(oci::read_spec(b.path()).unwrap(), spec);
 }
+
+/// A rewrite keeps what oci-spec's types do not know: a newer runtime-spec's fields, an
+/// engine's extensions, at the top and nested; what the spec changed is the spec's.
+#[test]
+fn a_rewritten_config_keeps_the_fields_nvc_does_not_know() {
+    let b = bundle("rootfs", &["PATH=/bin"]);
+    let config = b.path().join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    json["x-engine"] = serde_json::json!({ "keep": [1, 2] });
+    json["linux"]["netDevices"] = serde_json::json!({ "eth9": { "name": "eth9" } });
+    json["process"]["x-new"] = true.into();
+    std::fs::write(&config, json.to_string()).unwrap();
+    let mut spec = oci::read_spec(b.path()).unwrap();
+    let mut env = spec.process().as_ref().unwrap().env().clone().unwrap();
+    env.push("NVIDIA_VISIBLE_DEVICES=void".into());
+    spec.process_mut().as_mut().unwrap().set_env(Some(env));
+    oci::write_spec(b.path(), &spec).unwrap();
+    let back: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    assert_eq!(back["x-engine"], json["x-engine"]);
+    assert_eq!(back["linux"]["netDevices"], json["linux"]["netDevices"]);
+    assert_eq!(back["process"]["x-new"], true);
+    assert_eq!(
+        back["process"]["env"],
+        serde_json::json!(["PATH=/bin", "NVIDIA_VISIBLE_DEVICES=void"])
+    );
+    assert_eq!(oci::read_spec(b.path()).unwrap(), spec);
+}
