@@ -14,6 +14,10 @@ use nvc_core::oci::HookOptions;
 use nvc_core::{Capability, Ldconfig};
 use serde::Deserialize;
 
+/// The name of the toolkit's hook: what Docker's `--gpus` runs from its `PATH` and the
+/// runtime's legacy mode adds.
+pub const HOOK: &str = "nvidia-container-runtime-hook";
+
 /// The most bytes of `config.toml` read.
 const LIMIT: u64 = 1 << 20;
 
@@ -101,7 +105,7 @@ pub struct RuntimeHook {
 impl Default for RuntimeHook {
     fn default() -> Self {
         RuntimeHook {
-            path: "nvidia-container-runtime-hook".into(),
+            path: HOOK.into(),
             skip_mode_detection: false,
         }
     }

@@ -115,22 +115,65 @@ pub fn read_state(from: impl Read) -> Result<State, Error> {
     Ok(state)
 }
 
+/// `<bundle>/config.json` parsed as `T`, at most [`CONFIG_LIMIT`] bytes, with its path for
+/// errors.
+fn read_config<T: serde::de::DeserializeOwned>(bundle: &Path) -> Result<(T, String), Error> {
+    let what = bundle.join("config.json").display().to_string();
+    let file =
+        std::fs::File::open(&what).map_err(|e| Error::input(format!("cannot read {what}: {e}")))?;
+    let bytes = read_capped(file, CONFIG_LIMIT, &what)?;
+    let value =
+        serde_json::from_slice(&bytes).map_err(|e| Error::input(format!("invalid {what}: {e}")))?;
+    Ok((value, what))
+}
+
 /// Reads `<bundle>/config.json`, at most [`CONFIG_LIMIT`] bytes.
 ///
 /// # Errors
 ///
 /// [`ErrorKind::BadInput`](crate::ErrorKind::BadInput) naming the file.
 pub fn read_spec(bundle: &Path) -> Result<Spec, Error> {
-    let path = bundle.join("config.json");
-    let what = path.display().to_string();
-    let file =
-        std::fs::File::open(&path).map_err(|e| Error::input(format!("cannot read {what}: {e}")))?;
-    let bytes = read_capped(file, CONFIG_LIMIT, &what)?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::input(format!("invalid {what}: {e}")))
+    read_config(bundle).map(|(spec, _)| spec)
+}
+
+/// What of `<bundle>/config.json` says whether the container asks for devices — its
+/// environment, `CAP_SYS_ADMIN` in its bounding set, its annotations — read without the
+/// rest: for [`request`] and, with feature `cdi`, `cdi::requested_devices` before a shim
+/// knows the container asks for anything, so that a spec with fields or values `oci-spec`'s
+/// types do not know (a capability newer than they are) passes through a container that asks
+/// for nothing.
+///
+/// # Errors
+///
+/// [`ErrorKind::BadInput`](crate::ErrorKind::BadInput) naming the file: unreadable, larger
+/// than [`CONFIG_LIMIT`], not JSON, or those parts malformed.
+pub fn read_request_view(bundle: &Path) -> Result<Spec, Error> {
+    let (full, what): (serde_json::Value, _) = read_config(bundle)?;
+    let at = |pointer: &str| full.pointer(pointer).cloned().unwrap_or_default();
+    let admin: Option<Vec<&str>> = full
+        .pointer("/process/capabilities/bounding")
+        .and_then(serde_json::Value::as_array)
+        .map(|caps| {
+            caps.iter()
+                .filter_map(serde_json::Value::as_str)
+                .filter(|c| *c == "CAP_SYS_ADMIN")
+                .collect()
+        });
+    let view = serde_json::json!({
+        "ociVersion": at("/ociVersion"),
+        "process": {
+            "cwd": "/",
+            "user": { "uid": 0, "gid": 0 },
+            "env": at("/process/env"),
+            "capabilities": { "bounding": admin },
+        },
+        "annotations": at("/annotations"),
+    });
+    serde_json::from_value(view).map_err(|e| Error::input(format!("invalid {what}: {e}")))
 }
 
 /// Replaces `<bundle>/config.json` with `spec`, atomically (a temporary file renamed over
-/// it), e.g. after [`Registry::inject`](crate::cdi::Registry::inject). What the file holds
+/// it), e.g. after `cdi::Registry::inject` (feature `cdi`). What the file holds
 /// that `oci-spec`'s types do not know (a newer runtime-spec's fields, an engine's
 /// extensions) is kept: `spec` is merged into the file's JSON, every key `spec` has replacing
 /// the file's, objects merged key by key.
@@ -144,16 +187,12 @@ pub fn write_spec(bundle: &Path, spec: &Spec) -> Result<(), Error> {
     let ours = serde_json::to_value(spec)
         .map_err(|e| Error::input(format!("cannot serialise the OCI spec: {e}")))?;
     // The file as it is, where it is JSON (a missing or unreadable one: `spec` alone).
-    let merged = match std::fs::File::open(&path)
-        .ok()
-        .and_then(|f| read_capped(f, CONFIG_LIMIT, &path.display().to_string()).ok())
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-    {
-        Some(mut theirs) => {
+    let merged = match read_config::<serde_json::Value>(bundle) {
+        Ok((mut theirs, _)) => {
             merge(&mut theirs, ours);
             theirs
         }
-        None => ours,
+        Err(_) => ours,
     };
     let mut bytes = serde_json::to_vec_pretty(&merged)
         .map_err(|e| Error::input(format!("cannot serialise the OCI spec: {e}")))?;
@@ -310,7 +349,7 @@ pub fn request(spec: &Spec) -> Result<Option<GpuRequest>, Error> {
     }))
 }
 
-/// The CDI spec's `update-ldcache` hook ([`crate::cdi`]): refreshes the linker cache of the
+/// The CDI spec's `update-ldcache` hook (`nvc_core::cdi`, feature `cdi`): refreshes the linker cache of the
 /// container `state` names with `ldconfig` (the host's by default, sandboxed as
 /// [`ContainerSetup::mount`](crate::ContainerSetup::mount) runs it) over the image's library
 /// directories and `folders` (where the spec mounted the driver's libraries). Run it as a

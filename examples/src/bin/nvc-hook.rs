@@ -98,8 +98,7 @@ struct Args {
     load_kmods: bool,
 }
 
-/// The name the NVIDIA container toolkit's hook has, which Docker's `--gpus` runs.
-const TOOLKIT_HOOK: &str = "nvidia-container-runtime-hook";
+use nvc_examples::toolkit::HOOK as TOOLKIT_HOOK;
 
 /// Installed as the toolkit's hook: its command line (Go's flags: `-config FILE`, `-debug`,
 /// also with two dashes or `=`) and its `config.toml`. `None` when nothing is to be done

@@ -37,9 +37,9 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use nvc_core::cdi::{Registry, RequestOptions, requested_devices};
+use nvc_core::cdi::{Registry, RequestOptions, cdi_annotations, requested_devices};
 use nvc_core::oci::{self, oci_spec::runtime::Hook};
-use nvc_examples::toolkit::Config;
+use nvc_examples::toolkit::{self, Config};
 
 /// runc's, crun's and youki's global options that take a value as the next argument.
 const GLOBAL_VALUE_OPTIONS: &[&str] = &[
@@ -63,7 +63,7 @@ const CREATE_VALUE_OPTIONS: &[&str] = &[
 ];
 
 /// The hooks of the NVIDIA container toolkit that Docker's `--gpus` adds, by file name.
-const TOOLKIT_HOOKS: &[&str] = &["nvidia-container-runtime-hook", "nvidia-container-toolkit"];
+const TOOLKIT_HOOKS: &[&str] = &[toolkit::HOOK, "nvidia-container-toolkit"];
 
 /// An option's name without its dashes and `=VALUE`, and whether a value is attached (the
 /// value may be any bytes; a name that is not UTF-8 is no option of ours).
@@ -175,7 +175,7 @@ fn runtime(candidates: &[String]) -> Result<PathBuf, String> {
 /// rewritten only when something changed.
 fn modify(bundle: &Path, config: &Config) -> Result<(), String> {
     let chain = |e: nvc_core::Error| nvc_examples::error_chain(&e);
-    let spec = request_view(bundle)?;
+    let spec = oci::read_request_view(bundle).map_err(chain)?;
     let runtime = &config.nvidia_container_runtime;
     let cdi = &runtime.modes.cdi;
     let mut opts = RequestOptions::default();
@@ -188,12 +188,9 @@ fn modify(bundle: &Path, config: &Config) -> Result<(), String> {
         return Ok(());
     }
     // Where the request came from, for `auto` and for errors: the annotations when any.
-    let annotations: Vec<&String> = spec
-        .annotations()
-        .iter()
-        .flatten()
+    let annotations: Vec<&String> = cdi_annotations(&spec, &opts)
+        .into_iter()
         .map(|(k, _)| k)
-        .filter(|k| cdi.annotation_prefixes.iter().any(|p| k.starts_with(p)))
         .collect();
     let asked_by = if annotations.is_empty() {
         "NVIDIA_VISIBLE_DEVICES".to_owned()
@@ -242,59 +239,13 @@ fn modify(bundle: &Path, config: &Config) -> Result<(), String> {
         let prestart = hooks.prestart_mut().get_or_insert_with(Vec::new);
         if !prestart.iter().any(is_toolkit_hook) {
             let mut entry = Hook::default();
-            entry.set_path(hook).set_args(Some(vec![
-                "nvidia-container-runtime-hook".into(),
-                "prestart".into(),
-            ]));
+            entry
+                .set_path(hook)
+                .set_args(Some(vec![toolkit::HOOK.into(), "prestart".into()]));
             prestart.push(entry);
         }
     }
     oci::write_spec(bundle, &full).map_err(chain)
-}
-
-/// What of `config.json` says whether the container asks for devices — its environment, its
-/// bounding capabilities, its annotations — read without the rest, so that a container that
-/// asks for nothing passes through whatever else its spec holds (fields or values this
-/// program's OCI types do not know).
-fn request_view(bundle: &Path) -> Result<oci::oci_spec::runtime::Spec, String> {
-    use std::io::Read;
-    let path = bundle.join("config.json");
-    let mut bytes = Vec::new();
-    std::fs::File::open(&path)
-        .and_then(|f| f.take(oci::CONFIG_LIMIT + 1).read_to_end(&mut bytes))
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if bytes.len() as u64 > oci::CONFIG_LIMIT {
-        return Err(format!(
-            "{} is larger than {} bytes",
-            path.display(),
-            oci::CONFIG_LIMIT
-        ));
-    }
-    let full: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| format!("invalid {}: {e}", path.display()))?;
-    let at = |pointer: &str| full.pointer(pointer).cloned().unwrap_or_default();
-    // All that counts of the capabilities is CAP_SYS_ADMIN (privileged); one newer than
-    // these types is no reason to fail.
-    let admin: Option<Vec<&str>> = full
-        .pointer("/process/capabilities/bounding")
-        .and_then(serde_json::Value::as_array)
-        .map(|caps| {
-            caps.iter()
-                .filter_map(serde_json::Value::as_str)
-                .filter(|c| *c == "CAP_SYS_ADMIN")
-                .collect()
-        });
-    let view = serde_json::json!({
-        "ociVersion": at("/ociVersion"),
-        "process": {
-            "cwd": "/",
-            "user": { "uid": 0, "gid": 0 },
-            "env": at("/process/env"),
-            "capabilities": { "bounding": admin },
-        },
-        "annotations": at("/annotations"),
-    });
-    serde_json::from_value(view).map_err(|e| format!("invalid {}: {e}", path.display()))
 }
 
 fn is_toolkit_hook(hook: &Hook) -> bool {
@@ -334,7 +285,7 @@ fn log_json(args: &[OsString], msg: &str) {
 }
 
 fn run(args: &[OsString]) -> Result<std::convert::Infallible, String> {
-    let config = Config::load(&nvc_examples::toolkit::default_path())?;
+    let config = Config::load(&toolkit::default_path())?;
     let runtime = runtime(&config.nvidia_container_runtime.runtimes)?;
     if let Some(bundle) = create_bundle(args)? {
         modify(&bundle, &config).map_err(|e| format!("{}: {e}", bundle.display()))?;

@@ -27,5 +27,5 @@ mod spec;
 pub use generate::{CdiOptions, DeviceNameStrategy};
 pub use registry::{Format, Registry, SPEC_DIRS, SPEC_LIMIT, write};
 #[cfg(feature = "oci")]
-pub use request::{RequestOptions, requested_devices};
+pub use request::{RequestOptions, cdi_annotations, requested_devices};
 pub use spec::{ContainerEdits, Device, DeviceNode, Hook, Invalid, Mount, Spec};

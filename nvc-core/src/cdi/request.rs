@@ -35,6 +35,23 @@ impl Default for RequestOptions {
     }
 }
 
+/// The annotations of `spec` that list CDI devices (keys under
+/// [`RequestOptions::annotation_prefixes`]), as (key, value), keys in byte order.
+#[must_use]
+pub fn cdi_annotations<'s>(
+    spec: &'s OciSpec,
+    opts: &RequestOptions,
+) -> Vec<(&'s String, &'s String)> {
+    let mut annotated: Vec<(&String, &String)> = spec
+        .annotations()
+        .iter()
+        .flatten()
+        .filter(|(key, _)| opts.annotation_prefixes.iter().any(|p| key.starts_with(p)))
+        .collect();
+    annotated.sort();
+    annotated
+}
+
 /// The fully qualified CDI devices the container `spec` describes asks for, each once, in
 /// the order asked:
 ///
@@ -65,13 +82,7 @@ pub fn requested_devices(spec: &OciSpec, opts: &RequestOptions) -> Result<Vec<St
             devices.push(name);
         }
     };
-    let mut annotated: Vec<(&String, &String)> = spec
-        .annotations()
-        .iter()
-        .flatten()
-        .filter(|(key, _)| opts.annotation_prefixes.iter().any(|p| key.starts_with(p)))
-        .collect();
-    annotated.sort();
+    let annotated = cdi_annotations(spec, opts);
     // The container's spec names devices of the default kind's vendor (or its subdomains:
     // `k8s.device-plugin.nvidia.com/gpu`) only: another vendor's spec on the host (its mounts,
     // its hooks) is not the container's to ask for.
@@ -79,24 +90,25 @@ pub fn requested_devices(spec: &OciSpec, opts: &RequestOptions) -> Result<Vec<St
         .default_kind
         .split_once('/')
         .map_or(opts.default_kind.as_str(), |(v, _)| v);
-    let ours = |name: &str| {
-        name.split_once('/')
-            .is_some_and(|(v, _)| v == vendor || v.ends_with(&format!(".{vendor}")))
+    let subdomain = format!(".{vendor}");
+    // A name as asked `from` somewhere, checked: qualified, and of the vendor.
+    let check = |name: String, from: &str| {
+        if !qualified_name(&name) {
+            return Err(Error::input(format!(
+                "invalid CDI device name {name:?} {from}"
+            )));
+        }
+        match name.split_once('/') {
+            Some((v, _)) if v == vendor || v.ends_with(&subdomain) => Ok(name),
+            _ => Err(Error::input(format!(
+                "CDI device {name:?} {from}: a container names devices of {vendor} only"
+            ))),
+        }
     };
     if !annotated.is_empty() {
         for (key, value) in annotated {
             for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                if !qualified_name(name) {
-                    return Err(Error::input(format!(
-                        "invalid CDI device name {name:?} in annotation {key:?}"
-                    )));
-                }
-                if !ours(name) {
-                    return Err(Error::input(format!(
-                        "CDI device {name:?} in annotation {key:?}: a container names devices of {vendor} only"
-                    )));
-                }
-                add(name.to_owned());
+                add(check(name.to_owned(), &format!("in annotation {key:?}"))?);
             }
         }
         return Ok(devices);
@@ -120,17 +132,10 @@ pub fn requested_devices(spec: &OciSpec, opts: &RequestOptions) -> Result<Vec<St
         } else {
             format!("{}={entry}", opts.default_kind)
         };
-        if !qualified_name(&name) {
-            return Err(Error::input(format!(
-                "invalid CDI device name {name:?} from NVIDIA_VISIBLE_DEVICES={list:?}"
-            )));
-        }
-        if !ours(&name) {
-            return Err(Error::input(format!(
-                "CDI device {name:?} from NVIDIA_VISIBLE_DEVICES: a container names devices of {vendor} only"
-            )));
-        }
-        add(name);
+        add(check(
+            name,
+            &format!("from NVIDIA_VISIBLE_DEVICES={list:?}"),
+        )?);
     }
     Ok(devices)
 }
