@@ -83,20 +83,14 @@ impl Fixture {
         };
         generate(f.host_dir.path(), &f.cdi_dir().join("nvidia.json"), &[]);
         let runc = e2e::runtime("runc")?;
-        let conf = f.dir.path().join("xdg/nvidia-container-runtime");
-        std::fs::create_dir_all(&conf).unwrap();
-        std::fs::write(
-            conf.join("config.toml"),
-            format!(
-                "[nvidia-container-cli]\nroot = {:?}\n\
-                 [nvidia-container-runtime]\nruntimes = [{:?}]\n\
-                 [nvidia-container-runtime.modes.cdi]\nspec-dirs = [{:?}]\n",
+        e2e::toolkit_config(
+            &f.dir.path().join("xdg"),
+            &format!(
+                "[nvidia-container-cli]\nroot = {:?}\n{}",
                 f.host_dir.path(),
-                runc,
-                f.cdi_dir()
+                e2e::runtime_toml(&runc, "auto", &f.cdi_dir())
             ),
-        )
-        .unwrap();
+        );
         // `docker --gpus` runs `nvidia-container-runtime-hook` from dockerd's PATH.
         let bin = f.dir.path().join("bin");
         std::fs::create_dir_all(&bin).unwrap();
@@ -380,17 +374,8 @@ fn nvc_runtime_fails_a_create_whole_and_passes_other_commands_through() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("nvidia-container-runtime");
-    std::fs::create_dir_all(&conf).unwrap();
-    std::fs::write(
-        conf.join("config.toml"),
-        format!(
-            "[nvidia-container-runtime]\nruntimes = [{runc:?}]\nmode = \"cdi\"\n\
-             [nvidia-container-runtime.modes.cdi]\nspec-dirs = [{:?}]\n",
-            dir.path().join("cdi")
-        ),
-    )
-    .unwrap();
+    let spec_dir = dir.path().join("cdi");
+    e2e::toolkit_config(dir.path(), &e2e::runtime_toml(&runc, "cdi", &spec_dir));
     let nvc_runtime = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_nvc-runtime"))
             .env("XDG_CONFIG_HOME", dir.path())
@@ -447,12 +432,7 @@ fn nvc_runtime_fails_a_create_whole_and_passes_other_commands_through() {
         "{line}"
     );
     // `auto` with no spec of the default kind is the legacy mode, whose hook must exist.
-    let toml = std::fs::read_to_string(conf.join("config.toml")).unwrap();
-    std::fs::write(
-        conf.join("config.toml"),
-        toml.replace("\"cdi\"", "\"auto\""),
-    )
-    .unwrap();
+    e2e::toolkit_config(dir.path(), &e2e::runtime_toml(&runc, "auto", &spec_dir));
     let out = nvc_runtime(&["create", "--bundle", bundle.to_str().unwrap(), "gpu-test"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
@@ -488,20 +468,10 @@ fn nvc_runtime_adds_the_hook_in_legacy_mode_and_removes_it_in_cdi_mode() {
     std::fs::create_dir_all(&bin).unwrap();
     let hook = bin.join("nvidia-container-runtime-hook");
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_nvc-hook"), &hook).unwrap();
-    let conf = d.join("nvidia-container-runtime");
-    std::fs::create_dir_all(&conf).unwrap();
     let bundle = d.join("bundle");
     std::fs::create_dir_all(&bundle).unwrap();
     let run = |mode: &str, hooks: serde_json::Value| -> serde_json::Value {
-        std::fs::write(
-            conf.join("config.toml"),
-            format!(
-                "[nvidia-container-runtime]\nruntimes = [{fake:?}]\nmode = {mode:?}\n\
-                 [nvidia-container-runtime.modes.cdi]\nspec-dirs = [{:?}]\n",
-                d.join("cdi")
-            ),
-        )
-        .unwrap();
+        e2e::toolkit_config(d, &e2e::runtime_toml(&fake, mode, &d.join("cdi")));
         let config = serde_json::json!({
             "ociVersion": "1.0.2",
             "process": { "cwd": "/", "args": ["true"], "user": { "uid": 0, "gid": 0 },
@@ -528,11 +498,10 @@ fn nvc_runtime_adds_the_hook_in_legacy_mode_and_removes_it_in_cdi_mode() {
     };
     // A container that asks for nothing passes through whatever its spec holds: fields and
     // values nvc's OCI types do not know, its bytes unchanged.
-    std::fs::write(
-        conf.join("config.toml"),
-        format!("[nvidia-container-runtime]\nruntimes = [{fake:?}]\n"),
-    )
-    .unwrap();
+    e2e::toolkit_config(
+        d,
+        &format!("[nvidia-container-runtime]\nruntimes = [{fake:?}]\n"),
+    );
     let unknown = r#"{"ociVersion": "1.2.0", "process": {"cwd": "/", "args": ["true"],
         "user": {"uid": 0, "gid": 0}, "capabilities": {"bounding": ["CAP_FUTURE"]}},
         "root": {"path": "rootfs"}, "linux": {"netDevices": {"eth9": {}}}, "x-new": 1}"#;

@@ -112,17 +112,7 @@ fn nvc_runtime_gives_runc_crun_and_youki_the_gpu_the_environment_names() {
     for name in ["runc", "crun", "youki"] {
         let Some(rt) = runtime(name) else { continue };
         let xdg = tempfile::tempdir().unwrap();
-        let conf = xdg.path().join("nvidia-container-runtime");
-        std::fs::create_dir_all(&conf).unwrap();
-        std::fs::write(
-            conf.join("config.toml"),
-            format!(
-                "[nvidia-container-runtime]\nruntimes = [{rt:?}]\nmode = \"cdi\"\n\
-                 [nvidia-container-runtime.modes.cdi]\nspec-dirs = [{:?}]\n",
-                f.cdi_dir.path()
-            ),
-        )
-        .unwrap();
+        e2e::toolkit_config(xdg.path(), &e2e::runtime_toml(&rt, "cdi", f.cdi_dir.path()));
         let b = bundle(&rt, image, SCRIPT, &["NVIDIA_VISIBLE_DEVICES=1"], false);
         let shim = Path::new(env!("CARGO_BIN_EXE_nvc-runtime"));
         let out = e2e::run_with(shim, b.path(), None, &[("XDG_CONFIG_HOME", xdg.path())]);

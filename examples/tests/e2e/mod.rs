@@ -314,3 +314,19 @@ pub fn libcuda_paths(out: &str) -> Vec<&str> {
         })
         .collect()
 }
+
+/// Writes the toolkit's `config.toml` where `nvc-runtime` and `nvc-hook` find it with
+/// `XDG_CONFIG_HOME=xdg`.
+pub fn toolkit_config(xdg: &Path, toml: &str) {
+    let dir = xdg.join("nvidia-container-runtime");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.toml"), toml).unwrap();
+}
+
+/// `config.toml` for `nvc-runtime`: the runtime it executes, its mode, one CDI spec directory.
+pub fn runtime_toml(runtime: &Path, mode: &str, spec_dir: &Path) -> String {
+    format!(
+        "[nvidia-container-runtime]\nruntimes = [{runtime:?}]\nmode = {mode:?}\n\
+         [nvidia-container-runtime.modes.cdi]\nspec-dirs = [{spec_dir:?}]\n"
+    )
+}
