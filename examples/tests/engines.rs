@@ -173,12 +173,24 @@ fn runs(out: &str) -> Vec<(String, i32, String)> {
 
 /// The output of run `name`, which must have succeeded.
 fn ok<'a>(runs: &'a [(String, i32, String)], name: &str) -> &'a str {
+    let (rc, out) = run_of(runs, name);
+    assert_eq!(rc, 0, "{name}: {out}");
+    out
+}
+
+/// The output of run `name`, which must have failed.
+fn failed<'a>(runs: &'a [(String, i32, String)], name: &str) -> &'a str {
+    let (rc, out) = run_of(runs, name);
+    assert_ne!(rc, 0, "{name}: {out}");
+    out
+}
+
+fn run_of<'a>(runs: &'a [(String, i32, String)], name: &str) -> (i32, &'a str) {
     let (_, rc, out) = runs
         .iter()
         .find(|(n, _, _)| n == name)
         .unwrap_or_else(|| panic!("no run {name} in {runs:?}"));
-    assert_eq!(*rc, 0, "{name}: {out}");
-    out
+    (*rc, out)
 }
 
 /// The compat image's loader finds its compat `libcuda` before the driver's.
@@ -237,8 +249,7 @@ fn docker_runs_gpu_containers_through_cdi_the_hook_and_nvc_runtime() {
     check_gpu("docker --gpus (nvc-hook)", 2, ok(&runs, "gpus"));
     check_gpu("docker --runtime=nvc", 3, ok(&runs, "runtime"));
     // All or nothing: a device no spec defines fails the create, naming it.
-    let (_, rc, out) = runs.iter().find(|(n, _, _)| n == "unknown").unwrap();
-    assert_ne!(*rc, 0, "{out}");
+    let out = failed(&runs, "unknown");
     assert!(
         out.contains("unresolvable CDI device nvidia.com/gpu=42"),
         "{out}"
@@ -299,8 +310,7 @@ fn containerd_runs_gpu_containers_through_nvc_runtime() {
     let out = ok(&runs, "compat");
     check_gpu("ctr compat", 1, out);
     check_compat("ctr compat", out);
-    let (_, rc, out) = runs.iter().find(|(n, _, _)| n == "unknown").unwrap();
-    assert_ne!(*rc, 0, "{out}");
+    let out = failed(&runs, "unknown");
     assert!(
         out.contains(
             "unresolvable CDI device nvidia.com/gpu=GPU-nonesuch (asked by NVIDIA_VISIBLE_DEVICES)"
