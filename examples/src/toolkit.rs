@@ -70,6 +70,17 @@ pub struct Cli {
     pub load_kmods: bool,
 }
 
+impl Cli {
+    /// The driver root: `root`, `/` where it is unset or empty (as the toolkit reads it).
+    #[must_use]
+    pub fn driver_root(&self) -> PathBuf {
+        self.root
+            .clone()
+            .filter(|r| !r.as_os_str().is_empty())
+            .unwrap_or_else(|| "/".into())
+    }
+}
+
 /// `[nvidia-container-runtime]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
@@ -314,9 +325,11 @@ cuda-compat-mode = "disabled"
         )
         .unwrap();
         assert_eq!(
-            c.nvidia_container_cli.root.as_deref(),
-            Some(Path::new("/run/nvidia/driver"))
+            c.nvidia_container_cli.driver_root(),
+            Path::new("/run/nvidia/driver")
         );
+        let empty: Config = toml::from_str("[nvidia-container-cli]\nroot = \"\"").unwrap();
+        assert_eq!(empty.nvidia_container_cli.driver_root(), Path::new("/"));
         let opts = c.hook_options().unwrap();
         assert!(opts.disable_require && opts.no_cgroups && !opts.envvar_when_unprivileged);
         assert_eq!(opts.supported_capabilities, [Capability::Utility]);

@@ -154,13 +154,7 @@ fn parse_toolkit(argv: Vec<std::ffi::OsString>) -> Result<Option<Args>, String> 
     }
     let cli = &config.nvidia_container_cli;
     Ok(Some(Args {
-        // Empty is unset, as the toolkit reads it.
-        root: cli
-            .root
-            .clone()
-            .filter(|r| !r.as_os_str().is_empty())
-            .unwrap_or_else(|| "/".into())
-            .into(),
+        root: cli.driver_root().into(),
         hook: config.hook_options()?,
         load_kmods: cli.load_kmods,
         ..Args::default()
