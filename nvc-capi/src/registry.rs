@@ -194,6 +194,12 @@ unsafe fn set_error(ctx: *mut nvc_context, message: &str) {
 mod tests {
     use super::*;
 
+    /// Held by the tests that free objects by the thousand or count on the quarantine: the
+    /// quarantine is the process's, and one test's frees (about 10,000 contexts in
+    /// `a_configuration_freed_while_read_is_refused_not_read`) would push another test's
+    /// freed objects out of it while that test still checks their addresses are not reused.
+    static QUARANTINE_USERS: Mutex<()> = Mutex::new(());
+
     #[test]
     #[allow(clippy::panic)]
     fn a_panic_becomes_the_contexts_error() {
@@ -218,6 +224,9 @@ mod tests {
     /// address while it is quarantined.
     #[test]
     fn a_free_racing_every_call_is_refused_not_a_use_after_free() {
+        let _serial = QUARANTINE_USERS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut freed = HashSet::new();
         for _ in 0..100 {
             let ctx = crate::context::context_new() as usize;
@@ -258,6 +267,9 @@ mod tests {
     /// handle stays refused.
     #[test]
     fn a_configuration_freed_while_read_is_refused_not_read() {
+        let _serial = QUARANTINE_USERS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         const RELATIVE: &str = "invalid driver root: relative is not an absolute path";
         let message = |ctx: *mut nvc_context| {
             // SAFETY: `nvc_error` returns NULL or the context's NUL-terminated message.
