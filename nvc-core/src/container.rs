@@ -20,13 +20,13 @@ use crate::{Devices, Driver, Note, Requirement, Selection};
 /// mounted when newer than the driver.
 #[derive(Debug, Clone)]
 pub struct ContainerSetup<'d> {
-    driver: &'d Driver,
+    pub(crate) driver: &'d Driver,
     rootfs: PathBuf,
-    container: Option<Container>,
-    devices: Devices,
+    pub(crate) container: Option<Container>,
+    pub(crate) devices: Devices,
     requirements: Vec<Requirement>,
     mig_access: [Option<String>; 2],
-    options: ConfigureOptions,
+    pub(crate) options: ConfigureOptions,
     part: Option<Part>,
     /// Directories set with [`ContainerSetup::dirs`] for a setup without a container.
     chosen_dirs: Option<ContainerDirs>,

@@ -33,6 +33,7 @@ use std::time::Duration;
 
 #[cfg(any(feature = "cdi", feature = "oci"))]
 mod atomic;
+mod attach;
 #[cfg(feature = "cdi")]
 pub mod cdi;
 mod container;
@@ -42,6 +43,7 @@ mod list;
 #[cfg(feature = "oci")]
 pub mod oci;
 
+pub use attach::Detached;
 pub use container::{Configured, ContainerSetup, Part, Plan};
 pub use error::{Error, ErrorKind};
 pub use input::{Devices, Requirement};

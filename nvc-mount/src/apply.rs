@@ -151,7 +151,7 @@ impl Mounted {
 
 /// An `O_PATH` descriptor of the entry `name` in `dir` itself (a link is not followed): what
 /// is there now, or the root of what is mounted there.
-fn open_entry(dir: &OwnedFd, name: impl AsRef<Path>) -> nix::Result<OwnedFd> {
+pub(crate) fn open_entry(dir: &OwnedFd, name: impl AsRef<Path>) -> nix::Result<OwnedFd> {
     let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     openat(dir.as_fd(), name.as_ref(), flags, Mode::empty())
 }
@@ -198,12 +198,19 @@ pub(crate) fn at<T>(
 impl Root {
     /// Opens the container's root; call inside its mount namespace.
     pub(crate) fn of(container: &Container) -> Result<Self, Error> {
-        let fd = nix::fcntl::open(
-            &container.rootfs,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(fail("open", &container.rootfs))?;
+        let fd = match container.root_fd() {
+            Some(root) => root.try_clone().map_err(|e| Error::Apply {
+                op: "dup",
+                path: container.rootfs.clone(),
+                error: e,
+            })?,
+            None => nix::fcntl::open(
+                &container.rootfs,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(fail("open", &container.rootfs))?,
+        };
         Ok(Root {
             fd,
             dirs: RefCell::default(),

@@ -102,7 +102,9 @@ impl ContainerDirs {
 pub struct Container {
     /// The container's init process.
     pub pid: u32,
-    /// The root filesystem, a host path (before `pivot_root`).
+    /// The root filesystem, a host path: before `pivot_root` (a runtime hook's view), or
+    /// `/proc/<pid>/root` for a running container ([`Container::running`]), whose root is
+    /// then reached through a descriptor taken from that link at lookup.
     pub rootfs: PathBuf,
     /// Owner of the container (of `/proc/<pid>`), who owns created mountpoints.
     pub uid: u32,
@@ -125,9 +127,13 @@ pub(crate) struct ContainerUserNs {
 }
 
 /// A pidfd on the container process, when the kernel has them (Linux 5.3): it lets every
-/// later step check that `/proc/<pid>` still means the process looked up.
-#[derive(Debug, Clone)]
-struct Process(Option<Arc<OwnedFd>>);
+/// later step check that `/proc/<pid>` still means the process looked up; and, for a running
+/// container, its root directory (opened through the host's `/proc/<pid>/root`).
+#[derive(Debug, Clone, Default)]
+struct Process {
+    pidfd: Option<Arc<OwnedFd>>,
+    root: Option<Arc<OwnedFd>>,
+}
 
 impl PartialEq for Process {
     /// Containers are the same when their facts are; the handle adds no identity.
@@ -148,7 +154,52 @@ impl Container {
     /// `/proc/<pid>` is gone, or a detection error.
     pub fn from_pid(pid: u32, rootfs: &Path) -> Result<Self, Error> {
         let pidfd = nvc_sys::pidfd_open(pid).ok().map(Arc::new);
-        Self::lookup(pid, rootfs, Path::new("/"), Process(pidfd))
+        Self::lookup(pid, rootfs, Path::new("/"), Process { pidfd, root: None })
+    }
+
+    /// A running container (started, its root pivoted): process `pid`'s own root directory
+    /// is the root, taken from the host's `/proc/<pid>/root` (procfs checked, `<pid>`
+    /// opened following no link) and held open, so nothing the container does to its
+    /// mount table later changes which directory nvc works in; the rootfs shown and probed
+    /// from the host is `/proc/<pid>/root`. With a pidfd (Linux 5.3) the process is checked
+    /// afterwards to be the one the descriptor was taken from.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoProcess`] when the process is gone, [`Error::Namespace`] when its root
+    /// cannot be opened, or a detection error.
+    pub fn running(pid: u32) -> Result<Self, Error> {
+        let pidfd = nvc_sys::pidfd_open(pid).ok().map(Arc::new);
+        let rootfs = PathBuf::from(format!("/proc/{pid}/root"));
+        let fail = |e: OpenError| Error::Namespace {
+            step: "open the root of",
+            path: rootfs.clone(),
+            error: e.into_io(),
+        };
+        let proc = proc_dir(Path::new("/")).map_err(fail)?;
+        let dir = open_beneath(
+            &proc,
+            Path::new(&pid.to_string()),
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+        )
+        .map_err(|e| Error::NoProcess {
+            pid,
+            source: crate::error::os(e),
+        })?;
+        // `root` is procfs's own link to the process's root, in a directory checked above.
+        let root = nix::fcntl::openat(
+            dir.as_fd(),
+            "root",
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| fail(e.into()))?;
+        let process = Process {
+            pidfd,
+            root: Some(Arc::new(root)),
+        };
+        process.check_alive(pid)?;
+        Self::lookup(pid, &rootfs, Path::new("/"), process)
     }
 
     /// Standalone mode (upstream's `configure` without `--pid`): the container process is
@@ -160,7 +211,7 @@ impl Container {
     /// As [`Container::from_pid`], for `<rootfs>/proc/<ppid>`.
     pub fn standalone(rootfs: &Path) -> Result<Self, Error> {
         let ppid = u32::try_from(nix::unistd::getppid().as_raw()).unwrap_or(0);
-        Self::lookup(ppid, rootfs, rootfs, Process(None))
+        Self::lookup(ppid, rootfs, rootfs, Process::default())
     }
 
     fn lookup(pid: u32, rootfs: &Path, proc_root: &Path, process: Process) -> Result<Self, Error> {
@@ -210,6 +261,17 @@ impl Container {
     /// Its user namespace's maps, where it is not the caller's.
     pub(crate) fn userns(&self) -> Option<&crate::userns::UserNs> {
         self.userns.as_ref()
+    }
+
+    /// The root directory held open for a running container ([`Container::running`]).
+    pub(crate) fn root_fd(&self) -> Option<&OwnedFd> {
+        self.process.root.as_deref()
+    }
+
+    /// Whether this is a running container, reached through its process's root.
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        self.process.root.is_some()
     }
 
     /// Where the container's mount namespace is: `<proc_root>/proc/<pid>/ns/mnt`.
@@ -289,14 +351,23 @@ impl Container {
         if found != NSFS_MAGIC {
             return Err(fail(OpenError::NotKernelFs { found: found.0 }));
         }
-        if let Some(pidfd) = &self.process.0
+        self.process.check_alive(self.pid)?;
+        Ok(ns)
+    }
+}
+
+impl Process {
+    /// [`Error::NoProcess`] when the pidfd says the process looked up has exited (its pid
+    /// may name another process now).
+    fn check_alive(&self, pid: u32) -> Result<(), Error> {
+        if let Some(pidfd) = &self.pidfd
             && !nvc_sys::pidfd_alive(pidfd.as_fd()).unwrap_or(true)
         {
             return Err(Error::NoProcess {
-                pid: self.pid,
+                pid,
                 source: std::io::Error::from_raw_os_error(Errno::ESRCH as i32),
             });
         }
-        Ok(ns)
+        Ok(())
     }
 }

@@ -13,7 +13,7 @@ use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::resource::Resource;
-use nvc_sys::confine::{Confinement, Program, Status, prepare_confined};
+use nvc_sys::confine::{Confinement, NewRoot, Program, Status, prepare_confined};
 
 use crate::cgroup::DeviceCgroup;
 use crate::{Container, Error};
@@ -423,7 +423,10 @@ impl Sandbox {
             user_ns: user_ns.as_ref().map(|ns| ns.fd.as_fd()),
             mount_ns: Some(ns.as_fd()),
             cgroup: cgroup.as_ref().map(AsFd::as_fd),
-            rootfs: &container.rootfs,
+            root: match container.root_fd() {
+                Some(fd) => NewRoot::Fd(fd.as_fd()),
+                None => NewRoot::Path(&container.rootfs),
+            },
             pivot: !opts.no_pivot,
             masks: &masks,
             proc: Some(proc.as_fd()),

@@ -39,6 +39,18 @@ pub enum Program<'a> {
     Fd(BorrowedFd<'a>),
 }
 
+/// The directory that becomes the sandbox's root.
+#[derive(Debug, Clone, Copy)]
+pub enum NewRoot<'a> {
+    /// A path in the mount namespace entered ([`Confinement::mount_ns`]): a container's
+    /// rootfs before `pivot_root`, as a runtime hook sees it.
+    Path(&'a Path),
+    /// A directory of that namespace held open (`/proc/<pid>/root` of a running container,
+    /// whose root has no path there): entered with `fchdir` before the sandbox's own mount
+    /// namespace is made, then cloned with every mount below it.
+    Fd(BorrowedFd<'a>),
+}
+
 /// How to confine the program. Every field is plain data, read in the child.
 #[derive(Debug, Clone)]
 pub struct Confinement<'a> {
@@ -55,11 +67,11 @@ pub struct Confinement<'a> {
     /// sandbox joins it before the program's process is forked, so the program is born
     /// there and lives its whole life under that cgroup's device rules.
     pub cgroup: Option<BorrowedFd<'a>>,
-    /// Directory (in that namespace) that becomes `/`; every mount of it is made `nodev` in
-    /// the sandbox's private mount namespace, so no device node in it can be opened.
-    pub rootfs: &'a Path,
-    /// `pivot_root` into `rootfs` (the default) or, when false, move it onto `/` and
-    /// `chroot` (for roots on a ramfs, where `pivot_root` fails).
+    /// The directory that becomes `/`; every mount of it is made `nodev` in the sandbox's
+    /// private mount namespace, so no device node in it can be opened.
+    pub root: NewRoot<'a>,
+    /// `pivot_root` into the root (the default) or, when false, `chroot` into it (for roots
+    /// on a ramfs, where `pivot_root` fails; a [`NewRoot::Path`] is moved onto `/` first).
     pub pivot: bool,
     /// Directories of the new root covered with an empty read-only tmpfs when they exist
     /// (`/proc`, `/sys`, `/dev`).
@@ -398,6 +410,13 @@ fn intermediate(
     {
         return fail(&mut rep, "setns(CLONE_NEWNS)", e);
     }
+    // The root held open is entered now, in its own namespace: the unshare below moves the
+    // working directory to its copy in the new one.
+    if let NewRoot::Fd(root) = c.root
+        && let Err(e) = fchdir(root)
+    {
+        return fail(&mut rep, "bind rootfs", e);
+    }
     let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC;
     if let Err(e) = unshare(flags) {
         return fail(
@@ -558,28 +577,54 @@ fn close_inherited_on_exec() -> StepResult<()> {
     Ok(())
 }
 
-/// Makes `c.rootfs` the root of a private mount tree and enters it.
+/// Makes `c.root` the root of a private mount tree and enters it.
 fn change_root(c: &Confinement<'_>) -> StepResult<()> {
     let none = None::<&str>;
     step(
         "make / private",
         mount(none, "/", none, MsFlags::MS_PRIVATE | MsFlags::MS_REC, none),
     )?;
-    step(
-        "bind rootfs",
-        mount(
-            Some(c.rootfs),
-            c.rootfs,
-            none,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            none,
-        ),
-    )?;
-    crate::mount::set_nodev_recursive(c.rootfs).map_err(|e| match e {
-        Error::Syscall { errno, .. } => ("nodev", errno),
-        _ => ("nodev", Errno::EINVAL),
-    })?;
-    step("chroot", chdir(c.rootfs))?;
+    let syscall = |name| {
+        move |e| match e {
+            Error::Syscall { errno, .. } => (name, errno),
+            _ => (name, Errno::EINVAL),
+        }
+    };
+    match c.root {
+        NewRoot::Path(rootfs) => {
+            step(
+                "bind rootfs",
+                mount(
+                    Some(rootfs),
+                    rootfs,
+                    none,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    none,
+                ),
+            )?;
+            crate::mount::set_nodev_recursive(rootfs).map_err(syscall("nodev"))?;
+            step("chroot", chdir(rootfs))?;
+        }
+        // The working directory is the root (see `intermediate`): a nodev clone of it is
+        // attached on top of it and entered.
+        NewRoot::Fd(_) => {
+            let tree = crate::mount::clone_cwd_nodev().map_err(syscall("bind rootfs"))?;
+            let here = step(
+                "bind rootfs",
+                nix::fcntl::open(
+                    ".",
+                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                ),
+            )?;
+            crate::mount::attach(tree.as_fd(), here.as_fd()).map_err(syscall("bind rootfs"))?;
+            step("chroot", fchdir(&tree))?;
+            if !c.pivot {
+                step("chroot", chroot("."))?;
+                return step("chroot", chdir("/"));
+            }
+        }
+    }
     if c.pivot {
         let old = step(
             "pivot_root",

@@ -9,7 +9,7 @@ use nix::fcntl::OFlag;
 use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
 use nvc_sys::bpf;
 
-use super::program::{self, DeviceRule};
+use super::program::{self, Access, DeviceRule, DeviceType};
 use super::{CgroupVersion, DeviceCgroup};
 use crate::Error;
 
@@ -55,22 +55,64 @@ impl std::fmt::Display for Note {
     }
 }
 
-/// What [`DeviceCgroup::allow`] did, and how to take it back.
+/// What [`DeviceCgroup::allow`] (or [`DeviceCgroup::deny`]) did, and how to take it back.
 #[derive(Debug, Default)]
 pub struct DeviceGrant {
-    /// Devices granted now.
+    /// Devices granted (or denied) now.
     pub added: Vec<(u32, u32)>,
-    /// Devices the cgroup already allowed (a second `configure`, or an unrestricted cgroup).
+    /// Devices the cgroup already allowed (a second `configure`, or an unrestricted cgroup);
+    /// for a denial, devices it already denied.
     pub already: Vec<(u32, u32)>,
     /// What the caller should know: programs the kernel would not show us, a cgroup v2
     /// directory with no device program (no device filtering in force there).
     pub notes: Vec<Note>,
-    /// v1: the cgroup whose `devices.deny` takes back the rules added.
-    v1_deny: Option<DeviceCgroup>,
+    /// v1: the cgroup and the control file that takes back the rules added
+    /// (`devices.deny` for a grant, `devices.allow` for a denial).
+    v1_undo: Option<(DeviceCgroup, &'static str)>,
     /// v2: the cgroup directory, and (cgroup, our program, the runtime's program it
     /// replaced) for each swap.
     v2_path: std::path::PathBuf,
     v2_swaps: Vec<(OwnedFd, OwnedFd, OwnedFd)>,
+    /// v2: the cgroup and the program attached where none was (a denial).
+    v2_attached: Option<(OwnedFd, OwnedFd)>,
+}
+
+/// Refuses device numbers beyond Linux's range before anything is written: the kernel reads
+/// an all-ones number as `*`.
+fn checked(cg: &DeviceCgroup, devices: &[(u32, u32)]) -> Result<(), Error> {
+    match devices
+        .iter()
+        .find(|&&(major, minor)| major > 0xfff || minor > 0xf_ffff)
+    {
+        Some((major, minor)) => Err(Error::Cgroup {
+            path: cg.path.clone(),
+            what: format!("invalid device number {major}:{minor}"),
+            error: None,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Whether a v1 `devices.list` lets `c <major>:<minor>` be opened at all (read or write;
+/// runtimes allow `mknod` of every node, `c *:* m`, which opens none).
+fn v1_opens(list: &str, major: u32, minor: u32) -> bool {
+    v1_allows(list, major, minor, "r") || v1_allows(list, major, minor, "w")
+}
+
+/// Whether a v1 `devices.list` allows `c <major>:<minor>` with every access in `access`.
+fn v1_allows(list: &str, major: u32, minor: u32, access: &str) -> bool {
+    list.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        let (Some(kind), Some(nums), Some(has)) = (f.next(), f.next(), f.next()) else {
+            return false;
+        };
+        let (maj, min) = nums.split_once(':').unwrap_or(("", ""));
+        let num_ok = |s: &str, n: u32| s == "*" || s.parse() == Ok(n);
+        (kind == "a" || kind == "c")
+            && num_ok(maj, major)
+            && num_ok(min, minor)
+            && access.chars().all(|c| has.contains(c))
+    })
 }
 
 fn io_err(path: &Path, what: &str) -> impl FnOnce(std::io::Error) -> Error {
@@ -131,21 +173,17 @@ impl DeviceCgroup {
     /// v1: write access to the cgroup (`CAP_SYS_ADMIN` over it). v2: `CAP_BPF` (or
     /// `CAP_SYS_ADMIN`) and `CAP_NET_ADMIN`; `BPF_F_REPLACE` needs Linux 5.6.
     pub fn allow(&self, devices: &[(u32, u32)]) -> Result<DeviceGrant, Error> {
-        // The kernel reads an all-ones number as `*`: refuse anything beyond dev_t's range.
-        if let Some((major, minor)) = devices
-            .iter()
-            .find(|&&(major, minor)| major > 0xfff || minor > 0xf_ffff)
-        {
-            return Err(Error::Cgroup {
-                path: self.path.clone(),
-                what: format!("invalid device number {major}:{minor}"),
-                error: None,
-            });
-        }
+        checked(self, devices)?;
         let mut grant = DeviceGrant::default();
         let result = match self.version {
             CgroupVersion::V1 => self.allow_v1(devices, &mut grant),
-            CgroupVersion::V2 => self.allow_v2(devices, &mut grant),
+            CgroupVersion::V2 => {
+                let rules: Vec<DeviceRule> = devices
+                    .iter()
+                    .map(|&(major, minor)| DeviceRule::allow_char_rw(major, minor))
+                    .collect();
+                self.splice_v2(&rules, devices, &mut grant)
+            }
         };
         match result {
             Ok(()) => Ok(grant),
@@ -156,59 +194,137 @@ impl DeviceCgroup {
         }
     }
 
-    fn allow_v1(&self, devices: &[(u32, u32)], grant: &mut DeviceGrant) -> Result<(), Error> {
-        let dir = self.open_dir()?;
-        let list_path = self.path.join("devices.list");
+    /// Denies `c <major>:<minor> rwm` for each of `devices` — what detaching a GPU from a
+    /// running container takes back, whoever granted it (nvc, or the runtime from its
+    /// configuration). The returned [`DeviceGrant`] lists the devices denied now
+    /// (`added`) and those already denied (`already`); its [`DeviceGrant::revoke`] allows
+    /// them again.
+    ///
+    /// - v1: writes the rule to `devices.deny` for each device `devices.list` allows, then
+    ///   reads the list again: a device still allowed there (by a wider rule the runtime
+    ///   wrote, `c 195:* rwm`, which v1 cannot narrow) fails the denial. A cgroup that
+    ///   allows everything (`a *:* rwm`) keeps the denials as exceptions the list does not show.
+    /// - v2: splices deny rules in front of each device program, as [`DeviceCgroup::allow`]
+    ///   splices allow rules (so they win over any earlier grant); a cgroup with no device
+    ///   program gets one that denies these devices and allows everything else.
+    ///
+    /// A process that already has a device open keeps its descriptor: the device cgroup
+    /// checks `open(2)` and `mknod(2)`, not later reads, writes or `ioctl`s. On failure
+    /// everything done so far is undone.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceCgroup::allow`]; [`Error::Cgroup`] ("still allowed by a wider rule")
+    /// when v1 cannot deny a device alone.
+    ///
+    /// # Kernel requirements
+    ///
+    /// As [`DeviceCgroup::allow`].
+    pub fn deny(&self, devices: &[(u32, u32)]) -> Result<DeviceGrant, Error> {
+        checked(self, devices)?;
+        let mut grant = DeviceGrant::default();
+        let result = match self.version {
+            CgroupVersion::V1 => self.deny_v1(devices, &mut grant),
+            CgroupVersion::V2 => {
+                let rules: Vec<DeviceRule> = devices
+                    .iter()
+                    .map(|&(major, minor)| DeviceRule {
+                        allow: false,
+                        kind: DeviceType::Char,
+                        major: Some(major),
+                        minor: Some(minor),
+                        access: Access::ALL,
+                    })
+                    .collect();
+                self.splice_v2(&rules, devices, &mut grant)
+            }
+        };
+        match result {
+            Ok(()) => Ok(grant),
+            Err(e) => {
+                let _ = grant.revoke();
+                Err(e)
+            }
+        }
+    }
+
+    /// The cgroup's `devices.list` (v1).
+    fn list_v1(&self, dir: &OwnedFd) -> Result<String, Error> {
         let mut list = String::new();
-        self.open_file_in(&dir, "devices.list", OFlag::O_RDONLY)?
+        self.open_file_in(dir, "devices.list", OFlag::O_RDONLY)?
             .take(crate::kernfs::READ_LIMIT)
             .read_to_string(&mut list)
-            .map_err(io_err(&list_path, "cannot read"))?;
-        let allows = |major: u32, minor: u32| {
-            list.lines().any(|l| {
-                let mut f = l.split_whitespace();
-                let (Some(kind), Some(nums), Some(access)) = (f.next(), f.next(), f.next()) else {
-                    return false;
-                };
-                let (maj, min) = nums.split_once(':').unwrap_or(("", ""));
-                let num_ok = |s: &str, n: u32| s == "*" || s.parse() == Ok(n);
-                (kind == "a" || kind == "c")
-                    && num_ok(maj, major)
-                    && num_ok(min, minor)
-                    && access.contains('r')
-                    && access.contains('w')
-            })
-        };
-        let allow_path = self.path.join("devices.allow");
+            .map_err(io_err(&self.path.join("devices.list"), "cannot read"))?;
+        Ok(list)
+    }
+
+    /// Writes one rule to the v1 control file `file` (the kernel parses one rule a write).
+    fn write_v1(&self, dir: &OwnedFd, file: &str, rule: &str) -> Result<(), Error> {
+        let path = self.path.join(file);
+        point(&format!("write {file}"), &path)?;
+        self.open_file_in(dir, file, OFlag::O_WRONLY)?
+            .write_all(rule.as_bytes())
+            .map_err(io_err(&path, &format!("cannot write {rule}")))
+    }
+
+    fn deny_v1(&self, devices: &[(u32, u32)], grant: &mut DeviceGrant) -> Result<(), Error> {
+        let dir = self.open_dir()?;
+        let list = self.list_v1(&dir)?;
         for &(major, minor) in devices {
-            if allows(major, minor) {
+            if !v1_opens(&list, major, minor) {
                 grant.already.push((major, minor));
                 continue;
             }
-            // One write per rule: the kernel parses one rule per write.
-            point("write devices.allow", &allow_path)?;
-            self.open_file_in(&dir, "devices.allow", OFlag::O_WRONLY)?
-                .write_all(format!("c {major}:{minor} rw").as_bytes())
-                .map_err(io_err(
-                    &allow_path,
-                    &format!("cannot write c {major}:{minor} rw"),
-                ))?;
-            grant.v1_deny = Some(self.clone());
+            self.write_v1(&dir, "devices.deny", &format!("c {major}:{minor} rwm"))?;
+            grant.v1_undo = Some((self.clone(), "devices.allow"));
+            grant.added.push((major, minor));
+        }
+        let after = self.list_v1(&dir)?;
+        let unrestricted = after.lines().any(|l| l.trim() == "a *:* rwm");
+        if let Some(&(major, minor)) = grant
+            .added
+            .iter()
+            .find(|&&(major, minor)| !unrestricted && v1_opens(&after, major, minor))
+        {
+            return Err(Error::Cgroup {
+                path: self.path.join("devices.list"),
+                what: format!(
+                    "c {major}:{minor} is still allowed by a wider rule, which a v1 device \
+                     cgroup cannot narrow"
+                ),
+                error: None,
+            });
+        }
+        Ok(())
+    }
+
+    fn allow_v1(&self, devices: &[(u32, u32)], grant: &mut DeviceGrant) -> Result<(), Error> {
+        let dir = self.open_dir()?;
+        let list = self.list_v1(&dir)?;
+        for &(major, minor) in devices {
+            if v1_allows(&list, major, minor, "rw") {
+                grant.already.push((major, minor));
+                continue;
+            }
+            self.write_v1(&dir, "devices.allow", &format!("c {major}:{minor} rw"))?;
+            grant.v1_undo = Some((self.clone(), "devices.deny"));
             grant.added.push((major, minor));
         }
         Ok(())
     }
 
-    fn allow_v2(&self, devices: &[(u32, u32)], grant: &mut DeviceGrant) -> Result<(), Error> {
+    /// Splices `rules` (for `devices`) in front of every device program of the v2 cgroup.
+    fn splice_v2(
+        &self,
+        rules: &[DeviceRule],
+        devices: &[(u32, u32)],
+        grant: &mut DeviceGrant,
+    ) -> Result<(), Error> {
         let path = &self.path;
         let open_dir = || self.open_dir();
         let dir = open_dir()?;
         let _memlock = Memlock::raise();
-        let rules: Vec<DeviceRule> = devices
-            .iter()
-            .map(|&(major, minor)| DeviceRule::allow_char_rw(major, minor))
-            .collect();
-        let prefix = program::prefix(&rules);
+        let prefix = program::prefix(rules);
         let ids = bpf::prog_query_cgroup_device(dir.as_fd()).map_err(bpf_err(path))?;
         let mut seen = 0;
         for id in ids {
@@ -240,19 +356,30 @@ impl DeviceCgroup {
                 continue;
             }
             point("load a device program", path)?;
-            let new = bpf::prog_load_cgroup_device(&program::prepend(&rules, &insns), LICENSE)
+            let new = bpf::prog_load_cgroup_device(&program::prepend(rules, &insns), LICENSE)
                 .map_err(bpf_err(path))?;
             point("attach a device program", path)?;
             swap(&dir, &old, &new).map_err(bpf_err(path))?;
             grant.v2_path.clone_from(path);
             grant.v2_swaps.push((open_dir()?, new, old));
         }
-        if seen == 0 {
+        let denying = rules.iter().any(|r| !r.allow);
+        if seen == 0 && denying {
+            // Nothing filters this cgroup: a program of its own denies the devices.
+            point("load a device program", path)?;
+            let new = bpf::prog_load_cgroup_device(&program::program(rules, true), LICENSE)
+                .map_err(bpf_err(path))?;
+            point("attach a device program", path)?;
+            bpf::prog_attach_cgroup_device(new.as_fd(), dir.as_fd(), None)
+                .map_err(bpf_err(path))?;
+            grant.v2_path.clone_from(path);
+            grant.v2_attached = Some((open_dir()?, new));
+        } else if seen == 0 {
             grant.notes.push(Note::NoDeviceProgram {
                 cgroup: path.clone(),
             });
         }
-        if grant.v2_swaps.is_empty() {
+        if grant.v2_swaps.is_empty() && grant.v2_attached.is_none() {
             grant.already.extend_from_slice(devices);
         } else {
             grant.added.extend_from_slice(devices);
@@ -284,22 +411,27 @@ impl DeviceGrant {
     /// [`Error::Cgroup`] for a write or `bpf(2)` call that failed.
     pub fn revoke(mut self) -> Result<(), Error> {
         let mut first = None;
-        if let Some(cg) = self.v1_deny.take() {
-            let deny = cg.path.join("devices.deny");
+        if let Some((cg, file)) = self.v1_undo.take() {
+            let path = cg.path.join(file);
             match cg.open_dir() {
                 Err(e) => first = first.or(Some(e)),
                 Ok(dir) => {
                     for &(major, minor) in &self.added {
-                        let r = point("undo: write devices.deny", &deny)
-                            .and_then(|()| cg.open_file_in(&dir, "devices.deny", OFlag::O_WRONLY))
+                        let r = point(&format!("undo: write {file}"), &path)
+                            .and_then(|()| cg.open_file_in(&dir, file, OFlag::O_WRONLY))
                             .and_then(|mut f| {
                                 f.write_all(format!("c {major}:{minor} rw").as_bytes())
-                                    .map_err(io_err(&deny, "cannot write"))
+                                    .map_err(io_err(&path, "cannot write"))
                             });
                         first = first.or(r.err());
                     }
                 }
             }
+        }
+        if let Some((dir, new)) = self.v2_attached.take()
+            && let Err(e) = bpf::prog_detach_cgroup_device(new.as_fd(), dir.as_fd())
+        {
+            first = first.or(Some(bpf_err(&self.v2_path)(e)));
         }
         for (dir, new, old) in self.v2_swaps.drain(..).rev() {
             if let Err(e) = swap(&dir, &new, &old) {

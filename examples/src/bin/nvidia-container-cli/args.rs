@@ -75,6 +75,10 @@ pub enum Command {
     Info { csv: bool },
     List(List),
     Configure(Configure),
+    /// `attach`: `configure` of a running container (`--pid`, no ROOTFS).
+    Attach(Configure),
+    /// `detach`: GPUs taken back from a running container (`--pid`, `--device`).
+    Detach(Configure),
     Version,
     Help,
 }
@@ -177,7 +181,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(Global, Comman
     };
     let command = loop {
         let Some(arg) = p.next().map_err(usage)? else {
-            return Err("missing command: info, list or configure".into());
+            return Err("missing command: info, list, configure, attach or detach".into());
         };
         match arg {
             Short('r') | Long("root") => global.root = p.value().map_err(usage)?,
@@ -207,6 +211,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(Global, Comman
                 Some("info") => break Command::Info { csv: false },
                 Some("list") => break Command::List(List::default()),
                 Some("configure") => break Command::Configure(Configure::default()),
+                Some("attach") => break Command::Attach(Configure::default()),
+                Some("detach") => break Command::Detach(Configure::default()),
                 _ => {
                     return Err(format!(
                         "unrecognized option or command '{}'",
@@ -275,53 +281,77 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(Global, Comman
             }
             Command::List(l)
         }
-        Command::Configure(mut c) => {
-            use Capability::{Compute, Display, Graphics, Ngx, Utility, Video};
-            while let Some(arg) = p.next().map_err(usage)? {
-                match arg {
-                    Short('p') | Long("pid") => {
-                        let v = text(&mut p, "--pid")?;
-                        c.pid = Some(v.parse().map_err(|_| format!("invalid pid: {v}"))?);
-                    }
-                    Short('d') | Long("device") => devices(&mut p, &mut c.devices)?,
-                    Short('r') | Long("require") => c.requires.push(
-                        text(&mut p, "--require")?
-                            .parse()
-                            .map_err(|e: nvc_core::Error| e.to_string())?,
-                    ),
-                    Short('c') | Long("compute") => c.capabilities.push(Compute),
-                    Short('u') | Long("utility") => c.capabilities.push(Utility),
-                    Short('v') | Long("video") => c.capabilities.push(Video),
-                    Short('g') | Long("graphics") => c.capabilities.push(Graphics),
-                    Short('D') | Long("display") => c.capabilities.push(Display),
-                    Short('n') | Long("ngx") => c.capabilities.push(Ngx),
-                    Long("compat32") => c.compat32 = true,
-                    Long("no-devbind") => c.no_devbind = true,
-                    Long("no-cgroups") => c.no_cgroups = true,
-                    Long("imex-channel") => {
-                        imex(&text(&mut p, "--imex-channel")?, &mut c.imex_channels)?
-                    }
-                    Long("mig-config") => c.mig_config = Some(text(&mut p, "--mig-config")?),
-                    Long("mig-monitor") => c.mig_monitor = Some(text(&mut p, "--mig-monitor")?),
-                    Long("dry-run") => c.dry_run = true,
-                    Short('l') | Long("ldconfig") => {
-                        c.ldconfig = Some(Ldconfig::parse(&p.value().map_err(usage)?))
-                    }
-                    Long("no-pivot") => c.no_pivot = true,
-                    Long("no-ldconfig") => c.no_ldconfig = true,
-                    Long("no-cntlibs") => c.compat_mode = CompatMode::Disabled,
-                    Long("cuda-compat-mode") => {
-                        c.compat_mode = text(&mut p, "--cuda-compat-mode")?
-                            .parse()
-                            .map_err(|e| format!("input error: {e}"))?;
-                    }
-                    Value(rootfs) if c.rootfs.is_none() => c.rootfs = Some(rootfs),
-                    other => return Err(usage(other.unexpected())),
-                }
-            }
-            Command::Configure(c)
-        }
+        Command::Configure(c) => Command::Configure(configure(&mut p, c, "configure")?),
+        Command::Attach(c) => Command::Attach(running(configure(&mut p, c, "attach")?, "attach")?),
+        Command::Detach(c) => Command::Detach(running(configure(&mut p, c, "detach")?, "detach")?),
         other => other,
     };
     Ok((global, command))
+}
+
+/// The options of `configure` (and of `attach`, which takes them without ROOTFS, and
+/// `detach`, which takes `--pid`, `--device`, `--no-cgroups` and `--no-devbind` only).
+fn configure(p: &mut lexopt::Parser, mut c: Configure, command: &str) -> Result<Configure, String> {
+    use Capability::{Compute, Display, Graphics, Ngx, Utility, Video};
+    use lexopt::prelude::*;
+    while let Some(arg) = p.next().map_err(usage)? {
+        let detach_option = matches!(
+            arg,
+            Short('p' | 'd') | Long("pid" | "device" | "no-cgroups" | "no-devbind")
+        );
+        if command == "detach" && !detach_option {
+            return Err(usage(arg.unexpected()));
+        }
+        match arg {
+            Short('p') | Long("pid") => {
+                let v = text(p, "--pid")?;
+                c.pid = Some(v.parse().map_err(|_| format!("invalid pid: {v}"))?);
+            }
+            Short('d') | Long("device") => devices(p, &mut c.devices)?,
+            Short('r') | Long("require") => c.requires.push(
+                text(p, "--require")?
+                    .parse()
+                    .map_err(|e: nvc_core::Error| e.to_string())?,
+            ),
+            Short('c') | Long("compute") => c.capabilities.push(Compute),
+            Short('u') | Long("utility") => c.capabilities.push(Utility),
+            Short('v') | Long("video") => c.capabilities.push(Video),
+            Short('g') | Long("graphics") => c.capabilities.push(Graphics),
+            Short('D') | Long("display") => c.capabilities.push(Display),
+            Short('n') | Long("ngx") => c.capabilities.push(Ngx),
+            Long("compat32") => c.compat32 = true,
+            Long("no-devbind") => c.no_devbind = true,
+            Long("no-cgroups") => c.no_cgroups = true,
+            Long("imex-channel") => {
+                imex(&text(p, "--imex-channel")?, &mut c.imex_channels)?
+            }
+            Long("mig-config") => c.mig_config = Some(text(p, "--mig-config")?),
+            Long("mig-monitor") => c.mig_monitor = Some(text(p, "--mig-monitor")?),
+            Long("dry-run") => c.dry_run = true,
+            Short('l') | Long("ldconfig") => {
+                c.ldconfig = Some(Ldconfig::parse(&p.value().map_err(usage)?))
+            }
+            Long("no-pivot") => c.no_pivot = true,
+            Long("no-ldconfig") => c.no_ldconfig = true,
+            Long("no-cntlibs") => c.compat_mode = CompatMode::Disabled,
+            Long("cuda-compat-mode") => {
+                c.compat_mode = text(p, "--cuda-compat-mode")?
+                    .parse()
+                    .map_err(|e| format!("input error: {e}"))?;
+            }
+            Value(rootfs) if command == "configure" && c.rootfs.is_none() => {
+                c.rootfs = Some(rootfs)
+            }
+            other => return Err(usage(other.unexpected())),
+        }
+    }
+    Ok(c)
+}
+
+/// `attach` and `detach` act on a running container: `--pid` it must have.
+fn running(c: Configure, command: &str) -> Result<Configure, String> {
+    if c.pid.is_none() {
+        return Err(format!("input error: {command} needs the container's --pid=PID"));
+    }
+    Ok(c)
 }

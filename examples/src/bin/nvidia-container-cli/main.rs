@@ -11,6 +11,8 @@
 //!             [--mig-config=all] [--mig-monitor=all] [--imex-channel=LIST]
 //!             [--ldconfig=[@]PATH|builtin] [--no-ldconfig] [--no-cgroups] [--no-devbind]
 //!             [--cuda-compat-mode=MODE] [--dry-run] ROOTFS
+//!   attach --pid=PID [configure's options] (no ROOTFS)
+//!   detach --pid=PID [--device=ID]... [--no-cgroups] [--no-devbind]
 //! ```
 //!
 //! Output, messages and exit codes follow upstream's. `info` and `list` need no root. NVML
@@ -24,6 +26,12 @@
 //! `--no-nvml` (nvc's own) skips NVML: the GPUs come from `/proc/driver/nvidia`, enough to
 //! configure by index, UUID or bus id; `cuda`/`arch`/`brand` requirements and MIG devices
 //! then fail, saying they need NVML.
+//!
+//! `attach` and `detach` (nvc's own) give GPUs to a running container and take them back:
+//! its root is its process's (`/proc/PID/root`), no rootfs path is needed. `attach` does what
+//! `configure` does where the container lacks it (a second attach adds nothing); `detach`
+//! denies the GPUs' device rules, then unmounts their nodes (with the last GPU, the
+//! driver-wide nodes too); the driver's files stay.
 
 mod args;
 
@@ -40,6 +48,8 @@ Commands:
   info        Report information about the driver and devices
   list        List driver components
   configure   Mount the driver into a container (or print the plan, --dry-run)
+  attach      Give GPUs to a running container (configure --pid=PID, no ROOTFS)
+  detach      Take GPUs back from a running container (--pid=PID --device=ID)
 
 Options:
   -l, --ldcache=FILE           Path to the system's DSO cache
@@ -53,8 +63,8 @@ Options:
   -d, --debug=FILE             Accepted for compatibility (errors name what failed)
   -V, --version                Print program version
 
-Configure options (configure [OPTION...] ROOTFS):
-  -p, --pid=PID                Container process (absent: standalone, the parent)
+Configure options (configure [OPTION...] ROOTFS, attach --pid=PID [OPTION...]):
+  -p, --pid=PID                Container process (configure without it: standalone, the parent)
   -d, --device=ID              Devices to expose (all, none, indices, UUIDs, bus ids)
   -r, --require=EXPR           Requirement to check (NVIDIA_REQUIRE_* syntax)
   -c -u -v -g -D -n            --compute --utility --video --graphics --display --ngx
@@ -96,17 +106,24 @@ fn probe(global: &Global, sockets: (bool, bool), imex: &[u32]) -> Result<Driver,
     b.nvml(!global.no_nvml).build()?.driver()
 }
 
-/// `configure`: prints the plan (`--dry-run`), or configures the container: mounts, device
-/// cgroup, sandboxed ldconfig, undone as a whole when a step fails.
-fn configure(global: &Global, c: &args::Configure, out: &mut dyn Write) -> Result<(), String> {
+/// `configure` (and `attach`, of a running container): prints the plan (`--dry-run`), or
+/// configures the container: mounts, device cgroup, sandboxed ldconfig, undone as a whole
+/// when a step fails.
+fn configure(
+    global: &Global,
+    c: &args::Configure,
+    attach: bool,
+    out: &mut dyn Write,
+) -> Result<(), String> {
     let chain = |e: nvc_core::Error| nvc_examples::error_chain(&e);
-    let rootfs = c.rootfs.as_deref().ok_or("input error: missing ROOTFS")?;
-    let rootfs = std::path::Path::new(rootfs);
     let driver = probe(global, (true, true), &c.imex_channels).map_err(chain)?;
-    let setup = match c.pid {
-        _ if c.dry_run => driver.image(rootfs),
-        Some(pid) => driver.container(pid, rootfs),
-        None => driver.standalone(rootfs),
+    let setup = match (c.pid, &c.rootfs) {
+        // attach (its parser requires --pid): the running container's own root.
+        (Some(pid), _) if attach => driver.running(pid),
+        (_, None) => return Err("input error: missing ROOTFS".into()),
+        (_, Some(rootfs)) if c.dry_run => driver.image(rootfs),
+        (Some(pid), Some(rootfs)) => driver.container(pid, rootfs),
+        (None, Some(rootfs)) => driver.standalone(rootfs),
     }
     .map_err(chain)?;
     let mut setup = c
@@ -164,7 +181,21 @@ fn run() -> Result<(), String> {
             let paths = driver.list(&l.options).map_err(chain)?;
             render::list(&paths, &mut out).map_err(write)?;
         }
-        Command::Configure(c) => configure(&global, c, &mut out)?,
+        Command::Configure(c) => configure(&global, c, false, &mut out)?,
+        Command::Attach(c) => configure(&global, c, true, &mut out)?,
+        Command::Detach(c) => {
+            let driver = probe(&global, (true, true), &[]).map_err(chain)?;
+            let pid = c.pid.ok_or("input error: detach needs the container's --pid=PID")?;
+            driver
+                .running(pid)
+                .map(|s| {
+                    s.devices(c.devices.clone())
+                        .no_cgroups(c.no_cgroups)
+                        .no_devbind(c.no_devbind)
+                })
+                .and_then(nvc_core::ContainerSetup::detach)
+                .map_err(chain)?;
+        }
     }
     out.flush().map_err(write)
 }
