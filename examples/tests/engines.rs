@@ -25,7 +25,7 @@ mod e2e;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use e2e::{CgroupTree, SCRIPT, check_gpu, generate, image, libcuda_paths, text};
+use e2e::{CgroupTree, SCRIPT, check_gpu, failed, generate, image, libcuda_paths, ok, runs, text};
 use nvc_testkit::{DeviceNodes, Host, Scenario};
 
 /// The unpacked engines (`nvc-testkit/engines/fetch.sh`), or `None`, saying why.
@@ -156,41 +156,6 @@ impl Fixture {
         );
         runs(&stdout)
     }
-}
-
-/// The `run NAME CMD...` outputs of a session: `=== run NAME`, the output, `=== rc N`.
-fn runs(out: &str) -> Vec<(String, i32, String)> {
-    out.split("=== run ")
-        .skip(1)
-        .map(|part| {
-            let (name, rest) = part.split_once('\n').unwrap();
-            let (body, rc) = rest.rsplit_once("=== rc ").unwrap();
-            let rc = rc.lines().next().unwrap().trim().parse().unwrap();
-            (name.to_owned(), rc, body.to_owned())
-        })
-        .collect()
-}
-
-/// The output of run `name`, which must have succeeded.
-fn ok<'a>(runs: &'a [(String, i32, String)], name: &str) -> &'a str {
-    let (rc, out) = run_of(runs, name);
-    assert_eq!(rc, 0, "{name}: {out}");
-    out
-}
-
-/// The output of run `name`, which must have failed.
-fn failed<'a>(runs: &'a [(String, i32, String)], name: &str) -> &'a str {
-    let (rc, out) = run_of(runs, name);
-    assert_ne!(rc, 0, "{name}: {out}");
-    out
-}
-
-fn run_of<'a>(runs: &'a [(String, i32, String)], name: &str) -> (i32, &'a str) {
-    let (_, rc, out) = runs
-        .iter()
-        .find(|(n, _, _)| n == name)
-        .unwrap_or_else(|| panic!("no run {name} in {runs:?}"));
-    (*rc, out)
 }
 
 /// The compat image's loader finds its compat `libcuda` before the driver's.

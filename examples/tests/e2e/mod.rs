@@ -330,3 +330,38 @@ pub fn runtime_toml(runtime: &Path, mode: &str, spec_dir: &Path) -> String {
          [nvidia-container-runtime.modes.cdi]\nspec-dirs = [{spec_dir:?}]\n"
     )
 }
+
+/// The `run NAME CMD...` outputs of a session: `=== run NAME`, the output, `=== rc N`.
+pub fn runs(out: &str) -> Vec<(String, i32, String)> {
+    out.split("=== run ")
+        .skip(1)
+        .map(|part| {
+            let (name, rest) = part.split_once('\n').unwrap();
+            let (body, rc) = rest.rsplit_once("=== rc ").unwrap();
+            let rc = rc.lines().next().unwrap().trim().parse().unwrap();
+            (name.to_owned(), rc, body.to_owned())
+        })
+        .collect()
+}
+
+/// The output of run `name`, which must have succeeded.
+pub fn ok<'a>(runs: &'a [(String, i32, String)], name: &str) -> &'a str {
+    let (rc, out) = run_of(runs, name);
+    assert_eq!(rc, 0, "{name}: {out}");
+    out
+}
+
+/// The output of run `name`, which must have failed.
+pub fn failed<'a>(runs: &'a [(String, i32, String)], name: &str) -> &'a str {
+    let (rc, out) = run_of(runs, name);
+    assert_ne!(rc, 0, "{name}: {out}");
+    out
+}
+
+pub fn run_of<'a>(runs: &'a [(String, i32, String)], name: &str) -> (i32, &'a str) {
+    let (_, rc, out) = runs
+        .iter()
+        .find(|(n, _, _)| n == name)
+        .unwrap_or_else(|| panic!("no run {name} in {runs:?}"));
+    (*rc, out)
+}
