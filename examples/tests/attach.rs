@@ -147,7 +147,11 @@ fn check(who: &str, runs: &[(String, i32, String)]) {
 
     step("detach");
     let detached = step("detached");
-    assert_eq!(nodes(detached), "", "{who}: the nodes are gone after detach");
+    assert_eq!(
+        nodes(detached),
+        "",
+        "{who}: the nodes are gone after detach"
+    );
     let o = opens(detached);
     assert!(
         o.contains(&format!("nvidia1: head: /tmp/nvc-probe: {refused}")),
@@ -223,7 +227,10 @@ fn a_gpu_is_attached_to_and_detached_from_a_running_runc_container() {
            {steps}
            $R delete -f {id} >/dev/null 2>&1"#,
         bundle = b.path().display(),
-        steps = steps("runc", &format!("$R exec {id} /bin/busybox sh -c \"$PROBE\"")),
+        steps = steps(
+            "runc",
+            &format!("$R exec {id} /bin/busybox sh -c \"$PROBE\"")
+        ),
     );
     check("runc", &session(host_dir.path(), state.path(), &script));
 }
@@ -251,7 +258,10 @@ fn a_gpu_is_attached_to_and_detached_from_a_running_podman_container() {
         podman = podman.display(),
         cg = cgroup.0,
         rootfs = rootfs.display(),
-        steps = steps("podman", &format!("$P exec {name} /bin/busybox sh -c \"$PROBE\"")),
+        steps = steps(
+            "podman",
+            &format!("$P exec {name} /bin/busybox sh -c \"$PROBE\"")
+        ),
     );
     check("podman", &session(host_dir.path(), state.path(), &script));
 }

@@ -102,16 +102,17 @@ impl ContainerSetup<'_> {
             .map_err(|e| Error::mount(Step::Configure, e))?;
         let last = !others.iter().any(|g| in_place.contains(&nodes(g)));
         if last {
-            plan.ops.extend(part(Part::Driver)?.ops.into_iter().filter(|op| {
-                matches!(
-                    op,
-                    Op::AllowDevice { .. }
-                        | Op::Bind {
-                            kind: MountKind::Device,
-                            ..
-                        }
-                )
-            }));
+            plan.ops
+                .extend(part(Part::Driver)?.ops.into_iter().filter(|op| {
+                    matches!(
+                        op,
+                        Op::AllowDevice { .. }
+                            | Op::Bind {
+                                kind: MountKind::Device,
+                                ..
+                            }
+                    )
+                }));
         }
         let done = plan
             .detach(container)

@@ -135,7 +135,11 @@ fn binds(plan: &MountPlan) -> Vec<(&Path, Option<(u64, u64)>)> {
 
 /// `target`'s directory and the entry there, opened (not followed) inside the root, when it
 /// shows `source` (device, inode): the plan's bind is in place.
-fn shown(root: &Root, target: &Path, source: (u64, u64)) -> Result<Option<(OwnedFd, OwnedFd)>, Errno> {
+fn shown(
+    root: &Root,
+    target: &Path,
+    source: (u64, u64),
+) -> Result<Option<(OwnedFd, OwnedFd)>, Errno> {
     let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
         return Ok(None);
     };

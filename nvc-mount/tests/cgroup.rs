@@ -251,3 +251,93 @@ fn a_refused_program_comes_with_the_verifier_log() {
     };
     assert!(log.contains("R6 !read_ok"), "{log}");
 }
+
+/// Detaching a device: a grant taken back by a denial spliced in front (v2), whatever
+/// granted it; a second denial adds nothing; granting again works; a cgroup without a
+/// program gets one that denies the device alone.
+#[test]
+fn v2_deny_splices_a_denial_in_front_and_a_new_grant_wins_over_it() {
+    let Some(cg) = TestCgroup::v2() else { return };
+    let dir = std::fs::File::open(cg.path()).unwrap();
+    let target = DeviceCgroup::new(CgroupVersion::V2, cg.path().to_path_buf());
+    let mut probe = Prober::start();
+    cg.add(probe.child.id()).unwrap();
+
+    // No program: nothing filters; the denial brings a program of its own.
+    let denied = match target.deny(&[NULL]) {
+        Ok(d) => d,
+        Err(e) => {
+            nvc_testkit::skip!("cannot load a device program: {e}");
+            return;
+        }
+    };
+    assert_eq!(denied.added, [NULL]);
+    assert!(!probe.opens("/dev/null"), "denied");
+    assert!(probe.opens("/dev/zero"), "everything else still allowed");
+    denied.revoke().unwrap();
+    assert!(probe.opens("/dev/null"), "the denial taken back");
+    assert!(attached(&cg).is_empty());
+
+    // The runtime's program, and nvc's grant in front of it (an attach).
+    let runtime = program::program(&runtime_rules(), false);
+    let runtime_fd = bpf::prog_load_cgroup_device(&runtime, c"Apache").unwrap();
+    bpf::prog_attach_cgroup_device(runtime_fd.as_fd(), dir.as_fd(), None).unwrap();
+    let _grant = target.allow(&[NULL]).unwrap();
+    assert!(probe.opens("/dev/null"));
+
+    let denied = target.deny(&[NULL]).unwrap();
+    assert_eq!(denied.added, [NULL]);
+    assert!(!probe.opens("/dev/null"), "detached");
+    assert!(probe.opens("/dev/zero"), "the runtime's rule still applies");
+    let again = target.deny(&[NULL]).unwrap();
+    assert_eq!(
+        (again.added.len(), again.already.as_slice()),
+        (0, &[NULL][..])
+    );
+    // Attached again: the new grant is checked before the denial.
+    let _regrant = target.allow(&[NULL]).unwrap();
+    assert!(probe.opens("/dev/null"), "attached again");
+    assert_eq!(attached(&cg).len(), 1, "one program, swapped each time");
+    assert!(attached(&cg)[0].ends_with(&runtime));
+}
+
+/// v1: a device the runtime allowed is denied through `devices.deny`; one allowed only by a
+/// wider rule cannot be narrowed, and the denial fails leaving the cgroup as it was.
+#[test]
+fn v1_deny_takes_a_device_back_and_refuses_to_narrow_a_wider_rule() {
+    let Some(cg) = TestCgroup::v1_devices() else {
+        return;
+    };
+    let list = || std::fs::read_to_string(cg.path().join("devices.list")).unwrap();
+    std::fs::write(cg.path().join("devices.deny"), "a").unwrap();
+    // As runc writes them: mknod of any node, then the nodes it gives.
+    std::fs::write(cg.path().join("devices.allow"), "c *:* m").unwrap();
+    std::fs::write(cg.path().join("devices.allow"), "c 1:5 rwm").unwrap();
+    let mut probe = Prober::start();
+    cg.add(probe.child.id()).unwrap();
+    let target = DeviceCgroup::new(CgroupVersion::V1, cg.path().to_path_buf());
+    target.allow(&[NULL]).unwrap();
+    assert!(probe.opens("/dev/null"));
+
+    let denied = target.deny(&[NULL, (1, 9)]).unwrap();
+    assert_eq!(denied.added, [NULL], "1:3 taken back");
+    assert_eq!(
+        denied.already,
+        [(1, 9)],
+        "1:9 was never allowed ('c *:* m' opens nothing)"
+    );
+    assert!(!probe.opens("/dev/null"));
+    assert!(probe.opens("/dev/zero"));
+    denied.revoke().unwrap();
+    assert!(probe.opens("/dev/null"), "the denial taken back");
+
+    // A wider rule: v1 cannot take one device out of it.
+    std::fs::write(cg.path().join("devices.allow"), "c 1:* rw").unwrap();
+    let before = list();
+    let err = target.deny(&[(1, 9)]).unwrap_err().to_string();
+    assert!(
+        err.contains("c 1:9 is still allowed by a wider rule"),
+        "{err}"
+    );
+    assert_eq!(list(), before, "left as it was");
+}

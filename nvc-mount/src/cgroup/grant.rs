@@ -267,33 +267,46 @@ impl DeviceCgroup {
             .map_err(io_err(&path, &format!("cannot write {rule}")))
     }
 
+    /// A v1 device allowed by a wider rule (`c 195:* rw`), which no denial narrows.
+    fn wider_rule(&self, major: u32, minor: u32) -> Error {
+        Error::Cgroup {
+            path: self.path.join("devices.list"),
+            what: format!(
+                "c {major}:{minor} is still allowed by a wider rule, which a v1 device cgroup \
+                 cannot narrow"
+            ),
+            error: None,
+        }
+    }
+
     fn deny_v1(&self, devices: &[(u32, u32)], grant: &mut DeviceGrant) -> Result<(), Error> {
         let dir = self.open_dir()?;
         let list = self.list_v1(&dir)?;
+        let unrestricted = list.lines().any(|l| l.trim() == "a *:* rwm");
         for &(major, minor) in devices {
             if !v1_opens(&list, major, minor) {
                 grant.already.push((major, minor));
                 continue;
             }
+            let wider = list
+                .lines()
+                .filter(|l| !l.starts_with(&format!("c {major}:{minor} ")))
+                .any(|l| v1_opens(l, major, minor));
+            if wider && !unrestricted {
+                return Err(self.wider_rule(major, minor));
+            }
             self.write_v1(&dir, "devices.deny", &format!("c {major}:{minor} rwm"))?;
             grant.v1_undo = Some((self.clone(), "devices.allow"));
             grant.added.push((major, minor));
         }
+        // The kernel's own account: nothing it still lets be opened.
         let after = self.list_v1(&dir)?;
-        let unrestricted = after.lines().any(|l| l.trim() == "a *:* rwm");
         if let Some(&(major, minor)) = grant
             .added
             .iter()
             .find(|&&(major, minor)| !unrestricted && v1_opens(&after, major, minor))
         {
-            return Err(Error::Cgroup {
-                path: self.path.join("devices.list"),
-                what: format!(
-                    "c {major}:{minor} is still allowed by a wider rule, which a v1 device \
-                     cgroup cannot narrow"
-                ),
-                error: None,
-            });
+            return Err(self.wider_rule(major, minor));
         }
         Ok(())
     }

@@ -72,7 +72,9 @@ fn devices(p: &mut lexopt::Parser, into: &mut Devices) -> Result<(), String> {
 /// The command to run.
 #[derive(Debug, Clone)]
 pub enum Command {
-    Info { csv: bool },
+    Info {
+        csv: bool,
+    },
     List(List),
     Configure(Configure),
     /// `attach`: `configure` of a running container (`--pid`, no ROOTFS).
@@ -322,9 +324,7 @@ fn configure(p: &mut lexopt::Parser, mut c: Configure, command: &str) -> Result<
             Long("compat32") => c.compat32 = true,
             Long("no-devbind") => c.no_devbind = true,
             Long("no-cgroups") => c.no_cgroups = true,
-            Long("imex-channel") => {
-                imex(&text(p, "--imex-channel")?, &mut c.imex_channels)?
-            }
+            Long("imex-channel") => imex(&text(p, "--imex-channel")?, &mut c.imex_channels)?,
             Long("mig-config") => c.mig_config = Some(text(p, "--mig-config")?),
             Long("mig-monitor") => c.mig_monitor = Some(text(p, "--mig-monitor")?),
             Long("dry-run") => c.dry_run = true,
@@ -351,7 +351,9 @@ fn configure(p: &mut lexopt::Parser, mut c: Configure, command: &str) -> Result<
 /// `attach` and `detach` act on a running container: `--pid` it must have.
 fn running(c: Configure, command: &str) -> Result<Configure, String> {
     if c.pid.is_none() {
-        return Err(format!("input error: {command} needs the container's --pid=PID"));
+        return Err(format!(
+            "input error: {command} needs the container's --pid=PID"
+        ));
     }
     Ok(c)
 }

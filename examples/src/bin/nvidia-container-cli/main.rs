@@ -185,7 +185,9 @@ fn run() -> Result<(), String> {
         Command::Attach(c) => configure(&global, c, true, &mut out)?,
         Command::Detach(c) => {
             let driver = probe(&global, (true, true), &[]).map_err(chain)?;
-            let pid = c.pid.ok_or("input error: detach needs the container's --pid=PID")?;
+            let pid = c
+                .pid
+                .ok_or("input error: detach needs the container's --pid=PID")?;
             driver
                 .running(pid)
                 .map(|s| {
