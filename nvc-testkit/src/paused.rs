@@ -1,7 +1,9 @@
 //! A paused test container: a process in its own mount and pid namespaces, as a runtime
-//! leaves a container's init before `pivot_root`.
+//! leaves a container's init before `pivot_root`; and a running one, its root pivoted.
 
-use std::process::{Child, Command};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// `sleep` as pid 1 of new mount (private) and pid namespaces
@@ -60,6 +62,48 @@ impl PausedContainer {
         }
         crate::skip!("`unshare --mount --pid` did not start a container");
         None
+    }
+
+    /// A running container: `rootfs` bound on itself and made the root of a new mount
+    /// namespace with `pivot_root`, the old root detached, as a runtime leaves a started
+    /// container; its init is a shell waiting on a pipe. The image must have a static
+    /// `/bin/busybox` (its `umount` detaches the old root). `None` (with the reason printed)
+    /// as [`PausedContainer::start`].
+    #[must_use]
+    pub fn pivoted(rootfs: &Path) -> Option<Self> {
+        if !nix::unistd::geteuid().is_root() {
+            crate::skip!("a container's mount namespace needs root");
+            return None;
+        }
+        let script = "mount --bind \"$1\" \"$1\" && cd \"$1\" && pivot_root . . && /bin/busybox umount -l . \
+                      && cd / && echo ready && read -r _";
+        let unshare = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--pid", "--fork"])
+            .args(["--kill-child", "/bin/sh", "-c", script, "sh"])
+            .arg(rootfs)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn();
+        let Ok(mut unshare) = unshare else {
+            crate::skip!("cannot start `unshare --mount --pid`");
+            return None;
+        };
+        let mut line = String::new();
+        let ready = unshare
+            .stdout
+            .take()
+            .map(|out| BufReader::new(out).read_line(&mut line));
+        let mut c = PausedContainer { unshare, pid: 0 };
+        match (ready, child_of(c.unshare.id())) {
+            (Some(Ok(_)), Some(pid)) if line.trim() == "ready" => {
+                c.pid = pid;
+                Some(c)
+            }
+            _ => {
+                crate::skip!("`unshare` and `pivot_root` did not start a running container");
+                None
+            }
+        }
     }
 
     /// Its init's pid (as the host sees it).
