@@ -27,8 +27,9 @@ use e2e::{CgroupTree, failed, image, ok, runs, section, text};
 use nvc_testkit::{DeviceNodes, Host, Scenario};
 
 /// What the container shows: its NVIDIA nodes, what opening GPU 0 and 1 says through a node
-/// of its own, its linker cache, its init's mounts.
-const PROBE: &str = "\
+/// of its own, its linker cache, its init's mounts (all on stdout: `podman exec` passes
+/// stderr on apart, out of order).
+const PROBE: &str = "exec 2>&1; \
 echo '## nodes'; /bin/busybox ls /dev | /bin/busybox grep nvidia; \
 echo '## open'; for m in 0 1; do \
   /bin/busybox mknod /tmp/nvc-probe c 195 $m || echo 'mknod failed'; \
@@ -264,4 +265,55 @@ fn a_gpu_is_attached_to_and_detached_from_a_running_podman_container() {
         ),
     );
     check("podman", &session(host_dir.path(), state.path(), &script));
+}
+
+/// The runtime of `youki-embed/` (youki's published `libcontainer` with nvc-core in process):
+/// `$NVC_YOUKI_EMBED`, or its debug build.
+fn youki_embed() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("NVC_YOUKI_EMBED").map_or_else(
+        || {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../youki-embed/target/debug/nvc-youki-embed")
+        },
+        std::path::PathBuf::from,
+    );
+    if path.is_file() {
+        Some(path)
+    } else {
+        nvc_testkit::skip!(
+            "{} is not built (cargo build --manifest-path youki-embed/Cargo.toml)",
+            path.display()
+        );
+        None
+    }
+}
+
+/// A runtime built on youki's `libcontainer` gives its container GPU 1 through nvc-core in
+/// process, after `libcontainer` created it (pivoted, waiting) and before it starts: the
+/// container's first process sees the GPU, the driver and its linker cache. An unknown GPU
+/// fails the run before the container's process runs, and the container is deleted.
+#[test]
+fn a_runtime_on_libcontainer_gives_gpus_in_process_between_create_and_start() {
+    let host_dir = tempfile::tempdir().unwrap();
+    let Some(_host) = host(host_dir.path()) else {
+        return;
+    };
+    let (Some(embed), Some(runc)) = (youki_embed(), e2e::runtime("runc")) else {
+        return;
+    };
+    let b = e2e::bundle(&runc, image, e2e::SCRIPT, &[], false);
+    let state = tempfile::tempdir().unwrap();
+    let pid = std::process::id();
+    let script = format!(
+        "run embed {embed} $ST/youki $HOST 1 nvc-embed-{pid} {bundle}\n\
+         run unknown {embed} $ST/youki $HOST 42 nvc-embed-{pid}-2 {bundle}\n\
+         run gone ls $ST/youki",
+        embed = embed.display(),
+        bundle = b.path().display(),
+    );
+    let runs = session(host_dir.path(), state.path(), &script);
+    e2e::check_gpu("libcontainer + nvc-core", 1, ok(&runs, "embed"));
+    let out = failed(&runs, "unknown");
+    assert!(out.contains("42") && !out.contains("## nodes"), "{out}");
+    assert_eq!(ok(&runs, "gone").trim(), "", "both containers deleted");
 }
