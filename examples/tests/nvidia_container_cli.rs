@@ -993,3 +993,58 @@ fn the_toolkit_hooks_argument_vectors_configure_the_container() {
     );
     assert!(!mounts.contains(&rfs));
 }
+
+/// `attach` and `detach` take a running container by its pid alone: no ROOTFS, `detach`
+/// only the options that say what to take back; a pid with no process is named in the
+/// error; `configure` keeps upstream's rule (`--pid` still needs ROOTFS).
+#[test]
+fn attach_and_detach_take_a_running_container_by_pid_alone() {
+    for (args, message) in [
+        (
+            &["attach", "--device=0"][..],
+            "input error: attach needs the container's --pid=PID",
+        ),
+        (
+            &["detach"][..],
+            "input error: detach needs the container's --pid=PID",
+        ),
+        (
+            &["attach", "--pid=1", "/rootfs"][..],
+            "unexpected argument '/rootfs'",
+        ),
+        (
+            &["detach", "--pid=1", "--compute"][..],
+            "unrecognized option '--compute'",
+        ),
+        (
+            &["detach", "--pid=1", "--ldconfig=/sbin/ldconfig"][..],
+            "unrecognized option '--ldconfig'",
+        ),
+    ] {
+        let out = cli(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with(&format!("nvidia-container-cli: {message}\n")),
+            "{args:?}: {err}"
+        );
+    }
+    let (dir, _host) = build(&Scenario::builtin("dgx").unwrap());
+    let root = dir.path().to_str().unwrap();
+    for command in ["attach", "detach"] {
+        let out = cli(&["--root", root, command, "--pid=999999999", "--device=0"]);
+        assert_eq!(out.status.code(), Some(1), "{command}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("container process 999999999 not found"),
+            "{command}: {err}"
+        );
+    }
+    let out = cli(&["--root", root, "configure", "--pid=1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("input error: missing ROOTFS"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -357,3 +357,83 @@ fn the_parts_of_a_configure_add_up_to_the_whole() {
     assert_eq!(err.kind(), ErrorKind::BadInput);
     assert_eq!(err.detail(), "no GPU with index 99");
 }
+
+/// A running container (its root pivoted) by its pid alone: GPUs 0 and 1 attached, GPU 1
+/// taken back (the driver-wide nodes stay for GPU 0), then GPU 0, the last (they go too);
+/// a setup that is not a running container cannot detach.
+#[test]
+fn a_running_container_gets_gpus_and_gives_them_back() {
+    use nvc_core::Capability;
+    use std::path::{Path, PathBuf};
+    if !Path::new("/bin/busybox").exists() {
+        nvc_testkit::skip!("no /bin/busybox for the image (Debian package busybox-static)");
+        return;
+    }
+    let (dir, host) = build("dgx");
+    if !matches!(host.device_nodes_state(), nvc_testkit::DeviceNodes::Created) {
+        nvc_testkit::skip!("no device nodes");
+        return;
+    }
+    let rootfs = tempfile::tempdir().unwrap();
+    nvc_testkit::debian_image(rootfs.path(), &["bin", "dev"], true).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.path().join("bin/busybox")).unwrap();
+    let Some(cgroup) = nvc_testkit::TestCgroup::v1_devices() else {
+        return;
+    };
+    std::fs::write(cgroup.path().join("devices.deny"), "a").unwrap();
+    let Some(running) = nvc_testkit::PausedContainer::pivoted(rootfs.path()) else {
+        return;
+    };
+    cgroup.add(running.pid()).unwrap();
+    let driver = common::driver(dir.path());
+    let err = driver.running(u32::MAX - 3).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoContainer, "{err}");
+    let err = driver
+        .image(rootfs.path())
+        .unwrap()
+        .devices("0".parse().unwrap())
+        .detach()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadInput, "{err}");
+
+    let setup = |devices: &str| {
+        driver
+            .running(running.pid())
+            .unwrap()
+            .devices(devices.parse().unwrap())
+            .capabilities(&[Capability::Compute, Capability::Utility])
+    };
+    let setup_ = setup("0,1");
+    assert_eq!(
+        setup_.rootfs(),
+        Path::new(&format!("/proc/{}/root", running.pid()))
+    );
+    let done = setup_.mount().unwrap();
+    assert!(done.mounts().contains(&PathBuf::from("/dev/nvidia1")));
+    assert!(done.granted().contains(&(195, 1)));
+    let again = setup("1").mount().unwrap();
+    assert!(
+        again.mounts().is_empty() && again.granted().is_empty(),
+        "{again:?}"
+    );
+
+    let mounts = || running.mountinfo();
+    let one = setup("1").detach().unwrap();
+    assert!(!one.was_last());
+    assert_eq!(one.revoked(), [(195, 1)]);
+    assert!(!mounts().contains(" /dev/nvidia1 ") && mounts().contains(" /dev/nvidia0 "));
+    assert!(
+        mounts().contains(" /dev/nvidiactl "),
+        "GPU 0 keeps the driver-wide nodes"
+    );
+    let last = setup("0").detach().unwrap();
+    assert!(last.was_last());
+    assert!(last.revoked().contains(&(195, 0)) && last.revoked().contains(&(195, 255)));
+    assert!(!mounts().contains(" /dev/nvidia"), "{}", mounts());
+    assert!(
+        mounts().contains(" /usr/lib/x86_64-linux-gnu/libcuda.so."),
+        "the driver's files stay"
+    );
+    let list = std::fs::read_to_string(cgroup.path().join("devices.list")).unwrap();
+    assert!(!list.contains("c 195:"), "{list}");
+}
