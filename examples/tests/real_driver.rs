@@ -419,3 +419,57 @@ fn mig_listings_with_capability_nodes_equal_upstreams() {
     }
     assert_eq!(compared, 6, "the committed MIG listings");
 }
+
+/// A runc container started without GPUs gets the real driver by `attach` (its root is its
+/// process's, no rootfs path): NVIDIA's nvidia-smi and libcuda then run in it, as in a
+/// container configured at start (Debian's layout).
+#[test]
+fn nvidias_programs_run_in_a_running_container_after_attach() {
+    let Some((driver, client)) = prerequisites() else {
+        return;
+    };
+    let Some(runc) = runtime("runc") else { return };
+    let layout = Layout::Debian;
+    let Some((_dir, root, _host)) = host(&driver, layout) else {
+        return;
+    };
+    let b = bundle(
+        &runc,
+        |at| image(at, &client),
+        "exec /bin/busybox sleep 600",
+        &[],
+        true,
+    );
+    let state = tempfile::tempdir().unwrap();
+    let id = format!("nvc-real-attach-{}", std::process::id());
+    let script = format!(
+        r#"umount -l /sys/fs/cgroup/unified 2>/dev/null
+           R="{runc} --root {state}"
+           $R run -d --bundle {bundle} {id} </dev/null >/dev/null 2>&1 || echo "runc run failed"
+           pid=$($R state {id} | grep '"pid"' | tr -dc 0-9)
+           {cli} --root={root} --no-nvml attach --pid=$pid --device=all --compute --utility || echo "attach failed"
+           $R exec {id} /bin/busybox sh -c "$SCRIPT"
+           $R delete -f {id} >/dev/null 2>&1"#,
+        runc = runc.display(),
+        state = state.path().display(),
+        bundle = b.path().display(),
+        cli = env!("CARGO_BIN_EXE_nvidia-container-cli"),
+        root = root.display(),
+    );
+    let out = Command::new(sim_bin())
+        .env_remove("LD_LIBRARY_PATH")
+        .arg("run")
+        .arg(&root)
+        .args(["--", "timeout", "-k", "10", "120", "bash", "-c", &script])
+        .env("PATH", layout.path())
+        .env("SCRIPT", SCRIPT)
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(
+        !stdout.contains("runc run failed") && !stdout.contains("attach failed"),
+        "{stdout}{}",
+        text(&out.stderr)
+    );
+    check("attach/debian", &stdout, IMAGE_LIBS);
+}
