@@ -36,6 +36,21 @@ impl Driver {
         let rootfs = container.rootfs.clone();
         Ok(ContainerSetup::new(self, &rootfs, Some(container)))
     }
+
+    /// [`Driver::running`] for the container whose init `pidfd` refers to (the descriptor a
+    /// runtime holds from `pidfd_open(2)` or `clone3(CLONE_PIDFD)`): the process is never
+    /// looked up by its number, so a pid reused since cannot stand in for it.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NoContainer`](crate::ErrorKind::NoContainer) when `pidfd` is not a
+    /// pidfd or its process has exited; else as [`Driver::running`]. Linux 5.3.
+    pub fn running_pidfd(&self, pidfd: std::os::fd::OwnedFd) -> Result<ContainerSetup<'_>, Error> {
+        let container = nvc_mount::Container::running_pidfd(pidfd)
+            .map_err(|e| Error::mount(Step::Container, e))?;
+        let rootfs = container.rootfs.clone();
+        Ok(ContainerSetup::new(self, &rootfs, Some(container)))
+    }
 }
 
 impl ContainerSetup<'_> {

@@ -403,6 +403,13 @@ fn a_running_container_gets_gpus_and_gives_them_back() {
             .devices(devices.parse().unwrap())
             .capabilities(&[Capability::Compute, Capability::Utility])
     };
+    // By the runtime's pidfd: the same container, no pid looked up.
+    let pidfd = nvc_sys::pidfd_open(running.pid()).unwrap();
+    let by_fd = driver.running_pidfd(pidfd).unwrap();
+    assert_eq!(by_fd.pid(), Some(running.pid()));
+    let not_a_pidfd = std::fs::File::open("/dev/null").unwrap();
+    let err = driver.running_pidfd(not_a_pidfd.into()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoContainer, "{err}");
     let setup_ = setup("0,1");
     assert_eq!(
         setup_.rootfs(),

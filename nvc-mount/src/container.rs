@@ -169,7 +169,42 @@ impl Container {
     /// [`Error::NoProcess`] when the process is gone, [`Error::Namespace`] when its root
     /// cannot be opened, or a detection error.
     pub fn running(pid: u32) -> Result<Self, Error> {
-        let pidfd = nvc_sys::pidfd_open(pid).ok().map(Arc::new);
+        Self::running_with(pid, nvc_sys::pidfd_open(pid).ok())
+    }
+
+    /// [`Container::running`] for the process of `pidfd` (a runtime's `pidfd_open` or
+    /// `CLONE_PIDFD` descriptor of the container's init): no pid is looked up by number, so
+    /// the process cannot be confused with another that reused its pid.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoProcess`] (pid 0) when `pidfd` is not a pidfd or its process has exited;
+    /// else as [`Container::running`].
+    ///
+    /// # Kernel requirements
+    ///
+    /// Linux 5.3 (pidfds and their `Pid:` in `/proc/self/fdinfo`).
+    pub fn running_pidfd(pidfd: OwnedFd) -> Result<Self, Error> {
+        use std::os::fd::AsRawFd;
+        let gone = |errno: Errno| Error::NoProcess {
+            pid: 0,
+            source: crate::error::os(errno),
+        };
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd()))
+            .map_err(|_| gone(Errno::EBADF))?;
+        // `Pid: -1` once the process has exited; no `Pid:` line for another kind of file.
+        let pid = info
+            .lines()
+            .find_map(|l| l.strip_prefix("Pid:"))
+            .ok_or_else(|| gone(Errno::EBADF))?
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| gone(Errno::ESRCH))?;
+        Self::running_with(pid, Some(pidfd))
+    }
+
+    fn running_with(pid: u32, pidfd: Option<OwnedFd>) -> Result<Self, Error> {
+        let pidfd = pidfd.map(Arc::new);
         let rootfs = PathBuf::from(format!("/proc/{pid}/root"));
         let fail = |e: OpenError| Error::Namespace {
             step: "open the root of",
