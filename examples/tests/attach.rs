@@ -21,9 +21,8 @@
 mod e2e;
 
 use std::path::Path;
-use std::process::Command;
 
-use e2e::{CgroupTree, failed, image, ok, runs, section, text};
+use e2e::{CgroupTree, failed, image, ok, section};
 use nvc_testkit::{DeviceNodes, Host, Scenario};
 
 /// What the container shows: its NVIDIA nodes, what opening GPU 0 and 1 says through a node
@@ -40,33 +39,19 @@ echo '## cache'; /sbin/ldconfig -p; \
 echo '## mounts'; /bin/busybox cat /proc/1/mountinfo; \
 echo '## end'";
 
-/// Runs the bash `script` on the simulated host (`nvc-sim run`), the unified cgroup
-/// hierarchy unmounted (runc then uses the v1 hierarchies alone), with `$CLI`, `$HOST`,
-/// `$PROBE` and `$ST` (a directory of the test's own) set; a hang fails after five minutes.
+/// Runs the bash `script` on the simulated host ([`e2e::sim_session`]) with `$CLI`, `$HOST`,
+/// `$PROBE` and `$ST` (a directory of the test's own) set.
 fn session(host: &Path, state: &Path, script: &str) -> Vec<(String, i32, String)> {
-    let out = Command::new(env!("CARGO_BIN_EXE_nvc-cdi").replace("nvc-cdi", "nvc-sim"))
-        .arg("run")
-        .arg(host)
-        .args(["--", "timeout", "-k", "10", "300", "bash", "-c"])
-        .arg(format!(
-            "umount -l /sys/fs/cgroup/unified 2>/dev/null\n\
-             run() {{ name=$1; shift; echo \"=== run $name\"; \"$@\" 2>&1; echo \"=== rc $?\"; }}\n\
-             {script}"
-        ))
-        .env_remove("LD_LIBRARY_PATH")
-        .env("CLI", env!("CARGO_BIN_EXE_nvidia-container-cli"))
-        .env("HOST", host)
-        .env("PROBE", PROBE)
-        .env("ST", state)
-        .output()
-        .unwrap();
-    let stdout = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the session failed: {stdout}{}",
-        text(&out.stderr)
-    );
-    runs(&stdout)
+    e2e::sim_session(
+        host,
+        script,
+        &[
+            ("CLI", env!("CARGO_BIN_EXE_nvidia-container-cli").as_ref()),
+            ("HOST", host.as_os_str()),
+            ("PROBE", PROBE.as_ref()),
+            ("ST", state.as_os_str()),
+        ],
+    )
 }
 
 /// The attach/detach steps on the container whose init is `$pid`, each probed with `exec`

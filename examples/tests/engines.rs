@@ -25,7 +25,7 @@ mod e2e;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use e2e::{CgroupTree, SCRIPT, check_gpu, failed, generate, image, libcuda_paths, ok, runs, text};
+use e2e::{CgroupTree, SCRIPT, check_gpu, failed, generate, image, libcuda_paths, ok, text};
 use nvc_testkit::{DeviceNodes, Host, Scenario};
 
 /// The unpacked engines (`nvc-testkit/engines/fetch.sh`), or `None`, saying why.
@@ -131,30 +131,17 @@ impl Fixture {
             e.join("usr/sbin").display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let out = Command::new(env!("CARGO_BIN_EXE_nvc-cdi").replace("nvc-cdi", "nvc-sim"))
-            .arg("run")
-            .arg(self.host_dir.path())
-            .args(["--", "timeout", "-k", "10", "300", "bash", "-c"])
-            .arg(format!(
-                "umount -l /sys/fs/cgroup/unified 2>/dev/null\n\
-                 run() {{ name=$1; shift; echo \"=== run $name\"; \"$@\" 2>&1; echo \"=== rc $?\"; }}\n\
-                 {script}"
-            ))
-            // Cargo sets it for tests; the engines are started as a service manager would.
-            .env_remove("LD_LIBRARY_PATH")
-            .env("PATH", path)
-            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg"))
-            .env("NVC_SCRIPT", SCRIPT)
-            .env("ST", self.dir.path())
-            .output()
-            .unwrap();
-        let stdout = text(&out.stdout);
-        assert!(
-            out.status.success(),
-            "the session failed: {stdout}{}",
-            text(&out.stderr)
-        );
-        runs(&stdout)
+        let xdg = self.dir.path().join("xdg");
+        e2e::sim_session(
+            self.host_dir.path(),
+            script,
+            &[
+                ("PATH", path.as_ref()),
+                ("XDG_CONFIG_HOME", xdg.as_os_str()),
+                ("NVC_SCRIPT", SCRIPT.as_ref()),
+                ("ST", self.dir.path().as_os_str()),
+            ],
+        )
     }
 }
 

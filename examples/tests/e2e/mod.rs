@@ -331,6 +331,39 @@ pub fn runtime_toml(runtime: &Path, mode: &str, spec_dir: &Path) -> String {
     )
 }
 
+/// Runs the bash `script` on the simulated host at `host` (`nvc-sim run`: its private
+/// mount namespace, whose `/dev` has the host's nodes) with `env` set, the unified cgroup
+/// hierarchy unmounted (runc and the engines then use the v1 hierarchies alone, as on a v1
+/// host) and `run NAME CMD...` defined; a hang fails after five minutes. Returns each
+/// `run`'s output and status, by name (see [`runs`]).
+pub fn sim_session(
+    host: &Path,
+    script: &str,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Vec<(String, i32, String)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_nvc-cdi").replace("nvc-cdi", "nvc-sim"))
+        .arg("run")
+        .arg(host)
+        .args(["--", "timeout", "-k", "10", "300", "bash", "-c"])
+        .arg(format!(
+            "umount -l /sys/fs/cgroup/unified 2>/dev/null\n\
+             run() {{ name=$1; shift; echo \"=== run $name\"; \"$@\" 2>&1; echo \"=== rc $?\"; }}\n\
+             {script}"
+        ))
+        // Cargo sets it for tests; the engines are started as a service manager would.
+        .env_remove("LD_LIBRARY_PATH")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the session failed: {stdout}{}",
+        text(&out.stderr)
+    );
+    runs(&stdout)
+}
+
 /// The `run NAME CMD...` outputs of a session: `=== run NAME`, the output, `=== rc N`.
 pub fn runs(out: &str) -> Vec<(String, i32, String)> {
     out.split("=== run ")

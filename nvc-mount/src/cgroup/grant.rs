@@ -173,25 +173,7 @@ impl DeviceCgroup {
     /// v1: write access to the cgroup (`CAP_SYS_ADMIN` over it). v2: `CAP_BPF` (or
     /// `CAP_SYS_ADMIN`) and `CAP_NET_ADMIN`; `BPF_F_REPLACE` needs Linux 5.6.
     pub fn allow(&self, devices: &[(u32, u32)]) -> Result<DeviceGrant, Error> {
-        checked(self, devices)?;
-        let mut grant = DeviceGrant::default();
-        let result = match self.version {
-            CgroupVersion::V1 => self.allow_v1(devices, &mut grant),
-            CgroupVersion::V2 => {
-                let rules: Vec<DeviceRule> = devices
-                    .iter()
-                    .map(|&(major, minor)| DeviceRule::allow_char_rw(major, minor))
-                    .collect();
-                self.splice_v2(&rules, devices, &mut grant)
-            }
-        };
-        match result {
-            Ok(()) => Ok(grant),
-            Err(e) => {
-                let _ = grant.revoke();
-                Err(e)
-            }
-        }
+        self.change(devices, true)
     }
 
     /// Denies `c <major>:<minor> rwm` for each of `devices` — what detaching a GPU from a
@@ -221,19 +203,29 @@ impl DeviceCgroup {
     ///
     /// As [`DeviceCgroup::allow`].
     pub fn deny(&self, devices: &[(u32, u32)]) -> Result<DeviceGrant, Error> {
+        self.change(devices, false)
+    }
+
+    /// Allows (`c M:m rw`) or denies (`c M:m rwm`) `devices`, everything done taken back on
+    /// failure.
+    fn change(&self, devices: &[(u32, u32)], allow: bool) -> Result<DeviceGrant, Error> {
         checked(self, devices)?;
         let mut grant = DeviceGrant::default();
         let result = match self.version {
+            CgroupVersion::V1 if allow => self.allow_v1(devices, &mut grant),
             CgroupVersion::V1 => self.deny_v1(devices, &mut grant),
             CgroupVersion::V2 => {
                 let rules: Vec<DeviceRule> = devices
                     .iter()
-                    .map(|&(major, minor)| DeviceRule {
-                        allow: false,
-                        kind: DeviceType::Char,
-                        major: Some(major),
-                        minor: Some(minor),
-                        access: Access::ALL,
+                    .map(|&(major, minor)| match allow {
+                        true => DeviceRule::allow_char_rw(major, minor),
+                        false => DeviceRule {
+                            allow: false,
+                            kind: DeviceType::Char,
+                            major: Some(major),
+                            minor: Some(minor),
+                            access: Access::ALL,
+                        },
                     })
                     .collect();
                 self.splice_v2(&rules, devices, &mut grant)
