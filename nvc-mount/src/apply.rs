@@ -513,8 +513,6 @@ impl Root {
         let flags = kind.flags();
         let sys = |op| move |e: nvc_sys::Error| fail(op, target)(e.errno());
         let point_at = |op| nvc_sys::fault::point(op, target).map_err(fail(op, target));
-        // The attached tree, kept to detach it by descriptor if the check below fails.
-        let mut attached = None;
         let remount = match source {
             Source::Tree(tree) => {
                 let attrs = nvc_sys::mount::MountAttrs {
@@ -535,7 +533,6 @@ impl Root {
                 };
                 point_at("move_mount")?;
                 nvc_sys::mount::attach(tree.as_fd(), point.as_fd()).map_err(sys("move_mount"))?;
-                attached = Some(tree);
                 remount
             }
             Source::Path(path) => {
@@ -553,7 +550,7 @@ impl Root {
         // recorded (so that any later failure undoes it).
         let mounted = match done.mounted(&dir, name, target, &point, Some(&meta)) {
             Ok(mounted) => mounted,
-            Err(e) => return Err(e.with_undo_left(detach_unrecorded(attached, target))),
+            Err(e) => return Err(e.with_undo_left(vec![hidden(target)])),
         };
         self.mounted_at(target);
         injected.map_err(fail("bind-mount", target))?;
@@ -597,18 +594,14 @@ fn legacy_bind(source: &std::ffi::OsStr, point: &OwnedFd, target: &Path) -> Resu
     })
 }
 
-/// Detaches a mount nvc attached at `target` whose check failed (something else shows at
-/// that name now): by the attached tree's descriptor, which cannot name another mount. A
-/// legacy bind has no such descriptor; it is reported as left.
-fn detach_unrecorded(attached: Option<OwnedFd>, target: &Path) -> Vec<String> {
-    let left = match attached {
-        Some(tree) => match umount2(proc_fd(&tree).as_str(), MntFlags::MNT_DETACH) {
-            Ok(()) => return Vec::new(),
-            Err(e) => format!("umount: {e}"),
-        },
-        None => "hidden under a mount nvc did not make".to_owned(),
-    };
-    vec![format!("bind mount at {}: {left}", target.display())]
+/// What is left when the check after a bind fails: something else shows at the name now,
+/// stacked on nvc's mount. `umount2(2)` takes the topmost mount at a place, whatever
+/// descriptor names it, so nvc's cannot be taken without the one the container put on it.
+fn hidden(target: &Path) -> String {
+    format!(
+        "bind mount at {}: hidden under a mount nvc did not make",
+        target.display()
+    )
 }
 
 fn ms_flags(f: MountFlags) -> MsFlags {
@@ -846,7 +839,10 @@ fn undo(done: &Mounted) -> Vec<String> {
         let outcome = match step {
             Step::Mounted { id, dev, ino, .. } => nvc_sys::fault::point("undo: umount", path)
                 .map_err(|e| format!("not unmounted: {e}"))
-                .and_then(|()| unmount(dir, name, *id, (*dev, *ino))),
+                .and_then(|()| {
+                    unmount_ours(dir, name.as_ref(), path, *id, (*dev, *ino))
+                        .map_err(|e| format!("not unmounted: {e}"))
+                }),
             Step::Created { dev, ino, .. } => nvc_sys::fault::point("undo: remove", path)
                 .map_err(|e| format!("not removed: {e}"))
                 .and_then(|()| remove(dir, name, (*dev, *ino))),
@@ -858,21 +854,35 @@ fn undo(done: &Mounted) -> Vec<String> {
     left
 }
 
-fn unmount(
+/// Unmounts the mount at `name` in `dir` (the container's `path`) if it is nvc's: the one with mount id `id` (where
+/// the kernel has `STATX_MNT_ID`) or showing `root` (device, inode). `umount2(2)` takes the
+/// topmost mount at a place whatever descriptor names it, so the top is checked to be nvc's
+/// before, and after (a mount stacked on it in between is unmounted instead, and nvc's is
+/// then still there: said, never retried).
+pub(crate) fn unmount_ours(
     dir: &OwnedFd,
-    name: &OsString,
+    name: &Path,
+    path: &Path,
     id: Option<u64>,
     root: (u64, u64),
 ) -> Result<(), String> {
-    let top = open_entry(dir, name).map_err(|e| format!("not unmounted: {e}"))?;
-    let ours = match id {
+    let ours = |top: &OwnedFd| match id {
         Some(id) => nvc_sys::mount::mount_id(top.as_fd()).is_ok_and(|now| now == id),
         None => fstat(top.as_fd()).is_ok_and(|st| (st.st_dev, st.st_ino) == root),
     };
-    if !ours {
-        return Err("not unmounted: the mount there is no longer the one nvc made".into());
+    let top = open_entry(dir, name).map_err(|e| e.to_string())?;
+    if !ours(&top) {
+        return Err("the mount there is no longer the one nvc made".into());
     }
-    umount2(proc_fd(&top).as_str(), MntFlags::MNT_DETACH).map_err(|e| format!("umount: {e}"))
+    // Where a container process racing the unmount would act.
+    nvc_sys::fault::point("umount", path).map_err(|e| e.to_string())?;
+    umount2(proc_fd(&top).as_str(), MntFlags::MNT_DETACH).map_err(|e| format!("umount: {e}"))?;
+    match open_entry(dir, name) {
+        Ok(now) if ours(&now) => {
+            Err("a mount stacked on it meanwhile was unmounted instead; nvc's is there".into())
+        }
+        _ => Ok(()),
+    }
 }
 
 fn remove(dir: &OwnedFd, name: &OsString, inode: (u64, u64)) -> Result<(), String> {

@@ -6,13 +6,12 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
-use nix::mount::{MntFlags, umount2};
 use nix::sys::stat::{SFlag, fstat, fstatat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
-use crate::apply::{Root, open_entry};
+use crate::apply::{Root, open_entry, unmount_ours};
 use crate::cgroup::{DeviceCgroup, DeviceGrant};
-use crate::ns::{in_container_ns, proc_fd};
+use crate::ns::in_container_ns;
 use crate::plan::{MountPlan, Op};
 use crate::{Container, Error};
 
@@ -34,9 +33,11 @@ impl MountPlan {
     /// container's device cgroup ([`DeviceCgroup::deny`]), so that no process of it can
     /// open the devices from then on; then, in its mount namespace and in reverse order,
     /// each bind whose target shows the plan's source (same device and inode) is
-    /// unmounted through a descriptor of that very mount (`MNT_DETACH`), and the empty
-    /// file or directory nvc made as its mountpoint is removed. Anything else at a target —
-    /// a file of the image, a mount the container made — is left alone. A process that
+    /// unmounted (`MNT_DETACH`), checked by mount id to be the topmost mount there just
+    /// before and no longer there after, and the empty file or directory nvc made as its
+    /// mountpoint is removed. Anything else at a target — a file of the image, a mount the
+    /// container made, also one it stacks on nvc's while detaching (nvc's is then said to
+    /// be left) — is left alone. A process that
     /// already had a device open keeps its descriptor (the kernel checks access at
     /// `open(2)`); files stay open and mapped where processes use them.
     ///
@@ -159,15 +160,16 @@ fn shown(
 
 /// Unmounts the bind of `source` (device, inode) at `target` and removes its empty
 /// mountpoint; `false` when `target` does not show `source`.
-fn take_away(root: &Root, target: &Path, source: (u64, u64)) -> Result<bool, Errno> {
-    let Some((dir, top)) = shown(root, target, source)? else {
+fn take_away(root: &Root, target: &Path, source: (u64, u64)) -> Result<bool, String> {
+    let Some((dir, top)) = shown(root, target, source).map_err(|e| e.to_string())? else {
         return Ok(false);
     };
-    let name = target.file_name().unwrap_or_default();
-    nvc_sys::fault::point("detach: umount", target)?;
-    // Through the descriptor of the mount checked: a mount the container stacks on the
-    // name meanwhile is not the one taken away.
-    umount2(proc_fd(&top).as_str(), MntFlags::MNT_DETACH)?;
+    let name = Path::new(target.file_name().unwrap_or_default());
+    nvc_sys::fault::point("detach: umount", target).map_err(|e| e.to_string())?;
+    // The mount found, by its id: a mount the container stacks on the name meanwhile is
+    // not taken away (and nvc's under it is said to be left).
+    let id = nvc_sys::mount::mount_id(top.as_fd()).ok();
+    unmount_ours(&dir, name, target, id, source)?;
     // The mountpoint nvc made: an empty file or directory (anything else stays).
     if let Ok(under) = fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         let kind = SFlag::from_bits_truncate(under.st_mode) & SFlag::S_IFMT;
