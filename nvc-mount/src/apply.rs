@@ -645,13 +645,31 @@ impl MountPlan {
     ///
     /// # Kernel requirements
     ///
-    /// `openat2` (Linux 5.6); `open_tree` (5.2) and `mount_setattr` (5.12) when present.
+    /// `openat2` (Linux 5.6); `open_tree` (5.2) and `mount_setattr` (5.12) when present;
+    /// for a running container ([`Container::running`]), whose namespace cannot see the
+    /// host's paths, `open_tree` ([`Error::Container`] without it, before anything changes).
     pub fn apply(&self, container: &Container) -> Result<Mounted, Error> {
         // Sources are cloned here, in the caller's namespace, before anything changes.
         let mut sources = Vec::new();
         for op in &self.ops {
             if let Op::Bind { source, .. } = op {
-                sources.push(clone_source(source, self.mount_api)?);
+                let source = clone_source(source, self.mount_api)?;
+                if container.is_running() && matches!(source, Source::Path(_)) {
+                    return Err(Error::Container {
+                        what: format!(
+                            "process {}'s root is not the host's: binding the host's files \
+                             into a running container needs open_tree (Linux 5.2), not \
+                             mount(2) with {}",
+                            container.pid,
+                            if self.mount_api == MountApi::Legacy {
+                                "the legacy mount API"
+                            } else {
+                                "this kernel"
+                            }
+                        ),
+                    });
+                }
+                sources.push(source);
             }
         }
         // What reaches the caller's namespace, read in it.

@@ -14,144 +14,15 @@
     clippy::indexing_slicing
 )]
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
-use nvc_driver::tables::Capability::{Compute, Utility};
-use nvc_driver::{DriverInfo, DriverOptions, probe_driver};
-use nvc_mount::{Container, MountPlan, Part, PlanOptions};
-use nvc_testkit::{DeviceNodes, Host, PausedContainer, ProcessState, Scenario, TestCgroup};
+use nvc_testkit::ProcessState;
 
 mod common;
-
-struct Running {
-    c: Mutex<Option<PausedContainer>>,
-    pid: u32,
-    hostdir: tempfile::TempDir,
-    _host: Host,
-    info: DriverInfo,
-    _rootfs: tempfile::TempDir,
-    cgroup: TestCgroup,
-}
-
-/// A running container on the dgx host, in a runtime-like v1 device cgroup.
-fn running() -> Option<Running> {
-    let hostdir = tempfile::tempdir().unwrap();
-    let host = Host::build(&Scenario::builtin("dgx").unwrap(), hostdir.path()).unwrap();
-    if !matches!(host.device_nodes_state(), DeviceNodes::Created) {
-        nvc_testkit::skip!("no device nodes");
-        return None;
-    }
-    let mut opts = DriverOptions::new(hostdir.path());
-    opts.discover.proc_devices = hostdir.path().join("proc/devices");
-    let info = probe_driver(&opts).unwrap();
-    let rootfs = tempfile::tempdir().unwrap();
-    nvc_testkit::debian_image(
-        rootfs.path(),
-        &[
-            "dev",
-            "proc/driver",
-            "sbin",
-            "usr/bin",
-            "usr/lib/x86_64-linux-gnu",
-        ],
-        false,
-    )
-    .unwrap();
-    if !Path::new("/bin/busybox").exists() {
-        nvc_testkit::skip!("no /bin/busybox for the image (Debian package busybox-static)");
-        return None;
-    }
-    fs::create_dir_all(rootfs.path().join("bin")).unwrap();
-    fs::copy("/bin/busybox", rootfs.path().join("bin/busybox")).unwrap();
-    let cgroup = TestCgroup::v1_devices()?;
-    fs::write(cgroup.path().join("devices.deny"), "a").unwrap();
-    fs::write(cgroup.path().join("devices.allow"), "c *:* m").unwrap();
-    let c = PausedContainer::pivoted(rootfs.path())?;
-    cgroup.add(c.pid()).unwrap();
-    Some(Running {
-        pid: c.pid(),
-        c: Mutex::new(Some(c)),
-        hostdir,
-        _host: host,
-        info,
-        _rootfs: rootfs,
-        cgroup,
-    })
-}
-
-impl Running {
-    fn container(&self) -> Container {
-        Container::running(self.pid).unwrap()
-    }
-
-    fn plan(&self, container: &Container, part: Option<Part>) -> MountPlan {
-        let select = nvc_driver::DeviceRequest::parse("1")
-            .unwrap()
-            .select(&self.info.gpus)
-            .unwrap();
-        let opts = PlanOptions {
-            capabilities: vec![Compute, Utility],
-            devices: select,
-            part,
-            ..PlanOptions::default()
-        };
-        MountPlan::build(self.hostdir.path(), &self.info, &container.dirs, &opts).unwrap()
-    }
-
-    /// GPU 1's part: its node, `/proc` directory and rule.
-    fn gpu1(&self) -> Part {
-        Part::Gpu(self.info.gpus[1].clone())
-    }
-
-    /// Its mounts, every file of its tree (read through `/proc/<pid>/root`) and its device
-    /// cgroup's list.
-    fn state(&self) -> (String, Vec<PathBuf>, String) {
-        let mounts = fs::read_to_string(format!("/proc/{}/mountinfo", self.pid)).unwrap();
-        let root = PathBuf::from(format!("/proc/{}/root", self.pid));
-        let mut files = Vec::new();
-        let mut todo = vec![root.clone()];
-        while let Some(d) = todo.pop() {
-            for e in fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if fs::symlink_metadata(&p).unwrap().is_dir() {
-                    todo.push(p.clone());
-                }
-                files.push(p.strip_prefix(&root).unwrap().to_path_buf());
-            }
-        }
-        files.sort();
-        let devices = fs::read_to_string(self.cgroup.path().join("devices.list")).unwrap();
-        (mounts, files, devices)
-    }
-}
-
-fn host_mounts() -> String {
-    fs::read_to_string("/proc/self/mountinfo").unwrap()
-}
-
-/// Runs `work` with the `n`th fault point it passes failing with `errno`; the names and
-/// subjects of the points passed.
-fn failing_at<R>(n: Option<usize>, work: impl FnOnce() -> R) -> (R, Vec<(String, PathBuf)>) {
-    let count = AtomicUsize::new(0);
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = Arc::clone(&seen);
-    let r = nvc_sys::fault::with_hook(
-        move |name, path| {
-            record
-                .lock()
-                .unwrap()
-                .push((name.to_owned(), path.to_path_buf()));
-            (Some(count.fetch_add(1, Ordering::Relaxed)) == n).then_some(Errno::EIO)
-        },
-        work,
-    );
-    let seen = seen.lock().unwrap().clone();
-    (r, seen)
-}
+use common::running::{failing_at, host_mounts, running};
 
 #[test]
 fn gpus_go_into_and_out_of_a_running_container_and_every_failure_leaves_it_as_it_was() {

@@ -10,6 +10,8 @@ use nvc_driver::{DriverInfo, DriverOptions, probe_driver};
 use nvc_mount::{Container, Ldconfig, LdconfigOptions, Limits, MountPlan, PlanOptions};
 use nvc_testkit::{DeviceNodes, Host, PausedContainer, Scenario};
 
+pub mod running;
+
 pub struct Sim {
     pub c: PausedContainer,
     pub hostdir: tempfile::TempDir,
