@@ -57,7 +57,10 @@ impl ContainerSetup<'_> {
     /// Takes the selected GPUs (and MIG devices) back from a running container
     /// ([`Driver::running`]): their device rules are denied in its device cgroup first,
     /// so no process there can open them from then on, then their nodes and `/proc`
-    /// directories are unmounted. When no other GPU of the host remains in the container,
+    /// directories are unmounted. A MIG device's access goes with it, except what another
+    /// MIG device still in the container shares (its GPU instance's access file, the parent
+    /// GPU's node): that goes with the last of them. When no other GPU of the host remains
+    /// in the container,
     /// the driver-wide nodes (`nvidiactl`, `nvidia-uvm`, ...) are taken back too; the
     /// driver's libraries, binaries, firmware and `/proc/driver/nvidia` stay (processes may
     /// have them mapped; without a device node they reach no GPU).
@@ -94,6 +97,10 @@ impl ContainerSetup<'_> {
             MountPlan::build(self.driver.root(), info, &dirs, &opts)
                 .map_err(|e| Error::mount(Step::Container, e))
         };
+        // What goes: each GPU's parts and the selected MIG devices' access. What stays: the
+        // access of the parent's other MIG devices still in the container (one with a file
+        // of its own in place), and with them the parent's node: MIG devices of one GPU
+        // instance share its access file.
         let mut plan = MountPlan::default();
         for g in &selection.gpus {
             plan.ops.extend(part(Part::Gpu(g.clone()))?.ops);
@@ -102,6 +109,34 @@ impl ContainerSetup<'_> {
             plan.ops
                 .extend(part(Part::MigAccess(g.clone(), m.clone()))?.ops);
         }
+        let going: Vec<PathBuf> = plan
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Bind { target, .. } => Some(target.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut keep = MountPlan::default();
+        for g in selection.gpus.iter().filter(|g| !g.mig_devices.is_empty()) {
+            let siblings = info
+                .gpus
+                .iter()
+                .filter(|h| h.minor == g.minor)
+                .flat_map(|h| &h.mig_devices)
+                .filter(|m| !g.mig_devices.iter().any(|s| s.index == m.index));
+            for m in siblings {
+                let access = part(Part::MigAccess(g.clone(), m.clone()))?;
+                let in_place = access
+                    .in_place(container)
+                    .map_err(|e| Error::mount(Step::Configure, e))?;
+                if in_place.iter().any(|t| !going.contains(t)) {
+                    keep.ops.extend(access.ops);
+                    keep.ops.extend(part(Part::Gpu(g.clone()))?.ops);
+                }
+            }
+        }
+        plan.ops.retain(|op| !keep.ops.contains(op));
         let others: Vec<&Gpu> = info
             .gpus
             .iter()
@@ -115,7 +150,7 @@ impl ContainerSetup<'_> {
         let in_place = probe
             .in_place(container)
             .map_err(|e| Error::mount(Step::Configure, e))?;
-        let last = !others.iter().any(|g| in_place.contains(&nodes(g)));
+        let last = keep.ops.is_empty() && !others.iter().any(|g| in_place.contains(&nodes(g)));
         if last {
             plan.ops
                 .extend(part(Part::Driver)?.ops.into_iter().filter(|op| {

@@ -358,6 +358,140 @@ fn the_parts_of_a_configure_add_up_to_the_whole() {
     assert_eq!(err.detail(), "no GPU with index 99");
 }
 
+/// A running container (root pivoted, a static busybox its init) on the simulated host
+/// `scenario`, in a v1 device cgroup that denies everything.
+struct Running {
+    dir: tempfile::TempDir,
+    _host: Host,
+    rootfs: tempfile::TempDir,
+    cgroup: nvc_testkit::TestCgroup,
+    running: nvc_testkit::PausedContainer,
+}
+
+fn running(scenario: &str) -> Option<Running> {
+    if !std::path::Path::new("/bin/busybox").exists() {
+        nvc_testkit::skip!("no /bin/busybox for the image (Debian package busybox-static)");
+        return None;
+    }
+    let (dir, host) = build(scenario);
+    if !matches!(host.device_nodes_state(), nvc_testkit::DeviceNodes::Created) {
+        nvc_testkit::skip!("no device nodes");
+        return None;
+    }
+    let rootfs = tempfile::tempdir().unwrap();
+    nvc_testkit::debian_image(rootfs.path(), &["bin", "dev"], true).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.path().join("bin/busybox")).unwrap();
+    let cgroup = nvc_testkit::TestCgroup::v1_devices()?;
+    std::fs::write(cgroup.path().join("devices.deny"), "a").unwrap();
+    let running = nvc_testkit::PausedContainer::pivoted(rootfs.path())?;
+    cgroup.add(running.pid()).unwrap();
+    Some(Running {
+        dir,
+        _host: host,
+        rootfs,
+        cgroup,
+        running,
+    })
+}
+
+/// MIG devices taken back one by one: each takes its own access; what MIG devices of one GPU
+/// instance share (its access file) goes with the last of them, the parent GPU's node with
+/// the last MIG device of that GPU, the driver-wide nodes with the last GPU.
+#[test]
+fn mig_devices_are_taken_back_sharing_what_they_share() {
+    use nvc_core::Capability;
+    let Some(r) = running("mig") else { return };
+    // The simulated host's nvidia-caps major (from its /proc/devices, not this machine's).
+    let mut opts = nvc_driver::DriverOptions::new(r.dir.path());
+    opts.discover.proc_devices = r.dir.path().join("proc/devices");
+    let info = nvc_driver::probe_driver(&opts).unwrap();
+    let driver = Context::builder()
+        .root(r.dir.path())
+        .build()
+        .unwrap()
+        .with_info(info);
+    let setup = |devices: &str| {
+        driver
+            .running(r.running.pid())
+            .unwrap()
+            .devices(devices.parse().unwrap())
+            .capabilities(&[Capability::Compute, Capability::Utility])
+    };
+    let gpu0 = &driver.info().gpus[0];
+    let migs = &gpu0.mig_devices;
+    // The scenario: MIG 0:0 and 0:1 in GPU instance 1, 0:2 in instance 2.
+    assert_eq!(
+        migs.iter()
+            .map(|m| (m.gi, m.ci))
+            .take(3)
+            .collect::<Vec<_>>(),
+        [(1, 0), (1, 1), (2, 0)]
+    );
+    let done = setup("0:0,0:1,0:2").mount().unwrap();
+    let list = || std::fs::read_to_string(r.cgroup.path().join("devices.list")).unwrap();
+    let caps = |m: usize| {
+        let (gi, ci) = migs[m].access_minors;
+        (gi.unwrap(), ci.unwrap())
+    };
+    let granted: Vec<u32> = done.granted().iter().map(|&(_, minor)| minor).collect();
+    for m in 0..3 {
+        let (gi, ci) = caps(m);
+        assert!(granted.contains(&gi) && granted.contains(&ci), "{granted:?}");
+    }
+    let caps_major = done
+        .granted()
+        .iter()
+        .find(|&&(_, minor)| minor == caps(0).1)
+        .unwrap()
+        .0;
+    let revoked = |d: &nvc_core::Detached| -> Vec<u32> {
+        let mut minors: Vec<u32> = d
+            .revoked()
+            .iter()
+            .filter(|&&(major, _)| major == caps_major)
+            .map(|&(_, minor)| minor)
+            .collect();
+        minors.sort_unstable();
+        minors
+    };
+    let sorted = |mut v: Vec<u32>| {
+        v.sort_unstable();
+        v
+    };
+
+    // 0:0 goes alone: 0:1 still needs instance 1's access and GPU 0.
+    let first = setup("0:0").detach().unwrap();
+    assert_eq!(revoked(&first), [caps(0).1], "{first:?}");
+    assert!(!first.revoked().contains(&(195, 0)) && !first.was_last());
+    assert!(list().contains(&format!("c {caps_major}:{} ", caps(0).0)));
+    let mounts = r.running.mountinfo();
+    let cap_node = |minor: u32| format!(" /dev/nvidia-caps/nvidia-cap{minor} ");
+    assert!(!mounts.contains(&cap_node(caps(0).1)) && mounts.contains(&cap_node(caps(0).0)));
+    assert!(
+        !mounts.contains("/gpu0/mig/gi1/ci0/access ") && mounts.contains("/gpu0/mig/gi1/access "),
+        "{mounts}"
+    );
+    // 0:1, the last of instance 1: its access and the instance's go; GPU 0 stays for 0:2.
+    let second = setup("0:1").detach().unwrap();
+    assert_eq!(revoked(&second), sorted(vec![caps(1).0, caps(1).1]));
+    assert!(!second.revoked().contains(&(195, 0)) && !second.was_last());
+    assert!(r.running.mountinfo().contains(" /dev/nvidia0 "));
+    // 0:2, the last MIG device of the last GPU: everything.
+    let last = setup("0:2").detach().unwrap();
+    assert_eq!(revoked(&last), sorted(vec![caps(2).0, caps(2).1]));
+    assert!(
+        last.revoked().contains(&(195, 0)) && last.was_last(),
+        "{last:?}"
+    );
+    assert!(!r.running.mountinfo().contains(" /dev/nvidia"));
+    assert!(
+        !list().contains(&format!("c {caps_major}:")),
+        "every MIG access revoked: {}",
+        list()
+    );
+    drop(r.rootfs);
+}
+
 /// A running container (its root pivoted) by its pid alone: GPUs 0 and 1 attached, GPU 1
 /// taken back (the driver-wide nodes stay for GPU 0), then GPU 0, the last (they go too);
 /// a setup that is not a running container cannot detach.
@@ -365,26 +499,16 @@ fn the_parts_of_a_configure_add_up_to_the_whole() {
 fn a_running_container_gets_gpus_and_gives_them_back() {
     use nvc_core::Capability;
     use std::path::{Path, PathBuf};
-    if !Path::new("/bin/busybox").exists() {
-        nvc_testkit::skip!("no /bin/busybox for the image (Debian package busybox-static)");
-        return;
-    }
-    let (dir, host) = build("dgx");
-    if !matches!(host.device_nodes_state(), nvc_testkit::DeviceNodes::Created) {
-        nvc_testkit::skip!("no device nodes");
-        return;
-    }
-    let rootfs = tempfile::tempdir().unwrap();
-    nvc_testkit::debian_image(rootfs.path(), &["bin", "dev"], true).unwrap();
-    std::fs::copy("/bin/busybox", rootfs.path().join("bin/busybox")).unwrap();
-    let Some(cgroup) = nvc_testkit::TestCgroup::v1_devices() else {
+    let Some(Running {
+        dir,
+        rootfs,
+        cgroup,
+        running,
+        ..
+    }) = running("dgx")
+    else {
         return;
     };
-    std::fs::write(cgroup.path().join("devices.deny"), "a").unwrap();
-    let Some(running) = nvc_testkit::PausedContainer::pivoted(rootfs.path()) else {
-        return;
-    };
-    cgroup.add(running.pid()).unwrap();
     let driver = common::driver(dir.path());
     let err = driver.running(u32::MAX - 3).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NoContainer, "{err}");
