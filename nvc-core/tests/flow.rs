@@ -436,7 +436,10 @@ fn mig_devices_are_taken_back_sharing_what_they_share() {
     let granted: Vec<u32> = done.granted().iter().map(|&(_, minor)| minor).collect();
     for m in 0..3 {
         let (gi, ci) = caps(m);
-        assert!(granted.contains(&gi) && granted.contains(&ci), "{granted:?}");
+        assert!(
+            granted.contains(&gi) && granted.contains(&ci),
+            "{granted:?}"
+        );
     }
     let caps_major = done
         .granted()

@@ -331,6 +331,18 @@ fn v1_deny_takes_a_device_back_and_refuses_to_narrow_a_wider_rule() {
     denied.revoke().unwrap();
     assert!(probe.opens("/dev/null"), "the denial taken back");
 
+    // A denial taken back gives a device exactly the access it had (runc's `rwm`).
+    std::fs::write(cg.path().join("devices.allow"), "c 1:3 rwm").unwrap();
+    let before = list();
+    target.deny(&[NULL]).unwrap().revoke().unwrap();
+    assert_eq!(list(), before);
+
+    // A denial taken back gives a device exactly the access it had (runc's `rwm`).
+    std::fs::write(cg.path().join("devices.allow"), "c 1:3 rwm").unwrap();
+    let before = list();
+    target.deny(&[NULL]).unwrap().revoke().unwrap();
+    assert_eq!(list(), before);
+
     // A wider rule: v1 cannot take one device out of it.
     std::fs::write(cg.path().join("devices.allow"), "c 1:* rw").unwrap();
     let before = list();

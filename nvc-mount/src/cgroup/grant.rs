@@ -66,9 +66,10 @@ pub struct DeviceGrant {
     /// What the caller should know: programs the kernel would not show us, a cgroup v2
     /// directory with no device program (no device filtering in force there).
     pub notes: Vec<Note>,
-    /// v1: the cgroup and the control file that takes back the rules added
-    /// (`devices.deny` for a grant, `devices.allow` for a denial).
-    v1_undo: Option<(DeviceCgroup, &'static str)>,
+    /// v1: the cgroup, the control file that takes back the rules added (`devices.deny`
+    /// for a grant, `devices.allow` for a denial) and the lines to write there (a denied
+    /// device gets back exactly the access it had).
+    v1_undo: Option<(DeviceCgroup, &'static str, Vec<String>)>,
     /// v2: the cgroup directory, and (cgroup, our program, the runtime's program it
     /// replaced) for each swap.
     v2_path: std::path::PathBuf,
@@ -287,8 +288,25 @@ impl DeviceCgroup {
             if wider && !unrestricted {
                 return Err(self.wider_rule(major, minor));
             }
+            // What it had: every access of its own rule, or all of them where the cgroup
+            // allows everything (the denial is then an exception, taken out whole).
+            let had = if unrestricted {
+                "rwm".to_owned()
+            } else {
+                let own = format!("c {major}:{minor} ");
+                let own = list.lines().filter(|l| l.starts_with(&own));
+                let own = own.collect::<Vec<_>>().join("\n");
+                "rwm"
+                    .chars()
+                    .filter(|&a| v1_allows(&own, major, minor, &a.to_string()))
+                    .collect()
+            };
             self.write_v1(&dir, "devices.deny", &format!("c {major}:{minor} rwm"))?;
-            grant.v1_undo = Some((self.clone(), "devices.allow"));
+            grant
+                .v1_undo
+                .get_or_insert_with(|| (self.clone(), "devices.allow", Vec::new()))
+                .2
+                .push(format!("c {major}:{minor} {had}"));
             grant.added.push((major, minor));
         }
         // The kernel's own account: nothing it still lets be opened.
@@ -312,7 +330,11 @@ impl DeviceCgroup {
                 continue;
             }
             self.write_v1(&dir, "devices.allow", &format!("c {major}:{minor} rw"))?;
-            grant.v1_undo = Some((self.clone(), "devices.deny"));
+            grant
+                .v1_undo
+                .get_or_insert_with(|| (self.clone(), "devices.deny", Vec::new()))
+                .2
+                .push(format!("c {major}:{minor} rw"));
             grant.added.push((major, minor));
         }
         Ok(())
@@ -416,16 +438,16 @@ impl DeviceGrant {
     /// [`Error::Cgroup`] for a write or `bpf(2)` call that failed.
     pub fn revoke(mut self) -> Result<(), Error> {
         let mut first = None;
-        if let Some((cg, file)) = self.v1_undo.take() {
+        if let Some((cg, file, lines)) = self.v1_undo.take() {
             let path = cg.path.join(file);
             match cg.open_dir() {
                 Err(e) => first = first.or(Some(e)),
                 Ok(dir) => {
-                    for &(major, minor) in &self.added {
+                    for line in &lines {
                         let r = point(&format!("undo: write {file}"), &path)
                             .and_then(|()| cg.open_file_in(&dir, file, OFlag::O_WRONLY))
                             .and_then(|mut f| {
-                                f.write_all(format!("c {major}:{minor} rw").as_bytes())
+                                f.write_all(line.as_bytes())
                                     .map_err(io_err(&path, "cannot write"))
                             });
                         first = first.or(r.err());
