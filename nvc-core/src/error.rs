@@ -123,16 +123,44 @@ impl Error {
             | D::Elf { .. } => ErrorKind::BadInput,
             _ => by_errno().unwrap_or(ErrorKind::Other),
         };
-        match &self.inner {
-            Inner::Input(_) => ErrorKind::BadInput,
-            Inner::Io { .. } => by_errno().unwrap_or(ErrorKind::Other),
-            Inner::Driver(e) | Inner::Mount(M::Driver(e)) => driver(e),
-            Inner::Mount(M::BadRootfs { .. } | M::Device { .. } | M::Container { .. }) => {
+        // What failed, not the undo that followed it.
+        let mount = match &self.inner {
+            Inner::Mount(M::UndoIncomplete { error, .. }) => Some(&**error),
+            Inner::Mount(e) => Some(e),
+            _ => None,
+        };
+        match (&self.inner, mount) {
+            (Inner::Input(_), _) => ErrorKind::BadInput,
+            (Inner::Driver(e), _) | (_, Some(M::Driver(e))) => driver(e),
+            (_, Some(M::BadRootfs { .. } | M::Device { .. } | M::Container { .. })) => {
                 ErrorKind::BadInput
             }
-            Inner::Mount(M::NoProcess { .. }) => ErrorKind::NoContainer,
-            Inner::Mount(_) => by_errno().unwrap_or(ErrorKind::Other),
+            (_, Some(M::NoProcess { .. })) => ErrorKind::NoContainer,
+            _ => by_errno().unwrap_or(ErrorKind::Other),
         }
+    }
+
+    /// What a failed change could not take back and left in the container (a mount nvc
+    /// could not identify any more, a file a container process replaced; for
+    /// [`ContainerSetup::detach`](crate::ContainerSetup::detach), the mounts it could not take
+    /// away), one line each; empty when the container was left exactly as it was (or the
+    /// failure came before anything changed).
+    #[must_use]
+    pub fn left_in_container(&self) -> &[String] {
+        match &self.inner {
+            Inner::Mount(
+                nvc_mount::Error::UndoIncomplete { left, .. }
+                | nvc_mount::Error::DetachIncomplete { left },
+            ) => left,
+            _ => &[],
+        }
+    }
+
+    /// Whether the container was left exactly as it was: nothing in
+    /// [`Error::left_in_container`].
+    #[must_use]
+    pub fn is_clean(&self) -> bool {
+        self.left_in_container().is_empty()
     }
 
     /// The errno of the syscall that failed, where one did.
@@ -233,5 +261,44 @@ impl std::error::Error for Error {
             Inner::Input(_) => None,
             Inner::Io { error, .. } => Some(error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failure whose undo left something is classified by the failure, and what was left
+    /// is data.
+    #[test]
+    fn the_kind_is_the_failures_and_what_the_undo_left_is_data() {
+        let gone = nvc_mount::Error::NoProcess {
+            pid: 7,
+            source: io::Error::from_raw_os_error(libc::ESRCH),
+        };
+        let left = vec!["/dev/nvidia0: hidden under a mount nvc did not make".to_owned()];
+        let e = Error::mount(
+            Step::Configure,
+            nvc_mount::Error::UndoIncomplete {
+                error: Box::new(gone),
+                left: left.clone(),
+            },
+        );
+        assert_eq!(e.kind(), ErrorKind::NoContainer);
+        assert_eq!(e.left_in_container(), left);
+        assert!(!e.is_clean());
+        let bad = nvc_mount::Error::Container {
+            what: "compat libraries in two directories".into(),
+        };
+        let e = Error::mount(
+            Step::Configure,
+            nvc_mount::Error::UndoIncomplete {
+                error: Box::new(bad),
+                left,
+            },
+        );
+        assert_eq!(e.kind(), ErrorKind::BadInput);
+        let clean = Error::input("no device to detach");
+        assert!(clean.is_clean() && clean.left_in_container().is_empty());
     }
 }

@@ -570,4 +570,24 @@ fn a_running_container_gets_gpus_and_gives_them_back() {
     );
     let list = std::fs::read_to_string(cgroup.path().join("devices.list")).unwrap();
     assert!(!list.contains("c 195:"), "{list}");
+
+    // An unmount fails: detach denies the GPU all the same, and says what it left as data.
+    setup("1").mount().unwrap();
+    let err = nvc_sys::fault::with_hook(
+        |step, at| {
+            (step == "detach: umount" && at == Path::new("/dev/nvidia1"))
+                .then_some(nix::errno::Errno::EIO)
+        },
+        || setup("1").detach(),
+    )
+    .unwrap_err();
+    assert!(!err.is_clean(), "{err}");
+    assert!(
+        err.left_in_container()
+            .iter()
+            .any(|l| l.starts_with("/dev/nvidia1: ")),
+        "{err}"
+    );
+    let list = std::fs::read_to_string(cgroup.path().join("devices.list")).unwrap();
+    assert!(!list.contains("c 195:1 "), "denied all the same: {list}");
 }

@@ -47,7 +47,7 @@ impl MountPlan {
     /// # Errors
     ///
     /// The cgroup's errors (nothing changed then); [`Error::Namespace`] or
-    /// [`Error::NoProcess`] when the namespace cannot be entered; [`Error::Container`]
+    /// [`Error::NoProcess`] when the namespace cannot be entered; [`Error::DetachIncomplete`]
     /// naming the mounts that could not be taken away (the device rules are denied then).
     pub fn detach(&self, container: &Container) -> Result<Detached, Error> {
         let rules = self.device_rules();
@@ -72,12 +72,7 @@ impl MountPlan {
             Ok((unmounted, absent, left))
         })?;
         if !left.is_empty() {
-            return Err(Error::Container {
-                what: format!(
-                    "detach left mounts in place (the device rules are denied): {}",
-                    left.join("; ")
-                ),
-            });
+            return Err(Error::DetachIncomplete { left });
         }
         Ok(Detached {
             unmounted,

@@ -90,6 +90,13 @@ pub enum Error {
         /// What was left, each with why.
         left: Vec<String>,
     },
+    /// [`crate::MountPlan::detach`] denied the devices but could not take every mount away
+    /// (a mount the container stacked on nvc's, an unmount that failed).
+    #[error("container error: detach left mounts in place (the device rules are denied): {}", left.join("; "))]
+    DetachIncomplete {
+        /// The mounts left, each with why.
+        left: Vec<String>,
+    },
     /// Discovery-level error (path resolution inside a root).
     #[error(transparent)]
     Driver(#[from] nvc_driver::Error),
