@@ -24,8 +24,18 @@
 //! the host's `ldconfig` for it in a sandbox, undoing everything if a step fails; [`ContainerSetup::plan`]
 //! shows what it would do. Errors say what kind of failure they are ([`Error::kind`]) so
 //! callers can tell "no driver" from "bad input" without matching internals.
+//!
+//! # Threads
+//!
+//! Every type of the flow — [`Context`], [`Driver`], [`ContainerSetup`], [`Plan`],
+//! [`Configured`], [`Detached`] and [`Error`] — is `Send` and `Sync`, and stays so (a change
+//! is a breaking release; the crate checks it at compile time): a runtime can probe the
+//! driver once and configure containers from any thread or async task. nvc never changes
+//! the calling thread's namespaces, working directory or credentials; work inside a
+//! container's mount namespace runs on a thread of its own.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -35,12 +45,14 @@ use std::time::Duration;
 mod atomic;
 mod attach;
 #[cfg(feature = "cdi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cdi")))]
 pub mod cdi;
 mod container;
 mod error;
 mod input;
 mod list;
 #[cfg(feature = "oci")]
+#[cfg_attr(docsrs, doc(cfg(feature = "oci")))]
 pub mod oci;
 
 pub use attach::Detached;
@@ -57,6 +69,19 @@ pub use nvc_mount::cgroup::Note;
 pub use nvc_mount::{CompatMode, ContainerDirs, Ldconfig};
 
 use error::Step;
+
+/// The promise of the crate's "Threads" section, checked by the compiler.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Context>();
+    send_sync::<Driver>();
+    send_sync::<ContainerSetup<'static>>();
+    send_sync::<Plan>();
+    send_sync::<Configured>();
+    send_sync::<Detached>();
+    send_sync::<Error>();
+    send_sync::<ErrorKind>();
+};
 
 /// The environment variable the CLI reads the NVML timeout from, in seconds
 /// (`NVC_NVML_TIMEOUT`; [`ContextBuilder::nvml_timeout`] sets it in code).
