@@ -1,4 +1,4 @@
-//! Every `unsafe` line of the nvc workspace, behind safe, typed functions.
+//! The system calls nvc makes without a safe wrapper elsewhere, behind safe, typed functions.
 //!
 //! - [`fork_with_pipe`]: the process split behind upstream's isolated NVML service.
 //! - [`bpf`]: the `bpf(2)` calls of cgroup v2 device control (load with the verifier log,
@@ -14,7 +14,8 @@
 //! - [`fault`]: named fault points for tests (feature `fault-injection`).
 //!
 //! Each error names the syscall or step and the `errno`. Every other nvc crate is
-//! `#![forbid(unsafe_code)]` (nvc-driver allows its one NVML call).
+//! `#![forbid(unsafe_code)]` but nvc-capi (its C boundary) and nvc-driver (its NVML module: the
+//! helper fork and the raw GPU/compute-instance id calls).
 #![deny(missing_docs)]
 
 pub mod bpf;
