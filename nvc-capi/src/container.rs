@@ -158,11 +158,7 @@ pub(crate) extern "C" fn container_new(
         };
         // As nvc-core looked it up (in standalone mode through the rootfs's checked `/proc`).
         let (uid, gid) = setup.owner().ok_or_else(Failure::invalid_argument)?;
-        let ldconfig_text = match &ldconfig {
-            Ldconfig::Host(p) => format!("@{}", p.display()),
-            Ldconfig::Image(p) => p.display().to_string(),
-            Ldconfig::Builtin => "builtin".to_owned(),
-        };
+        let ldconfig_text = ldconfig.to_string();
         let state = ContainerState {
             pid: cfg.pid,
             rootfs: cfg.rootfs,

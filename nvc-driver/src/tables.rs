@@ -113,6 +113,7 @@ pub const MPS_PIPE_DIR: &str = "/tmp/nvidia-mps";
 
 /// A driver capability a container asks for (`NVIDIA_DRIVER_CAPABILITIES`, `--compute`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Capability {
     /// `--utility`: NVML, nvidia-smi.
     Utility,

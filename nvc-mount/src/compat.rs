@@ -15,6 +15,7 @@ use crate::kernfs::open_in_root;
 
 /// What to do with the image's CUDA compat libraries (`--cuda-compat-mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum CompatMode {
     /// Bind each kept library over its name in the container's library directory, so
     /// `ldconfig` points the SONAME at it (upstream's default).

@@ -20,6 +20,7 @@ use crate::{Container, Error};
 
 /// Which `ldconfig` to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Ldconfig {
     /// A path inside the container's image (upstream's default: the image's own).
     Image(PathBuf),
@@ -56,6 +57,18 @@ impl Ldconfig {
     #[must_use]
     pub fn host_default() -> Self {
         Ldconfig::Host(host_ldconfig())
+    }
+}
+
+/// Upstream's spelling, what [`Ldconfig::parse`] reads back: `@<host path>`, `<image path>`,
+/// `builtin`.
+impl std::fmt::Display for Ldconfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ldconfig::Host(p) => write!(f, "@{}", p.display()),
+            Ldconfig::Image(p) => write!(f, "{}", p.display()),
+            Ldconfig::Builtin => f.write_str("builtin"),
+        }
     }
 }
 
@@ -500,6 +513,28 @@ impl Sandbox {
                 &done.output,
                 None,
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Upstream's `--ldconfig` spellings read and written back alike (nvc-capi logs the
+    /// written one as upstream does).
+    #[test]
+    fn ldconfig_values_round_trip_in_upstreams_spelling() {
+        for (text, value) in [
+            ("@/sbin/ldconfig", Ldconfig::Host("/sbin/ldconfig".into())),
+            (
+                "/sbin/ldconfig.real",
+                Ldconfig::Image("/sbin/ldconfig.real".into()),
+            ),
+            ("builtin", Ldconfig::Builtin),
+        ] {
+            assert_eq!(Ldconfig::parse(text), value);
+            assert_eq!(value.to_string(), text);
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::{Driver, Error};
 /// How devices are named in the spec (`--device-name-strategy`); several may be given,
 /// each device then appears under each name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum DeviceNameStrategy {
     /// `0`, `1`, ... and `0:1` for MIG devices (nvidia-ctk's default).
     Index,

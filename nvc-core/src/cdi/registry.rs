@@ -20,6 +20,7 @@ const YAML_NEEDS_FEATURE: &str = "CDI specs in YAML need nvc-core's feature `yam
 /// How a spec file is written, from its extension: `.yaml` or `.yml` is YAML (feature
 /// `yaml`), anything else JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Format {
     /// JSON (`.json`).
     Json,

@@ -27,8 +27,9 @@ pub enum Note {
         id: u32,
         /// The cgroup directory.
         cgroup: std::path::PathBuf,
-        /// Why it could not be read.
-        errno: Errno,
+        /// Why it could not be read: the `errno` of `bpf(2)` (`EPERM`, `EACCES`), as
+        /// [`std::io::Error::from_raw_os_error`] takes it.
+        errno: i32,
     },
     /// A cgroup v2 directory without a device program: it filters no device, so there was
     /// nothing to allow.
@@ -43,8 +44,9 @@ impl std::fmt::Display for Note {
         match self {
             Note::UnreadableProgram { id, cgroup, errno } => write!(
                 f,
-                "device program {id} on {} cannot be read ({errno}); left as it is, it may still deny these devices",
-                cgroup.display()
+                "device program {id} on {} cannot be read ({}); left as it is, it may still deny these devices",
+                cgroup.display(),
+                std::io::Error::from_raw_os_error(*errno)
             ),
             Note::NoDeviceProgram { cgroup } => write!(
                 f,
@@ -372,7 +374,7 @@ impl DeviceCgroup {
                     grant.notes.push(Note::UnreadableProgram {
                         id,
                         cgroup: path.clone(),
-                        errno: e.errno(),
+                        errno: e.errno() as i32,
                     });
                     continue;
                 }
