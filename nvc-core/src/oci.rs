@@ -22,6 +22,10 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+/// The `oci-spec` crate this module's signatures use (0.10), re-exported so that a runtime
+/// names the same types without pinning it itself. Version policy: nvc-core moves to a new
+/// `oci-spec` release only in a release that is breaking for nvc-core (its minor version
+/// while it is 0.x), and says so in that release's notes.
 pub use oci_spec;
 use oci_spec::runtime::{Capability as OciCapability, Spec, State};
 

@@ -1,5 +1,9 @@
 //! NVIDIA driver discovery.
 //!
+//! **Stability:** an implementation crate of `nvc-core`, published for it: its API changes
+//! whenever nvc-core needs it to, in any release, without a deprecation period. Depend on
+//! `nvc-core`.
+//!
 //! What libnvidia-container learns about the host before it touches a container, as owned
 //! data ([`probe_driver`] → [`DriverInfo`]):
 //! - GPUs and MIG devices from NVML ([`nvml`]), queried in a forked helper process that is

@@ -1,5 +1,9 @@
 //! The namespace mount engine: everything `configure` does to one container.
 //!
+//! **Stability:** an implementation crate of `nvc-core`, published for it: its API changes
+//! whenever nvc-core needs it to, in any release, without a deprecation period. Depend on
+//! `nvc-core`.
+//!
 //! - [`Container`]: the container's facts from its pid (supervised, with a pidfd check) or
 //!   from the rootfs's `/proc` (standalone); [`ContainerDirs`]: where its libraries,
 //!   binaries and `ldconfig` are.

@@ -1,5 +1,9 @@
 //! The system calls nvc makes without a safe wrapper elsewhere, behind safe, typed functions.
 //!
+//! **Stability:** an implementation crate of `nvc-core`, published for it: its API changes
+//! whenever nvc-core needs it to, in any release, without a deprecation period. Depend on
+//! `nvc-core`.
+//!
 //! - [`fork_with_pipe`]: the process split behind upstream's isolated NVML service.
 //! - [`bpf`]: the `bpf(2)` calls of cgroup v2 device control (load with the verifier log,
 //!   query, fetch by id, read instructions back, attach/replace, detach).
