@@ -308,34 +308,6 @@ fn under_nvc_sim_run_the_simulated_host_is_the_host() {
 }
 
 #[test]
-fn the_demo_runs_on_a_simulated_host_without_a_driver() {
-    let out = Command::new(env!("CARGO_BIN_EXE_nvc-demo"))
-        .args(["--scenario", "single"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    if text.starts_with("== no NVIDIA driver here") {
-        assert!(text.contains("Model:          NVIDIA GeForce RTX 4090\n"));
-        assert!(text.contains("/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14\n"));
-        assert!(text.contains("bind ro,nosuid,noexec /dev/nvidia0 <- "));
-        assert!(text.contains("ldconfig (host) /sbin/ldconfig "));
-        // As root the configure really happens, ldconfig included.
-        if nix::unistd::geteuid().is_root() {
-            assert!(text.contains("== configured container "), "{text}");
-            assert!(
-                text.contains("libcuda.so.1 => /usr/lib/x86_64-linux-gnu/libcuda.so.1"),
-                "{text}"
-            );
-        }
-    }
-}
-
-#[test]
 fn mig_config_monitor_and_imex_channels() {
     let s = Scenario::builtin("mig").unwrap();
     let (dir, _host) = build(&s);

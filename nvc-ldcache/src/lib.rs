@@ -1,6 +1,10 @@
 //! Reader for glibc's `ld.so.cache`, the file the dynamic loader and libnvidia-container use to
 //! find shared libraries, plus lazy ELF checks.
 //!
+//! **Stability:** an implementation crate of `nvc-core`, published for it: its API changes
+//! whenever nvc-core needs it to, in any release, without a deprecation period. Depend on
+//! `nvc-core`.
+//!
 //! - [`LdCache::parse`] validates a cache held in memory in constant time and borrows from
 //!   it: the old `ld.so-1.7.0` layout, the new `glibc-ld.so.cache1.1` layout and the two
 //!   combined, with every architecture flag glibc defines ([`Arch`]) and the glibc ≥ 2.33
@@ -11,7 +15,8 @@
 //!   with libnvidia-container's rule: the **last** acceptable entry in cache order wins.
 //! - [`elf`] reads class, machine, SONAME, `DT_NEEDED` and the ABI note of a shared object
 //!   without reading the whole file.
-//! - [`write_cache`] and [`elf::write_shared_object`] produce caches and objects for tests.
+//! - [`write_cache`] writes a cache in glibc's layouts (`configure`'s built-in update of an
+//!   image's cache, simulated hosts); [`elf::write_shared_object`] minimal objects for tests.
 //!
 //! Malformed input of any kind is a typed [`Error`], never a panic or an out-of-bounds read;
 //! the parsers are fuzzed (`fuzz/`) and property-tested.

@@ -1,4 +1,5 @@
-//! A cache writer producing glibc's layouts, for tests and simulated hosts.
+//! A cache writer producing glibc's layouts: the built-in update of an image's cache
+//! (nvc-mount's `builtin_ldconfig`), tests and simulated hosts.
 
 use std::collections::HashMap;
 
