@@ -18,7 +18,7 @@ use nvc_mount::{Error, Ldconfig, LdconfigOptions, Limits, MountApi, MountPlan, P
 
 mod common;
 
-use common::Sim;
+use common::{Sim, first_library};
 
 fn fixture() -> Option<Sim> {
     let sim = common::sim("single")?;
@@ -427,21 +427,6 @@ fn mount_options(sim: &Sim, at: &Path) -> Option<String> {
         let fields: Vec<&str> = l.split(' ').collect();
         (fields.get(4) == Some(&at.as_str())).then(|| fields[5].to_owned())
     })
-}
-
-/// The first library bind of the plan: where it goes in the container.
-fn first_library(plan: &MountPlan) -> std::path::PathBuf {
-    plan.ops
-        .iter()
-        .find_map(|op| match op {
-            nvc_mount::Op::Bind { target, .. }
-                if target.starts_with("/usr/lib/x86_64-linux-gnu") =>
-            {
-                Some(target.clone())
-            }
-            _ => None,
-        })
-        .unwrap()
 }
 
 #[test]

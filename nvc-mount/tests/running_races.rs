@@ -18,9 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::mount::{MsFlags, mount};
-use nvc_mount::{MountApi, MountPlan, Op};
+use nvc_mount::MountApi;
 
 mod common;
+use common::first_library;
 use common::running::{Running, running};
 
 /// The container's mounts at `path` (its own view: mount points relative to its root),
@@ -52,18 +53,6 @@ fn cover(target: &Path) {
         None::<&str>,
     )
     .unwrap();
-}
-
-fn first_library(plan: &MountPlan) -> PathBuf {
-    plan.ops
-        .iter()
-        .find_map(|op| match op {
-            Op::Bind { target, .. } if target.starts_with("/usr/lib/x86_64-linux-gnu") => {
-                Some(target.clone())
-            }
-            _ => None,
-        })
-        .unwrap()
 }
 
 #[test]

@@ -21,9 +21,9 @@ pub struct Sim {
     pub rootfs: tempfile::TempDir,
 }
 
-/// `None`, with the reason printed, without root or device nodes.
-pub fn sim(scenario: &str) -> Option<Sim> {
-    let c = PausedContainer::start()?;
+/// The simulated host `scenario` built in a new directory and probed (its own
+/// `/proc/devices`); `None`, with the reason printed, without device nodes.
+pub fn probed_host(scenario: &str) -> Option<(tempfile::TempDir, Host, DriverInfo)> {
     let hostdir = tempfile::tempdir().unwrap();
     let host = Host::build(&Scenario::builtin(scenario).unwrap(), hostdir.path()).unwrap();
     if !matches!(host.device_nodes_state(), DeviceNodes::Created) {
@@ -33,6 +33,13 @@ pub fn sim(scenario: &str) -> Option<Sim> {
     let mut opts = DriverOptions::new(hostdir.path());
     opts.discover.proc_devices = hostdir.path().join("proc/devices");
     let info = probe_driver(&opts).unwrap();
+    Some((hostdir, host, info))
+}
+
+/// `None`, with the reason printed, without root or device nodes.
+pub fn sim(scenario: &str) -> Option<Sim> {
+    let c = PausedContainer::start()?;
+    let (hostdir, host, info) = probed_host(scenario)?;
     let rootfs = tempfile::tempdir().unwrap();
     nvc_testkit::debian_image(rootfs.path(), &["proc/driver"], false).unwrap();
     Some(Sim {
@@ -99,6 +106,21 @@ impl Sim {
     pub fn plan(&self, container: &Container, opts: &PlanOptions) -> MountPlan {
         MountPlan::build(self.hostdir.path(), &self.info, &container.dirs, opts).unwrap()
     }
+}
+
+/// The first library bind of `plan`: where it goes in the container.
+pub fn first_library(plan: &MountPlan) -> PathBuf {
+    plan.ops
+        .iter()
+        .find_map(|op| match op {
+            nvc_mount::Op::Bind { target, .. }
+                if target.starts_with("/usr/lib/x86_64-linux-gnu") =>
+            {
+                Some(target.clone())
+            }
+            _ => None,
+        })
+        .unwrap()
 }
 
 /// The host's `ldconfig` with the default limits, as nvc-core runs it by default.

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
+use nvc_driver::DriverInfo;
 use nvc_driver::tables::Capability::{Compute, Utility};
-use nvc_driver::{DriverInfo, DriverOptions, probe_driver};
 use nvc_mount::{Container, MountApi, MountPlan, Part, PlanOptions};
-use nvc_testkit::{DeviceNodes, Host, PausedContainer, Scenario, TestCgroup};
+use nvc_testkit::{Host, PausedContainer, TestCgroup};
 
 pub struct Running {
     pub c: Mutex<Option<PausedContainer>>,
@@ -25,15 +25,7 @@ pub struct Running {
 
 /// A running container on the dgx host, in a runtime-like v1 device cgroup.
 pub fn running() -> Option<Running> {
-    let hostdir = tempfile::tempdir().unwrap();
-    let host = Host::build(&Scenario::builtin("dgx").unwrap(), hostdir.path()).unwrap();
-    if !matches!(host.device_nodes_state(), DeviceNodes::Created) {
-        nvc_testkit::skip!("no device nodes");
-        return None;
-    }
-    let mut opts = DriverOptions::new(hostdir.path());
-    opts.discover.proc_devices = hostdir.path().join("proc/devices");
-    let info = probe_driver(&opts).unwrap();
+    let (hostdir, host, info) = super::probed_host("dgx")?;
     let rootfs = tempfile::tempdir().unwrap();
     nvc_testkit::debian_image(
         rootfs.path(),
