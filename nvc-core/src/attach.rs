@@ -117,6 +117,26 @@ impl ContainerSetup<'_> {
                 _ => None,
             })
             .collect();
+        // A sibling's mounts are the container's to fake (a process that can mount may bind
+        // a host file back where it was): where the kernel keeps the device rules readably
+        // (cgroup v1), a sibling counts only while its own capability is still allowed.
+        let caps_major = info.files.caps_major;
+        let cgroup = match caps_major {
+            Some(_) if !self.options.plan.no_cgroups => Some(
+                nvc_mount::cgroup::DeviceCgroup::of_process(container.pid, &container.proc_root)
+                    .map_err(|e| Error::mount(Step::Configure, e))?,
+            ),
+            _ => None,
+        };
+        let allowed = |m: &nvc_driver::MigDevice| -> Result<bool, Error> {
+            match (&cgroup, caps_major, m.access_minors.1) {
+                (Some(cg), Some(major), Some(minor)) => Ok(cg
+                    .allows(major, minor)
+                    .map_err(|e| Error::mount(Step::Configure, e))?
+                    .unwrap_or(true)),
+                _ => Ok(true),
+            }
+        };
         let mut keep = MountPlan::default();
         for g in selection.gpus.iter().filter(|g| !g.mig_devices.is_empty()) {
             let siblings = info
@@ -126,6 +146,9 @@ impl ContainerSetup<'_> {
                 .flat_map(|h| &h.mig_devices)
                 .filter(|m| !g.mig_devices.iter().any(|s| s.index == m.index));
             for m in siblings {
+                if !allowed(m)? {
+                    continue;
+                }
                 let access = part(Part::MigAccess(g.clone(), m.clone()))?;
                 let in_place = access
                     .in_place(container)

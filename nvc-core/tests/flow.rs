@@ -474,12 +474,37 @@ fn mig_devices_are_taken_back_sharing_what_they_share() {
         !mounts.contains("/gpu0/mig/gi1/ci0/access ") && mounts.contains("/gpu0/mig/gi1/access "),
         "{mounts}"
     );
+    // A container process that can mount keeps 0:1's access file aside, to put it back after
+    // 0:1 is detached and so pass for a MIG device still there.
+    let ci1 = "/proc/driver/nvidia/capabilities/gpu0/mig/gi1/ci1/access";
+    let in_container = |script: &str| {
+        let ok = std::process::Command::new("nsenter")
+            .args([
+                "-t",
+                &r.running.pid().to_string(),
+                "-m",
+                "/bin/busybox",
+                "sh",
+                "-c",
+            ])
+            .arg(script)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "{script}");
+    };
+    in_container(&format!(
+        "/bin/busybox touch /kept && /bin/busybox mount --bind {ci1} /kept"
+    ));
     // 0:1, the last of instance 1: its access and the instance's go; GPU 0 stays for 0:2.
     let second = setup("0:1").detach().unwrap();
     assert_eq!(revoked(&second), sorted(vec![caps(1).0, caps(1).1]));
     assert!(!second.revoked().contains(&(195, 0)) && !second.was_last());
     assert!(r.running.mountinfo().contains(" /dev/nvidia0 "));
-    // 0:2, the last MIG device of the last GPU: everything.
+    in_container(&format!(
+        "/bin/busybox touch {ci1} && /bin/busybox mount --bind /kept {ci1}"
+    ));
+    // 0:2, the last MIG device of the last GPU: everything (0:1's access file back in its
+    // place does not count: its capability is denied in the cgroup).
     let last = setup("0:2").detach().unwrap();
     assert_eq!(revoked(&last), sorted(vec![caps(2).0, caps(2).1]));
     assert!(

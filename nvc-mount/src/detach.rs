@@ -34,10 +34,13 @@ impl MountPlan {
     /// open the devices from then on; then, in its mount namespace and in reverse order,
     /// each bind whose target shows the plan's source (same device and inode) is
     /// unmounted (`MNT_DETACH`), checked by mount id to be the topmost mount there just
-    /// before and no longer there after, and the empty file or directory nvc made as its
+    /// before and no longer there after — again while the target shows the source (a copy a
+    /// container process stacked on it) — and the empty file or directory nvc made as its
     /// mountpoint is removed. Anything else at a target — a file of the image, a mount the
-    /// container made, also one it stacks on nvc's while detaching (nvc's is then said to
-    /// be left) — is left alone. A process that
+    /// container made of something else — is left alone; one the container stacks on nvc's
+    /// while detaching is not taken for nvc's (nvc's is then said to be left), but
+    /// `umount2(2)` takes the topmost mount at a place, so one stacked in the instant between
+    /// that check and the unmount goes instead (also said: nvc's is left). A process that
     /// already had a device open keeps its descriptor (the kernel checks access at
     /// `open(2)`); files stay open and mapped where processes use them.
     ///
@@ -153,18 +156,35 @@ fn shown(
     Ok(((st.st_dev, st.st_ino) == source).then_some((dir, top)))
 }
 
-/// Unmounts the bind of `source` (device, inode) at `target` and removes its empty
-/// mountpoint; `false` when `target` does not show `source`.
+/// Unmounts the binds of `source` (device, inode) at `target` — nvc's, and copies a
+/// container process stacked on it (each shows the host's node; at most
+/// [`MAX_STACKED`]) — and removes nvc's empty mountpoint; `false` when `target` does not
+/// show `source`.
 fn take_away(root: &Root, target: &Path, source: (u64, u64)) -> Result<bool, String> {
-    let Some((dir, top)) = shown(root, target, source).map_err(|e| e.to_string())? else {
+    let name = Path::new(target.file_name().unwrap_or_default());
+    let mut under = None;
+    for _ in 0..MAX_STACKED {
+        let Some((dir, top)) = shown(root, target, source).map_err(|e| e.to_string())? else {
+            break;
+        };
+        nvc_sys::fault::point("detach: umount", target).map_err(|e| e.to_string())?;
+        // The mount found, by its id: a mount the container stacks on the name meanwhile is
+        // not taken for it (and nvc's under it is said to be left).
+        let id = nvc_sys::mount::mount_id(top.as_fd()).ok();
+        unmount_ours(&dir, name, target, id, source)?;
+        under = Some(dir);
+    }
+    let Some(dir) = under else {
         return Ok(false);
     };
-    let name = Path::new(target.file_name().unwrap_or_default());
-    nvc_sys::fault::point("detach: umount", target).map_err(|e| e.to_string())?;
-    // The mount found, by its id: a mount the container stacks on the name meanwhile is
-    // not taken away (and nvc's under it is said to be left).
-    let id = nvc_sys::mount::mount_id(top.as_fd()).ok();
-    unmount_ours(&dir, name, target, id, source)?;
+    if shown(root, target, source)
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
+        return Err(format!(
+            "still shows the host's node after {MAX_STACKED} unmounts"
+        ));
+    }
     // The mountpoint nvc made: an empty file or directory (anything else stays).
     if let Ok(under) = fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         let kind = SFlag::from_bits_truncate(under.st_mode) & SFlag::S_IFMT;
@@ -177,3 +197,6 @@ fn take_away(root: &Root, target: &Path, source: (u64, u64)) -> Result<bool, Str
     }
     Ok(true)
 }
+
+/// How many binds of the same source stacked at one target a detach takes away.
+const MAX_STACKED: usize = 16;

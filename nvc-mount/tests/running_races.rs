@@ -246,6 +246,36 @@ fn mount2_binds_are_refused_for_a_running_container_before_anything_changes() {
     assert_eq!(r.state(), before);
 }
 
+#[test]
+fn a_copy_of_the_node_stacked_on_nvcs_bind_goes_with_it() {
+    // A container process binds the node onto itself: the top then shows the host's node too,
+    // but it is the container's copy; nvc's is under it.
+    let Some(r) = running() else { return };
+    let container = r.container();
+    attach_gpu1(&r, &container);
+    nvc_mount::in_mount_ns(r.pid, || {
+        mount(
+            Some("/dev/nvidia1"),
+            "/dev/nvidia1",
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(mounts_at(&r, "/dev/nvidia1").len(), 2);
+    let gpu1 = r.plan(&container, Some(r.gpu1()));
+    let done = gpu1.detach(&container).unwrap();
+    assert!(done.unmounted.contains(&PathBuf::from("/dev/nvidia1")));
+    assert!(
+        mounts_at(&r, "/dev/nvidia1").is_empty(),
+        "nvc's bind went too"
+    );
+    assert!(!inside(&r, "/dev/nvidia1").exists());
+}
+
 /// GPU 1 attached to `r`'s container (without a linker-cache update).
 fn attach_gpu1(r: &Running, container: &nvc_mount::Container) {
     let plan = r.plan(container, None);

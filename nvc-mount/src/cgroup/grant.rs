@@ -243,6 +243,23 @@ impl DeviceCgroup {
         }
     }
 
+    /// Whether the cgroup lets its processes open character device `major:minor` (read or
+    /// write), as the kernel keeps it: v1's `devices.list`. `None` for v2, whose programs
+    /// answer only when run.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Cgroup`] when `devices.list` cannot be read.
+    pub fn allows(&self, major: u32, minor: u32) -> Result<Option<bool>, Error> {
+        match self.version {
+            CgroupVersion::V1 => {
+                let list = self.list_v1(&self.open_dir()?)?;
+                Ok(Some(v1_opens(&list, major, minor)))
+            }
+            CgroupVersion::V2 => Ok(None),
+        }
+    }
+
     /// The cgroup's `devices.list` (v1).
     fn list_v1(&self, dir: &OwnedFd) -> Result<String, Error> {
         let mut list = String::new();
