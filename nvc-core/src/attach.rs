@@ -139,6 +139,7 @@ impl ContainerSetup<'_> {
         };
         let mut keep = MountPlan::default();
         for g in selection.gpus.iter().filter(|g| !g.mig_devices.is_empty()) {
+            let mut sibling_stays = false;
             let siblings = info
                 .gpus
                 .iter()
@@ -155,8 +156,11 @@ impl ContainerSetup<'_> {
                     .map_err(|e| Error::mount(Step::Configure, e))?;
                 if in_place.iter().any(|t| !going.contains(t)) {
                     keep.ops.extend(access.ops);
-                    keep.ops.extend(part(Part::Gpu(g.clone()))?.ops);
+                    sibling_stays = true;
                 }
+            }
+            if sibling_stays {
+                keep.ops.extend(part(Part::Gpu(g.clone()))?.ops);
             }
         }
         plan.ops.retain(|op| !keep.ops.contains(op));

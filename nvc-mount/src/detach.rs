@@ -163,10 +163,15 @@ fn shown(
 fn take_away(root: &Root, target: &Path, source: (u64, u64)) -> Result<bool, String> {
     let name = Path::new(target.file_name().unwrap_or_default());
     let mut under = None;
-    for _ in 0..MAX_STACKED {
+    for unmounted in 0.. {
         let Some((dir, top)) = shown(root, target, source).map_err(|e| e.to_string())? else {
             break;
         };
+        if unmounted == MAX_STACKED {
+            return Err(format!(
+                "still shows the host's node after {MAX_STACKED} unmounts"
+            ));
+        }
         nvc_sys::fault::point("detach: umount", target).map_err(|e| e.to_string())?;
         // The mount found, by its id: a mount the container stacks on the name meanwhile is
         // not taken for it (and nvc's under it is said to be left).
@@ -177,14 +182,6 @@ fn take_away(root: &Root, target: &Path, source: (u64, u64)) -> Result<bool, Str
     let Some(dir) = under else {
         return Ok(false);
     };
-    if shown(root, target, source)
-        .map_err(|e| e.to_string())?
-        .is_some()
-    {
-        return Err(format!(
-            "still shows the host's node after {MAX_STACKED} unmounts"
-        ));
-    }
     // The mountpoint nvc made: an empty file or directory (anything else stays).
     if let Ok(under) = fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         let kind = SFlag::from_bits_truncate(under.st_mode) & SFlag::S_IFMT;

@@ -309,17 +309,17 @@ impl DeviceCgroup {
             }
             // What it had: every access of its own rule, or all of them where the cgroup
             // allows everything (the denial is then an exception, taken out whole).
-            let had = if unrestricted {
-                "rwm".to_owned()
-            } else {
-                let own = format!("c {major}:{minor} ");
-                let own = list.lines().filter(|l| l.starts_with(&own));
-                let own = own.collect::<Vec<_>>().join("\n");
-                "rwm"
-                    .chars()
-                    .filter(|&a| v1_allows(&own, major, minor, &a.to_string()))
-                    .collect()
-            };
+            let own = format!("c {major}:{minor} ");
+            let had: String = "rwm"
+                .chars()
+                .filter(|&a| {
+                    unrestricted
+                        || list
+                            .lines()
+                            .filter_map(|l| l.strip_prefix(&own))
+                            .any(|access| access.contains(a))
+                })
+                .collect();
             self.write_v1(&dir, "devices.deny", &format!("c {major}:{minor} rwm"))?;
             grant
                 .v1_undo
