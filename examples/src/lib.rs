@@ -45,8 +45,8 @@ pub mod render {
     /// The writer's.
     pub fn info(info: &DriverInfo, csv: bool, out: &mut dyn Write) -> io::Result<()> {
         // What only NVML knows reads `N/A` when it was not asked (`--no-nvml`).
-        fn na(s: &str) -> &str {
-            if s.is_empty() { "N/A" } else { s }
+        fn na(s: &Option<String>) -> &str {
+            s.as_deref().unwrap_or("N/A")
         }
         let cuda = na(&info.cuda_version);
         if csv {

@@ -221,7 +221,7 @@ impl Config {
             ..HookOptions::default()
         };
         if let Some(ldconfig) = cli.ldconfig.as_deref().filter(|l| !l.is_empty()) {
-            opts.ldconfig = Some(Ldconfig::parse(ldconfig));
+            opts.ldconfig = Ldconfig::parse(ldconfig);
         }
         let supported = self.supported_driver_capabilities.trim();
         if !supported.is_empty() && supported != "all" {
@@ -302,7 +302,7 @@ path = "nvidia-ctk"
             [PathBuf::from("/etc/cdi"), "/var/run/cdi".into()]
         );
         let opts = c.hook_options().unwrap();
-        assert_eq!(opts.ldconfig, Some(Ldconfig::parse("@/sbin/ldconfig")));
+        assert_eq!(opts.ldconfig, Ldconfig::parse("@/sbin/ldconfig"));
         assert_eq!(opts.supported_capabilities.len(), Capability::ALL.len());
         assert!(opts.compat32);
         assert_eq!(opts.cuda_compat, nvc_core::CompatMode::Ldconfig);

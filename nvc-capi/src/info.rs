@@ -89,7 +89,7 @@ fn driver_info(info: &DriverInfo) -> Result<*mut nvc_driver_info, Failure> {
 fn fill_driver_info(c: &mut nvc_driver_info, info: &DriverInfo) -> Result<(), Failure> {
     let f = &info.files;
     c.nvrm_version = cmem::string(info.nvrm_version.as_bytes())?;
-    c.cuda_version = cmem::string(info.cuda_version.as_bytes())?;
+    c.cuda_version = cmem::string(info.cuda_version.as_deref().unwrap_or_default().as_bytes())?;
     (c.bins, c.nbins) = cmem::paths(&f.binaries)?;
     (c.libs, c.nlibs) = cmem::paths(&f.libraries)?;
     (c.libs32, c.nlibs32) = cmem::paths(&f.libraries32)?;
@@ -219,8 +219,8 @@ fn fill_device(
     d.model = cmem::string(g.model.as_bytes())?;
     d.uuid = cmem::string(g.uuid.as_bytes())?;
     d.busid = cmem::string(g.bus_id.to_string().as_bytes())?;
-    d.arch = cmem::string(g.architecture.as_bytes())?;
-    d.brand = cmem::string(g.brand.as_bytes())?;
+    d.arch = cmem::string(g.architecture.as_deref().unwrap_or_default().as_bytes())?;
+    d.brand = cmem::string(g.brand.as_deref().unwrap_or_default().as_bytes())?;
     d.node = nvc_device_node {
         path: cmem::string(format!("/dev/nvidia{}", g.minor).as_bytes())?,
         id: libc::makedev(195, g.minor),

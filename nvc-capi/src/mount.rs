@@ -60,10 +60,10 @@ fn mount(
             .capabilities(&capabilities(flags))
             .compat32(flags & f::COMPAT32 != 0)
             .no_devbind(flags & f::NO_DEVBIND != 0)
-            .no_cgroups(flags & f::NO_CGROUPS != 0)
+            .device_cgroup(flags & f::NO_CGROUPS == 0)
             .cuda_compat(compat_mode(flags))
             .no_pivot(no_pivot)
-            .ldconfig(Some(container.ldconfig.clone()))
+            .ldconfig(container.ldconfig.clone())
             .with_compat_libraries(libs)
             .only(part)
             .mount()?;

@@ -90,7 +90,7 @@ impl ContainerSetup<'_> {
             let opts = PlanOptions {
                 capabilities: Capability::ALL.to_vec(),
                 no_devbind: self.options.plan.no_devbind,
-                no_cgroups: self.options.plan.no_cgroups,
+                no_cgroups: !self.device_cgroup,
                 part: Some(part),
                 ..PlanOptions::default()
             };
@@ -122,7 +122,7 @@ impl ContainerSetup<'_> {
         // (cgroup v1), a sibling counts only while its own capability is still allowed.
         let caps_major = info.files.caps_major;
         let cgroup = match caps_major {
-            Some(_) if !self.options.plan.no_cgroups => Some(
+            Some(_) if self.device_cgroup => Some(
                 nvc_mount::cgroup::DeviceCgroup::of_process(container.pid, &container.proc_root)
                     .map_err(|e| Error::mount(Step::Configure, e))?,
             ),

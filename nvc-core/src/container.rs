@@ -10,12 +10,12 @@ use nvc_mount::{
 };
 
 use crate::error::{Error, Step};
-use crate::{Devices, Driver, Note, Requirement, Selection};
+use crate::{Devices, Driver, Note, Operation, Requirement, Selection};
 
 /// What one container gets, set with builder methods; [`ContainerSetup::plan`] shows it,
 /// [`ContainerSetup::mount`] applies it.
 ///
-/// Defaults: no devices, no capabilities, device cgroups on, the host's `ldconfig`
+/// Defaults: no devices, no capabilities, the device cgroup granted, the host's `ldconfig`
 /// ([`Ldconfig::host_default`]: no program of the image runs), CUDA compat libraries
 /// mounted when newer than the driver.
 #[derive(Debug, Clone)]
@@ -28,6 +28,10 @@ pub struct ContainerSetup<'d> {
     mig_access: [Option<String>; 2],
     pub(crate) options: ConfigureOptions,
     part: Option<Part>,
+    /// [`ContainerSetup::device_cgroup`].
+    pub(crate) device_cgroup: bool,
+    /// [`ContainerSetup::image_ldconfig`]: the image's program, from the directories.
+    image_ldconfig: bool,
     /// Directories set with [`ContainerSetup::dirs`] for a setup without a container.
     chosen_dirs: Option<ContainerDirs>,
 }
@@ -83,10 +87,12 @@ impl<'d> ContainerSetup<'d> {
             requirements: Vec::new(),
             mig_access: [None, None],
             options: ConfigureOptions {
-                ldconfig: Some(Ldconfig::host_default()),
+                ldconfig: Ldconfig::host_default(),
                 ..ConfigureOptions::default()
             },
             part: None,
+            device_cgroup: true,
+            image_ldconfig: false,
             chosen_dirs: None,
         }
     }
@@ -145,10 +151,12 @@ impl<'d> ContainerSetup<'d> {
         self
     }
 
-    /// Leave the device cgroup alone (the runtime's rules apply).
+    /// Whether nvc grants the devices in the container's device cgroup (on by default).
+    /// Off (upstream's `--no-cgroups`), the cgroup is left alone: a runtime that owns it
+    /// applies [`Plan::device_rules`] itself.
     #[must_use]
-    pub fn no_cgroups(mut self, on: bool) -> Self {
-        self.options.plan.no_cgroups = on;
+    pub fn device_cgroup(mut self, on: bool) -> Self {
+        self.device_cgroup = on;
         self
     }
 
@@ -175,22 +183,23 @@ impl<'d> ContainerSetup<'d> {
         self
     }
 
-    /// Which `ldconfig` to run (`None`: do not run one). The image's own
-    /// ([`Ldconfig::Image`]) runs sandboxed: new namespaces, no capabilities, the
-    /// container's device cgroup, a `nodev` root, seccomp.
+    /// The linker-cache step: [`Ldconfig::Skip`], the host's program (the default), the
+    /// built-in update, or a program of the image ([`Ldconfig::Image`]), which runs
+    /// sandboxed: new namespaces, no capabilities, the container's device cgroup, a `nodev`
+    /// root, seccomp.
     #[must_use]
-    pub fn ldconfig(mut self, ldconfig: Option<Ldconfig>) -> Self {
-        self.options.no_ldconfig = ldconfig.is_none();
+    pub fn ldconfig(mut self, ldconfig: Ldconfig) -> Self {
         self.options.ldconfig = ldconfig;
+        self.image_ldconfig = false;
         self
     }
 
-    /// Run the image's own `ldconfig` (`/sbin/ldconfig.real` where the image has it, else
-    /// `/sbin/ldconfig`), sandboxed: upstream's default, for drop-in compatibility.
+    /// Run the image's own `ldconfig` — [`ContainerDirs::ldconfig`] when the plan is made:
+    /// `/sbin/ldconfig.real` where the image has it, else `/sbin/ldconfig` — sandboxed:
+    /// upstream's default, for drop-in compatibility.
     #[must_use]
     pub fn image_ldconfig(mut self) -> Self {
-        self.options.no_ldconfig = false;
-        self.options.ldconfig = None;
+        self.image_ldconfig = true;
         self
     }
 
@@ -210,7 +219,7 @@ impl<'d> ContainerSetup<'d> {
 
     /// Plan and mount only `part`, as its own transaction (the C API's calls). The devices,
     /// requirements and MIG access set with the other methods are then ignored: the part
-    /// names what it mounts; capabilities, `compat32`, `no_devbind`, `no_cgroups`, CUDA
+    /// names what it mounts; capabilities, `compat32`, `no_devbind`, `device_cgroup`, CUDA
     /// compat and `ldconfig` apply where the part uses them, and only [`Part::Ldcache`] runs
     /// `ldconfig`.
     #[must_use]
@@ -231,7 +240,7 @@ impl<'d> ContainerSetup<'d> {
             (Some(c), _) => Ok(c.dirs.clone()),
             (None, Some(dirs)) => Ok(dirs.clone()),
             (None, None) => {
-                ContainerDirs::detect(&self.rootfs).map_err(|e| Error::mount(Step::Container, e))
+                nvc_mount::detect_dirs(&self.rootfs).map_err(|e| Error::mount(Step::Container, e))
             }
         }
     }
@@ -296,20 +305,31 @@ impl<'d> ContainerSetup<'d> {
     /// [`ErrorKind::Unsatisfied`](crate::ErrorKind::Unsatisfied) for a requirement the
     /// host does not meet, a detection error in the image (`container error: ...`).
     pub fn plan(&self) -> Result<Plan, Error> {
-        let (options, selection) = match self.part {
+        let (mut options, selection) = match self.part {
             Some(part) => (self.part_options(part)?, Selection::default()),
             None => self.whole_options()?,
         };
-        let configuration = Configuration::prepare(
+        let dirs = self.image_dirs()?;
+        if self.image_ldconfig && options.ldconfig != Ldconfig::Skip {
+            options.ldconfig = Ldconfig::Image(dirs.ldconfig.clone());
+        }
+        let mut configuration = Configuration::prepare(
             self.driver.root(),
             self.driver.info(),
             &self.rootfs,
-            &self.image_dirs()?,
+            &dirs,
             &options,
         )
         .map_err(|e| Error::mount(Step::Container, e))?;
+        let device_rules = configuration.plan.device_rules();
+        if !self.device_cgroup {
+            // The runtime applies the rules: the operations are what nvc does.
+            let ops = &mut configuration.plan.ops;
+            ops.retain(|op| !matches!(op, Operation::AllowDevice { .. }));
+        }
         Ok(Plan {
             configuration,
+            device_rules,
             selection,
         })
     }
@@ -366,8 +386,7 @@ impl<'d> ContainerSetup<'d> {
             Part::Ldcache => nvc_mount::Part::Ldcache,
         });
         if part != Part::Ldcache {
-            options.no_ldconfig = true;
-            options.ldconfig = None;
+            options.ldconfig = Ldconfig::Skip;
         }
         Ok(options)
     }
@@ -395,6 +414,26 @@ impl<'d> ContainerSetup<'d> {
     /// `cgroup error: ...`, `ldcache error: ...`).
     pub fn mount(self) -> Result<Configured, Error> {
         let plan = self.plan()?;
+        self.apply(plan)
+    }
+
+    /// Applies `plan` — the one [`ContainerSetup::plan`] returned, possibly shown, checked
+    /// or stored in between — to the container, exactly as [`ContainerSetup::mount`] does,
+    /// without planning again: what was shown is what is done.
+    ///
+    /// A plan read back with `serde` must come from a trusted place: its sources are host
+    /// paths bound into the container.
+    ///
+    /// # Effects on the calling process
+    ///
+    /// As [`ContainerSetup::mount`].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::BadInput`](crate::ErrorKind::BadInput) for a setup made with
+    /// [`Driver::image`] or a plan made for another rootfs or other image directories
+    /// (`container error: planned for ...`), then as [`ContainerSetup::mount`].
+    pub fn apply(self, plan: Plan) -> Result<Configured, Error> {
         let container = self.container.as_ref().ok_or_else(|| {
             Error::input(format!(
                 "no container process for {}: a plan only",
@@ -412,19 +451,68 @@ impl<'d> ContainerSetup<'d> {
     }
 }
 
-/// What [`ContainerSetup::mount`] will do; `Display` prints it one operation a line
-/// (`bind ro,nosuid,nodev TARGET <- SOURCE`, `cgroup allow c 195:0 rw`, `ldconfig ...`).
+/// What [`ContainerSetup::mount`] will do, as data: the operations in order (mounts,
+/// written files, links, device rules — [`Plan::operations`]), the device rules on their
+/// own ([`Plan::device_rules`], also when nvc leaves the cgroup to the runtime), and the
+/// linker-cache step ([`Plan::ldconfig`], [`Plan::ldconfig_dirs`]).
+/// [`ContainerSetup::apply`] executes exactly this. `Display` prints it one operation a
+/// line (`bind ro,nosuid,nodev TARGET <- SOURCE`, `cgroup allow c 195:0 rw`,
+/// `ldconfig ...`); with the `serde` feature it is serialisable.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Plan {
     configuration: Configuration,
+    device_rules: Vec<(u32, u32)>,
     selection: Selection,
 }
+
+/// The linker-cache step of a plan that has none.
+static SKIP: Ldconfig = Ldconfig::Skip;
 
 impl Plan {
     /// The devices selected.
     #[must_use]
     pub fn selection(&self) -> &Selection {
         &self.selection
+    }
+
+    /// What is done in the container, in order. Container paths are absolute paths inside
+    /// its root; bind sources are host paths (or, for [`Operation::BindFromImage`], the
+    /// image's own files). [`Operation::AllowDevice`] rules are here only when nvc grants
+    /// them ([`ContainerSetup::device_cgroup`]).
+    #[must_use]
+    pub fn operations(&self) -> &[Operation] {
+        &self.configuration.plan.ops
+    }
+
+    /// The character devices (major, minor) the container needs `rw` access to, in order:
+    /// what nvc grants, or — with [`ContainerSetup::device_cgroup`] off — what the runtime
+    /// must allow in its own device cgroup.
+    #[must_use]
+    pub fn device_rules(&self) -> &[(u32, u32)] {
+        &self.device_rules
+    }
+
+    /// The linker-cache step ([`Ldconfig::Skip`] when none runs).
+    #[must_use]
+    pub fn ldconfig(&self) -> &Ldconfig {
+        self.configuration
+            .ldconfig
+            .as_ref()
+            .map_or(&SKIP, |l| &l.ldconfig)
+    }
+
+    /// The container directories the linker-cache step adds, in the order `ldconfig` is
+    /// given them (the CUDA compat directory first, in `ldconfig` compat mode).
+    #[must_use]
+    pub fn ldconfig_dirs(&self) -> Vec<&Path> {
+        self.configuration.ldconfig_dirs()
+    }
+
+    /// The container's root filesystem it was planned for (a host path).
+    #[must_use]
+    pub fn rootfs(&self) -> &Path {
+        &self.configuration.rootfs
     }
 }
 

@@ -183,61 +183,48 @@ impl Error {
     /// adding the prefix of the step they ran.
     #[must_use]
     pub fn detail(&self) -> String {
-        const PREFIXES: [&str; 11] = [
-            "input error: ",
-            "initialization error: ",
-            "detection error: ",
-            "device error: ",
-            "requirement error: ",
-            "mig-monitor error: ",
-            "mig-config error: ",
-            "container error: ",
-            "mount error: ",
-            "cgroup error: ",
-            "ldcache error: ",
-        ];
-        let message = self.to_string();
-        match PREFIXES.iter().find_map(|p| message.strip_prefix(p)) {
-            Some(rest) => rest.to_owned(),
-            None => message,
+        match &self.inner {
+            Inner::Driver(e) => e.to_string(),
+            Inner::Mount(e) => e.to_string(),
+            Inner::Input(what) | Inner::Io { what, .. } => what.clone(),
         }
     }
 
-    /// Whether the message already starts with upstream's prefix for its step (nvc-mount's
-    /// mount, cgroup, ldcache, device and container errors carry their own).
-    fn prefixed(&self) -> bool {
+    /// Upstream's message prefix: the one place it is decided. A change to the container
+    /// is named by what failed (an undo's failure by the step it undid); everything else by
+    /// the step.
+    fn prefix(&self) -> &'static str {
         use nvc_mount::Error as M;
-        match &self.inner {
-            Inner::Mount(M::UndoIncomplete { error, .. }) => !matches!(
-                **error,
-                M::NoProcess { .. } | M::Namespace { .. } | M::Driver(_)
-            ),
-            Inner::Mount(M::NoProcess { .. } | M::Namespace { .. } | M::Driver(_)) => false,
-            Inner::Mount(_) => true,
-            _ => false,
+        let mount = match &self.inner {
+            Inner::Mount(M::UndoIncomplete { error, .. }) => Some(&**error),
+            Inner::Mount(e) => Some(e),
+            _ => None,
+        };
+        if let Inner::Io { .. } = self.inner {
+            return "";
+        }
+        match (mount, self.step) {
+            (Some(M::Apply { .. }), _) => "mount error: ",
+            (Some(M::Cgroup { .. }), _) => "cgroup error: ",
+            (Some(M::Ldconfig { .. }), _) => "ldcache error: ",
+            (Some(M::Device { .. }), _) => "device error: ",
+            (Some(M::Container { .. } | M::DetachIncomplete { .. }), _) => "container error: ",
+            (Some(M::BadRootfs { .. }), _) => "",
+            (_, Step::Input) => "input error: ",
+            (_, Step::Initialization) => "initialization error: ",
+            (_, Step::Detection) => "detection error: ",
+            (_, Step::Device) => "device error: ",
+            (_, Step::Requirement) => "requirement error: ",
+            (_, Step::Mig("mig-monitor")) => "mig-monitor error: ",
+            (_, Step::Mig(_)) => "mig-config error: ",
+            (_, Step::Container | Step::Configure) => "container error: ",
         }
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let prefix = match self.step {
-            _ if self.prefixed() => "",
-            Step::Input => "input error: ",
-            Step::Initialization => "initialization error: ",
-            Step::Detection => "detection error: ",
-            Step::Device => "device error: ",
-            Step::Requirement => "requirement error: ",
-            Step::Mig("mig-monitor") => "mig-monitor error: ",
-            Step::Mig(_) => "mig-config error: ",
-            Step::Container | Step::Configure => "container error: ",
-        };
-        match &self.inner {
-            Inner::Driver(e) => write!(f, "{prefix}{e}"),
-            Inner::Mount(e) => write!(f, "{prefix}{e}"),
-            Inner::Input(what) => write!(f, "{prefix}{what}"),
-            Inner::Io { what, .. } => f.write_str(what),
-        }
+        write!(f, "{}{}", self.prefix(), self.detail())
     }
 }
 

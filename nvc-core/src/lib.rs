@@ -25,6 +25,27 @@
 //! shows what it would do. Errors say what kind of failure they are ([`Error::kind`]) so
 //! callers can tell "no driver" from "bad input" without matching internals.
 //!
+//! [`ContainerSetup::plan`] returns the [`Plan`] as data — the [`Operation`]s in order, the
+//! device rules (also when [`ContainerSetup::device_cgroup`] leaves the cgroup to the
+//! runtime), the linker-cache step ([`Ldconfig`]) — and [`ContainerSetup::apply`] executes
+//! exactly that plan; [`ContainerSetup::mount`] is the two in one.
+//!
+//! # Stability
+//!
+//! This crate is the API to depend on; nvc-sys, nvc-ldcache, nvc-driver and nvc-mount are
+//! its implementation, with no stability promise of their own. The data types it re-exports
+//! from them — [`DriverInfo`], [`Gpu`], [`MigDevice`], [`DeviceNode`], [`DriverFiles`],
+//! [`ProcFile`], [`Selection`], [`KmodReport`], [`ContainerDirs`], [`Operation`],
+//! [`MountKind`], [`MountFlags`],
+//! [`Ldconfig`], [`Capability`], [`CompatMode`], [`Note`] — are part of *this* crate's API and
+//! follow its semver: nvc-core pins those crates to one exact version, each type is
+//! `#[non_exhaustive]` (fields can be added; construct them by discovery, `Default` or
+//! `serde`, not by literal), and `nvc-core/public-api.txt` — checked in CI — lists every
+//! public item, the re-exported ones with their fields. Facts NVML did not give are `None`,
+//! never `""`. [`PciBusId`] and [`Identity`] are plain, exhaustive data: an address and a
+//! uid/gid pair do not grow. The `oci` feature's `oci_spec` re-export is the version nvc
+//! speaks; a new major version of `oci-spec` is a new major version of nvc-core.
+//!
 //! # Threads
 //!
 //! Every type of the flow — [`Context`], [`Driver`], [`ContainerSetup`], [`Plan`],
@@ -63,10 +84,11 @@ pub use list::ListOptions;
 pub use nvc_driver::kmods::KmodReport;
 pub use nvc_driver::tables::Capability;
 pub use nvc_driver::{
-    DeviceNode, DriverFiles, DriverInfo, Gpu, MigDevice, PciBusId, Selection, nvml::Identity,
+    DeviceNode, DriverFiles, DriverInfo, Gpu, MigDevice, PciBusId, ProcFile, Selection,
+    nvml::Identity,
 };
 pub use nvc_mount::cgroup::Note;
-pub use nvc_mount::{CompatMode, ContainerDirs, Ldconfig};
+pub use nvc_mount::{CompatMode, ContainerDirs, Ldconfig, MountFlags, MountKind, Op as Operation};
 
 use error::Step;
 

@@ -41,9 +41,9 @@ pub const CONFIG_LIMIT: u64 = 16 << 20;
 /// How the hook flow configures a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookOptions {
-    /// Which `ldconfig` to run (`None`: none); the host's by default
+    /// The linker-cache step; the host's `ldconfig` by default
     /// ([`Ldconfig::host_default`]), so no program of the image runs.
-    pub ldconfig: Option<Ldconfig>,
+    pub ldconfig: Ldconfig,
     /// Leave the device cgroup alone.
     pub no_cgroups: bool,
     /// Honour `NVIDIA_VISIBLE_DEVICES` from unprivileged containers (no `CAP_SYS_ADMIN` in
@@ -68,7 +68,7 @@ pub struct HookOptions {
 impl Default for HookOptions {
     fn default() -> Self {
         HookOptions {
-            ldconfig: Some(Ldconfig::host_default()),
+            ldconfig: Ldconfig::host_default(),
             no_cgroups: false,
             envvar_when_unprivileged: true,
             disable_require: false,
@@ -502,7 +502,7 @@ impl Driver {
                 .devices(request.devices)
                 .capabilities(&request.capabilities)
                 .compat32(request.compat32 && opts.compat32)
-                .no_cgroups(opts.no_cgroups)
+                .device_cgroup(!opts.no_cgroups)
                 .cuda_compat(opts.cuda_compat)
                 .ldconfig(opts.ldconfig.clone()),
             crate::ContainerSetup::require,

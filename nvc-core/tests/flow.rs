@@ -616,3 +616,97 @@ fn a_running_container_gets_gpus_and_gives_them_back() {
     let list = std::fs::read_to_string(cgroup.path().join("devices.list")).unwrap();
     assert!(!list.contains("c 195:1 "), "denied all the same: {list}");
 }
+
+/// What `plan()` shows is what `apply()` does, with no second planning: the operations as
+/// data, the device rules also when the runtime owns the cgroup, the plan read back from
+/// JSON applied, a plan for another image refused before anything changes.
+#[test]
+fn the_plan_shown_is_the_plan_applied() {
+    use nvc_core::{Capability, Ldconfig, Operation, Plan};
+    let Some(paused) = nvc_testkit::PausedContainer::start() else {
+        return;
+    };
+    let (dir, host) = build("single");
+    if !matches!(host.device_nodes_state(), nvc_testkit::DeviceNodes::Created) {
+        nvc_testkit::skip!("no device nodes");
+        return;
+    }
+    let rootfs = tempfile::tempdir().unwrap();
+    nvc_testkit::debian_image(rootfs.path(), &[], true).unwrap();
+    let driver = common::driver(dir.path());
+    let setup = driver
+        .container(paused.pid(), rootfs.path())
+        .unwrap()
+        .devices(Devices::all())
+        .capabilities(&[Capability::Compute, Capability::Utility])
+        .device_cgroup(false);
+    let plan = setup.plan().unwrap();
+    // The runtime owns the cgroup: the rules are data for it, not operations of nvc's.
+    let node = plan
+        .operations()
+        .iter()
+        .find_map(|op| match op {
+            Operation::Bind { target, .. } if target.ends_with("nvidia0") => Some(target),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(node, std::path::Path::new("/dev/nvidia0"));
+    assert!(plan.device_rules().contains(&(195, 0)), "{plan}");
+    assert!(plan.device_rules().contains(&(195, 255)), "{plan}");
+    assert!(
+        !plan
+            .operations()
+            .iter()
+            .any(|op| matches!(op, Operation::AllowDevice { .. }))
+    );
+    assert!(!plan.to_string().contains("cgroup allow"), "{plan}");
+    assert_eq!(plan.ldconfig(), &Ldconfig::host_default());
+    assert_eq!(
+        plan.ldconfig_dirs(),
+        ["/usr/lib/x86_64-linux-gnu", "/usr/lib/i386-linux-gnu"].map(std::path::Path::new)
+    );
+    // Made here, stored, read back: the same plan.
+    let json = serde_json::to_string(&plan).unwrap();
+    let back: Plan = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, plan);
+
+    // A plan for another image is refused before anything changes.
+    let other = tempfile::tempdir().unwrap();
+    nvc_testkit::debian_image(other.path(), &[], true).unwrap();
+    let foreign = driver
+        .image(other.path())
+        .unwrap()
+        .devices(Devices::all())
+        .plan()
+        .unwrap();
+    let before = paused.mountinfo();
+    let err = setup.clone().apply(foreign).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadInput, "{err}");
+    assert!(err.to_string().contains("planned for"), "{err}");
+    assert!(err.is_clean());
+    assert_eq!(paused.mountinfo(), before);
+
+    let done = setup.apply(back).unwrap();
+    let planned: Vec<&std::path::Path> = plan
+        .operations()
+        .iter()
+        .filter_map(|op| match op {
+            Operation::Bind { target, .. }
+            | Operation::BindFromImage { target, .. }
+            | Operation::Tmpfs { target, .. } => Some(target.as_path()),
+            _ => None,
+        })
+        .collect();
+    let handled: Vec<&std::path::Path> = done
+        .mounts()
+        .iter()
+        .chain(done.skipped())
+        .chain(done.already())
+        .map(std::path::PathBuf::as_path)
+        .collect();
+    for target in &planned {
+        assert!(handled.contains(target), "{} not applied", target.display());
+    }
+    assert!(done.mounts().iter().all(|m| planned.contains(&m.as_path())));
+    assert!(done.granted().is_empty(), "{:?}", done.granted());
+}

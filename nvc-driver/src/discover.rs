@@ -76,6 +76,7 @@ impl DiscoverOptions {
 /// A device node.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct DeviceNode {
     /// Path inside the root (`/dev/nvidia-uvm`).
     pub path: PathBuf,
@@ -88,6 +89,7 @@ pub struct DeviceNode {
 /// The driver's files, as root-relative paths (each starting with `/`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct DriverFiles {
     /// 64-bit libraries (resolved real files), in lookup order.
     pub libraries: Vec<PathBuf>,
@@ -127,6 +129,7 @@ pub struct DriverFiles {
 /// A copy of one of the driver's `/proc/driver/nvidia` files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct ProcFile {
     /// Its name in `/proc/driver/nvidia` (`params`, `version`, `registry`).
     pub name: String,

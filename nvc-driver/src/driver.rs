@@ -9,14 +9,16 @@ use crate::nvml::{self, DEFAULT_TIMEOUT};
 use crate::root::Resolver;
 use crate::{DiscoverOptions, DriverFiles, Error, Gpu, PciBusId};
 
-/// Everything discovery learns about the host's driver.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Everything discovery learns about the host's driver. Made by a probe (or read back with
+/// `serde`); `Default` gives an empty one to fill in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct DriverInfo {
     /// The NVRM version (`550.54.14`).
     pub nvrm_version: String,
-    /// The driver's CUDA version (`12.4`).
-    pub cuda_version: String,
+    /// The driver's CUDA version (`12.4`); `None` when NVML was not asked.
+    pub cuda_version: Option<String>,
     /// The GPUs, in NVML index order.
     pub gpus: Vec<Gpu>,
     /// The driver's files inside the root.
@@ -24,7 +26,7 @@ pub struct DriverInfo {
     /// The root-relative path of the `libnvidia-ml.so.1` that was loaded.
     pub nvml_library: PathBuf,
     /// Whether NVML was asked ([`DriverOptions::nvml`]); without it `cuda_version`, each
-    /// GPU's brand and architecture are empty and MIG devices unknown.
+    /// GPU's brand and architecture are `None` and MIG devices unknown.
     pub from_nvml: bool,
 }
 
@@ -223,8 +225,8 @@ fn probe_procfs(root: &Path) -> Result<nvml::NvmlInfo, Error> {
             uuid: info.uuid,
             bus_id,
             model: info.model,
-            brand: String::new(),
-            architecture: String::new(),
+            brand: None,
+            architecture: None,
             mig_capable: false,
             mig_devices: Vec::new(),
             proc_dir: PathBuf::new(),
@@ -236,7 +238,7 @@ fn probe_procfs(root: &Path) -> Result<nvml::NvmlInfo, Error> {
     }
     Ok(nvml::NvmlInfo {
         nvrm_version,
-        cuda_version: String::new(),
+        cuda_version: None,
         gpus,
     })
 }

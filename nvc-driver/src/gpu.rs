@@ -7,7 +7,8 @@ use std::str::FromStr;
 use crate::Error;
 
 /// A PCI address of a GPU (function 0), printed as upstream does: `00000000:07:00.0`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Deliberately plain, exhaustive data: a PCI address is these three numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PciBusId {
     /// PCI domain.
@@ -65,9 +66,11 @@ impl FromStr for PciBusId {
     }
 }
 
-/// A MIG device (a compute instance inside a GPU instance).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A MIG device (a compute instance inside a GPU instance). Made by discovery (or read back
+/// with `serde`); `Default` gives an empty one to fill in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct MigDevice {
     /// Position in the parent's NVML MIG enumeration.
     pub index: u32,
@@ -82,9 +85,11 @@ pub struct MigDevice {
     pub access_minors: (Option<u32>, Option<u32>),
 }
 
-/// A GPU.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A GPU. Made by discovery (or read back with `serde`); `Default` gives an empty one to
+/// fill in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct Gpu {
     /// NVML index.
     pub index: u32,
@@ -96,10 +101,11 @@ pub struct Gpu {
     pub bus_id: PciBusId,
     /// Product name.
     pub model: String,
-    /// Brand name as upstream prints it (`Tesla`, `GeForce`, ..., `Unknown`).
-    pub brand: String,
-    /// Compute capability, `major.minor`.
-    pub architecture: String,
+    /// Brand name as upstream prints it (`Tesla`, `GeForce`, ..., `Unknown`); `None` when
+    /// NVML was not asked.
+    pub brand: Option<String>,
+    /// Compute capability, `major.minor`; `None` when NVML was not asked.
+    pub architecture: Option<String>,
     /// Whether the GPU can do MIG (NVML answers `nvmlDeviceGetMigMode`).
     pub mig_capable: bool,
     /// MIG devices, in NVML order (empty when MIG is off or unsupported).

@@ -56,6 +56,7 @@ impl KmodOptions {
 
 /// What [`load_kernel_modules`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KmodReport {
     /// Modules `modprobe` loaded (or found loaded).
     pub loaded: Vec<&'static str>,

@@ -31,7 +31,7 @@ pub struct NvmlInfo {
     /// `nvmlSystemGetDriverVersion`.
     pub nvrm_version: String,
     /// `nvmlSystemGetCudaDriverVersion` as `major.minor`.
-    pub cuda_version: String,
+    pub cuda_version: Option<String>,
     /// The GPUs, in NVML index order.
     pub gpus: Vec<Gpu>,
 }
@@ -394,7 +394,7 @@ pub fn encode(info: &NvmlInfo) -> String {
     let mut out = format!(
         "version\t{}\t{}\n",
         clean(&info.nvrm_version),
-        clean(&info.cuda_version)
+        clean(info.cuda_version.as_deref().unwrap_or_default())
     );
     for g in &info.gpus {
         out.push_str(&format!(
@@ -405,8 +405,8 @@ pub fn encode(info: &NvmlInfo) -> String {
             g.bus_id.bus,
             g.bus_id.device,
             clean(&g.uuid),
-            clean(&g.brand),
-            clean(&g.architecture),
+            clean(g.brand.as_deref().unwrap_or_default()),
+            clean(g.architecture.as_deref().unwrap_or_default()),
             u8::from(g.mig_capable),
             clean(&g.model)
         ));
@@ -437,7 +437,7 @@ pub fn decode(text: &str) -> Result<NvmlInfo, Error> {
     };
     let mut info = NvmlInfo {
         nvrm_version: String::new(),
-        cuda_version: String::new(),
+        cuda_version: None,
         gpus: Vec::new(),
     };
     let mut ended = false;
@@ -453,6 +453,8 @@ pub fn decode(text: &str) -> Result<NvmlInfo, Error> {
                 .map(|s| (*s).to_owned())
                 .ok_or_else(|| bad("malformed"))
         };
+        // An empty field is a fact NVML did not give.
+        let known_at = |i: usize| text_at(i).map(|s| Some(s).filter(|s| !s.is_empty()));
         match f.first().copied() {
             Some("call") => {}
             Some("error") => {
@@ -461,7 +463,7 @@ pub fn decode(text: &str) -> Result<NvmlInfo, Error> {
                     message: text_at(2)?,
                 });
             }
-            Some("version") => (info.nvrm_version, info.cuda_version) = (text_at(1)?, text_at(2)?),
+            Some("version") => (info.nvrm_version, info.cuda_version) = (text_at(1)?, known_at(2)?),
             Some("gpu") => info.gpus.push(Gpu {
                 index: num(1)?,
                 minor: num(2)?,
@@ -471,8 +473,8 @@ pub fn decode(text: &str) -> Result<NvmlInfo, Error> {
                     device: u8::try_from(num(5)?).map_err(|_| bad("malformed"))?,
                 },
                 uuid: text_at(6)?,
-                brand: text_at(7)?,
-                architecture: text_at(8)?,
+                brand: known_at(7)?,
+                architecture: known_at(8)?,
                 mig_capable: num(9)? == 1,
                 model: text_at(10)?,
                 mig_devices: Vec::new(),
@@ -541,7 +543,7 @@ fn probe_now(library: &Path, enter: &mut Progress<'_>) -> Result<NvmlInfo, Error
     }
     Ok(NvmlInfo {
         nvrm_version,
-        cuda_version,
+        cuda_version: Some(cuda_version),
         gpus,
     })
 }
@@ -639,8 +641,8 @@ fn gpu(nvml: &Nvml, index: u32, enter: &mut Progress<'_>) -> Result<Gpu, Error> 
         uuid,
         bus_id,
         model,
-        brand,
-        architecture: format!("{}.{}", cc.major, cc.minor),
+        brand: Some(brand),
+        architecture: Some(format!("{}.{}", cc.major, cc.minor)),
         mig_capable,
         mig_devices,
         proc_dir: PathBuf::new(),

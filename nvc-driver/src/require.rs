@@ -197,7 +197,7 @@ impl Requirement {
             });
         }
         let base = Facts {
-            cuda: Some(&info.cuda_version),
+            cuda: info.cuda_version.as_deref(),
             driver: Some(&info.nvrm_version),
             ..Facts::default()
         };
@@ -206,8 +206,8 @@ impl Requirement {
         }
         for g in &selection.gpus {
             self.check(&Facts {
-                arch: Some(&g.architecture),
-                brand: Some(&g.brand),
+                arch: g.architecture.as_deref(),
+                brand: g.brand.as_deref(),
                 ..base
             })?;
         }

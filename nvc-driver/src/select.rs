@@ -106,6 +106,7 @@ pub struct DeviceRequest {
 /// planning needs no second look-up that could fail.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct Selection {
     /// The selected GPUs, parents of selected MIG devices included, ascending by NVML index.
     /// Each is the discovered [`Gpu`] except that its `mig_devices` holds only the selected

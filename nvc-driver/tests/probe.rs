@@ -26,7 +26,7 @@ fn every_scenario_probes_to_its_description() {
         let info = probe_driver(&DriverOptions::new(host.root()))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(info.nvrm_version, "550.54.14");
-        assert_eq!(info.cuda_version, "12.4");
+        assert_eq!(info.cuda_version.as_deref(), Some("12.4"));
         assert_eq!(
             info.nvml_library.to_str().unwrap(),
             "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.550.54.14"
@@ -38,9 +38,9 @@ fn every_scenario_probes_to_its_description() {
             assert_eq!(got.uuid, want.uuid);
             assert_eq!(got.bus_id.to_string(), want.pci.bus_id());
             assert_eq!(got.model, want.name);
-            assert_eq!(got.brand, want.upstream_brand());
+            assert_eq!(got.brand.as_deref(), Some(want.upstream_brand()));
             let (major, minor) = want.compute_capability;
-            assert_eq!(got.architecture, format!("{major}.{minor}"));
+            assert_eq!(got.architecture, Some(format!("{major}.{minor}")));
             assert_eq!(got.mig_capable, want.mig_mode.is_some());
             let migs: Vec<(u32, u32, &str)> = got
                 .mig_devices
@@ -180,33 +180,28 @@ fn nvml_runs_in_a_helper_that_is_reaped_even_when_killed() {
 fn helper_reports_round_trip() {
     use nvc_driver::nvml::{NvmlInfo, decode, encode};
     use nvc_driver::{Gpu, MigDevice, PciBusId};
+    let mut mig = MigDevice::default();
+    (mig.index, mig.gi, mig.ci, mig.uuid) = (0, 1, 2, "MIG-1".into());
+    let mut gpu = Gpu::default();
+    (gpu.index, gpu.minor, gpu.uuid) = (0, 3, "GPU-1".into());
+    gpu.bus_id = PciBusId {
+        domain: 1,
+        bus: 0x3b,
+        device: 2,
+    };
+    gpu.model = "Tesla\tT4 with a tab".into();
+    (gpu.brand, gpu.architecture) = (Some("Tesla".into()), None);
+    (gpu.mig_capable, gpu.mig_devices) = (true, vec![mig]);
     let info = NvmlInfo {
         nvrm_version: "550.54.14".into(),
-        cuda_version: "12.4".into(),
-        gpus: vec![Gpu {
-            index: 0,
-            minor: 3,
-            uuid: "GPU-1".into(),
-            bus_id: PciBusId {
-                domain: 1,
-                bus: 0x3b,
-                device: 2,
-            },
-            model: "Tesla\tT4 with a tab".into(),
-            brand: "Tesla".into(),
-            architecture: "7.5".into(),
-            mig_capable: true,
-            mig_devices: vec![MigDevice {
-                index: 0,
-                gi: 1,
-                ci: 2,
-                uuid: "MIG-1".into(),
-                access_minors: (None, None),
-            }],
-            proc_dir: std::path::PathBuf::new(),
-        }],
+        cuda_version: Some("12.4".into()),
+        gpus: vec![gpu],
     };
     let back = decode(&encode(&info)).unwrap();
+    // What NVML did not give stays unknown, not an empty string.
+    assert_eq!(back.cuda_version.as_deref(), Some("12.4"));
+    assert_eq!(back.gpus[0].brand.as_deref(), Some("Tesla"));
+    assert_eq!(back.gpus[0].architecture, None);
     assert_eq!(back.gpus[0].model, "Tesla T4 with a tab");
     assert_eq!(back.gpus[0].mig_devices, info.gpus[0].mig_devices);
     assert_eq!(back.gpus[0].bus_id, info.gpus[0].bus_id);
@@ -228,8 +223,9 @@ fn every_nvml_brand_reads_as_upstream_names_it() {
         s.gpus[0].brand = brand;
         let (_dir, host) = build(&s);
         let info = probe_driver(&DriverOptions::new(host.root())).unwrap();
-        assert_eq!(info.gpus[0].brand, s.gpus[0].upstream_brand(), "{brand}");
-        seen.push(info.gpus[0].brand.clone());
+        let got = info.gpus[0].brand.clone().unwrap_or_default();
+        assert_eq!(got, s.gpus[0].upstream_brand(), "{brand}");
+        seen.push(got);
     }
     // The names CUDA images' NVIDIA_REQUIRE_CUDA lists, literally.
     assert_eq!(seen[2], "Tesla");

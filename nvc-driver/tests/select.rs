@@ -12,28 +12,25 @@ use nvc_driver::{
 use proptest::prelude::*;
 
 fn gpus() -> Vec<Gpu> {
-    let gpu = |index: u32, bus: u8, migs: Vec<MigDevice>| Gpu {
-        index,
-        minor: index,
-        uuid: format!("GPU-{index}{index}{index}{index}aaaa-bbbb-cccc-dddd-eeeeeeeeeeee"),
-        bus_id: PciBusId {
+    let gpu = |index: u32, bus: u8, migs: Vec<MigDevice>| {
+        let mut g = Gpu::default();
+        (g.index, g.minor) = (index, index);
+        g.uuid = format!("GPU-{index}{index}{index}{index}aaaa-bbbb-cccc-dddd-eeeeeeeeeeee");
+        g.bus_id = PciBusId {
             domain: 0,
             bus,
             device: 0,
-        },
-        model: "NVIDIA A100-SXM4-40GB".into(),
-        brand: "Nvidia".into(),
-        architecture: "8.0".into(),
-        mig_capable: index == 0,
-        mig_devices: migs,
-        proc_dir: std::path::PathBuf::new(),
+        };
+        g.model = "NVIDIA A100-SXM4-40GB".into();
+        (g.brand, g.architecture) = (Some("Nvidia".into()), Some("8.0".into()));
+        (g.mig_capable, g.mig_devices) = (index == 0, migs);
+        g
     };
-    let mig = |index: u32, gi: u32, ci: u32| MigDevice {
-        index,
-        gi,
-        ci,
-        uuid: format!("MIG-{gi}{ci}{gi}{ci}ffff-bbbb-cccc-dddd-eeeeeeeeeeee"),
-        access_minors: (None, None),
+    let mig = |index: u32, gi: u32, ci: u32| {
+        let mut m = MigDevice::default();
+        (m.index, m.gi, m.ci) = (index, gi, ci);
+        m.uuid = format!("MIG-{gi}{ci}{gi}{ci}ffff-bbbb-cccc-dddd-eeeeeeeeeeee");
+        m
     };
     vec![
         gpu(0, 0x07, vec![mig(0, 1, 0), mig(1, 1, 1), mig(2, 2, 0)]),

@@ -33,10 +33,8 @@ pub struct ConfigureOptions {
     pub plan: PlanOptions,
     /// CUDA forward compatibility (`--cuda-compat-mode`).
     pub cuda_compat: CompatMode,
-    /// The `ldconfig` to run; `None`: the image's (`/sbin/ldconfig.real` or `/sbin/ldconfig`).
-    pub ldconfig: Option<Ldconfig>,
-    /// Do not run `ldconfig` (`--no-ldconfig`).
-    pub no_ldconfig: bool,
+    /// The linker-cache step ([`Ldconfig::Skip`] by default).
+    pub ldconfig: Ldconfig,
     /// `--no-pivot`.
     pub no_pivot: bool,
     /// The image's CUDA compat libraries as the caller chose them (container paths, bound
@@ -46,10 +44,11 @@ pub struct ConfigureOptions {
 
 /// A prepared `configure`: the mount plan and the `ldconfig` run, printable as a dry run.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Configuration {
     /// The mounts, links and device rules.
     pub plan: MountPlan,
-    /// The `ldconfig` step (`None` with `no_ldconfig`).
+    /// The `ldconfig` step (`None` for [`Ldconfig::Skip`]).
     pub ldconfig: Option<LdconfigOptions>,
     /// The container's directories it was planned for.
     pub dirs: ContainerDirs,
@@ -59,7 +58,7 @@ pub struct Configuration {
 
 impl Configuration {
     /// Plans `configure` for the image at `rootfs` whose directories are `dirs` (the
-    /// container's, [`Container::dirs`], or [`ContainerDirs::detect`] for a plan without a
+    /// container's, [`Container::dirs`], or [`detect_dirs`](crate::detect_dirs) for a plan without a
     /// container) with the driver `info` (probed in `driver_root`): finds the image's CUDA
     /// compat libraries (with `compute`, unless disabled), builds the [`MountPlan`] and the
     /// `ldconfig` step (in `ldconfig` compat mode with the compat directory added). Changes
@@ -95,11 +94,8 @@ impl Configuration {
             CompatMode::Disabled => {}
         }
         let plan = MountPlan::build(driver_root, info, &dirs, &plan_opts)?;
-        let ldconfig = (!opts.no_ldconfig).then(|| LdconfigOptions {
-            ldconfig: opts
-                .ldconfig
-                .clone()
-                .unwrap_or_else(|| Ldconfig::Image(dirs.ldconfig.clone())),
+        let ldconfig = (opts.ldconfig != Ldconfig::Skip).then(|| LdconfigOptions {
+            ldconfig: opts.ldconfig.clone(),
             no_pivot: opts.no_pivot,
             extra_dirs: Vec::new(),
             cuda_compat_dir,
@@ -137,6 +133,18 @@ impl Configuration {
     }
 }
 
+impl Configuration {
+    /// The directories the `ldconfig` step scans, in its order (none when it is skipped).
+    #[must_use]
+    pub fn ldconfig_dirs(&self) -> Vec<&Path> {
+        self.ldconfig
+            .iter()
+            .flat_map(|l| l.scanned(&self.dirs))
+            .map(PathBuf::as_path)
+            .collect()
+    }
+}
+
 impl std::fmt::Display for Configuration {
     /// The plan, one operation a line, then `ldconfig (container|host) PATH DIRS...`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -146,6 +154,7 @@ impl std::fmt::Display for Configuration {
                 Ldconfig::Image(p) => ("container", p.as_path()),
                 Ldconfig::Host(p) => ("host", p.as_path()),
                 Ldconfig::Builtin => ("builtin", Path::new("-")),
+                Ldconfig::Skip => return Ok(()),
             };
             write!(f, "ldconfig ({how}) {}", path.display())?;
             for dir in l.scanned(&self.dirs) {

@@ -15,8 +15,11 @@ use nvc_ldcache::Platform;
 use crate::Error;
 use crate::kernfs::{OpenError, open_beneath, proc_dir};
 
-/// Where things go inside the container (upstream's `copy_config`).
+/// Where things go inside the container (upstream's `copy_config`): detected from the image
+/// ([`detect_dirs`](crate::detect_dirs)); change a field to put things elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct ContainerDirs {
     /// Binaries (`/usr/bin`).
     pub bins: PathBuf,
@@ -35,66 +38,84 @@ pub struct ContainerDirs {
     pub ldconfig: PathBuf,
     /// The image's architecture (its glibc's trusted directories, for the built-in linker
     /// cache update): this build's, [`Platform::host`], unless detected for another.
-    pub platform: &'static Platform,
+    #[cfg_attr(feature = "serde", serde(with = "platform_by_name"))]
+    pub(crate) platform: &'static Platform,
 }
 
-impl ContainerDirs {
-    /// Detects the directories of the image at `rootfs` (a host path) for this build's
-    /// architecture, resolving every probe inside it so that the image's links cannot point
-    /// the detection at the host.
-    ///
-    /// # Errors
-    ///
-    /// A resolution error other than "not found" (permission, link loop), naming the path.
-    pub fn detect(rootfs: &Path) -> Result<Self, Error> {
-        Self::detect_for(rootfs, Platform::host())
+/// A platform serialised as its name (`x86_64`), read back as the built-in one.
+#[cfg(feature = "serde")]
+mod platform_by_name {
+    use nvc_ldcache::Platform;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub(super) fn serialize<S: Serializer>(p: &&'static Platform, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(p.name)
     }
 
-    /// [`ContainerDirs::detect`] for an image of `platform`'s architecture.
-    ///
-    /// # Errors
-    ///
-    /// As [`ContainerDirs::detect`].
-    pub fn detect_for(rootfs: &Path, platform: &'static Platform) -> Result<Self, Error> {
-        let exists = |p: &str| -> Result<Option<PathBuf>, Error> {
-            Ok(resolve_in_root(rootfs, Path::new(p))?)
-        };
-        let debian = exists("/etc/debian_version")?.is_some();
-        let (libs, libs32) = if debian {
-            let libs32 = platform.compat32.map_or_else(
-                || "/var/empty".into(),
-                |c| format!("/usr/lib/{}", c.multiarch),
-            );
-            (
-                PathBuf::from(format!("/usr/lib/{}", platform.multiarch)),
-                PathBuf::from(libs32),
-            )
-        } else {
-            let libs = PathBuf::from("/usr/lib64");
-            let libs32 = if exists("/usr/lib32")?.is_some() {
-                PathBuf::from("/usr/lib32")
-            } else {
-                match (exists("/usr/lib")?, exists("/usr/lib64")?) {
-                    (Some(lib), lib64) if Some(&lib) != lib64.as_ref() => PathBuf::from("/usr/lib"),
-                    _ => PathBuf::from("/usr/lib32"),
-                }
-            };
-            (libs, libs32)
-        };
-        let ldconfig = if exists("/sbin/ldconfig.real")?.is_some() {
-            "/sbin/ldconfig.real"
-        } else {
-            "/sbin/ldconfig"
-        };
-        Ok(ContainerDirs {
-            bins: "/usr/bin".into(),
-            libs,
-            libs32,
-            cudart: "/usr/local/cuda".into(),
-            ldconfig: ldconfig.into(),
-            platform,
-        })
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<&'static Platform, D::Error> {
+        let name = String::deserialize(d)?;
+        Platform::from_name(&name)
+            .ok_or_else(|| D::Error::custom(format!("unknown platform {name}")))
     }
+}
+
+/// Detects the directories of the image at `rootfs` (a host path) for this build's
+/// architecture, resolving every probe inside it so that the image's links cannot point the
+/// detection at the host. (Free functions, not methods: [`ContainerDirs`] is re-exported by
+/// nvc-core, whose API must not carry this crate's error or nvc-ldcache's `Platform`.)
+///
+/// # Errors
+///
+/// A resolution error other than "not found" (permission, link loop), naming the path.
+pub fn detect_dirs(rootfs: &Path) -> Result<ContainerDirs, Error> {
+    detect_dirs_for(rootfs, Platform::host())
+}
+
+/// [`detect_dirs`] for an image of `platform`'s architecture.
+///
+/// # Errors
+///
+/// As [`detect_dirs`].
+pub fn detect_dirs_for(rootfs: &Path, platform: &'static Platform) -> Result<ContainerDirs, Error> {
+    let exists =
+        |p: &str| -> Result<Option<PathBuf>, Error> { Ok(resolve_in_root(rootfs, Path::new(p))?) };
+    let debian = exists("/etc/debian_version")?.is_some();
+    let (libs, libs32) = if debian {
+        let libs32 = platform.compat32.map_or_else(
+            || "/var/empty".into(),
+            |c| format!("/usr/lib/{}", c.multiarch),
+        );
+        (
+            PathBuf::from(format!("/usr/lib/{}", platform.multiarch)),
+            PathBuf::from(libs32),
+        )
+    } else {
+        let libs = PathBuf::from("/usr/lib64");
+        let libs32 = if exists("/usr/lib32")?.is_some() {
+            PathBuf::from("/usr/lib32")
+        } else {
+            match (exists("/usr/lib")?, exists("/usr/lib64")?) {
+                (Some(lib), lib64) if Some(&lib) != lib64.as_ref() => PathBuf::from("/usr/lib"),
+                _ => PathBuf::from("/usr/lib32"),
+            }
+        };
+        (libs, libs32)
+    };
+    let ldconfig = if exists("/sbin/ldconfig.real")?.is_some() {
+        "/sbin/ldconfig.real"
+    } else {
+        "/sbin/ldconfig"
+    };
+    Ok(ContainerDirs {
+        bins: "/usr/bin".into(),
+        libs,
+        libs32,
+        cudart: "/usr/local/cuda".into(),
+        ldconfig: ldconfig.into(),
+        platform,
+    })
 }
 
 /// The container a runtime hands nvc: its init process and root filesystem.
@@ -286,7 +307,7 @@ impl Container {
             rootfs: rootfs.into(),
             uid: meta.st_uid,
             gid: meta.st_gid,
-            dirs: ContainerDirs::detect(rootfs)?,
+            dirs: detect_dirs(rootfs)?,
             proc_root: proc_root.into(),
             process,
             userns,

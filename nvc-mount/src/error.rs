@@ -4,6 +4,9 @@ use std::io;
 use std::path::PathBuf;
 
 /// What can go wrong preparing or applying a mount plan.
+///
+/// Messages carry no step prefix: nvc-core adds libnvidia-container's (`mount error: `,
+/// `cgroup error: `, ...) in one place.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -24,13 +27,13 @@ pub enum Error {
     },
     /// The container's image cannot be configured as asked (CUDA compat libraries spread over
     /// several directories in `ldconfig` mode).
-    #[error("container error: {what}")]
+    #[error("{what}")]
     Container {
         /// What is wrong.
         what: String,
     },
     /// A selected device is not known to the driver (an index with no GPU, a missing node).
-    #[error("device error: {what}")]
+    #[error("{what}")]
     Device {
         /// What is missing.
         what: String,
@@ -47,7 +50,7 @@ pub enum Error {
         error: io::Error,
     },
     /// An operation of the plan failed (the container was left as it was).
-    #[error("mount error: {op} {}", path.display())]
+    #[error("{op} {}", path.display())]
     Apply {
         /// The operation.
         op: &'static str,
@@ -58,7 +61,7 @@ pub enum Error {
         error: io::Error,
     },
     /// Finding or changing the container's device cgroup failed.
-    #[error("cgroup error: {}: {what}", path.display())]
+    #[error("{}: {what}", path.display())]
     Cgroup {
         /// The cgroup file or directory.
         path: PathBuf,
@@ -69,7 +72,7 @@ pub enum Error {
         error: Option<io::Error>,
     },
     /// The container's `ldconfig` failed, was killed, or could not be confined.
-    #[error("ldcache error: process {} {what}{}", program.display(), if output.is_empty() { String::new() } else { format!(":\n{output}") })]
+    #[error("process {} {what}{}", program.display(), if output.is_empty() { String::new() } else { format!(":\n{output}") })]
     Ldconfig {
         /// The program.
         program: PathBuf,
@@ -92,7 +95,7 @@ pub enum Error {
     },
     /// [`crate::MountPlan::detach`] denied the devices but could not take every mount away
     /// (a mount the container stacked on nvc's, an unmount that failed).
-    #[error("container error: detach left mounts in place (the device rules are denied): {}", left.join("; "))]
+    #[error("detach left mounts in place (the device rules are denied): {}", left.join("; "))]
     DetachIncomplete {
         /// The mounts left, each with why.
         left: Vec<String>,

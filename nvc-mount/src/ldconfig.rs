@@ -18,10 +18,15 @@ use nvc_sys::confine::{Confinement, NewRoot, Program, Status, prepare_confined};
 use crate::cgroup::DeviceCgroup;
 use crate::{Container, Error};
 
-/// Which `ldconfig` to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The linker-cache step of a configure: which `ldconfig` runs, the built-in update, or
+/// none. One enum everywhere (nvc-core, the hook, the CLI, the C API), no `Option` around it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum Ldconfig {
+    /// Leave the image's linker cache as it is (`--no-ldconfig`): nothing runs.
+    #[default]
+    Skip,
     /// A path inside the container's image (upstream's default: the image's own).
     Image(PathBuf),
     /// A host binary (`--ldconfig=@/sbin/ldconfig`): copied into a sealed memfd before the
@@ -61,13 +66,14 @@ impl Ldconfig {
 }
 
 /// Upstream's spelling, what [`Ldconfig::parse`] reads back: `@<host path>`, `<image path>`,
-/// `builtin`.
+/// `builtin`; [`Ldconfig::Skip`], which upstream spells `--no-ldconfig`, prints `none`.
 impl std::fmt::Display for Ldconfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Ldconfig::Host(p) => write!(f, "@{}", p.display()),
             Ldconfig::Image(p) => write!(f, "{}", p.display()),
             Ldconfig::Builtin => f.write_str("builtin"),
+            Ldconfig::Skip => f.write_str("none"),
         }
     }
 }
@@ -85,6 +91,7 @@ fn host_ldconfig() -> PathBuf {
 /// The sandbox's limits. The defaults are upstream's (CPU 10 s, address space 2 GiB,
 /// 64 open files, 1 MiB files) plus a wall-clock limit upstream lacks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Limits {
     /// `RLIMIT_CPU`, seconds.
     pub cpu_seconds: u64,
@@ -112,6 +119,7 @@ impl Default for Limits {
 
 /// How to run `ldconfig`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LdconfigOptions {
     /// The binary.
     pub ldconfig: Ldconfig,
@@ -154,6 +162,8 @@ pub enum LdconfigRun {
     },
     /// The container has no such `ldconfig`: nothing to refresh (upstream: silent success).
     NotFound,
+    /// [`Ldconfig::Skip`]: nothing ran.
+    Skipped,
     /// [`Ldconfig::Builtin`] updated the cache: `added` entries, no program ran.
     Builtin {
         /// The entries added.
@@ -334,7 +344,8 @@ fn cstring(p: &Path) -> Result<CString, Error> {
 /// with no-new-privs — for a user-namespaced container, inside its user namespace, so that
 /// `CAP_DAC_OVERRIDE` reaches only files whose owner and group are mapped there; a seccomp allow-list; an empty environment. A host `ldconfig` that is a
 /// script or dynamically linked is refused (it would run the image's interpreter or `ld.so`
-/// with privileges). A missing container `ldconfig` is success ([`LdconfigRun::NotFound`]).
+/// with privileges). A missing container `ldconfig` is success ([`LdconfigRun::NotFound`]);
+/// [`Ldconfig::Skip`] runs nothing ([`LdconfigRun::Skipped`]).
 ///
 /// # Errors
 ///
@@ -346,6 +357,9 @@ fn cstring(p: &Path) -> Result<CString, Error> {
 /// Root; pid, IPC and mount namespaces; `memfd_create` (3.17) for a host `ldconfig`;
 /// seccomp filters (4.14); `mount_setattr` (5.12) for the `nodev` root.
 pub fn run_ldconfig(container: &Container, opts: &LdconfigOptions) -> Result<LdconfigRun, Error> {
+    if opts.ldconfig == Ldconfig::Skip {
+        return Ok(LdconfigRun::Skipped);
+    }
     Sandbox::prepare(container, opts, sandbox_cgroup(container)?)?.run()
 }
 
@@ -407,6 +421,11 @@ impl Sandbox {
                 let path = host_ldconfig();
                 let memfd = sealed_copy(&path)?;
                 (path, Some(memfd))
+            }
+            Ldconfig::Skip => {
+                return Err(Error::Container {
+                    what: "no ldconfig to run (the step is skipped)".into(),
+                });
             }
         };
         let bin = cstring(&shown)?;

@@ -45,7 +45,7 @@ mod userns;
 pub use apply::Mounted;
 pub use compat::{CompatMode, compat_dir, compat_libraries};
 pub use configure::{Configuration, ConfigureOptions, Configured};
-pub use container::{Container, ContainerDirs};
+pub use container::{Container, ContainerDirs, detect_dirs, detect_dirs_for};
 pub use detach::Detached;
 pub use error::Error;
 pub use ldconfig::{Ldconfig, LdconfigOptions, LdconfigRun, Limits, run_ldconfig};

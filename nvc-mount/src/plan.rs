@@ -12,6 +12,7 @@ use crate::{ContainerDirs, Error};
 /// How a bind mount is remounted (upstream's per-type flags).
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum MountKind {
     /// Libraries, binaries, firmware: `ro,nosuid,nodev`.
     File,
@@ -25,6 +26,7 @@ pub enum MountKind {
 
 /// Mount attributes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct MountFlags {
     /// `ro`.
     pub read_only: bool,
@@ -75,6 +77,7 @@ impl fmt::Display for MountFlags {
 /// sources are host paths.
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Op {
     /// Mount a tmpfs (`nosuid,nodev,noexec`).
     Tmpfs {

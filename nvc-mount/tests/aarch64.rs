@@ -20,7 +20,7 @@ use std::process::Command;
 use nvc_driver::tables::Capability::{Compute, Utility};
 use nvc_driver::{DiscoverOptions, DriverOptions, probe_driver};
 use nvc_ldcache::{Arch, LdCache, Platform};
-use nvc_mount::{Container, ContainerDirs, Ldconfig, LdconfigOptions, LdconfigRun, PlanOptions};
+use nvc_mount::{Container, Ldconfig, LdconfigOptions, LdconfigRun, PlanOptions};
 use nvc_testkit::{DeviceNodes, Host, Layout, PackageArch, PausedContainer, RealDriver, Scenario};
 
 const ARM64: PackageArch = PackageArch::Arm64;
@@ -213,7 +213,7 @@ fn configure(
     let root = rootfs.path();
     arm64_image(driver, ldconfig, root, image);
     let mut container = Container::from_pid(c.pid(), root).unwrap();
-    container.dirs = ContainerDirs::detect_for(root, &Platform::AARCH64).unwrap();
+    container.dirs = nvc_mount::detect_dirs_for(root, &Platform::AARCH64).unwrap();
     assert_eq!(container.dirs.libs, Path::new("/usr/lib/aarch64-linux-gnu"));
     assert_eq!(container.dirs.libs32, Path::new("/var/empty"));
 

@@ -131,9 +131,9 @@ fn a_refused_grant_undoes_the_mounts() {
     let container = Container::from_pid(f.c.pid(), f.rootfs.path()).unwrap();
     let plan = f.compute_plan(&container, Vec::new());
     let (tree, mounts) = (f.tree(), f.mounts());
-    let err = plan.configure(&container, None).unwrap_err().to_string();
+    let err = plan.configure(&container, None).unwrap_err();
     assert!(
-        err.starts_with("cgroup error: ") && err.contains("devices.allow"),
+        matches!(err, Error::Cgroup { .. }) && err.to_string().contains("devices.allow"),
         "{err}"
     );
     assert_eq!(f.mounts(), mounts);
@@ -197,7 +197,7 @@ fn a_configuration_applies_only_to_the_container_it_was_planned_for() {
         f.hostdir.path(),
         &f.info,
         other.path(),
-        &nvc_mount::ContainerDirs::detect(other.path()).unwrap(),
+        &nvc_mount::detect_dirs(other.path()).unwrap(),
         &nvc_mount::ConfigureOptions::default(),
     )
     .unwrap();

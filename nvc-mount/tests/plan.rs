@@ -35,7 +35,7 @@ fn debian() -> ContainerDirs {
     let rootfs = tempfile::tempdir().unwrap();
     fs::create_dir_all(rootfs.path().join("etc")).unwrap();
     fs::write(rootfs.path().join("etc/debian_version"), "12.0\n").unwrap();
-    ContainerDirs::detect(rootfs.path()).unwrap()
+    nvc_mount::detect_dirs(rootfs.path()).unwrap()
 }
 
 fn binds(plan: &MountPlan) -> Vec<(String, MountKind)> {
@@ -223,7 +223,7 @@ fn container_directories_are_detected_inside_the_image() {
     fs::create_dir_all(r.join("usr/lib")).unwrap();
     fs::create_dir_all(r.join("sbin")).unwrap();
     fs::write(r.join("sbin/ldconfig.real"), b"").unwrap();
-    let dirs = ContainerDirs::detect(r).unwrap();
+    let dirs = nvc_mount::detect_dirs(r).unwrap();
     assert_eq!(
         (dirs.libs, dirs.libs32, dirs.ldconfig),
         (
@@ -236,7 +236,7 @@ fn container_directories_are_detected_inside_the_image() {
     fs::remove_dir(r.join("usr/lib64")).unwrap();
     symlink("lib", r.join("usr/lib64")).unwrap();
     assert_eq!(
-        ContainerDirs::detect(r).unwrap().libs32,
+        nvc_mount::detect_dirs(r).unwrap().libs32,
         Path::new("/usr/lib32")
     );
     // A hostile image whose debian_version points at the host's through /proc/1/root: resolved
@@ -248,7 +248,7 @@ fn container_directories_are_detected_inside_the_image() {
     )
     .unwrap();
     assert_eq!(
-        ContainerDirs::detect(r).unwrap().libs,
+        nvc_mount::detect_dirs(r).unwrap().libs,
         Path::new("/usr/lib64")
     );
 }

@@ -5,7 +5,7 @@
 
 use nvc_driver::tables::Capability::{Compute, Utility};
 use nvc_driver::{DeviceRequest, DriverOptions, probe_driver};
-use nvc_mount::{ContainerDirs, MountPlan, Op, PlanOptions};
+use nvc_mount::{MountPlan, Op, PlanOptions};
 use nvc_testkit::{Host, Scenario};
 
 #[test]
@@ -16,7 +16,7 @@ fn a_plan_round_trips_through_json() {
     opts.discover.proc_devices = dir.path().join("proc/devices");
     let info = probe_driver(&opts).unwrap();
     let rootfs = tempfile::tempdir().unwrap();
-    let dirs = ContainerDirs::detect(rootfs.path()).unwrap();
+    let dirs = nvc_mount::detect_dirs(rootfs.path()).unwrap();
     let plan = MountPlan::build(
         dir.path(),
         &info,

@@ -125,8 +125,8 @@ fn configure(driver: &Driver, real: bool, out: &mut dyn Write) -> Result<(), Str
     fn setup(s: nvc_core::ContainerSetup<'_>, as_root: bool) -> nvc_core::ContainerSetup<'_> {
         s.devices(Devices::all())
             .capabilities(&[Compute, Utility])
-            .no_cgroups(as_root)
-            .ldconfig(Some(Ldconfig::Host("/sbin/ldconfig".into())))
+            .device_cgroup(!as_root)
+            .ldconfig(Ldconfig::Host("/sbin/ldconfig".into()))
     }
     let config = setup(driver.image(image.path()).map_err(chain)?, as_root)
         .plan()

@@ -195,7 +195,7 @@ fn parse_nvc(argv: std::env::ArgsOs) -> Result<Args, String> {
         match arg {
             Long("root") => args.root = value(&mut parser)?,
             Long("ldconfig") => {
-                args.hook.ldconfig = Some(nvc_core::Ldconfig::parse(&value(&mut parser)?));
+                args.hook.ldconfig = nvc_core::Ldconfig::parse(&value(&mut parser)?);
             }
             Long("no-cgroups") => args.hook.no_cgroups = true,
             Long("no-nvml") => args.nvml = false,
@@ -209,7 +209,7 @@ fn parse_nvc(argv: std::env::ArgsOs) -> Result<Args, String> {
                 }
                 args.nvml_helper = Some(program);
             }
-            Long("no-ldconfig") => args.hook.ldconfig = None,
+            Long("no-ldconfig") => args.hook.ldconfig = nvc_core::Ldconfig::Skip,
             Long("no-envvar-when-unprivileged") => args.hook.envvar_when_unprivileged = false,
             Long("folder") => {
                 let dir = std::path::PathBuf::from(value(&mut parser)?);
@@ -341,14 +341,10 @@ fn run() -> Result<(), String> {
     where_it_runs(&state, &spec)?;
     match args.mode {
         Mode::UpdateLdcache => {
-            let ldconfig = args
-                .hook
-                .ldconfig
-                .unwrap_or_else(nvc_core::Ldconfig::host_default);
             return oci::update_ldcache(
                 &state,
                 &spec,
-                ldconfig,
+                args.hook.ldconfig,
                 &args.folders,
                 args.host_driver_version.as_deref(),
             )

@@ -39,7 +39,7 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use args::{Command, Global};
-use nvc_core::{Context, Driver};
+use nvc_core::{Context, Driver, Ldconfig};
 use nvc_examples::render;
 
 const USAGE: &str = "Usage: nvidia-container-cli [OPTION...] COMMAND [ARG...]
@@ -134,7 +134,7 @@ fn configure(
         .capabilities(&c.capabilities)
         .compat32(c.compat32)
         .no_devbind(c.no_devbind)
-        .no_cgroups(c.no_cgroups)
+        .device_cgroup(!c.no_cgroups)
         .imex_channels(&c.imex_channels)
         .mig_config(c.mig_config.as_deref())
         .mig_monitor(c.mig_monitor.as_deref())
@@ -142,8 +142,8 @@ fn configure(
         .cuda_compat(c.compat_mode);
     // Upstream's default is the image's own ldconfig (sandboxed, see SECURITY.md).
     setup = match (&c.ldconfig, c.no_ldconfig) {
-        (_, true) => setup.ldconfig(None),
-        (Some(l), false) => setup.ldconfig(Some(l.clone())),
+        (_, true) => setup.ldconfig(Ldconfig::Skip),
+        (Some(l), false) => setup.ldconfig(l.clone()),
         (None, false) => setup.image_ldconfig(),
     };
     if c.dry_run {
@@ -192,7 +192,7 @@ fn run() -> Result<(), String> {
                 .running(pid)
                 .map(|s| {
                     s.devices(c.devices.clone())
-                        .no_cgroups(c.no_cgroups)
+                        .device_cgroup(!c.no_cgroups)
                         .no_devbind(c.no_devbind)
                 })
                 .and_then(nvc_core::ContainerSetup::detach)
