@@ -8,12 +8,12 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, readlinkat};
+use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, symlinkat, unlinkat, write};
 
-use crate::kernfs::relative;
+use crate::inroot::InRoot;
 use crate::ns::{in_container_ns, proc_fd};
 use crate::plan::{MountApi, MountFlags, MountKind, MountPlan, Op};
 use crate::{Container, Error};
@@ -158,7 +158,7 @@ pub(crate) fn open_entry(dir: &OwnedFd, name: impl AsRef<Path>) -> nix::Result<O
 
 /// The container's root, opened once, and the directories already resolved in it.
 pub(crate) struct Root {
-    fd: OwnedFd,
+    root: InRoot,
     /// Directories [`Root::mkdir_all`] resolved without a symlink, by path: the next target
     /// in the same directory (every `/dev/nvidia<N>`, every `gpus/<bus>`) starts from its
     /// descriptor instead of walking from the root again. A mount made at or above one
@@ -198,7 +198,7 @@ pub(crate) fn at<T>(
 impl Root {
     /// Opens the container's root; call inside its mount namespace.
     pub(crate) fn of(container: &Container) -> Result<Self, Error> {
-        let fd = match container.root_fd() {
+        let root = match container.root_fd() {
             Some(root) => root.try_clone().map_err(|e| Error::Apply {
                 op: "dup",
                 path: container.rootfs.clone(),
@@ -212,7 +212,7 @@ impl Root {
             .map_err(fail("open", &container.rootfs))?,
         };
         Ok(Root {
-            fd,
+            root: InRoot::from_fd(root),
             dirs: RefCell::default(),
             outside: None,
             escaping: RefCell::default(),
@@ -269,18 +269,14 @@ impl Root {
         }
     }
 
-    /// Opens `path` inside the root, symlinks resolved as if the root were `/` (`EAGAIN`
-    /// retried, [`crate::kernfs::openat2_retrying`]).
+    /// Opens `path` inside the root ([`InRoot::open`]).
     pub(crate) fn open(&self, path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
-        let how = OpenHow::new()
-            .flags(flags | OFlag::O_CLOEXEC)
-            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        crate::kernfs::openat2_retrying(self.fd.as_fd(), &relative(path), how)
+        self.root.open(path, flags)
     }
 
     /// Opens directory `dir`, creating missing components (0755; owned by the container's
-    /// owner, whose filesystem ids the namespace thread has).
-    /// Symlinks on the way are followed as if the root were `/` (absolute targets restart
+    /// owner, whose filesystem ids the namespace thread has), walked with [`InRoot::walk`]:
+    /// symlinks on the way are followed as if the root were `/` (absolute targets restart
     /// at the root, `..` stops there), so an image whose `/usr/lib64` links to a host path
     /// gets that path created inside itself.
     fn mkdir_all(&self, path: &Path, done: &mut Mounted) -> Result<OwnedFd, Error> {
@@ -294,78 +290,25 @@ impl Root {
         let plain = path
             .components()
             .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-        let root_dir = |dir: &Path| {
-            at("open", dir, || {
-                self.open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY)
+        let walked = self.root.walk(path, true, |dir, here| {
+            let name = here.file_name().unwrap_or_default();
+            self.may_create(dir, here)?;
+            at("mkdir", here, || {
+                mkdirat(dir.as_fd(), name, Mode::from_bits_truncate(0o755))
+            })?;
+            done.created(dir, Path::new(name), here)?;
+            let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            at("open", here, || {
+                openat(dir.as_fd(), name, flags, Mode::empty())
             })
+            .map(Some)
+        })?;
+        let Some((resolved, fd)) = walked else {
+            return Err(fail("resolve", path)(Errno::ENOENT));
         };
-        let mut dir = PathBuf::from("/");
-        let mut fd = root_dir(&dir)?;
-        let mut todo: Vec<PathBuf> = relative(path)
-            .components()
-            .map(|c| PathBuf::from(c.as_os_str()))
-            .rev()
-            .collect();
-        let mut links = 0;
-        while let Some(name) = todo.pop() {
-            if name == Path::new("..") {
-                dir.pop();
-                fd = root_dir(&dir)?;
-                continue;
-            }
-            if name == Path::new(".") {
-                continue;
-            }
-            let here = dir.join(&name);
-            let dir_flags =
-                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-            match fstatat(fd.as_fd(), &name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Ok(st)
-                    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK =>
-                {
-                    links += 1;
-                    if links > 40 {
-                        return Err(fail("resolve", &here)(Errno::ELOOP));
-                    }
-                    let target =
-                        PathBuf::from(at("readlink", &here, || readlinkat(fd.as_fd(), &name))?);
-                    if target.is_absolute() {
-                        dir = PathBuf::from("/");
-                        fd = root_dir(&dir)?;
-                    }
-                    let parts: Vec<PathBuf> = target
-                        .components()
-                        .filter_map(|c| match c {
-                            Component::Normal(n) => Some(PathBuf::from(n)),
-                            Component::ParentDir => Some(PathBuf::from("..")),
-                            _ => None,
-                        })
-                        .collect();
-                    todo.extend(parts.into_iter().rev());
-                }
-                Ok(_) => {
-                    fd = at("open", &here, || {
-                        openat(fd.as_fd(), &name, dir_flags, Mode::empty())
-                    })?;
-                    dir = here;
-                }
-                Err(Errno::ENOENT) => {
-                    self.may_create(&fd, &here)?;
-                    at("mkdir", &here, || {
-                        mkdirat(fd.as_fd(), &name, Mode::from_bits_truncate(0o755))
-                    })?;
-                    done.created(&fd, &name, &here)?;
-                    fd = at("open", &here, || {
-                        openat(fd.as_fd(), &name, dir_flags, Mode::empty())
-                    })?;
-                    dir = here;
-                }
-                Err(e) => return Err(fail("stat", &here)(e)),
-            }
-        }
         // Kept where the path named the directory itself: no symlink, `.` or `..` on the
         // way, so a mount at or above it is seen by [`Root::mounted_at`].
-        if plain && links == 0 {
+        if plain && resolved == path {
             self.dirs.borrow_mut().insert(path.to_path_buf(), dup(&fd)?);
         }
         Ok(fd)

@@ -5,13 +5,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use crate::Error;
+use crate::inroot::InRoot;
 use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nvc_driver::resolve_in_root;
-
-use crate::Error;
-use crate::kernfs::open_in_root;
 
 /// What to do with the image's CUDA compat libraries (`--cuda-compat-mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -79,7 +77,8 @@ pub fn compat_libraries(
     let Some(host_major) = major_of(&format!(".so.{nvrm_version}")) else {
         return Ok(Vec::new());
     };
-    let Some(dir) = resolve_in_root(rootfs, &cudart.join("compat"))? else {
+    let root = InRoot::new(rootfs).map_err(crate::apply::fail("open", rootfs))?;
+    let Some(dir) = root.resolve(&cudart.join("compat"))? else {
         return Ok(Vec::new());
     };
     let too_many = |dir: PathBuf, what: &str| Error::Apply {
@@ -87,7 +86,7 @@ pub fn compat_libraries(
         path: dir,
         error: std::io::Error::other(format!("{what}: refused (a hostile or broken image)")),
     };
-    let mut names: Vec<String> = match list_in_root(rootfs, &dir) {
+    let mut names: Vec<String> = match list_in_root(&root, &dir) {
         Ok(names) => names
             .into_iter()
             .filter(|n| n.starts_with("lib") && n.contains(".so."))
@@ -115,7 +114,7 @@ pub fn compat_libraries(
     names.sort();
     let mut libs: Vec<PathBuf> = Vec::new();
     for name in names {
-        let Some(path) = resolve_in_root(rootfs, &dir.join(&name))? else {
+        let Some(path) = root.resolve(&dir.join(&name))? else {
             continue;
         };
         let resolved = path
@@ -134,12 +133,11 @@ const LIST_LIMIT: usize = 1 << 16;
 /// The most compat library names resolved.
 const LIBRARY_LIMIT: usize = 1024;
 
-/// The UTF-8 names (at most [`LIST_LIMIT`] entries, else `E2BIG`) in directory `dir` of the image, opened inside `rootfs`
-/// (`RESOLVE_IN_ROOT`) so that a link swapped in after [`resolve_in_root`] cannot make
-/// nvc list a host directory.
-fn list_in_root(rootfs: &Path, dir: &Path) -> Result<Vec<String>, Errno> {
-    let fd = open_in_root(
-        rootfs,
+/// The UTF-8 names (at most [`LIST_LIMIT`] entries, else `E2BIG`) in directory `dir` of the
+/// image, opened in it again ([`InRoot::open`]) so that a link swapped in after the
+/// resolution cannot make nvc list a host directory.
+fn list_in_root(root: &InRoot, dir: &Path) -> Result<Vec<String>, Errno> {
+    let fd = root.open(
         dir,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NONBLOCK,
     )?;

@@ -9,10 +9,10 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::fstatat;
 use nix::sys::statfs::{NSFS_MAGIC, fstatfs};
-use nvc_driver::resolve_in_root;
 use nvc_ldcache::Platform;
 
 use crate::Error;
+use crate::inroot::InRoot;
 use crate::kernfs::{OpenError, open_beneath, proc_dir};
 
 /// Where things go inside the container (upstream's `copy_config`): detected from the image
@@ -79,8 +79,8 @@ pub fn detect_dirs(rootfs: &Path) -> Result<ContainerDirs, Error> {
 ///
 /// As [`detect_dirs`].
 pub fn detect_dirs_for(rootfs: &Path, platform: &'static Platform) -> Result<ContainerDirs, Error> {
-    let exists =
-        |p: &str| -> Result<Option<PathBuf>, Error> { Ok(resolve_in_root(rootfs, Path::new(p))?) };
+    let root = InRoot::new(rootfs).map_err(crate::apply::fail("open", rootfs))?;
+    let exists = |p: &str| root.resolve(Path::new(p));
     let debian = exists("/etc/debian_version")?.is_some();
     let (libs, libs32) = if debian {
         let libs32 = platform.compat32.map_or_else(

@@ -34,6 +34,7 @@ mod configure;
 mod container;
 mod detach;
 mod error;
+mod inroot;
 mod kernfs;
 pub mod ldconf;
 mod ldconfig;
