@@ -204,6 +204,8 @@ impl Error {
             return "";
         }
         match (mount, self.step) {
+            // Reading the image while planning is the container's step, not a mount.
+            (Some(M::Apply { .. }), Step::Container) => "container error: ",
             (Some(M::Apply { .. }), _) => "mount error: ",
             (Some(M::Cgroup { .. }), _) => "cgroup error: ",
             (Some(M::Ldconfig { .. }), _) => "ldcache error: ",
