@@ -9,10 +9,14 @@ the two differ, so an API change is always a visible diff in review.
 
 Usage (what `.ci/run` does):
 
+    rm -rf target/public-api/doc &&
     RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS='-Z unstable-options --output-format json' \\
         cargo doc --no-deps --all-features -p nvc-core -p nvc-driver -p nvc-mount \\
-        --target-dir target/public-api
+        --target-dir target/public-api &&
     python3 .ci/public-api.py target/public-api/doc > nvc-core/public-api.txt
+
+What it does not see: the serialised forms (nvc-core's `Plan` has its own, versioned, read
+back by `nvc-core/tests/plan_format.rs`) and the order of fields and variants (sorted out).
 """
 
 import json

@@ -1,6 +1,5 @@
 //! Configuring one container: what to give it, then [`ContainerSetup::mount`].
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use nvc_driver::tables::Capability;
@@ -10,7 +9,7 @@ use nvc_mount::{
 };
 
 use crate::error::{Error, Step};
-use crate::{Devices, Driver, Note, Operation, Requirement, Selection};
+use crate::{Devices, Driver, Note, Operation, Plan, Requirement, Selection};
 
 /// What one container gets, set with builder methods; [`ContainerSetup::plan`] shows it,
 /// [`ContainerSetup::mount`] applies it.
@@ -310,7 +309,9 @@ impl<'d> ContainerSetup<'d> {
             None => self.whole_options()?,
         };
         let dirs = self.image_dirs()?;
-        if self.image_ldconfig && options.ldconfig != Ldconfig::Skip {
+        // The last of `ldconfig()` and `image_ldconfig()` decides; a part other than the
+        // linker cache runs none.
+        if self.image_ldconfig && matches!(self.part, None | Some(Part::Ldcache)) {
             options.ldconfig = Ldconfig::Image(dirs.ldconfig.clone());
         }
         let mut configuration = Configuration::prepare(
@@ -421,8 +422,12 @@ impl<'d> ContainerSetup<'d> {
     /// or stored in between — to the container, exactly as [`ContainerSetup::mount`] does,
     /// without planning again: what was shown is what is done.
     ///
-    /// A plan read back with `serde` must come from a trusted place: its sources are host
-    /// paths bound into the container.
+    /// Everything the plan does was decided when it was made: its devices, capabilities and
+    /// linker-cache step, not this setup's. Of this setup, `apply` takes the container — it
+    /// must have the plan's rootfs and image directories — and checks that its
+    /// [`ContainerSetup::device_cgroup`] choice is the plan's, so that a runtime that owns
+    /// the cgroup never has nvc grant in it. A plan read back with `serde` must come from a
+    /// trusted place: its sources are host paths bound into the container.
     ///
     /// # Effects on the calling process
     ///
@@ -431,9 +436,21 @@ impl<'d> ContainerSetup<'d> {
     /// # Errors
     ///
     /// [`ErrorKind::BadInput`](crate::ErrorKind::BadInput) for a setup made with
-    /// [`Driver::image`] or a plan made for another rootfs or other image directories
-    /// (`container error: planned for ...`), then as [`ContainerSetup::mount`].
+    /// [`Driver::image`], a plan made with the other `device_cgroup` choice, or a plan made
+    /// for another rootfs or other image directories (`container error: planned for ...`),
+    /// then as [`ContainerSetup::mount`].
     pub fn apply(self, plan: Plan) -> Result<Configured, Error> {
+        let grants = plan
+            .operations()
+            .iter()
+            .any(|op| matches!(op, Operation::AllowDevice { .. }));
+        if !plan.device_rules().is_empty() && grants != self.device_cgroup {
+            return Err(Error::input(format!(
+                "the plan was made with device_cgroup({grants}), the setup applying it has \
+                 device_cgroup({})",
+                self.device_cgroup
+            )));
+        }
         let container = self.container.as_ref().ok_or_else(|| {
             Error::input(format!(
                 "no container process for {}: a plan only",
@@ -448,77 +465,6 @@ impl<'d> ContainerSetup<'d> {
             done,
             selection: plan.selection,
         })
-    }
-}
-
-/// What [`ContainerSetup::mount`] will do, as data: the operations in order (mounts,
-/// written files, links, device rules — [`Plan::operations`]), the device rules on their
-/// own ([`Plan::device_rules`], also when nvc leaves the cgroup to the runtime), and the
-/// linker-cache step ([`Plan::ldconfig`], [`Plan::ldconfig_dirs`]).
-/// [`ContainerSetup::apply`] executes exactly this. `Display` prints it one operation a
-/// line (`bind ro,nosuid,nodev TARGET <- SOURCE`, `cgroup allow c 195:0 rw`,
-/// `ldconfig ...`); with the `serde` feature it is serialisable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct Plan {
-    configuration: Configuration,
-    device_rules: Vec<(u32, u32)>,
-    selection: Selection,
-}
-
-/// The linker-cache step of a plan that has none.
-static SKIP: Ldconfig = Ldconfig::Skip;
-
-impl Plan {
-    /// The devices selected.
-    #[must_use]
-    pub fn selection(&self) -> &Selection {
-        &self.selection
-    }
-
-    /// What is done in the container, in order. Container paths are absolute paths inside
-    /// its root; bind sources are host paths (or, for [`Operation::BindFromImage`], the
-    /// image's own files). [`Operation::AllowDevice`] rules are here only when nvc grants
-    /// them ([`ContainerSetup::device_cgroup`]).
-    #[must_use]
-    pub fn operations(&self) -> &[Operation] {
-        &self.configuration.plan.ops
-    }
-
-    /// The character devices (major, minor) the container needs `rw` access to, in order:
-    /// what nvc grants, or — with [`ContainerSetup::device_cgroup`] off — what the runtime
-    /// must allow in its own device cgroup.
-    #[must_use]
-    pub fn device_rules(&self) -> &[(u32, u32)] {
-        &self.device_rules
-    }
-
-    /// The linker-cache step ([`Ldconfig::Skip`] when none runs).
-    #[must_use]
-    pub fn ldconfig(&self) -> &Ldconfig {
-        self.configuration
-            .ldconfig
-            .as_ref()
-            .map_or(&SKIP, |l| &l.ldconfig)
-    }
-
-    /// The container directories the linker-cache step adds, in the order `ldconfig` is
-    /// given them (the CUDA compat directory first, in `ldconfig` compat mode).
-    #[must_use]
-    pub fn ldconfig_dirs(&self) -> Vec<&Path> {
-        self.configuration.ldconfig_dirs()
-    }
-
-    /// The container's root filesystem it was planned for (a host path).
-    #[must_use]
-    pub fn rootfs(&self) -> &Path {
-        &self.configuration.rootfs
-    }
-}
-
-impl fmt::Display for Plan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.configuration.fmt(f)
     }
 }
 

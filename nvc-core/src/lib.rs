@@ -75,9 +75,10 @@ mod list;
 #[cfg(feature = "oci")]
 #[cfg_attr(docsrs, doc(cfg(feature = "oci")))]
 pub mod oci;
+mod plan;
 
 pub use attach::Detached;
-pub use container::{Configured, ContainerSetup, Part, Plan};
+pub use container::{Configured, ContainerSetup, Part};
 pub use error::{Error, ErrorKind};
 pub use input::{Devices, Requirement};
 pub use list::ListOptions;
@@ -89,6 +90,7 @@ pub use nvc_driver::{
 };
 pub use nvc_mount::cgroup::Note;
 pub use nvc_mount::{CompatMode, ContainerDirs, Ldconfig, MountFlags, MountKind, Op as Operation};
+pub use plan::Plan;
 
 use error::Step;
 

@@ -677,6 +677,7 @@ fn the_plan_shown_is_the_plan_applied() {
         .image(other.path())
         .unwrap()
         .devices(Devices::all())
+        .device_cgroup(false)
         .plan()
         .unwrap();
     let before = paused.mountinfo();
@@ -684,6 +685,14 @@ fn the_plan_shown_is_the_plan_applied() {
     assert_eq!(err.kind(), ErrorKind::BadInput, "{err}");
     assert!(err.to_string().contains("planned for"), "{err}");
     assert!(err.is_clean());
+    // A plan that leaves the cgroup to the runtime is not applied by a setup that grants.
+    let err = setup
+        .clone()
+        .device_cgroup(true)
+        .apply(plan.clone())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadInput, "{err}");
+    assert!(err.to_string().contains("device_cgroup(false)"), "{err}");
     assert_eq!(paused.mountinfo(), before);
 
     let done = setup.apply(back).unwrap();

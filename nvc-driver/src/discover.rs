@@ -74,7 +74,7 @@ impl DiscoverOptions {
 }
 
 /// A device node.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct DeviceNode {
@@ -127,7 +127,7 @@ pub struct DriverFiles {
 }
 
 /// A copy of one of the driver's `/proc/driver/nvidia` files.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct ProcFile {

@@ -5,9 +5,11 @@
 //! kernel with `RESOLVE_IN_ROOT` ([`InRoot::open`]), or walked one component at a time from
 //! descriptors ([`InRoot::walk`], which [`InRoot::resolve`] and the executor's directory
 //! creation use) where nvc needs the resolved path or creates what is missing. Both treat
-//! the root as `/`: an absolute link restarts at the root, `..` stops there, magic links
-//! (`/proc/self/fd/...`) are refused; a walk reads each link itself and never lets the
-//! kernel follow one. The kernel answers `EAGAIN` when a rename anywhere raced with a `..`
+//! the root as `/`: an absolute link restarts at the root, `..` stops there. An open refuses
+//! magic links (`/proc/self/fd/...`); a walk reads each link itself, a magic one as the
+//! text it shows, resolved inside the root like any other, and never lets the kernel
+//! follow one. A walk goes back up by descriptors it holds, never by resolving a path again,
+//! and takes at most 40 links and 4096 components. The kernel answers `EAGAIN` when a rename anywhere raced with a `..`
 //! step of an in-root open (a container's processes can rename at will); every open here
 //! retries it, in [`openat2_retrying`].
 //!
@@ -27,6 +29,9 @@ use crate::apply::{at, fail};
 
 /// Most symlinks followed in one walk, as the kernel's `MAXSYMLINKS`.
 const MAX_LINKS: usize = 40;
+/// Most components taken in one walk, links' targets included (40 links of 4 KiB of `x/..`
+/// would otherwise be some 80 000 steps, each a system call or two).
+const MAX_STEPS: usize = 4096;
 
 /// A tree nvc does not trust, held by a descriptor of its root.
 #[derive(Debug)]
@@ -79,26 +84,29 @@ impl InRoot {
         dirs_only: bool,
         mut missing: impl FnMut(&OwnedFd, &Path) -> Result<Option<OwnedFd>, Error>,
     ) -> Result<Option<(PathBuf, OwnedFd)>, Error> {
-        let reopen = |dir: &Path| {
-            at("open", dir, || {
-                self.open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY)
-            })
-        };
+        // The descriptors of the directories of `dir`, one a component: `..` pops one (it
+        // never goes above the root, and never resolves a path again).
         let mut dir = PathBuf::from("/");
-        let mut fd = reopen(&dir)?;
+        let mut stack: Vec<OwnedFd> = Vec::new();
         let mut todo: Vec<OsString> = parts(path).rev().collect();
-        let mut links = 0;
+        let (mut links, mut steps) = (0, 0);
         while let Some(name) = todo.pop() {
+            steps += 1;
+            if steps > MAX_STEPS {
+                return Err(fail("resolve (too many components)", path)(Errno::ELOOP));
+            }
             if name == ".." {
-                dir.pop();
-                fd = reopen(&dir)?;
+                if stack.pop().is_some() {
+                    dir.pop();
+                }
                 continue;
             }
             if name == "." {
                 continue;
             }
             let here = dir.join(&name);
-            match fstatat(fd.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            let cur = stack.last().unwrap_or(&self.fd);
+            let next = match fstatat(cur.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
                 Ok(st)
                     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK =>
                 {
@@ -107,14 +115,15 @@ impl InRoot {
                         return Err(fail("resolve", &here)(Errno::ELOOP));
                     }
                     let target = at("readlink", &here, || {
-                        readlinkat(fd.as_fd(), name.as_os_str())
+                        readlinkat(cur.as_fd(), name.as_os_str())
                     })?;
                     let target = PathBuf::from(target);
                     if target.is_absolute() {
+                        stack.clear();
                         dir = PathBuf::from("/");
-                        fd = reopen(&dir)?;
                     }
                     todo.extend(parts(&target).rev());
+                    continue;
                 }
                 Ok(_) => {
                     let last = todo.is_empty() && !dirs_only;
@@ -123,25 +132,29 @@ impl InRoot {
                         flags |= OFlag::O_DIRECTORY;
                     }
                     match nvc_sys::fault::point("open", &here)
-                        .and_then(|()| openat(fd.as_fd(), name.as_os_str(), flags, Mode::empty()))
+                        .and_then(|()| openat(cur.as_fd(), name.as_os_str(), flags, Mode::empty()))
                     {
-                        Ok(next) => fd = next,
+                        Ok(next) => next,
                         Err(Errno::ENOTDIR) if !dirs_only => return Ok(None),
                         Err(e) => return Err(fail("open", &here)(e)),
                     }
-                    dir = here;
                 }
-                Err(Errno::ENOENT) => match missing(&fd, &here)? {
-                    Some(made) => {
-                        fd = made;
-                        dir = here;
-                    }
+                Err(Errno::ENOENT) => match missing(cur, &here)? {
+                    Some(made) => made,
                     None => return Ok(None),
                 },
                 Err(Errno::ENOTDIR) if !dirs_only => return Ok(None),
                 Err(e) => return Err(fail("stat", &here)(e)),
-            }
+            };
+            stack.push(next);
+            dir = here;
         }
+        let fd = match stack.pop() {
+            Some(fd) => fd,
+            None => at("open", &dir, || {
+                self.open(&dir, OFlag::O_PATH | OFlag::O_DIRECTORY)
+            })?,
+        };
         Ok(Some((dir, fd)))
     }
 }
@@ -282,5 +295,27 @@ mod tests {
         let mut text = String::new();
         std::io::Read::read_to_string(&mut File::from(fd), &mut text).unwrap();
         assert_eq!(text, "image");
+    }
+
+    /// An image cannot make a walk long: `..` steps go back by held descriptors, and a walk
+    /// takes at most 4096 components however its links are chained.
+    #[test]
+    fn a_walk_is_bounded_whatever_the_links_say() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("x")).unwrap();
+        let detour = "x/../".repeat(800);
+        symlink(format!("{detour}x"), root.join("l3")).unwrap();
+        symlink(format!("{detour}l3"), root.join("l2")).unwrap();
+        symlink(format!("{detour}l2"), root.join("l1")).unwrap();
+        let tree = InRoot::new(root).unwrap();
+        assert_eq!(
+            tree.resolve(Path::new("/l3")).unwrap().as_deref(),
+            Some(Path::new("/x"))
+        );
+        let err = tree.resolve(Path::new("/l1")).unwrap_err();
+        assert!(err.to_string().contains("too many components"), "{err}");
+        assert!(err.to_string().contains("/l1"), "{err}");
     }
 }
