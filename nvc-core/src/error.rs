@@ -123,13 +123,7 @@ impl Error {
             | D::Elf { .. } => ErrorKind::BadInput,
             _ => by_errno().unwrap_or(ErrorKind::Other),
         };
-        // What failed, not the undo that followed it.
-        let mount = match &self.inner {
-            Inner::Mount(M::UndoIncomplete { error, .. }) => Some(&**error),
-            Inner::Mount(e) => Some(e),
-            _ => None,
-        };
-        match (&self.inner, mount) {
+        match (&self.inner, self.failed_change()) {
             (Inner::Input(_), _) => ErrorKind::BadInput,
             (Inner::Driver(e), _) | (_, Some(M::Driver(e))) => driver(e),
             (_, Some(M::BadRootfs { .. } | M::Device { .. } | M::Container { .. })) => {
@@ -190,20 +184,25 @@ impl Error {
         }
     }
 
+    /// The engine's error of what failed — not the undo that followed it, which
+    /// [`Error::left_in_container`] reports — or `None` for an error of another layer.
+    fn failed_change(&self) -> Option<&nvc_mount::Error> {
+        match &self.inner {
+            Inner::Mount(nvc_mount::Error::UndoIncomplete { error, .. }) => Some(error),
+            Inner::Mount(e) => Some(e),
+            _ => None,
+        }
+    }
+
     /// Upstream's message prefix: the one place it is decided. A change to the container
     /// is named by what failed (an undo's failure by the step it undid); everything else by
     /// the step.
     fn prefix(&self) -> &'static str {
         use nvc_mount::Error as M;
-        let mount = match &self.inner {
-            Inner::Mount(M::UndoIncomplete { error, .. }) => Some(&**error),
-            Inner::Mount(e) => Some(e),
-            _ => None,
-        };
         if let Inner::Io { .. } = self.inner {
             return "";
         }
-        match (mount, self.step) {
+        match (self.failed_change(), self.step) {
             // Reading the image while planning is the container's step, not a mount.
             (Some(M::Apply { .. }), Step::Container) => "container error: ",
             (Some(M::Apply { .. }), _) => "mount error: ",
@@ -245,8 +244,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.inner {
             Inner::Driver(e) => e.source(),
-            Inner::Mount(nvc_mount::Error::UndoIncomplete { error, .. }) => error.source(),
-            Inner::Mount(e) => e.source(),
+            Inner::Mount(_) => self.failed_change().and_then(|e| e.source()),
             Inner::Input(_) => None,
             Inner::Io { error, .. } => Some(error),
         }
