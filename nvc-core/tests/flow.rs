@@ -17,6 +17,25 @@ fn build(name: &str) -> (tempfile::TempDir, Host) {
     (dir, host)
 }
 
+/// A paused container, the single-GPU host (with its device nodes) and a Debian image;
+/// `None`, with the reason printed, where the machine cannot give them.
+fn paused_debian() -> Option<(
+    nvc_testkit::PausedContainer,
+    tempfile::TempDir,
+    Host,
+    tempfile::TempDir,
+)> {
+    let paused = nvc_testkit::PausedContainer::start()?;
+    let (dir, host) = build("single");
+    if !matches!(host.device_nodes_state(), nvc_testkit::DeviceNodes::Created) {
+        nvc_testkit::skip!("no device nodes");
+        return None;
+    }
+    let rootfs = tempfile::tempdir().unwrap();
+    nvc_testkit::debian_image(rootfs.path(), &[], true).unwrap();
+    Some((paused, dir, host, rootfs))
+}
+
 #[test]
 fn the_flow_reaches_the_driver_and_selects_and_checks() {
     let (dir, host) = build("legacy32");
@@ -89,16 +108,9 @@ fn error_kinds_tell_failures_apart() {
 #[test]
 fn the_flow_configures_a_paused_container() {
     use nvc_core::Capability;
-    let Some(paused) = nvc_testkit::PausedContainer::start() else {
+    let Some((paused, dir, _host, rootfs)) = paused_debian() else {
         return;
     };
-    let (dir, host) = build("single");
-    if !matches!(host.device_nodes_state(), nvc_testkit::DeviceNodes::Created) {
-        nvc_testkit::skip!("no device nodes");
-        return;
-    }
-    let rootfs = tempfile::tempdir().unwrap();
-    nvc_testkit::debian_image(rootfs.path(), &[], true).unwrap();
     let driver = common::driver(dir.path());
     let err = driver.container(paused.pid(), "relative").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::BadInput);
@@ -623,16 +635,9 @@ fn a_running_container_gets_gpus_and_gives_them_back() {
 #[test]
 fn the_plan_shown_is_the_plan_applied() {
     use nvc_core::{Capability, Ldconfig, Operation, Plan};
-    let Some(paused) = nvc_testkit::PausedContainer::start() else {
+    let Some((paused, dir, _host, rootfs)) = paused_debian() else {
         return;
     };
-    let (dir, host) = build("single");
-    if !matches!(host.device_nodes_state(), nvc_testkit::DeviceNodes::Created) {
-        nvc_testkit::skip!("no device nodes");
-        return;
-    }
-    let rootfs = tempfile::tempdir().unwrap();
-    nvc_testkit::debian_image(rootfs.path(), &[], true).unwrap();
     let driver = common::driver(dir.path());
     let setup = driver
         .container(paused.pid(), rootfs.path())

@@ -78,6 +78,26 @@ fn or_skip<T>(r: Result<T, nvc_sys::Error>, what: &str) -> Result<T, String> {
     })
 }
 
+/// Runs `check` in a forked child, in a private mount namespace of its own, on fresh
+/// directories `src/` and `dst/`: as root only (a printed skip elsewhere); nothing it mounts
+/// outlives the child.
+fn in_private_namespace(check: impl FnOnce(&Path, &Path) -> Result<(), String>) {
+    if !common::root_or_skip("mounting") {
+        return;
+    }
+    let dir = dirs();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    in_child(|| {
+        private_namespace()?;
+        check(&src, &dst)
+    });
+}
+
+/// Attaches the detached tree `tree` at `dst` (`move_mount`; a skip before Linux 5.2).
+fn attach_at(tree: &OwnedFd, dst: &Path) -> Result<(), String> {
+    or_skip(attach(tree.as_fd(), o_path(dst)?.as_fd()), "move_mount")
+}
+
 /// A temporary directory with `src/` and `dst/` (and `src/sub/` once `src` is mounted).
 fn dirs() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -88,25 +108,19 @@ fn dirs() -> tempfile::TempDir {
 
 #[test]
 fn a_clone_attached_with_every_flag_is_a_new_private_read_only_mount() {
-    if !common::root_or_skip("mounting") {
-        return;
-    }
-    let dir = dirs();
-    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
-    in_child(|| {
-        private_namespace()?;
-        tmpfs(&src, MsFlags::empty(), "file", "x")?;
+    in_private_namespace(|src, dst| {
+        tmpfs(src, MsFlags::empty(), "file", "x")?;
         // A shared source: its clone would be its peer, were it not made private.
         mount(
             None::<&str>,
-            &src,
+            src,
             None::<&str>,
             MsFlags::MS_SHARED,
             None::<&str>,
         )
         .map_err(|e| format!("make src shared: {e}"))?;
-        let before = or_skip(mount_id(o_path(&dst)?.as_fd()), "statx")?;
-        let tree = or_skip(clone_tree(&src), "open_tree")?;
+        let before = or_skip(mount_id(o_path(dst)?.as_fd()), "statx")?;
+        let tree = or_skip(clone_tree(src), "open_tree")?;
         let all = MountAttrs {
             read_only: true,
             nosuid: true,
@@ -114,16 +128,16 @@ fn a_clone_attached_with_every_flag_is_a_new_private_read_only_mount() {
             noexec: true,
         };
         or_skip(set_attrs(tree.as_fd(), all), "mount_setattr")?;
-        or_skip(attach(tree.as_fd(), o_path(&dst)?.as_fd()), "move_mount")?;
+        attach_at(&tree, dst)?;
 
-        let after = or_skip(mount_id(o_path(&dst)?.as_fd()), "statx")?;
+        let after = or_skip(mount_id(o_path(dst)?.as_fd()), "statx")?;
         ensure!(before != after, "mount id unchanged: {before}");
         let tree_id = or_skip(mount_id(tree.as_fd()), "statx")?;
         ensure!(
             tree_id == after,
             "tree {tree_id} is not the mount at dst {after}"
         );
-        let (opts, optional) = mount_at(&dst)?;
+        let (opts, optional) = mount_at(dst)?;
         for flag in ["ro", "nosuid", "nodev", "noexec"] {
             ensure!(opts.iter().any(|o| o == flag), "{flag} missing: {opts:?}");
         }
@@ -131,7 +145,7 @@ fn a_clone_attached_with_every_flag_is_a_new_private_read_only_mount() {
             !optional.contains("shared:"),
             "clone still shared: {optional}"
         );
-        let (_, src_optional) = mount_at(&src)?;
+        let (_, src_optional) = mount_at(src)?;
         ensure!(
             src_optional.contains("shared:"),
             "source not shared: {src_optional}"
@@ -151,26 +165,20 @@ fn a_clone_attached_with_every_flag_is_a_new_private_read_only_mount() {
 
 #[test]
 fn set_attrs_clears_the_flags_not_asked_for_and_leaves_the_source_alone() {
-    if !common::root_or_skip("mounting") {
-        return;
-    }
-    let dir = dirs();
-    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
-    in_child(|| {
-        private_namespace()?;
-        tmpfs(&src, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, "file", "x")?;
-        let tree = or_skip(clone_tree(&src), "open_tree")?;
+    in_private_namespace(|src, dst| {
+        tmpfs(src, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, "file", "x")?;
+        let tree = or_skip(clone_tree(src), "open_tree")?;
         let nodev = MountAttrs {
             nodev: true,
             ..MountAttrs::default()
         };
         or_skip(set_attrs(tree.as_fd(), nodev), "mount_setattr")?;
-        or_skip(attach(tree.as_fd(), o_path(&dst)?.as_fd()), "move_mount")?;
-        let (opts, _) = mount_at(&dst)?;
+        attach_at(&tree, dst)?;
+        let (opts, _) = mount_at(dst)?;
         let has = |f: &str| opts.iter().any(|o| o == f);
         ensure!(has("rw") && has("nodev"), "clone: {opts:?}");
         ensure!(!has("nosuid") && !has("noexec"), "flags kept: {opts:?}");
-        let (src_opts, _) = mount_at(&src)?;
+        let (src_opts, _) = mount_at(src)?;
         let src_has = |f: &str| src_opts.iter().any(|o| o == f);
         ensure!(
             src_has("nosuid") && src_has("noexec") && !src_has("nodev"),
@@ -182,18 +190,12 @@ fn set_attrs_clears_the_flags_not_asked_for_and_leaves_the_source_alone() {
 
 #[test]
 fn clone_tree_copies_one_mount_not_those_below_it() {
-    if !common::root_or_skip("mounting") {
-        return;
-    }
-    let dir = dirs();
-    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
-    in_child(|| {
-        private_namespace()?;
-        tmpfs(&src, MsFlags::empty(), "file", "x")?;
+    in_private_namespace(|src, dst| {
+        tmpfs(src, MsFlags::empty(), "file", "x")?;
         fs::create_dir(src.join("sub")).map_err(|e| e.to_string())?;
         tmpfs(&src.join("sub"), MsFlags::empty(), "inner", "y")?;
-        let tree = or_skip(clone_tree(&src), "open_tree")?;
-        or_skip(attach(tree.as_fd(), o_path(&dst)?.as_fd()), "move_mount")?;
+        let tree = or_skip(clone_tree(src), "open_tree")?;
+        attach_at(&tree, dst)?;
         ensure!(dst.join("file").exists(), "the clone lacks src's file");
         ensure!(dst.join("sub").is_dir(), "the clone lacks src/sub");
         ensure!(
@@ -207,31 +209,25 @@ fn clone_tree_copies_one_mount_not_those_below_it() {
 
 #[test]
 fn clone_cwd_nodev_copies_the_whole_tree_nodev() {
-    if !common::root_or_skip("mounting") {
-        return;
-    }
-    let dir = dirs();
-    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
-    in_child(|| {
-        private_namespace()?;
-        tmpfs(&src, MsFlags::MS_NOSUID, "file", "x")?;
+    in_private_namespace(|src, dst| {
+        tmpfs(src, MsFlags::MS_NOSUID, "file", "x")?;
         fs::create_dir(src.join("sub")).map_err(|e| e.to_string())?;
         tmpfs(&src.join("sub"), MsFlags::empty(), "inner", "y")?;
         // The working directory of this child only.
-        nix::unistd::chdir(&src).map_err(|e| format!("chdir: {e}"))?;
+        nix::unistd::chdir(src).map_err(|e| format!("chdir: {e}"))?;
         let tree = or_skip(clone_cwd_nodev(), "clone_cwd_nodev")?;
-        or_skip(attach(tree.as_fd(), o_path(&dst)?.as_fd()), "move_mount")?;
+        attach_at(&tree, dst)?;
         ensure!(
             dst.join("sub/inner").exists(),
             "the mount below src is missing"
         );
-        let (top, _) = mount_at(&dst)?;
+        let (top, _) = mount_at(dst)?;
         let (below, _) = mount_at(&dst.join("sub"))?;
         for opts in [&top, &below] {
             ensure!(opts.iter().any(|o| o == "nodev"), "not nodev: {opts:?}");
         }
         ensure!(top.iter().any(|o| o == "nosuid"), "nosuid lost: {top:?}");
-        let (src_opts, _) = mount_at(&src)?;
+        let (src_opts, _) = mount_at(src)?;
         ensure!(!src_opts.iter().any(|o| o == "nodev"), "source made nodev");
         Ok(())
     });
@@ -239,18 +235,12 @@ fn clone_cwd_nodev_copies_the_whole_tree_nodev() {
 
 #[test]
 fn set_nodev_recursive_adds_nodev_below_and_keeps_other_flags() {
-    if !common::root_or_skip("mounting") {
-        return;
-    }
-    let dir = dirs();
-    let src = dir.path().join("src");
-    in_child(|| {
-        private_namespace()?;
-        tmpfs(&src, MsFlags::MS_NOSUID, "file", "x")?;
+    in_private_namespace(|src, _| {
+        tmpfs(src, MsFlags::MS_NOSUID, "file", "x")?;
         fs::create_dir(src.join("sub")).map_err(|e| e.to_string())?;
         tmpfs(&src.join("sub"), MsFlags::MS_NOEXEC, "inner", "y")?;
-        or_skip(set_nodev_recursive(&src), "mount_setattr")?;
-        let (top, _) = mount_at(&src)?;
+        or_skip(set_nodev_recursive(src), "mount_setattr")?;
+        let (top, _) = mount_at(src)?;
         let (below, _) = mount_at(&src.join("sub"))?;
         ensure!(top.iter().any(|o| o == "nodev"), "top: {top:?}");
         ensure!(below.iter().any(|o| o == "nodev"), "below: {below:?}");
