@@ -14,12 +14,12 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nvc_driver::tables::Capability::{Compute, Utility};
-use nvc_ldcache::LdCache;
 use nvc_ldcache::elf::{Class, SharedObject, write_shared_object};
+use nvc_ldcache::{Format, LdCache};
 use nvc_mount::{Ldconfig, LdconfigOptions, LdconfigRun, PlanOptions};
 
 /// A shared object with `soname` at `dir/file` in the image, and its SONAME link.
@@ -174,8 +174,9 @@ fn stale_after_cache(root: &Path) {
     );
 }
 
-/// The cache as `(soname, flags, path)` in order, and every link in the library directories.
-type Result = (Vec<(String, i32, String)>, Vec<(String, String)>);
+/// The cache as `(soname, flags, OS version, hwcap, path)` in order, and every link in the
+/// library directories.
+type Result = (Vec<(String, i32, u32, u64, String)>, Vec<(String, String)>);
 
 fn outcome(root: &Path) -> Result {
     let bytes = fs::read(root.join("etc/ld.so.cache")).unwrap();
@@ -187,6 +188,8 @@ fn outcome(root: &Path) -> Result {
             (
                 e.soname().to_string_lossy().into_owned(),
                 e.flags().0,
+                e.osversion(),
+                e.hwcap(),
                 e.path().display().to_string(),
             )
         })
@@ -196,6 +199,8 @@ fn outcome(root: &Path) -> Result {
         "usr/lib/x86_64-linux-gnu",
         "usr/lib/i386-linux-gnu",
         "usr/lib64",
+        "usr/lib32",
+        "usr/lib",
     ] {
         let Ok(read) = fs::read_dir(root.join(dir)) else {
             continue;
@@ -224,20 +229,45 @@ fn configure(
     compat32: bool,
     ldconfig: Ldconfig,
 ) -> Option<(LdconfigRun, Result)> {
+    let image = Image {
+        layout: &layout,
+        // Twice: the first run makes the SONAME links that development links point through,
+        // as installed packages ship them.
+        cache: &[&["-r"], &["-r"]],
+        ldconfig: Path::new("/sbin/ldconfig"),
+        after: &after,
+    };
+    configure_image(&image, compat32, ldconfig).map(|(run, result, _)| (run, result))
+}
+
+/// An image: its layout, the runs of its own `ldconfig` (arguments before the root) that
+/// write its cache, and what happens to it after them.
+struct Image<'a> {
+    layout: &'a dyn Fn(&Path),
+    cache: &'a [&'a [&'a str]],
+    ldconfig: &'a Path,
+    after: &'a dyn Fn(&Path),
+}
+
+/// Configures a fresh container on `image` with `ldconfig`: the run, the outcome and the
+/// format of the cache left.
+fn configure_image(
+    image: &Image<'_>,
+    compat32: bool,
+    ldconfig: Ldconfig,
+) -> Option<(LdconfigRun, Result, Format)> {
     let f = common::sim("legacy32")?;
     let root = f.rootfs.path();
-    layout(root);
-    // The image's own cache, as its build left it (twice: the first run makes the SONAME
-    // links that development links point through, as installed packages ship them).
-    for _ in 0..2 {
-        let status = Command::new("/sbin/ldconfig")
-            .arg("-r")
+    (image.layout)(root);
+    for args in image.cache {
+        let status = Command::new(image.ldconfig)
+            .args(*args)
             .arg(root)
             .status()
             .unwrap();
-        assert!(status.success());
+        assert!(status.success(), "{} {args:?}", image.ldconfig.display());
     }
-    after(root);
+    (image.after)(root);
     let container = f.container();
     let opts = PlanOptions {
         capabilities: vec![Compute, Utility],
@@ -253,8 +283,11 @@ fn configure(
     let done = plan.configure(&container, Some(&ldconfig)).unwrap();
     let run = done.ldconfig.clone().unwrap();
     let result = outcome(root);
+    let format = LdCache::parse(&fs::read(root.join("etc/ld.so.cache")).unwrap())
+        .unwrap()
+        .format();
     drop(done);
-    Some((run, result))
+    Some((run, result, format))
 }
 
 #[test]
@@ -270,7 +303,7 @@ fn the_builtin_update_writes_what_ldconfig_writes() {
         ("escape", debian, escape_after_cache, false, true),
         ("lib64", lib64, none, false, false),
         ("this host", this_host, none, false, true),
-        ("stale", debian, stale_after_cache, false, false),
+        ("stale", debian, stale_after_cache, false, true),
     ];
     // Hard links to this machine's libraries need the temporary directory on their filesystem.
     let dev = |p: &Path| {
@@ -300,10 +333,199 @@ fn the_builtin_update_writes_what_ldconfig_writes() {
             _ => panic!("{name}: {run:?}"),
         }
         assert!(
-            want.0.iter().any(|(s, _, _)| s == "libcuda.so.1"),
+            want.0.iter().any(|(s, ..)| s == "libcuda.so.1"),
             "{name}: {want:?}"
         );
         assert_eq!(got.0, want.0, "{name}: cache entries");
         assert_eq!(got.1, want.1, "{name}: links");
     }
+}
+
+/// The glibc images `nvc-testkit/glibc/fetch.sh` unpacked: `(suite, root)` of bookworm (glibc
+/// 2.36), trixie (2.41) and sid (2.43), each with its static `/usr/sbin/ldconfig`; `None`
+/// (skipped, saying how to fetch them) where they are missing.
+fn glibc_images() -> Option<Vec<(&'static str, PathBuf)>> {
+    let cache = std::env::var_os("NVC_GLIBC_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("nvc-testkit"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/nvc-testkit"))
+        })?;
+    let images: Vec<_> = ["bookworm", "trixie", "sid"]
+        .into_iter()
+        .map(|suite| (suite, cache.join("glibc").join(suite).join("root")))
+        .collect();
+    if let Some((_, missing)) = images
+        .iter()
+        .find(|(_, root)| !root.join("usr/sbin/ldconfig").exists())
+    {
+        nvc_testkit::skip(format!(
+            "{} is missing: run nvc-testkit/glibc/fetch.sh",
+            missing.display()
+        ));
+        return None;
+    }
+    Some(images)
+}
+
+/// A real Debian image of one glibc version, copied into the container's rootfs; without its
+/// i386 libraries unless `lib32` (glibc before 2.37 and after list its i386 loader, which
+/// needs no libc, differently: an image with it is where the built-in update must fall back).
+fn real_image(image: &Path, root: &Path, lib32: bool) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(image.join("."))
+        .arg(root)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cp -a {}", image.display());
+    if !lib32 {
+        fs::remove_dir_all(root.join("usr/lib32")).unwrap();
+        fs::remove_file(root.join("etc/ld.so.conf.d/zz_i386-biarch-compat.conf")).unwrap();
+        let _ = fs::remove_file(root.join("usr/lib/ld-linux.so.2"));
+    }
+}
+
+/// glibc 2.36, 2.41 and 2.43 as the oracle, over real images of each, in every state an
+/// image's cache comes in: the built-in update must write exactly what each glibc's
+/// `ldconfig` writes (every entry with its flags, OS version and hwcaps, in order, and every
+/// link), keep the image's cache format, and fall back exactly where this table says, for the
+/// reason it says. The fallbacks are counted.
+#[test]
+fn the_builtin_update_equals_every_glibc() {
+    let Some(images) = glibc_images() else {
+        return;
+    };
+    let none = |_: &Path| {};
+    let no_cache = |root: &Path| fs::remove_file(root.join("etc/ld.so.cache")).unwrap();
+    let stale = |root: &Path| stale_after_cache(root);
+    let hwcaps = |root: &Path| {
+        let dir = root.join("usr/lib/x86_64-linux-gnu");
+        fs::create_dir_all(dir.join("glibc-hwcaps/x86-64-v3")).unwrap();
+        fs::copy(
+            dir.join("libz.so.1"),
+            dir.join("glibc-hwcaps/x86-64-v3/libz.so.1"),
+        )
+        .unwrap();
+    };
+    let unlinked = |root: &Path| {
+        fs::remove_file(root.join("usr/lib/x86_64-linux-gnu/libz.so.1")).unwrap();
+    };
+    let new: &[&str] = &["-r"];
+    // (variant, lib32, the image's ldconfig runs, after them, the format left, why it
+    // falls back — None where it must be sure)
+    type Variant<'a> = (
+        &'a str,
+        bool,
+        &'a [&'a [&'a str]],
+        &'a dyn Fn(&Path),
+        Format,
+        Option<&'a str>,
+    );
+    let variants: [Variant<'_>; 9] = [
+        ("its cache", false, &[new], &none, Format::New, None),
+        ("no cache", false, &[], &none, Format::New, None),
+        (
+            "a compat cache",
+            false,
+            &[&["-c", "compat", "-r"]],
+            &none,
+            Format::Combined,
+            None,
+        ),
+        ("a stale cache", false, &[new], &stale, Format::New, None),
+        ("cache removed", false, &[new], &no_cache, Format::New, None),
+        (
+            "an old cache",
+            false,
+            &[&["-c", "old", "-r"]],
+            &none,
+            Format::Old,
+            Some("old format"),
+        ),
+        (
+            "glibc-hwcaps",
+            false,
+            &[new],
+            &hwcaps,
+            Format::New,
+            Some("hwcap"),
+        ),
+        (
+            "i386 loader",
+            true,
+            &[new],
+            &none,
+            Format::New,
+            Some("does not need glibc"),
+        ),
+        (
+            "a link missing",
+            false,
+            &[],
+            &unlinked,
+            Format::New,
+            Some("ldconfig would link"),
+        ),
+    ];
+    let mut fallbacks = std::collections::BTreeMap::new();
+    let mut runs = 0;
+    for (suite, image) in &images {
+        let image_ldconfig = image.join("usr/sbin/ldconfig");
+        for (variant, lib32, cache, after, format, falls_back) in &variants {
+            let layout = |root: &Path| real_image(image, root, *lib32);
+            let img = Image {
+                layout: &layout,
+                cache,
+                ldconfig: &image_ldconfig,
+                after: *after,
+            };
+            let Some((run, got, got_format)) = configure_image(&img, false, Ldconfig::Builtin)
+            else {
+                return;
+            };
+            // Sure, it equals every glibc; falling back, what the fallback ran (the host's
+            // ldconfig: where glibc versions disagree, no result equals all of them).
+            let oracles: Vec<(&str, PathBuf)> = match &run {
+                LdconfigRun::Fallback { .. } => vec![("the host", "/sbin/ldconfig".into())],
+                _ => images
+                    .iter()
+                    .map(|(s, image)| (*s, image.join("usr/sbin/ldconfig")))
+                    .collect(),
+            };
+            for (oracle_suite, oracle_ldconfig) in oracles {
+                let what = format!("{suite} image, {variant}, glibc of {oracle_suite}");
+                let oracle = Ldconfig::Host(oracle_ldconfig);
+                let (_, want, _) = configure_image(&img, false, oracle).unwrap();
+                assert!(want.0.iter().any(|(s, ..)| s == "libcuda.so.1"), "{what}");
+                assert_eq!(got.0, want.0, "{what}: cache entries");
+                assert_eq!(got.1, want.1, "{what}: links");
+                runs += 1;
+            }
+            match (&run, falls_back) {
+                (LdconfigRun::Builtin { added }, None) => {
+                    assert!(*added > 0, "{suite}, {variant}");
+                    assert_eq!(
+                        got_format, *format,
+                        "{suite}, {variant}: the cache's format"
+                    );
+                }
+                (LdconfigRun::Fallback { reason, .. }, Some(why)) => {
+                    assert!(reason.contains(why), "{suite}, {variant}: {reason}");
+                    *fallbacks.entry(*variant).or_insert(0) += 1;
+                    eprintln!("{suite}, {variant}: falls back: {reason}");
+                }
+                _ => panic!("{suite}, {variant}: {run:?}"),
+            }
+        }
+    }
+    eprintln!("{runs} comparisons; fallbacks per variant: {fallbacks:?}");
+    let expected: std::collections::BTreeMap<_, _> = variants
+        .iter()
+        .filter(|v| v.5.is_some())
+        .map(|v| (v.0, images.len()))
+        .collect();
+    assert_eq!(fallbacks, expected);
 }

@@ -74,6 +74,7 @@ pub const MAX_NEEDED: usize = 1024;
 pub const MAX_NOTES: usize = 16;
 
 /// What nvc needs to know about a shared object.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ElfInfo {
     /// The ELF header.
@@ -84,6 +85,10 @@ pub struct ElfInfo {
     pub needed: Vec<Vec<u8>>,
     /// The GNU ABI tag note (`.note.ABI-tag`: OS, major, minor, patch), if any.
     pub abi_tag: Option<[u32; 4]>,
+    /// `PT_INTERP`: the program interpreter named, up to its NUL, if any.
+    pub interpreter: Option<Vec<u8>>,
+    /// Whether the object has a `PT_DYNAMIC` segment (glibc's `ldconfig` lists none without).
+    pub dynamic: bool,
 }
 
 impl ElfInfo {

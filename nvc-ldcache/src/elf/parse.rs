@@ -7,6 +7,7 @@ use crate::bytes::array_at;
 const MAGIC: &[u8; 4] = b"\x7fELF";
 const PT_LOAD: u32 = 1;
 const PT_DYNAMIC: u32 = 2;
+const PT_INTERP: u32 = 3;
 const PT_NOTE: u32 = 4;
 const DT_NULL: u64 = 0;
 const DT_NEEDED: u64 = 1;
@@ -350,7 +351,15 @@ pub(super) fn collect(fetch: &mut Fetch<'_>) -> Result<ElfInfo, Error> {
         soname: None,
         needed: Vec::new(),
         abi_tag: None,
+        interpreter: None,
+        dynamic: false,
     };
+    if let Some(interp) = phdrs.iter().find(|p| p.kind == PT_INTERP) {
+        let len = interp.filesz.min(MAX_NAME);
+        let bytes = fetch(interp.offset, len, "PT_INTERP")?;
+        let end = bytes.iter().position(|&c| c == 0).unwrap_or(bytes.len());
+        info.interpreter = Some(bytes.get(..end).unwrap_or_default().to_vec());
+    }
     // A real object has a few notes (build id, GNU properties, ABI tag); a hostile one may
     // have 65535 program headers of 1 MiB notes: the count and the bytes read are bounded.
     let mut note_bytes = 0u64;
@@ -370,6 +379,7 @@ pub(super) fn collect(fetch: &mut Fetch<'_>) -> Result<ElfInfo, Error> {
     let Some(dynamic) = phdrs.iter().find(|p| p.kind == PT_DYNAMIC) else {
         return Ok(info);
     };
+    info.dynamic = true;
     let bytes = fetch(
         dynamic.offset,
         bounded(dynamic.filesz, "PT_DYNAMIC is too large")?,

@@ -1,0 +1,146 @@
+//! The built-in linker cache update ([`Ldconfig::Builtin`](crate::Ldconfig::Builtin)): the
+//! image's `/etc/ld.so.cache` updated in process with the libraries just mounted — no program
+//! runs at all — when it can prove the result is what glibc's `ldconfig` would write.
+//!
+//! glibc's `ldconfig` rebuilds the cache from the directories it scans: those named on its
+//! command line (nvc passes the library directories), in `/etc/ld.so.conf` (and the files it
+//! includes), then glibc's trusted ones, each directory once (by inode, under the first name
+//! it was reached by). When the image's cache is exactly what that scan gave before nvc
+//! mounted anything, the new cache is the old entries (under the scan's spelling of their
+//! directories) plus one entry per new library, in glibc's order, and the SONAME links of the
+//! new libraries. The update proves the premise and otherwise answers [`Outcome::Unsure`]
+//! with the reason, and `configure` falls back to the host's `ldconfig` in its sandbox:
+//!
+//! - the cache exists, parses, is in the new or combined format, has no hwcap entries, and
+//!   its entries are in glibc's order;
+//! - `/etc/ld.so.conf` names plain directories and `include`s (no `hwcap` lines);
+//! - every entry's directory is one the scan reaches, and its file is there;
+//! - no scanned directory holds an ELF library the cache does not list (through its name,
+//!   the links it leads through, or — for a second file of a listed SONAME — its SONAME),
+//!   or a hwcap subdirectory;
+//! - every new library has a SONAME and an architecture, a SONAME the cache does not have
+//!   yet, and its link name is free (or already the link).
+//!
+//! Everything in the image is read inside its root ([`Root`]), bounded; the new cache is
+//! written beside the old one and renamed over it. `configure` has kept the old cache and
+//! the directories' names, so a failure later undoes links and cache as for `ldconfig`.
+//!
+//! Where the update cannot be sure, a new cache is built from the directories themselves
+//! ([`rebuild`]): every library file read as glibc's `ldconfig` reads it, chosen per
+//! directory as it chooses, ordered as it orders — the image without a cache (or with a stale
+//! one) is then no slow path either. Only what that cannot prove either falls back.
+//!
+//! The modules: [`budget`] bounds what one update reads, [`image`] reads the image's
+//! configuration and directories inside its root, [`order`] is glibc's cache order,
+//! [`select`] glibc's choice among a directory's files (pure), [`update`] the update of an
+//! existing cache, [`rebuild`] the new cache.
+
+mod budget;
+mod image;
+mod order;
+mod rebuild;
+mod select;
+mod update;
+
+use std::path::{Path, PathBuf};
+
+use nvc_ldcache::Arch;
+use nvc_ldcache::elf::ElfInfo;
+
+use crate::apply::Root;
+use crate::{ContainerDirs, Error};
+
+/// A library the configure mounted: where it is in the container and its host file.
+#[derive(Debug, Clone)]
+pub(crate) struct NewLibrary {
+    /// The container path of the mount.
+    pub(crate) target: PathBuf,
+    /// Its SONAME and architecture ([`NewLibrary::read`]).
+    soname: Vec<u8>,
+    arch: Arch,
+}
+
+impl NewLibrary {
+    /// The library mounted at `target` from the host file `source` (the driver root's,
+    /// trusted; read in the caller's mount namespace): `Err(reason)` when it has no SONAME
+    /// or architecture, or an ABI note (whose OS version glibc would record).
+    pub(crate) fn read(target: &Path, source: &Path) -> Result<Self, String> {
+        let elf = ElfInfo::read(source).map_err(|e| format!("{}: {e}", source.display()))?;
+        let libc6 = libc6_everywhere(&elf);
+        match (elf.cache_arch(), elf.soname, elf.abi_tag) {
+            (Some(arch), Some(soname), None) if libc6 => Ok(NewLibrary {
+                target: target.to_path_buf(),
+                soname,
+                arch,
+            }),
+            _ => Err(format!(
+                "{} has no SONAME or architecture, an ABI note, or is an i386 library that \
+                 does not need libc.so.6",
+                source.display()
+            )),
+        }
+    }
+}
+
+/// A link the configure made next to a new library (`libcuda.so -> libcuda.so.1`).
+#[derive(Debug, Clone)]
+pub(crate) struct NewLink {
+    /// The container path of the link.
+    pub(crate) path: PathBuf,
+    /// What it points to (a file name in the same directory).
+    pub(crate) target: PathBuf,
+}
+
+/// What the update did.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// The cache was rewritten with `added` entries more.
+    Updated { added: usize },
+    /// It could not prove the result equal to `ldconfig`'s: why.
+    Unsure(String),
+}
+
+/// Whether every glibc `ldconfig` compared (2.36 to 2.43) lists the object `elf` with the
+/// type libc6: an i386 one where it needs `libc.so.6` or `libm.so.6` or names glibc's loader
+/// as its interpreter (other i386 objects glibc lists as `ELF` before 2.37 and as `libc6`
+/// since); the objects of 64-bit architectures always.
+fn libc6_everywhere(elf: &ElfInfo) -> bool {
+    elf.cache_arch() != Some(Arch::I386)
+        || elf
+            .needed
+            .iter()
+            .any(|n| n == b"libc.so.6" || n == b"libm.so.6")
+        || elf.interpreter.as_deref() == Some(b"/lib/ld-linux.so.2")
+}
+
+/// Updates the cache of the image at `root` for `new` libraries and `new_links` ([`update`]);
+/// where that is unsure, builds a new one from the directories ([`rebuild`]); where that is
+/// unsure too, says why both were. Call inside the container's mount namespace, as its owner
+/// ([`crate::ns`]).
+///
+/// # Errors
+///
+/// The image's configuration refused (past a count of [`budget`]), or a failure writing the
+/// new cache or a link (the old cache is then in place).
+pub(crate) fn update(
+    root: &Root,
+    dirs: &ContainerDirs,
+    new: &[NewLibrary],
+    new_links: &[NewLink],
+) -> Result<Outcome, Error> {
+    match update::update(root, dirs, new, new_links)? {
+        Outcome::Unsure(why) => match rebuild::rebuild(root, dirs, new)? {
+            Outcome::Unsure(also) => Ok(Outcome::Unsure(format!(
+                "{why}; and a new cache is unsure: {also}"
+            ))),
+            done => Ok(done),
+        },
+        done => Ok(done),
+    }
+}
+
+/// Returns `Ok(Outcome::Unsure(reason))` from the function it is used in.
+macro_rules! unsure {
+    ($($arg:tt)*) => { return Ok($crate::builtin_ldconfig::Outcome::Unsure(format!($($arg)*))) };
+}
+pub(crate) use unsure;

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Fetches glibc's ldconfig and a small real image of each of three glibc versions — Debian 12
+# (bookworm, glibc 2.36), 13 (trixie, 2.41) and sid (2.43) — and unpacks each into a cache
+# outside the repository, for the built-in linker cache's oracle test
+# (nvc-mount/tests/builtin_ldconfig.rs). Nothing is installed.
+#
+#   nvc-testkit/glibc/fetch.sh [CACHE]
+#
+# CACHE defaults to $NVC_GLIBC_CACHE, else ${XDG_CACHE_HOME:-$HOME/.cache}/nvc-testkit.
+# Afterwards CACHE/glibc/SUITE/root is a merged-/usr image of that suite: libc6 (its loader
+# link in /lib64), libc6-i386 (/usr/lib32 and its ld.so.conf.d include), libc6-dev (linker
+# scripts and development links), libc-bin (the static /sbin/ldconfig, /etc/ld.so.conf and
+# ld.so.conf.d) and a few common libraries; CACHE/glibc/SUITE/VERSIONS says what they are.
+# A second run reuses what is there. Uses a private apt state per suite under CACHE (the
+# system's sources are untouched); needs apt-get, dpkg-deb and the network to Debian's
+# archive; any failure exits non-zero saying what failed.
+set -euo pipefail
+
+CACHE=${1:-${NVC_GLIBC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nvc-testkit}}
+SUITES=(bookworm trixie sid)
+PACKAGES=(libc-bin libc6 libc6-i386 libc6-dev libgcc-s1 libstdc++6 zlib1g zlib1g-dev
+          libzstd1 liblzma5 libbz2-1.0 libcrypt1 libffi8 libtinfo6 libacl1 libattr1)
+
+die() { echo "glibc/fetch.sh: $*" >&2; exit 1; }
+command -v apt-get >/dev/null || die "apt-get not found (a Debian-family host is needed)"
+
+uri=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1)
+[ -n "$uri" ] || uri=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }' \
+    /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | head -n1)
+[ -n "$uri" ] || uri=http://deb.debian.org/debian
+
+for suite in "${SUITES[@]}"; do
+    out=$CACHE/glibc/$suite
+    if [ -s "$out/VERSIONS" ] && "$out/root/usr/sbin/ldconfig" --version >/dev/null 2>&1; then
+        echo "glibc: $suite already in $out: $(head -n 1 "$out/root/VERSION-ldconfig")"
+        continue
+    fi
+    A=$CACHE/apt-$suite
+    mkdir -p "$A"/etc/sources.list.d "$A"/etc/preferences.d "$A"/lists/partial "$A"/cache/archives/partial
+    echo "deb [arch=amd64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri $suite main" \
+        >"$A/etc/sources.list"
+    OPTS=(-o "Dir::Etc::SourceList=$A/etc/sources.list" -o "Dir::Etc::SourceParts=$A/etc/sources.list.d"
+          -o "Dir::State::Lists=$A/lists" -o "Dir::Cache=$A/cache"
+          -o "Dir::Etc::Preferences=$A/etc/preferences" -o "Dir::Etc::PreferencesParts=$A/etc/preferences.d"
+          -o "APT::Architectures::=amd64" -o "Debug::NoLocking=1")
+    apt-get "${OPTS[@]}" -q update >"$CACHE/apt-$suite-update.log" 2>&1 ||
+        die "apt-get update of $uri $suite failed (log: $CACHE/apt-$suite-update.log)"
+    debs=$CACHE/debs/glibc-$suite
+    rm -rf "$debs" "$out.tmp"
+    mkdir -p "$debs" "$out.tmp/staging" "$out.tmp/root"
+    (cd "$debs" && apt-get "${OPTS[@]}" -q download "${PACKAGES[@]}" >"$CACHE/download-glibc-$suite.log" 2>&1) ||
+        die "apt-get download of ${PACKAGES[*]} ($suite) failed (log: $CACHE/download-glibc-$suite.log)"
+    for deb in "$debs"/*.deb; do
+        dpkg-deb -x "$deb" "$out.tmp/staging" || die "dpkg-deb -x $deb failed"
+        echo "$(dpkg-deb -f "$deb" Package) $(dpkg-deb -f "$deb" Version)" >>"$out.tmp/VERSIONS"
+    done
+    # Merged /usr, as Debian images are: /lib, /lib32, /lib64, /bin and /sbin are links into
+    # /usr, and whatever a package put in the top-level directories moves there.
+    root=$out.tmp/root
+    mkdir -p "$root/usr" "$root/etc"
+    for d in lib lib32 lib64 bin sbin; do
+        mkdir -p "$root/usr/$d"
+        ln -s "usr/$d" "$root/$d"
+        if [ -d "$out.tmp/staging/$d" ]; then
+            cp -a "$out.tmp/staging/$d/." "$root/usr/$d/"
+        fi
+    done
+    cp -a "$out.tmp/staging/usr/." "$root/usr/"
+    cp -a "$out.tmp/staging/etc/." "$root/etc/"
+    rm -rf "$out.tmp/staging" "$debs"
+    "$root/usr/sbin/ldconfig" --version | head -n 1 >"$root/VERSION-ldconfig" ||
+        die "the $suite ldconfig does not run here"
+    rm -rf "$out"
+    mv "$out.tmp" "$out"
+    echo "glibc: $suite unpacked in $out: $(cat "$out/root/VERSION-ldconfig")"
+done
