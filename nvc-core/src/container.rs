@@ -14,9 +14,10 @@ use crate::{Devices, Driver, Note, Operation, Plan, Requirement, Selection};
 /// What one container gets, set with builder methods; [`ContainerSetup::plan`] shows it,
 /// [`ContainerSetup::mount`] applies it.
 ///
-/// Defaults: no devices, no capabilities, the device cgroup granted, the host's `ldconfig`
-/// ([`Ldconfig::host_default`]: no program of the image runs), CUDA compat libraries
-/// mounted when newer than the driver.
+/// Defaults: no devices, no capabilities, the device cgroup granted, the linker cache updated
+/// in process ([`Ldconfig::Builtin`]: where nvc cannot prove the result is what glibc's
+/// `ldconfig` writes, the host's `ldconfig` runs, sandboxed — no program of the image runs
+/// either way), CUDA compat libraries mounted when newer than the driver.
 #[derive(Debug, Clone)]
 pub struct ContainerSetup<'d> {
     pub(crate) driver: &'d Driver,
@@ -86,7 +87,7 @@ impl<'d> ContainerSetup<'d> {
             requirements: Vec::new(),
             mig_access: [None, None],
             options: ConfigureOptions {
-                ldconfig: Ldconfig::host_default(),
+                ldconfig: Ldconfig::Builtin,
                 ..ConfigureOptions::default()
             },
             part: None,
@@ -518,6 +519,17 @@ impl Configured {
     #[must_use]
     pub fn notes(&self) -> &[Note] {
         self.done.notes()
+    }
+
+    /// Why the built-in linker cache update ([`Ldconfig::Builtin`], the default) could not
+    /// prove its result equal to glibc's `ldconfig`'s and ran the host's instead, when it did
+    /// (`None` when it updated the cache itself, or another [`Ldconfig`] was chosen).
+    #[must_use]
+    pub fn ldconfig_fallback(&self) -> Option<&str> {
+        match &self.done.ldconfig {
+            Some(LdconfigRun::Fallback { reason, .. }) => Some(reason),
+            _ => None,
+        }
     }
 
     /// The `ldconfig` run's output, when one ran (`None` when skipped or when the image

@@ -20,8 +20,9 @@
 //!
 //! [`Context::driver`] probes the driver (NVML in an isolated helper, the driver's files);
 //! [`Driver::container`] looks the container up; [`ContainerSetup::mount`] mounts the driver
-//! and devices in the container's mount namespace, grants the devices in its cgroup and runs
-//! the host's `ldconfig` for it in a sandbox, undoing everything if a step fails; [`ContainerSetup::plan`]
+//! and devices in the container's mount namespace, grants the devices in its cgroup and
+//! updates its linker cache (in process where that is provably what glibc's `ldconfig`
+//! writes, else with the host's `ldconfig` in a sandbox), undoing everything if a step fails; [`ContainerSetup::plan`]
 //! shows what it would do. Errors say what kind of failure they are ([`Error::kind`]) so
 //! callers can tell "no driver" from "bad input" without matching internals.
 //!

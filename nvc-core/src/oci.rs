@@ -41,8 +41,9 @@ pub const CONFIG_LIMIT: u64 = 16 << 20;
 /// How the hook flow configures a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookOptions {
-    /// The linker-cache step; the host's `ldconfig` by default
-    /// ([`Ldconfig::host_default`]), so no program of the image runs.
+    /// The linker-cache step; by default updated in process ([`Ldconfig::Builtin`]), with the
+    /// host's `ldconfig` sandboxed where nvc cannot prove its result equal — no program of
+    /// the image runs.
     pub ldconfig: Ldconfig,
     /// Leave the device cgroup alone.
     pub no_cgroups: bool,
@@ -68,7 +69,7 @@ pub struct HookOptions {
 impl Default for HookOptions {
     fn default() -> Self {
         HookOptions {
-            ldconfig: Ldconfig::host_default(),
+            ldconfig: Ldconfig::Builtin,
             no_cgroups: false,
             envvar_when_unprivileged: true,
             disable_require: false,

@@ -153,11 +153,9 @@ fn the_flow_configures_a_paused_container() {
         plan.contains("bind ro,nosuid,noexec /dev/nvidia0 <- "),
         "{plan}"
     );
-    // The host ldconfig by default: no program of the image runs.
+    // The built-in update by default: no program runs at all.
     assert!(
-        plan.ends_with(
-            "ldconfig (host) /sbin/ldconfig /usr/lib/x86_64-linux-gnu /usr/lib/i386-linux-gnu\n"
-        ),
+        plan.ends_with("ldconfig (builtin) - /usr/lib/x86_64-linux-gnu /usr/lib/i386-linux-gnu\n"),
         "{plan}"
     );
     let done = setup.mount().unwrap();
@@ -166,7 +164,11 @@ fn the_flow_configures_a_paused_container() {
             .iter()
             .any(|m| m == std::path::Path::new("/dev/nvidia0"))
     );
-    assert!(done.ldconfig_output().is_some());
+    // The image has no cache: nvc built it, and glibc reads the driver's libraries in it.
+    assert_eq!(done.ldconfig_fallback(), None);
+    assert_eq!(done.ldconfig_output(), None);
+    let cached = nvc_testkit::cached_paths(rootfs.path(), "libcuda.so.1").unwrap();
+    assert_eq!(cached, ["/usr/lib/x86_64-linux-gnu/libcuda.so.1"]);
     assert!(
         paused
             .mountinfo()
@@ -665,7 +667,7 @@ fn the_plan_shown_is_the_plan_applied() {
             .any(|op| matches!(op, Operation::AllowDevice { .. }))
     );
     assert!(!plan.to_string().contains("cgroup allow"), "{plan}");
-    assert_eq!(plan.ldconfig(), &Ldconfig::host_default());
+    assert_eq!(plan.ldconfig(), &Ldconfig::Builtin);
     assert_eq!(
         plan.ldconfig_dirs(),
         ["/usr/lib/x86_64-linux-gnu", "/usr/lib/i386-linux-gnu"].map(std::path::Path::new)

@@ -54,9 +54,11 @@
 //! `accept-nvidia-visible-devices-envvar-when-unprivileged = false`), an unprivileged
 //! container (no `CAP_SYS_ADMIN` in its bounding set) gets nothing from its environment.
 //! The driver's binaries are searched for in the hook's own `PATH` (the hook entry's `env`,
-//! or what runc inherits; never the image's), else in upstream's list. The default ldconfig is the
-//! host's (`@/sbin/ldconfig.real` where it exists, else
-//! `@/sbin/ldconfig`): no program of the image runs. In a youki `config.json`:
+//! or what runc inherits; never the image's), else in upstream's list. By default the linker
+//! cache is updated in process (`builtin`) where nvc proves the result is what glibc's
+//! `ldconfig` writes, else with the host's (`@/sbin/ldconfig.real` where it exists, else
+//! `@/sbin/ldconfig`), sandboxed: no program of the image runs. An `ldconfig` named on the
+//! command line or in the toolkit's configuration is run as named. In a youki `config.json`:
 //!
 //! ```json
 //! "hooks": { "createRuntime": [ { "path": "/usr/local/bin/nvc-hook", "args": ["nvc-hook", "createRuntime"] } ] }
