@@ -369,14 +369,14 @@ impl SavedCache {
     }
 }
 
-/// The `cgroup.procs` the sandboxed `ldconfig` joins: that of `cgroup`, the device cgroup
-/// found for the grant (not looked up again), else [`sandbox_cgroup`]'s.
+/// The cgroup the sandboxed `ldconfig` is born in: `cgroup`, the device cgroup found for
+/// the grant (not looked up again), else [`sandbox_cgroup`]'s.
 fn sandbox_procs(
     container: &Container,
     cgroup: Option<&DeviceCgroup>,
-) -> Result<Option<std::fs::File>, Error> {
+) -> Result<Option<crate::cgroup::SandboxCgroup>, Error> {
     match cgroup {
-        Some(cg) => cg.open_file("cgroup.procs", OFlag::O_WRONLY).map(Some),
+        Some(cg) => cg.open_for_sandbox().map(Some),
         None => sandbox_cgroup(container),
     }
 }
@@ -414,10 +414,11 @@ impl MountPlan {
                 &container.proc_root,
             )?)
         };
-        // The sandboxed ldconfig's first process is forked now and joins the container's
-        // device cgroup (the cgroup found for the grant, not looked up again) while the mounts
-        // are made: the join waits for an RCU grace period, as long as all the mounts here.
-        // The built-in update needs none (a fallback prepares one when it gets there).
+        // The sandboxed ldconfig's first process is forked now. A v1 device cgroup (the
+        // cgroup found for the grant, not looked up again) it joins while the mounts are
+        // made: the join waits for an RCU grace period, as long as all the mounts here. In a
+        // cgroup2 one the program is created at the run, with no wait. The built-in update
+        // needs none (a fallback prepares one when it gets there).
         let sandbox = match ldconfig {
             Some(opts) if opts.ldconfig != Ldconfig::Builtin => {
                 let procs = sandbox_procs(container, cgroup.as_ref())?;

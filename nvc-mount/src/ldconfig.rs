@@ -15,7 +15,7 @@ use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::resource::Resource;
 use nvc_sys::confine::{Confinement, NewRoot, Program, Status, prepare_confined};
 
-use crate::cgroup::DeviceCgroup;
+use crate::cgroup::{DeviceCgroup, SandboxCgroup};
 use crate::{Container, Error};
 
 /// The linker-cache step of a configure: which `ldconfig` runs, the built-in update, or
@@ -363,15 +363,17 @@ pub fn run_ldconfig(container: &Container, opts: &LdconfigOptions) -> Result<Ldc
     Sandbox::prepare(container, opts, sandbox_cgroup(container)?)?.run()
 }
 
-/// The container's device cgroup's `cgroup.procs`, open for writing, when it can be found
-/// (supervised: always, else the error; standalone: where the image's /proc and /sys are the
-/// kernel's, else none — nvc's own cgroup is the container's there) and joined: the sandbox
-/// lives under its rules. A rootless container has no device cgroup of
-/// its own (it shares its user's, which the hook may not write to): its sandbox stays in the
-/// hook's cgroup, with no more device access than the user has.
-pub(crate) fn sandbox_cgroup(container: &Container) -> Result<Option<File>, Error> {
+/// The container's device cgroup opened for the sandbox ([`SandboxCgroup`]: its
+/// `cgroup.procs` open for writing, and for a cgroup2 cgroup its directory, which the
+/// sandbox's program is created in), when it can be found (supervised: always, else the
+/// error; standalone: where the image's /proc and /sys are the kernel's, else none — nvc's
+/// own cgroup is the container's there): the sandbox lives under its rules. A rootless
+/// container has no device cgroup of its own (it shares its user's, which the hook may not
+/// write to): its sandbox stays in the hook's cgroup, with no more device access than the
+/// user has.
+pub(crate) fn sandbox_cgroup(container: &Container) -> Result<Option<SandboxCgroup>, Error> {
     match DeviceCgroup::of_process(container.pid, &container.proc_root) {
-        Ok(cg) => match cg.open_file("cgroup.procs", nix::fcntl::OFlag::O_WRONLY) {
+        Ok(cg) => match cg.open_for_sandbox() {
             Ok(file) => Ok(Some(file)),
             Err(Error::Cgroup { error: Some(e), .. })
                 if matches!(
@@ -392,11 +394,14 @@ pub(crate) fn sandbox_cgroup(container: &Container) -> Result<Option<File>, Erro
 }
 
 /// A sandboxed `ldconfig` run of [`run_ldconfig`], prepared ahead of its start: its first
-/// process is forked and joins the container's device cgroup (`cgroup`, its `cgroup.procs`)
-/// while the caller goes on — joining a cgroup waits for an RCU grace period (6–13 ms on an
-/// idle VM), which `configure` overlaps with its mounts. The namespaces, the new root and
-/// the program come at [`Sandbox::run`], after the mounts. Dropped without a run, the
-/// process is killed; nothing was changed.
+/// process is forked. In a v1 device cgroup (`cgroup`) it joins it while the caller goes on
+/// — joining a cgroup waits for an RCU grace period (6–13 ms on an idle VM), which
+/// `configure` overlaps with its mounts. In a cgroup2 one nothing joins: the program's
+/// process is created in it at the run (`clone3(CLONE_INTO_CGROUP)`, Linux 5.7; older
+/// kernels join as v1), so a sandbox prepared late (the built-in update's fallback) waits
+/// for nothing either. The namespaces, the new root and the program come at
+/// [`Sandbox::run`], after the mounts. Dropped without a run, the process is killed;
+/// nothing was changed.
 pub(crate) struct Sandbox {
     prepared: nvc_sys::confine::Prepared,
     shown: PathBuf,
@@ -410,7 +415,7 @@ impl Sandbox {
     pub(crate) fn prepare(
         container: &Container,
         opts: &LdconfigOptions,
-        cgroup: Option<File>,
+        cgroup: Option<SandboxCgroup>,
     ) -> Result<Self, Error> {
         let ns = container.mount_ns()?;
         let user_ns = container.user_ns()?;
@@ -454,7 +459,7 @@ impl Sandbox {
         let confinement = Confinement {
             user_ns: user_ns.as_ref().map(|ns| ns.fd.as_fd()),
             mount_ns: Some(ns.as_fd()),
-            cgroup: cgroup.as_ref().map(AsFd::as_fd),
+            cgroup: cgroup.as_ref().map(SandboxCgroup::confine),
             root: match container.root_fd() {
                 Some(fd) => NewRoot::Fd(fd.as_fd()),
                 None => NewRoot::Path(&container.rootfs),

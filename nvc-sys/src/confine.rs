@@ -51,6 +51,29 @@ pub enum NewRoot<'a> {
     Fd(BorrowedFd<'a>),
 }
 
+/// The cgroup a confined program is born in.
+#[derive(Debug, Clone, Copy)]
+pub enum Cgroup<'a> {
+    /// A cgroup v1 hierarchy's `cgroup.procs`, open for writing. The kernel cannot create a
+    /// process in a v1 cgroup: the run's first process writes itself there at
+    /// [`prepare_confined`] (moving it waits for an RCU grace period, which a caller that
+    /// prepares early overlaps with its own work), and the program's process is forked from
+    /// it.
+    Procs(BorrowedFd<'a>),
+    /// A cgroup2 cgroup: its directory (any mode, `O_PATH` included) and its `cgroup.procs`
+    /// open for writing. The program's process is created in it at [`Prepared::run`] with
+    /// `clone3(CLONE_INTO_CGROUP)` (Linux 5.7, [`crate::clone_into_cgroup`]): no process
+    /// migrates and nothing waits. Where the kernel cannot
+    /// ([`crate::cgroup_clone_supported`] asked at [`prepare_confined`], or the errno of the
+    /// call itself), as [`Cgroup::Procs`] with `procs`.
+    Unified {
+        /// The cgroup's directory.
+        dir: BorrowedFd<'a>,
+        /// Its `cgroup.procs`, for kernels without `CLONE_INTO_CGROUP`.
+        procs: BorrowedFd<'a>,
+    },
+}
+
 /// How to confine the program. Every field is plain data, read in the child.
 #[derive(Debug, Clone)]
 pub struct Confinement<'a> {
@@ -63,10 +86,10 @@ pub struct Confinement<'a> {
     pub user_ns: Option<BorrowedFd<'a>>,
     /// Mount namespace to enter first (the container's); `None` keeps the caller's.
     pub mount_ns: Option<BorrowedFd<'a>>,
-    /// A cgroup's `cgroup.procs`, open for writing (the container's device cgroup): the
-    /// sandbox joins it before the program's process is forked, so the program is born
-    /// there and lives its whole life under that cgroup's device rules.
-    pub cgroup: Option<BorrowedFd<'a>>,
+    /// The cgroup the program is born in (the container's device cgroup), so that it lives
+    /// its whole life under that cgroup's device rules ([`Cgroup`]); `None` keeps the
+    /// caller's.
+    pub cgroup: Option<Cgroup<'a>>,
     /// The directory that becomes `/`; every mount of it is made `nodev` in the sandbox's
     /// private mount namespace, so no device node in it can be opened.
     pub root: NewRoot<'a>,
@@ -124,8 +147,9 @@ pub struct Finished {
 }
 
 /// Steps of the child, named in [`Error::Confinement`]; a report carries the index.
-const STEPS: [&str; 20] = [
+const STEPS: [&str; 21] = [
     "join cgroup",
+    "clone3(CLONE_INTO_CGROUP)",
     "setns(CLONE_NEWUSER)",
     "setns(CLONE_NEWNS)",
     "unshare(CLONE_NEWNS|CLONE_NEWPID|CLONE_NEWIPC)",
@@ -185,8 +209,9 @@ pub fn run_confined(c: &Confinement<'_>) -> Result<Finished, Error> {
 }
 
 /// A confined run forked ahead of its start ([`prepare_confined`]): its first process
-/// exists, has joined [`Confinement::cgroup`] and waits for [`Prepared::run`]. Dropped
-/// without a run, that process is killed and reaped; nothing of the confinement was made.
+/// exists, has joined a [`Cgroup::Procs`] (or a [`Cgroup::Unified`] on a kernel that cannot
+/// create processes in it) and waits for [`Prepared::run`]. Dropped without a run, that
+/// process is killed and reaped; nothing of the confinement was made.
 #[derive(Debug)]
 pub struct Prepared {
     /// The first process.
@@ -202,18 +227,23 @@ pub struct Prepared {
     timeout: Duration,
 }
 
-/// Forks the first process of a confined run of `c` and has it join `c.cgroup`, then wait:
-/// everything else (namespaces, new root, the program's process) happens at
-/// [`Prepared::run`]. Joining a cgroup is the slow step of the confinement (moving a process
-/// between cgroups waits for an RCU grace period, 6–13 ms measured on an idle VM), so a
-/// caller that knows it will run the program later (`configure`, before its mounts) prepares
-/// it first and the wait overlaps its own work. Every argument is copied into the child now:
-/// `c` can be dropped before the run.
+/// Forks the first process of a confined run of `c`, which gets ready to place the program
+/// in `c.cgroup` and waits: everything else (namespaces, new root, the program's process)
+/// happens at [`Prepared::run`].
+///
+/// For a [`Cgroup::Unified`], the first process stays in the caller's cgroup and only asks
+/// whether the kernel can create processes in a cgroup ([`crate::cgroup_clone_supported`]);
+/// the program's process is created in the cgroup at the run, with no wait. For a
+/// [`Cgroup::Procs`] (and a unified one where the kernel cannot), the first process joins the
+/// cgroup now: moving a process between cgroups waits for an RCU grace period (6–13 ms
+/// measured on an idle VM), so a caller that knows it will run the program later
+/// (`configure`, before its mounts) prepares it first and the wait overlaps its own work.
+/// Every argument is copied into the child now: `c` can be dropped before the run.
 ///
 /// # Errors
 ///
 /// [`Error::Syscall`] for the pipes and the fork. The child's own failures (joining the
-/// cgroup included) are reported by [`Prepared::run`].
+/// cgroup or being created in it included) are reported by [`Prepared::run`].
 pub fn prepare_confined(c: &Confinement<'_>) -> Result<Prepared, Error> {
     let sys = |call| move |errno| Error::Syscall { call, errno };
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
@@ -290,7 +320,8 @@ impl Prepared {
 impl Drop for Prepared {
     fn drop(&mut self) {
         if !self.reaped {
-            // Never started: the first process has at most joined the cgroup.
+            // Never started: the first process has at most joined the cgroup (the program's
+            // process, created in one, does not exist yet).
             let _ = kill(self.child, Signal::SIGKILL);
             while let Err(Errno::EINTR) = waitpid(self.child, None) {}
         }
@@ -381,12 +412,19 @@ fn intermediate(
         report(rep, TAG_FAILED, step_index(step), errno as i32);
         1
     };
-    // "0": the writing process. Children forked after this are born in the cgroup.
-    if let Some(procs) = c.cgroup
-        && let Err(e) = nix::unistd::write(procs, b"0")
-    {
-        return fail(&mut rep, "join cgroup", e);
-    }
+    // A cgroup2 cgroup the program's process can be created in is only named at its clone;
+    // any other is joined now. "0": the writing process; children forked after this are
+    // born in the cgroup.
+    let clone_into = match c.cgroup {
+        Some(Cgroup::Unified { dir, .. }) if crate::cgroup_clone_supported() => Some(dir),
+        Some(Cgroup::Procs(procs) | Cgroup::Unified { procs, .. }) => {
+            if let Err(e) = nix::unistd::write(procs, b"0") {
+                return fail(&mut rep, "join cgroup", e);
+            }
+            None
+        }
+        None => None,
+    };
     // Then nothing until the run starts (the other end closed: it never will).
     let mut byte = [0u8; 1];
     loop {
@@ -425,10 +463,24 @@ fn intermediate(
             e,
         );
     }
-    // SAFETY: this process is single-threaded (a fork child); the grandchild runs `confined`
-    // and then execs or `_exit`s.
-    match unsafe { fork() } {
-        Err(e) => fail(&mut rep, "fork", e),
+    let forked = match clone_into {
+        Some(dir) => {
+            // SAFETY: this process is single-threaded (a fork child, which glibc's `fork`
+            // left with its locks reset): no lock can be held by a thread the grandchild
+            // lacks, so it may run `confined` (which allocates) as after `fork`; it then
+            // execs or `_exit`s.
+            match unsafe { crate::clone_into_cgroup(dir) } {
+                Ok(Some(forked)) => Ok(forked),
+                Ok(None) => join_then_fork(c),
+                Err(e) => return fail(&mut rep, "clone3(CLONE_INTO_CGROUP)", e.errno()),
+            }
+        }
+        // SAFETY: this process is single-threaded (a fork child); the grandchild runs
+        // `confined` and then execs or `_exit`s.
+        None => unsafe { fork() }.map_err(|e| ("fork", e)),
+    };
+    match forked {
+        Err((step, e)) => fail(&mut rep, step, e),
         Ok(ForkResult::Child) => crate::fork::child_exit(|| match confined(c, env, out, null) {
             Ok(never) => match never {},
             Err((step, errno)) => fail(&mut rep, step, errno),
@@ -452,6 +504,18 @@ fn intermediate(
             }
         }
     }
+}
+
+/// The fallback of a [`Cgroup::Unified`] whose clone the kernel refused after all (it said it
+/// could at [`prepare_confined`]): the first process joins through `cgroup.procs`, then
+/// forks.
+fn join_then_fork(c: &Confinement<'_>) -> StepResult<ForkResult> {
+    if let Some(Cgroup::Unified { procs, .. } | Cgroup::Procs(procs)) = c.cgroup {
+        step("join cgroup", nix::unistd::write(procs, b"0"))?;
+    }
+    // SAFETY: this process is single-threaded (a fork child); the grandchild runs
+    // `confined` and then execs or `_exit`s.
+    step("fork", unsafe { fork() })
 }
 
 type StepResult<T> = Result<T, (&'static str, Errno)>;

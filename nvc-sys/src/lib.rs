@@ -5,6 +5,8 @@
 //! `nvc-core`.
 //!
 //! - [`fork_with_pipe`]: the process split behind upstream's isolated NVML service.
+//! - [`clone_into_cgroup`]: a fork whose child starts in a cgroup2 cgroup
+//!   (`clone3(CLONE_INTO_CGROUP)`), never migrated.
 //! - [`bpf`]: the `bpf(2)` calls of cgroup v2 device control (load with the verifier log,
 //!   query, fetch by id, read instructions back, attach/replace, detach).
 //! - [`seccomp`]: an allow-list filter.
@@ -23,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod bpf;
+mod cgroup_clone;
 mod chroot;
 pub mod confine;
 mod creds;
@@ -34,6 +37,7 @@ pub mod mount;
 mod pidfd;
 pub mod seccomp;
 
+pub use cgroup_clone::{cgroup_clone_supported, cgroup_clone_unsupported, clone_into_cgroup};
 pub use chroot::chrooted;
 pub use creds::set_fs_owner;
 pub use deadline::deadline;

@@ -9,7 +9,7 @@ pub mod program;
 pub use discover::CgroupVersion;
 pub use grant::{DeviceGrant, Note};
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
@@ -91,13 +91,8 @@ impl DeviceCgroup {
         })
     }
 
-    /// Opens the control file `name` of the cgroup ([`DeviceCgroup::open_dir`], then the
-    /// file following no link).
-    pub(crate) fn open_file(&self, name: &str, flags: OFlag) -> Result<std::fs::File, Error> {
-        self.open_file_in(&self.open_dir()?, name, flags)
-    }
-
-    /// [`DeviceCgroup::open_file`] below `dir`, the cgroup directory opened before.
+    /// Opens the control file `name` of the cgroup below `dir`, the cgroup directory opened
+    /// before ([`DeviceCgroup::open_dir`]), following no link.
     pub(crate) fn open_file_in(
         &self,
         dir: &OwnedFd,
@@ -111,6 +106,22 @@ impl DeviceCgroup {
                 what: "cannot open".to_owned(),
                 error: Some(crate::error::os(e)),
             })
+    }
+
+    /// Opens the cgroup for a sandboxed process to be born in ([`SandboxCgroup`]): its
+    /// `cgroup.procs` for writing and, for a cgroup2 cgroup, its directory.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Cgroup`] naming the directory or `cgroup.procs` that could not be opened
+    /// (`EACCES` where the caller may not move processes into it).
+    pub(crate) fn open_for_sandbox(&self) -> Result<SandboxCgroup, Error> {
+        let dir = self.open_dir()?;
+        let procs = self.open_file_in(&dir, "cgroup.procs", OFlag::O_WRONLY)?;
+        Ok(SandboxCgroup {
+            procs,
+            dir: (self.version == CgroupVersion::V2).then_some(dir),
+        })
     }
 
     /// The device cgroup described by the bytes of a `/proc/<pid>/cgroup` file and a
@@ -128,5 +139,31 @@ impl DeviceCgroup {
             path,
             root: proc_root.to_path_buf(),
         })
+    }
+}
+
+/// A device cgroup opened for the ldconfig sandbox ([`DeviceCgroup::open_for_sandbox`]). In
+/// a cgroup2 cgroup the sandbox's program is created with `clone3(CLONE_INTO_CGROUP)` given
+/// the directory (Linux 5.7), and nothing migrates; in a v1 cgroup, or where the kernel
+/// cannot, the sandbox's first process writes itself into `cgroup.procs`
+/// ([`nvc_sys::confine::Cgroup`]).
+#[derive(Debug)]
+pub(crate) struct SandboxCgroup {
+    /// Its `cgroup.procs`, open for writing.
+    procs: std::fs::File,
+    /// Its directory, for a cgroup2 cgroup.
+    dir: Option<OwnedFd>,
+}
+
+impl SandboxCgroup {
+    /// How [`nvc_sys::confine`] places the program in this cgroup.
+    pub(crate) fn confine(&self) -> nvc_sys::confine::Cgroup<'_> {
+        match &self.dir {
+            Some(dir) => nvc_sys::confine::Cgroup::Unified {
+                dir: dir.as_fd(),
+                procs: self.procs.as_fd(),
+            },
+            None => nvc_sys::confine::Cgroup::Procs(self.procs.as_fd()),
+        }
     }
 }
