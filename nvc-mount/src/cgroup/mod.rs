@@ -167,3 +167,6 @@ impl SandboxCgroup {
         }
     }
 }
+
+#[cfg(test)]
+mod sandbox_tests;
