@@ -16,16 +16,26 @@ sim_host() {
 # `/proc/driver/nvidia` a container's procfs shows on a host with the driver loaded
 # (upstream's CLI mounts over it and fails without it), glibc's static ldconfig and the linker
 # cache the image's build leaves. Its path on stdout.
+# NVC_BENCH_IMAGE=DIR starts from a copy of a real image instead (nvc-testkit/glibc/fetch.sh
+# unpacks Debian ones: CACHE/glibc/bookworm/root) and writes its cache with its own
+# ldconfig; NVC_BENCH_NO_CACHE=1 leaves the image without a cache.
 make_rootfs() {
     local rootfs
     rootfs=$(mktemp -d)
+    if [ -n "${NVC_BENCH_IMAGE:-}" ]; then
+        cp -a "$NVC_BENCH_IMAGE/." "$rootfs/"
+    else
+        : >"$rootfs/etc/ld.so.conf" 2>/dev/null || { mkdir -p "$rootfs/etc"; : >"$rootfs/etc/ld.so.conf"; }
+        mkdir -p "$rootfs/sbin"
+        cp /sbin/ldconfig "$rootfs/sbin/"
+    fi
     mkdir -p "$rootfs"/proc/driver/nvidia \
-        "$rootfs"/{etc,sbin,dev,sys,tmp,run,var,usr/bin,usr/lib/x86_64-linux-gnu,usr/lib/i386-linux-gnu,lib/firmware}
-    ln -s /run "$rootfs/var/run"
+        "$rootfs"/{etc,dev,sys,tmp,run,var,usr/bin,usr/lib/x86_64-linux-gnu,usr/lib/i386-linux-gnu,lib/firmware}
+    [ -e "$rootfs/var/run" ] || ln -s /run "$rootfs/var/run"
     echo 12 >"$rootfs/etc/debian_version"
-    : >"$rootfs/etc/ld.so.conf"
-    cp /sbin/ldconfig "$rootfs/sbin/"
-    /sbin/ldconfig -r "$rootfs"
+    if [ -z "${NVC_BENCH_NO_CACHE:-}" ]; then
+        "$rootfs/sbin/ldconfig" -r "$rootfs"
+    fi
     echo "$rootfs"
 }
 

@@ -370,21 +370,24 @@ fn glibc_images() -> Option<Vec<(&'static str, PathBuf)>> {
     Some(images)
 }
 
-/// A real Debian image of one glibc version, copied into the container's rootfs; without its
-/// i386 libraries unless `lib32` (glibc before 2.37 and after list its i386 loader, which
-/// needs no libc, differently: an image with it is where the built-in update must fall back).
+/// A real Debian image of one glibc version (`suite/root`), copied into the container's
+/// rootfs; with its i386 libraries (`suite/i386` over it) where `lib32` (glibc before 2.37 and
+/// after list its i386 loader, which needs no libc, differently: an image with it is where the
+/// built-in update must fall back).
 fn real_image(image: &Path, root: &Path, lib32: bool) {
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(image.join("."))
-        .arg(root)
-        .status()
-        .unwrap();
-    assert!(status.success(), "cp -a {}", image.display());
-    if !lib32 {
-        fs::remove_dir_all(root.join("usr/lib32")).unwrap();
-        fs::remove_file(root.join("etc/ld.so.conf.d/zz_i386-biarch-compat.conf")).unwrap();
-        let _ = fs::remove_file(root.join("usr/lib/ld-linux.so.2"));
+    let trees = [Some(image), lib32.then(|| image.parent().unwrap())];
+    for tree in trees.into_iter().flatten() {
+        let from = match tree == image {
+            true => image.to_path_buf(),
+            false => tree.join("i386"),
+        };
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(from.join("."))
+            .arg(root)
+            .status()
+            .unwrap();
+        assert!(status.success(), "cp -a {}", from.display());
     }
 }
 
