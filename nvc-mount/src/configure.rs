@@ -388,9 +388,12 @@ impl MountPlan {
     ///    change, so a bad cgroup changes nothing);
     /// 2. [`MountPlan::apply`];
     /// 3. grants the plan's devices in the cgroup ([`DeviceCgroup::allow`]);
-    /// 4. runs the sandboxed `ldconfig` unless `ldconfig` is `None` ([`run_ldconfig`](crate::run_ldconfig)); its
-    ///    first process is forked before step 2 and joins the container's device cgroup
-    ///    while the mounts are made (a cgroup join waits for an RCU grace period).
+    /// 4. unless `ldconfig` is `None`, updates the linker cache: in process for
+    ///    [`Ldconfig::Builtin`] where it can prove the result (else as below), or with the
+    ///    sandboxed `ldconfig` ([`run_ldconfig`](crate::run_ldconfig)), whose first process is
+    ///    forked before step 2: for a v1 device cgroup it joins it while the mounts are made
+    ///    (a cgroup join waits for an RCU grace period); for a cgroup2 one the program is
+    ///    created in it (`clone3(CLONE_INTO_CGROUP)`, Linux 5.7) and nothing waits.
     ///
     /// When step 3 or 4 fails, what the earlier steps did is undone: the grant revoked, the
     /// mounts and created files removed; after a failed `ldconfig`, the links it added to the

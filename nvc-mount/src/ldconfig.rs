@@ -33,11 +33,13 @@ pub enum Ldconfig {
     /// sandbox is entered and executed from there, so neither the container nor a host
     /// upgrade can swap it mid-run.
     Host(PathBuf),
-    /// No program: `configure` updates the image's cache itself with the libraries it
-    /// mounted, where it can prove the result is what glibc's `ldconfig` would write (the
-    /// image's cache up to date, its configuration plain, the new libraries' names free);
-    /// elsewhere it runs [`Ldconfig::host_default`] as that would (`--ldconfig=builtin`).
-    /// Outside `configure` ([`run_ldconfig`]) it is [`Ldconfig::host_default`].
+    /// No program: `configure` writes the image's cache itself where it can prove the result
+    /// is what glibc's `ldconfig` (2.36 to 2.43) would write — the image's cache updated with
+    /// the libraries it mounted, or a new one built from the directories `ldconfig` scans —
+    /// and elsewhere (hwcap subdirectories, i386 objects that need no glibc, an old-format
+    /// cache, a link `ldconfig` would make) runs [`Ldconfig::host_default`] as that would
+    /// (`--ldconfig=builtin`; nvc-core's default). Outside `configure` ([`run_ldconfig`]) it
+    /// is [`Ldconfig::host_default`].
     Builtin,
 }
 
