@@ -11,7 +11,6 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use nvml_wrapper::Nvml;
@@ -160,13 +159,15 @@ pub enum Launch<'a> {
 
 /// The NVML helper of [`probe`], started: the caller can do other work (discovery) while it
 /// runs. Dropped before [`Pending::wait`], the helper is killed and reaped.
+///
+/// No thread reads the helper's pipe meanwhile: its progress lines wait in the pipe (one
+/// line per NVML call, a few KiB for a large host) until [`Pending::wait`] reads them, so
+/// the helper's writes wake nobody while the caller works.
 #[derive(Debug)]
 pub struct Pending {
     child: nvc_sys::Forked,
-    /// Signalled when the helper's output ends.
-    done: mpsc::Receiver<()>,
-    /// The helper's report so far.
-    report: Arc<Mutex<Vec<u8>>>,
+    /// The read end of the helper's pipe.
+    output: std::fs::File,
     deadline: Instant,
     timeout: Duration,
 }
@@ -216,40 +217,54 @@ pub fn start(
         }
     }
     .map_err(spawn_err)?;
-    let Some(mut output) = child.take_output() else {
+    let Some(output) = child.take_output() else {
         return Err(spawn_err(nvc_sys::Error::Syscall {
             call: "pipe2",
             errno: nix::errno::Errno::EBADF,
         }));
     };
-    // The report so far, kept as it arrives: at a timeout it names the call the helper is
-    // stuck in, even where the pipe stays open (a child forked meanwhile by another thread
-    // of the caller holds its write end until it exits or execs).
-    let report = Arc::new(Mutex::new(Vec::new()));
-    let (tx, done) = mpsc::channel();
-    let so_far = Arc::clone(&report);
-    std::thread::spawn(move || {
-        let mut chunk = [0u8; 4096];
-        loop {
-            match output.read(&mut chunk) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if let Ok(mut r) = so_far.lock() {
-                        r.extend_from_slice(chunk.get(..n).unwrap_or_default());
-                    }
-                }
-            }
-        }
-        let _ = tx.send(());
-    });
     Ok(Pending {
         child,
-        done,
-        report,
+        output,
         deadline,
         timeout,
     })
+}
+
+/// How reading the helper's pipe ended.
+enum Drained {
+    /// The write end was closed: the report is whole.
+    Eof,
+    /// Nothing more came before the time given.
+    Idle,
+}
+
+/// Reads what `pipe` holds into `report` until its write end is closed, or until nothing
+/// comes for `until` (`None`: nothing is waited for, only what the pipe holds now is read).
+fn drain(pipe: &mut std::fs::File, report: &mut Vec<u8>, until: Option<Instant>) -> Drained {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut chunk = [0u8; 4096];
+    loop {
+        let left = until.map_or(Duration::ZERO, |t| {
+            t.saturating_duration_since(Instant::now())
+        });
+        // Whole milliseconds, rounded up: a deadline is never polled as "now" too early.
+        let ms = left.as_micros().div_ceil(1000);
+        let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(0) => return Drained::Idle,
+            Err(_) => return Drained::Eof,
+            Ok(_) => {}
+        }
+        match pipe.read(&mut chunk) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Ok(0) | Err(_) => return Drained::Eof,
+            Ok(n) => report.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+        }
+    }
 }
 
 impl Pending {
@@ -259,29 +274,26 @@ impl Pending {
     ///
     /// As [`probe`].
     pub fn wait(mut self) -> Result<NvmlInfo, Error> {
-        let text = || {
-            self.report
-                .lock()
-                .map(|r| String::from_utf8_lossy(&r).into_owned())
-                .unwrap_or_default()
-        };
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        match self.done.recv_timeout(left) {
-            Ok(()) => match self.child.wait() {
+        let mut report = Vec::new();
+        let text = |r: &[u8]| String::from_utf8_lossy(r).into_owned();
+        match drain(&mut self.output, &mut report, Some(self.deadline)) {
+            Drained::Eof => match self.child.wait() {
                 // A crash inside the library (or the helper): named by the call it was in.
                 Some(nvc_sys::Ended::Signaled(signal)) => Err(Error::Nvml {
-                    call: last_call(&text()),
+                    call: last_call(&text(&report)),
                     message: format!("the NVML helper was killed by {signal}"),
                 }),
-                _ => decode(&text()),
+                _ => decode(&text(&report)),
             },
-            Err(_) => {
+            Drained::Idle => {
                 self.child.kill();
-                // What the helper wrote before it was killed is in the pipe: give the reader
-                // the moment it takes (it ends at once where nothing else holds the pipe).
-                let _ = self.done.recv_timeout(Duration::from_millis(200));
+                // What the helper wrote before it was killed is in the pipe, even where the
+                // pipe stays open (a child forked meanwhile by another thread of the caller
+                // holds its write end until it exits or execs): it names the call the
+                // helper was stuck in.
+                drain(&mut self.output, &mut report, None);
                 Err(Error::NvmlTimeout {
-                    call: last_call(&text()),
+                    call: last_call(&text(&report)),
                     timeout: self.timeout,
                 })
             }
