@@ -50,6 +50,11 @@ pub struct DriverOptions {
     /// The program to execute as the NVML helper ([`nvml::Launch::Exec`]) instead of
     /// forking the caller: needed by statically linked callers. `None` (the default) forks.
     pub nvml_helper: Option<PathBuf>,
+    /// Look for the driver's files (the default). Without it only the versions and the GPUs
+    /// are probed — what `nvidia-container-cli info` prints: [`DriverInfo::files`] is empty,
+    /// and the GPUs' `/proc` directories and MIG access minors, which planning needs, are
+    /// not looked up. The root's `ld.so.cache` is still read, for NVML's library.
+    pub files: bool,
 }
 
 impl DriverOptions {
@@ -61,6 +66,7 @@ impl DriverOptions {
             nvml_identity: None,
             nvml: true,
             nvml_helper: None,
+            files: true,
         }
     }
 }
@@ -107,7 +113,8 @@ fn find_nvml_with(
     })
 }
 
-/// Probes the driver: NVML (from the root's own `libnvidia-ml.so.1`), then its files.
+/// Probes the driver: NVML (from the root's own `libnvidia-ml.so.1`), then its files (unless
+/// [`DriverOptions::files`] is off).
 ///
 /// # Errors
 ///
@@ -121,19 +128,28 @@ pub fn probe_driver(opts: &DriverOptions) -> Result<DriverInfo, Error> {
     let nvml_library = find_nvml_with(&opts.discover, &mut paths, cache.as_ref())?;
     let mut discover =
         |version: &str| discover_files_with(&opts.discover, &mut paths, version, cache.as_ref());
-    let (facts, files) = if opts.nvml {
+    let (facts, files) = if !opts.files {
+        let facts = if opts.nvml {
+            nvml::probe(
+                root,
+                &nvml_library,
+                opts.nvml_identity,
+                launch(opts),
+                opts.nvml_timeout,
+            )?
+        } else {
+            probe_procfs(root)?
+        };
+        (facts, DriverFiles::default())
+    } else if opts.nvml {
         // Discovery runs while the helper works, for the version the kernel module reports
         // (NVML's is the same driver's; where it names another, discovery runs again). NVML's
         // error comes first, as when discovery waited for it.
-        let launch = opts
-            .nvml_helper
-            .as_deref()
-            .map_or(nvml::Launch::Fork, nvml::Launch::Exec);
         let pending = nvml::start(
             root,
             &nvml_library,
             opts.nvml_identity,
-            launch,
+            launch(opts),
             opts.nvml_timeout,
         )?;
         let early = proc_nvrm_version(root)
@@ -151,8 +167,10 @@ pub fn probe_driver(opts: &DriverOptions) -> Result<DriverInfo, Error> {
         (facts, files)
     };
     let mut gpus = facts.gpus;
-    for g in &mut gpus {
-        locate_in_proc(root, g);
+    if opts.files {
+        for g in &mut gpus {
+            locate_in_proc(root, g);
+        }
     }
     Ok(DriverInfo {
         nvrm_version: facts.nvrm_version,
@@ -162,6 +180,13 @@ pub fn probe_driver(opts: &DriverOptions) -> Result<DriverInfo, Error> {
         nvml_library,
         from_nvml: opts.nvml,
     })
+}
+
+/// How `opts` has the NVML helper started.
+fn launch(opts: &DriverOptions) -> nvml::Launch<'_> {
+    opts.nvml_helper
+        .as_deref()
+        .map_or(nvml::Launch::Fork, nvml::Launch::Exec)
 }
 
 /// `path`, a kernel file of a few hundred bytes inside `root`: at most 64 KiB of it.

@@ -375,3 +375,40 @@ fn a_timeout_beyond_the_clock_is_no_limit_not_a_panic() {
         assert_eq!(info.gpus.len(), 1);
     }
 }
+
+/// `files: false` (`info`'s probe): the same versions and GPUs as the whole probe, with and
+/// without NVML, and nothing of the driver's files.
+#[test]
+fn a_probe_without_files_gives_the_same_versions_and_gpus() {
+    for name in BUILTIN {
+        let s = Scenario::builtin(name).unwrap();
+        let (_dir, host) = build(&s);
+        for nvml in [true, false] {
+            let mut opts = DriverOptions::new(host.root());
+            opts.nvml = nvml;
+            let Ok(whole) = probe_driver(&opts) else {
+                // --no-nvml refuses MIG hosts; so must the probe without files.
+                opts.files = false;
+                assert!(probe_driver(&opts).is_err(), "{name}");
+                continue;
+            };
+            opts.files = false;
+            let facts = probe_driver(&opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(facts.nvrm_version, whole.nvrm_version, "{name}");
+            assert_eq!(facts.cuda_version, whole.cuda_version, "{name}");
+            assert_eq!(facts.nvml_library, whole.nvml_library, "{name}");
+            assert_eq!(facts.from_nvml, whole.from_nvml, "{name}");
+            assert_eq!(facts.files, nvc_driver::DriverFiles::default(), "{name}");
+            let strip = |g: &nvc_driver::Gpu| {
+                let mut g = g.clone();
+                g.proc_dir = Default::default();
+                for m in &mut g.mig_devices {
+                    m.access_minors = (None, None);
+                }
+                g
+            };
+            let want: Vec<_> = whole.gpus.iter().map(strip).collect();
+            assert_eq!(facts.gpus, want, "{name}");
+        }
+    }
+}
