@@ -14,7 +14,7 @@ use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, renameat};
 use nix::sys::stat::{Mode, SFlag, fstat};
-use nix::unistd::{UnlinkatFlags, unlinkat};
+use nix::unistd::{UnlinkatFlags, symlinkat, unlinkat};
 use nvc_ldcache::LdCache;
 
 use super::budget::{Budget, Refused, settle};
@@ -304,8 +304,32 @@ pub(super) fn list(
     Ok(Ok(names))
 }
 
+/// Writes `bytes` as the image's `/etc/ld.so.cache`, then the SONAME `links` (directory,
+/// link name, the file it names), as the owner may create them.
+///
+/// # Errors
+///
+/// The first write or link that fails (a cache already renamed in place stays: `configure`
+/// has kept the old one and undoes both).
+pub(super) fn write_cache_and_links(
+    root: &Root,
+    bytes: &[u8],
+    links: &[(PathBuf, OsString, OsString)],
+) -> Result<(), Error> {
+    write_cache_file(root, Path::new("/etc"), bytes)?;
+    for (dir, link, file) in links {
+        let path = dir.join(link);
+        let d = root
+            .open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY)
+            .map_err(fail("open", dir))?;
+        root.may_create(&d, &path)?;
+        symlinkat(file.as_os_str(), d.as_fd(), link.as_os_str()).map_err(fail("symlink", &path))?;
+    }
+    Ok(())
+}
+
 /// Writes `bytes` as `/etc/ld.so.cache`: a new file beside it, renamed over it.
-pub(super) fn write_cache_file(root: &Root, etc: &Path, bytes: &[u8]) -> Result<(), Error> {
+fn write_cache_file(root: &Root, etc: &Path, bytes: &[u8]) -> Result<(), Error> {
     let dir = root
         .open(etc, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
         .map_err(fail("open", etc))?;

@@ -128,8 +128,11 @@ pub(crate) fn update(
     new: &[NewLibrary],
     new_links: &[NewLink],
 ) -> Result<Outcome, Error> {
-    match update::update(root, dirs, new, new_links)? {
-        Outcome::Unsure(why) => match rebuild::rebuild(root, dirs, new)? {
+    // One budget for both: a hostile image costs one second at most, not one per attempt.
+    let mut budget = budget::Budget::new();
+    match update::update(root, dirs, new, new_links, &mut budget)? {
+        Outcome::Unsure(why) => match rebuild::rebuild(root, dirs, new, &mut budget)? {
+            Outcome::Unsure(also) if also == why => Ok(Outcome::Unsure(why)),
             Outcome::Unsure(also) => Ok(Outcome::Unsure(format!(
                 "{why}; and a new cache is unsure: {also}"
             ))),

@@ -28,16 +28,15 @@ use std::path::Path;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, SFlag, fstat, fstatat};
-use nix::unistd::symlinkat;
 use nvc_ldcache::elf::{Class, ElfInfo, machine};
 use nvc_ldcache::{Arch, CacheEntry, Flags, Format, LdCache, Platform, write_cache};
 
 use super::budget::{Budget, settle};
-use super::image::{Scanned, list, open_regular, read_cache, scan, write_cache_file};
+use super::image::{Scanned, list, open_regular, read_cache, scan, write_cache_and_links};
 use super::order::glibc_order;
 use super::select::{self, Candidate, Name};
 use super::{NewLibrary, Outcome, libc6_everywhere, unsure};
-use crate::apply::{Root, fail};
+use crate::apply::Root;
 use crate::ns::proc_fd;
 use crate::{ContainerDirs, Error};
 
@@ -67,6 +66,7 @@ pub(super) fn rebuild(
     root: &Root,
     dirs: &ContainerDirs,
     new: &[NewLibrary],
+    budget: &mut Budget,
 ) -> Result<Outcome, Error> {
     if dirs.platform.name != Platform::X86_64.name {
         unsure!(
@@ -87,8 +87,7 @@ pub(super) fn rebuild(
         Some((format, generator, len)) => (format, generator, len),
         None => (Format::New, None, 0),
     };
-    let mut budget = Budget::new();
-    let scan = match scan(root, dirs, &mut budget)? {
+    let scan = match scan(root, dirs, budget)? {
         Ok(scan) => scan,
         Err(why) => unsure!("{why}"),
     };
@@ -100,7 +99,7 @@ pub(super) fn rebuild(
     let mut entries: Vec<CacheEntry> = Vec::new();
     let mut links = Vec::new();
     for d in &scan.dirs {
-        let candidates = match settle(read_dir(root, d, dirs.platform, &mut budget))? {
+        let candidates = match settle(read_dir(root, d, dirs.platform, budget))? {
             Ok(Ok(candidates)) => candidates,
             Ok(Err(why)) | Err(why) => unsure!("{why}"),
         };
@@ -144,16 +143,7 @@ pub(super) fn rebuild(
         format,
         Some(generator.as_deref().unwrap_or(GENERATOR)),
     );
-    let etc = Path::new("/etc");
-    write_cache_file(root, etc, &bytes)?;
-    for (dir, link, file) in &links {
-        let path = dir.join(link);
-        let d = root
-            .open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY)
-            .map_err(fail("open", dir))?;
-        root.may_create(&d, &path)?;
-        symlinkat(file.as_os_str(), d.as_fd(), link.as_os_str()).map_err(fail("symlink", &path))?;
-    }
+    write_cache_and_links(root, &bytes, &links)?;
     Ok(Outcome::Updated {
         added: entries.len().saturating_sub(before),
     })

@@ -8,20 +8,18 @@ use std::ffi::OsStr;
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, readlinkat};
 use nix::sys::stat::{SFlag, fstatat};
-use nix::unistd::symlinkat;
 use nvc_ldcache::elf::ElfInfo;
 use nvc_ldcache::{Arch, CacheEntry, Flags, Format, LdCache, write_cache};
 
 use super::budget::{Budget, Refused, settle};
-use super::image::{Scanned, list, open_regular, read_cache, scan, write_cache_file};
+use super::image::{Scanned, list, open_regular, read_cache, scan, write_cache_and_links};
 use super::order::glibc_order;
 use super::{NewLibrary, NewLink, Outcome, libc6_everywhere, unsure};
-use crate::apply::{Root, fail};
+use crate::apply::Root;
 use crate::ns::proc_fd;
 use crate::{ContainerDirs, Error};
 
@@ -41,8 +39,8 @@ pub(super) fn update(
     dirs: &ContainerDirs,
     new: &[NewLibrary],
     new_links: &[NewLink],
+    budget: &mut Budget,
 ) -> Result<Outcome, Error> {
-    let etc = Path::new("/etc");
     let bytes = match read_cache(root) {
         Ok(bytes) => bytes,
         Err(why) => unsure!("{why}"),
@@ -53,8 +51,7 @@ pub(super) fn update(
     if cache.format() == Format::Old {
         unsure!("/etc/ld.so.cache is in the old format");
     }
-    let mut budget = Budget::new();
-    let mut scan = match scan(root, dirs, &mut budget)? {
+    let mut scan = match scan(root, dirs, budget)? {
         Ok(scan) => scan,
         Err(why) => unsure!("{why}"),
     };
@@ -211,13 +208,8 @@ pub(super) fn update(
 
     // Nothing else ldconfig would pick up.
     for d in &scan.dirs {
-        if let Some(why) = settle(unlisted_library(
-            root,
-            d,
-            dirs.platform.hwcap_dirs,
-            &mut budget,
-        ))?
-        .unwrap_or_else(Some)
+        if let Some(why) = settle(unlisted_library(root, d, dirs.platform.hwcap_dirs, budget))?
+            .unwrap_or_else(Some)
         {
             return Ok(Outcome::Unsure(why));
         }
@@ -229,15 +221,7 @@ pub(super) fn update(
         entries.insert(at, e);
     }
     let bytes = write_cache(&entries, cache.format(), cache.generator());
-    write_cache_file(root, etc, &bytes)?;
-    for (dir, link, file) in &links {
-        let path = dir.join(link);
-        let d = root
-            .open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY)
-            .map_err(fail("open", dir))?;
-        root.may_create(&d, &path)?;
-        symlinkat(file.as_os_str(), d.as_fd(), link.as_os_str()).map_err(fail("symlink", &path))?;
-    }
+    write_cache_and_links(root, &bytes, &links)?;
     Ok(Outcome::Updated { added: count })
 }
 
