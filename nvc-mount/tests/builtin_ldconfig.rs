@@ -115,6 +115,19 @@ fn lib64(root: &Path) {
     fs::create_dir_all(root.join("usr/lib")).unwrap();
 }
 
+/// Debian with a library whose SONAME is a path (glibc joins it to the directory as a
+/// string: `/usr/lib/x86_64-linux-gnu//etc/libslash.so.1`).
+fn slashed_soname(root: &Path) {
+    debian(root);
+    library(
+        root,
+        "/usr/lib/x86_64-linux-gnu",
+        "libslash.so.1",
+        "/etc/libslash.so.1",
+        Class::Elf64,
+    );
+}
+
 /// What a hostile image might place where the update looks, after its cache was written: a
 /// FIFO with a library's name (opening it would block) and a directory with one.
 fn hostile_after_cache(root: &Path) {
@@ -295,7 +308,7 @@ fn the_builtin_update_writes_what_ldconfig_writes() {
     let none = |_: &Path| {};
     // (name, layout, after the cache, compat32, whether the built-in update must be sure)
     type Layout = (&'static str, fn(&Path), fn(&Path), bool, bool);
-    let layouts: [Layout; 8] = [
+    let layouts: [Layout; 9] = [
         ("debian", debian, none, false, true),
         ("vendor", vendor, none, false, true),
         ("i386", i386, none, true, true),
@@ -304,6 +317,7 @@ fn the_builtin_update_writes_what_ldconfig_writes() {
         ("lib64", lib64, none, false, false),
         ("this host", this_host, none, false, true),
         ("stale", debian, stale_after_cache, false, true),
+        ("slashed SONAME", slashed_soname, none, false, false),
     ];
     // Hard links to this machine's libraries need the temporary directory on their filesystem.
     let dev = |p: &Path| {

@@ -12,7 +12,7 @@
 //!   `ldconfig` would open it), a library file nvc cannot open or read as ELF;
 //! - a SONAME link `ldconfig` would make or change, but for the libraries nvc mounted (whose
 //!   links it makes, as `ldconfig` would);
-//! - two files of one SONAME in one directory with different types.
+//! - two files of one SONAME in one directory with different types, a SONAME with a slash.
 //!
 //! The new cache keeps the format and the generator of a cache the image has (in the new or
 //! the combined format: what its glibc writes), and is otherwise in the new format, the default
@@ -255,6 +255,11 @@ fn read_library(
         _ => return Ok(None),
     };
     let soname = elf.soname.unwrap_or_else(|| name.as_bytes().to_vec());
+    // glibc joins the directory and the SONAME as strings; a path joins a name with a slash
+    // otherwise (an absolute one replaces the directory).
+    if soname.contains(&b'/') {
+        return Err(format!("{} has a SONAME with a slash", path.display()));
+    }
     let is_link = is_link && select::stays_link(name.as_bytes(), &soname);
     Ok(Some(Candidate {
         name: name.to_owned(),
