@@ -15,7 +15,6 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, renameat};
 use nix::sys::stat::{Mode, SFlag, fstat};
 use nix::unistd::{UnlinkatFlags, symlinkat, unlinkat};
-use nvc_ldcache::LdCache;
 
 use super::budget::{Budget, Refused, settle};
 use crate::apply::{Root, fail};
@@ -37,12 +36,10 @@ const SCAN_LIMIT: usize = 4096;
 /// each name costs name × pattern steps).
 const PATTERN_LIMIT: usize = 255;
 
-/// The image's `/etc/ld.so.cache`, read and parsed, or why not.
+/// The bytes of the image's `/etc/ld.so.cache` (at most [`CACHE_LIMIT`]), or why not.
 pub(super) fn read_cache(root: &Root) -> Result<Vec<u8>, String> {
-    let bytes = read_in(root, Path::new("/etc/ld.so.cache"), CACHE_LIMIT)
-        .map_err(|e| format!("no readable /etc/ld.so.cache ({e})"))?;
-    LdCache::parse(&bytes).map_err(|e| format!("/etc/ld.so.cache does not parse ({e})"))?;
-    Ok(bytes)
+    read_in(root, Path::new("/etc/ld.so.cache"), CACHE_LIMIT)
+        .map_err(|e| format!("no readable /etc/ld.so.cache ({e})"))
 }
 
 /// A directory the scan reaches: the name it was reached by, its descriptor and inode, and
@@ -70,7 +67,7 @@ impl Scan {
         let at = match self.by_path.get(dir) {
             Some(&at) => at,
             None => {
-                let inode = inode_in(root, dir);
+                let inode = inode(root, dir);
                 let at = self.dirs.iter().position(|s| Some(s.inode) == inode);
                 self.by_path.insert(dir.to_path_buf(), at);
                 at
@@ -265,9 +262,9 @@ fn scan_dirs<'a>(root: &Root, dirs: impl Iterator<Item = &'a Path>) -> Vec<Scann
     .collect()
 }
 
-/// The inode of directory `dir` inside the root.
-fn inode_in(root: &Root, dir: &Path) -> Option<(u64, u64)> {
-    let fd = root.open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY).ok()?;
+/// The inode `path` leads to inside the root (links followed there).
+pub(super) fn inode(root: &Root, path: &Path) -> Option<(u64, u64)> {
+    let fd = root.open(path, OFlag::O_PATH).ok()?;
     let st = fstat(fd.as_fd()).ok()?;
     Some((st.st_dev, st.st_ino))
 }

@@ -44,8 +44,8 @@ mod update;
 
 use std::path::{Path, PathBuf};
 
-use nvc_ldcache::Arch;
 use nvc_ldcache::elf::ElfInfo;
+use nvc_ldcache::{Arch, LdCache};
 
 use crate::apply::Root;
 use crate::{ContainerDirs, Error};
@@ -130,8 +130,16 @@ pub(crate) fn update(
 ) -> Result<Outcome, Error> {
     // One budget for both: a hostile image costs one second at most, not one per attempt.
     let mut budget = budget::Budget::new();
-    match update::update(root, dirs, new, new_links, &mut budget)? {
-        Outcome::Unsure(why) => match rebuild::rebuild(root, dirs, new, &mut budget)? {
+    // The image's cache, read once for both.
+    let bytes = image::read_cache(root);
+    let cache = match &bytes {
+        Ok(bytes) => {
+            LdCache::parse(bytes).map_err(|e| format!("/etc/ld.so.cache does not parse ({e})"))
+        }
+        Err(why) => Err(why.clone()),
+    };
+    match update::update(root, dirs, &cache, new, new_links, &mut budget)? {
+        Outcome::Unsure(why) => match rebuild::rebuild(root, dirs, cache.ok(), new, &mut budget)? {
             Outcome::Unsure(also) if also == why => Ok(Outcome::Unsure(why)),
             Outcome::Unsure(also) => Ok(Outcome::Unsure(format!(
                 "{why}; and a new cache is unsure: {also}"

@@ -32,7 +32,7 @@ use nvc_ldcache::elf::{Class, ElfInfo, machine};
 use nvc_ldcache::{Arch, CacheEntry, Flags, Format, LdCache, Platform, write_cache};
 
 use super::budget::{Budget, settle};
-use super::image::{Scanned, list, open_regular, read_cache, scan, write_cache_and_links};
+use super::image::{Scanned, inode, list, open_regular, scan, write_cache_and_links};
 use super::order::glibc_order;
 use super::select::{self, Candidate, Name};
 use super::{NewLibrary, Outcome, libc6_everywhere, unsure};
@@ -65,6 +65,7 @@ const ET_DYN: u16 = 3;
 pub(super) fn rebuild(
     root: &Root,
     dirs: &ContainerDirs,
+    cache: Option<LdCache<'_>>,
     new: &[NewLibrary],
     budget: &mut Budget,
 ) -> Result<Outcome, Error> {
@@ -74,17 +75,9 @@ pub(super) fn rebuild(
             dirs.platform.name
         );
     }
-    let old = read_cache(root).ok().and_then(|bytes| {
-        let cache = LdCache::parse(&bytes).ok()?;
-        Some((
-            cache.format(),
-            cache.generator().map(<[u8]>::to_vec),
-            cache.len(),
-        ))
-    });
-    let (format, generator, before) = match old {
-        Some((Format::Old, ..)) => unsure!("/etc/ld.so.cache is in the old format"),
-        Some((format, generator, len)) => (format, generator, len),
+    let (format, generator, before) = match cache {
+        Some(c) if c.format() == Format::Old => unsure!("/etc/ld.so.cache is in the old format"),
+        Some(c) => (c.format(), c.generator(), c.len()),
         None => (Format::New, None, 0),
     };
     let scan = match scan(root, dirs, budget)? {
@@ -110,12 +103,10 @@ pub(super) fn rebuild(
         for c in chosen {
             let soname = OsStr::from_bytes(&c.soname);
             if !c.is_link && c.name != soname {
-                match soname_link(root, d, &c.name, soname) {
+                let file = inode(root, &d.name.join(&c.name));
+                match soname_link(root, d, file, soname) {
                     Link::Kept => {}
-                    Link::Missing
-                        if inode(root, &d.name.join(&c.name))
-                            .is_some_and(|i| new_files.contains(&i)) =>
-                    {
+                    Link::Missing if file.is_some_and(|i| new_files.contains(&i)) => {
                         links.push((d.name.clone(), soname.to_owned(), c.name.clone()));
                     }
                     _ => unsure!(
@@ -130,19 +121,15 @@ pub(super) fn rebuild(
                 d.name.join(soname).as_os_str().as_bytes(),
                 c.flags.arch(),
             );
-            // The OS version of an ABI note is not recorded (glibc since 2.33: 0).
+            // The OS version of an ABI note stays 0: glibc since 2.33 records none.
             entry.flags = c.flags;
-            // After the entries it equals in glibc's order: those of earlier directories.
-            let at = entries.partition_point(|x| !glibc_order(x, &entry).is_gt());
-            entries.insert(at, entry);
+            entries.push(entry);
         }
     }
+    // Stable: entries glibc's order holds equal stay in scan order (earlier directories first).
+    entries.sort_by(glibc_order);
 
-    let bytes = write_cache(
-        &entries,
-        format,
-        Some(generator.as_deref().unwrap_or(GENERATOR)),
-    );
+    let bytes = write_cache(&entries, format, Some(generator.unwrap_or(GENERATOR)));
     write_cache_and_links(root, &bytes, &links)?;
     Ok(Outcome::Updated {
         added: entries.len().saturating_sub(before),
@@ -282,25 +269,18 @@ enum Link {
     Replaced,
 }
 
-/// `soname` beside `file` in `d`, as `ldconfig`'s `create_links` weighs it (links followed
-/// inside the root, as `ldconfig -r` and the sandboxed one follow them).
-fn soname_link(root: &Root, d: &Scanned, file: &OsStr, soname: &OsStr) -> Link {
-    let lib = inode(root, &d.name.join(file));
+/// `soname` beside the file whose inode is `file` in `d`, as `ldconfig`'s `create_links`
+/// weighs it (links followed inside the root, as `ldconfig -r` and the sandboxed one follow
+/// them).
+fn soname_link(root: &Root, d: &Scanned, file: Option<(u64, u64)>, soname: &OsStr) -> Link {
     match inode(root, &d.name.join(soname)) {
-        Some(so) if Some(so) == lib => Link::Kept,
+        Some(so) if Some(so) == file => Link::Kept,
         _ => match fstatat(d.fd.as_fd(), soname, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) if kind(&st) != SFlag::S_IFLNK => Link::Kept,
             Err(Errno::ENOENT) => Link::Missing,
             _ => Link::Replaced,
         },
     }
-}
-
-/// The inode of `path` inside the root.
-fn inode(root: &Root, path: &Path) -> Option<(u64, u64)> {
-    let fd = root.open(path, OFlag::O_PATH).ok()?;
-    let st = fstat(fd.as_fd()).ok()?;
-    Some((st.st_dev, st.st_ino))
 }
 
 fn kind(st: &FileStat) -> SFlag {

@@ -16,7 +16,7 @@ use nvc_ldcache::elf::ElfInfo;
 use nvc_ldcache::{Arch, CacheEntry, Flags, Format, LdCache, write_cache};
 
 use super::budget::{Budget, Refused, settle};
-use super::image::{Scanned, list, open_regular, read_cache, scan, write_cache_and_links};
+use super::image::{Scanned, list, open_regular, scan, write_cache_and_links};
 use super::order::glibc_order;
 use super::{NewLibrary, NewLink, Outcome, libc6_everywhere, unsure};
 use crate::apply::Root;
@@ -37,16 +37,14 @@ const LINK_HOPS: usize = 8;
 pub(super) fn update(
     root: &Root,
     dirs: &ContainerDirs,
+    cache: &Result<LdCache<'_>, String>,
     new: &[NewLibrary],
     new_links: &[NewLink],
     budget: &mut Budget,
 ) -> Result<Outcome, Error> {
-    let bytes = match read_cache(root) {
-        Ok(bytes) => bytes,
+    let cache = match cache {
+        Ok(cache) => *cache,
         Err(why) => unsure!("{why}"),
-    };
-    let Ok(cache) = LdCache::parse(&bytes) else {
-        unsure!("/etc/ld.so.cache does not parse");
     };
     if cache.format() == Format::Old {
         unsure!("/etc/ld.so.cache is in the old format");
@@ -215,11 +213,10 @@ pub(super) fn update(
         }
     }
 
+    // Stable: each new entry after the old ones it equals.
     let count = added.len();
-    for e in added {
-        let at = entries.partition_point(|x| glibc_order(x, &e) != Ordering::Greater);
-        entries.insert(at, e);
-    }
+    entries.extend(added);
+    entries.sort_by(glibc_order);
     let bytes = write_cache(&entries, cache.format(), cache.generator());
     write_cache_and_links(root, &bytes, &links)?;
     Ok(Outcome::Updated { added: count })
