@@ -345,6 +345,27 @@ impl Context {
     /// [`ErrorKind::NoDriver`] (`initialization error: ...`), [`ErrorKind::Timeout`], or a
     /// discovery error (`detection error: ...`).
     pub fn driver(self) -> Result<Driver, Error> {
+        let (info, kmods) = self.probe(true)?;
+        let mut driver = self.with_info(info);
+        driver.kmods = kmods;
+        Ok(driver)
+    }
+
+    /// The driver's versions and GPUs alone — what `nvidia-container-cli info` prints: as
+    /// [`Context::driver`] (the same NVML helper, modules loaded where asked, the same
+    /// errors), but the driver's files are not looked for ([`DriverInfo::files`] is empty) and
+    /// neither are the GPUs' `/proc` directories and MIG access minors. For reporting only:
+    /// such an info plans no container ([`Context::with_info`] wants a whole probe).
+    ///
+    /// # Errors
+    ///
+    /// As [`Context::driver`].
+    pub fn driver_info(self) -> Result<DriverInfo, Error> {
+        self.probe(false).map(|(info, _)| info)
+    }
+
+    /// Loads the modules where asked, then probes the driver, its files only with `files`.
+    fn probe(&self, files: bool) -> Result<(DriverInfo, Option<KmodReport>), Error> {
         let kmods = self.options.kmods.as_ref().map(|(channels, create)| {
             let mut k = nvc_driver::kmods::KmodOptions::new(&self.options.discover.root);
             k.proc_devices
@@ -359,6 +380,7 @@ impl Context {
         opts.nvml_identity = self.options.nvml_user;
         opts.nvml = self.options.nvml;
         opts.nvml_helper.clone_from(&self.options.nvml_helper);
+        opts.files = files;
         let info = nvc_driver::probe_driver(&opts).map_err(|e| {
             let step = match e {
                 nvc_driver::Error::Nvml { .. }
@@ -368,9 +390,7 @@ impl Context {
             };
             Error::driver(step, e)
         })?;
-        let mut driver = self.with_info(info);
-        driver.kmods = kmods;
-        Ok(driver)
+        Ok((info, kmods))
     }
 
     /// A driver probed before, possibly elsewhere (a [`DriverInfo`] read back with the

@@ -71,6 +71,33 @@ fn the_flow_reaches_the_driver_and_selects_and_checks() {
     assert_eq!(err.to_string(), "device error: sda: unknown device");
 }
 
+/// `info`'s probe: the versions and GPUs of the whole probe, no files, the same errors.
+#[test]
+fn driver_info_is_the_whole_probe_without_files() {
+    let (dir, _host) = build("legacy32");
+    let context = || Context::builder().root(dir.path()).build().unwrap();
+    let whole = context().driver().unwrap().info().clone();
+    let info = context().driver_info().unwrap();
+    assert_eq!(info.nvrm_version, whole.nvrm_version);
+    assert_eq!(info.cuda_version, whole.cuda_version);
+    assert_eq!(info.files, nvc_core::DriverFiles::default());
+    assert!(!whole.files.libraries.is_empty());
+    let ids = |i: &nvc_core::DriverInfo| -> Vec<_> {
+        i.gpus
+            .iter()
+            .map(|g| (g.uuid.clone(), g.model.clone()))
+            .collect()
+    };
+    assert_eq!(ids(&info), ids(&whole));
+    let empty = tempfile::tempdir().unwrap();
+    let probe = || Context::builder().root(empty.path()).build().unwrap();
+    let (a, b) = (
+        probe().driver().unwrap_err(),
+        probe().driver_info().unwrap_err(),
+    );
+    assert_eq!((a.kind(), a.to_string()), (b.kind(), b.to_string()));
+}
+
 #[test]
 fn error_kinds_tell_failures_apart() {
     let empty = tempfile::tempdir().unwrap();

@@ -39,7 +39,7 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use args::{Command, Global};
-use nvc_core::{Context, Driver, DriverInfo, Ldconfig};
+use nvc_core::{Context, Driver, Ldconfig};
 use nvc_examples::render;
 
 const USAGE: &str = "Usage: nvidia-container-cli [OPTION...] COMMAND [ARG...]
@@ -81,6 +81,15 @@ Configure options (configure [OPTION...] ROOTFS, attach --pid=PID [OPTION...]):
 /// `CUDA_MPS_PIPE_DIRECTORY`); `sockets` = (persistenced, fabric manager); `imex` the IMEX
 /// channels whose nodes `--load-kmods` makes.
 fn probe(global: &Global, sockets: (bool, bool), imex: &[u32]) -> Result<Driver, nvc_core::Error> {
+    context(global, sockets, imex)?.driver()
+}
+
+/// The context of [`probe`], before its probe.
+fn context(
+    global: &Global,
+    sockets: (bool, bool),
+    imex: &[u32],
+) -> Result<Context, nvc_core::Error> {
     let mut b = Context::builder()
         .root(&global.root)
         .persistenced(sockets.0)
@@ -103,45 +112,7 @@ fn probe(global: &Global, sockets: (bool, bool), imex: &[u32]) -> Result<Driver,
     if global.load_kmods {
         b = b.load_kmods(imex, !global.no_create_imex_channels);
     }
-    b.nvml(!global.no_nvml).build()?.driver()
-}
-
-/// `info`'s probe: the driver's versions and GPUs, which is all `info` prints. Its files
-/// are not looked for (`nvc_driver::DriverOptions::files`), which [`probe`] through nvc-core
-/// always does; with `--load-kmods` the modules are loaded first, so that path is taken.
-/// Errors read as nvc-core's (`nvc_core::Error`: its prefix rule for a driver error).
-fn probe_info(global: &Global) -> Result<DriverInfo, String> {
-    if global.load_kmods {
-        let driver = probe(global, (true, true), &[]).map_err(|e| nvc_examples::error_chain(&e))?;
-        return Ok(driver.info().clone());
-    }
-    // nvc-core's check of the options (an absolute root), no I/O.
-    Context::builder()
-        .root(&global.root)
-        .build()
-        .map_err(|e| nvc_examples::error_chain(&e))?;
-    let mut opts = nvc_driver::DriverOptions::new(&global.root);
-    if let Some(ldcache) = &global.ldcache {
-        opts.discover.ldcache = ldcache.into();
-    }
-    if let Some(t) = global.nvml_timeout {
-        opts.nvml_timeout = t;
-    }
-    if let Some((uid, gid)) = global.user {
-        opts.nvml_identity = Some(nvc_driver::nvml::Identity { uid, gid });
-    }
-    opts.nvml = !global.no_nvml;
-    opts.files = false;
-    nvc_driver::probe_driver(&opts).map_err(|e| {
-        use nvc_driver::Error as E;
-        let prefix = match e {
-            E::Nvml { .. } | E::NvmlTimeout { .. } | E::DriverProc { .. } => {
-                "initialization error: "
-            }
-            _ => "detection error: ",
-        };
-        format!("{prefix}{}", nvc_examples::error_chain(&e))
-    })
+    b.nvml(!global.no_nvml).build()
 }
 
 /// `configure` (and `attach`, of a running container): prints the plan (`--dry-run`), or
@@ -210,7 +181,11 @@ fn run() -> Result<(), String> {
         )
         .map_err(write)?,
         Command::Info { csv } => {
-            render::info(&probe_info(&global)?, *csv, &mut out).map_err(write)?;
+            // The versions and GPUs alone: info prints nothing of the driver's files.
+            let info = context(&global, (true, true), &[])
+                .and_then(Context::driver_info)
+                .map_err(chain)?;
+            render::info(&info, *csv, &mut out).map_err(write)?;
         }
         Command::List(l) => {
             let sockets = (!l.no_persistenced, !l.no_fabricmanager);
