@@ -23,16 +23,14 @@ use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::resource::Resource;
 use nix::sys::wait::waitpid;
 use nix::unistd::ForkResult;
-use nvc_sys::confine::{Cgroup, Confinement, NewRoot, Program, Status, prepare_confined};
+use nvc_sys::confine::{Cgroup, Confinement, Status, prepare_confined};
 use nvc_sys::{Error, cgroup_clone_supported, cgroup_clone_unsupported, clone_into_cgroup};
 
 /// A cgroup2 cgroup of this test, removed on drop (its members moved to the root first).
@@ -278,17 +276,7 @@ fn where_clone3_is_refused_nothing_is_created_and_the_caller_falls_back() {
     }
 }
 
-/// A root (0755) holding a statically linked busybox, or `None` (skip reported).
-fn busybox_root() -> Option<tempfile::TempDir> {
-    let busybox = common::static_busybox()?;
-    let root = tempfile::tempdir().unwrap();
-    fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    fs::create_dir(root.path().join("bin")).unwrap();
-    fs::copy(busybox, root.path().join("bin/busybox")).unwrap();
-    Some(root)
-}
-
-/// A confinement of `argv` (busybox) in `root` as 1234:1234, every syscall allowed.
+/// A confinement of `argv` (busybox) in `root` ([`common::busybox_confinement`]), in `cgroup`.
 fn confinement<'a>(
     root: &'a Path,
     argv: &'a [CString],
@@ -296,22 +284,9 @@ fn confinement<'a>(
     cgroup: Option<Cgroup<'a>>,
 ) -> Confinement<'a> {
     Confinement {
-        user_ns: None,
-        mount_ns: None,
         cgroup,
-        root: NewRoot::Path(root),
-        pivot: true,
-        masks: &[],
-        proc: None,
-        rlimits: &[(Resource::RLIMIT_NOFILE, 32)],
-        uid: 1234,
-        gid: 1234,
-        keep_dac_override: false,
-        syscalls,
-        program: Program::Path(c"/bin/busybox"),
-        argv,
         name: c"nvc-sys-clone",
-        timeout: Duration::from_secs(20),
+        ..common::busybox_confinement(root, argv, syscalls)
     }
 }
 
@@ -359,7 +334,9 @@ fn members_of_a_confined_run(
 #[test]
 fn a_confined_program_is_created_in_a_unified_cgroup_and_its_first_process_never_joins() {
     let Some(cg) = TestCgroup::new() else { return };
-    let Some(root) = busybox_root() else { return };
+    let Some(root) = common::busybox_root() else {
+        return;
+    };
     if !cgroup_clone_supported() {
         common::skip("this kernel cannot create processes in a cgroup");
         return;
@@ -373,7 +350,9 @@ fn a_confined_program_is_created_in_a_unified_cgroup_and_its_first_process_never
 #[test]
 fn without_clone3_a_confined_program_still_ends_up_in_a_unified_cgroup() {
     let Some(cg) = TestCgroup::new() else { return };
-    let Some(root) = busybox_root() else { return };
+    let Some(root) = common::busybox_root() else {
+        return;
+    };
     // In a child refusing clone3 with ENOSYS, as Docker's profile does: the first process
     // joins at the prepare, and the program is forked inside.
     common::in_child(|| {
@@ -491,7 +470,9 @@ fn timing_fork_and_join_against_clone_into() {
 #[ignore = "timing; run with --ignored --nocapture"]
 fn timing_whole_confined_runs() {
     let Some(cg) = TestCgroup::new() else { return };
-    let Some(root) = busybox_root() else { return };
+    let Some(root) = common::busybox_root() else {
+        return;
+    };
     const N: usize = 60;
     let args = argv(&["/bin/busybox", "true"]);
     let syscalls: Vec<libc::c_long> = (0..512).collect();
@@ -576,7 +557,9 @@ fn user_namespace() -> Option<((OwnedFd, OwnedFd), std::process::Child)> {
 #[test]
 fn a_user_namespaced_program_is_created_in_a_unified_cgroup() {
     let Some(cg) = TestCgroup::new() else { return };
-    let Some(root) = busybox_root() else { return };
+    let Some(root) = common::busybox_root() else {
+        return;
+    };
     if !cgroup_clone_supported() {
         common::skip("this kernel cannot create processes in a cgroup");
         return;

@@ -25,9 +25,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::resource::Resource;
 use nvc_sys::Error;
-use nvc_sys::confine::{
-    Confinement, Finished, NewRoot, Program, Status, prepare_confined, run_confined,
-};
+use nvc_sys::confine::{Confinement, Finished, Program, Status, prepare_confined, run_confined};
 
 static MASKS: LazyLock<[&Path; 3]> =
     LazyLock::new(|| [Path::new("/proc"), Path::new("/sys"), Path::new("/dev")]);
@@ -39,11 +37,7 @@ fn busybox_root() -> Option<tempfile::TempDir> {
     if !common::root_or_skip("confining a program (namespaces, pivot_root)") {
         return None;
     }
-    let busybox = common::static_busybox()?;
-    let root = tempfile::tempdir().unwrap();
-    fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    fs::create_dir(root.path().join("bin")).unwrap();
-    fs::copy(busybox, root.path().join("bin/busybox")).unwrap();
+    let root = common::busybox_root()?;
     fs::create_dir(root.path().join("proc")).unwrap();
     fs::write(root.path().join("proc/hidden-by-the-mask"), "").unwrap();
     Some(root)
@@ -62,30 +56,16 @@ fn sh(script: &str) -> Vec<CString> {
         .collect()
 }
 
-/// A confinement of `sh -c <script>` (in `argv`) in `root` as 1234:1234 with every syscall
-/// allowed, at most 32 open files and a 20 s timeout.
+/// A confinement of `sh -c <script>` (in `argv`) in `root` ([`common::busybox_confinement`])
+/// with `/proc`, `/sys` and `/dev` masked.
 fn confinement<'a>(
     root: &'a Path,
     argv: &'a [CString],
     syscalls: &'a [libc::c_long],
 ) -> Confinement<'a> {
     Confinement {
-        user_ns: None,
-        mount_ns: None,
-        cgroup: None,
-        root: NewRoot::Path(root),
-        pivot: true,
         masks: &*MASKS,
-        proc: None,
-        rlimits: &[(Resource::RLIMIT_NOFILE, 32)],
-        uid: 1234,
-        gid: 1234,
-        keep_dac_override: false,
-        syscalls,
-        program: Program::Path(c"/bin/busybox"),
-        argv,
-        name: c"nvc-sys-test",
-        timeout: Duration::from_secs(20),
+        ..common::busybox_confinement(root, argv, syscalls)
     }
 }
 

@@ -120,6 +120,46 @@ pub fn static_busybox() -> Option<std::path::PathBuf> {
     Some(BUSYBOX.into())
 }
 
+/// A root (mode 0755, as an unprivileged program must traverse it) holding a statically
+/// linked `bin/busybox`, or `None` (skip reported).
+pub fn busybox_root() -> Option<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let busybox = static_busybox()?;
+    let root = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(root.path().join("bin")).unwrap();
+    std::fs::copy(busybox, root.path().join("bin/busybox")).unwrap();
+    Some(root)
+}
+
+/// A confinement of busybox's `argv` in `root` as 1234:1234 with `syscalls` allowed, at
+/// most 32 open files, a 20 s timeout, no masks and no cgroup (tests set what they test).
+pub fn busybox_confinement<'a>(
+    root: &'a std::path::Path,
+    argv: &'a [std::ffi::CString],
+    syscalls: &'a [libc::c_long],
+) -> nvc_sys::confine::Confinement<'a> {
+    use nvc_sys::confine::{Confinement, NewRoot, Program};
+    Confinement {
+        user_ns: None,
+        mount_ns: None,
+        cgroup: None,
+        root: NewRoot::Path(root),
+        pivot: true,
+        masks: &[],
+        proc: None,
+        rlimits: &[(nix::sys::resource::Resource::RLIMIT_NOFILE, 32)],
+        uid: 1234,
+        gid: 1234,
+        keep_dac_override: false,
+        syscalls,
+        program: Program::Path(c"/bin/busybox"),
+        argv,
+        name: c"nvc-sys-test",
+        timeout: Duration::from_secs(20),
+    }
+}
+
 /// Whether `elf` is a 64-bit little-endian ELF file without a program interpreter
 /// (`PT_INTERP`): one that runs in a root holding nothing else.
 fn is_static_elf(elf: &[u8]) -> bool {
