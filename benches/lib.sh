@@ -25,8 +25,8 @@ make_rootfs() {
     if [ -n "${NVC_BENCH_IMAGE:-}" ]; then
         cp -a "$NVC_BENCH_IMAGE/." "$rootfs/"
     else
-        : >"$rootfs/etc/ld.so.conf" 2>/dev/null || { mkdir -p "$rootfs/etc"; : >"$rootfs/etc/ld.so.conf"; }
-        mkdir -p "$rootfs/sbin"
+        mkdir -p "$rootfs/etc" "$rootfs/sbin"
+        : >"$rootfs/etc/ld.so.conf"
         cp /sbin/ldconfig "$rootfs/sbin/"
     fi
     mkdir -p "$rootfs"/proc/driver/nvidia \
