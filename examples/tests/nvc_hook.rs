@@ -279,6 +279,16 @@ fn update_ldcache_refreshes_the_cache_over_the_cdi_mounted_folder() {
         rootfs.path().to_str().unwrap(),
         &["LD_PRELOAD=/tmp/evil.so"],
     );
+    // The spec's bind of it, which the built-in update reads the library's host file from.
+    let config = b.path().join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    spec["mounts"] = serde_json::json!([{
+        "destination": "/opt/nvidia/lib/libcuda.so.550.54.14",
+        "source": host_dir.path().join("usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14"),
+        "options": ["ro", "nosuid", "nodev", "bind"],
+    }]);
+    std::fs::write(&config, spec.to_string()).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_nvc-hook"))
         // Cargo sets it for tests; the hooks run without it, as runtimes run them.
         .env_remove("LD_LIBRARY_PATH")
@@ -308,6 +318,11 @@ fn update_ldcache_refreshes_the_cache_over_the_cdi_mounted_folder() {
             e.soname() == "libcuda.so.1" && e.path() == Path::new("/opt/nvidia/lib/libcuda.so.1")
         }),
         "libcuda.so.1 not in the container's cache"
+    );
+    assert_eq!(
+        std::fs::read_link(folder.join("libcuda.so.1")).unwrap(),
+        Path::new("libcuda.so.550.54.14"),
+        "the SONAME link"
     );
 
     // CUDA forward compatibility: an image whose compat libcuda (999) is newer than the

@@ -355,9 +355,13 @@ pub fn request(spec: &Spec) -> Result<Option<GpuRequest>, Error> {
 }
 
 /// The CDI spec's `update-ldcache` hook (`nvc_core::cdi`, feature `cdi`): refreshes the linker cache of the
-/// container `state` names with `ldconfig` (the host's by default, sandboxed as
-/// [`ContainerSetup::mount`](crate::ContainerSetup::mount) runs it) over the image's library
-/// directories and `folders` (where the spec mounted the driver's libraries). Run it as a
+/// container `state` names as `ldconfig` run over the image's library directories and
+/// `folders` (where the spec mounted the driver's libraries) would
+/// ([`nvc_mount::update_ldcache`]): with [`Ldconfig::Builtin`] (nvc-hook's default) in
+/// process where nvc can prove the result is glibc's — the cache, and the SONAME links of the
+/// libraries the spec bound into those directories — else, and with [`Ldconfig::Host`], the
+/// host's `ldconfig`, sandboxed as [`ContainerSetup::mount`](crate::ContainerSetup::mount)
+/// runs it. A failed run leaves the image's cache and links as they were. Run it as a
 /// `createRuntime` hook: the runtime has made the spec's mounts, `pivot_root` has not
 /// happened, and the hook gets the runtime's environment, not the image's. No driver probe.
 ///
@@ -397,9 +401,32 @@ pub fn update_ldcache(
         cuda_compat_dir,
         limits: nvc_mount::Limits::default(),
     };
-    nvc_mount::run_ldconfig(&container, &opts)
+    nvc_mount::update_ldcache(&container, &opts, &bound_libraries(state.bundle(), spec))
         .map(drop)
         .map_err(|e| Error::mount(crate::error::Step::Configure, e))
+}
+
+/// The spec's bind mounts (the runtime made them: the spec's own and those a CDI spec added),
+/// as the libraries [`update_ldcache`]'s built-in update may account for; a relative source
+/// is the bundle's.
+fn bound_libraries(bundle: &Path, spec: &Spec) -> Vec<nvc_mount::BoundLibrary> {
+    let mounts = spec.mounts().as_deref().unwrap_or_default();
+    mounts
+        .iter()
+        .filter(|m| {
+            m.typ().as_deref() == Some("bind")
+                || m.options()
+                    .iter()
+                    .flatten()
+                    .any(|o| o == "bind" || o == "rbind")
+        })
+        .filter_map(|m| {
+            Some(nvc_mount::BoundLibrary {
+                container_path: m.destination().clone(),
+                host_path: bundle.join(m.source().as_ref()?),
+            })
+        })
+        .collect()
 }
 
 /// A symlink for the `create-symlinks` hook of nvc's CDI specs, spelled `TARGET::PATH` as
@@ -509,5 +536,56 @@ impl Driver {
             crate::ContainerSetup::require,
         );
         setup.mount().map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The hook accounts for the spec's binds (by type or option; a relative source in the
+    /// bundle) and nothing else of its mounts.
+    #[test]
+    fn the_bound_libraries_are_the_specs_binds() {
+        let spec: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.2.0",
+            "mounts": [
+                { "destination": "/proc", "type": "proc", "source": "proc" },
+                { "destination": "/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14",
+                  "source": "/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14",
+                  "options": ["ro", "nosuid", "nodev", "bind"] },
+                { "destination": "/opt/lib/libnvidia-ml.so.550.54.14", "type": "bind",
+                  "source": "lib/libnvidia-ml.so.550.54.14" },
+                { "destination": "/data", "source": "/srv/data", "options": ["rbind"] },
+                { "destination": "/run/nvidia-persistenced/socket",
+                  "options": ["bind"] },
+            ],
+        }))
+        .unwrap();
+        let bound = bound_libraries(Path::new("/bundle"), &spec);
+        let pairs: Vec<_> = bound
+            .iter()
+            .map(|b| {
+                (
+                    b.container_path.to_str().unwrap(),
+                    b.host_path.to_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                (
+                    "/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14",
+                    "/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14"
+                ),
+                (
+                    "/opt/lib/libnvidia-ml.so.550.54.14",
+                    "/bundle/lib/libnvidia-ml.so.550.54.14"
+                ),
+                ("/data", "/srv/data"),
+            ]
+        );
     }
 }

@@ -1,24 +1,14 @@
 //! The whole of `configure` as one transaction: mounts, device cgroup, ldconfig — each
 //! later step's failure undoes the earlier ones.
 
-use std::collections::HashSet;
-use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use nix::dir::Dir;
-use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, renameat};
-use nix::sys::stat::{Mode, SFlag, fstatat};
-use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
-
-use crate::apply::{Root, fail};
-use crate::builtin_ldconfig::{self, NewLibrary, NewLink, Outcome};
+use crate::builtin_ldconfig::{NewLibraries, NewLibrary, NewLink};
 use crate::cgroup::{DeviceCgroup, DeviceGrant};
-use crate::ldconfig::{Sandbox, sandbox_cgroup};
-use crate::ns::in_container_ns;
+use crate::ldconfig::{Sandbox, sandbox_procs};
+use crate::linker_state::LinkerState;
 use crate::plan::{MountKind, Op};
+use crate::refresh::builtin_or_fallback;
 use crate::{
     CompatMode, Container, ContainerDirs, Error, Ldconfig, LdconfigOptions, LdconfigRun, Limits,
     MountPlan, Mounted, Part, PlanOptions, compat_dir, compat_libraries,
@@ -186,201 +176,6 @@ impl Configured {
     }
 }
 
-/// The linker state ldconfig changes, held by descriptor: the library directories with the
-/// names they had, and the image's `/etc/ld.so.cache` kept by a hard link in its directory.
-/// Nothing of the image is read or written back: the old cache entry — whatever it is, a
-/// FIFO, a device node, a link, a huge file — is renamed back into place unread.
-struct LinkerState {
-    dirs: Vec<(OwnedFd, HashSet<OsString>)>,
-    cache: Option<SavedCache>,
-}
-
-/// `/etc` and, when the image had a cache, the hard link to it and its inode.
-struct SavedCache {
-    etc: OwnedFd,
-    kept: Option<(String, (u64, u64))>,
-}
-
-const CACHE: &str = "ld.so.cache";
-
-/// The names in the directory `dir`, read through its descriptor.
-fn names(dir: &OwnedFd) -> HashSet<OsString> {
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    let Ok(mut entries) = Dir::openat(dir.as_fd(), ".", flags, Mode::empty()) else {
-        return HashSet::new();
-    };
-    entries
-        .iter()
-        .filter_map(|e| Some(OsStr::from_bytes(e.ok()?.file_name().to_bytes()).to_owned()))
-        .filter(|n| n != "." && n != "..")
-        .collect()
-}
-
-fn inode(dir: &OwnedFd, name: &str) -> nix::Result<(u64, u64)> {
-    fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW).map(|st| (st.st_dev, st.st_ino))
-}
-
-fn is_link(dir: &OwnedFd, name: &OsStr) -> bool {
-    fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
-        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK)
-}
-
-impl LinkerState {
-    fn save(container: &Container, dirs: &[&Path]) -> Result<Self, Error> {
-        in_container_ns(container, || {
-            let root = Root::of(container)?;
-            let flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
-            let dirs = dirs
-                .iter()
-                .filter_map(|d| root.open(d, flags).ok())
-                .map(|fd| {
-                    let before = names(&fd);
-                    (fd, before)
-                })
-                .collect();
-            let etc = Path::new("/etc");
-            let cache = match root.open(etc, flags) {
-                Ok(etc) => {
-                    // The hidden link is an entry nvc creates in the image's /etc.
-                    root.may_create(&etc, Path::new("/etc/.ld.so.cache.nvc-*"))?;
-                    Some(SavedCache::keep(etc)?)
-                }
-                Err(_) => None,
-            };
-            Ok(LinkerState { dirs, cache })
-        })
-    }
-
-    /// Removes the links ldconfig added and puts the old cache entry back. Best effort:
-    /// returns what was left.
-    fn restore(&self, container: &Container) -> Result<Vec<String>, Error> {
-        in_container_ns(container, || {
-            let mut left = Vec::new();
-            for (dir, before) in &self.dirs {
-                for name in names(dir).difference(before) {
-                    let how = UnlinkatFlags::NoRemoveDir;
-                    if is_link(dir, name)
-                        && let Err(e) = unlinkat(dir.as_fd(), name.as_os_str(), how)
-                    {
-                        left.push(format!("link {name:?} added by ldconfig: {e}"));
-                    }
-                }
-            }
-            if let Some(cache) = &self.cache {
-                cache.put_back(&mut left);
-            }
-            Ok(left)
-        })
-    }
-
-    /// Drops the kept cache entry after a successful run.
-    fn release(&self, container: &Container) -> Result<(), Error> {
-        in_container_ns(container, || {
-            if let Some(SavedCache {
-                etc,
-                kept: Some((link, was)),
-            }) = &self.cache
-                && inode(etc, link) == Ok(*was)
-            {
-                let _ = unlinkat(etc.as_fd(), link.as_str(), UnlinkatFlags::NoRemoveDir);
-            }
-            Ok(())
-        })
-    }
-}
-
-impl SavedCache {
-    /// Hard-links the image's cache entry (not following it) to a new hidden name in
-    /// `/etc`, so the original survives ldconfig's rename over it.
-    fn keep(etc: OwnedFd) -> Result<Self, Error> {
-        let path = Path::new("/etc/ld.so.cache");
-        let was = match inode(&etc, CACHE) {
-            Ok(was) => was,
-            Err(Errno::ENOENT) => return Ok(SavedCache { etc, kept: None }),
-            Err(e) => return Err(fail("stat", path)(e)),
-        };
-        nvc_sys::fault::point("keep a link to", path).map_err(fail("keep a link to", path))?;
-        for n in 0..16 {
-            let link = format!(".ld.so.cache.nvc-{}-{n}", std::process::id());
-            match linkat(
-                etc.as_fd(),
-                CACHE,
-                etc.as_fd(),
-                link.as_str(),
-                AtFlags::empty(),
-            ) {
-                Ok(()) if inode(&etc, &link) == Ok(was) => {
-                    return Ok(SavedCache {
-                        etc,
-                        kept: Some((link, was)),
-                    });
-                }
-                // Swapped under us: keep nothing rather than the wrong thing.
-                Ok(()) => {
-                    let _ = unlinkat(etc.as_fd(), link.as_str(), UnlinkatFlags::NoRemoveDir);
-                    return Err(fail("keep a link to", path)(Errno::EBUSY));
-                }
-                Err(Errno::EEXIST) => {}
-                Err(e) => return Err(fail("keep a link to", path)(e)),
-            }
-        }
-        Err(fail("keep a link to", path)(Errno::EEXIST))
-    }
-
-    fn put_back(&self, left: &mut Vec<String>) {
-        let etc = self.etc.as_fd();
-        // What is left names where the image's cache is, for whoever repairs it.
-        let not_put_back = |link: &str, why: &dyn std::fmt::Display| {
-            format!("/etc/ld.so.cache not put back (the image's is kept as /etc/{link}): {why}")
-        };
-        if let Err(e) = nvc_sys::fault::point("undo: put back", Path::new("/etc/ld.so.cache")) {
-            left.push(match &self.kept {
-                Some((link, _)) => not_put_back(link, &e),
-                None => format!("/etc/ld.so.cache written by ldconfig: {e}"),
-            });
-            return;
-        }
-        match &self.kept {
-            Some((link, was)) if inode(&self.etc, link) == Ok(*was) => {
-                // Still in place (ldconfig failed before writing a new one): rename(2) of
-                // one hard link over another of the same file does nothing, so the kept
-                // link is removed instead.
-                let result = if inode(&self.etc, CACHE) == Ok(*was) {
-                    unlinkat(etc, link.as_str(), UnlinkatFlags::NoRemoveDir)
-                } else {
-                    renameat(etc, link.as_str(), etc, CACHE)
-                };
-                if let Err(e) = result {
-                    left.push(not_put_back(link, &e));
-                }
-            }
-            Some((link, _)) => left.push(format!(
-                "/etc/ld.so.cache not put back: /etc/{link} is no longer the image's cache"
-            )),
-            // The image had none: remove what ldconfig wrote, unless it is a directory.
-            None => {
-                if let Err(e) = unlinkat(etc, CACHE, UnlinkatFlags::NoRemoveDir)
-                    && e != Errno::ENOENT
-                {
-                    left.push(format!("/etc/ld.so.cache written by ldconfig: {e}"));
-                }
-            }
-        }
-    }
-}
-
-/// The cgroup the sandboxed `ldconfig` is born in: `cgroup`, the device cgroup found for
-/// the grant (not looked up again), else [`sandbox_cgroup`]'s.
-fn sandbox_procs(
-    container: &Container,
-    cgroup: Option<&DeviceCgroup>,
-) -> Result<Option<crate::cgroup::SandboxCgroup>, Error> {
-    match cgroup {
-        Some(cg) => cg.open_for_sandbox().map(Some),
-        None => sandbox_cgroup(container),
-    }
-}
-
 impl MountPlan {
     /// Configures `container` as upstream's `configure` does, as one transaction:
     ///
@@ -454,19 +249,12 @@ impl MountPlan {
         };
         let run = match sandbox {
             Some(sandbox) => sandbox.run(),
-            None => match self.update_ldcache(container, opts) {
-                Ok(Outcome::Updated { added }) => Ok(LdconfigRun::Builtin { added }),
-                Ok(Outcome::Unsure(reason)) => {
-                    sandbox_procs(container, granted.as_ref().map(|(cg, _)| cg))
-                        .and_then(|procs| Sandbox::prepare(container, opts, procs))
-                        .and_then(Sandbox::run)
-                        .map(|run| match run {
-                            LdconfigRun::Ran { output } => LdconfigRun::Fallback { reason, output },
-                            other => other,
-                        })
-                }
-                Err(e) => Err(e),
-            },
+            None => builtin_or_fallback(
+                container,
+                opts,
+                self.new_libraries(container),
+                granted.as_ref().map(|(cg, _)| cg),
+            ),
         };
         match run {
             Ok(run) => {
@@ -490,48 +278,33 @@ impl MountPlan {
 }
 
 impl MountPlan {
-    /// [`Ldconfig::Builtin`]: the cache updated in process with the libraries this plan
-    /// binds into the library directories ([`crate::builtin_ldconfig`]), or why not.
-    fn update_ldcache(
-        &self,
-        container: &Container,
-        opts: &LdconfigOptions,
-    ) -> Result<Outcome, Error> {
-        if opts.cuda_compat_dir.is_some() || !opts.extra_dirs.is_empty() {
-            return Ok(Outcome::Unsure(
-                "CUDA compat libraries (ldconfig mode)".into(),
-            ));
-        }
+    /// The libraries and links this plan makes in the library directories, for
+    /// [`Ldconfig::Builtin`], or why the built-in update cannot account for them.
+    fn new_libraries(&self, container: &Container) -> Result<NewLibraries, String> {
         let dirs = &container.dirs;
         let in_lib_dir = |p: &Path| {
             p.parent()
                 .is_some_and(|d| d == dirs.libs || d == dirs.libs32)
         };
-        let (mut new, mut links) = (Vec::new(), Vec::new());
+        let mut new = NewLibraries::default();
         for op in &self.ops {
             match op {
                 Op::BindFromImage { .. } => {
-                    return Ok(Outcome::Unsure("CUDA compat libraries of the image".into()));
+                    return Err("CUDA compat libraries of the image".into());
                 }
                 Op::Bind {
                     source,
                     target,
                     kind: MountKind::File,
-                } if in_lib_dir(target) => match NewLibrary::read(target, source) {
-                    Ok(lib) => new.push(lib),
-                    Err(why) => return Ok(Outcome::Unsure(why)),
-                },
-                Op::Symlink { path, target } if in_lib_dir(path) => links.push(NewLink {
+                } if in_lib_dir(target) => new.libraries.push(NewLibrary::read(target, source)?),
+                Op::Symlink { path, target } if in_lib_dir(path) => new.links.push(NewLink {
                     path: path.clone(),
                     target: target.clone(),
                 }),
                 _ => {}
             }
         }
-        in_container_ns(container, || {
-            let root = Root::of(container)?;
-            builtin_ldconfig::update(&root, dirs, &new, &links)
-        })
+        Ok(new)
     }
 }
 

@@ -395,6 +395,18 @@ pub(crate) fn sandbox_cgroup(container: &Container) -> Result<Option<SandboxCgro
     }
 }
 
+/// The cgroup the sandboxed `ldconfig` is born in: `cgroup`, the device cgroup found for
+/// the grant (not looked up again), else [`sandbox_cgroup`]'s.
+pub(crate) fn sandbox_procs(
+    container: &Container,
+    cgroup: Option<&DeviceCgroup>,
+) -> Result<Option<SandboxCgroup>, Error> {
+    match cgroup {
+        Some(cg) => cg.open_for_sandbox().map(Some),
+        None => sandbox_cgroup(container),
+    }
+}
+
 /// A sandboxed `ldconfig` run of [`run_ldconfig`], prepared ahead of its start: its first
 /// process is forked. In a v1 device cgroup (`cgroup`) it joins it while the caller goes on
 /// — joining a cgroup waits for an RCU grace period (6–13 ms on an idle VM), which

@@ -13,7 +13,9 @@
 //!   inside the container root, binding by descriptor, rolling back on failure.
 //! - [`cgroup`]: the container's device cgroup (v1 `devices.allow`, v2 eBPF splice with a pure
 //!   program generator).
-//! - [`run_ldconfig`]: the container's (or the host's) `ldconfig` in a sandbox.
+//! - [`run_ldconfig`]: the container's (or the host's) `ldconfig` in a sandbox;
+//!   [`update_ldcache`]: the linker cache after a runtime's mounts (the CDI hook), in process
+//!   where that is provably `ldconfig`'s result.
 //! - [`compat_libraries`]: CUDA forward compatibility.
 //! - [`Configuration`] / [`MountPlan::configure`]: all of it as one transaction.
 //!
@@ -38,9 +40,11 @@ mod inroot;
 mod kernfs;
 pub mod ldconf;
 mod ldconfig;
+mod linker_state;
 mod ns;
 mod plan;
 mod propagation;
+mod refresh;
 mod userns;
 
 pub use apply::Mounted;
@@ -52,3 +56,4 @@ pub use error::Error;
 pub use ldconfig::{Ldconfig, LdconfigOptions, LdconfigRun, Limits, run_ldconfig};
 pub use ns::in_mount_ns;
 pub use plan::{MigCapability, MountApi, MountFlags, MountKind, MountPlan, Op, Part, PlanOptions};
+pub use refresh::{BoundLibrary, update_ldcache};

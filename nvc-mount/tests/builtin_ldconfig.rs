@@ -20,7 +20,7 @@ use std::process::Command;
 use nvc_driver::tables::Capability::{Compute, Utility};
 use nvc_ldcache::elf::{Class, SharedObject, write_shared_object};
 use nvc_ldcache::{Format, LdCache};
-use nvc_mount::{Ldconfig, LdconfigOptions, LdconfigRun, PlanOptions};
+use nvc_mount::{BoundLibrary, Ldconfig, LdconfigOptions, LdconfigRun, MountKind, Op, PlanOptions};
 
 /// A shared object with `soname` at `dir/file` in the image, and its SONAME link.
 fn library(root: &Path, dir: &str, file: &str, soname: &str, class: Class) {
@@ -214,6 +214,8 @@ fn outcome(root: &Path) -> Result {
         "usr/lib64",
         "usr/lib32",
         "usr/lib",
+        CDI_FOLDER,
+        COMPAT,
     ] {
         let Ok(read) = fs::read_dir(root.join(dir)) else {
             continue;
@@ -262,13 +264,8 @@ struct Image<'a> {
     after: &'a dyn Fn(&Path),
 }
 
-/// Configures a fresh container on `image` with `ldconfig`: the run, the outcome and the
-/// format of the cache left.
-fn configure_image(
-    image: &Image<'_>,
-    compat32: bool,
-    ldconfig: Ldconfig,
-) -> Option<(LdconfigRun, Result, Format)> {
+/// A fresh container on `image`: laid out, its cache written, then changed.
+fn prepare(image: &Image<'_>) -> Option<common::Sim> {
     let f = common::sim("legacy32")?;
     let root = f.rootfs.path();
     (image.layout)(root);
@@ -281,6 +278,18 @@ fn configure_image(
         assert!(status.success(), "{} {args:?}", image.ldconfig.display());
     }
     (image.after)(root);
+    Some(f)
+}
+
+/// Configures a fresh container on `image` with `ldconfig`: the run, the outcome and the
+/// format of the cache left.
+fn configure_image(
+    image: &Image<'_>,
+    compat32: bool,
+    ldconfig: Ldconfig,
+) -> Option<(LdconfigRun, Result, Format)> {
+    let f = prepare(image)?;
+    let root = f.rootfs.path();
     let container = f.container();
     let opts = PlanOptions {
         capabilities: vec![Compute, Utility],
@@ -545,4 +554,174 @@ fn the_builtin_update_equals_every_glibc() {
         .map(|v| (v.0, images.len()))
         .collect();
     assert_eq!(fallbacks, expected);
+}
+
+/// A directory of its own where a CDI spec put the driver's libraries (named only on the
+/// hook's command line, `--folder`), and the image's CUDA compat directory.
+const CDI_FOLDER: &str = "opt/nvidia/lib";
+const COMPAT: &str = "usr/local/cuda/compat";
+
+/// What a CDI spec did before its `update-ldcache` hook runs: the driver's libraries bound
+/// into the image's library directory (`None`) or into `folder`, their development links
+/// made (the `create-symlinks` hook); with `compat`, the image ships a CUDA compat `libcuda`.
+#[derive(Debug, Clone, Copy)]
+struct Cdi {
+    folder: Option<&'static str>,
+    compat: bool,
+}
+
+/// The CDI `update-ldcache` hook's run on a fresh container on `image` after the spec's
+/// mounts (`cdi`), with `ldconfig`: the run and the outcome.
+fn cdi_hook(image: &Image<'_>, cdi: Cdi, ldconfig: Ldconfig) -> Option<(LdconfigRun, Result)> {
+    let f = prepare(image)?;
+    let root = f.rootfs.path();
+    let container = f.container();
+    let opts = PlanOptions {
+        capabilities: vec![Compute, Utility],
+        no_cgroups: true,
+        ..PlanOptions::default()
+    };
+    let plan = f.plan(&container, &opts);
+    let libs = container.dirs.libs.clone();
+    let mut bound = Vec::new();
+    let folder = match cdi.folder {
+        // The runtime's mounts and the hook's links, as configure makes them there.
+        None => {
+            plan.configure(&container, None).unwrap();
+            for op in &plan.ops {
+                if let Op::Bind {
+                    source,
+                    target,
+                    kind: MountKind::File,
+                } = op
+                    && target.parent() == Some(&libs)
+                {
+                    bound.push(BoundLibrary {
+                        container_path: target.clone(),
+                        host_path: source.clone(),
+                    });
+                }
+            }
+            libs.clone()
+        }
+        // The same files and links in a folder of their own (copies: the update reads the
+        // same bytes either way).
+        Some(dir) => {
+            fs::create_dir_all(root.join(dir)).unwrap();
+            let folder = Path::new("/").join(dir);
+            for op in &plan.ops {
+                match op {
+                    Op::Bind {
+                        source,
+                        target,
+                        kind: MountKind::File,
+                    } if target.parent() == Some(&libs) => {
+                        let name = target.file_name().unwrap();
+                        fs::copy(source, root.join(dir).join(name)).unwrap();
+                        bound.push(BoundLibrary {
+                            container_path: folder.join(name),
+                            host_path: source.clone(),
+                        });
+                    }
+                    Op::Symlink { path, target } if path.parent() == Some(&libs) => {
+                        symlink(target, root.join(dir).join(path.file_name().unwrap())).unwrap();
+                    }
+                    _ => {}
+                }
+            }
+            folder
+        }
+    };
+    if cdi.compat {
+        library(
+            root,
+            COMPAT,
+            "libcuda.so.999.99",
+            "libcuda.so.1",
+            Class::Elf64,
+        );
+        symlink("libcuda.so.999.99", root.join(COMPAT).join("libcuda.so.1")).unwrap();
+    }
+    let opts = LdconfigOptions {
+        ldconfig,
+        extra_dirs: vec![folder],
+        cuda_compat_dir: cdi.compat.then(|| Path::new("/").join(COMPAT)),
+        ..common::host_ldconfig()
+    };
+    let run = nvc_mount::update_ldcache(&container, &opts, &bound).unwrap();
+    Some((run, outcome(root)))
+}
+
+/// The CDI spec's `update-ldcache` hook, built in, against glibc 2.36, 2.41 and 2.43 over
+/// real images of each: the driver's libraries bound into the image's library directory
+/// (with the image's cache or none), into a folder of their own, and behind the image's CUDA
+/// compat directory. Each is written in process — the cache and the SONAME links `ldconfig`
+/// makes for the bound libraries — and equals what every glibc's `ldconfig` writes.
+#[test]
+fn the_cdi_hooks_update_equals_every_glibc() {
+    let Some(images) = glibc_images() else {
+        return;
+    };
+    let none = |_: &Path| {};
+    let no_cache = |root: &Path| fs::remove_file(root.join("etc/ld.so.cache")).unwrap();
+    let new: &[&str] = &["-r"];
+    let in_libs = Cdi {
+        folder: None,
+        compat: false,
+    };
+    let variants = [
+        ("its cache", true, in_libs),
+        ("no cache", false, in_libs),
+        (
+            "a folder of their own",
+            true,
+            Cdi {
+                folder: Some(CDI_FOLDER),
+                ..in_libs
+            },
+        ),
+        (
+            "CUDA compat first",
+            true,
+            Cdi {
+                compat: true,
+                ..in_libs
+            },
+        ),
+    ];
+    let mut runs = 0;
+    for (suite, image) in &images {
+        let image_ldconfig = image.join("usr/sbin/ldconfig");
+        for (variant, cache, cdi) in &variants {
+            let layout = |root: &Path| real_image(image, root, false);
+            let img = Image {
+                layout: &layout,
+                cache: &[new],
+                ldconfig: &image_ldconfig,
+                after: if *cache { &none } else { &no_cache },
+            };
+            let Some((run, got)) = cdi_hook(&img, *cdi, Ldconfig::Builtin) else {
+                return;
+            };
+            assert!(
+                matches!(run, LdconfigRun::Builtin { added } if added > 0),
+                "{suite}, {variant}: {run:?}"
+            );
+            for (oracle_suite, oracle_image) in &images {
+                let what = format!("{suite} image, {variant}, glibc of {oracle_suite}");
+                let oracle = Ldconfig::Host(oracle_image.join("usr/sbin/ldconfig"));
+                let (_, want) = cdi_hook(&img, *cdi, oracle).unwrap();
+                assert!(
+                    want.1
+                        .iter()
+                        .any(|(link, _)| link.ends_with("/libcuda.so.1")),
+                    "{what}: {want:?}"
+                );
+                assert_eq!(got.0, want.0, "{what}: cache entries");
+                assert_eq!(got.1, want.1, "{what}: links");
+                runs += 1;
+            }
+        }
+    }
+    eprintln!("{runs} comparisons");
 }

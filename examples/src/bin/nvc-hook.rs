@@ -6,14 +6,16 @@
 //! ```text
 //! nvc-hook [--root DIR] [--no-nvml] [--nvml-helper PATH] [--no-cgroups] [--ldconfig PATH|@PATH|builtin] [--no-ldconfig]
 //!          [--no-envvar-when-unprivileged] createRuntime|prestart
-//! nvc-hook update-ldcache [--folder DIR]... [--host-driver-version VERSION] [--ldconfig PATH|@PATH]
+//! nvc-hook update-ldcache [--folder DIR]... [--host-driver-version VERSION] [--ldconfig PATH|@PATH|builtin]
 //! nvc-hook create-symlinks --link TARGET::PATH...
 //! ```
 //!
 //! `update-ldcache` and `create-symlinks` are the hooks of nvc's CDI specs (`nvc-cdi
 //! generate`), run as `createRuntime` after the runtime made the spec's mounts:
-//! `update-ldcache` refreshes the container's linker cache over the image's library
-//! directories and `--folder` with the host's `ldconfig`, sandboxed — with
+//! `update-ldcache` refreshes the container's linker cache as `ldconfig` over the image's
+//! library directories and `--folder` would: in process where nvc proves the result is what
+//! glibc's `ldconfig` writes (the cache, and the SONAME links of the libraries the spec bound
+//! there), else with the host's `ldconfig`, sandboxed (the default, as below) — with
 //! `--host-driver-version`, the image's CUDA compat directory first where its `libcuda` is
 //! newer than that driver (CUDA forward compatibility); `create-symlinks`
 //! makes the development links (`libcuda.so.1::/usr/lib/x86_64-linux-gnu/libcuda.so`)

@@ -16,11 +16,12 @@ use nix::fcntl::{OFlag, renameat};
 use nix::sys::stat::{Mode, SFlag, fstat};
 use nix::unistd::{UnlinkatFlags, symlinkat, unlinkat};
 
+use super::CommandLine;
 use super::budget::{Budget, Refused, settle};
+use crate::Error;
 use crate::apply::{Root, fail};
 use crate::ldconf::{self, Line};
 use crate::ns::proc_fd;
-use crate::{ContainerDirs, Error};
 
 /// The largest cache read (glibc's for a whole distribution is well under 1 MiB).
 const CACHE_LIMIT: u64 = 16 << 20;
@@ -77,9 +78,9 @@ impl Scan {
     }
 }
 
-/// The directories `ldconfig` scans when run with the image's `dirs.libs` and `dirs.libs32`
-/// on its command line: those, the directories of `/etc/ld.so.conf` (and its includes), then
-/// glibc's trusted directories of `dirs.platform` — those that exist, each once, by inode,
+/// The directories `ldconfig` scans when run with `cmd`: its command line's directories, the
+/// directories of `/etc/ld.so.conf` (and its includes), then glibc's trusted directories of
+/// its platform — those that exist, each once, by inode,
 /// under the first name it was reached by. `Ok(Err(reason))` where nvc is not sure to read
 /// the configuration as glibc does.
 ///
@@ -88,7 +89,7 @@ impl Scan {
 /// The configuration refused past a count of `budget`.
 pub(super) fn scan(
     root: &Root,
-    dirs: &ContainerDirs,
+    cmd: &CommandLine<'_>,
     budget: &mut Budget,
 ) -> Result<Result<Scan, String>, Error> {
     let mut conf = Vec::new();
@@ -98,9 +99,9 @@ pub(super) fn scan(
     {
         return Ok(Err(why));
     }
-    let order = [dirs.libs.as_path(), dirs.libs32.as_path()].into_iter();
+    let order = cmd.dirs.iter().copied();
     let order = order.chain(conf.iter().map(PathBuf::as_path));
-    let trusted = dirs.platform.trusted_dirs.iter().map(Path::new);
+    let trusted = cmd.platform.trusted_dirs.iter().map(Path::new);
     let mut scan = Scan {
         dirs: Vec::new(),
         by_path: HashMap::new(),

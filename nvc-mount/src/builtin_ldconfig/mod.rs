@@ -42,13 +42,33 @@ mod rebuild;
 mod select;
 mod update;
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nvc_ldcache::elf::ElfInfo;
-use nvc_ldcache::{Arch, LdCache};
+use nvc_ldcache::{Arch, LdCache, Platform};
 
 use crate::apply::Root;
-use crate::{ContainerDirs, Error};
+use crate::{ContainerDirs, Error, LdconfigOptions};
+
+/// What glibc's `ldconfig` would be run with: the directories on its command line, in
+/// order (as the sandbox passes them: [`LdconfigOptions::scanned`]), and the image's
+/// platform (its trusted directories and hwcap names).
+pub(crate) struct CommandLine<'a> {
+    pub(crate) dirs: Vec<&'a Path>,
+    pub(crate) platform: &'static Platform,
+}
+
+impl<'a> CommandLine<'a> {
+    /// The command line of `opts` for an image with `dirs`.
+    pub(crate) fn of(opts: &'a LdconfigOptions, dirs: &'a ContainerDirs) -> Self {
+        CommandLine {
+            dirs: opts.scanned(dirs).map(PathBuf::as_path).collect(),
+            platform: dirs.platform,
+        }
+    }
+}
 
 /// A library the configure mounted: where it is in the container and its host file.
 #[derive(Debug, Clone)]
@@ -82,6 +102,19 @@ impl NewLibrary {
     }
 }
 
+impl NewLibrary {
+    /// The development link a CDI spec's `create-symlinks` hook makes beside the library
+    /// (`libcuda.so -> libcuda.so.1`: its SONAME up to `.so`), where the SONAME has one.
+    pub(crate) fn development_link(&self) -> Option<NewLink> {
+        let at = self.soname.windows(3).position(|w| w == b".so")? + 3;
+        let name = self.soname.get(..at)?;
+        (at < self.soname.len()).then(|| NewLink {
+            path: self.target.with_file_name(OsStr::from_bytes(name)),
+            target: PathBuf::from(OsStr::from_bytes(&self.soname)),
+        })
+    }
+}
+
 /// A link the configure made next to a new library (`libcuda.so -> libcuda.so.1`).
 #[derive(Debug, Clone)]
 pub(crate) struct NewLink {
@@ -89,6 +122,14 @@ pub(crate) struct NewLink {
     pub(crate) path: PathBuf,
     /// What it points to (a file name in the same directory).
     pub(crate) target: PathBuf,
+}
+
+/// What a configure (or a runtime, for the CDI hook) mounted into the directories the update
+/// scans.
+#[derive(Debug, Default)]
+pub(crate) struct NewLibraries {
+    pub(crate) libraries: Vec<NewLibrary>,
+    pub(crate) links: Vec<NewLink>,
 }
 
 /// What the update did.
@@ -113,7 +154,8 @@ fn libc6_everywhere(elf: &ElfInfo) -> bool {
         || elf.interpreter.as_deref() == Some(b"/lib/ld-linux.so.2")
 }
 
-/// Updates the cache of the image at `root` for `new` libraries and `new_links` ([`update`]);
+/// Updates the cache of the image at `root`, as `ldconfig` run with `cmd`, for the `new`
+/// libraries and links ([`update`]);
 /// where that is unsure, builds a new one from the directories ([`rebuild`]); where that is
 /// unsure too, says why both were. Call inside the container's mount namespace, as its owner
 /// ([`crate::ns`]).
@@ -124,9 +166,8 @@ fn libc6_everywhere(elf: &ElfInfo) -> bool {
 /// new cache or a link (the old cache is then in place).
 pub(crate) fn update(
     root: &Root,
-    dirs: &ContainerDirs,
-    new: &[NewLibrary],
-    new_links: &[NewLink],
+    cmd: &CommandLine<'_>,
+    new: &NewLibraries,
 ) -> Result<Outcome, Error> {
     // One budget for both: a hostile image costs one second at most, not one per attempt.
     let mut budget = budget::Budget::new();
@@ -138,14 +179,16 @@ pub(crate) fn update(
         }
         Err(why) => Err(why.clone()),
     };
-    match update::update(root, dirs, &cache, new, new_links, &mut budget)? {
-        Outcome::Unsure(why) => match rebuild::rebuild(root, dirs, cache.ok(), new, &mut budget)? {
-            Outcome::Unsure(also) if also == why => Ok(Outcome::Unsure(why)),
-            Outcome::Unsure(also) => Ok(Outcome::Unsure(format!(
-                "{why}; and a new cache is unsure: {also}"
-            ))),
-            done => Ok(done),
-        },
+    match update::update(root, cmd, &cache, &new.libraries, &new.links, &mut budget)? {
+        Outcome::Unsure(why) => {
+            match rebuild::rebuild(root, cmd, cache.ok(), &new.libraries, &mut budget)? {
+                Outcome::Unsure(also) if also == why => Ok(Outcome::Unsure(why)),
+                Outcome::Unsure(also) => Ok(Outcome::Unsure(format!(
+                    "{why}; and a new cache is unsure: {also}"
+                ))),
+                done => Ok(done),
+            }
+        }
         done => Ok(done),
     }
 }

@@ -18,16 +18,16 @@ use nvc_ldcache::{Arch, CacheEntry, Flags, Format, LdCache, write_cache};
 use super::budget::{Budget, Refused, settle};
 use super::image::{Scanned, list, open_regular, scan, write_cache_and_links};
 use super::order::glibc_order;
-use super::{NewLibrary, NewLink, Outcome, libc6_everywhere, unsure};
+use super::{CommandLine, NewLibrary, NewLink, Outcome, libc6_everywhere, unsure};
+use crate::Error;
 use crate::apply::Root;
 use crate::ns::proc_fd;
-use crate::{ContainerDirs, Error};
 
 /// How many links in a row are followed from a cache entry to the file it names.
 const LINK_HOPS: usize = 8;
 
 /// Updates the cache of the image at `root` for `new` libraries, scanning as `ldconfig` run
-/// with the image's `dirs.libs` and `dirs.libs32` on its command line ([`scan`]). Call inside
+/// with `cmd` ([`scan`]). Call inside
 /// the container's mount namespace, as its owner ([`crate::ns`]).
 ///
 /// # Errors
@@ -36,7 +36,7 @@ const LINK_HOPS: usize = 8;
 /// that makes the result uncertain is [`Outcome::Unsure`] instead.
 pub(super) fn update(
     root: &Root,
-    dirs: &ContainerDirs,
+    cmd: &CommandLine<'_>,
     cache: &Result<LdCache<'_>, String>,
     new: &[NewLibrary],
     new_links: &[NewLink],
@@ -49,7 +49,7 @@ pub(super) fn update(
     if cache.format() == Format::Old {
         unsure!("/etc/ld.so.cache is in the old format");
     }
-    let mut scan = match scan(root, dirs, budget)? {
+    let mut scan = match scan(root, cmd, budget)? {
         Ok(scan) => scan,
         Err(why) => unsure!("{why}"),
     };
@@ -168,7 +168,7 @@ pub(super) fn update(
         added.push(entry);
     }
 
-    // The development links: `ldconfig` lists a link `NAME.so` to a library whose SONAME
+    // The development links (where they are): `ldconfig` lists a link `NAME.so` to a library whose SONAME
     // starts with `NAME.so` under its own name — when the SONAME link it goes through was
     // there before the run (the run makes it after reading the directory: a first run finds
     // the development link dangling); other links it would weigh against the library itself
@@ -184,6 +184,12 @@ pub(super) fn update(
         let Some(d) = scan.get(root, dir) else {
             unsure!("{} is in a directory ldconfig does not scan", dir.display());
         };
+        // The link as it is now: one the CDI hook expects may not be there.
+        match readlinkat(d.fd.as_fd(), name) {
+            Ok(now) if now == link.target => {}
+            Err(Errno::ENOENT) => continue,
+            _ => unsure!("{} is not the link -> {to}", link.path.display()),
+        }
         let to_path = d.name.join(to);
         let target = added
             .iter()
@@ -206,8 +212,8 @@ pub(super) fn update(
 
     // Nothing else ldconfig would pick up.
     for d in &scan.dirs {
-        if let Some(why) = settle(unlisted_library(root, d, dirs.platform.hwcap_dirs, budget))?
-            .unwrap_or_else(Some)
+        if let Some(why) =
+            settle(unlisted_library(root, d, cmd.platform.hwcap_dirs, budget))?.unwrap_or_else(Some)
         {
             return Ok(Outcome::Unsure(why));
         }

@@ -1,0 +1,127 @@
+//! The linker cache refreshed in process where that is provably `ldconfig`'s result, with the
+//! sandboxed `ldconfig` as the fallback: for `configure` (the libraries its plan mounted) and
+//! for a runtime that made the mounts itself (the CDI spec's `update-ldcache` hook,
+//! [`update_ldcache`]).
+
+use std::path::{Path, PathBuf};
+
+use crate::apply::Root;
+use crate::builtin_ldconfig::{self, CommandLine, NewLibraries, NewLibrary, Outcome};
+use crate::cgroup::DeviceCgroup;
+use crate::ldconfig::{Sandbox, sandbox_procs};
+use crate::linker_state::LinkerState;
+use crate::ns::in_container_ns;
+use crate::{Container, Error, Ldconfig, LdconfigOptions, LdconfigRun, run_ldconfig};
+
+/// A library a runtime bound into the container from the host (a mount of a CDI spec).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundLibrary {
+    /// Where it is in the container: an absolute path in the container's root.
+    pub container_path: PathBuf,
+    /// Its file on the host (read in the caller's mount namespace: the spec's, trusted).
+    pub host_path: PathBuf,
+}
+
+/// Refreshes the linker cache of `container` after a runtime bound `bound` libraries into it
+/// (the CDI spec's `update-ldcache` hook, run as a `createRuntime` hook): as
+/// `ldconfig -f /etc/ld.so.conf -C /etc/ld.so.cache` over the image's library directories
+/// and `opts.extra_dirs` (after `opts.cuda_compat_dir`) would.
+///
+/// With [`Ldconfig::Builtin`], the cache (and the SONAME links of the bound libraries in
+/// those directories) is written in process where nvc can prove the result is what glibc's
+/// `ldconfig` writes, as `configure` does it; elsewhere — and where a bound library cannot
+/// be read — the host's `ldconfig` runs in the sandbox, and the run says why
+/// ([`LdconfigRun::Fallback`]). Other programs run as [`run_ldconfig`] runs them. Bound
+/// libraries outside those directories are not the cache's concern and are not read.
+///
+/// A failed run leaves the image's `/etc/ld.so.cache` and the links in those directories as
+/// they were (the error says what could not be put back).
+///
+/// # Errors
+///
+/// [`run_ldconfig`]'s; [`Error::Apply`] when the image's linker state cannot be kept or the
+/// built-in update cannot write the cache or a link.
+///
+/// # Kernel requirements
+///
+/// [`run_ldconfig`]'s; `openat2` (5.6) for the built-in update's reads inside the root.
+pub fn update_ldcache(
+    container: &Container,
+    opts: &LdconfigOptions,
+    bound: &[BoundLibrary],
+) -> Result<LdconfigRun, Error> {
+    if opts.ldconfig == Ldconfig::Skip {
+        return Ok(LdconfigRun::Skipped);
+    }
+    let cmd = CommandLine::of(opts, &container.dirs);
+    let saved = LinkerState::save(container, &cmd.dirs)?;
+    let run = match opts.ldconfig {
+        Ldconfig::Builtin => {
+            // The compat directory is the image's: nothing is bound there.
+            let scanned = |p: &Path| {
+                p.parent().is_some_and(|d| {
+                    cmd.dirs.contains(&d) && opts.cuda_compat_dir.as_deref() != Some(d)
+                })
+            };
+            let libraries = bound
+                .iter()
+                .filter(|b| scanned(&b.container_path))
+                .map(|b| NewLibrary::read(&b.container_path, &b.host_path))
+                .collect::<Result<Vec<_>, String>>();
+            // The development links a `create-symlinks` hook may have made beside them.
+            let new = libraries.map(|libraries| NewLibraries {
+                links: libraries
+                    .iter()
+                    .filter_map(NewLibrary::development_link)
+                    .collect(),
+                libraries,
+            });
+            builtin_or_fallback(container, opts, new, None)
+        }
+        _ => run_ldconfig(container, opts),
+    };
+    match run {
+        Ok(run) => {
+            let _ = saved.release(container);
+            Ok(run)
+        }
+        Err(e) => {
+            let left = match saved.restore(container) {
+                Ok(left) => left,
+                Err(r) => vec![format!("linker state not restored: {r}")],
+            };
+            Err(e.with_undo_left(left))
+        }
+    }
+}
+
+/// [`Ldconfig::Builtin`]'s run: the cache updated in process for the `new` libraries where
+/// that is provably `ldconfig`'s result ([`builtin_ldconfig::update`]); elsewhere (or where
+/// `new` says why the update cannot account for them) the host's `ldconfig` in the sandbox,
+/// born in `cgroup` (the container's device cgroup found before, else looked up). The caller
+/// keeps the linker state to put it back after a failure.
+pub(crate) fn builtin_or_fallback(
+    container: &Container,
+    opts: &LdconfigOptions,
+    new: Result<NewLibraries, String>,
+    cgroup: Option<&DeviceCgroup>,
+) -> Result<LdconfigRun, Error> {
+    let outcome = match new {
+        Ok(new) => in_container_ns(container, || {
+            let root = Root::of(container)?;
+            let cmd = CommandLine::of(opts, &container.dirs);
+            builtin_ldconfig::update(&root, &cmd, &new)
+        })?,
+        Err(why) => Outcome::Unsure(why),
+    };
+    match outcome {
+        Outcome::Updated { added } => Ok(LdconfigRun::Builtin { added }),
+        Outcome::Unsure(reason) => sandbox_procs(container, cgroup)
+            .and_then(|procs| Sandbox::prepare(container, opts, procs))
+            .and_then(Sandbox::run)
+            .map(|run| match run {
+                LdconfigRun::Ran { output } => LdconfigRun::Fallback { reason, output },
+                other => other,
+            }),
+    }
+}
