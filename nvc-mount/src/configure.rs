@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::builtin_ldconfig::{NewLibraries, NewLibrary, NewLink};
+use crate::builtin_ldconfig::{CommandLine, NewLibraries, NewLibrary, NewLink};
 use crate::cgroup::{DeviceCgroup, DeviceGrant};
 use crate::ldconfig::{Sandbox, sandbox_procs};
 use crate::linker_state::LinkerState;
@@ -239,11 +239,8 @@ impl MountPlan {
                 ldconfig: None,
             });
         };
-        let dirs = [
-            container.dirs.libs.as_path(),
-            container.dirs.libs32.as_path(),
-        ];
-        let saved = match LinkerState::save(container, &dirs) {
+        let cmd = CommandLine::of(opts, &container.dirs);
+        let saved = match LinkerState::save(container, &cmd.dirs) {
             Ok(saved) => saved,
             Err(e) => return Err(undo(container, &mounted, granted, e)),
         };

@@ -37,9 +37,10 @@ pub enum Ldconfig {
     /// is what glibc's `ldconfig` (2.36 to 2.43) would write — the image's cache updated with
     /// the libraries it mounted, or a new one built from the directories `ldconfig` scans —
     /// and elsewhere (hwcap subdirectories, i386 objects that need no glibc, an old-format
-    /// cache, a link `ldconfig` would make) runs [`Ldconfig::host_default`] as that would
-    /// (`--ldconfig=builtin`; nvc-core's default). Outside `configure` ([`run_ldconfig`]) it
-    /// is [`Ldconfig::host_default`].
+    /// cache, a link `ldconfig` would change) runs [`Ldconfig::host_default`] as that would
+    /// (`--ldconfig=builtin`; nvc-core's default). [`update_ldcache`](crate::update_ldcache)
+    /// (the CDI hook) does the same after a runtime's mounts; [`run_ldconfig`] runs
+    /// [`Ldconfig::host_default`].
     Builtin,
 }
 

@@ -49,6 +49,9 @@ pub(super) struct Scanned {
     pub(super) name: PathBuf,
     pub(super) fd: OwnedFd,
     pub(super) inode: (u64, u64),
+    /// Named on the command line (the directories whose names `configure` keeps, so that
+    /// links made there are undone after a failure).
+    pub(super) command_line: bool,
     pub(super) referenced: HashSet<OsString>,
     /// The SONAMEs (keys) the cache lists in it.
     pub(super) sonames: HashSet<OsString>,
@@ -99,15 +102,16 @@ pub(super) fn scan(
     {
         return Ok(Err(why));
     }
-    let order = cmd.dirs.iter().copied();
-    let order = order.chain(conf.iter().map(PathBuf::as_path));
+    let mut command_line = scan_dirs(root, cmd.dirs.iter().copied());
+    command_line.iter_mut().for_each(|d| d.command_line = true);
     let trusted = cmd.platform.trusted_dirs.iter().map(Path::new);
+    let rest = scan_dirs(root, conf.iter().map(PathBuf::as_path).chain(trusted));
     let mut scan = Scan {
         dirs: Vec::new(),
         by_path: HashMap::new(),
     };
     let mut seen = HashSet::new();
-    for d in scan_dirs(root, order.chain(trusted)) {
+    for d in command_line.into_iter().chain(rest) {
         if seen.insert(d.inode) {
             scan.dirs.push(d);
         }
@@ -256,6 +260,7 @@ fn scan_dirs<'a>(root: &Root, dirs: impl Iterator<Item = &'a Path>) -> Vec<Scann
             name: name.to_path_buf(),
             fd,
             inode: (st.st_dev, st.st_ino),
+            command_line: false,
             referenced: HashSet::new(),
             sonames: HashSet::new(),
         })

@@ -10,8 +10,10 @@
 //!   as `ELF`, later ones as `libc6`), an x32 library;
 //! - a library name's link to something other than a file or a directory (a FIFO, a device:
 //!   `ldconfig` would open it), a library file nvc cannot open or read as ELF;
-//! - a SONAME link `ldconfig` would make or change, but for the libraries nvc mounted (whose
-//!   links it makes, as `ldconfig` would);
+//! - a SONAME link `ldconfig` would change (one to another file), or make outside the
+//!   command line's directories but for the libraries nvc mounted (where it is missing, nvc
+//!   makes it as `ldconfig` would: `configure` keeps those directories' names and removes
+//!   the links after a failure);
 //! - two files of one SONAME in one directory with different types, a SONAME with a slash.
 //!
 //! The new cache keeps the format and the generator of a cache the image has (in the new or
@@ -106,7 +108,11 @@ pub(super) fn rebuild(
                 let file = inode(root, &d.name.join(&c.name));
                 match soname_link(root, d, file, soname) {
                     Link::Kept => {}
-                    Link::Missing if file.is_some_and(|i| new_files.contains(&i)) => {
+                    // Made as ldconfig makes it: for a library nvc mounted, or one in a
+                    // directory whose names configure keeps (the link is undone with them).
+                    Link::Missing
+                        if d.command_line || file.is_some_and(|i| new_files.contains(&i)) =>
+                    {
                         links.push((d.name.clone(), soname.to_owned(), c.name.clone()));
                     }
                     _ => unsure!(
@@ -246,6 +252,10 @@ fn read_library(
     // otherwise (an absolute one replaces the directory).
     if soname.contains(&b'/') {
         return Err(format!("{} has a SONAME with a slash", path.display()));
+    }
+    // No name a link could be made under (nvc would fail where ldconfig warns).
+    if matches!(soname.as_slice(), b"" | b"." | b"..") {
+        return Err(format!("{} has an empty SONAME or . or ..", path.display()));
     }
     let is_link = is_link && select::stays_link(name.as_bytes(), &soname);
     Ok(Some(Candidate {
