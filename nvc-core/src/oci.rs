@@ -361,7 +361,9 @@ pub fn request(spec: &Spec) -> Result<Option<GpuRequest>, Error> {
 /// process where nvc can prove the result is glibc's — the cache, and the SONAME links of the
 /// libraries the spec bound into those directories — else, and with [`Ldconfig::Host`], the
 /// host's `ldconfig`, sandboxed as [`ContainerSetup::mount`](crate::ContainerSetup::mount)
-/// runs it. A failed run leaves the image's cache and links as they were. Run it as a
+/// runs it. A failed run leaves the image's cache and links as they were. Returns why the
+/// built-in update fell back to the host's `ldconfig`, where it did (`None`: it did not, or
+/// another `ldconfig` was asked for). Run it as a
 /// `createRuntime` hook: the runtime has made the spec's mounts, `pivot_root` has not
 /// happened, and the hook gets the runtime's environment, not the image's. No driver probe.
 ///
@@ -382,7 +384,7 @@ pub fn update_ldcache(
     ldconfig: Ldconfig,
     folders: &[PathBuf],
     host_driver_version: Option<&str>,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     let rootfs = rootfs(state.bundle(), spec)?;
     let container = nvc_mount::Container::from_pid(pid(state)?, &rootfs)
         .map_err(|e| Error::mount(crate::error::Step::Container, e))?;
@@ -401,15 +403,17 @@ pub fn update_ldcache(
         cuda_compat_dir,
         limits: nvc_mount::Limits::default(),
     };
-    nvc_mount::update_ldcache(&container, &opts, &bound_libraries(state.bundle(), spec))
-        .map(drop)
-        .map_err(|e| Error::mount(crate::error::Step::Configure, e))
+    let run = nvc_mount::update_ldcache(&container, &opts, &bound(spec))
+        .map_err(|e| Error::mount(crate::error::Step::Configure, e))?;
+    Ok(match run {
+        nvc_mount::LdconfigRun::Fallback { reason, .. } => Some(reason),
+        _ => None,
+    })
 }
 
-/// The spec's bind mounts (the runtime made them: the spec's own and those a CDI spec added),
-/// as the libraries [`update_ldcache`]'s built-in update may account for; a relative source
-/// is the bundle's.
-fn bound_libraries(bundle: &Path, spec: &Spec) -> Vec<nvc_mount::BoundLibrary> {
+/// Where the spec binds files (the runtime made them: the spec's own binds and those a CDI
+/// spec added): the libraries [`update_ldcache`]'s built-in update may account for.
+fn bound(spec: &Spec) -> Vec<PathBuf> {
     let mounts = spec.mounts().as_deref().unwrap_or_default();
     mounts
         .iter()
@@ -420,12 +424,7 @@ fn bound_libraries(bundle: &Path, spec: &Spec) -> Vec<nvc_mount::BoundLibrary> {
                     .flatten()
                     .any(|o| o == "bind" || o == "rbind")
         })
-        .filter_map(|m| {
-            Some(nvc_mount::BoundLibrary {
-                container_path: m.destination().clone(),
-                host_path: bundle.join(m.source().as_ref()?),
-            })
-        })
+        .map(|m| m.destination().clone())
         .collect()
 }
 
@@ -544,10 +543,10 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    /// The hook accounts for the spec's binds (by type or option; a relative source in the
-    /// bundle) and nothing else of its mounts.
+    /// The hook accounts for the spec's binds (by type or option) and nothing else of its
+    /// mounts.
     #[test]
-    fn the_bound_libraries_are_the_specs_binds() {
+    fn the_bound_files_are_the_specs_binds() {
         let spec: Spec = serde_json::from_value(serde_json::json!({
             "ociVersion": "1.2.0",
             "mounts": [
@@ -563,29 +562,15 @@ mod tests {
             ],
         }))
         .unwrap();
-        let bound = bound_libraries(Path::new("/bundle"), &spec);
-        let pairs: Vec<_> = bound
-            .iter()
-            .map(|b| {
-                (
-                    b.container_path.to_str().unwrap(),
-                    b.host_path.to_str().unwrap(),
-                )
-            })
-            .collect();
         assert_eq!(
-            pairs,
+            bound(&spec),
             [
-                (
-                    "/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14",
-                    "/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14"
-                ),
-                (
-                    "/opt/lib/libnvidia-ml.so.550.54.14",
-                    "/bundle/lib/libnvidia-ml.so.550.54.14"
-                ),
-                ("/data", "/srv/data"),
+                "/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14",
+                "/opt/lib/libnvidia-ml.so.550.54.14",
+                "/data",
+                "/run/nvidia-persistenced/socket",
             ]
+            .map(PathBuf::from)
         );
     }
 }

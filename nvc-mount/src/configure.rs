@@ -246,12 +246,17 @@ impl MountPlan {
         };
         let run = match sandbox {
             Some(sandbox) => sandbox.run(),
-            None => builtin_or_fallback(
-                container,
-                opts,
-                self.new_libraries(container),
-                granted.as_ref().map(|(cg, _)| cg),
-            ),
+            None => {
+                // The driver root's files, read here: the update runs in the container's
+                // mount namespace.
+                let new = self.new_libraries(container);
+                builtin_or_fallback(
+                    container,
+                    opts,
+                    move |_| new,
+                    granted.as_ref().map(|(cg, _)| cg),
+                )
+            }
         };
         match run {
             Ok(run) => {

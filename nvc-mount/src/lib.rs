@@ -56,4 +56,4 @@ pub use error::Error;
 pub use ldconfig::{Ldconfig, LdconfigOptions, LdconfigRun, Limits, run_ldconfig};
 pub use ns::in_mount_ns;
 pub use plan::{MigCapability, MountApi, MountFlags, MountKind, MountPlan, Op, Part, PlanOptions};
-pub use refresh::{BoundLibrary, update_ldcache};
+pub use refresh::update_ldcache;

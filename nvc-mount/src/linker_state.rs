@@ -35,17 +35,26 @@ struct SavedCache {
 
 const CACHE: &str = "ld.so.cache";
 
-/// The names in the directory `dir`, read through its descriptor.
-fn names(dir: &OwnedFd) -> HashSet<OsString> {
+/// At most this many names are kept per directory (an image's library directory has a few
+/// thousand; a hostile one could have millions, listed in the host's memory).
+const NAMES_LIMIT: usize = 1 << 18;
+
+/// The names in the directory `dir`, read through its descriptor: all of them, or the error
+/// (`E2BIG` past [`NAMES_LIMIT`]).
+fn names(dir: &OwnedFd) -> nix::Result<HashSet<OsString>> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    let Ok(mut entries) = Dir::openat(dir.as_fd(), ".", flags, Mode::empty()) else {
-        return HashSet::new();
-    };
-    entries
-        .iter()
-        .filter_map(|e| Some(OsStr::from_bytes(e.ok()?.file_name().to_bytes()).to_owned()))
-        .filter(|n| n != "." && n != "..")
-        .collect()
+    let mut entries = Dir::openat(dir.as_fd(), ".", flags, Mode::empty())?;
+    let mut names = HashSet::new();
+    for e in entries.iter() {
+        let name = OsStr::from_bytes(e?.file_name().to_bytes()).to_owned();
+        if name != "." && name != ".." {
+            names.insert(name);
+        }
+        if names.len() > NAMES_LIMIT {
+            return Err(Errno::E2BIG);
+        }
+    }
+    Ok(names)
 }
 
 fn inode(dir: &OwnedFd, name: &str) -> nix::Result<(u64, u64)> {
@@ -62,14 +71,16 @@ impl LinkerState {
         in_container_ns(container, || {
             let root = Root::of(container)?;
             let flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
-            let dirs = dirs
-                .iter()
-                .filter_map(|d| root.open(d, flags).ok())
-                .map(|fd| {
-                    let before = names(&fd);
-                    (fd, before)
-                })
-                .collect();
+            // A directory that does not list now is refused before anything changed: the
+            // undo would take every link in it for one the run added.
+            let mut saved = Vec::with_capacity(dirs.len());
+            for d in dirs {
+                let Ok(fd) = root.open(d, flags) else {
+                    continue;
+                };
+                let before = names(&fd).map_err(fail("list", d))?;
+                saved.push((fd, before));
+            }
             let etc = Path::new("/etc");
             let cache = match root.open(etc, flags) {
                 Ok(etc) => {
@@ -79,7 +90,7 @@ impl LinkerState {
                 }
                 Err(_) => None,
             };
-            Ok(LinkerState { dirs, cache })
+            Ok(LinkerState { dirs: saved, cache })
         })
     }
 
@@ -89,7 +100,14 @@ impl LinkerState {
         in_container_ns(container, || {
             let mut left = Vec::new();
             for (dir, before) in &self.dirs {
-                for name in names(dir).difference(before) {
+                let now = match names(dir) {
+                    Ok(now) => now,
+                    Err(e) => {
+                        left.push(format!("a library directory does not list: {e}"));
+                        continue;
+                    }
+                };
+                for name in now.difference(before) {
                     let how = UnlinkatFlags::NoRemoveDir;
                     if is_link(dir, name)
                         && let Err(e) = unlinkat(dir.as_fd(), name.as_os_str(), how)

@@ -13,17 +13,9 @@ use crate::linker_state::LinkerState;
 use crate::ns::in_container_ns;
 use crate::{Container, Error, Ldconfig, LdconfigOptions, LdconfigRun, run_ldconfig};
 
-/// A library a runtime bound into the container from the host (a mount of a CDI spec).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BoundLibrary {
-    /// Where it is in the container: an absolute path in the container's root.
-    pub container_path: PathBuf,
-    /// Its file on the host (read in the caller's mount namespace: the spec's, trusted).
-    pub host_path: PathBuf,
-}
-
-/// Refreshes the linker cache of `container` after a runtime bound `bound` libraries into it
-/// (the CDI spec's `update-ldcache` hook, run as a `createRuntime` hook): as
+/// Refreshes the linker cache of `container` after a runtime bound files at `bound`
+/// (container paths: the driver's libraries of a CDI spec) into it (the spec's
+/// `update-ldcache` hook, run as a `createRuntime` hook): as
 /// `ldconfig -f /etc/ld.so.conf -C /etc/ld.so.cache` over the image's library directories
 /// and `opts.extra_dirs` (after `opts.cuda_compat_dir`) would.
 ///
@@ -31,8 +23,9 @@ pub struct BoundLibrary {
 /// those directories) is written in process where nvc can prove the result is what glibc's
 /// `ldconfig` writes, as `configure` does it; elsewhere — and where a bound library cannot
 /// be read — the host's `ldconfig` runs in the sandbox, and the run says why
-/// ([`LdconfigRun::Fallback`]). Other programs run as [`run_ldconfig`] runs them. Bound
-/// libraries outside those directories are not the cache's concern and are not read.
+/// ([`LdconfigRun::Fallback`]). Other programs run as [`run_ldconfig`] runs them. The bound
+/// libraries are read inside the container's root, as `ldconfig` reads them; those outside
+/// those directories are not the cache's concern and are not read.
 ///
 /// A failed run leaves the image's `/etc/ld.so.cache` and the links in those directories as
 /// they were (the error says what could not be put back).
@@ -48,7 +41,7 @@ pub struct BoundLibrary {
 pub fn update_ldcache(
     container: &Container,
     opts: &LdconfigOptions,
-    bound: &[BoundLibrary],
+    bound: &[PathBuf],
 ) -> Result<LdconfigRun, Error> {
     if opts.ldconfig == Ldconfig::Skip {
         return Ok(LdconfigRun::Skipped);
@@ -63,19 +56,21 @@ pub fn update_ldcache(
                     cmd.dirs.contains(&d) && opts.cuda_compat_dir.as_deref() != Some(d)
                 })
             };
-            let libraries = bound
-                .iter()
-                .filter(|b| scanned(&b.container_path))
-                .map(|b| NewLibrary::read(&b.container_path, &b.host_path))
-                .collect::<Result<Vec<_>, String>>();
-            // The development links a `create-symlinks` hook may have made beside them.
-            let new = libraries.map(|libraries| NewLibraries {
-                links: libraries
+            let new = |root: &Root| {
+                let libraries = bound
                     .iter()
-                    .filter_map(NewLibrary::development_link)
-                    .collect(),
-                libraries,
-            });
+                    .filter(|b| scanned(b))
+                    .map(|b| NewLibrary::read_in(root, b))
+                    .collect::<Result<Vec<_>, String>>()?;
+                // The development links a `create-symlinks` hook may have made beside them.
+                Ok(NewLibraries {
+                    links: libraries
+                        .iter()
+                        .filter_map(NewLibrary::development_link)
+                        .collect(),
+                    libraries,
+                })
+            };
             builtin_or_fallback(container, opts, new, None)
         }
         _ => run_ldconfig(container, opts),
@@ -95,25 +90,28 @@ pub fn update_ldcache(
     }
 }
 
-/// [`Ldconfig::Builtin`]'s run: the cache updated in process for the `new` libraries where
-/// that is provably `ldconfig`'s result ([`builtin_ldconfig::update`]); elsewhere (or where
-/// `new` says why the update cannot account for them) the host's `ldconfig` in the sandbox,
+/// [`Ldconfig::Builtin`]'s run: the cache updated in process for the `new` libraries (read
+/// inside the container's mount namespace and root) where that is provably `ldconfig`'s
+/// result ([`builtin_ldconfig::update`]); elsewhere (or where `new` says why the update
+/// cannot account for them) the host's `ldconfig` in the sandbox,
 /// born in `cgroup` (the container's device cgroup found before, else looked up). The caller
 /// keeps the linker state to put it back after a failure.
 pub(crate) fn builtin_or_fallback(
     container: &Container,
     opts: &LdconfigOptions,
-    new: Result<NewLibraries, String>,
+    new: impl FnOnce(&Root) -> Result<NewLibraries, String> + Send,
     cgroup: Option<&DeviceCgroup>,
 ) -> Result<LdconfigRun, Error> {
-    let outcome = match new {
-        Ok(new) => in_container_ns(container, || {
-            let root = Root::of(container)?;
-            let cmd = CommandLine::of(opts, &container.dirs);
-            builtin_ldconfig::update(&root, &cmd, &new)
-        })?,
-        Err(why) => Outcome::Unsure(why),
-    };
+    let outcome = in_container_ns(container, || {
+        let root = Root::of(container)?;
+        match new(&root) {
+            Ok(new) => {
+                let cmd = CommandLine::of(opts, &container.dirs);
+                builtin_ldconfig::update(&root, &cmd, &new)
+            }
+            Err(why) => Ok(Outcome::Unsure(why)),
+        }
+    })?;
     match outcome {
         Outcome::Updated { added } => Ok(LdconfigRun::Builtin { added }),
         Outcome::Unsure(reason) => sandbox_procs(container, cgroup)

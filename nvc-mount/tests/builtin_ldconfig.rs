@@ -20,7 +20,7 @@ use std::process::Command;
 use nvc_driver::tables::Capability::{Compute, Utility};
 use nvc_ldcache::elf::{Class, SharedObject, write_shared_object};
 use nvc_ldcache::{Format, LdCache};
-use nvc_mount::{BoundLibrary, Ldconfig, LdconfigOptions, LdconfigRun, MountKind, Op, PlanOptions};
+use nvc_mount::{Ldconfig, LdconfigOptions, LdconfigRun, MountKind, Op, PlanOptions};
 
 /// A shared object with `soname` at `dir/file` in the image, and its SONAME link.
 fn library(root: &Path, dir: &str, file: &str, soname: &str, class: Class) {
@@ -598,16 +598,13 @@ fn cdi_hook(image: &Image<'_>, cdi: Cdi, ldconfig: Ldconfig) -> Option<(Ldconfig
             plan.configure(&container, None).unwrap();
             for op in &plan.ops {
                 if let Op::Bind {
-                    source,
                     target,
                     kind: MountKind::File,
+                    ..
                 } = op
                     && target.parent() == Some(&libs)
                 {
-                    bound.push(BoundLibrary {
-                        container_path: target.clone(),
-                        host_path: source.clone(),
-                    });
+                    bound.push(target.clone());
                 }
             }
             libs.clone()
@@ -626,10 +623,7 @@ fn cdi_hook(image: &Image<'_>, cdi: Cdi, ldconfig: Ldconfig) -> Option<(Ldconfig
                     } if target.parent() == Some(&libs) => {
                         let name = target.file_name().unwrap();
                         fs::copy(source, root.join(dir).join(name)).unwrap();
-                        bound.push(BoundLibrary {
-                            container_path: folder.join(name),
-                            host_path: source.clone(),
-                        });
+                        bound.push(folder.join(name));
                     }
                     Op::Symlink { path, target } if path.parent() == Some(&libs) => {
                         symlink(target, root.join(dir).join(path.file_name().unwrap())).unwrap();
@@ -732,4 +726,33 @@ fn the_cdi_hooks_update_equals_every_glibc() {
         }
     }
     eprintln!("{runs} comparisons");
+}
+
+/// A hostile image's files where the spec bound libraries (a runtime that bound nothing
+/// there, or an image that raced it): the hook reads them inside the root as `ldconfig`
+/// would, never opens a FIFO (it would block), and falls back to the host's `ldconfig`,
+/// saying why.
+#[test]
+fn the_cdi_hook_reads_bound_files_inside_the_root() {
+    let Some(f) = common::sim("single") else {
+        return;
+    };
+    let root = f.rootfs.path();
+    debian(root);
+    let dir = root.join("usr/lib/x86_64-linux-gnu");
+    nix::unistd::mkfifo(&dir.join("libfifo.so.1"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let container = f.container();
+    let opts = LdconfigOptions {
+        ldconfig: Ldconfig::Builtin,
+        extra_dirs: vec![container.dirs.libs.clone()],
+        ..common::host_ldconfig()
+    };
+    let bound = [container.dirs.libs.join("libfifo.so.1")];
+    let run = nvc_mount::update_ldcache(&container, &opts, &bound).unwrap();
+    match run {
+        LdconfigRun::Fallback { reason, .. } => {
+            assert!(reason.contains("libfifo.so.1 does not open"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -15,7 +15,7 @@
 //! `update-ldcache` refreshes the container's linker cache as `ldconfig` over the image's
 //! library directories and `--folder` would: in process where nvc proves the result is what
 //! glibc's `ldconfig` writes (the cache, and the SONAME links of the libraries the spec bound
-//! there), else with the host's `ldconfig`, sandboxed (the default, as below) — with
+//! there), else with the host's `ldconfig`, sandboxed (`builtin`, the default: see below) — with
 //! `--host-driver-version`, the image's CUDA compat directory first where its `libcuda` is
 //! newer than that driver (CUDA forward compatibility); `create-symlinks`
 //! makes the development links (`libcuda.so.1::/usr/lib/x86_64-linux-gnu/libcuda.so`)
@@ -352,6 +352,7 @@ fn run() -> Result<(), String> {
                 &args.folders,
                 args.host_driver_version.as_deref(),
             )
+            .map(drop)
             .map_err(chain);
         }
         Mode::CreateSymlinks => {

@@ -307,8 +307,32 @@ pub(super) fn list(
     Ok(Ok(names))
 }
 
-/// Writes `bytes` as the image's `/etc/ld.so.cache`, then the SONAME `links` (directory,
-/// link name, the file it names), as the owner may create them.
+/// A SONAME link to make: `link -> file` in a scanned directory, through the descriptor the
+/// scan read it by (not its name again: a container process cannot move it elsewhere in
+/// between).
+pub(super) struct SonameLink {
+    dir: OwnedFd,
+    path: PathBuf,
+    file: OsString,
+}
+
+impl SonameLink {
+    /// `link -> file` in `d`.
+    pub(super) fn new(d: &Scanned, link: &OsStr, file: &OsStr) -> Result<Self, Error> {
+        let path = d.name.join(link);
+        let dir = d.fd.try_clone().map_err(|e| {
+            fail("keep the directory of", &path)(Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+        })?;
+        Ok(SonameLink {
+            dir,
+            path,
+            file: file.to_owned(),
+        })
+    }
+}
+
+/// Writes `bytes` as the image's `/etc/ld.so.cache`, then the SONAME `links`, as the owner
+/// may create them.
 ///
 /// # Errors
 ///
@@ -317,16 +341,15 @@ pub(super) fn list(
 pub(super) fn write_cache_and_links(
     root: &Root,
     bytes: &[u8],
-    links: &[(PathBuf, OsString, OsString)],
+    links: &[SonameLink],
 ) -> Result<(), Error> {
     write_cache_file(root, Path::new("/etc"), bytes)?;
-    for (dir, link, file) in links {
-        let path = dir.join(link);
-        let d = root
-            .open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY)
-            .map_err(fail("open", dir))?;
-        root.may_create(&d, &path)?;
-        symlinkat(file.as_os_str(), d.as_fd(), link.as_os_str()).map_err(fail("symlink", &path))?;
+    for l in links {
+        let Some(link) = l.path.file_name() else {
+            return Err(fail("symlink", &l.path)(Errno::EINVAL));
+        };
+        root.may_create(&l.dir, &l.path)?;
+        symlinkat(l.file.as_os_str(), l.dir.as_fd(), link).map_err(fail("symlink", &l.path))?;
     }
     Ok(())
 }

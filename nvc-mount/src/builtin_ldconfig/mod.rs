@@ -86,6 +86,21 @@ impl NewLibrary {
     /// or architecture, or an ABI note (whose OS version glibc would record).
     pub(crate) fn read(target: &Path, source: &Path) -> Result<Self, String> {
         let elf = ElfInfo::read(source).map_err(|e| format!("{}: {e}", source.display()))?;
+        Self::of(target, source, elf)
+    }
+
+    /// The library at `target` in the image at `root` (one a runtime mounted), read inside
+    /// the root as `ldconfig` reads it ([`image::open_regular`]: no FIFO or device opened).
+    /// Call inside the container's mount namespace ([`crate::ns`]).
+    pub(crate) fn read_in(root: &Root, target: &Path) -> Result<Self, String> {
+        let file = image::open_regular(root, target)
+            .map_err(|e| format!("{} does not open: {e}", target.display()))?;
+        let elf = ElfInfo::read(crate::ns::proc_fd(&file))
+            .map_err(|e| format!("{}: {e}", target.display()))?;
+        Self::of(target, target, elf)
+    }
+
+    fn of(target: &Path, source: &Path, elf: ElfInfo) -> Result<Self, String> {
         let libc6 = libc6_everywhere(&elf);
         match (elf.cache_arch(), elf.soname, elf.abi_tag) {
             (Some(arch), Some(soname), None) if libc6 => Ok(NewLibrary {
@@ -180,15 +195,13 @@ pub(crate) fn update(
         Err(why) => Err(why.clone()),
     };
     match update::update(root, cmd, &cache, &new.libraries, &new.links, &mut budget)? {
-        Outcome::Unsure(why) => {
-            match rebuild::rebuild(root, cmd, cache.ok(), &new.libraries, &mut budget)? {
-                Outcome::Unsure(also) if also == why => Ok(Outcome::Unsure(why)),
-                Outcome::Unsure(also) => Ok(Outcome::Unsure(format!(
-                    "{why}; and a new cache is unsure: {also}"
-                ))),
-                done => Ok(done),
-            }
-        }
+        Outcome::Unsure(why) => match rebuild::rebuild(root, cmd, cache.ok(), &mut budget)? {
+            Outcome::Unsure(also) if also == why => Ok(Outcome::Unsure(why)),
+            Outcome::Unsure(also) => Ok(Outcome::Unsure(format!(
+                "{why}; and a new cache is unsure: {also}"
+            ))),
+            done => Ok(done),
+        },
         done => Ok(done),
     }
 }

@@ -11,16 +11,15 @@
 //! - a library name's link to something other than a file or a directory (a FIFO, a device:
 //!   `ldconfig` would open it), a library file nvc cannot open or read as ELF;
 //! - a SONAME link `ldconfig` would change (one to another file), or make outside the
-//!   command line's directories but for the libraries nvc mounted (where it is missing, nvc
-//!   makes it as `ldconfig` would: `configure` keeps those directories' names and removes
-//!   the links after a failure);
+//!   command line's directories (where it is missing in one of them, nvc makes it as
+//!   `ldconfig` would: `configure` keeps those directories' names and removes the links
+//!   after a failure);
 //! - two files of one SONAME in one directory with different types, a SONAME with a slash.
 //!
 //! The new cache keeps the format and the generator of a cache the image has (in the new or
 //! the combined format: what its glibc writes), and is otherwise in the new format, the default
 //! of every glibc since 2.32, which every glibc's loader reads.
 
-use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io::Read;
 use std::os::fd::AsFd;
@@ -34,10 +33,10 @@ use nvc_ldcache::elf::{Class, ElfInfo, machine};
 use nvc_ldcache::{Arch, CacheEntry, Flags, Format, LdCache, Platform, write_cache};
 
 use super::budget::{Budget, settle};
-use super::image::{Scanned, inode, list, open_regular, scan, write_cache_and_links};
+use super::image::{Scanned, SonameLink, inode, list, open_regular, scan, write_cache_and_links};
 use super::order::glibc_order;
 use super::select::{self, Candidate, Name};
-use super::{CommandLine, NewLibrary, Outcome, libc6_everywhere, unsure};
+use super::{CommandLine, Outcome, libc6_everywhere, unsure};
 use crate::Error;
 use crate::apply::Root;
 use crate::ns::proc_fd;
@@ -55,8 +54,8 @@ const GENERATOR: &[u8] = concat!(
 const ET_DYN: u16 = 3;
 
 /// Builds a new cache for the image at `root` from the directories `ldconfig` scans there
-/// ([`scan`]), the `new` libraries already mounted among them, and makes the SONAME links of
-/// the new libraries. Call inside the container's mount namespace, as its owner
+/// ([`scan`]), the libraries already mounted among them included, and makes the SONAME links
+/// `ldconfig` would make in the command line's directories. Call inside the container's mount namespace, as its owner
 /// ([`crate::ns`]).
 ///
 /// # Errors
@@ -68,7 +67,6 @@ pub(super) fn rebuild(
     root: &Root,
     cmd: &CommandLine<'_>,
     cache: Option<LdCache<'_>>,
-    new: &[NewLibrary],
     budget: &mut Budget,
 ) -> Result<Outcome, Error> {
     if cmd.platform.name != Platform::X86_64.name {
@@ -86,10 +84,6 @@ pub(super) fn rebuild(
         Ok(scan) => scan,
         Err(why) => unsure!("{why}"),
     };
-    let new_files: HashSet<(u64, u64)> = new
-        .iter()
-        .filter_map(|lib| inode(root, &lib.target))
-        .collect();
 
     let mut entries: Vec<CacheEntry> = Vec::new();
     let mut links = Vec::new();
@@ -108,12 +102,11 @@ pub(super) fn rebuild(
                 let file = inode(root, &d.name.join(&c.name));
                 match soname_link(root, d, file, soname) {
                     Link::Kept => {}
-                    // Made as ldconfig makes it: for a library nvc mounted, or one in a
-                    // directory whose names configure keeps (the link is undone with them).
-                    Link::Missing
-                        if d.command_line || file.is_some_and(|i| new_files.contains(&i)) =>
-                    {
-                        links.push((d.name.clone(), soname.to_owned(), c.name.clone()));
+                    // Made as ldconfig makes it in a directory of the command line, whose
+                    // names configure keeps (the link is undone with them after a failure):
+                    // those nvc's and the runtime's mounts go to.
+                    Link::Missing if d.command_line => {
+                        links.push(SonameLink::new(d, soname, &c.name)?);
                     }
                     _ => unsure!(
                         "ldconfig would link {} to {}",

@@ -16,7 +16,7 @@ use nvc_ldcache::elf::ElfInfo;
 use nvc_ldcache::{Arch, CacheEntry, Flags, Format, LdCache, write_cache};
 
 use super::budget::{Budget, Refused, settle};
-use super::image::{Scanned, list, open_regular, scan, write_cache_and_links};
+use super::image::{Scanned, SonameLink, list, open_regular, scan, write_cache_and_links};
 use super::order::glibc_order;
 use super::{CommandLine, NewLibrary, NewLink, Outcome, libc6_everywhere, unsure};
 use crate::Error;
@@ -153,9 +153,7 @@ pub(super) fn update(
                 Ok(to) if to == file => {
                     linked_before.insert(d.name.join(soname_os));
                 }
-                Err(Errno::ENOENT) => {
-                    links.push((d.name.clone(), soname_os.to_owned(), file.to_owned()))
-                }
+                Err(Errno::ENOENT) => links.push(SonameLink::new(d, soname_os, file)?),
                 _ => unsure!("{} exists", dir.join(soname_os).display()),
             }
         }
