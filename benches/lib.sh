@@ -15,7 +15,7 @@ sim_host() {
 # make_rootfs: a new rootfs with the directories a real image has (Debian layout), the
 # `/proc/driver/nvidia` a container's procfs shows on a host with the driver loaded
 # (upstream's CLI mounts over it and fails without it), glibc's static ldconfig and the linker
-# cache the image's build leaves. Its path on stdout.
+# cache the image's build leaves, synced to disk. Its path on stdout.
 # NVC_BENCH_IMAGE=DIR starts from a copy of a real image instead (nvc-testkit/glibc/fetch.sh
 # unpacks Debian ones: CACHE/glibc/bookworm/root) and writes its cache with its own
 # ldconfig; NVC_BENCH_NO_CACHE=1 leaves the image without a cache.
@@ -36,6 +36,9 @@ make_rootfs() {
     if [ -z "${NVC_BENCH_NO_CACHE:-}" ]; then
         "$rootfs/sbin/ldconfig" -r "$rootfs"
     fi
+    # Settled on disk, as an image unpacked before its container starts: a copy still being
+    # written back makes the timed run's first file creations wait for the journal.
+    sync -f "$rootfs"
     echo "$rootfs"
 }
 

@@ -131,7 +131,9 @@ struct nvc_device_info {
 };
 
 /* A container: its init process (pid, > 0) and root filesystem (absolute host path);
- * NULL directories are detected in the image; ldconfig "@PATH" names the host's. */
+ * NULL directories are detected in the image; ldconfig "@PATH" names the host's, "builtin"
+ * nvc's in-process update; NULL: what the image's own ldconfig writes, in process where the
+ * image's cache names a glibc nvc is proven equal to (2.36-2.43), else that program. */
 struct nvc_container_config {
         pid_t pid;
         char *rootfs;

@@ -141,14 +141,16 @@ pub(crate) extern "C" fn container_new(
                 *slot = dir;
             }
         }
-        // Upstream's spelling: `@PATH` the host's, else the image's (nvc adds `builtin`).
+        // Upstream's spelling: `@PATH` the host's, else the image's (nvc adds `builtin` and
+        // `auto:PATH`); none given, what the image's own writes (`Ldconfig::Auto`: in
+        // process where nvc proves it).
         let ldconfig = match ldconfig.map(Ldconfig::parse) {
             Some(Ldconfig::Image(p)) => {
                 dirs.ldconfig.clone_from(&p);
                 Ldconfig::Image(p)
             }
             Some(other) => other,
-            None => Ldconfig::Image(dirs.ldconfig.clone()),
+            None => Ldconfig::Auto(dirs.ldconfig.clone()),
         };
         let setup = setup.dirs(dirs.clone())?;
         let compat = if flags & COMPUTE_LIBS != 0 && flags & COMPAT_DISABLED == 0 {

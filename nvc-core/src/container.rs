@@ -183,10 +183,10 @@ impl<'d> ContainerSetup<'d> {
         self
     }
 
-    /// The linker-cache step: [`Ldconfig::Skip`], the host's program (the default), the
-    /// built-in update, or a program of the image ([`Ldconfig::Image`]), which runs
-    /// sandboxed: new namespaces, no capabilities, the container's device cgroup, a `nodev`
-    /// root, seccomp.
+    /// The linker-cache step: [`Ldconfig::Skip`], the built-in update (the default, with the
+    /// host's program as its fallback), the host's program, or a program of the image
+    /// ([`Ldconfig::Image`]); a program runs sandboxed: new namespaces, no capabilities, the
+    /// container's device cgroup, a `nodev` root, seccomp.
     #[must_use]
     pub fn ldconfig(mut self, ldconfig: Ldconfig) -> Self {
         self.options.ldconfig = ldconfig;
@@ -194,9 +194,12 @@ impl<'d> ContainerSetup<'d> {
         self
     }
 
-    /// Run the image's own `ldconfig` — [`ContainerDirs::ldconfig`] when the plan is made:
-    /// `/sbin/ldconfig.real` where the image has it, else `/sbin/ldconfig` — sandboxed:
-    /// upstream's default, for drop-in compatibility.
+    /// What the image's own `ldconfig` writes — [`ContainerDirs::ldconfig`] when the plan is
+    /// made: `/sbin/ldconfig.real` where the image has it, else `/sbin/ldconfig`
+    /// ([`Ldconfig::Auto`]): written in process where the image's cache names a glibc the
+    /// built-in update is proven equal to (2.36 to 2.43), else that program run sandboxed —
+    /// upstream's default, for drop-in compatibility, without its cost where nvc can prove
+    /// the result.
     #[must_use]
     pub fn image_ldconfig(mut self) -> Self {
         self.image_ldconfig = true;
@@ -313,7 +316,7 @@ impl<'d> ContainerSetup<'d> {
         // The last of `ldconfig()` and `image_ldconfig()` decides; a part other than the
         // linker cache runs none.
         if self.image_ldconfig && matches!(self.part, None | Some(Part::Ldcache)) {
-            options.ldconfig = Ldconfig::Image(dirs.ldconfig.clone());
+            options.ldconfig = Ldconfig::Auto(dirs.ldconfig.clone());
         }
         let mut configuration = Configuration::prepare(
             self.driver.root(),

@@ -3,10 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::builtin_ldconfig::{CommandLine, NewLibraries, NewLibrary, NewLink};
+use crate::apply::Root;
+use crate::builtin_ldconfig::{self, CommandLine, NewLibraries, NewLibrary, NewLink};
 use crate::cgroup::{DeviceCgroup, DeviceGrant};
 use crate::ldconfig::{Sandbox, sandbox_procs};
 use crate::linker_state::LinkerState;
+use crate::ns::in_container_ns;
 use crate::plan::{MountKind, Op};
 use crate::refresh::builtin_or_fallback;
 use crate::{
@@ -142,6 +144,7 @@ impl std::fmt::Display for Configuration {
         if let Some(l) = &self.ldconfig {
             let (how, path) = match &l.ldconfig {
                 Ldconfig::Image(p) => ("container", p.as_path()),
+                Ldconfig::Auto(p) => ("container, built-in where proven", p.as_path()),
                 Ldconfig::Host(p) => ("host", p.as_path()),
                 Ldconfig::Builtin => ("builtin", Path::new("-")),
                 Ldconfig::Skip => return Ok(()),
@@ -184,7 +187,8 @@ impl MountPlan {
     /// 2. [`MountPlan::apply`];
     /// 3. grants the plan's devices in the cgroup ([`DeviceCgroup::allow`]);
     /// 4. unless `ldconfig` is `None`, updates the linker cache: in process for
-    ///    [`Ldconfig::Builtin`] where it can prove the result (else as below), or with the
+    ///    [`Ldconfig::Builtin`] (and [`Ldconfig::Auto`] where the image's cache names a
+    ///    proven glibc: looked up before step 2) where it can prove the result (else as below), or with the
     ///    sandboxed `ldconfig` ([`run_ldconfig`](crate::run_ldconfig)), whose first process is
     ///    forked before step 2: for a v1 device cgroup it joins it while the mounts are made
     ///    (a cgroup join waits for an RCU grace period); for a cgroup2 one the program is
@@ -217,8 +221,17 @@ impl MountPlan {
         // made: the join waits for an RCU grace period, as long as all the mounts here. In a
         // cgroup2 one the program is created at the run, with no wait. The built-in update
         // needs none (a fallback prepares one when it gets there).
+        let builtin = match ldconfig.map(|o| &o.ldconfig) {
+            Some(Ldconfig::Builtin) => true,
+            Some(Ldconfig::Auto(_)) => in_container_ns(container, || {
+                Ok(builtin_ldconfig::written_by_proven_glibc(&Root::of(
+                    container,
+                )?))
+            })?,
+            _ => false,
+        };
         let sandbox = match ldconfig {
-            Some(opts) if opts.ldconfig != Ldconfig::Builtin => {
+            Some(opts) if !builtin => {
                 let procs = sandbox_procs(container, cgroup.as_ref())?;
                 Some(Sandbox::prepare(container, opts, procs)?)
             }

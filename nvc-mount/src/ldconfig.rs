@@ -42,19 +42,33 @@ pub enum Ldconfig {
     /// (the CDI hook) does the same after a runtime's mounts; [`run_ldconfig`] runs
     /// [`Ldconfig::host_default`].
     Builtin,
+    /// What the image's own `ldconfig` at this path writes (the CLI's default): where the
+    /// image's cache says it was written by a glibc that nvc is proven equal to (2.36 to
+    /// 2.43: the cache's generator, `ldconfig (...) stable release version 2.36`),
+    /// `configure` writes it in process as [`Ldconfig::Builtin`] does, and runs this
+    /// program, sandboxed, where that is unsure; elsewhere — an older glibc's cache, no
+    /// cache — it runs the program as [`Ldconfig::Image`]. Outside `configure` it is
+    /// [`Ldconfig::Image`]. Spelled `auto:PATH`.
+    Auto(PathBuf),
 }
 
 impl Ldconfig {
     /// Parses upstream's `--ldconfig` value (a command-line argument or the C API's
     /// `nvc_container_config.ldconfig`, not necessarily UTF-8): a leading `@` names a host
     /// binary; `builtin` (not a path upstream accepts: it is relative) is
-    /// [`Ldconfig::Builtin`]; anything else is a path in the image.
+    /// [`Ldconfig::Builtin`], `auto:PATH` [`Ldconfig::Auto`]; anything else is a path in the
+    /// image.
     pub fn parse(value: impl AsRef<OsStr>) -> Self {
         let value = value.as_ref();
-        match value.as_bytes().strip_prefix(b"@") {
-            Some(host) => Ldconfig::Host(OsStr::from_bytes(host).into()),
-            None if value == "builtin" => Ldconfig::Builtin,
-            None => Ldconfig::Image(value.into()),
+        let bytes = value.as_bytes();
+        if let Some(host) = bytes.strip_prefix(b"@") {
+            Ldconfig::Host(OsStr::from_bytes(host).into())
+        } else if let Some(image) = bytes.strip_prefix(b"auto:") {
+            Ldconfig::Auto(OsStr::from_bytes(image).into())
+        } else if value == "builtin" {
+            Ldconfig::Builtin
+        } else {
+            Ldconfig::Image(value.into())
         }
     }
 
@@ -69,13 +83,14 @@ impl Ldconfig {
 }
 
 /// Upstream's spelling, what [`Ldconfig::parse`] reads back: `@<host path>`, `<image path>`,
-/// `builtin`; [`Ldconfig::Skip`], which upstream spells `--no-ldconfig`, prints `none`.
+/// `builtin`, `auto:<image path>`; [`Ldconfig::Skip`], which upstream spells `--no-ldconfig`, prints `none`.
 impl std::fmt::Display for Ldconfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Ldconfig::Host(p) => write!(f, "@{}", p.display()),
             Ldconfig::Image(p) => write!(f, "{}", p.display()),
             Ldconfig::Builtin => f.write_str("builtin"),
+            Ldconfig::Auto(p) => write!(f, "auto:{}", p.display()),
             Ldconfig::Skip => f.write_str("none"),
         }
     }
@@ -435,7 +450,7 @@ impl Sandbox {
         let ns = container.mount_ns()?;
         let user_ns = container.user_ns()?;
         let (shown, memfd) = match &opts.ldconfig {
-            Ldconfig::Image(path) => (path.clone(), None),
+            Ldconfig::Image(path) | Ldconfig::Auto(path) => (path.clone(), None),
             Ldconfig::Host(path) => (path.clone(), Some(sealed_copy(path)?)),
             Ldconfig::Builtin => {
                 let path = host_ldconfig();
@@ -569,6 +584,10 @@ mod tests {
             (
                 "/sbin/ldconfig.real",
                 Ldconfig::Image("/sbin/ldconfig.real".into()),
+            ),
+            (
+                "auto:/sbin/ldconfig",
+                Ldconfig::Auto("/sbin/ldconfig".into()),
             ),
             ("builtin", Ldconfig::Builtin),
         ] {

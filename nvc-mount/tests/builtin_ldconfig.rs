@@ -756,3 +756,39 @@ fn the_cdi_hook_reads_bound_files_inside_the_root() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The CLI's default (`Ldconfig::Auto`, what the image's own `ldconfig` writes): on an image
+/// whose cache its glibc 2.36, 2.41 or 2.43 wrote, the built-in update writes in process
+/// exactly what the image's own `ldconfig`, run in the sandbox, writes; where the cache names
+/// no glibc (the old format has no generator), that program runs.
+#[test]
+fn auto_is_built_in_where_the_images_glibc_is_proven() {
+    let Some(images) = glibc_images() else {
+        return;
+    };
+    let none = |_: &Path| {};
+    let own = PathBuf::from("/sbin/ldconfig");
+    for (suite, image) in &images {
+        let image_ldconfig = image.join("usr/sbin/ldconfig");
+        let layout = |root: &Path| real_image(image, root, false);
+        for (cache, built_in) in [(&["-r"][..], true), (&["-c", "old", "-r"][..], false)] {
+            let img = Image {
+                layout: &layout,
+                cache: &[cache],
+                ldconfig: &image_ldconfig,
+                after: &none,
+            };
+            let what = format!("{suite} image, its ldconfig {cache:?}");
+            let (run, got, _) = configure_image(&img, false, Ldconfig::Auto(own.clone())).unwrap();
+            match (&run, built_in) {
+                (LdconfigRun::Builtin { .. }, true) | (LdconfigRun::Ran { .. }, false) => {}
+                _ => panic!("{what}: {run:?}"),
+            }
+            let (run, want, _) =
+                configure_image(&img, false, Ldconfig::Image(own.clone())).unwrap();
+            assert!(matches!(run, LdconfigRun::Ran { .. }), "{what}: {run:?}");
+            assert_eq!(got.0, want.0, "{what}: cache entries");
+            assert_eq!(got.1, want.1, "{what}: links");
+        }
+    }
+}

@@ -206,8 +206,57 @@ pub(crate) fn update(
     }
 }
 
+/// The glibc versions whose `ldconfig` the update is proven to equal (the oracle test's:
+/// Debian's bookworm, trixie and sid).
+const PROVEN: std::ops::RangeInclusive<(u32, u32)> = (2, 36)..=(2, 43);
+
+/// Whether the image's cache at `root` says a glibc of [`PROVEN`] wrote it: the generator
+/// glibc's `ldconfig` records since 2.33 (`ldconfig (Debian GLIBC 2.36-9+deb12u13) stable
+/// release version 2.36`). An image that lies here gets the built-in update, which proves
+/// its own premises, instead of its own program. Call inside the container's mount
+/// namespace ([`crate::ns`]).
+pub(crate) fn written_by_proven_glibc(root: &Root) -> bool {
+    let Ok(bytes) = image::read_cache(root) else {
+        return false;
+    };
+    LdCache::parse(&bytes)
+        .ok()
+        .and_then(|cache| cache.generator().and_then(glibc_version))
+        .is_some_and(|version| PROVEN.contains(&version))
+}
+
+/// The glibc version a cache's generator names after its last `release version `.
+fn glibc_version(generator: &[u8]) -> Option<(u32, u32)> {
+    const TAG: &[u8] = b"release version ";
+    let at = generator.windows(TAG.len()).rposition(|w| w == TAG)?;
+    let rest = std::str::from_utf8(generator.get(at + TAG.len()..)?).ok()?;
+    let mut numbers = rest.split(|c: char| !c.is_ascii_digit());
+    Some((numbers.next()?.parse().ok()?, numbers.next()?.parse().ok()?))
+}
+
 /// Returns `Ok(Outcome::Unsure(reason))` from the function it is used in.
 macro_rules! unsure {
     ($($arg:tt)*) => { return Ok($crate::builtin_ldconfig::Outcome::Unsure(format!($($arg)*))) };
 }
 pub(crate) use unsure;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generator_names_the_glibc_version() {
+        let version = |g: &str| glibc_version(g.as_bytes());
+        let debian = "ldconfig (Debian GLIBC 2.36-9+deb12u13) stable release version 2.36";
+        assert_eq!(version(debian), Some((2, 36)));
+        assert_eq!(
+            version("ldconfig (GNU libc) development release version 2.42.9000"),
+            Some((2, 42))
+        );
+        assert_eq!(version("nvc-mount 0.1.0 built-in ldconfig"), None);
+        assert_eq!(version("release version 2"), None);
+        assert!(!PROVEN.contains(&(2, 35)));
+        assert!(PROVEN.contains(&(2, 43)));
+        assert!(!PROVEN.contains(&(2, 44)));
+    }
+}

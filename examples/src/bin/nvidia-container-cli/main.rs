@@ -70,7 +70,8 @@ Configure options (configure [OPTION...] ROOTFS, attach --pid=PID [OPTION...]):
   -c -u -v -g -D -n            --compute --utility --video --graphics --display --ngx
       --compat32 --no-devbind --no-cgroups --imex-channel=LIST
       --mig-config=all --mig-monitor=all  MIG configuration / monitoring capabilities
-  -l, --ldconfig=PATH          The container's ldconfig, @PATH for the host's, or builtin
+  -l, --ldconfig=PATH          The container's ldconfig, @PATH for the host's, builtin
+                               (default: what the container's writes, in process where proven)
       --no-pivot               Move the rootfs instead of pivot_root for ldconfig
       --no-ldconfig            Do not refresh the container's linker cache
       --cuda-compat-mode=MODE  mount (default), ldconfig or disabled (--no-cntlibs)
