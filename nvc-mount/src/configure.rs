@@ -271,23 +271,13 @@ impl MountPlan {
                 )
             }
         };
-        match run {
-            Ok(run) => {
-                // The run succeeded: the kept link to the old cache is dropped.
-                let _ = saved.release(container);
-                Ok(Configured {
-                    mounted,
-                    cgroup: granted,
-                    ldconfig: Some(run),
-                })
-            }
-            Err(e) => {
-                let left = match saved.restore(container) {
-                    Ok(left) => left,
-                    Err(r) => vec![format!("linker state not restored: {r}")],
-                };
-                Err(undo(container, &mounted, granted, e.with_undo_left(left)))
-            }
+        match saved.settle(container, run) {
+            Ok(run) => Ok(Configured {
+                mounted,
+                cgroup: granted,
+                ldconfig: Some(run),
+            }),
+            Err(e) => Err(undo(container, &mounted, granted, e)),
         }
     }
 }

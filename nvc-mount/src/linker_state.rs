@@ -94,9 +94,32 @@ impl LinkerState {
         })
     }
 
+    /// After the `run`: when it succeeded, the kept link to the old cache is dropped; when it
+    /// failed, the links it added are removed and the old cache is put back, and the error
+    /// says what could not be.
+    pub(crate) fn settle<T>(
+        &self,
+        container: &Container,
+        run: Result<T, Error>,
+    ) -> Result<T, Error> {
+        match run {
+            Ok(run) => {
+                let _ = self.release(container);
+                Ok(run)
+            }
+            Err(e) => {
+                let left = match self.restore(container) {
+                    Ok(left) => left,
+                    Err(r) => vec![format!("linker state not restored: {r}")],
+                };
+                Err(e.with_undo_left(left))
+            }
+        }
+    }
+
     /// Removes the links ldconfig added and puts the old cache entry back. Best effort:
     /// returns what was left.
-    pub(crate) fn restore(&self, container: &Container) -> Result<Vec<String>, Error> {
+    fn restore(&self, container: &Container) -> Result<Vec<String>, Error> {
         in_container_ns(container, || {
             let mut left = Vec::new();
             for (dir, before) in &self.dirs {
@@ -124,7 +147,7 @@ impl LinkerState {
     }
 
     /// Drops the kept cache entry after a successful run.
-    pub(crate) fn release(&self, container: &Container) -> Result<(), Error> {
+    fn release(&self, container: &Container) -> Result<(), Error> {
         in_container_ns(container, || {
             if let Some(SavedCache {
                 etc,

@@ -75,19 +75,7 @@ pub fn update_ldcache(
         }
         _ => run_ldconfig(container, opts),
     };
-    match run {
-        Ok(run) => {
-            let _ = saved.release(container);
-            Ok(run)
-        }
-        Err(e) => {
-            let left = match saved.restore(container) {
-                Ok(left) => left,
-                Err(r) => vec![format!("linker state not restored: {r}")],
-            };
-            Err(e.with_undo_left(left))
-        }
-    }
+    saved.settle(container, run)
 }
 
 /// [`Ldconfig::Builtin`]'s run: the cache updated in process for the `new` libraries (read
