@@ -525,7 +525,8 @@ impl Configured {
     }
 
     /// Why the built-in linker cache update ([`Ldconfig::Builtin`], the default) could not
-    /// prove its result equal to glibc's `ldconfig`'s and ran the host's instead, when it did
+    /// prove its result equal to glibc's `ldconfig`'s and ran the host's instead (for
+    /// [`Ldconfig::Auto`], the image's), when it did
     /// (`None` when it updated the cache itself, or another [`Ldconfig`] was chosen).
     #[must_use]
     pub fn ldconfig_fallback(&self) -> Option<&str> {

@@ -138,13 +138,14 @@ impl Configuration {
 }
 
 impl std::fmt::Display for Configuration {
-    /// The plan, one operation a line, then `ldconfig (container|host) PATH DIRS...`.
+    /// The plan, one operation a line, then `ldconfig (container|host|builtin|auto) PATH
+    /// DIRS...` (`-` for the built-in update's path).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.plan)?;
         if let Some(l) = &self.ldconfig {
             let (how, path) = match &l.ldconfig {
                 Ldconfig::Image(p) => ("container", p.as_path()),
-                Ldconfig::Auto(p) => ("container, built-in where proven", p.as_path()),
+                Ldconfig::Auto(p) => ("auto", p.as_path()),
                 Ldconfig::Host(p) => ("host", p.as_path()),
                 Ldconfig::Builtin => ("builtin", Path::new("-")),
                 Ldconfig::Skip => return Ok(()),
@@ -223,10 +224,8 @@ impl MountPlan {
         // needs none (a fallback prepares one when it gets there).
         let builtin = match ldconfig.map(|o| &o.ldconfig) {
             Some(Ldconfig::Builtin) => true,
-            Some(Ldconfig::Auto(_)) => in_container_ns(container, || {
-                Ok(builtin_ldconfig::written_by_proven_glibc(&Root::of(
-                    container,
-                )?))
+            Some(Ldconfig::Auto(program)) => in_container_ns(container, || {
+                Ok(builtin_ldconfig::proven_for(&Root::of(container)?, program))
             })?,
             _ => false,
         };

@@ -46,9 +46,10 @@ pub enum Ldconfig {
     /// image's cache says it was written by a glibc that nvc is proven equal to (2.36 to
     /// 2.43: the cache's generator, `ldconfig (...) stable release version 2.36`),
     /// `configure` writes it in process as [`Ldconfig::Builtin`] does, and runs this
-    /// program, sandboxed, where that is unsure; elsewhere — an older glibc's cache, no
-    /// cache — it runs the program as [`Ldconfig::Image`]. Outside `configure` it is
-    /// [`Ldconfig::Image`]. Spelled `auto:PATH`.
+    /// program, sandboxed, where that is unsure or fails; elsewhere — an older glibc's cache,
+    /// no cache, no program at this path (nothing changes then, as for
+    /// [`Ldconfig::Image`]) — it runs the program as [`Ldconfig::Image`]. Outside
+    /// `configure` it is [`Ldconfig::Image`]. Spelled `auto:PATH`.
     Auto(PathBuf),
 }
 
@@ -187,7 +188,8 @@ pub enum LdconfigRun {
         /// The entries added.
         added: usize,
     },
-    /// [`Ldconfig::Builtin`] could not prove its result and ran the host's `ldconfig`.
+    /// [`Ldconfig::Builtin`] could not prove its result and ran the host's `ldconfig`
+    /// ([`Ldconfig::Auto`]: the image's).
     Fallback {
         /// Why the built-in update was not sure.
         reason: String,

@@ -82,8 +82,9 @@ pub fn update_ldcache(
 /// inside the container's mount namespace and root) where that is provably `ldconfig`'s
 /// result ([`builtin_ldconfig::update`]); elsewhere (or where `new` says why the update
 /// cannot account for them) the host's `ldconfig` in the sandbox,
-/// born in `cgroup` (the container's device cgroup found before, else looked up). The caller
-/// keeps the linker state to put it back after a failure.
+/// born in `cgroup` (the container's device cgroup found before, else looked up) — the
+/// image's program for [`Ldconfig::Auto`], which also falls back where the update fails
+/// (past its counts, say). The caller keeps the linker state to put it back after a failure.
 pub(crate) fn builtin_or_fallback(
     container: &Container,
     opts: &LdconfigOptions,
@@ -99,7 +100,13 @@ pub(crate) fn builtin_or_fallback(
             }
             Err(why) => Ok(Outcome::Unsure(why)),
         }
-    })?;
+    });
+    let outcome = match (outcome, &opts.ldconfig) {
+        // What the image's own program writes: where the update refuses the image (past its
+        // counts) or fails, that program runs, as it would have without nvc.
+        (Err(e), Ldconfig::Auto(_)) => Outcome::Unsure(format!("the built-in update failed: {e}")),
+        (outcome, _) => outcome?,
+    };
     match outcome {
         Outcome::Updated { added } => Ok(LdconfigRun::Builtin { added }),
         Outcome::Unsure(reason) => sandbox_procs(container, cgroup)

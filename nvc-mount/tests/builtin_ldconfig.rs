@@ -760,7 +760,8 @@ fn the_cdi_hook_reads_bound_files_inside_the_root() {
 /// The CLI's default (`Ldconfig::Auto`, what the image's own `ldconfig` writes): on an image
 /// whose cache its glibc 2.36, 2.41 or 2.43 wrote, the built-in update writes in process
 /// exactly what the image's own `ldconfig`, run in the sandbox, writes; where the cache names
-/// no glibc (the old format has no generator), that program runs.
+/// no glibc (the old format has no generator), and where the update refuses the image, that
+/// program runs; where there is no such program, nothing does.
 #[test]
 fn auto_is_built_in_where_the_images_glibc_is_proven() {
     let Some(images) = glibc_images() else {
@@ -790,5 +791,37 @@ fn auto_is_built_in_where_the_images_glibc_is_proven() {
             assert_eq!(got.0, want.0, "{what}: cache entries");
             assert_eq!(got.1, want.1, "{what}: links");
         }
+        // No such program: nothing runs and nothing changes, as for `Ldconfig::Image`.
+        let img = Image {
+            layout: &layout,
+            cache: &[&["-r"]],
+            ldconfig: &image_ldconfig,
+            after: &none,
+        };
+        let missing = PathBuf::from("/sbin/ldconfig.missing");
+        let (run, ..) = configure_image(&img, false, Ldconfig::Auto(missing)).unwrap();
+        assert!(matches!(run, LdconfigRun::NotFound), "{suite}: {run:?}");
+        // An image the built-in update refuses (more configuration files than it reads):
+        // its own program runs, as it would have without nvc.
+        let many = |root: &Path| {
+            for n in 0..300 {
+                fs::write(root.join(format!("etc/ld.so.conf.d/nvc-{n}.conf")), "").unwrap();
+            }
+        };
+        let img = Image {
+            layout: &layout,
+            cache: &[&["-r"]],
+            ldconfig: &image_ldconfig,
+            after: &many,
+        };
+        let (run, got, _) = configure_image(&img, false, Ldconfig::Auto(own.clone())).unwrap();
+        match &run {
+            LdconfigRun::Fallback { reason, .. } => {
+                assert!(reason.contains("built-in update failed"), "{reason}")
+            }
+            other => panic!("{suite}, many files: {other:?}"),
+        }
+        let (_, want, _) = configure_image(&img, false, Ldconfig::Image(own.clone())).unwrap();
+        assert_eq!(got, want, "{suite}, many files");
     }
 }

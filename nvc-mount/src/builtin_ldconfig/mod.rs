@@ -210,12 +210,17 @@ pub(crate) fn update(
 /// Debian's bookworm, trixie and sid).
 const PROVEN: std::ops::RangeInclusive<(u32, u32)> = (2, 36)..=(2, 43);
 
-/// Whether the image's cache at `root` says a glibc of [`PROVEN`] wrote it: the generator
-/// glibc's `ldconfig` records since 2.33 (`ldconfig (Debian GLIBC 2.36-9+deb12u13) stable
-/// release version 2.36`). An image that lies here gets the built-in update, which proves
-/// its own premises, instead of its own program. Call inside the container's mount
-/// namespace ([`crate::ns`]).
-pub(crate) fn written_by_proven_glibc(root: &Root) -> bool {
+/// Whether the update stands for the image's own `program` ([`crate::Ldconfig::Auto`]):
+/// the program is there (a regular file, links followed inside the root: where it is not,
+/// nothing runs and nothing changes) and the image's cache says a glibc of [`PROVEN`]
+/// wrote it: the generator glibc's `ldconfig` records since 2.33 (`ldconfig (Debian GLIBC
+/// 2.36-9+deb12u13) stable release version 2.36`). An image that lies here gets the
+/// built-in update, which proves its own premises, instead of its own program. Call inside
+/// the container's mount namespace ([`crate::ns`]).
+pub(crate) fn proven_for(root: &Root, program: &Path) -> bool {
+    if image::open_regular(root, program).is_err() {
+        return false;
+    }
     let Ok(bytes) = image::read_cache(root) else {
         return false;
     };
@@ -225,13 +230,20 @@ pub(crate) fn written_by_proven_glibc(root: &Root) -> bool {
         .is_some_and(|version| PROVEN.contains(&version))
 }
 
-/// The glibc version a cache's generator names after its last `release version `.
+/// The glibc version a cache's generator names after its last `release version `; a
+/// development snapshot (`2.43.9000`) is the next version's.
 fn glibc_version(generator: &[u8]) -> Option<(u32, u32)> {
     const TAG: &[u8] = b"release version ";
     let at = generator.windows(TAG.len()).rposition(|w| w == TAG)?;
     let rest = std::str::from_utf8(generator.get(at + TAG.len()..)?).ok()?;
     let mut numbers = rest.split(|c: char| !c.is_ascii_digit());
-    Some((numbers.next()?.parse().ok()?, numbers.next()?.parse().ok()?))
+    let major: u32 = numbers.next()?.parse().ok()?;
+    let minor: u32 = numbers.next()?.parse().ok()?;
+    let development = numbers
+        .next()
+        .and_then(|n| n.parse::<u32>().ok())
+        .is_some_and(|n| n >= 9000);
+    Some((major, minor + u32::from(development)))
 }
 
 /// Returns `Ok(Outcome::Unsure(reason))` from the function it is used in.
@@ -250,9 +262,10 @@ mod tests {
         let debian = "ldconfig (Debian GLIBC 2.36-9+deb12u13) stable release version 2.36";
         assert_eq!(version(debian), Some((2, 36)));
         assert_eq!(
-            version("ldconfig (GNU libc) development release version 2.42.9000"),
-            Some((2, 42))
+            version("ldconfig (GNU libc) development release version 2.43.9000"),
+            Some((2, 44))
         );
+        assert_eq!(version("stable release version 2.41.1"), Some((2, 41)));
         assert_eq!(version("nvc-mount 0.1.0 built-in ldconfig"), None);
         assert_eq!(version("release version 2"), None);
         assert!(!PROVEN.contains(&(2, 35)));
