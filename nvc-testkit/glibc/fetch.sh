@@ -26,10 +26,9 @@ PACKAGES=(libc-bin libc6 libc6-i386 libc6-dev libgcc-s1 libstdc++6 zlib1g zlib1g
 die() { echo "glibc/fetch.sh: $*" >&2; exit 1; }
 command -v apt-get >/dev/null || die "apt-get not found (a Debian-family host is needed)"
 
-uri=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1)
-[ -n "$uri" ] || uri=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }' \
-    /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | head -n1)
-[ -n "$uri" ] || uri=http://deb.debian.org/debian
+# shellcheck source=nvc-testkit/apt.sh
+. "$(dirname "$0")/../apt.sh"
+uri=$(archive_uri)
 
 for suite in "${SUITES[@]}"; do
     out=$CACHE/glibc/$suite
@@ -38,15 +37,9 @@ for suite in "${SUITES[@]}"; do
         echo "glibc: $suite already in $out: $(head -n 1 "$out/root/VERSION-ldconfig")"
         continue
     fi
-    A=$CACHE/apt-$suite
-    mkdir -p "$A"/etc/sources.list.d "$A"/etc/preferences.d "$A"/lists/partial "$A"/cache/archives/partial
-    echo "deb [arch=amd64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri $suite main" \
-        >"$A/etc/sources.list"
-    OPTS=(-o "Dir::Etc::SourceList=$A/etc/sources.list" -o "Dir::Etc::SourceParts=$A/etc/sources.list.d"
-          -o "Dir::State::Lists=$A/lists" -o "Dir::Cache=$A/cache"
-          -o "Dir::Etc::Preferences=$A/etc/preferences" -o "Dir::Etc::PreferencesParts=$A/etc/preferences.d"
-          -o "APT::Architectures::=amd64" -o "Debug::NoLocking=1")
-    apt-get "${OPTS[@]}" -q update >"$CACHE/apt-$suite-update.log" 2>&1 ||
+    private_apt "$CACHE/apt-$suite" "$CACHE/apt-$suite-update.log" \
+        "deb [arch=amd64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri $suite main" \
+        amd64 ||
         die "apt-get update of $uri $suite failed (log: $CACHE/apt-$suite-update.log)"
     debs=$CACHE/debs/glibc-$suite
     rm -rf "$debs" "$out.tmp"

@@ -28,21 +28,15 @@ fi
 die() { echo "real-driver/fetch.sh: $*" >&2; exit 1; }
 command -v apt-get >/dev/null || die "apt-get not found (a Debian-family host is needed)"
 
-# The archive the system already uses (deb822 or one-line sources), bookworm's non-free parts.
-uri=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1)
-[ -n "$uri" ] || uri=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }' \
-    /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | head -n1)
-[ -n "$uri" ] || uri=http://deb.debian.org/debian
+# The archive the system already uses, bookworm's non-free parts.
+# shellcheck source=nvc-testkit/apt.sh
+. "$(dirname "$0")/../apt.sh"
+uri=$(archive_uri)
 
-A=$CACHE/apt
-mkdir -p "$A"/etc/sources.list.d "$A"/etc/preferences.d "$A"/lists/partial "$A"/cache/archives/partial "$CACHE"/debs
-echo "deb [arch=amd64,arm64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri bookworm main non-free non-free-firmware" \
-    >"$A/etc/sources.list"
-OPTS=(-o "Dir::Etc::SourceList=$A/etc/sources.list" -o "Dir::Etc::SourceParts=$A/etc/sources.list.d"
-      -o "Dir::State::Lists=$A/lists" -o "Dir::Cache=$A/cache"
-      -o "Dir::Etc::Preferences=$A/etc/preferences" -o "Dir::Etc::PreferencesParts=$A/etc/preferences.d"
-      -o "APT::Architectures::=amd64" -o "APT::Architectures::=arm64" -o "Debug::NoLocking=1")
-apt-get "${OPTS[@]}" -q update >"$CACHE/apt-update.log" 2>&1 ||
+mkdir -p "$CACHE"/debs
+private_apt "$CACHE/apt" "$CACHE/apt-update.log" \
+    "deb [arch=amd64,arm64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri bookworm main non-free non-free-firmware" \
+    amd64 arm64 ||
     die "apt-get update of $uri bookworm non-free failed (log: $CACHE/apt-update.log)"
 
 # What a compute host has (the libraries upstream's tables name, nvidia-smi, GSP firmware),
