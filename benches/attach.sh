@@ -34,7 +34,6 @@ set -euo pipefail
 driver_root=$1
 shift
 variants=("$@")
-n=${#variants[@]}
 
 # run_container ROOTFS: sets `pid` to a container for ROOTFS as lib.sh's start_container
 # does, its process `sleep` (static busybox, copied into the image) chrooted into ROOTFS.
@@ -52,46 +51,36 @@ run_container() {
     until [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = sleep ]; do sleep 0.01; done
 }
 
-# A failing run stops the script: its container and rootfs go with it.
-pid=
-rootfs=
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; [ -n "$rootfs" ] && rm -rf "$rootfs"' EXIT
-for round in $(seq 0 $((${ROUNDS:-20} - 1))); do
-    for i in $(seq 0 $((n - 1))); do
-        variant=${variants[$(((round + i) % n))]}
-        # shellcheck disable=SC2206 # one word per argument
-        args=($variant)
-        configure=
-        for a in "${args[@]:1}"; do
-            [ "$a" = configure ] && configure=1
-        done
-        rootfs=$(make_rootfs)
-        target=()
-        if [ -n "$configure" ]; then
-            [ -z "${NVC_BENCH_ATTACHED:-}" ] ||
-                { echo "attach.sh: NVC_BENCH_ATTACHED is for attach variants" >&2; exit 1; }
-            start_container "$rootfs"
-            target=("$rootfs")
-        else
-            run_container "$rootfs"
-            [ "$(readlink "/proc/$pid/root")" = "$rootfs" ] ||
-                { echo "attach.sh: container $pid is not in $rootfs" >&2; exit 1; }
-        fi
-        if [ -n "${NVC_BENCH_ATTACHED:-}" ]; then
-            # shellcheck disable=SC2206 # one word per argument
-            pre=($NVC_BENCH_ATTACHED)
-            "${pre[0]}" --root "$driver_root" "${pre[@]:1}" --device=1 --compute --utility \
-                --pid="$pid"
-        fi
-        # bash's clock: no process started around the one measured.
-        start=${EPOCHREALTIME/./}
-        "${args[0]}" --root "$driver_root" "${args[@]:1}" --device=0 --compute --utility \
-            --pid="$pid" "${target[@]}"
-        end=${EPOCHREALTIME/./}
-        printf '%s\t%d\n' "$variant" $((end - start))
-        kill "$pid"
-        wait "$pid" || true
-        rm -rf "$rootfs"
-        pid= rootfs=
+# run VARIANT: one timed attach (or configure) of a fresh container.
+run() {
+    # shellcheck disable=SC2206 # one word per argument
+    local args=($1) configure= a start end target=()
+    for a in "${args[@]:1}"; do
+        [ "$a" = configure ] && configure=1
     done
-done
+    rootfs=$(make_rootfs)
+    if [ -n "$configure" ]; then
+        [ -z "${NVC_BENCH_ATTACHED:-}" ] ||
+            { echo "attach.sh: NVC_BENCH_ATTACHED is for attach variants" >&2; exit 1; }
+        start_container "$rootfs"
+        target=("$rootfs")
+    else
+        run_container "$rootfs"
+        [ "$(readlink "/proc/$pid/root")" = "$rootfs" ] ||
+            { echo "attach.sh: container $pid is not in $rootfs" >&2; exit 1; }
+    fi
+    if [ -n "${NVC_BENCH_ATTACHED:-}" ]; then
+        # shellcheck disable=SC2206 # one word per argument
+        local pre=($NVC_BENCH_ATTACHED)
+        "${pre[0]}" --root "$driver_root" "${pre[@]:1}" --device=1 --compute --utility \
+            --pid="$pid"
+    fi
+    # bash's clock: no process started around the one measured.
+    start=${EPOCHREALTIME/./}
+    "${args[0]}" --root "$driver_root" "${args[@]:1}" --device=0 --compute --utility \
+        --pid="$pid" "${target[@]}"
+    end=${EPOCHREALTIME/./}
+    printf '%s\t%d\n' "$1" $((end - start))
+}
+
+interleaved run "${variants[@]}"

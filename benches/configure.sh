@@ -17,27 +17,19 @@ set -euo pipefail
 driver_root=$1
 shift
 variants=("$@")
-n=${#variants[@]}
-# A failing run stops the script: its container and rootfs go with it.
-pid=
-rootfs=
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; [ -n "$rootfs" ] && rm -rf "$rootfs"' EXIT
-for round in $(seq 0 $((${ROUNDS:-20} - 1))); do
-    for i in $(seq 0 $((n - 1))); do
-        variant=${variants[$(((round + i) % n))]}
-        rootfs=$(make_rootfs)
-        start_container "$rootfs"
-        # shellcheck disable=SC2206 # one word per argument
-        args=($variant)
-        # bash's clock: no process started around the one measured.
-        start=${EPOCHREALTIME/./}
-        "${args[0]}" --root "$driver_root" "${args[@]:1}" --device=all --compute --utility \
-            --pid="$pid" "$rootfs"
-        end=${EPOCHREALTIME/./}
-        printf '%s\t%d\n' "$variant" $((end - start))
-        kill "$pid"
-        wait "$pid" || true
-        rm -rf "$rootfs"
-        pid= rootfs=
-    done
-done
+
+# run VARIANT: one timed configure of a fresh container.
+run() {
+    rootfs=$(make_rootfs)
+    start_container "$rootfs"
+    # shellcheck disable=SC2206 # one word per argument
+    local args=($1) start end
+    # bash's clock: no process started around the one measured.
+    start=${EPOCHREALTIME/./}
+    "${args[0]}" --root "$driver_root" "${args[@]:1}" --device=all --compute --utility \
+        --pid="$pid" "$rootfs"
+    end=${EPOCHREALTIME/./}
+    printf '%s\t%d\n' "$1" $((end - start))
+}
+
+interleaved run "${variants[@]}"

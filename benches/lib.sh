@@ -42,6 +42,28 @@ make_rootfs() {
     echo "$rootfs"
 }
 
+# interleaved RUN VARIANT...: ROUNDS (default 20) rounds, each calling `RUN VARIANT` once for
+# every variant, in an order that rotates, so that a drift of this VM's speed during the run
+# hits every variant alike. RUN sets `pid` and `rootfs` to the container and rootfs it made;
+# both are removed after it, and when a failing run stops the script.
+interleaved() {
+    local run=$1 round i
+    shift
+    local variants=("$@")
+    local n=${#variants[@]}
+    pid= rootfs=
+    trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; [ -n "$rootfs" ] && rm -rf "$rootfs"' EXIT
+    for round in $(seq 0 $((${ROUNDS:-20} - 1))); do
+        for i in $(seq 0 $((n - 1))); do
+            "$run" "${variants[$(((round + i) % n))]}"
+            kill "$pid"
+            wait "$pid" || true
+            rm -rf "$rootfs"
+            pid= rootfs=
+        done
+    done
+}
+
 # start_container ROOTFS: sets `pid` to a container for ROOTFS — `sleep` in a new mount
 # namespace with a tmpfs on the rootfs's /dev, as every OCI runtime mounts one before the
 # hooks run (device nodes are created there); NVC_BENCH_DEV=dir leaves /dev a directory of
