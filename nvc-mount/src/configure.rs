@@ -265,6 +265,7 @@ impl MountPlan {
                 builtin_or_fallback(
                     container,
                     opts,
+                    &cmd,
                     move |_| new,
                     granted.as_ref().map(|(cg, _)| cg),
                 )

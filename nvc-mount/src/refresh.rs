@@ -71,33 +71,32 @@ pub fn update_ldcache(
                     libraries,
                 })
             };
-            builtin_or_fallback(container, opts, new, None)
+            builtin_or_fallback(container, opts, &cmd, new, None)
         }
         _ => run_ldconfig(container, opts),
     };
     saved.settle(container, run)
 }
 
-/// [`Ldconfig::Builtin`]'s run: the cache updated in process for the `new` libraries (read
-/// inside the container's mount namespace and root) where that is provably `ldconfig`'s
-/// result ([`builtin_ldconfig::update`]); elsewhere (or where `new` says why the update
-/// cannot account for them) the host's `ldconfig` in the sandbox,
-/// born in `cgroup` (the container's device cgroup found before, else looked up) — the
-/// image's program for [`Ldconfig::Auto`], which also falls back where the update fails
-/// (past its counts, say). The caller keeps the linker state to put it back after a failure.
+/// [`Ldconfig::Builtin`]'s run, as `ldconfig` with `cmd` (the command line of `opts`): the
+/// cache updated in process for the `new` libraries (read inside the container's mount
+/// namespace and root) where that is provably `ldconfig`'s result
+/// ([`builtin_ldconfig::update`]); elsewhere (or where `new` says why the update cannot
+/// account for them) the host's `ldconfig` in the sandbox, born in `cgroup` (the container's
+/// device cgroup found before, else looked up) — the image's program for
+/// [`Ldconfig::Auto`], which also falls back where the update fails (past its counts, say).
+/// The caller keeps the linker state to put it back after a failure.
 pub(crate) fn builtin_or_fallback(
     container: &Container,
     opts: &LdconfigOptions,
+    cmd: &CommandLine<'_>,
     new: impl FnOnce(&Root) -> Result<NewLibraries, String> + Send,
     cgroup: Option<&DeviceCgroup>,
 ) -> Result<LdconfigRun, Error> {
     let outcome = in_container_ns(container, || {
         let root = Root::of(container)?;
         match new(&root) {
-            Ok(new) => {
-                let cmd = CommandLine::of(opts, &container.dirs);
-                builtin_ldconfig::update(&root, &cmd, &new)
-            }
+            Ok(new) => builtin_ldconfig::update(&root, cmd, &new),
             Err(why) => Ok(Outcome::Unsure(why)),
         }
     });
