@@ -3,12 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::apply::Root;
-use crate::builtin_ldconfig::{self, CommandLine, NewLibraries, NewLibrary, NewLink};
+use crate::builtin_ldconfig::{CommandLine, NewLibraries, NewLibrary, NewLink};
 use crate::cgroup::{DeviceCgroup, DeviceGrant};
+use crate::early_update::{Early, EarlyUpdate};
 use crate::ldconfig::{Sandbox, sandbox_procs};
 use crate::linker_state::LinkerState;
-use crate::ns::in_container_ns;
 use crate::plan::{MountKind, Op};
 use crate::refresh::builtin_or_fallback;
 use crate::{
@@ -189,15 +188,19 @@ impl MountPlan {
     /// 3. grants the plan's devices in the cgroup ([`DeviceCgroup::allow`]);
     /// 4. unless `ldconfig` is `None`, updates the linker cache: in process for
     ///    [`Ldconfig::Builtin`] (and [`Ldconfig::Auto`] where the image's cache names a
-    ///    proven glibc: looked up before step 2) where it can prove the result (else as below), or with the
-    ///    sandboxed `ldconfig` ([`run_ldconfig`](crate::run_ldconfig)), whose first process is
-    ///    forked before step 2: for a v1 device cgroup it joins it while the mounts are made
-    ///    (a cgroup join waits for an RCU grace period); for a cgroup2 one the program is
-    ///    created in it (`clone3(CLONE_INTO_CGROUP)`, Linux 5.7) and nothing waits.
+    ///    proven glibc, looked up before step 2) where it can prove the result — proven on a
+    ///    second thread while step 2 runs (the new cache written beside the image's and its
+    ///    links made), put in place after step 3; where that proof is unsure, proven again
+    ///    after step 3 or a new cache built — or with the sandboxed `ldconfig`
+    ///    ([`run_ldconfig`](crate::run_ldconfig)), whose first process is forked before step
+    ///    2: for a v1 device cgroup it joins it while the mounts are made (a cgroup join
+    ///    waits for an RCU grace period); for a cgroup2 one the program is created in it
+    ///    (`clone3(CLONE_INTO_CGROUP)`, Linux 5.7) and nothing waits.
     ///
-    /// When step 3 or 4 fails, what the earlier steps did is undone: the grant revoked, the
-    /// mounts and created files removed; after a failed `ldconfig`, the links it added to the
-    /// library directories are removed and the container's `/etc/ld.so.cache` is put back.
+    /// When step 2, 3 or 4 fails, what the earlier steps did is undone: the grant revoked,
+    /// the mounts and created files removed; the built-in update's staged cache and links
+    /// removed; after a failed `ldconfig`, the links it added to the library directories are
+    /// removed and the container's `/etc/ld.so.cache` is put back.
     ///
     /// # Errors
     ///
@@ -208,81 +211,132 @@ impl MountPlan {
         container: &Container,
         ldconfig: Option<&LdconfigOptions>,
     ) -> Result<Configured, Error> {
-        let rules = self.device_rules();
-        let cgroup = if rules.is_empty() {
-            None
-        } else {
-            Some(DeviceCgroup::of_process(
-                container.pid,
-                &container.proc_root,
-            )?)
-        };
-        // The sandboxed ldconfig's first process is forked now. A v1 device cgroup (the
-        // cgroup found for the grant, not looked up again) it joins while the mounts are
-        // made: the join waits for an RCU grace period, as long as all the mounts here. In a
-        // cgroup2 one the program is created at the run, with no wait. The built-in update
-        // needs none (a fallback prepares one when it gets there).
-        let builtin = match ldconfig.map(|o| &o.ldconfig) {
-            Some(Ldconfig::Builtin) => true,
-            Some(Ldconfig::Auto(program)) => in_container_ns(container, || {
-                Ok(builtin_ldconfig::proven_for(&Root::of(container)?, program))
-            })?,
-            _ => false,
-        };
-        let sandbox = match ldconfig {
-            Some(opts) if !builtin => {
-                let procs = sandbox_procs(container, cgroup.as_ref())?;
-                Some(Sandbox::prepare(container, opts, procs)?)
+        let cmd = ldconfig.map(|opts| CommandLine::of(opts, &container.dirs));
+        std::thread::scope(|scope| {
+            // The built-in update is proven on a second thread while the mounts are made
+            // (crate::early_update); for Auto, that thread first says whether it stands
+            // for the image's program.
+            let mut early = match (ldconfig, &cmd) {
+                (Some(opts), Some(cmd))
+                    if matches!(opts.ldconfig, Ldconfig::Builtin | Ldconfig::Auto(_)) =>
+                {
+                    let plan = || self.new_and_other(container);
+                    Some(EarlyUpdate::start(
+                        scope,
+                        container,
+                        &opts.ldconfig,
+                        cmd,
+                        plan,
+                    )?)
+                }
+                _ => None,
+            };
+            let rules = self.device_rules();
+            let cgroup = if rules.is_empty() {
+                None
+            } else {
+                Some(DeviceCgroup::of_process(
+                    container.pid,
+                    &container.proc_root,
+                )?)
+            };
+            let builtin = early.as_mut().is_some_and(EarlyUpdate::built_in);
+            // The sandboxed ldconfig's first process is forked now. A v1 device cgroup (the
+            // cgroup found for the grant, not looked up again) it joins while the mounts are
+            // made: the join waits for an RCU grace period, as long as all the mounts here. In
+            // a cgroup2 one the program is created at the run, with no wait. The built-in
+            // update needs none (a fallback prepares one when it gets there).
+            let sandbox = match ldconfig {
+                Some(opts) if !builtin => {
+                    let procs = sandbox_procs(container, cgroup.as_ref())?;
+                    Some(Sandbox::prepare(container, opts, procs)?)
+                }
+                _ => None,
+            };
+            let mounted = self
+                .apply(container)
+                .map_err(|e| abandon(early.take(), e))?;
+            let granted = match cgroup {
+                Some(cg) => match cg.allow(&rules) {
+                    Ok(grant) => Some((cg, grant)),
+                    Err(e) => {
+                        let e = abandon(early.take(), e);
+                        return Err(undo(container, &mounted, None, e));
+                    }
+                },
+                None => None,
+            };
+            let (Some(opts), Some(cmd)) = (ldconfig, &cmd) else {
+                return Ok(Configured {
+                    mounted,
+                    cgroup: granted,
+                    ldconfig: None,
+                });
+            };
+            let auto = matches!(opts.ldconfig, Ldconfig::Auto(_));
+            match early.map(|early| early.finish(true)) {
+                Some(Ok(Early::Updated { added })) => {
+                    return Ok(Configured {
+                        mounted,
+                        cgroup: granted,
+                        ldconfig: Some(LdconfigRun::Builtin { added }),
+                    });
+                }
+                // Auto: the image's program runs after a failed update.
+                Some(Err(e)) if !auto => return Err(undo(container, &mounted, granted, e)),
+                // Unsure before the mounts: the update after them decides.
+                _ => {}
             }
-            _ => None,
-        };
-        let mounted = self.apply(container)?;
-        let granted = match cgroup {
-            Some(cg) => match cg.allow(&rules) {
-                Ok(grant) => Some((cg, grant)),
-                Err(e) => return Err(undo(container, &mounted, None, e)),
-            },
-            None => None,
-        };
-        let (Some(opts), sandbox) = (ldconfig, sandbox) else {
-            return Ok(Configured {
-                mounted,
-                cgroup: granted,
-                ldconfig: None,
-            });
-        };
-        let cmd = CommandLine::of(opts, &container.dirs);
-        let saved = match LinkerState::save(container, &cmd.dirs) {
-            Ok(saved) => saved,
-            Err(e) => return Err(undo(container, &mounted, granted, e)),
-        };
-        let run = match sandbox {
-            Some(sandbox) => sandbox.run(),
-            None => {
-                // The driver root's files, read here: the update runs in the container's
-                // mount namespace.
-                let new = self.new_libraries(container);
-                builtin_or_fallback(
-                    container,
-                    opts,
-                    &cmd,
-                    move |_| new,
-                    granted.as_ref().map(|(cg, _)| cg),
-                )
+            let saved = match LinkerState::save(container, &cmd.dirs) {
+                Ok(saved) => saved,
+                Err(e) => return Err(undo(container, &mounted, granted, e)),
+            };
+            let run = match sandbox {
+                Some(sandbox) => sandbox.run(),
+                None => {
+                    // The driver root's files, read here: the update runs in the container's
+                    // mount namespace.
+                    let new = self.new_libraries(container);
+                    builtin_or_fallback(
+                        container,
+                        opts,
+                        cmd,
+                        move |_| new,
+                        granted.as_ref().map(|(cg, _)| cg),
+                    )
+                }
+            };
+            match saved.settle(container, run) {
+                Ok(run) => Ok(Configured {
+                    mounted,
+                    cgroup: granted,
+                    ldconfig: Some(run),
+                }),
+                Err(e) => Err(undo(container, &mounted, granted, e)),
             }
-        };
-        match saved.settle(container, run) {
-            Ok(run) => Ok(Configured {
-                mounted,
-                cgroup: granted,
-                ldconfig: Some(run),
-            }),
-            Err(e) => Err(undo(container, &mounted, granted, e)),
-        }
+        })
     }
 }
 
 impl MountPlan {
+    /// [`MountPlan::new_libraries`], and the container paths of the plan's other steps.
+    fn new_and_other(&self, container: &Container) -> (Result<NewLibraries, String>, Vec<PathBuf>) {
+        let new = self.new_libraries(container);
+        let mine = |p: &Path| {
+            new.as_ref().is_ok_and(|n| {
+                n.libraries.iter().any(|l| l.target == p) || n.links.iter().any(|l| l.path == p)
+            })
+        };
+        let other = self
+            .ops
+            .iter()
+            .filter_map(Op::container_path)
+            .filter(|p| !mine(p))
+            .map(Path::to_path_buf)
+            .collect();
+        (new, other)
+    }
+
     /// The libraries and links this plan makes in the library directories, for
     /// [`Ldconfig::Builtin`], or why the built-in update cannot account for them.
     fn new_libraries(&self, container: &Container) -> Result<NewLibraries, String> {
@@ -310,6 +364,16 @@ impl MountPlan {
             }
         }
         Ok(new)
+    }
+}
+
+/// Tells the early update that the mounts failed with `error`; the error, with what the
+/// early update left (it writes nothing then, and drops the link it kept to the image's
+/// cache).
+fn abandon(early: Option<EarlyUpdate<'_>>, error: Error) -> Error {
+    match early.map(|early| early.finish(false)) {
+        Some(Err(e)) => error.with_undo_left(vec![format!("early linker cache update: {e}")]),
+        _ => error,
     }
 }
 

@@ -35,6 +35,7 @@ mod compat;
 mod configure;
 mod container;
 mod detach;
+mod early_update;
 mod error;
 mod inroot;
 mod kernfs;

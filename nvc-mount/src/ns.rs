@@ -2,6 +2,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::thread::{Scope, ScopedJoinHandle};
 
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::statfs::PROC_SUPER_MAGIC;
@@ -85,40 +86,94 @@ where
     T: Send,
     F: FnOnce() -> Result<T, Error> + Send,
 {
+    std::thread::scope(|scope| join(spawn(scope, ns, path, owner, || (), |()| work())?, path))
+}
+
+/// [`in_container_ns`]'s `work` started on a thread of `scope` and not waited for: the
+/// caller goes on, then [`Started::join`]s it. The thread runs `before` in the caller's
+/// namespace first (reading the host's files there, off the caller's thread) and gives
+/// `work` what it returned.
+pub(crate) fn start_in_container_ns<'scope, 'env, T, P, B, F>(
+    scope: &'scope Scope<'scope, 'env>,
+    container: &Container,
+    before: B,
+    work: F,
+) -> Result<Started<'scope, T>, Error>
+where
+    T: Send + 'scope,
+    B: FnOnce() -> P + Send + 'scope,
+    F: FnOnce(P) -> Result<T, Error> + Send + 'scope,
+{
+    let path = container.mount_ns_path();
+    let owner = Some((container.uid, container.gid));
+    let thread = spawn(scope, container.mount_ns()?, &path, owner, before, work)?;
+    Ok(Started { thread, path })
+}
+
+/// Work running in a container's mount namespace ([`start_in_container_ns`]).
+pub(crate) struct Started<'scope, T> {
+    thread: ScopedJoinHandle<'scope, Result<T, Error>>,
+    path: PathBuf,
+}
+
+impl<T> Started<'_, T> {
+    /// Waits for the work: what it returned, or [`Error::Namespace`] as
+    /// [`in_container_ns`].
+    pub(crate) fn join(self) -> Result<T, Error> {
+        join(self.thread, &self.path)
+    }
+}
+
+fn join<T>(thread: ScopedJoinHandle<'_, Result<T, Error>>, path: &Path) -> Result<T, Error> {
+    thread.join().unwrap_or_else(|_| {
+        Err(Error::Namespace {
+            step: "namespace thread",
+            path: path.to_path_buf(),
+            error: std::io::Error::other("panicked"),
+        })
+    })
+}
+
+/// Starts a new thread of `scope` that runs `before`, enters the namespace `ns` (at `path`)
+/// and runs `work` with what `before` returned.
+fn spawn<'scope, T, P, B, F>(
+    scope: &'scope Scope<'scope, '_>,
+    ns: OwnedFd,
+    path: &Path,
+    owner: Option<(u32, u32)>,
+    before: B,
+    work: F,
+) -> Result<ScopedJoinHandle<'scope, Result<T, Error>>, Error>
+where
+    T: Send + 'scope,
+    B: FnOnce() -> P + Send + 'scope,
+    F: FnOnce(P) -> Result<T, Error> + Send + 'scope,
+{
     let fds = host_proc_fds()?;
     let faults = nvc_sys::fault::carry();
-    let thread_failed = |step, error| Error::Namespace {
-        step,
-        path: path.to_path_buf(),
-        error,
-    };
-    std::thread::scope(|scope| {
-        std::thread::Builder::new()
-            .name("nvc-mount-ns".into())
-            .spawn_scoped(scope, move || {
-                faults.enter(|| {
-                    let fail = |step, errno| Error::Namespace {
-                        step,
-                        path: path.to_path_buf(),
-                        error: crate::error::os(errno),
-                    };
-                    unshare(CloneFlags::CLONE_FS).map_err(|e| fail("unshare(CLONE_FS)", e))?;
-                    setns(&ns, CloneFlags::CLONE_NEWNS)
-                        .map_err(|e| fail("setns(CLONE_NEWNS)", e))?;
-                    fchdir(&fds).map_err(|e| fail("fchdir(/proc/self/fd)", e))?;
-                    if let Some((uid, gid)) = owner {
-                        nvc_sys::set_fs_owner(uid, gid).map_err(|e| fail("setfsuid", e.errno()))?;
-                    }
-                    work()
-                })
+    let at = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("nvc-mount-ns".into())
+        .spawn_scoped(scope, move || {
+            faults.enter(|| {
+                let prepared = before();
+                let fail = |step, errno| Error::Namespace {
+                    step,
+                    path: at.clone(),
+                    error: crate::error::os(errno),
+                };
+                unshare(CloneFlags::CLONE_FS).map_err(|e| fail("unshare(CLONE_FS)", e))?;
+                setns(&ns, CloneFlags::CLONE_NEWNS).map_err(|e| fail("setns(CLONE_NEWNS)", e))?;
+                fchdir(&fds).map_err(|e| fail("fchdir(/proc/self/fd)", e))?;
+                if let Some((uid, gid)) = owner {
+                    nvc_sys::set_fs_owner(uid, gid).map_err(|e| fail("setfsuid", e.errno()))?;
+                }
+                work(prepared)
             })
-            .map_err(|e| thread_failed("spawn namespace thread", e))?
-            .join()
-            .unwrap_or_else(|_| {
-                Err(thread_failed(
-                    "namespace thread",
-                    std::io::Error::other("panicked"),
-                ))
-            })
-    })
+        })
+        .map_err(|e| Error::Namespace {
+            step: "spawn namespace thread",
+            path: path.to_path_buf(),
+            error: e,
+        })
 }

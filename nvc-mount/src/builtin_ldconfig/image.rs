@@ -320,62 +320,102 @@ impl SonameLink {
     /// `link -> file` in `d`.
     pub(super) fn new(d: &Scanned, link: &OsStr, file: &OsStr) -> Result<Self, Error> {
         let path = d.name.join(link);
-        let dir = d.fd.try_clone().map_err(|e| {
-            fail("keep the directory of", &path)(Errno::from_raw(e.raw_os_error().unwrap_or(0)))
-        })?;
         Ok(SonameLink {
-            dir,
+            dir: keep_fd(&d.fd, &path)?,
             path,
             file: file.to_owned(),
         })
     }
 }
 
-/// Writes `bytes` as the image's `/etc/ld.so.cache`, then the SONAME `links`, as the owner
-/// may create them.
+/// A second descriptor of the directory `fd`, to make or check `path` in it later.
+pub(super) fn keep_fd(fd: &OwnedFd, path: &Path) -> Result<OwnedFd, Error> {
+    fd.try_clone().map_err(|e| {
+        fail("keep the directory of", path)(Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+    })
+}
+
+/// The new cache written beside the image's (`/etc/ld.so.cache~nvc`) and its SONAME links
+/// made ([`stage`]): [`Staged::commit`] renames the cache in place, [`Staged::undo`] removes
+/// both.
+pub(super) struct Staged {
+    etc: OwnedFd,
+    links: Vec<SonameLink>,
+}
+
+const STAGED: &str = "ld.so.cache~nvc";
+
+/// Writes `bytes` beside the image's `/etc/ld.so.cache` and makes the SONAME `links`, as
+/// the owner may create them.
 ///
 /// # Errors
 ///
-/// The first write or link that fails (a cache already renamed in place stays: `configure`
-/// has kept the old one and undoes both).
-pub(super) fn write_cache_and_links(
-    root: &Root,
-    bytes: &[u8],
-    links: &[SonameLink],
-) -> Result<(), Error> {
-    write_cache_file(root, Path::new("/etc"), bytes)?;
-    for l in links {
-        let Some(link) = l.path.file_name() else {
-            return Err(fail("symlink", &l.path)(Errno::EINVAL));
-        };
-        root.may_create(&l.dir, &l.path)?;
-        symlinkat(l.file.as_os_str(), l.dir.as_fd(), link).map_err(fail("symlink", &l.path))?;
-    }
-    Ok(())
-}
-
-/// Writes `bytes` as `/etc/ld.so.cache`: a new file beside it, renamed over it.
-fn write_cache_file(root: &Root, etc: &Path, bytes: &[u8]) -> Result<(), Error> {
+/// The first write or link that fails: what was made before it is removed again.
+pub(super) fn stage(root: &Root, bytes: &[u8], links: Vec<SonameLink>) -> Result<Staged, Error> {
+    let etc = Path::new("/etc");
     let dir = root
         .open(etc, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
         .map_err(fail("open", etc))?;
-    let tmp = "ld.so.cache~nvc";
-    root.may_create(&dir, &etc.join(tmp))?;
-    let _ = unlinkat(dir.as_fd(), tmp, UnlinkatFlags::NoRemoveDir);
+    let path = etc.join(STAGED);
+    root.may_create(&dir, &path)?;
+    let _ = unlinkat(dir.as_fd(), STAGED, UnlinkatFlags::NoRemoveDir);
     let flags =
         OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let path = etc.join(tmp);
-    let fd = nix::fcntl::openat(dir.as_fd(), tmp, flags, Mode::from_bits_truncate(0o644))
+    let fd = nix::fcntl::openat(dir.as_fd(), STAGED, flags, Mode::from_bits_truncate(0o644))
         .map_err(fail("create", &path))?;
-    let written = File::from(fd).write_all(bytes);
-    if let Err(e) = written {
-        let _ = unlinkat(dir.as_fd(), tmp, UnlinkatFlags::NoRemoveDir);
+    let mut staged = Staged {
+        etc: dir,
+        links: Vec::with_capacity(links.len()),
+    };
+    if let Err(e) = File::from(fd).write_all(bytes) {
+        staged.undo();
         return Err(fail("write", &path)(Errno::from_raw(
             e.raw_os_error().unwrap_or(0),
         )));
     }
-    renameat(dir.as_fd(), tmp, dir.as_fd(), "ld.so.cache").map_err(|e| {
-        let _ = unlinkat(dir.as_fd(), tmp, UnlinkatFlags::NoRemoveDir);
-        fail("rename", &path)(e)
-    })
+    for l in links {
+        if let Err(e) = make_link(root, &l) {
+            staged.undo();
+            return Err(e);
+        }
+        staged.links.push(l);
+    }
+    Ok(staged)
+}
+
+fn make_link(root: &Root, l: &SonameLink) -> Result<(), Error> {
+    let Some(link) = l.path.file_name() else {
+        return Err(fail("symlink", &l.path)(Errno::EINVAL));
+    };
+    root.may_create(&l.dir, &l.path)?;
+    nvc_sys::fault::point("symlink", &l.path).map_err(fail("symlink", &l.path))?;
+    symlinkat(l.file.as_os_str(), l.dir.as_fd(), link).map_err(fail("symlink", &l.path))
+}
+
+impl Staged {
+    /// Renames the new cache over the image's.
+    ///
+    /// # Errors
+    ///
+    /// The rename failed: the staged cache and the links are removed.
+    pub(super) fn commit(self) -> Result<(), Error> {
+        let path = Path::new("/etc").join(STAGED);
+        nvc_sys::fault::point("rename", &path)
+            .and_then(|()| renameat(self.etc.as_fd(), STAGED, self.etc.as_fd(), "ld.so.cache"))
+            .map_err(|e| {
+                self.undo();
+                fail("rename", &path)(e)
+            })
+    }
+
+    /// Removes the links made and the staged cache (best effort: they are the update's own
+    /// names, made just before).
+    pub(super) fn undo(&self) {
+        for l in &self.links {
+            if let Some(link) = l.path.file_name() {
+                let _ = unlinkat(l.dir.as_fd(), link, UnlinkatFlags::NoRemoveDir);
+            }
+        }
+        let _ = unlinkat(self.etc.as_fd(), STAGED, UnlinkatFlags::NoRemoveDir);
+    }
 }

@@ -206,6 +206,71 @@ pub(crate) fn update(
     }
 }
 
+/// What [`prove_planned`] found.
+pub(crate) enum Proof {
+    /// The new cache and links, to write once the mounts are made.
+    Proven(update::Proven),
+    /// The update cannot be proven now (the update after the mounts may still prove it, or
+    /// build a new cache).
+    Unsure,
+    /// [`crate::Ldconfig::Auto`]: the image's program runs ([`stands_for`] is false).
+    Program,
+}
+
+/// The update of the image at `root` for the `new` libraries of a plan, proven while the
+/// plan's mounts are made (on another thread: the `new` links taken as the plan makes them,
+/// and its `other` paths checked to be none the scan reads; [`update::NewLinks::Planned`]).
+/// With `auto` (the image's program of [`crate::Ldconfig::Auto`]), first whether the update
+/// stands for it ([`stands_for`], from the same read of the cache), told to `decided`. Call
+/// inside the container's mount namespace, as its owner ([`crate::ns`]).
+///
+/// # Errors
+///
+/// The image's configuration refused (past a count of [`budget`]), or a directory
+/// descriptor not kept.
+pub(crate) fn prove_planned(
+    root: &Root,
+    cmd: &CommandLine<'_>,
+    auto: Option<(&Path, &dyn Fn(bool))>,
+    new: Result<NewLibraries, String>,
+    other: &[&Path],
+) -> Result<Proof, Error> {
+    let bytes = image::read_cache(root);
+    let cache = match &bytes {
+        Ok(bytes) => {
+            LdCache::parse(bytes).map_err(|e| format!("/etc/ld.so.cache does not parse ({e})"))
+        }
+        Err(why) => Err(why.clone()),
+    };
+    if let Some((program, decided)) = auto {
+        let stands = stands_for(root, program, cache.as_ref().ok());
+        decided(stands);
+        if !stands {
+            return Ok(Proof::Program);
+        }
+    }
+    let new = match new {
+        Ok(new) => new,
+        Err(_) => return Ok(Proof::Unsure),
+    };
+    let how = update::NewLinks::Planned { other };
+    let mut budget = budget::Budget::new();
+    Ok(
+        match update::prove(
+            root,
+            cmd,
+            &cache,
+            &new.libraries,
+            &new.links,
+            how,
+            &mut budget,
+        )? {
+            Ok(proven) => Proof::Proven(proven),
+            Err(_) => Proof::Unsure,
+        },
+    )
+}
+
 /// The glibc versions whose `ldconfig` the update is proven to equal (the oracle test's:
 /// Debian's bookworm, trixie and sid).
 const PROVEN: std::ops::RangeInclusive<(u32, u32)> = (2, 36)..=(2, 43);
@@ -216,18 +281,13 @@ const PROVEN: std::ops::RangeInclusive<(u32, u32)> = (2, 36)..=(2, 43);
 /// wrote it: the generator glibc's `ldconfig` records since 2.33 (`ldconfig (Debian GLIBC
 /// 2.36-9+deb12u13) stable release version 2.36`). An image that lies here gets the
 /// built-in update, which proves its own premises, instead of its own program. Call inside
-/// the container's mount namespace ([`crate::ns`]).
-pub(crate) fn proven_for(root: &Root, program: &Path) -> bool {
-    if image::open_regular(root, program).is_err() {
-        return false;
-    }
-    let Ok(bytes) = image::read_cache(root) else {
-        return false;
-    };
-    LdCache::parse(&bytes)
-        .ok()
-        .and_then(|cache| cache.generator().and_then(glibc_version))
-        .is_some_and(|version| PROVEN.contains(&version))
+/// the container's mount namespace ([`crate::ns`]), with the image's `cache` read and parsed
+/// (`None`: it did not read).
+fn stands_for(root: &Root, program: &Path, cache: Option<&LdCache<'_>>) -> bool {
+    image::open_regular(root, program).is_ok()
+        && cache
+            .and_then(|cache| cache.generator().and_then(glibc_version))
+            .is_some_and(|version| PROVEN.contains(&version))
 }
 
 /// The glibc version a cache's generator names after its last `release version `; a

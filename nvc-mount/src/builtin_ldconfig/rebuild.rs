@@ -33,7 +33,7 @@ use nvc_ldcache::elf::{Class, ElfInfo, machine};
 use nvc_ldcache::{Arch, CacheEntry, Flags, Format, LdCache, Platform, write_cache};
 
 use super::budget::{Budget, settle};
-use super::image::{Scanned, SonameLink, inode, list, open_regular, scan, write_cache_and_links};
+use super::image::{Scanned, SonameLink, inode, list, open_regular, scan, stage};
 use super::order::glibc_order;
 use super::select::{self, Candidate, Name};
 use super::{CommandLine, Outcome, libc6_everywhere, unsure};
@@ -129,7 +129,7 @@ pub(super) fn rebuild(
     entries.sort_by(glibc_order);
 
     let bytes = write_cache(&entries, format, Some(generator.unwrap_or(GENERATOR)));
-    write_cache_and_links(root, &bytes, &links)?;
+    stage(root, &bytes, links)?.commit()?;
     Ok(Outcome::Updated {
         added: entries.len().saturating_sub(before),
     })

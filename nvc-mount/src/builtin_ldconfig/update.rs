@@ -4,10 +4,11 @@
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io::Read;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, readlinkat};
@@ -16,9 +17,11 @@ use nvc_ldcache::elf::ElfInfo;
 use nvc_ldcache::{Arch, CacheEntry, Flags, Format, LdCache, write_cache};
 
 use super::budget::{Budget, Refused, settle};
-use super::image::{Scanned, SonameLink, list, open_regular, scan, write_cache_and_links};
+use super::image::{
+    Scan, Scanned, SonameLink, Staged, inode, keep_fd, list, open_regular, scan, stage,
+};
 use super::order::glibc_order;
-use super::{CommandLine, NewLibrary, NewLink, Outcome, libc6_everywhere, unsure};
+use super::{CommandLine, NewLibrary, NewLink, Outcome, libc6_everywhere};
 use crate::Error;
 use crate::apply::Root;
 use crate::ns::proc_fd;
@@ -26,9 +29,21 @@ use crate::ns::proc_fd;
 /// How many links in a row are followed from a cache entry to the file it names.
 const LINK_HOPS: usize = 8;
 
+/// How the new links (beside the new libraries, in the library directories) are taken.
+#[derive(Clone, Copy)]
+pub(crate) enum NewLinks<'a> {
+    /// As they are now: the mounts are made (`configure` after them, the CDI hook).
+    Now,
+    /// As the plan makes them while the update is proven (`configure`'s mounts on another
+    /// thread): each checked when the proof is written ([`Proven::write`]). The plan's
+    /// `other` paths (neither a new library nor a new link) must not be in a directory the
+    /// scan reads.
+    Planned { other: &'a [&'a Path] },
+}
+
 /// Updates the cache of the image at `root` for `new` libraries, scanning as `ldconfig` run
-/// with `cmd` ([`scan`]). Call inside
-/// the container's mount namespace, as its owner ([`crate::ns`]).
+/// with `cmd` ([`scan`]): [`prove`], then [`Proven::write`]. Call inside the container's
+/// mount namespace, as its owner ([`crate::ns`]).
 ///
 /// # Errors
 ///
@@ -42,45 +57,85 @@ pub(super) fn update(
     new_links: &[NewLink],
     budget: &mut Budget,
 ) -> Result<Outcome, Error> {
+    match prove(root, cmd, cache, new, new_links, NewLinks::Now, budget)? {
+        Ok(proven) => proven.write(root),
+        Err(why) => Ok(Outcome::Unsure(why)),
+    }
+}
+
+/// The new cache and links, proven to be what `ldconfig` writes, not written yet.
+pub(crate) struct Proven {
+    bytes: Vec<u8>,
+    links: Vec<SonameLink>,
+    added: usize,
+    /// The scanned directories (name and inode), to be the same ones when written.
+    dirs: Vec<(PathBuf, (u64, u64))>,
+    /// The planned links (directory, name, target) to be there when written
+    /// ([`NewLinks::Planned`]).
+    planned: Vec<(OwnedFd, OsString, PathBuf)>,
+}
+
+/// Returns `Ok(Err(reason))` from the function it is used in.
+macro_rules! not_sure {
+    ($($arg:tt)*) => { return Ok(Err(format!($($arg)*))) };
+}
+
+/// Proves the cache of the image at `root` plus the `new` libraries (and `new_links`, taken
+/// as `how` says) to be what `ldconfig` run with `cmd` writes ([`scan`]): the new cache and
+/// the SONAME links to make, or why it is unsure. Writes nothing. Call inside the
+/// container's mount namespace ([`crate::ns`]).
+///
+/// # Errors
+///
+/// The image refused past a count of `budget`, or a directory descriptor not kept.
+pub(crate) fn prove(
+    root: &Root,
+    cmd: &CommandLine<'_>,
+    cache: &Result<LdCache<'_>, String>,
+    new: &[NewLibrary],
+    new_links: &[NewLink],
+    how: NewLinks<'_>,
+    budget: &mut Budget,
+) -> Result<Result<Proven, String>, Error> {
     let cache = match cache {
         Ok(cache) => *cache,
-        Err(why) => unsure!("{why}"),
+        Err(why) => not_sure!("{why}"),
     };
     if cache.format() == Format::Old {
-        unsure!("/etc/ld.so.cache is in the old format");
+        not_sure!("/etc/ld.so.cache is in the old format");
     }
     let mut scan = match scan(root, cmd, budget)? {
         Ok(scan) => scan,
-        Err(why) => unsure!("{why}"),
+        Err(why) => not_sure!("{why}"),
     };
 
     // The old entries, under the scan's names of their directories.
     let mut entries = Vec::with_capacity(cache.len() + new.len());
     for e in cache.entries() {
         let Ok(e) = e else {
-            unsure!("an entry of /etc/ld.so.cache does not read");
+            not_sure!("an entry of /etc/ld.so.cache does not read");
         };
         if e.hwcap() != 0 || e.hwcaps_subdir().is_some() {
-            unsure!("/etc/ld.so.cache has hwcap entries");
+            not_sure!("/etc/ld.so.cache has hwcap entries");
         }
         if e.flags().lib_type() != Flags::libc6(e.arch()).lib_type() {
-            unsure!(
+            not_sure!(
                 "/etc/ld.so.cache lists {} as another type than libc6 (glibc before 2.37 and \
                  after list such libraries differently)",
                 e.path().display()
             );
         }
         let (Some(dir), Some(name)) = (e.path().parent(), e.path().file_name()) else {
-            unsure!("entry {} is no file path", e.path().display());
+            not_sure!("entry {} is no file path", e.path().display());
         };
         let Some(d) = scan.get(root, dir) else {
-            unsure!(
+            not_sure!(
                 "{} is in a directory ldconfig does not scan",
                 e.path().display()
             );
         };
         if root.open(&d.name.join(name), OFlag::O_PATH).is_err() {
-            unsure!("stale cache: {} is gone", e.path().display());
+            not_sure!("stale cache: {} is gone", e.path().display());
         }
         // An i386 entry's type is one every glibc would give it only where the file says
         // so (read: an image has few of them).
@@ -89,7 +144,7 @@ pub(super) fn update(
                 .ok()
                 .and_then(|file| ElfInfo::read(proc_fd(&file)).ok());
             if !elf.as_ref().is_some_and(libc6_everywhere) {
-                unsure!(
+                not_sure!(
                     "{} is an i386 library that does not need glibc (glibc versions list it \
                      differently)",
                     e.path().display()
@@ -119,20 +174,43 @@ pub(super) fn update(
     }
     let mut pairs = entries.iter().zip(entries.iter().skip(1));
     if pairs.any(|(a, b)| glibc_order(a, b) == Ordering::Greater) {
-        unsure!("/etc/ld.so.cache is not in glibc's order");
+        not_sure!("/etc/ld.so.cache is not in glibc's order");
+    }
+
+    // The plan's other paths: none where the scan reads (its files would be weighed as the
+    // image's), and no directory it makes on the way a hwcap subdirectory of a scanned one.
+    if let NewLinks::Planned { other } = how {
+        let scanned =
+            |p: &Path, scan: &mut Scan| p.parent().is_some_and(|dir| scan.get(root, dir).is_some());
+        let hwcap = |p: &Path| {
+            p.file_name()
+                .is_some_and(|n| cmd.platform.hwcap_dirs.iter().any(|h| n == *h))
+        };
+        let made = (other.iter().copied())
+            .chain(new.iter().map(|l| l.target.as_path()))
+            .chain(new_links.iter().map(|l| l.path.as_path()));
+        let hwcap_dirs = made
+            .flat_map(|p| p.ancestors().skip(1))
+            .filter(|d| hwcap(d));
+        for path in other.iter().copied().chain(hwcap_dirs) {
+            if scanned(path, &mut scan) {
+                not_sure!("the plan makes {} where ldconfig scans", path.display());
+            }
+        }
     }
 
     // The new libraries: SONAME, architecture, link.
+    let mut planned = Vec::new();
     let mut links = Vec::new();
     let mut linked_before = HashSet::new();
     let mut added = Vec::new();
     for lib in new {
         let (Some(dir), Some(file)) = (lib.target.parent(), lib.target.file_name()) else {
-            unsure!("{} is no file path", lib.target.display());
+            not_sure!("{} is no file path", lib.target.display());
         };
         let (soname, arch) = (lib.soname.clone(), lib.arch);
         let Some(d) = scan.get(root, dir) else {
-            unsure!("{} is in a directory ldconfig does not scan", dir.display());
+            not_sure!("{} is in a directory ldconfig does not scan", dir.display());
         };
         let flags = Flags::libc6(arch);
         if entries
@@ -140,7 +218,7 @@ pub(super) fn update(
             .chain(&added)
             .any(|e: &CacheEntry| e.soname == soname && e.flags == flags)
         {
-            unsure!(
+            not_sure!(
                 "{} is in the cache already",
                 String::from_utf8_lossy(&soname)
             );
@@ -149,12 +227,22 @@ pub(super) fn update(
         d.referenced.insert(file.to_owned());
         d.referenced.insert(soname_os.to_owned());
         if soname_os != file {
+            // Where the plan makes the SONAME link's name itself, what is there depends on
+            // how far the mounts got.
+            let at = dir.join(soname_os);
+            if let NewLinks::Planned { other } = how
+                && (new.iter().any(|l| l.target == at)
+                    || new_links.iter().any(|l| l.path == at)
+                    || other.contains(&at.as_path()))
+            {
+                not_sure!("the plan makes {} itself", at.display());
+            }
             match readlinkat(d.fd.as_fd(), soname_os) {
                 Ok(to) if to == file => {
                     linked_before.insert(d.name.join(soname_os));
                 }
                 Err(Errno::ENOENT) => links.push(SonameLink::new(d, soname_os, file)?),
-                _ => unsure!("{} exists", dir.join(soname_os).display()),
+                _ => not_sure!("{} exists", dir.join(soname_os).display()),
             }
         }
         let mut entry = CacheEntry::new(
@@ -177,16 +265,25 @@ pub(super) fn update(
             link.path.file_name(),
             link.target.to_str(),
         ) else {
-            unsure!("link {} is no file path", link.path.display());
+            not_sure!("link {} is no file path", link.path.display());
         };
         let Some(d) = scan.get(root, dir) else {
-            unsure!("{} is in a directory ldconfig does not scan", dir.display());
+            not_sure!("{} is in a directory ldconfig does not scan", dir.display());
         };
-        // The link as it is now: one the CDI hook expects may not be there.
-        match readlinkat(d.fd.as_fd(), name) {
-            Ok(now) if now == link.target => {}
-            Err(Errno::ENOENT) => continue,
-            _ => unsure!("{} is not the link -> {to}", link.path.display()),
+        match how {
+            // The link as it is now: one the CDI hook expects may not be there.
+            NewLinks::Now => match readlinkat(d.fd.as_fd(), name) {
+                Ok(now) if now == link.target => {}
+                Err(Errno::ENOENT) => continue,
+                _ => not_sure!("{} is not the link -> {to}", link.path.display()),
+            },
+            NewLinks::Planned { .. } => {
+                planned.push((
+                    keep_fd(&d.fd, &link.path)?,
+                    name.to_owned(),
+                    link.target.clone(),
+                ));
+            }
         }
         let to_path = d.name.join(to);
         let target = added
@@ -194,7 +291,7 @@ pub(super) fn update(
             .find(|e| e.path == to_path.as_os_str().as_bytes());
         let dev = name.as_bytes().ends_with(b".so");
         let Some(target) = target.filter(|t| dev && t.soname.starts_with(name.as_bytes())) else {
-            unsure!("link {} -> {to}", link.path.display());
+            not_sure!("link {} -> {to}", link.path.display());
         };
         d.referenced.insert(name.to_owned());
         if linked_before.contains(&to_path) {
@@ -213,7 +310,7 @@ pub(super) fn update(
         if let Some(why) =
             settle(unlisted_library(root, d, cmd.platform.hwcap_dirs, budget))?.unwrap_or_else(Some)
         {
-            return Ok(Outcome::Unsure(why));
+            return Ok(Err(why));
         }
     }
 
@@ -221,9 +318,96 @@ pub(super) fn update(
     let count = added.len();
     entries.extend(added);
     entries.sort_by(glibc_order);
+    let dirs = scan
+        .dirs
+        .iter()
+        .map(|d| (d.name.clone(), d.inode))
+        .collect();
     let bytes = write_cache(&entries, cache.format(), cache.generator());
-    write_cache_and_links(root, &bytes, &links)?;
-    Ok(Outcome::Updated { added: count })
+    Ok(Ok(Proven {
+        bytes,
+        links,
+        added: count,
+        dirs,
+        planned,
+    }))
+}
+
+impl Proven {
+    /// Writes the proven cache beside the image's and makes the links ([`stage`]), then
+    /// renames it in place ([`StagedUpdate::commit`]).
+    ///
+    /// # Errors
+    ///
+    /// The first write or link that fails (nothing of the update is left then).
+    pub(crate) fn write(self, root: &Root) -> Result<Outcome, Error> {
+        self.stage(root)?.commit(root)
+    }
+
+    /// Writes the proven cache beside the image's (`/etc/ld.so.cache~nvc`) and makes the
+    /// SONAME links — before the plan's mounts are made, with [`NewLinks::Planned`]; the
+    /// image's cache is unchanged until [`StagedUpdate::commit`].
+    ///
+    /// # Errors
+    ///
+    /// The first write or link that fails (what was made before it is removed).
+    pub(crate) fn stage(self, root: &Root) -> Result<StagedUpdate, Error> {
+        Ok(StagedUpdate {
+            staged: stage(root, &self.bytes, self.links)?,
+            added: self.added,
+            dirs: self.dirs,
+            planned: self.planned,
+        })
+    }
+}
+
+/// A [`Proven`] update written beside the image's cache, not yet in place.
+pub(crate) struct StagedUpdate {
+    staged: Staged,
+    added: usize,
+    dirs: Vec<(PathBuf, (u64, u64))>,
+    planned: Vec<(OwnedFd, OsString, PathBuf)>,
+}
+
+impl StagedUpdate {
+    /// Puts the staged cache in place where the scanned directories are still the ones read
+    /// and the planned links are there; else removes it and the links (unsure).
+    ///
+    /// # Errors
+    ///
+    /// The rename failed (the staged cache and the links are removed).
+    pub(crate) fn commit(self, root: &Root) -> Result<Outcome, Error> {
+        if let Some(why) = self.changed(root) {
+            self.staged.undo();
+            return Ok(Outcome::Unsure(why));
+        }
+        self.staged.commit()?;
+        Ok(Outcome::Updated { added: self.added })
+    }
+
+    /// Removes the staged cache and the links made.
+    pub(crate) fn undo(self) {
+        self.staged.undo();
+    }
+
+    /// What changed since the proof that it depends on.
+    fn changed(&self, root: &Root) -> Option<String> {
+        for (name, was) in &self.dirs {
+            if inode(root, name) != Some(*was) {
+                return Some(format!("{} changed", name.display()));
+            }
+        }
+        self.planned.iter().find_map(|(dir, name, target)| {
+            let now = readlinkat(dir.as_fd(), name.as_os_str()).ok();
+            (now.as_deref() != Some(target.as_os_str())).then(|| {
+                format!(
+                    "the link {} -> {} was not made",
+                    name.display(),
+                    target.display()
+                )
+            })
+        })
+    }
 }
 
 /// Why `ldconfig` might pick up something in `d` that the cache does not list: an ELF file
