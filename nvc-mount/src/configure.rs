@@ -2,6 +2,7 @@
 //! later step's failure undoes the earlier ones.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::builtin_ldconfig::{CommandLine, NewLibraries, NewLibrary, NewLink};
 use crate::cgroup::{DeviceCgroup, DeviceGrant};
@@ -274,6 +275,7 @@ impl MountPlan {
                 });
             };
             let auto = matches!(opts.ldconfig, Ldconfig::Auto(_));
+            let mut spent = Duration::ZERO;
             match early.map(|early| early.finish(true)) {
                 Some(Ok(Early::Updated { added })) => {
                     return Ok(Configured {
@@ -282,9 +284,11 @@ impl MountPlan {
                         ldconfig: Some(LdconfigRun::Builtin { added }),
                     });
                 }
-                // Auto: the image's program runs after a failed update.
                 Some(Err(e)) if !auto => return Err(undo(container, &mounted, granted, e)),
-                // Unsure before the mounts: the update after them decides.
+                // Unsure before the mounts: the update after them decides, in the time left.
+                Some(Ok(Early::Unsure(early))) => spent = early,
+                // Auto: the update after the mounts fails again, or is unsure, and the
+                // image's program runs.
                 _ => {}
             }
             let saved = match LinkerState::save(container, &cmd.dirs) {
@@ -303,6 +307,7 @@ impl MountPlan {
                         cmd,
                         move |_| new,
                         granted.as_ref().map(|(cg, _)| cg),
+                        spent,
                     )
                 }
             };
@@ -368,11 +373,11 @@ impl MountPlan {
 }
 
 /// Tells the early update that the mounts failed with `error`; the error, with what the
-/// early update left (it writes nothing then, and drops the link it kept to the image's
-/// cache).
+/// early update could not remove of what it wrote (its error, if it had one, is moot: the
+/// configure fails anyway).
 fn abandon(early: Option<EarlyUpdate<'_>>, error: Error) -> Error {
     match early.map(|early| early.finish(false)) {
-        Some(Err(e)) => error.with_undo_left(vec![format!("early linker cache update: {e}")]),
+        Some(Ok(Early::Abandoned { left })) if !left.is_empty() => error.with_undo_left(left),
         _ => error,
     }
 }

@@ -13,23 +13,25 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::Scope;
+use std::time::{Duration, Instant};
 
 use crate::apply::Root;
 use crate::builtin_ldconfig::{CommandLine, NewLibraries, Outcome, Proof, prove_planned};
-use crate::linker_state::LinkerState;
 use crate::ns::{Started, start_in_container_ns};
 use crate::{Container, Error, Ldconfig};
 
 /// What the early update did.
+#[derive(Debug)]
 pub(crate) enum Early {
     /// The cache was written with `added` entries more, and the SONAME links made.
     Updated { added: usize },
-    /// Nothing written: the update after the mounts decides.
-    Unsure,
+    /// Nothing written: the update after the mounts decides, in what is left of the
+    /// update's time (the early update spent this much).
+    Unsure(Duration),
     /// [`Ldconfig::Auto`] where the image's program runs: nothing written.
     Program,
-    /// The mounts failed: nothing written.
-    Abandoned,
+    /// The mounts failed: what was written is removed, but for what is `left`.
+    Abandoned { left: Vec<String> },
 }
 
 /// The early update, running.
@@ -64,6 +66,8 @@ impl<'scope> EarlyUpdate<'scope> {
             _ => None,
         };
         let work = start_in_container_ns(scope, container, plan, move |(new, other)| {
+            let start = Instant::now();
+            let unsure = || Ok(Early::Unsure(start.elapsed()));
             let root = Root::of(container)?;
             let other: Vec<&Path> = other.iter().map(PathBuf::as_path).collect();
             let tell = move |stands| {
@@ -72,26 +76,21 @@ impl<'scope> EarlyUpdate<'scope> {
             let auto = auto.map(|program| (program, &tell as &dyn Fn(bool)));
             let proven = match prove_planned(&root, cmd, auto, new, &other)? {
                 Proof::Proven(proven) => proven,
-                Proof::Unsure => return Ok(Early::Unsure),
+                Proof::Unsure => return unsure(),
                 Proof::Program => return Ok(Early::Program),
             };
-            // The image's cache kept, to be put back if the rename fails; the new one written
-            // beside it and the links made while the mounts are.
-            let saved = LinkerState::save_in(&root, &[])?;
-            let staged = match proven.stage(&root) {
-                Ok(staged) => staged,
-                Err(e) => return saved.settle_in(Err(e)),
-            };
+            // The new cache written beside the image's and the links made while the mounts
+            // are; the rename, the last step that can fail, once they are made.
+            let staged = proven.stage(&root)?;
             if wait.recv() != Ok(true) {
-                staged.undo();
-                return saved.settle_in(Ok(Early::Abandoned));
+                return Ok(Early::Abandoned {
+                    left: staged.undo(),
+                });
             }
-            saved
-                .settle_in(staged.commit(&root))
-                .map(|outcome| match outcome {
-                    Outcome::Updated { added } => Early::Updated { added },
-                    Outcome::Unsure(_) => Early::Unsure,
-                })
+            match staged.commit(&root, cmd)? {
+                Outcome::Updated { added } => Ok(Early::Updated { added }),
+                Outcome::Unsure(_) => unsure(),
+            }
         })?;
         Ok(EarlyUpdate {
             work,

@@ -16,6 +16,7 @@ use crate::builtin_ldconfig::{CommandLine, NewLibraries, NewLibrary};
 use crate::{Container, Error, Ldconfig, LdconfigOptions, Limits};
 
 const LIBS: &str = "usr/lib/x86_64-linux-gnu";
+const LIBS32: &str = "usr/lib/i386-linux-gnu";
 
 struct Fixture {
     _paused: PausedContainer,
@@ -26,11 +27,12 @@ struct Fixture {
 }
 
 /// A paused container on a Debian-like image with one library and the cache the host's
-/// glibc `ldconfig` wrote for it; `None` (reason printed) without root.
+/// glibc `ldconfig` wrote for it, and an empty i386 library directory; `None` (reason
+/// printed) without root.
 fn fixture() -> Option<Fixture> {
     let paused = PausedContainer::start()?;
     let rootfs = tempfile::tempdir().unwrap();
-    nvc_testkit::debian_image(rootfs.path(), &[LIBS], false).unwrap();
+    nvc_testkit::debian_image(rootfs.path(), &[LIBS, LIBS32], false).unwrap();
     let image = SharedObject::x86(Class::Elf64, b"libimage.so.1");
     fs::write(
         rootfs.path().join(LIBS).join("libimage.so.1.2"),
@@ -44,8 +46,15 @@ fn fixture() -> Option<Fixture> {
         .unwrap();
     assert!(ldconfig.success());
     let host = tempfile::tempdir().unwrap();
-    let new = SharedObject::x86(Class::Elf64, b"libnew.so.1");
-    fs::write(host.path().join("libnew.so.1.0"), write_shared_object(&new)).unwrap();
+    for (class, name) in [(Class::Elf64, "libnew"), (Class::Elf32, "libnew32")] {
+        let soname = format!("{name}.so.1");
+        let new = SharedObject::x86(class, soname.as_bytes());
+        fs::write(
+            host.path().join(format!("{name}.so.1.0")),
+            write_shared_object(&new),
+        )
+        .unwrap();
+    }
     let container = Container::from_pid(paused.pid(), rootfs.path()).unwrap();
     let opts = LdconfigOptions {
         ldconfig: Ldconfig::Builtin,
@@ -64,22 +73,28 @@ fn fixture() -> Option<Fixture> {
 }
 
 impl Fixture {
-    /// The new library of the plan: the host's `libnew.so.1.0`, bound at its name in the
-    /// image's library directory.
+    /// The new libraries of the plan: the host's `libnew.so.1.0` and `libnew32.so.1.0`,
+    /// bound at their names in the image's library directories.
     fn plan(&self) -> (Result<NewLibraries, String>, Vec<PathBuf>) {
-        let target = Path::new("/").join(LIBS).join("libnew.so.1.0");
-        let library = NewLibrary::read(&target, &self.host.path().join("libnew.so.1.0"));
-        let new = library.map(|l| NewLibraries {
-            libraries: vec![l],
-            links: Vec::new(),
-        });
+        let read = |dir: &str, name: &str| {
+            let target = Path::new("/").join(dir).join(name);
+            NewLibrary::read(&target, &self.host.path().join(name))
+        };
+        let libraries = [read(LIBS, "libnew.so.1.0"), read(LIBS32, "libnew32.so.1.0")];
+        let new = libraries
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .map(|l| NewLibraries {
+                libraries: l,
+                links: Vec::new(),
+            });
         (new, Vec::new())
     }
 
     /// The image's `/etc` and library directory (names and link targets) and its cache.
     fn state(&self) -> (Vec<(String, Option<PathBuf>)>, Vec<u8>) {
         let mut names = Vec::new();
-        for dir in ["etc", LIBS] {
+        for dir in ["etc", LIBS, LIBS32] {
             for e in fs::read_dir(self.rootfs.path().join(dir)).unwrap() {
                 let path = e.unwrap().path();
                 names.push((path.display().to_string(), fs::read_link(&path).ok()));
@@ -120,31 +135,40 @@ impl Fixture {
 fn a_proven_update_is_written_once_the_mounts_are_made() {
     let Some(f) = fixture() else { return };
     let before = f.state();
+    let libs = f.rootfs.path().join(LIBS);
+    let libs32 = f.rootfs.path().join(LIBS32);
     let early = f.run(
         || {
-            // Before the mounts are made, the image's cache is the image's.
+            // Before the mounts are made: the image's cache is the image's; the link is made
+            // in the image's own directory, not yet in one it lists nothing in (which the
+            // plan may have created, and its undo would leave).
             f.staged();
             assert_eq!(f.state().1, before.1);
+            assert!(libs.join("libnew.so.1").is_symlink());
+            assert!(!libs32.join("libnew32.so.1").is_symlink());
         },
         true,
     );
-    assert!(matches!(early, Ok(Early::Updated { added: 1 })));
+    assert!(
+        matches!(early, Ok(Early::Updated { added: 2 })),
+        "{early:?}"
+    );
     let (names, bytes) = f.state();
     let cache = LdCache::parse(&bytes).unwrap();
-    let sonames: Vec<_> = cache.entries().map(|e| e.unwrap().soname()).collect();
-    assert_eq!(sonames, ["libnew.so.1", "libimage.so.1"]);
-    let libs = f.rootfs.path().join(LIBS);
-    assert_eq!(
-        fs::read_link(libs.join("libnew.so.1")).unwrap(),
-        Path::new("libnew.so.1.0")
-    );
-    // Nothing of the update's own is left in /etc: the staged cache is the cache now, the
-    // image's kept one is gone.
-    let etc: Vec<_> = names.iter().filter(|(n, _)| n.contains("/etc/")).collect();
-    assert_eq!(
-        etc.len(),
-        before.0.iter().filter(|(n, _)| n.contains("/etc/")).count()
-    );
+    let mut sonames: Vec<_> = cache.entries().map(|e| e.unwrap().soname()).collect();
+    sonames.sort();
+    assert_eq!(sonames, ["libimage.so.1", "libnew.so.1", "libnew32.so.1"]);
+    for (dir, link, file) in [
+        (&libs, "libnew.so.1", "libnew.so.1.0"),
+        (&libs32, "libnew32.so.1", "libnew32.so.1.0"),
+    ] {
+        assert_eq!(fs::read_link(dir.join(link)).unwrap(), Path::new(file));
+    }
+    // Nothing of the update's own is left in /etc: the staged cache is the cache now.
+    let etc = |names: &[(String, Option<PathBuf>)]| {
+        names.iter().filter(|(n, _)| n.contains("/etc/")).count()
+    };
+    assert_eq!(etc(&names), etc(&before.0));
 }
 
 #[test]
@@ -152,7 +176,10 @@ fn failed_mounts_abandon_the_update_and_leave_the_image_as_it_was() {
     let Some(f) = fixture() else { return };
     let before = f.state();
     let early = f.run(|| f.staged(), false);
-    assert!(matches!(early, Ok(Early::Abandoned)));
+    assert!(
+        matches!(&early, Ok(Early::Abandoned { left }) if left.is_empty()),
+        "{early:?}"
+    );
     assert_eq!(f.state(), before);
 }
 
@@ -170,7 +197,7 @@ fn a_directory_changed_after_the_proof_leaves_the_update_to_after_the_mounts() {
         },
         true,
     );
-    assert!(matches!(early, Ok(Early::Unsure)));
+    assert!(matches!(early, Ok(Early::Unsure(_))), "{early:?}");
     // The link was made in the directory that was read (now moved) and removed there.
     assert!(
         !moved
@@ -191,8 +218,28 @@ fn a_failed_rename_puts_the_cache_and_links_back() {
         |name, _| (name == "rename").then_some(Errno::EIO),
         || f.run(|| {}, true),
     );
-    let err = early.err().expect("the rename failed");
+    let err = early.expect_err("the rename failed");
     assert!(err.to_string().contains("rename"), "{err}");
     assert!(!err.to_string().contains("undo left"), "{err}");
+    assert_eq!(f.state(), before);
+}
+
+#[test]
+fn a_configuration_changed_after_the_proof_leaves_the_update_to_after_the_mounts() {
+    let Some(f) = fixture() else { return };
+    let before = f.state();
+    let conf = f.rootfs.path().join("etc/ld.so.conf");
+    let early = f.run(
+        || {
+            f.staged();
+            // A directory the scan did not read is configured now (as a mount could make
+            // one appear that the configuration named).
+            fs::create_dir_all(f.rootfs.path().join("opt/lib")).unwrap();
+            fs::write(&conf, "/opt/lib\n").unwrap();
+        },
+        true,
+    );
+    assert!(matches!(early, Ok(Early::Unsure(_))), "{early:?}");
+    fs::write(&conf, "").unwrap();
     assert_eq!(f.state(), before);
 }

@@ -68,33 +68,30 @@ fn is_link(dir: &OwnedFd, name: &OsStr) -> bool {
 
 impl LinkerState {
     pub(crate) fn save(container: &Container, dirs: &[&Path]) -> Result<Self, Error> {
-        in_container_ns(container, || Self::save_in(&Root::of(container)?, dirs))
-    }
-
-    /// [`LinkerState::save`] on a thread inside the container's mount namespace, as its
-    /// owner ([`crate::ns`]), for the image at `root`.
-    pub(crate) fn save_in(root: &Root, dirs: &[&Path]) -> Result<Self, Error> {
-        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
-        // A directory that does not list now is refused before anything changed: the
-        // undo would take every link in it for one the run added.
-        let mut saved = Vec::with_capacity(dirs.len());
-        for d in dirs {
-            let Ok(fd) = root.open(d, flags) else {
-                continue;
-            };
-            let before = names(&fd).map_err(fail("list", d))?;
-            saved.push((fd, before));
-        }
-        let etc = Path::new("/etc");
-        let cache = match root.open(etc, flags) {
-            Ok(etc) => {
-                // The hidden link is an entry nvc creates in the image's /etc.
-                root.may_create(&etc, Path::new("/etc/.ld.so.cache.nvc-*"))?;
-                Some(SavedCache::keep(etc)?)
+        in_container_ns(container, || {
+            let root = Root::of(container)?;
+            let flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
+            // A directory that does not list now is refused before anything changed: the
+            // undo would take every link in it for one the run added.
+            let mut saved = Vec::with_capacity(dirs.len());
+            for d in dirs {
+                let Ok(fd) = root.open(d, flags) else {
+                    continue;
+                };
+                let before = names(&fd).map_err(fail("list", d))?;
+                saved.push((fd, before));
             }
-            Err(_) => None,
-        };
-        Ok(LinkerState { dirs: saved, cache })
+            let etc = Path::new("/etc");
+            let cache = match root.open(etc, flags) {
+                Ok(etc) => {
+                    // The hidden link is an entry nvc creates in the image's /etc.
+                    root.may_create(&etc, Path::new("/etc/.ld.so.cache.nvc-*"))?;
+                    Some(SavedCache::keep(etc)?)
+                }
+                Err(_) => None,
+            };
+            Ok(LinkerState { dirs: saved, cache })
+        })
     }
 
     /// After the `run`: when it succeeded, the kept link to the old cache is dropped; when it
@@ -107,29 +104,14 @@ impl LinkerState {
     ) -> Result<T, Error> {
         match run {
             Ok(run) => {
-                let _ = in_container_ns(container, || {
-                    self.release_in();
-                    Ok(())
-                });
+                let _ = self.release(container);
                 Ok(run)
             }
             Err(e) => {
-                let left = in_container_ns(container, || Ok(self.restore_in()))
-                    .unwrap_or_else(|r| vec![format!("linker state not restored: {r}")]);
-                Err(e.with_undo_left(left))
-            }
-        }
-    }
-
-    /// [`LinkerState::settle`] on a thread inside the container's mount namespace.
-    pub(crate) fn settle_in<T>(&self, run: Result<T, Error>) -> Result<T, Error> {
-        match run {
-            Ok(run) => {
-                self.release_in();
-                Ok(run)
-            }
-            Err(e) => {
-                let left = self.restore_in();
+                let left = match self.restore(container) {
+                    Ok(left) => left,
+                    Err(r) => vec![format!("linker state not restored: {r}")],
+                };
                 Err(e.with_undo_left(left))
             }
         }
@@ -137,41 +119,46 @@ impl LinkerState {
 
     /// Removes the links ldconfig added and puts the old cache entry back. Best effort:
     /// returns what was left.
-    fn restore_in(&self) -> Vec<String> {
-        let mut left = Vec::new();
-        for (dir, before) in &self.dirs {
-            let now = match names(dir) {
-                Ok(now) => now,
-                Err(e) => {
-                    left.push(format!("a library directory does not list: {e}"));
-                    continue;
-                }
-            };
-            for name in now.difference(before) {
-                let how = UnlinkatFlags::NoRemoveDir;
-                if is_link(dir, name)
-                    && let Err(e) = unlinkat(dir.as_fd(), name.as_os_str(), how)
-                {
-                    left.push(format!("link {name:?} added by ldconfig: {e}"));
+    fn restore(&self, container: &Container) -> Result<Vec<String>, Error> {
+        in_container_ns(container, || {
+            let mut left = Vec::new();
+            for (dir, before) in &self.dirs {
+                let now = match names(dir) {
+                    Ok(now) => now,
+                    Err(e) => {
+                        left.push(format!("a library directory does not list: {e}"));
+                        continue;
+                    }
+                };
+                for name in now.difference(before) {
+                    let how = UnlinkatFlags::NoRemoveDir;
+                    if is_link(dir, name)
+                        && let Err(e) = unlinkat(dir.as_fd(), name.as_os_str(), how)
+                    {
+                        left.push(format!("link {name:?} added by ldconfig: {e}"));
+                    }
                 }
             }
-        }
-        if let Some(cache) = &self.cache {
-            cache.put_back(&mut left);
-        }
-        left
+            if let Some(cache) = &self.cache {
+                cache.put_back(&mut left);
+            }
+            Ok(left)
+        })
     }
 
     /// Drops the kept cache entry after a successful run.
-    fn release_in(&self) {
-        if let Some(SavedCache {
-            etc,
-            kept: Some((link, was)),
-        }) = &self.cache
-            && inode(etc, link) == Ok(*was)
-        {
-            let _ = unlinkat(etc.as_fd(), link.as_str(), UnlinkatFlags::NoRemoveDir);
-        }
+    fn release(&self, container: &Container) -> Result<(), Error> {
+        in_container_ns(container, || {
+            if let Some(SavedCache {
+                etc,
+                kept: Some((link, was)),
+            }) = &self.cache
+                && inode(etc, link) == Ok(*was)
+            {
+                let _ = unlinkat(etc.as_fd(), link.as_str(), UnlinkatFlags::NoRemoveDir);
+            }
+            Ok(())
+        })
     }
 }
 

@@ -4,6 +4,7 @@
 //! [`update_ldcache`]).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::apply::Root;
 use crate::builtin_ldconfig::{self, CommandLine, NewLibraries, NewLibrary, Outcome};
@@ -71,7 +72,7 @@ pub fn update_ldcache(
                     libraries,
                 })
             };
-            builtin_or_fallback(container, opts, &cmd, new, None)
+            builtin_or_fallback(container, opts, &cmd, new, None, Duration::ZERO)
         }
         _ => run_ldconfig(container, opts),
     };
@@ -85,18 +86,20 @@ pub fn update_ldcache(
 /// account for them) the host's `ldconfig` in the sandbox, born in `cgroup` (the container's
 /// device cgroup found before, else looked up) — the image's program for
 /// [`Ldconfig::Auto`], which also falls back where the update fails (past its counts, say).
-/// The caller keeps the linker state to put it back after a failure.
+/// The update has its time less what an earlier attempt `spent`. The caller keeps the
+/// linker state to put it back after a failure.
 pub(crate) fn builtin_or_fallback(
     container: &Container,
     opts: &LdconfigOptions,
     cmd: &CommandLine<'_>,
     new: impl FnOnce(&Root) -> Result<NewLibraries, String> + Send,
     cgroup: Option<&DeviceCgroup>,
+    spent: Duration,
 ) -> Result<LdconfigRun, Error> {
     let outcome = in_container_ns(container, || {
         let root = Root::of(container)?;
         match new(&root) {
-            Ok(new) => builtin_ldconfig::update(&root, cmd, &new),
+            Ok(new) => builtin_ldconfig::update(&root, cmd, &new, spent),
             Err(why) => Ok(Outcome::Unsure(why)),
         }
     });

@@ -61,6 +61,12 @@ impl Budget {
         }
     }
 
+    /// This budget with `spent` less time.
+    pub(super) fn less(mut self, spent: Duration) -> Self {
+        self.deadline = self.deadline.checked_sub(spent).unwrap_or(self.deadline);
+        self
+    }
+
     /// Takes `n` from `left`, or refuses naming `what` and its limit.
     fn take(left: &mut usize, n: usize, what: &str, limit: usize) -> Result<(), Refused> {
         *left = left

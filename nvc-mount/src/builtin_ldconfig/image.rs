@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use nix::dir::Dir;
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, renameat};
+use nix::fcntl::{OFlag, readlinkat, renameat};
 use nix::sys::stat::{Mode, SFlag, fstat};
 use nix::unistd::{UnlinkatFlags, symlinkat, unlinkat};
 
@@ -314,6 +314,10 @@ pub(super) struct SonameLink {
     dir: OwnedFd,
     path: PathBuf,
     file: OsString,
+    /// The directory holds files the image's cache lists: it was the image's before any
+    /// mount (one the plan creates on the way is left empty by a failed configure's undo, so
+    /// nothing is staged there before the mounts are made).
+    image_dir: bool,
 }
 
 impl SonameLink {
@@ -324,7 +328,23 @@ impl SonameLink {
             dir: keep_fd(&d.fd, &path)?,
             path,
             file: file.to_owned(),
+            image_dir: !d.sonames.is_empty(),
         })
+    }
+
+    /// Removes the link if it is still the one made; what is left, if anything.
+    fn remove(&self) -> Option<String> {
+        let name = self.path.file_name()?;
+        let now = readlinkat(self.dir.as_fd(), name).ok();
+        (now.as_deref() == Some(self.file.as_os_str()))
+            .then(|| unlinkat(self.dir.as_fd(), name, UnlinkatFlags::NoRemoveDir).err())
+            .flatten()
+            .map(|e| {
+                format!(
+                    "link {} made by the built-in update: {e}",
+                    self.path.display()
+                )
+            })
     }
 }
 
@@ -335,18 +355,22 @@ pub(super) fn keep_fd(fd: &OwnedFd, path: &Path) -> Result<OwnedFd, Error> {
     })
 }
 
-/// The new cache written beside the image's (`/etc/ld.so.cache~nvc`) and its SONAME links
-/// made ([`stage`]): [`Staged::commit`] renames the cache in place, [`Staged::undo`] removes
-/// both.
+/// The new cache written beside the image's (`/etc/ld.so.cache~nvc`) and the SONAME links
+/// made in the image's own directories ([`stage`]): [`Staged::commit`] makes the other
+/// links and renames the cache in place; dropped before, it removes what it made.
 pub(super) struct Staged {
     etc: OwnedFd,
-    links: Vec<SonameLink>,
+    /// The staged file's inode.
+    file: (u64, u64),
+    made: Vec<SonameLink>,
+    later: Vec<SonameLink>,
+    committed: bool,
 }
 
 const STAGED: &str = "ld.so.cache~nvc";
 
-/// Writes `bytes` beside the image's `/etc/ld.so.cache` and makes the SONAME `links`, as
-/// the owner may create them.
+/// Writes `bytes` beside the image's `/etc/ld.so.cache` and makes the SONAME `links` of
+/// the image's own directories, as the owner may create them.
 ///
 /// # Errors
 ///
@@ -363,23 +387,19 @@ pub(super) fn stage(root: &Root, bytes: &[u8], links: Vec<SonameLink>) -> Result
         OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let fd = nix::fcntl::openat(dir.as_fd(), STAGED, flags, Mode::from_bits_truncate(0o644))
         .map_err(fail("create", &path))?;
+    let st = fstat(fd.as_fd()).map_err(fail("stat", &path))?;
+    let (now, later) = links.into_iter().partition(|l| l.image_dir);
     let mut staged = Staged {
         etc: dir,
-        links: Vec::with_capacity(links.len()),
+        file: (st.st_dev, st.st_ino),
+        made: Vec::new(),
+        later,
+        committed: false,
     };
-    if let Err(e) = File::from(fd).write_all(bytes) {
-        staged.undo();
-        return Err(fail("write", &path)(Errno::from_raw(
-            e.raw_os_error().unwrap_or(0),
-        )));
-    }
-    for l in links {
-        if let Err(e) = make_link(root, &l) {
-            staged.undo();
-            return Err(e);
-        }
-        staged.links.push(l);
-    }
+    File::from(fd)
+        .write_all(bytes)
+        .map_err(|e| fail("write", &path)(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+    staged.make(root, now)?;
     Ok(staged)
 }
 
@@ -393,29 +413,66 @@ fn make_link(root: &Root, l: &SonameLink) -> Result<(), Error> {
 }
 
 impl Staged {
-    /// Renames the new cache over the image's.
+    fn make(&mut self, root: &Root, links: Vec<SonameLink>) -> Result<(), Error> {
+        for l in links {
+            make_link(root, &l)?;
+            self.made.push(l);
+        }
+        Ok(())
+    }
+
+    /// Makes the other links and renames the new cache over the image's: the last step that
+    /// can fail, so nothing of the image's cache needs keeping.
     ///
     /// # Errors
     ///
-    /// The rename failed: the staged cache and the links are removed.
-    pub(super) fn commit(self) -> Result<(), Error> {
+    /// A link or the rename failed, or the staged file is no longer the one written: what
+    /// was made is removed, the image's cache is unchanged.
+    pub(super) fn commit(mut self, root: &Root) -> Result<(), Error> {
+        let later = std::mem::take(&mut self.later);
+        self.make(root, later)?;
         let path = Path::new("/etc").join(STAGED);
+        let at = self.etc.as_fd();
+        if inode_at(&self.etc, STAGED) != Some(self.file) {
+            return Err(fail("rename", &path)(Errno::ESTALE));
+        }
         nvc_sys::fault::point("rename", &path)
-            .and_then(|()| renameat(self.etc.as_fd(), STAGED, self.etc.as_fd(), "ld.so.cache"))
-            .map_err(|e| {
-                self.undo();
-                fail("rename", &path)(e)
-            })
+            .and_then(|()| renameat(at, STAGED, at, "ld.so.cache"))
+            .map_err(fail("rename", &path))?;
+        self.committed = true;
+        Ok(())
     }
 
-    /// Removes the links made and the staged cache (best effort: they are the update's own
-    /// names, made just before).
-    pub(super) fn undo(&self) {
-        for l in &self.links {
-            if let Some(link) = l.path.file_name() {
-                let _ = unlinkat(l.dir.as_fd(), link, UnlinkatFlags::NoRemoveDir);
-            }
-        }
-        let _ = unlinkat(self.etc.as_fd(), STAGED, UnlinkatFlags::NoRemoveDir);
+    /// Removes the links made and the staged file (where they are still the ones made);
+    /// what could not be removed.
+    pub(super) fn undo(mut self) -> Vec<String> {
+        self.remove()
     }
+
+    fn remove(&mut self) -> Vec<String> {
+        self.committed = true;
+        let mut left: Vec<String> = self.made.iter().filter_map(SonameLink::remove).collect();
+        if inode_at(&self.etc, STAGED) == Some(self.file)
+            && let Err(e) = unlinkat(self.etc.as_fd(), STAGED, UnlinkatFlags::NoRemoveDir)
+        {
+            left.push(format!("/etc/{STAGED} written by the built-in update: {e}"));
+        }
+        left
+    }
+}
+
+impl Drop for Staged {
+    /// Not committed (an error, a panic): what was made is removed.
+    fn drop(&mut self) {
+        if !self.committed {
+            self.remove();
+        }
+    }
+}
+
+/// The inode of `name` in the directory `dir` (not following a link).
+fn inode_at(dir: &OwnedFd, name: &str) -> Option<(u64, u64)> {
+    nix::sys::stat::fstatat(dir.as_fd(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        .ok()
+        .map(|st| (st.st_dev, st.st_ino))
 }

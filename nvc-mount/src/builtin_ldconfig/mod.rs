@@ -45,6 +45,7 @@ mod update;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use nvc_ldcache::elf::ElfInfo;
 use nvc_ldcache::{Arch, LdCache, Platform};
@@ -170,7 +171,8 @@ fn libc6_everywhere(elf: &ElfInfo) -> bool {
 }
 
 /// Updates the cache of the image at `root`, as `ldconfig` run with `cmd`, for the `new`
-/// libraries and links ([`update`]);
+/// libraries and links ([`update`]), in the update's time less what an earlier attempt
+/// `spent`;
 /// where that is unsure, builds a new one from the directories ([`rebuild`]); where that is
 /// unsure too, says why both were. Call inside the container's mount namespace, as its owner
 /// ([`crate::ns`]).
@@ -183,9 +185,11 @@ pub(crate) fn update(
     root: &Root,
     cmd: &CommandLine<'_>,
     new: &NewLibraries,
+    spent: Duration,
 ) -> Result<Outcome, Error> {
-    // One budget for both: a hostile image costs one second at most, not one per attempt.
-    let mut budget = budget::Budget::new();
+    // One budget for both (and the time an earlier attempt spent): a hostile image costs
+    // one second at most, not one per attempt.
+    let mut budget = budget::Budget::new().less(spent);
     // The image's cache, read once for both.
     let bytes = image::read_cache(root);
     let cache = match &bytes {

@@ -129,7 +129,7 @@ pub(super) fn rebuild(
     entries.sort_by(glibc_order);
 
     let bytes = write_cache(&entries, format, Some(generator.unwrap_or(GENERATOR)));
-    stage(root, &bytes, links)?.commit()?;
+    stage(root, &bytes, links)?.commit(root)?;
     Ok(Outcome::Updated {
         added: entries.len().saturating_sub(before),
     })

@@ -17,9 +17,7 @@ use nvc_ldcache::elf::ElfInfo;
 use nvc_ldcache::{Arch, CacheEntry, Flags, Format, LdCache, write_cache};
 
 use super::budget::{Budget, Refused, settle};
-use super::image::{
-    Scan, Scanned, SonameLink, Staged, inode, keep_fd, list, open_regular, scan, stage,
-};
+use super::image::{Scan, Scanned, SonameLink, Staged, keep_fd, list, open_regular, scan, stage};
 use super::order::glibc_order;
 use super::{CommandLine, NewLibrary, NewLink, Outcome, libc6_everywhere};
 use crate::Error;
@@ -58,7 +56,7 @@ pub(super) fn update(
     budget: &mut Budget,
 ) -> Result<Outcome, Error> {
     match prove(root, cmd, cache, new, new_links, NewLinks::Now, budget)? {
-        Ok(proven) => proven.write(root),
+        Ok(proven) => proven.write(root, cmd),
         Err(why) => Ok(Outcome::Unsure(why)),
     }
 }
@@ -340,13 +338,14 @@ impl Proven {
     /// # Errors
     ///
     /// The first write or link that fails (nothing of the update is left then).
-    pub(crate) fn write(self, root: &Root) -> Result<Outcome, Error> {
-        self.stage(root)?.commit(root)
+    pub(crate) fn write(self, root: &Root, cmd: &CommandLine<'_>) -> Result<Outcome, Error> {
+        self.stage(root)?.commit(root, cmd)
     }
 
     /// Writes the proven cache beside the image's (`/etc/ld.so.cache~nvc`) and makes the
-    /// SONAME links — before the plan's mounts are made, with [`NewLinks::Planned`]; the
-    /// image's cache is unchanged until [`StagedUpdate::commit`].
+    /// SONAME links in the image's own directories — before the plan's mounts are made, with
+    /// [`NewLinks::Planned`]; the image's cache is unchanged until
+    /// [`StagedUpdate::commit`].
     ///
     /// # Errors
     ///
@@ -361,7 +360,8 @@ impl Proven {
     }
 }
 
-/// A [`Proven`] update written beside the image's cache, not yet in place.
+/// A [`Proven`] update written beside the image's cache, not yet in place; dropped, it
+/// removes what it wrote.
 pub(crate) struct StagedUpdate {
     staged: Staged,
     added: usize,
@@ -370,34 +370,39 @@ pub(crate) struct StagedUpdate {
 }
 
 impl StagedUpdate {
-    /// Puts the staged cache in place where the scanned directories are still the ones read
-    /// and the planned links are there; else removes it and the links (unsure).
+    /// Puts the staged cache in place where what the proof read is unchanged: the
+    /// directories `ldconfig` run with `cmd` scans (the configuration read again, each
+    /// directory resolved again: the same ones, in the same order) and the planned links;
+    /// else removes it and the links (unsure).
     ///
     /// # Errors
     ///
-    /// The rename failed (the staged cache and the links are removed).
-    pub(crate) fn commit(self, root: &Root) -> Result<Outcome, Error> {
-        if let Some(why) = self.changed(root) {
-            self.staged.undo();
+    /// A link or the rename failed (what was made is removed), or the configuration
+    /// refused past a count.
+    pub(crate) fn commit(self, root: &Root, cmd: &CommandLine<'_>) -> Result<Outcome, Error> {
+        if let Some(why) = self.changed(root, cmd)? {
             return Ok(Outcome::Unsure(why));
         }
-        self.staged.commit()?;
+        self.staged.commit(root)?;
         Ok(Outcome::Updated { added: self.added })
     }
 
-    /// Removes the staged cache and the links made.
-    pub(crate) fn undo(self) {
-        self.staged.undo();
+    /// Removes the staged cache and the links made; what could not be removed.
+    pub(crate) fn undo(self) -> Vec<String> {
+        self.staged.undo()
     }
 
     /// What changed since the proof that it depends on.
-    fn changed(&self, root: &Root) -> Option<String> {
-        for (name, was) in &self.dirs {
-            if inode(root, name) != Some(*was) {
-                return Some(format!("{} changed", name.display()));
-            }
+    fn changed(&self, root: &Root, cmd: &CommandLine<'_>) -> Result<Option<String>, Error> {
+        let scan = match scan(root, cmd, &mut Budget::new())? {
+            Ok(scan) => scan,
+            Err(why) => return Ok(Some(why)),
+        };
+        let now = scan.dirs.iter().map(|d| (&d.name, d.inode));
+        if !now.eq(self.dirs.iter().map(|(name, inode)| (name, *inode))) {
+            return Ok(Some("the directories ldconfig scans changed".into()));
         }
-        self.planned.iter().find_map(|(dir, name, target)| {
+        Ok(self.planned.iter().find_map(|(dir, name, target)| {
             let now = readlinkat(dir.as_fd(), name.as_os_str()).ok();
             (now.as_deref() != Some(target.as_os_str())).then(|| {
                 format!(
@@ -406,7 +411,7 @@ impl StagedUpdate {
                     target.display()
                 )
             })
-        })
+        }))
     }
 }
 
