@@ -562,6 +562,35 @@ fn ms_flags(f: MountFlags) -> MsFlags {
     m
 }
 
+/// A [`MountPlan::apply`] prepared in the caller's namespace
+/// ([`MountPlan::prepare_apply`]): nothing changed yet.
+pub(crate) struct Apply<'a> {
+    plan: &'a MountPlan,
+    sources: Vec<Source>,
+    proc: OwnedFd,
+    outside: HashSet<u64>,
+}
+
+impl Apply<'_> {
+    /// Makes the mounts in `container`'s namespace, as [`MountPlan::apply`].
+    pub(crate) fn run(self, container: &Container) -> Result<Mounted, Error> {
+        let Apply {
+            plan,
+            sources,
+            proc,
+            outside,
+        } = self;
+        in_container_ns(container, move || {
+            let root = Root::of(container)?.watching(proc, outside);
+            let mut done = Mounted::default();
+            match plan.apply_all(&root, &mut done, sources) {
+                Ok(()) => Ok(done),
+                Err(e) => Err(e.with_undo_left(undo(&done))),
+            }
+        })
+    }
+}
+
 impl MountPlan {
     /// Applies the plan in `container`'s mount namespace (on a dedicated thread, see
     /// [`in_mount_ns`](crate::in_mount_ns)). Every container path is resolved inside the
@@ -592,7 +621,13 @@ impl MountPlan {
     /// for a running container ([`Container::running`]), whose namespace cannot see the
     /// host's paths, `open_tree` ([`Error::Container`] without it, before anything changes).
     pub fn apply(&self, container: &Container) -> Result<Mounted, Error> {
-        // Sources are cloned here, in the caller's namespace, before anything changes.
+        self.prepare_apply(container)?.run(container)
+    }
+
+    /// What [`MountPlan::apply`] does in the caller's namespace before anything changes:
+    /// the bind sources cloned (a missing source fails here), the host's procfs and the peer
+    /// groups that reach the caller read. [`Apply::run`] then makes the mounts.
+    pub(crate) fn prepare_apply(&self, container: &Container) -> Result<Apply<'_>, Error> {
         let mut sources = Vec::new();
         for op in &self.ops {
             if let Op::Bind { source, .. } = op {
@@ -615,16 +650,13 @@ impl MountPlan {
                 sources.push(source);
             }
         }
-        // What reaches the caller's namespace, read in it.
         let proc = crate::kernfs::host_procfs()?;
         let outside = crate::propagation::caller_groups(&proc)?;
-        in_container_ns(container, move || {
-            let root = Root::of(container)?.watching(proc, outside);
-            let mut done = Mounted::default();
-            match self.apply_all(&root, &mut done, sources) {
-                Ok(()) => Ok(done),
-                Err(e) => Err(e.with_undo_left(undo(&done))),
-            }
+        Ok(Apply {
+            plan: self,
+            sources,
+            proc,
+            outside,
         })
     }
 

@@ -241,6 +241,9 @@ impl MountPlan {
                     &container.proc_root,
                 )?)
             };
+            // The bind sources cloned in the caller's namespace while the early update
+            // starts (and, for Auto, decides).
+            let apply = self.prepare_apply(container)?;
             let builtin = early.as_mut().is_some_and(EarlyUpdate::built_in);
             // The sandboxed ldconfig's first process is forked now. A v1 device cgroup (the
             // cgroup found for the grant, not looked up again) it joins while the mounts are
@@ -254,9 +257,7 @@ impl MountPlan {
                 }
                 _ => None,
             };
-            let mounted = self
-                .apply(container)
-                .map_err(|e| abandon(early.take(), e))?;
+            let mounted = apply.run(container).map_err(|e| abandon(early.take(), e))?;
             let granted = match cgroup {
                 Some(cg) => match cg.allow(&rules) {
                     Ok(grant) => Some((cg, grant)),

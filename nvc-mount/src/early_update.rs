@@ -72,6 +72,9 @@ impl<'scope> EarlyUpdate<'scope> {
             let other: Vec<&Path> = other.iter().map(PathBuf::as_path).collect();
             let tell = move |stands| {
                 let _ = tell.send(stands);
+                // The caller waits for this: on its CPU, where the wake-up may have placed
+                // it, it runs now rather than after this thread's time slice.
+                std::thread::yield_now();
             };
             let auto = auto.map(|program| (program, &tell as &dyn Fn(bool)));
             let proven = match prove_planned(&root, cmd, auto, new, &other)? {
