@@ -232,18 +232,21 @@ impl MountPlan {
                 }
                 _ => None,
             };
+            // Every failure from here on tells the early update, which then writes nothing.
             let rules = self.device_rules();
             let cgroup = if rules.is_empty() {
                 None
             } else {
-                Some(DeviceCgroup::of_process(
-                    container.pid,
-                    &container.proc_root,
-                )?)
+                Some(
+                    DeviceCgroup::of_process(container.pid, &container.proc_root)
+                        .map_err(|e| abandon(early.take(), e))?,
+                )
             };
             // The bind sources cloned in the caller's namespace while the early update
             // starts (and, for Auto, decides).
-            let apply = self.prepare_apply(container)?;
+            let apply = self
+                .prepare_apply(container)
+                .map_err(|e| abandon(early.take(), e))?;
             let builtin = early.as_mut().is_some_and(EarlyUpdate::built_in);
             // The sandboxed ldconfig's first process is forked now. A v1 device cgroup (the
             // cgroup found for the grant, not looked up again) it joins while the mounts are
@@ -251,10 +254,11 @@ impl MountPlan {
             // a cgroup2 one the program is created at the run, with no wait. The built-in
             // update needs none (a fallback prepares one when it gets there).
             let sandbox = match ldconfig {
-                Some(opts) if !builtin => {
-                    let procs = sandbox_procs(container, cgroup.as_ref())?;
-                    Some(Sandbox::prepare(container, opts, procs)?)
-                }
+                Some(opts) if !builtin => Some(
+                    sandbox_procs(container, cgroup.as_ref())
+                        .and_then(|procs| Sandbox::prepare(container, opts, procs))
+                        .map_err(|e| abandon(early.take(), e))?,
+                ),
                 _ => None,
             };
             let mounted = apply.run(container).map_err(|e| abandon(early.take(), e))?;

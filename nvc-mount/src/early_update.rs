@@ -11,7 +11,7 @@
 //! builds a new cache or runs the fallback program.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread::Scope;
 use std::time::{Duration, Instant};
 
@@ -66,8 +66,8 @@ impl<'scope> EarlyUpdate<'scope> {
             _ => None,
         };
         let work = start_in_container_ns(scope, container, plan, move |(new, other)| {
+            // The update's time is spent proving and checking, not waiting for the mounts.
             let start = Instant::now();
-            let unsure = || Ok(Early::Unsure(start.elapsed()));
             let root = Root::of(container)?;
             let other: Vec<&Path> = other.iter().map(PathBuf::as_path).collect();
             let tell = move |stands| {
@@ -79,20 +79,29 @@ impl<'scope> EarlyUpdate<'scope> {
             let auto = auto.map(|program| (program, &tell as &dyn Fn(bool)));
             let proven = match prove_planned(&root, cmd, auto, new, &other)? {
                 Proof::Proven(proven) => proven,
-                Proof::Unsure => return unsure(),
+                Proof::Unsure => return Ok(Early::Unsure(start.elapsed())),
                 Proof::Program => return Ok(Early::Program),
             };
+            // A caller that failed or gave up meanwhile: nothing is written.
+            match wait.try_recv() {
+                Ok(_) | Err(TryRecvError::Disconnected) => {
+                    return Ok(Early::Abandoned { left: Vec::new() });
+                }
+                Err(TryRecvError::Empty) => {}
+            }
             // The new cache written beside the image's and the links made while the mounts
             // are; the rename, the last step that can fail, once they are made.
             let staged = proven.stage(&root)?;
+            let spent = start.elapsed();
             if wait.recv() != Ok(true) {
                 return Ok(Early::Abandoned {
                     left: staged.undo(),
                 });
             }
-            match staged.commit(&root, cmd)? {
+            let checking = Instant::now();
+            match staged.commit(&root, cmd, spent)? {
                 Outcome::Updated { added } => Ok(Early::Updated { added }),
-                Outcome::Unsure(_) => unsure(),
+                Outcome::Unsure(_) => Ok(Early::Unsure(spent + checking.elapsed())),
             }
         })?;
         Ok(EarlyUpdate {
@@ -119,9 +128,9 @@ impl<'scope> EarlyUpdate<'scope> {
     ///
     /// # Errors
     ///
-    /// Writing the cache or a link failed (the image's cache is put back, the links made
-    /// removed; the error says what could not be), or the image's configuration was refused
-    /// past a count.
+    /// Writing the cache or a link failed (what was written is removed, the image's cache
+    /// was never changed; the error lists what could not be removed), or the image's
+    /// configuration was refused past a count.
     pub(crate) fn finish(self, made: bool) -> Result<Early, Error> {
         let _ = self.go.send(made);
         self.work.join()

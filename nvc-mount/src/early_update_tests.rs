@@ -211,7 +211,7 @@ fn a_directory_changed_after_the_proof_leaves_the_update_to_after_the_mounts() {
 }
 
 #[test]
-fn a_failed_rename_puts_the_cache_and_links_back() {
+fn a_failed_rename_leaves_the_image_as_it_was() {
     let Some(f) = fixture() else { return };
     let before = f.state();
     let early = nvc_sys::fault::with_hook(
@@ -241,5 +241,22 @@ fn a_configuration_changed_after_the_proof_leaves_the_update_to_after_the_mounts
     );
     assert!(matches!(early, Ok(Early::Unsure(_))), "{early:?}");
     fs::write(&conf, "").unwrap();
+    assert_eq!(f.state(), before);
+}
+
+#[test]
+fn a_caller_that_fails_before_the_mounts_leaves_the_image_as_it_was() {
+    let Some(f) = fixture() else { return };
+    let before = f.state();
+    let cmd = CommandLine::of(&f.opts, &f.container.dirs);
+    // The caller's next step (the cgroup lookup, say) fails: it returns without a word to
+    // the early update, which writes nothing, or removes what it wrote.
+    let failed: Result<(), Error> = std::thread::scope(|scope| {
+        let _early = EarlyUpdate::start(scope, &f.container, &f.opts.ldconfig, &cmd, || f.plan())?;
+        Err(Error::Container {
+            what: "the cgroup lookup failed".into(),
+        })
+    });
+    assert!(failed.is_err());
     assert_eq!(f.state(), before);
 }

@@ -283,7 +283,7 @@ pub(super) fn list(
     let mut dir = match Dir::openat(
         fd.as_fd(),
         ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     ) {
         Ok(dir) => dir,
@@ -396,10 +396,13 @@ pub(super) fn stage(root: &Root, bytes: &[u8], links: Vec<SonameLink>) -> Result
         later,
         committed: false,
     };
-    File::from(fd)
-        .write_all(bytes)
-        .map_err(|e| fail("write", &path)(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
-    staged.make(root, now)?;
+    if let Err(e) = File::from(fd).write_all(bytes) {
+        let e = fail("write", &path)(Errno::from_raw(e.raw_os_error().unwrap_or(0)));
+        return Err(e.with_undo_left(staged.remove()));
+    }
+    if let Err(e) = staged.make(root, now) {
+        return Err(e.with_undo_left(staged.remove()));
+    }
     Ok(staged)
 }
 
@@ -427,20 +430,27 @@ impl Staged {
     /// # Errors
     ///
     /// A link or the rename failed, or the staged file is no longer the one written: what
-    /// was made is removed, the image's cache is unchanged.
+    /// was made is removed (the error lists what could not be), the image's cache is
+    /// unchanged.
     pub(super) fn commit(mut self, root: &Root) -> Result<(), Error> {
         let later = std::mem::take(&mut self.later);
-        self.make(root, later)?;
         let path = Path::new("/etc").join(STAGED);
-        let at = self.etc.as_fd();
-        if inode_at(&self.etc, STAGED) != Some(self.file) {
-            return Err(fail("rename", &path)(Errno::ESTALE));
+        let renamed = self.make(root, later).and_then(|()| {
+            let at = self.etc.as_fd();
+            if inode_at(&self.etc, STAGED) != Some(self.file) {
+                return Err(fail("rename", &path)(Errno::ESTALE));
+            }
+            nvc_sys::fault::point("rename", &path)
+                .and_then(|()| renameat(at, STAGED, at, "ld.so.cache"))
+                .map_err(fail("rename", &path))
+        });
+        match renamed {
+            Ok(()) => {
+                self.committed = true;
+                Ok(())
+            }
+            Err(e) => Err(e.with_undo_left(self.remove())),
         }
-        nvc_sys::fault::point("rename", &path)
-            .and_then(|()| renameat(at, STAGED, at, "ld.so.cache"))
-            .map_err(fail("rename", &path))?;
-        self.committed = true;
-        Ok(())
     }
 
     /// Removes the links made and the staged file (where they are still the ones made);
@@ -462,7 +472,7 @@ impl Staged {
 }
 
 impl Drop for Staged {
-    /// Not committed (an error, a panic): what was made is removed.
+    /// Neither committed nor undone (a panic): what was made is removed.
     fn drop(&mut self) {
         if !self.committed {
             self.remove();

@@ -22,8 +22,9 @@
 //!   yet, and its link name is free (or already the link).
 //!
 //! Everything in the image is read inside its root ([`Root`]), bounded; the new cache is
-//! written beside the old one and renamed over it. `configure` has kept the old cache and
-//! the directories' names, so a failure later undoes links and cache as for `ldconfig`.
+//! written beside the old one and renamed over it, the last step that can fail (what was
+//! written before it is removed after a failure). `configure` proves it while its mounts are
+//! made and puts it in place after them ([`prove_planned`], `crate::early_update`).
 //!
 //! Where the update cannot be sure, a new cache is built from the directories themselves
 //! ([`rebuild`]): every library file read as glibc's `ldconfig` reads it, chosen per

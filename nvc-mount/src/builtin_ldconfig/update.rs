@@ -9,6 +9,7 @@ use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, readlinkat};
@@ -33,7 +34,8 @@ pub(crate) enum NewLinks<'a> {
     /// As they are now: the mounts are made (`configure` after them, the CDI hook).
     Now,
     /// As the plan makes them while the update is proven (`configure`'s mounts on another
-    /// thread): each checked when the proof is written ([`Proven::write`]). The plan's
+    /// thread): each checked when the staged update is put in place
+    /// ([`StagedUpdate::commit`]). The plan's
     /// `other` paths (neither a new library nor a new link) must not be in a directory the
     /// scan reads.
     Planned { other: &'a [&'a Path] },
@@ -56,7 +58,7 @@ pub(super) fn update(
     budget: &mut Budget,
 ) -> Result<Outcome, Error> {
     match prove(root, cmd, cache, new, new_links, NewLinks::Now, budget)? {
-        Ok(proven) => proven.write(root, cmd),
+        Ok(proven) => proven.write(root),
         Err(why) => Ok(Outcome::Unsure(why)),
     }
 }
@@ -86,7 +88,7 @@ macro_rules! not_sure {
 /// # Errors
 ///
 /// The image refused past a count of `budget`, or a directory descriptor not kept.
-pub(crate) fn prove(
+pub(super) fn prove(
     root: &Root,
     cmd: &CommandLine<'_>,
     cache: &Result<LdCache<'_>, String>,
@@ -332,14 +334,18 @@ pub(crate) fn prove(
 }
 
 impl Proven {
-    /// Writes the proven cache beside the image's and makes the links ([`stage`]), then
-    /// renames it in place ([`StagedUpdate::commit`]).
+    /// Writes the proven cache beside the image's, makes the links and renames the cache in
+    /// place, right after the proof (nothing it read can have changed in between but by the
+    /// container's own processes).
     ///
     /// # Errors
     ///
-    /// The first write or link that fails (nothing of the update is left then).
-    pub(crate) fn write(self, root: &Root, cmd: &CommandLine<'_>) -> Result<Outcome, Error> {
-        self.stage(root)?.commit(root, cmd)
+    /// The first write or link that fails (nothing of the update is left then, but what the
+    /// error lists).
+    pub(crate) fn write(self, root: &Root) -> Result<Outcome, Error> {
+        let added = self.added;
+        stage(root, &self.bytes, self.links)?.commit(root)?;
+        Ok(Outcome::Updated { added })
     }
 
     /// Writes the proven cache beside the image's (`/etc/ld.so.cache~nvc`) and makes the
@@ -372,15 +378,22 @@ pub(crate) struct StagedUpdate {
 impl StagedUpdate {
     /// Puts the staged cache in place where what the proof read is unchanged: the
     /// directories `ldconfig` run with `cmd` scans (the configuration read again, each
-    /// directory resolved again: the same ones, in the same order) and the planned links;
-    /// else removes it and the links (unsure).
+    /// directory resolved again: the same ones, in the same order), in the update's time
+    /// less what the proof `spent`, and the planned links; else removes it and the links
+    /// (unsure).
     ///
     /// # Errors
     ///
-    /// A link or the rename failed (what was made is removed), or the configuration
-    /// refused past a count.
-    pub(crate) fn commit(self, root: &Root, cmd: &CommandLine<'_>) -> Result<Outcome, Error> {
-        if let Some(why) = self.changed(root, cmd)? {
+    /// A link or the rename failed (what was made is removed, the error lists what could not
+    /// be), or the configuration refused past a count.
+    pub(crate) fn commit(
+        self,
+        root: &Root,
+        cmd: &CommandLine<'_>,
+        spent: Duration,
+    ) -> Result<Outcome, Error> {
+        if let Some(why) = self.changed(root, cmd, spent)? {
+            let _ = self.undo();
             return Ok(Outcome::Unsure(why));
         }
         self.staged.commit(root)?;
@@ -393,8 +406,13 @@ impl StagedUpdate {
     }
 
     /// What changed since the proof that it depends on.
-    fn changed(&self, root: &Root, cmd: &CommandLine<'_>) -> Result<Option<String>, Error> {
-        let scan = match scan(root, cmd, &mut Budget::new())? {
+    fn changed(
+        &self,
+        root: &Root,
+        cmd: &CommandLine<'_>,
+        spent: Duration,
+    ) -> Result<Option<String>, Error> {
+        let scan = match scan(root, cmd, &mut Budget::new().less(spent))? {
             Ok(scan) => scan,
             Err(why) => return Ok(Some(why)),
         };
