@@ -82,18 +82,20 @@ impl<'scope> EarlyUpdate<'scope> {
                 Proof::Unsure => return Ok(Early::Unsure(start.elapsed())),
                 Proof::Program => return Ok(Early::Program),
             };
-            // A caller that failed or gave up meanwhile: nothing is written.
-            match wait.try_recv() {
-                Ok(_) | Err(TryRecvError::Disconnected) => {
+            // A caller that failed or gave up meanwhile: nothing is written. (Its mounts may
+            // be made already, too.)
+            let made = match wait.try_recv() {
+                Ok(false) | Err(TryRecvError::Disconnected) => {
                     return Ok(Early::Abandoned { left: Vec::new() });
                 }
-                Err(TryRecvError::Empty) => {}
-            }
+                Ok(true) => true,
+                Err(TryRecvError::Empty) => false,
+            };
             // The new cache written beside the image's and the links made while the mounts
             // are; the rename, the last step that can fail, once they are made.
             let staged = proven.stage(&root)?;
             let spent = start.elapsed();
-            if wait.recv() != Ok(true) {
+            if !made && wait.recv() != Ok(true) {
                 return Ok(Early::Abandoned {
                     left: staged.undo(),
                 });
