@@ -364,7 +364,8 @@ pub(super) struct Staged {
     file: (u64, u64),
     made: Vec<SonameLink>,
     later: Vec<SonameLink>,
-    committed: bool,
+    /// Renamed in place, or removed: nothing left for the drop to do.
+    done: bool,
 }
 
 const STAGED: &str = "ld.so.cache~nvc";
@@ -394,7 +395,7 @@ pub(super) fn stage(root: &Root, bytes: &[u8], links: Vec<SonameLink>) -> Result
         file: (st.st_dev, st.st_ino),
         made: Vec::new(),
         later,
-        committed: false,
+        done: false,
     };
     if let Err(e) = File::from(fd).write_all(bytes) {
         let e = fail("write", &path)(Errno::from_raw(e.raw_os_error().unwrap_or(0)));
@@ -446,7 +447,7 @@ impl Staged {
         });
         match renamed {
             Ok(()) => {
-                self.committed = true;
+                self.done = true;
                 Ok(())
             }
             Err(e) => Err(e.with_undo_left(self.remove())),
@@ -460,7 +461,7 @@ impl Staged {
     }
 
     fn remove(&mut self) -> Vec<String> {
-        self.committed = true;
+        self.done = true;
         let mut left: Vec<String> = self.made.iter().filter_map(SonameLink::remove).collect();
         if inode_at(&self.etc, STAGED) == Some(self.file)
             && let Err(e) = unlinkat(self.etc.as_fd(), STAGED, UnlinkatFlags::NoRemoveDir)
@@ -474,7 +475,7 @@ impl Staged {
 impl Drop for Staged {
     /// Neither committed nor undone (a panic): what was made is removed.
     fn drop(&mut self) {
-        if !self.committed {
+        if !self.done {
             self.remove();
         }
     }

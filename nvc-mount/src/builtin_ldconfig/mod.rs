@@ -193,12 +193,7 @@ pub(crate) fn update(
     let mut budget = budget::Budget::new().less(spent);
     // The image's cache, read once for both.
     let bytes = image::read_cache(root);
-    let cache = match &bytes {
-        Ok(bytes) => {
-            LdCache::parse(bytes).map_err(|e| format!("/etc/ld.so.cache does not parse ({e})"))
-        }
-        Err(why) => Err(why.clone()),
-    };
+    let cache = parsed(&bytes);
     match update::update(root, cmd, &cache, &new.libraries, &new.links, &mut budget)? {
         Outcome::Unsure(why) => match rebuild::rebuild(root, cmd, cache.ok(), &mut budget)? {
             Outcome::Unsure(also) if also == why => Ok(Outcome::Unsure(why)),
@@ -208,6 +203,16 @@ pub(crate) fn update(
             done => Ok(done),
         },
         done => Ok(done),
+    }
+}
+
+/// The image's cache as [`image::read_cache`] read it, parsed, or why not.
+fn parsed(bytes: &Result<Vec<u8>, String>) -> Result<LdCache<'_>, String> {
+    match bytes {
+        Ok(bytes) => {
+            LdCache::parse(bytes).map_err(|e| format!("/etc/ld.so.cache does not parse ({e})"))
+        }
+        Err(why) => Err(why.clone()),
     }
 }
 
@@ -241,12 +246,7 @@ pub(crate) fn prove_planned(
     other: &[&Path],
 ) -> Result<Proof, Error> {
     let bytes = image::read_cache(root);
-    let cache = match &bytes {
-        Ok(bytes) => {
-            LdCache::parse(bytes).map_err(|e| format!("/etc/ld.so.cache does not parse ({e})"))
-        }
-        Err(why) => Err(why.clone()),
-    };
+    let cache = parsed(&bytes);
     if let Some((program, decided)) = auto {
         let stands = stands_for(root, program, cache.as_ref().ok());
         decided(stands);
