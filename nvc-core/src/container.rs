@@ -196,8 +196,9 @@ impl<'d> ContainerSetup<'d> {
 
     /// What the image's own `ldconfig` writes — [`ContainerDirs::ldconfig`] when the plan is
     /// made: `/sbin/ldconfig.real` where the image has it, else `/sbin/ldconfig`
-    /// ([`Ldconfig::Auto`]): written in process where the image's cache names a glibc the
-    /// built-in update is proven equal to (2.36 to 2.43), else that program run sandboxed —
+    /// ([`Ldconfig::Auto`]): written in process where the image's cache, or where it has none
+    /// the program itself, names a glibc the built-in update is proven equal to (2.36 to
+    /// 2.43), else that program run sandboxed —
     /// upstream's default, for drop-in compatibility, without its cost where nvc can prove
     /// the result.
     #[must_use]

@@ -42,14 +42,16 @@ pub enum Ldconfig {
     /// (the CDI hook) does the same after a runtime's mounts; [`run_ldconfig`] runs
     /// [`Ldconfig::host_default`].
     Builtin,
-    /// What the image's own `ldconfig` at this path writes (the CLI's default): where the
-    /// image's cache says it was written by a glibc that nvc is proven equal to (2.36 to
-    /// 2.43: the cache's generator, `ldconfig (...) stable release version 2.36`),
-    /// `configure` writes it in process as [`Ldconfig::Builtin`] does, and runs this
-    /// program, sandboxed, where that is unsure or fails; elsewhere — an older glibc's cache,
-    /// no cache, no program at this path (nothing changes then, as for
-    /// [`Ldconfig::Image`]) — it runs the program as [`Ldconfig::Image`]. Outside
-    /// `configure` it is [`Ldconfig::Image`]. Spelled `auto:PATH`.
+    /// What the image's own `ldconfig` at this path writes (the CLI's default): where that
+    /// program is a glibc nvc is proven equal to (2.36 to 2.43) — as the image's cache says
+    /// (its generator, `ldconfig (...) stable release version 2.36`), or, where the image
+    /// has no cache (or one nvc built), as the program says (it carries that generator
+    /// string) — `configure` writes it in process as [`Ldconfig::Builtin`] does (a new cache
+    /// where there was none), and runs this program, sandboxed, where that is unsure or
+    /// fails; elsewhere — an older glibc, a cache in the old format, no program at this path
+    /// (nothing changes then, as for [`Ldconfig::Image`]) — it runs the program as
+    /// [`Ldconfig::Image`]. Outside `configure` it is [`Ldconfig::Image`]. Spelled
+    /// `auto:PATH`.
     Auto(PathBuf),
 }
 

@@ -271,6 +271,9 @@ fn configure(
 
 /// An image: its layout, the runs of its own `ldconfig` (arguments before the root) that
 /// write its cache, and what happens to it after them.
+/// A change made to an image after its cache was written.
+type Change = dyn Fn(&Path);
+
 struct Image<'a> {
     layout: &'a dyn Fn(&Path),
     cache: &'a [&'a [&'a str]],
@@ -758,9 +761,10 @@ fn the_cdi_hook_reads_bound_files_inside_the_root() {
 }
 
 /// The CLI's default (`Ldconfig::Auto`, what the image's own `ldconfig` writes): on an image
-/// whose cache its glibc 2.36, 2.41 or 2.43 wrote, the built-in update writes in process
-/// exactly what the image's own `ldconfig`, run in the sandbox, writes; where the cache names
-/// no glibc (the old format has no generator), and where the update refuses the image, that
+/// of glibc 2.36, 2.41 or 2.43 — its cache written by that glibc, or no cache at all (the
+/// program then says which glibc it is) — the built-in update writes in process exactly what
+/// the image's own `ldconfig`, run in the sandbox, writes; where the cache is in the old
+/// format (a glibc that records no generator), and where the update refuses the image, that
 /// program runs; where there is no such program, nothing does.
 #[test]
 fn auto_is_built_in_where_the_images_glibc_is_proven() {
@@ -768,18 +772,24 @@ fn auto_is_built_in_where_the_images_glibc_is_proven() {
         return;
     };
     let none = |_: &Path| {};
+    let no_cache = |root: &Path| fs::remove_file(root.join("etc/ld.so.cache")).unwrap();
     let own = PathBuf::from("/sbin/ldconfig");
     for (suite, image) in &images {
         let image_ldconfig = image.join("usr/sbin/ldconfig");
         let layout = |root: &Path| real_image(image, root, false);
-        for (cache, built_in) in [(&["-r"][..], true), (&["-c", "old", "-r"][..], false)] {
+        let variants: [(&[&str], &Change, bool); 3] = [
+            (&["-r"], &none, true),
+            (&["-r"], &no_cache, true),
+            (&["-c", "old", "-r"], &none, false),
+        ];
+        for (cache, after, built_in) in variants {
             let img = Image {
                 layout: &layout,
                 cache: &[cache],
                 ldconfig: &image_ldconfig,
-                after: &none,
+                after,
             };
-            let what = format!("{suite} image, its ldconfig {cache:?}");
+            let what = format!("{suite} image, its ldconfig {cache:?}, built in: {built_in}");
             let (run, got, _) = configure_image(&img, false, Ldconfig::Auto(own.clone())).unwrap();
             match (&run, built_in) {
                 (LdconfigRun::Builtin { .. }, true) | (LdconfigRun::Ran { .. }, false) => {}
@@ -791,6 +801,30 @@ fn auto_is_built_in_where_the_images_glibc_is_proven() {
             assert_eq!(got.0, want.0, "{what}: cache entries");
             assert_eq!(got.1, want.1, "{what}: links");
         }
+        // No cache, and a program that says it is glibc 2.35 (its generator string changed):
+        // not proven, so it runs.
+        let older = |root: &Path| {
+            no_cache(root);
+            let program = root.join("usr/sbin/ldconfig");
+            let mut bytes = fs::read(&program).unwrap();
+            let tag = b" release version 2.";
+            let at = bytes.windows(tag.len()).position(|w| w == tag).unwrap() + tag.len();
+            bytes[at..at + 2].copy_from_slice(b"35");
+            fs::write(&program, bytes).unwrap();
+        };
+        let img = Image {
+            layout: &layout,
+            cache: &[&["-r"]],
+            ldconfig: &image_ldconfig,
+            after: &older,
+        };
+        let (run, got, _) = configure_image(&img, false, Ldconfig::Auto(own.clone())).unwrap();
+        assert!(
+            matches!(run, LdconfigRun::Ran { .. }),
+            "{suite}, 2.35: {run:?}"
+        );
+        let (_, want, _) = configure_image(&img, false, Ldconfig::Image(own.clone())).unwrap();
+        assert_eq!(got, want, "{suite}, 2.35");
         // No such program: nothing runs and nothing changes, as for `Ldconfig::Image`.
         let img = Image {
             layout: &layout,

@@ -33,12 +33,14 @@
 //!
 //! The modules: [`budget`] bounds what one update reads, [`image`] reads the image's
 //! configuration and directories inside its root, [`order`] is glibc's cache order,
-//! [`select`] glibc's choice among a directory's files (pure), [`update`] the update of an
-//! existing cache, [`rebuild`] the new cache.
+//! [`program`] whether the update stands for the image's own `ldconfig`, [`select`] glibc's
+//! choice among a directory's files (pure), [`update`] the update of an existing cache,
+//! [`rebuild`] the new cache.
 
 mod budget;
 mod image;
 mod order;
+mod program;
 mod rebuild;
 mod select;
 mod update;
@@ -223,7 +225,7 @@ pub(crate) enum Proof {
     /// The update cannot be proven now (the update after the mounts may still prove it, or
     /// build a new cache).
     Unsure,
-    /// [`crate::Ldconfig::Auto`]: the image's program runs ([`stands_for`] is false).
+    /// [`crate::Ldconfig::Auto`]: the image's program runs ([`program::stands_for`] is false).
     Program,
 }
 
@@ -231,7 +233,7 @@ pub(crate) enum Proof {
 /// plan's mounts are made (on another thread: the `new` links taken as the plan makes them,
 /// and its `other` paths checked to be none the scan reads; [`update::NewLinks::Planned`]).
 /// With `auto` (the image's program of [`crate::Ldconfig::Auto`]), first whether the update
-/// stands for it ([`stands_for`], from the same read of the cache), told to `decided`. Call
+/// stands for it ([`program::stands_for`], from the same read of the cache), told to `decided`. Call
 /// inside the container's mount namespace, as its owner ([`crate::ns`]).
 ///
 /// # Errors
@@ -248,7 +250,7 @@ pub(crate) fn prove_planned(
     let bytes = image::read_cache(root);
     let cache = parsed(&bytes);
     if let Some((program, decided)) = auto {
-        let stands = stands_for(root, program, cache.as_ref().ok());
+        let stands = program::stands_for(root, program, cache.as_ref().ok());
         decided(stands);
         if !stands {
             return Ok(Proof::Program);
@@ -276,65 +278,8 @@ pub(crate) fn prove_planned(
     )
 }
 
-/// The glibc versions whose `ldconfig` the update is proven to equal (the oracle test's:
-/// Debian's bookworm, trixie and sid).
-const PROVEN: std::ops::RangeInclusive<(u32, u32)> = (2, 36)..=(2, 43);
-
-/// Whether the update stands for the image's own `program` ([`crate::Ldconfig::Auto`]):
-/// the program is there (a regular file, links followed inside the root: where it is not,
-/// nothing runs and nothing changes) and the image's cache says a glibc of [`PROVEN`]
-/// wrote it: the generator glibc's `ldconfig` records since 2.33 (`ldconfig (Debian GLIBC
-/// 2.36-9+deb12u13) stable release version 2.36`). An image that lies here gets the
-/// built-in update, which proves its own premises, instead of its own program. Call inside
-/// the container's mount namespace ([`crate::ns`]), with the image's `cache` read and parsed
-/// (`None`: it did not read).
-fn stands_for(root: &Root, program: &Path, cache: Option<&LdCache<'_>>) -> bool {
-    image::open_regular(root, program).is_ok()
-        && cache
-            .and_then(|cache| cache.generator().and_then(glibc_version))
-            .is_some_and(|version| PROVEN.contains(&version))
-}
-
-/// The glibc version a cache's generator names after its last `release version `; a
-/// development snapshot (`2.43.9000`) is the next version's.
-fn glibc_version(generator: &[u8]) -> Option<(u32, u32)> {
-    const TAG: &[u8] = b"release version ";
-    let at = generator.windows(TAG.len()).rposition(|w| w == TAG)?;
-    let rest = std::str::from_utf8(generator.get(at + TAG.len()..)?).ok()?;
-    let mut numbers = rest.split(|c: char| !c.is_ascii_digit());
-    let major: u32 = numbers.next()?.parse().ok()?;
-    let minor: u32 = numbers.next()?.parse().ok()?;
-    let development = numbers
-        .next()
-        .and_then(|n| n.parse::<u32>().ok())
-        .is_some_and(|n| n >= 9000);
-    Some((major, minor + u32::from(development)))
-}
-
 /// Returns `Ok(Outcome::Unsure(reason))` from the function it is used in.
 macro_rules! unsure {
     ($($arg:tt)*) => { return Ok($crate::builtin_ldconfig::Outcome::Unsure(format!($($arg)*))) };
 }
 pub(crate) use unsure;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_generator_names_the_glibc_version() {
-        let version = |g: &str| glibc_version(g.as_bytes());
-        let debian = "ldconfig (Debian GLIBC 2.36-9+deb12u13) stable release version 2.36";
-        assert_eq!(version(debian), Some((2, 36)));
-        assert_eq!(
-            version("ldconfig (GNU libc) development release version 2.43.9000"),
-            Some((2, 44))
-        );
-        assert_eq!(version("stable release version 2.41.1"), Some((2, 41)));
-        assert_eq!(version("nvc-mount 0.1.0 built-in ldconfig"), None);
-        assert_eq!(version("release version 2"), None);
-        assert!(!PROVEN.contains(&(2, 35)));
-        assert!(PROVEN.contains(&(2, 43)));
-        assert!(!PROVEN.contains(&(2, 44)));
-    }
-}
