@@ -167,4 +167,23 @@ mod tests {
         bytes.extend_from_slice(program(&[generator]).as_slice());
         assert_eq!(generator_version(&bytes), None);
     }
+
+    proptest::proptest! {
+        /// Whatever bytes an image's program holds, the scan ends (no panic), and a generator
+        /// string among bytes that name no other finds its version.
+        #[test]
+        fn any_program_is_scanned_without_panic(
+            before in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+            after in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+        ) {
+            let _ = generator_version(&before);
+            let generator = b"\0ldconfig (GNU libc) stable release version 2.40\0";
+            let bytes = [&before[..], generator, &after[..]].concat();
+            let tag = b" release version ";
+            let others = |b: &[u8]| b.windows(tag.len()).any(|w| w == tag);
+            if !others(&before) && !others(&after) {
+                proptest::prop_assert_eq!(generator_version(&bytes), Some((2, 40)));
+            }
+        }
+    }
 }
