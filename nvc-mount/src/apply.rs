@@ -164,10 +164,10 @@ pub(crate) struct Root {
     /// descriptor instead of walking from the root again. A mount made at or above one
     /// drops it ([`Root::mounted_at`]): its descriptor names what the mount now covers.
     dirs: RefCell<HashMap<PathBuf, OwnedFd>>,
-    /// The host's procfs and the peer groups that reach the caller's namespace
-    /// ([`Root::watching`]) and, read at the first mount, the container's mounts in them
+    /// The host's procfs and the caller's mount table ([`Root::watching`]) and, read at the
+    /// first mount, the container's mounts whose peer groups reach the caller's namespace
     /// ([`crate::propagation`]).
-    outside: Option<(OwnedFd, HashSet<u64>)>,
+    outside: Option<(OwnedFd, std::fs::File)>,
     escaping: RefCell<Option<HashSet<u64>>>,
     /// A user-namespaced container's maps: what its user could create ([`crate::userns`]).
     userns: Option<crate::userns::UserNs>,
@@ -236,10 +236,10 @@ impl Root {
         )(Errno::EACCES))
     }
 
-    /// This root, refusing mounts that would propagate to the namespace reached through
-    /// `outside` peer groups ([`crate::propagation::caller_groups`]); `proc` is the host's
+    /// This root, refusing mounts that would propagate to the caller's namespace, whose mount
+    /// table `outside` is ([`crate::propagation::caller_table`]); `proc` is the host's
     /// procfs, through which the container's mount table is read.
-    fn watching(mut self, proc: OwnedFd, outside: HashSet<u64>) -> Self {
+    fn watching(mut self, proc: OwnedFd, outside: std::fs::File) -> Self {
         self.outside = Some((proc, outside));
         self
     }
@@ -568,7 +568,7 @@ pub(crate) struct Apply<'a> {
     plan: &'a MountPlan,
     sources: Vec<Source>,
     proc: OwnedFd,
-    outside: HashSet<u64>,
+    outside: std::fs::File,
 }
 
 impl Apply<'_> {
@@ -625,8 +625,8 @@ impl MountPlan {
     }
 
     /// What [`MountPlan::apply`] does in the caller's namespace before anything changes:
-    /// the bind sources cloned (a missing source fails here), the host's procfs and the peer
-    /// groups that reach the caller read. [`Apply::run`] then makes the mounts.
+    /// the bind sources cloned (a missing source fails here), the host's procfs and the
+    /// caller's mount table opened. [`Apply::run`] then makes the mounts.
     pub(crate) fn prepare_apply(&self, container: &Container) -> Result<Apply<'_>, Error> {
         let mut sources = Vec::new();
         for op in &self.ops {
@@ -651,7 +651,7 @@ impl MountPlan {
             }
         }
         let proc = crate::kernfs::host_procfs()?;
-        let outside = crate::propagation::caller_groups(&proc)?;
+        let outside = crate::propagation::caller_table(&proc)?;
         Ok(Apply {
             plan: self,
             sources,

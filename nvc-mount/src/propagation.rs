@@ -7,6 +7,7 @@
 //! mounts (Docker's `rshared` rootfs propagation) propagates nowhere outside and is used.
 
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
@@ -57,25 +58,36 @@ pub(crate) fn reached_groups(mountinfo: &[u8]) -> HashSet<u64> {
 /// The calling thread's `mountinfo`, through `proc` (the host's procfs root, checked),
 /// at most [`READ_LIMIT`] bytes.
 fn read_table(proc: &OwnedFd) -> Result<Vec<u8>, Error> {
-    nvc_sys::kernel_mounts::read_mount_table(proc.as_fd(), READ_LIMIT).map_err(|errno| {
-        Error::Apply {
-            op: "read",
-            path: "/proc/thread-self/mountinfo".into(),
-            error: crate::error::os(errno),
-        }
-    })
+    nvc_sys::kernel_mounts::read_mount_table(proc.as_fd(), READ_LIMIT).map_err(table_error)
 }
 
-/// The peer groups the calling thread's mount namespace (the caller's, before it enters the
-/// container's) is reached through.
-pub(crate) fn caller_groups(proc: &OwnedFd) -> Result<HashSet<u64>, Error> {
-    Ok(reached_groups(&read_table(proc)?))
+fn table_error(errno: Errno) -> Error {
+    Error::Apply {
+        op: "read",
+        path: "/proc/thread-self/mountinfo".into(),
+        error: crate::error::os(errno),
+    }
+}
+
+/// The caller's mount table, opened on the caller's thread before it enters the container's
+/// namespace (procfs binds it to the caller's namespace then) and read only where
+/// [`escaping_here`] needs it.
+pub(crate) fn caller_table(proc: &OwnedFd) -> Result<File, Error> {
+    nvc_sys::kernel_mounts::open_mount_table(proc.as_fd()).map_err(table_error)
 }
 
 /// The mounts of the calling thread's mount namespace (the container's, on the namespace
-/// thread) whose peer group reaches the caller's namespace (`outside`, [`caller_groups`]).
-pub(crate) fn escaping_here(proc: &OwnedFd, outside: &HashSet<u64>) -> Result<HashSet<u64>, Error> {
-    Ok(shared_mounts(&read_table(proc)?)
+/// thread) whose peer group reaches the caller's namespace, whose `caller` table
+/// ([`caller_table`]) is read only where the container has a shared mount.
+pub(crate) fn escaping_here(proc: &OwnedFd, caller: &File) -> Result<HashSet<u64>, Error> {
+    let shared = shared_mounts(&read_table(proc)?);
+    if shared.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let table =
+        nvc_sys::kernel_mounts::read_opened_table(caller, READ_LIMIT).map_err(table_error)?;
+    let outside = reached_groups(&table);
+    Ok(shared
         .into_iter()
         .filter(|(_, group)| outside.contains(group))
         .map(|(id, _)| id)

@@ -137,21 +137,44 @@ pub(crate) fn cover(dir: &Path) -> Result<(), Errno> {
 ///
 /// The errno of opening or reading it, `EFBIG` past `limit`.
 pub fn read_mount_table(proc: BorrowedFd<'_>, limit: u64) -> Result<Vec<u8>, Errno> {
+    read_opened_table(&open_mount_table(proc)?, limit)
+}
+
+/// The calling thread's mount table opened, not read: procfs binds it to the calling
+/// thread's mount namespace when it is opened, so that another thread — one that entered a
+/// container's namespace since — reads the caller's ([`read_opened_table`]).
+///
+/// # Errors
+///
+/// The errno of opening `thread-self/mountinfo` below `proc`.
+pub fn open_mount_table(proc: BorrowedFd<'_>) -> Result<std::fs::File, Errno> {
     let fd = nix::fcntl::openat(
         proc.as_fd(),
         "thread-self/mountinfo",
         OFlag::O_RDONLY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )?;
-    let mut table = Vec::new();
-    std::fs::File::from(fd)
+    Ok(std::fs::File::from(fd))
+}
+
+/// The mount table `table` ([`open_mount_table`]) shows, read from its start in one or two
+/// reads, at most `limit` bytes; `EFBIG` beyond.
+///
+/// # Errors
+///
+/// The errno of reading it, `EFBIG` past `limit`.
+pub fn read_opened_table(table: &std::fs::File, limit: u64) -> Result<Vec<u8>, Errno> {
+    // A table's size is unknown (procfs says 0): room for a busy host's in the first read,
+    // where an empty vector would start with a 32-byte read and double from there.
+    let mut bytes = Vec::with_capacity(64 << 10);
+    table
         .take(limit.saturating_add(1))
-        .read_to_end(&mut table)
+        .read_to_end(&mut bytes)
         .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
-    if table.len() as u64 > limit {
+    if bytes.len() as u64 > limit {
         return Err(Errno::EFBIG);
     }
-    Ok(table)
+    Ok(bytes)
 }
 
 #[cfg(test)]
