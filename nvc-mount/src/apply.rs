@@ -1,7 +1,7 @@
 //! Applying a [`MountPlan`] inside a container, confined to its root, undone on failure.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
@@ -164,11 +164,9 @@ pub(crate) struct Root {
     /// descriptor instead of walking from the root again. A mount made at or above one
     /// drops it ([`Root::mounted_at`]): its descriptor names what the mount now covers.
     dirs: RefCell<HashMap<PathBuf, OwnedFd>>,
-    /// The host's procfs and the caller's mount table ([`Root::watching`]) and, read at the
-    /// first mount, the container's mounts whose peer groups reach the caller's namespace
-    /// ([`crate::propagation`]).
-    outside: Option<(OwnedFd, std::fs::File)>,
-    escaping: RefCell<Option<HashSet<u64>>>,
+    /// What refuses mounts that would propagate to the caller's namespace
+    /// ([`Root::watching`], [`crate::propagation`]).
+    watch: Option<crate::propagation::Watch>,
     /// A user-namespaced container's maps: what its user could create ([`crate::userns`]).
     userns: Option<crate::userns::UserNs>,
 }
@@ -214,8 +212,7 @@ impl Root {
         Ok(Root {
             root: InRoot::from_fd(root),
             dirs: RefCell::default(),
-            outside: None,
-            escaping: RefCell::default(),
+            watch: None,
             userns: container.userns().cloned(),
         })
     }
@@ -236,25 +233,19 @@ impl Root {
         )(Errno::EACCES))
     }
 
-    /// This root, refusing mounts that would propagate to the caller's namespace, whose mount
-    /// table `outside` is ([`crate::propagation::caller_table`]); `proc` is the host's
-    /// procfs, through which the container's mount table is read.
-    fn watching(mut self, proc: OwnedFd, outside: std::fs::File) -> Self {
-        self.outside = Some((proc, outside));
+    /// This root, refusing mounts that would propagate to the caller's namespace (`watch`,
+    /// made on the caller's thread).
+    fn watching(mut self, watch: crate::propagation::Watch) -> Self {
+        self.watch = Some(watch);
         self
     }
 
     /// Refuses `target` when a mount at `point` would propagate out of the container.
     fn not_shared(&self, point: &OwnedFd, target: &Path) -> Result<(), Error> {
-        let Some((proc, outside)) = &self.outside else {
-            return Ok(());
-        };
-        let mut escaping = self.escaping.borrow_mut();
-        let escaping = match &mut *escaping {
-            Some(escaping) => escaping,
-            none => none.insert(crate::propagation::escaping_here(proc, outside)?),
-        };
-        crate::propagation::refuse_escaping(escaping, point, target)
+        match &self.watch {
+            Some(watch) => watch.refuse(point, target),
+            None => Ok(()),
+        }
     }
 
     /// Forgets the resolved directories a mount just made at `target` may cover: those at
@@ -567,8 +558,7 @@ fn ms_flags(f: MountFlags) -> MsFlags {
 pub(crate) struct Apply<'a> {
     plan: &'a MountPlan,
     sources: Vec<Source>,
-    proc: OwnedFd,
-    outside: std::fs::File,
+    watch: crate::propagation::Watch,
 }
 
 impl Apply<'_> {
@@ -577,11 +567,10 @@ impl Apply<'_> {
         let Apply {
             plan,
             sources,
-            proc,
-            outside,
+            watch,
         } = self;
         in_container_ns(container, move || {
-            let root = Root::of(container)?.watching(proc, outside);
+            let root = Root::of(container)?.watching(watch);
             let mut done = Mounted::default();
             match plan.apply_all(&root, &mut done, sources) {
                 Ok(()) => Ok(done),
@@ -650,13 +639,11 @@ impl MountPlan {
                 sources.push(source);
             }
         }
-        let proc = crate::kernfs::host_procfs()?;
-        let outside = crate::propagation::caller_table(&proc)?;
+        let watch = crate::propagation::Watch::new(crate::kernfs::host_procfs()?)?;
         Ok(Apply {
             plan: self,
             sources,
-            proc,
-            outside,
+            watch,
         })
     }
 

@@ -6,6 +6,7 @@
 //! naming it, before anything is mounted. A mount shared only among the container's own
 //! mounts (Docker's `rshared` rootfs propagation) propagates nowhere outside and is used.
 
+use std::cell::{OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
@@ -69,45 +70,120 @@ fn table_error(errno: Errno) -> Error {
     }
 }
 
-/// The caller's mount table, opened on the caller's thread before it enters the container's
-/// namespace (procfs binds it to the caller's namespace then) and read only where
-/// [`escaping_here`] needs it.
-pub(crate) fn caller_table(proc: &OwnedFd) -> Result<File, Error> {
-    nvc_sys::kernel_mounts::open_mount_table(proc.as_fd()).map_err(table_error)
+/// What refuses the mounts that would propagate to the caller's namespace: made on the
+/// caller's thread ([`Watch::new`]), asked on the namespace thread ([`Watch::refuse`]).
+///
+/// Where the kernel tells a mount's own propagation (`statmount`, Linux 6.8), each mount a
+/// target is on is asked once; only a shared one needs the caller's mount table. Elsewhere,
+/// the container's whole table is read once, and the caller's where it has a shared mount.
+pub(crate) struct Watch {
+    /// The host's procfs, through which the container's table is read.
+    proc: OwnedFd,
+    /// The caller's table, opened on its thread (procfs binds it to the opener's namespace)
+    /// and read only where a shared mount needs it.
+    caller: File,
+    /// The peer groups that reach the caller's namespace (read from `caller`).
+    outside: OnceCell<HashSet<u64>>,
+    /// Whether a mount made on a mount (by its unique id) would reach the caller.
+    known: RefCell<HashMap<u64, bool>>,
+    /// Without `statmount`: the container's mounts (by `mountinfo` id) that would.
+    escaping: OnceCell<HashSet<u64>>,
+    /// Whether `statmount` is asked at all (decided at the first target).
+    statmount: OnceCell<bool>,
 }
 
-/// The mounts of the calling thread's mount namespace (the container's, on the namespace
-/// thread) whose peer group reaches the caller's namespace, whose `caller` table
-/// ([`caller_table`]) is read only where the container has a shared mount.
-pub(crate) fn escaping_here(proc: &OwnedFd, caller: &File) -> Result<HashSet<u64>, Error> {
-    let shared = shared_mounts(&read_table(proc)?);
-    if shared.is_empty() {
-        return Ok(HashSet::new());
+impl Watch {
+    /// Opens the caller's mount table; call on the caller's thread, before it enters the
+    /// container's namespace. `proc` is the host's procfs root, checked.
+    pub(crate) fn new(proc: OwnedFd) -> Result<Self, Error> {
+        let caller = nvc_sys::kernel_mounts::open_mount_table(proc.as_fd()).map_err(table_error)?;
+        Ok(Watch {
+            proc,
+            caller,
+            outside: OnceCell::new(),
+            known: RefCell::default(),
+            escaping: OnceCell::new(),
+            statmount: OnceCell::new(),
+        })
     }
-    let table =
-        nvc_sys::kernel_mounts::read_opened_table(caller, READ_LIMIT).map_err(table_error)?;
-    let outside = reached_groups(&table);
-    Ok(shared
-        .into_iter()
-        .filter(|(_, group)| outside.contains(group))
-        .map(|(id, _)| id)
-        .collect())
-}
 
-/// Refuses `target` (whose mountpoint is `point`) when what would be mounted there lands on
-/// one of the `escaping` mounts. Kernels without `STATX_MNT_ID` (before 5.8) are not checked.
-pub(crate) fn refuse_escaping(
-    escaping: &HashSet<u64>,
-    point: &OwnedFd,
-    target: &Path,
-) -> Result<(), Error> {
-    match nvc_sys::mount::mount_id(point.as_fd()) {
-        Ok(id) if escaping.contains(&id) => Err(Error::Apply {
-            op: "refuse to mount under a shared mount (it would propagate out of the container) at",
-            path: target.to_path_buf(),
-            error: std::io::Error::from_raw_os_error(Errno::EXDEV as i32),
-        }),
-        _ => Ok(()),
+    /// Refuses `target` (whose mountpoint is `point`, in the container's namespace: call on
+    /// its thread) when what would be mounted there reaches the caller's namespace. Kernels
+    /// without `STATX_MNT_ID` (before 5.8) are not checked.
+    pub(crate) fn refuse(&self, point: &OwnedFd, target: &Path) -> Result<(), Error> {
+        let escapes = match self.asked(point, target)? {
+            Some(escapes) => escapes,
+            None => self.in_table(point)?,
+        };
+        if escapes {
+            return Err(Error::Apply {
+                op: "refuse to mount under a shared mount (it would propagate out of the container) at",
+                path: target.to_path_buf(),
+                error: std::io::Error::from_raw_os_error(Errno::EXDEV as i32),
+            });
+        }
+        Ok(())
+    }
+
+    /// The answer of `statmount` for the mount `point` is on; `None` where the kernel does
+    /// not give it (before Linux 6.8). The fault point `statmount`, passed at the first
+    /// target, fails the check, or with `ENOSYS` stands for a kernel without the call.
+    fn asked(&self, point: &OwnedFd, target: &Path) -> Result<Option<bool>, Error> {
+        if self.statmount.get().is_none() {
+            let usable = match nvc_sys::fault::point("statmount", target) {
+                Ok(()) => true,
+                Err(Errno::ENOSYS) => false,
+                Err(e) => return Err(crate::apply::fail("statmount", target)(e)),
+            };
+            let _ = self.statmount.set(usable);
+        }
+        if self.statmount.get() != Some(&true) {
+            return Ok(None);
+        }
+        let Ok(id) = nvc_sys::statmount::unique_mount_id(point.as_fd()) else {
+            return Ok(None);
+        };
+        if let Some(&escapes) = self.known.borrow().get(&id) {
+            return Ok(Some(escapes));
+        }
+        let Ok(stat) = nvc_sys::statmount::stat_mount(id, false) else {
+            return Ok(None);
+        };
+        let escapes = stat.is_shared() && self.outside()?.contains(&stat.peer_group);
+        self.known.borrow_mut().insert(id, escapes);
+        Ok(Some(escapes))
+    }
+
+    /// The answer of the container's table, read once, for the mount `point` is on.
+    fn in_table(&self, point: &OwnedFd) -> Result<bool, Error> {
+        let Ok(id) = nvc_sys::mount::mount_id(point.as_fd()) else {
+            return Ok(false);
+        };
+        if self.escaping.get().is_none() {
+            let shared = shared_mounts(&read_table(&self.proc)?);
+            let escaping = if shared.is_empty() {
+                HashSet::new()
+            } else {
+                let outside = self.outside()?;
+                shared
+                    .into_iter()
+                    .filter(|(_, group)| outside.contains(group))
+                    .map(|(id, _)| id)
+                    .collect()
+            };
+            let _ = self.escaping.set(escaping);
+        }
+        Ok(self.escaping.get().is_some_and(|e| e.contains(&id)))
+    }
+
+    /// The peer groups that reach the caller's namespace, its table read the first time.
+    fn outside(&self) -> Result<&HashSet<u64>, Error> {
+        if self.outside.get().is_none() {
+            let table = nvc_sys::kernel_mounts::read_opened_table(&self.caller, READ_LIMIT)
+                .map_err(table_error)?;
+            let _ = self.outside.set(reached_groups(&table));
+        }
+        self.outside.get().ok_or_else(|| table_error(Errno::EIO))
     }
 }
 

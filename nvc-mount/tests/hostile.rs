@@ -757,7 +757,8 @@ fn nothing_is_mounted_where_it_would_propagate_out_of_the_container() {
 
     // nvc runs in the "host" namespace, as a runtime's hook does: a thread of its own there.
     let host_ns = fs::File::open(format!("/proc/{}/ns/mnt", host.0.id())).unwrap();
-    let configure = || {
+    // `table`: as on a kernel without statmount (before 6.8), from the mount tables.
+    let configure = |table: bool| {
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
@@ -765,15 +766,21 @@ fn nothing_is_mounted_where_it_would_propagate_out_of_the_container() {
                     nix::sched::setns(&host_ns, nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
                     let container = nvc_mount::Container::from_pid(container_pid, &rootfs).unwrap();
                     let opts = gpu0(&sim);
-                    sim.plan(&container, &opts)
-                        .configure(&container, None)
-                        .map(|done| done.mounted.mounts.len())
+                    let hook = move |name: &str, _: &Path| {
+                        (table && name == "statmount").then_some(nix::errno::Errno::ENOSYS)
+                    };
+                    nvc_sys::fault::with_hook(hook, || {
+                        sim.plan(&container, &opts)
+                            .configure(&container, None)
+                            .map(|done| done.mounted.mounts.len())
+                    })
                 })
                 .join()
                 .unwrap()
         })
     };
-    let result = configure();
+    let result = configure(false);
+    let from_tables = configure(true);
     let (host_after, container_after) = (under_vol(host.0.id()), under_vol(container_pid));
     // The container makes its copy of the volume a peer group of its own (as Docker makes a
     // rootfs `rshared`): shared, but with nothing outside; configured.
@@ -788,7 +795,9 @@ fn nothing_is_mounted_where_it_would_propagate_out_of_the_container() {
     let data = rootfs.join("data").display().to_string();
     assert!(in_container(&["mount", "--make-private", &data]));
     assert!(in_container(&["mount", "--make-shared", &data]));
-    let own_group = configure();
+    let own_group = configure(false);
+    // Again from the tables: not refused either (the mounts are there: nothing to add).
+    let again = configure(true);
     let host_last = under_vol(host.0.id());
     drop(host);
     let err = result.expect_err("configure under a shared mount");
@@ -802,7 +811,10 @@ fn nothing_is_mounted_where_it_would_propagate_out_of_the_container() {
         container_after, container_before,
         "mounts left in the container"
     );
+    let err_tables = from_tables.expect_err("configure under a shared mount, from the tables");
+    assert_eq!(err_tables.to_string(), err.to_string());
     assert!(own_group.as_ref().is_ok_and(|&n| n > 0), "{own_group:?}");
+    assert!(again.is_ok(), "{again:?}");
     assert_eq!(host_last, host_before, "a mount reached the host's volume");
 }
 

@@ -36,6 +36,7 @@ pub mod kernel_mounts;
 pub mod mount;
 mod pidfd;
 pub mod seccomp;
+pub mod statmount;
 
 pub use cgroup_clone::{cgroup_clone_supported, cgroup_clone_unsupported, clone_into_cgroup};
 pub use chroot::chrooted;
