@@ -353,3 +353,23 @@ fn v1_deny_takes_a_device_back_and_refuses_to_narrow_a_wider_rule() {
     );
     assert_eq!(list(), before, "left as it was");
 }
+
+/// A process's device cgroup is the one its mount table says, whether the kernel names the
+/// hierarchy's mount by its id (Linux 6.8) or the table is read.
+#[test]
+fn a_process_cgroup_is_the_one_the_mount_table_says() {
+    let Some(cg) = TestCgroup::v1_devices() else {
+        return;
+    };
+    let mut child = Command::new("sleep").arg("60").spawn().unwrap();
+    cg.add(child.id()).unwrap();
+    let root = std::path::Path::new("/");
+    let found = DeviceCgroup::of_process(child.id(), root);
+    let cgroup = std::fs::read(format!("/proc/{}/cgroup", child.id())).unwrap();
+    let table = std::fs::read("/proc/self/mountinfo").unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let want = DeviceCgroup::parse(&cgroup, &table, root).unwrap();
+    assert_eq!(want.path, cg.path());
+    assert_eq!(found.unwrap(), want);
+}

@@ -50,14 +50,14 @@ fn unescape(field: &str) -> String {
 
 /// A mount of a cgroup hierarchy: its root inside the hierarchy and where it is mounted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct CgroupMount {
-    root: String,
-    mount_point: String,
+pub(super) struct CgroupMount {
+    pub(super) root: String,
+    pub(super) mount_point: String,
 }
 
 /// The first mount of `version`'s hierarchy in a `mountinfo` table: fstype `cgroup` whose
 /// super options name `devices`, or fstype `cgroup2`.
-fn find_mount(mountinfo: &[u8], version: CgroupVersion) -> Option<CgroupMount> {
+pub(super) fn find_mount(mountinfo: &[u8], version: CgroupVersion) -> Option<CgroupMount> {
     let text = String::from_utf8_lossy(mountinfo);
     text.lines().find_map(|line| {
         let fields: Vec<&str> = line.split(' ').collect();
@@ -91,13 +91,23 @@ pub fn device_cgroup(
     mountinfo: &[u8],
     proc_root: &Path,
 ) -> Result<(CgroupVersion, PathBuf), String> {
+    device_cgroup_in(cgroup, |version| find_mount(mountinfo, version), proc_root)
+}
+
+/// [`device_cgroup`], with the mount of the hierarchy found by `mount_of` (the first of a
+/// `mountinfo` table, or the one the kernel names by id).
+pub(super) fn device_cgroup_in(
+    cgroup: &[u8],
+    mount_of: impl FnOnce(CgroupVersion) -> Option<CgroupMount>,
+    proc_root: &Path,
+) -> Result<(CgroupVersion, PathBuf), String> {
     let m = membership(cgroup)?;
     let (version, path) = match (m.v1_devices, m.unified) {
         (Some(path), _) => (CgroupVersion::V1, path),
         (None, Some(path)) => (CgroupVersion::V2, path),
         (None, None) => return Err("no devices or unified cgroup entries found".into()),
     };
-    let mount = find_mount(mountinfo, version).ok_or_else(|| {
+    let mount = mount_of(version).ok_or_else(|| {
         format!(
             "cgroup subsystem {} not found",
             if version == CgroupVersion::V1 {

@@ -41,9 +41,11 @@ impl DeviceCgroup {
         }
     }
 
-    /// Finds the device cgroup of process `pid` from `<proc_root>/proc/<pid>/cgroup` and a
-    /// mount table: the caller's own when supervised (`proc_root` is `/`: nvc sees the host's
-    /// cgroup mounts), `<proc_root>/proc/<pid>/mountinfo` in standalone mode. `/proc` is
+    /// Finds the device cgroup of process `pid` from `<proc_root>/proc/<pid>/cgroup` and the
+    /// hierarchy's mount: when supervised (`proc_root` is `/`: nvc sees the host's cgroup
+    /// mounts), the one at its usual place where the kernel names it by id (`statmount`,
+    /// Linux 6.8), else the first of the caller's own mount table;
+    /// `<proc_root>/proc/<pid>/mountinfo` in standalone mode. `/proc` is
     /// resolved inside `proc_root` and checked to be procfs, the files below it opened
     /// following no link, and read with a size cap; in standalone mode the cgroup directory
     /// is later resolved inside the rootfs too, and checked to be cgroupfs, before any
@@ -63,6 +65,17 @@ impl DeviceCgroup {
             .map_err(|e| fail(&proc_root.join("proc"), "cannot open", Some(e.into_io())))?;
         let cgroup = read_beneath(&proc, Path::new(&format!("{pid}/cgroup")))
             .map_err(|e| fail(&cgroup_file, "cannot read", Some(e)))?;
+        // The host's hierarchies, where the kernel names their mounts by id (Linux 6.8): no
+        // mount table read.
+        if proc_root == Path::new("/")
+            && let Ok((version, path)) = discover::device_cgroup_in(&cgroup, host_mount, proc_root)
+        {
+            return Ok(DeviceCgroup {
+                version,
+                path,
+                root: proc_root.to_path_buf(),
+            });
+        }
         let table_of = if proc_root == Path::new("/") {
             std::process::id()
         } else {
@@ -142,6 +155,39 @@ impl DeviceCgroup {
     }
 }
 
+/// The host's mount of `version`'s device hierarchy where it is at its usual place — v1's
+/// `devices` at `/sys/fs/cgroup/devices` (a cgroup filesystem with `devices.list`), cgroup2
+/// at `/sys/fs/cgroup` or `/sys/fs/cgroup/unified` — and the kernel tells its root (`/`
+/// only) and mount point by its id (`statmount`, Linux 6.8). `None` elsewhere: the mount
+/// table decides.
+fn host_mount(version: CgroupVersion) -> Option<discover::CgroupMount> {
+    let candidates: &[&str] = match version {
+        CgroupVersion::V1 => &["/sys/fs/cgroup/devices"],
+        CgroupVersion::V2 => &["/sys/fs/cgroup", "/sys/fs/cgroup/unified"],
+    };
+    candidates.iter().find_map(|dir| {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::open(*dir, flags, nix::sys::stat::Mode::empty()).ok()?;
+        let id = nvc_sys::statmount::unique_mount_id(fd.as_fd()).ok()?;
+        let stat = nvc_sys::statmount::stat_mount(id, true).ok()?;
+        let (magic, marker) = match version {
+            CgroupVersion::V1 => (CGROUP_SUPER_MAGIC, Some("devices.list")),
+            CgroupVersion::V2 => (CGROUP2_SUPER_MAGIC, None),
+        };
+        let is_magic = i64::try_from(stat.magic).is_ok_and(|m| m == magic.0);
+        let marked = marker.is_none_or(|name| {
+            nix::sys::stat::fstatat(fd.as_fd(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+                .is_ok()
+        });
+        let root = stat.root.filter(|r| r == b"/")?;
+        let point = String::from_utf8(stat.point?).ok()?;
+        (is_magic && marked).then(|| discover::CgroupMount {
+            root: String::from_utf8_lossy(&root).into_owned(),
+            mount_point: point,
+        })
+    })
+}
+
 /// A device cgroup opened for the ldconfig sandbox ([`DeviceCgroup::open_for_sandbox`]). In
 /// a cgroup2 cgroup the sandbox's program is created with `clone3(CLONE_INTO_CGROUP)` given
 /// the directory (Linux 5.7), and nothing migrates; in a v1 cgroup, or where the kernel
@@ -170,3 +216,23 @@ impl SandboxCgroup {
 
 #[cfg(test)]
 mod sandbox_tests;
+
+#[cfg(test)]
+mod host_mount_tests {
+    use super::*;
+
+    /// Where the kernel names the hierarchies' mounts, they are the ones the mount table
+    /// lists first.
+    #[test]
+    fn the_mount_named_by_id_is_the_tables() {
+        let table = std::fs::read("/proc/self/mountinfo").unwrap();
+        for version in [CgroupVersion::V1, CgroupVersion::V2] {
+            match host_mount(version) {
+                Some(mount) => {
+                    assert_eq!(Some(mount), discover::find_mount(&table, version));
+                }
+                None => eprintln!("skipped {version:?}: not at its usual place, or no statmount"),
+            }
+        }
+    }
+}
