@@ -91,7 +91,8 @@ pub(crate) fn open_beneath(dir: &OwnedFd, name: &Path, flags: OFlag) -> Result<O
 pub(crate) fn read_beneath(dir: &OwnedFd, name: &Path) -> Result<Vec<u8>, std::io::Error> {
     let fd = open_beneath(dir, name, OFlag::O_RDONLY | OFlag::O_NONBLOCK)
         .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
-    // Room for a busy host's `mountinfo` in one read (an empty vector starts with 32 bytes).
+    // Room for a busy host's `mountinfo` from the start (an empty vector starts with a
+    // 32-byte probe and grows as it goes).
     let mut bytes = Vec::with_capacity(64 << 10);
     File::from(fd).take(READ_LIMIT).read_to_end(&mut bytes)?;
     Ok(bytes)

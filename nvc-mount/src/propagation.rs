@@ -6,7 +6,7 @@
 //! naming it, before anything is mounted. A mount shared only among the container's own
 //! mounts (Docker's `rshared` rootfs propagation) propagates nowhere outside and is used.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
@@ -88,8 +88,9 @@ pub(crate) struct Watch {
     known: RefCell<HashMap<u64, bool>>,
     /// Without `statmount`: the container's mounts (by `mountinfo` id) that would.
     escaping: OnceCell<HashSet<u64>>,
-    /// Whether `statmount` is asked at all (decided at the first target).
-    statmount: OnceCell<bool>,
+    /// Whether `statmount` answers: decided at the first target (the fault point), and
+    /// `Some(false)` once the kernel says it has no such call.
+    statmount: Cell<Option<bool>>,
 }
 
 impl Watch {
@@ -103,7 +104,7 @@ impl Watch {
             outside: OnceCell::new(),
             known: RefCell::default(),
             escaping: OnceCell::new(),
-            statmount: OnceCell::new(),
+            statmount: Cell::new(None),
         })
     }
 
@@ -126,32 +127,50 @@ impl Watch {
     }
 
     /// The answer of `statmount` for the mount `point` is on; `None` where the kernel does
-    /// not give it (before Linux 6.8). The fault point `statmount`, passed at the first
-    /// target, fails the check, or with `ENOSYS` stands for a kernel without the call.
+    /// not give it (before Linux 6.8: remembered at the first `ENOSYS`). The fault point
+    /// `statmount`, passed at the first target, fails the check, or with `ENOSYS` stands for
+    /// a kernel without the call.
     fn asked(&self, point: &OwnedFd, target: &Path) -> Result<Option<bool>, Error> {
-        if self.statmount.get().is_none() {
-            let usable = match nvc_sys::fault::point("statmount", target) {
-                Ok(()) => true,
-                Err(Errno::ENOSYS) => false,
+        match self.statmount.get() {
+            Some(true) => {}
+            Some(false) => return Ok(None),
+            None => match nvc_sys::fault::point("statmount", target) {
+                Ok(()) => self.statmount.set(Some(true)),
+                Err(Errno::ENOSYS) => {
+                    self.statmount.set(Some(false));
+                    return Ok(None);
+                }
                 Err(e) => return Err(crate::apply::fail("statmount", target)(e)),
-            };
-            let _ = self.statmount.set(usable);
+            },
         }
-        if self.statmount.get() != Some(&true) {
-            return Ok(None);
-        }
-        let Ok(id) = nvc_sys::statmount::unique_mount_id(point.as_fd()) else {
-            return Ok(None);
+        let id = match nvc_sys::statmount::unique_mount_id(point.as_fd()) {
+            Ok(id) => id,
+            Err(e) => return Ok(self.unanswered(&e)),
         };
         if let Some(&escapes) = self.known.borrow().get(&id) {
             return Ok(Some(escapes));
         }
-        let Ok(stat) = nvc_sys::statmount::stat_mount(id, false) else {
-            return Ok(None);
+        let stat = match nvc_sys::statmount::stat_mount(id, false) {
+            Ok(stat) => stat,
+            Err(e) => return Ok(self.unanswered(&e)),
         };
         let escapes = stat.is_shared() && self.outside()?.contains(&stat.peer_group);
         self.known.borrow_mut().insert(id, escapes);
         Ok(Some(escapes))
+    }
+
+    /// No answer, after `error` (remembered where the kernel lacks the call).
+    fn unanswered(&self, error: &nvc_sys::Error) -> Option<bool> {
+        if matches!(
+            error,
+            nvc_sys::Error::Syscall {
+                errno: Errno::ENOSYS,
+                ..
+            }
+        ) {
+            self.statmount.set(Some(false));
+        }
+        None
     }
 
     /// The answer of the container's table, read once, for the mount `point` is on.
@@ -178,12 +197,12 @@ impl Watch {
 
     /// The peer groups that reach the caller's namespace, its table read the first time.
     fn outside(&self) -> Result<&HashSet<u64>, Error> {
-        if self.outside.get().is_none() {
-            let table = nvc_sys::kernel_mounts::read_opened_table(&self.caller, READ_LIMIT)
-                .map_err(table_error)?;
-            let _ = self.outside.set(reached_groups(&table));
+        if let Some(outside) = self.outside.get() {
+            return Ok(outside);
         }
-        self.outside.get().ok_or_else(|| table_error(Errno::EIO))
+        let table = nvc_sys::kernel_mounts::read_opened_table(&self.caller, READ_LIMIT)
+            .map_err(table_error)?;
+        Ok(self.outside.get_or_init(|| reached_groups(&table)))
     }
 }
 

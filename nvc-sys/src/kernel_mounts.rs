@@ -157,15 +157,15 @@ pub fn open_mount_table(proc: BorrowedFd<'_>) -> Result<std::fs::File, Errno> {
     Ok(std::fs::File::from(fd))
 }
 
-/// The mount table `table` ([`open_mount_table`]) shows, read from its start in one or two
-/// reads, at most `limit` bytes; `EFBIG` beyond.
+/// The mount table `table` ([`open_mount_table`]) shows, read from its start, at most
+/// `limit` bytes; `EFBIG` beyond.
 ///
 /// # Errors
 ///
 /// The errno of reading it, `EFBIG` past `limit`.
 pub fn read_opened_table(table: &std::fs::File, limit: u64) -> Result<Vec<u8>, Errno> {
-    // A table's size is unknown (procfs says 0): room for a busy host's in the first read,
-    // where an empty vector would start with a 32-byte read and double from there.
+    // A table's size is unknown (procfs says 0): room for a busy host's from the start,
+    // where an empty vector would start with a 32-byte probe and grow as it goes.
     let mut bytes = Vec::with_capacity(64 << 10);
     table
         .take(limit.saturating_add(1))

@@ -171,6 +171,12 @@ pub fn attach(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> Result<(), Error>
 ///
 /// Linux 5.8 (`STATX_MNT_ID`).
 pub fn mount_id(fd: BorrowedFd<'_>) -> Result<u64, Error> {
+    statx_mount_id(fd, libc::STATX_MNT_ID)
+}
+
+/// The mount id `statx` reports for `fd` with `mask` (`STATX_MNT_ID`, or
+/// `STATX_MNT_ID_UNIQUE`); `ENOSYS` where it reports none.
+pub(crate) fn statx_mount_id(fd: BorrowedFd<'_>, mask: libc::c_uint) -> Result<u64, Error> {
     let mut st = std::mem::MaybeUninit::<libc::statx>::zeroed();
     // SAFETY: `st` is a writable `statx` buffer for the call; the path is an empty C string
     // with AT_EMPTY_PATH, so only `fd` is looked at.
@@ -179,7 +185,7 @@ pub fn mount_id(fd: BorrowedFd<'_>) -> Result<u64, Error> {
             fd.as_raw_fd(),
             c"".as_ptr(),
             libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
-            libc::STATX_MNT_ID,
+            mask,
             st.as_mut_ptr(),
         )
     };
@@ -188,7 +194,7 @@ pub fn mount_id(fd: BorrowedFd<'_>) -> Result<u64, Error> {
     }
     // SAFETY: statx succeeded and filled the buffer (it was zeroed before in any case).
     let st = unsafe { st.assume_init() };
-    if st.stx_mask & libc::STATX_MNT_ID == 0 {
+    if st.stx_mask & mask == 0 {
         return Err(sys("statx")(Errno::ENOSYS));
     }
     Ok(st.stx_mnt_id)

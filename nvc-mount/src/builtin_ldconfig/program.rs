@@ -9,7 +9,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use nvc_ldcache::{Format, LdCache};
+use nvc_ldcache::LdCache;
 
 use super::image;
 use crate::apply::Root;
@@ -28,29 +28,33 @@ const HITS_LIMIT: usize = 64;
 /// Whether the update stands for the image's own `program`: the program is there (a
 /// regular file, links followed inside the root: where it is not, nothing runs and nothing
 /// changes) and its glibc is one of [`PROVEN`] — as the generator of the image's `cache`
-/// names it, or, where the cache names no glibc and is not in the old format (no cache:
-/// `None`; one nvc built), as the program names it ([`program_version`]). An image that lies
+/// names it (a cache without one, as glibc before 2.33 writes, names none), or, where the
+/// image has no cache (`None`) or nvc built it, as the program names it
+/// ([`program_version`]). An image that lies
 /// here gets the built-in update, which proves its own premises, instead of its own program.
 /// Call inside the container's mount namespace ([`crate::ns`]).
 pub(super) fn stands_for(root: &Root, program: &Path, cache: Option<&LdCache<'_>>) -> bool {
     let Ok(file) = image::open_regular(root, program) else {
         return false;
     };
-    let version = match cache {
-        Some(cache) if cache.format() == Format::Old => None,
-        Some(cache) => cache
-            .generator()
-            .and_then(glibc_version)
-            .or_else(|| program_version(file)),
+    let version = match cache.map(LdCache::generator) {
+        // No cache (or none that parses), or one nvc built: the program says.
         None => program_version(file),
+        Some(Some(generator)) if generator == super::rebuild::GENERATOR => program_version(file),
+        // glibc's: it says (an older glibc's, without a generator, says none).
+        Some(generator) => generator.and_then(glibc_version),
     };
     version.is_some_and(|version| PROVEN.contains(&version))
 }
 
 /// The glibc version of the `ldconfig` whose file is `file` ([`generator_version`]), read up
-/// to [`PROGRAM_LIMIT`] (a larger file names none).
+/// to [`PROGRAM_LIMIT`] (a larger file names none, and is not read).
 fn program_version(file: std::fs::File) -> Option<(u32, u32)> {
-    let mut bytes = Vec::new();
+    let size = file.metadata().ok()?.len();
+    if size > PROGRAM_LIMIT {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(size).ok()?);
     file.take(PROGRAM_LIMIT + 1).read_to_end(&mut bytes).ok()?;
     if bytes.len() as u64 > PROGRAM_LIMIT {
         return None;
@@ -97,7 +101,7 @@ pub(super) fn generator_version(program: &[u8]) -> Option<(u32, u32)> {
 /// development snapshot (`2.43.9000`) is the next version's.
 fn glibc_version(generator: &[u8]) -> Option<(u32, u32)> {
     const TAG: &[u8] = b"release version ";
-    let at = generator.windows(TAG.len()).rposition(|w| w == TAG)?;
+    let at = memchr::memmem::rfind(generator, TAG)?;
     let rest = std::str::from_utf8(generator.get(at + TAG.len()..)?).ok()?;
     let mut numbers = rest.split(|c: char| !c.is_ascii_digit());
     let major: u32 = numbers.next()?.parse().ok()?;
