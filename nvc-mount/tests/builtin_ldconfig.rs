@@ -13,6 +13,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -773,13 +774,38 @@ fn auto_is_built_in_where_the_images_glibc_is_proven() {
     };
     let none = |_: &Path| {};
     let no_cache = |root: &Path| fs::remove_file(root.join("etc/ld.so.cache")).unwrap();
+    // The same entries under the generator of a cache nvc built (its update of an image
+    // without one): the program says which glibc it is.
+    let nvc_built = |root: &Path| {
+        let path = root.join("etc/ld.so.cache");
+        let bytes = fs::read(&path).unwrap();
+        let cache = LdCache::parse(&bytes).unwrap();
+        let entries: Vec<_> = cache
+            .entries()
+            .map(|e| {
+                let e = e.unwrap();
+                let mut entry = nvc_ldcache::CacheEntry::new(
+                    e.soname().as_bytes(),
+                    e.path().as_os_str().as_bytes(),
+                    e.arch(),
+                );
+                entry.flags = e.flags();
+                entry
+            })
+            .collect();
+        let generator = format!("nvc-mount {} built-in ldconfig", env!("CARGO_PKG_VERSION"));
+        let rewritten =
+            nvc_ldcache::write_cache(&entries, cache.format(), Some(generator.as_bytes()));
+        fs::write(&path, rewritten).unwrap();
+    };
     let own = PathBuf::from("/sbin/ldconfig");
     for (suite, image) in &images {
         let image_ldconfig = image.join("usr/sbin/ldconfig");
         let layout = |root: &Path| real_image(image, root, false);
-        let variants: [(&[&str], &Change, bool); 3] = [
+        let variants: [(&[&str], &Change, bool); 4] = [
             (&["-r"], &none, true),
             (&["-r"], &no_cache, true),
+            (&["-r"], &nvc_built, true),
             (&["-c", "old", "-r"], &none, false),
         ];
         for (cache, after, built_in) in variants {
