@@ -326,7 +326,10 @@ fn mounts_under(mountinfo: &str, rootfs: &str) -> Vec<(String, String)> {
 }
 
 /// A configure's result: the mount tree, the device cgroup's list, the linker cache.
-type Outcome = (Vec<(String, String)>, String, Vec<u8>);
+type Outcome = (Vec<(String, String)>, String, Vec<CacheEntry>);
+
+/// A linker cache entry: SONAME, path, flags.
+type CacheEntry = (std::ffi::OsString, PathBuf, nvc_ldcache::Flags);
 
 /// One configure on a fresh paused container, image and device cgroup: `run` gets the
 /// container's pid and rootfs and returns the program's output; then the container's
@@ -358,9 +361,23 @@ fn configure_one(
         .as_ref()
         .map(|cg| std::fs::read_to_string(cg.path().join("devices.list")).unwrap())
         .unwrap_or_default();
-    let cache = std::fs::read(rootfs.path().join("etc/ld.so.cache")).unwrap();
+    let cache = cache_entries(&std::fs::read(rootfs.path().join("etc/ld.so.cache")).unwrap());
     drop(container);
     Some((mounts, devices, cache))
+}
+
+/// What a linker cache lists, in its order: the entries a loader finds. (The CLI's configure
+/// writes it in process where glibc's `ldconfig` is proven to write the same; the C API's
+/// separate ldcache step runs the image's `ldconfig`: the same entries, not the same bytes.)
+fn cache_entries(bytes: &[u8]) -> Vec<CacheEntry> {
+    nvc_ldcache::LdCache::parse(bytes)
+        .unwrap()
+        .entries()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.soname().to_owned(), e.path().to_owned(), e.flags())
+        })
+        .collect()
 }
 
 #[test]
