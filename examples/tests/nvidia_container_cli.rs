@@ -599,9 +599,10 @@ fn cuda_compat_in_ldconfig_mode_puts_the_compat_libcuda_first() {
     );
 }
 
-/// A supervised `ldconfig` whose container's device cgroup cannot be found (here: nvc's mount
-/// namespace has no cgroup filesystem) fails the configure rather than run in nvc's own
-/// cgroup, outside the container's device rules; the container is left as it was.
+/// A supervised `ldconfig` (the image's, named: run in the sandbox, not written in process)
+/// whose container's device cgroup cannot be found (here: nvc's mount namespace has no cgroup
+/// filesystem) fails the configure rather than run in nvc's own cgroup, outside the
+/// container's device rules; the container is left as it was.
 #[test]
 fn a_sandbox_whose_device_cgroup_cannot_be_found_fails_closed() {
     let Some(container) = nvc_testkit::PausedContainer::start() else {
@@ -617,7 +618,7 @@ fn a_sandbox_whose_device_cgroup_cannot_be_found_fails_closed() {
             root,
             &format!(
                 "{unmount} exec {} --root {root} configure --device=all --compute --no-cgroups \
-                 --pid={} {rfs}",
+                 --ldconfig=/sbin/ldconfig --pid={} {rfs}",
                 env!("CARGO_BIN_EXE_nvidia-container-cli"),
                 container.pid()
             ),
