@@ -23,7 +23,7 @@ pub struct MountAttrs {
     pub noexec: bool,
 }
 
-fn sys(call: &'static str) -> impl FnOnce(Errno) -> Error {
+pub(crate) fn sys(call: &'static str) -> impl FnOnce(Errno) -> Error {
     move |errno| Error::Syscall { call, errno }
 }
 

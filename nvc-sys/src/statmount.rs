@@ -8,6 +8,7 @@ use std::os::fd::BorrowedFd;
 use nix::errno::Errno;
 
 use crate::Error;
+use crate::mount::sys;
 
 /// `STATX_MNT_ID_UNIQUE` (Linux 6.8): the mount's 64-bit id that `statmount` takes.
 const STATX_MNT_ID_UNIQUE: libc::c_uint = 0x4000;
@@ -76,9 +77,9 @@ pub fn stat_mount(id: u64, paths: bool) -> Result<MountStat, Error> {
     loop {
         let mut buf = vec![0u8; len];
         match statmount(id, mask, &mut buf) {
-            Ok(()) => return parse(&buf, mask).ok_or_else(|| sys(Errno::EINVAL, "statmount")),
+            Ok(()) => return parse(&buf, mask).ok_or_else(|| sys("statmount")(Errno::EINVAL)),
             Err(Errno::EOVERFLOW) if len < 1 << 20 => len *= 4,
-            Err(e) => return Err(sys(e, "statmount")),
+            Err(e) => return Err(sys("statmount")(e)),
         }
     }
 }
@@ -109,10 +110,6 @@ fn statmount(id: u64, mask: u64, buf: &mut [u8]) -> Result<(), Errno> {
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 fn statmount(_: u64, _: u64, _: &mut [u8]) -> Result<(), Errno> {
     Err(Errno::ENOSYS)
-}
-
-fn sys(errno: Errno, call: &'static str) -> Error {
-    Error::Syscall { call, errno }
 }
 
 /// A `struct statmount` the kernel wrote into `buf` for `mask`: `None` where it reports less

@@ -179,10 +179,10 @@ fn host_mount(version: CgroupVersion) -> Option<discover::CgroupMount> {
             nix::sys::stat::fstatat(fd.as_fd(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
                 .is_ok()
         });
-        let root = stat.root.filter(|r| r == b"/")?;
+        let whole = stat.root.is_some_and(|r| r == b"/");
         let point = String::from_utf8(stat.point?).ok()?;
-        (is_magic && marked).then(|| discover::CgroupMount {
-            root: String::from_utf8_lossy(&root).into_owned(),
+        (is_magic && marked && whole).then(|| discover::CgroupMount {
+            root: "/".to_owned(),
             mount_point: point,
         })
     })
